@@ -1,0 +1,174 @@
+//! `appservice:` — how the homeserver and the bridge find each other.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::validate::{FieldError, Validate, check_http_url, check_localpart};
+
+/// The bridge's side of the application-service connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppserviceConfig {
+    /// The application service ID, as in the registration file.
+    pub id: String,
+    /// Address the HTTP listener binds to (default `127.0.0.1`).
+    #[serde(default = "default_bind_address", deserialize_with = "crate::de::ip_addr")]
+    pub bind_address: IpAddr,
+    /// Port of the HTTP listener, which also serves `/metrics`.
+    pub port: u16,
+    /// The URL the homeserver uses to reach the bridge, when it is not
+    /// `http://{bind_address}:{port}` (a reverse proxy, a container network); see
+    /// [`AppserviceConfig::public_url`].
+    #[serde(default, deserialize_with = "crate::de::optional_url", skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<Url>,
+    /// The registration file (default `registration.yaml`, next to the configuration file).
+    #[serde(default = "default_registration")]
+    pub registration: PathBuf,
+    /// The bridge bot user.
+    pub bot: BotConfig,
+}
+
+/// The bridge bot: the registration's `sender_localpart` user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Localpart of the bot's user ID, e.g. `ircbot` for `@ircbot:example.org`.
+    pub localpart: String,
+    /// Display name to set on the bot, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    /// `mxc://` avatar to set on the bot, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+fn default_bind_address() -> IpAddr {
+    Ipv4Addr::LOCALHOST.into()
+}
+
+fn default_registration() -> PathBuf {
+    PathBuf::from("registration.yaml")
+}
+
+impl AppserviceConfig {
+    /// The URL the homeserver should use: `public_url`, or `http://{bind_address}:{port}`.
+    ///
+    /// With a wildcard `bind_address` (`0.0.0.0`, `::`) the default is not reachable from
+    /// elsewhere, so set `public_url` then.
+    pub fn public_url(&self) -> Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            let address = SocketAddr::new(self.bind_address, self.port);
+            Url::parse(&format!("http://{address}")).expect("an IP address and port always form a valid http URL")
+        })
+    }
+
+    pub(crate) fn resolve_paths(&mut self, base_dir: &Path) {
+        self.registration = crate::paths::resolve(base_dir, &self.registration);
+    }
+}
+
+impl Validate for AppserviceConfig {
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        if self.id.is_empty() {
+            errors
+                .push(FieldError::new("id", "must not be empty (expected the registration's id, such as lattice-irc)"));
+        } else if self.id.contains('|') {
+            errors.push(FieldError::new("id", "must not contain `|` (expected an ID without `|`: Synapse refuses it)"));
+        }
+        if self.port == 0 {
+            errors.push(FieldError::new("port", "must not be 0 (expected a TCP port 1-65535)"));
+        }
+        if let Some(url) = &self.public_url {
+            check_http_url("public_url", url, errors);
+        }
+        if self.registration.as_os_str().is_empty() {
+            errors.push(FieldError::new(
+                "registration",
+                "must not be empty (expected a file path such as registration.yaml)",
+            ));
+        }
+        check_localpart("bot.localpart", &self.bot.localpart, errors);
+        if let Some(avatar) = &self.bot.avatar_url {
+            let valid = avatar
+                .strip_prefix("mxc://")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(server, media)| !server.is_empty() && !media.is_empty());
+            if !valid {
+                errors.push(FieldError::new(
+                    "bot.avatar_url",
+                    "is not an mxc:// URI (expected mxc://server/media_id; upload the image first)",
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AppserviceConfig {
+        AppserviceConfig {
+            id: "lattice-irc".into(),
+            bind_address: default_bind_address(),
+            port: 29330,
+            public_url: None,
+            registration: default_registration(),
+            bot: BotConfig { localpart: "ircbot".into(), displayname: None, avatar_url: None },
+        }
+    }
+
+    #[test]
+    fn public_url_defaults_to_the_listener() {
+        let cases = [
+            (IpAddr::from([127, 0, 0, 1]), None, "http://127.0.0.1:29330/"),
+            (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), None, "http://[::1]:29330/"),
+            (IpAddr::from([0, 0, 0, 0]), Some("https://bridge.example.org/irc"), "https://bridge.example.org/irc"),
+        ];
+        for (bind_address, public_url, expected) in cases {
+            let config = AppserviceConfig {
+                bind_address,
+                public_url: public_url.map(|u| Url::parse(u).expect("url")),
+                ..config()
+            };
+            assert_eq!(config.public_url().as_str(), expected);
+        }
+    }
+
+    #[test]
+    fn validation() {
+        type Edit = fn(&mut AppserviceConfig);
+        let cases: [(Edit, &[&str]); 9] = [
+            (|_| {}, &[]),
+            (|c| c.id.clear(), &["id"]),
+            (|c| c.id = "a|b".into(), &["id"]),
+            (|c| c.port = 0, &["port"]),
+            (|c| c.public_url = Some(Url::parse("ftp://x").expect("url")), &["public_url"]),
+            (|c| c.registration = PathBuf::new(), &["registration"]),
+            (|c| c.bot.localpart = "Bot".into(), &["bot.localpart"]),
+            (|c| c.bot.avatar_url = Some("https://x/y.png".into()), &["bot.avatar_url"]),
+            (
+                |c| {
+                    c.port = 0;
+                    c.bot.localpart.clear();
+                    c.bot.avatar_url = Some("mxc://example.org/abc".into());
+                },
+                &["port", "bot.localpart"],
+            ),
+        ];
+        for (index, (edit, expected)) in cases.into_iter().enumerate() {
+            let mut config = config();
+            edit(&mut config);
+            let mut errors = Vec::new();
+            config.validate(&mut errors);
+            let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, expected, "case {index}");
+            assert!(errors.iter().all(|e| e.message.contains("expected")), "{errors:?}");
+        }
+    }
+}

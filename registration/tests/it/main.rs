@@ -1,0 +1,3 @@
+//! Integration tests for `lattice-registration`: the public API used the way a bridge uses it.
+
+mod round_trip;
