@@ -1,0 +1,55 @@
+//! The homeserver-facing HTTP API ([Application Service API], homeserver → appservice), served with axum, plus the
+//! operational endpoints (`/health`, `/metrics`).
+//!
+//! Every `/_matrix/app/…` route requires the homeserver's `hs_token` ([`auth`]); unknown paths answer
+//! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`.
+//!
+//! [Application Service API]: https://spec.matrix.org/v1.16/application-service-api/
+
+mod auth;
+mod errors;
+mod ops;
+mod ping;
+mod query;
+mod thirdparty;
+mod transactions;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    routing::{get, post, put},
+};
+
+pub use self::errors::ErrorBody;
+use crate::{connector::Connector, runtime::Runtime};
+
+/// The appservice router over a runtime.
+pub(crate) fn router<C: Connector>(runtime: Arc<Runtime<C>>) -> Router {
+    let matrix_api = Router::new()
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(transactions::put_transaction::<C>))
+        .route("/_matrix/app/v1/users/{user_id}", get(query::query_user::<C>))
+        .route("/_matrix/app/v1/rooms/{room_alias}", get(query::query_room_alias::<C>))
+        .route("/_matrix/app/v1/ping", post(ping::ping))
+        .route("/_matrix/app/v1/thirdparty/protocol/{protocol}", get(thirdparty::protocol::<C>))
+        .route("/_matrix/app/v1/thirdparty/location/{protocol}", get(thirdparty::locations::<C>))
+        .route("/_matrix/app/v1/thirdparty/user/{protocol}", get(thirdparty::users::<C>))
+        .route("/_matrix/app/v1/thirdparty/location", get(thirdparty::location_by_alias::<C>))
+        .route("/_matrix/app/v1/thirdparty/user", get(thirdparty::user_by_id::<C>))
+        // The paths before the spec's v1 prefix, which older homeservers still call.
+        .route("/transactions/{txn_id}", put(transactions::put_transaction::<C>))
+        .route("/users/{user_id}", get(query::query_user::<C>))
+        .route("/rooms/{room_alias}", get(query::query_room_alias::<C>))
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&runtime), auth::require_hs_token::<C>));
+    Router::new()
+        .merge(matrix_api)
+        .route("/health", get(ops::ready::<C>))
+        .route("/health/live", get(ops::live))
+        .route("/health/ready", get(ops::ready::<C>))
+        .route("/metrics", get(ops::metrics::<C>))
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .fallback(errors::not_found)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(runtime)
+}

@@ -1,0 +1,200 @@
+//! The command line every Lattice bridge binary shares: `generate-registration`, `check-config` and `run` (the
+//! default). This is the binaries' edge, so its errors are `anyhow` with context naming the file at fault.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use lattice_config::{Config, LogFormat, Validate};
+use lattice_registration::{AppserviceRegistration, RegistrationTemplate, template_regex};
+use serde::de::DeserializeOwned;
+
+use crate::{Bridge, connector::Connector};
+
+/// The bridge-specific section of a config file (`bridge:`), as the shared command line needs it.
+pub trait BridgeSection: DeserializeOwned + Validate + Default + Send + Sync + 'static {
+    /// The protocol ID, which names the third-party protocol in the registration (`irc`, `xmpp`).
+    const PROTOCOL: &'static str;
+
+    /// Templates of the ghosts' user IDs, e.g. `@irc_{network}_{nick}:{server_name}`; each becomes an exclusive
+    /// user namespace of the registration.
+    fn user_templates(&self) -> Vec<String>;
+
+    /// Templates of portal aliases, e.g. `#irc_{network}_{channel}:{server_name}`; each becomes an exclusive alias
+    /// namespace.
+    fn alias_templates(&self) -> Vec<String>;
+}
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The config file.
+    #[arg(short, long, global = true, default_value = "config.yaml", env = "LATTICE_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the appservice registration file for the homeserver (fresh random tokens).
+    GenerateRegistration {
+        /// Where to write it; defaults to `appservice.registration` from the config.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace an existing file (the homeserver must then load the new tokens).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Load and validate the config (and the registration file, if present), then exit.
+    CheckConfig,
+    /// Run the bridge (the default).
+    Run,
+}
+
+/// Parses the command line and runs the chosen command; `build` makes the connector from the loaded config.
+pub fn main<B, C, F>(build: F) -> ExitCode
+where
+    B: BridgeSection,
+    C: Connector,
+    F: FnOnce(&Config<B>) -> anyhow::Result<C>,
+{
+    let cli = Cli::parse();
+    match run_cli(cli, build) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_cli<B, C, F>(cli: Cli, build: F) -> anyhow::Result<()>
+where
+    B: BridgeSection,
+    C: Connector,
+    F: FnOnce(&Config<B>) -> anyhow::Result<C>,
+{
+    let config: Config<B> = Config::load(&cli.config)?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::GenerateRegistration { output, force } => {
+            let path = output.unwrap_or_else(|| config.appservice.registration.clone());
+            if path.exists() && !force {
+                bail!(
+                    "{} exists; pass --force to replace it (the homeserver must then be restarted with the new file)",
+                    path.display()
+                );
+            }
+            lattice_registration::write(&path, &lattice_registration::generate(&registration_template(&config)))
+                .with_context(|| format!("writing the registration file {}", path.display()))?;
+            println!("wrote {}: add it to the homeserver's app_service_config_files and restart it", path.display());
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let registration = &config.appservice.registration;
+            if registration.exists() {
+                let loaded = AppserviceRegistration::load(registration)?;
+                check_registration_matches(&config, &loaded, registration)?;
+                println!("{}: OK; {}: OK and consistent", cli.config.display(), registration.display());
+            } else {
+                println!(
+                    "{}: OK; no registration at {} yet (run generate-registration)",
+                    cli.config.display(),
+                    registration.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Run => {
+            init_tracing(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let connector = build(&config)?;
+                let bridge = Bridge::new(&config, connector)
+                    .await
+                    .with_context(|| format!("starting the bridge from {}", cli.config.display()))?;
+                let address = SocketAddr::new(config.appservice.bind_address, config.appservice.port);
+                bridge.run(address).await?;
+                Ok(())
+            })
+        }
+    }
+}
+
+/// The registration a config calls for (tokens are drawn by `generate`).
+pub fn registration_template<B: BridgeSection>(config: &Config<B>) -> RegistrationTemplate {
+    let server_name = &config.homeserver.server_name;
+    let regexes = |templates: Vec<String>| -> Vec<String> {
+        templates.iter().map(|template| template_regex(template, server_name)).collect()
+    };
+    RegistrationTemplate {
+        id: config.appservice.id.clone(),
+        url: config.appservice.public_url(),
+        sender_localpart: config.appservice.bot.localpart.clone(),
+        user_regexes: regexes(config.bridge.user_templates()),
+        alias_regexes: regexes(config.bridge.alias_templates()),
+        protocols: vec![B::PROTOCOL.to_owned()],
+        receive_ephemeral: true,
+    }
+}
+
+fn check_registration_matches<B: BridgeSection>(
+    config: &Config<B>,
+    loaded: &AppserviceRegistration,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let expected = registration_template(config);
+    let actual = loaded.registration();
+    let mut problems = Vec::new();
+    if actual.id != expected.id {
+        problems.push(format!("id is `{}` but appservice.id is `{}`", actual.id, expected.id));
+    }
+    if actual.sender_localpart != expected.sender_localpart {
+        problems.push(format!(
+            "sender_localpart is `{}` but appservice.bot.localpart is `{}`",
+            actual.sender_localpart, expected.sender_localpart
+        ));
+    }
+    if actual.url.as_deref() != Some(expected.url.as_str()) {
+        problems.push(format!("url is {:?} but the config's public URL is `{}`", actual.url, expected.url));
+    }
+    let regexes = |namespaces: &[lattice_registration::Namespace]| -> Vec<String> {
+        namespaces.iter().map(|namespace| namespace.regex.clone()).collect()
+    };
+    for regex in &expected.user_regexes {
+        if !regexes(&actual.namespaces.users).contains(regex) {
+            problems.push(format!("no user namespace `{regex}`"));
+        }
+    }
+    for regex in &expected.alias_regexes {
+        if !regexes(&actual.namespaces.aliases).contains(regex) {
+            problems.push(format!("no alias namespace `{regex}`"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} does not match the config: {}; regenerate it with generate-registration --force",
+            path.display(),
+            problems.join("; ")
+        )
+    }
+}
+
+fn init_tracing<B>(config: &Config<B>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.logging.filter))
+        .with_context(|| format!("logging.filter `{}` is not a valid filter", config.logging.filter))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match config.logging.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}

@@ -1,0 +1,425 @@
+//! [`BridgeHandle`]: what connectors hold to act on Matrix, and the remote → Matrix half of the pipeline.
+//!
+//! A connector pushes [`RemoteEvent`]s; each is persisted in the remote queue under its portal before `push`
+//! returns, and a per-portal worker turns it into homeserver calls in order ([`RemoteHandler`]).
+
+use std::{
+    sync::{
+        Arc, OnceLock, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use lattice_config::{PermissionLevel, Permissions};
+use lattice_registration::AppserviceRegistration;
+use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, UInt};
+use serde_json::{Value, json};
+
+use crate::{
+    Error, Result, bridge_info,
+    connector::{ConnectorInfo, GhostSpec, PortalSpec},
+    dispatch::{Dispatcher, Handler, Outcome},
+    error::parse_id,
+    event::{RemoteEvent, RemoteEventKind},
+    matrix::{CreateRoomOptions, Intent, MatrixClient, MatrixError},
+    metrics::Metrics,
+    store::{Ghost, MessageMapping, Portal, QueueKind, QueuedItem, Store},
+};
+
+/// How long a typing notification from a remote person lasts unless renewed.
+const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The shared state behind every [`BridgeHandle`].
+pub(crate) struct Core {
+    pub(crate) store: Store,
+    pub(crate) matrix: MatrixClient,
+    pub(crate) metrics: Metrics,
+    pub(crate) registration: AppserviceRegistration,
+    pub(crate) server_name: String,
+    pub(crate) permissions: Permissions,
+    pub(crate) info: ConnectorInfo,
+    pub(crate) remote: OnceLock<Dispatcher<RemoteHandler>>,
+    pub(crate) homeserver_reachable: AtomicBool,
+    portal_creation: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A connector's handle on the runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct BridgeHandle {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for BridgeHandle {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("BridgeHandle").field("protocol", &self.core.info.protocol_id).finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Store,
+        matrix: MatrixClient,
+        metrics: Metrics,
+        registration: AppserviceRegistration,
+        server_name: String,
+        permissions: Permissions,
+        info: ConnectorInfo,
+    ) -> Self {
+        Self {
+            store,
+            matrix,
+            metrics,
+            registration,
+            server_name,
+            permissions,
+            info,
+            remote: OnceLock::new(),
+            homeserver_reachable: AtomicBool::new(false),
+            portal_creation: DashMap::new(),
+        }
+    }
+
+    pub(crate) fn appservice_id(&self) -> &str {
+        &self.registration.registration().id
+    }
+}
+
+impl BridgeHandle {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The store, for connector state (message maps, settings, credentials).
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    /// The Matrix client, for what the pipeline does not cover.
+    pub fn matrix(&self) -> &MatrixClient {
+        &self.core.matrix
+    }
+
+    /// The homeserver's server name.
+    pub fn server_name(&self) -> &str {
+        &self.core.server_name
+    }
+
+    /// The bridge bot's user ID.
+    pub fn bot_user_id(&self) -> String {
+        self.core.registration.sender_user_id(&self.core.server_name)
+    }
+
+    /// Whether a user ID is one of the bridge's own (a ghost or the bot): events they send are echoes.
+    pub fn is_bridge_user(&self, user_id: &str) -> bool {
+        self.core.registration.is_interested_in_user(user_id, &self.core.server_name)
+    }
+
+    /// A Matrix user's permission level from the config's permission globs.
+    pub fn permission_level(&self, user_id: &str) -> PermissionLevel {
+        self.core.permissions.level(user_id)
+    }
+
+    /// Whether the homeserver has answered the start-up ping.
+    pub fn homeserver_reachable(&self) -> bool {
+        self.core.homeserver_reachable.load(Ordering::Relaxed)
+    }
+
+    /// Persists a remote event and schedules its delivery to Matrix. Delivery happens in push order per portal,
+    /// after this returns; a crash after it returns loses nothing.
+    pub async fn push(&self, event: RemoteEvent) -> Result<()> {
+        let payload = serde_json::to_string(&event)?;
+        let dispatcher = self.core.remote.get().expect("the remote dispatcher is set at construction");
+        dispatcher.queue().push(&event.portal, &payload).await?;
+        self.core.metrics.events.with_label_values(&[QueueKind::Remote.label(), "queued"]).inc();
+        self.core.metrics.queue_depth.with_label_values(&[QueueKind::Remote.label()]).inc();
+        dispatcher.notify(&event.portal);
+        Ok(())
+    }
+
+    /// Sends a notice from the bridge bot, e.g. to tell a user why their message was not delivered.
+    pub async fn notice(&self, room_id: &str, text: &str) -> Result<()> {
+        let room: OwnedRoomId = parse_id("room ID", room_id)?;
+        let txn_id = format!("lattice.notice.{}", random_suffix());
+        self.bot()?
+            .send_message_event(&room, "m.room.message", &json!({"msgtype": "m.notice", "body": text}), &txn_id, None)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) fn bot(&self) -> Result<Intent> {
+        Ok(self.core.matrix.bot())
+    }
+
+    /// Registers a ghost and brings its profile in line with `ghost`, touching the homeserver only for what
+    /// changed since the store last recorded it.
+    pub async fn sync_ghost(&self, ghost: &GhostSpec) -> Result<Intent> {
+        let user_id: OwnedUserId = parse_id("user ID", &ghost.user_id)?;
+        let intent = self.core.matrix.intent(user_id);
+        let known = self.core.store.ghost_by_user(&ghost.user_id).await?;
+        intent.ensure_registered().await?;
+        let known_name = known.as_ref().and_then(|known| known.displayname.as_deref());
+        let known_avatar = known.as_ref().and_then(|known| known.avatar_url.as_deref());
+        if let Some(name) = ghost.displayname.as_deref().filter(|name| Some(*name) != known_name) {
+            intent.set_displayname(name).await?;
+        }
+        if ghost.avatar_url.as_deref() != known_avatar && ghost.avatar_url.is_some() {
+            let avatar: Option<OwnedMxcUri> = ghost.avatar_url.as_deref().map(Into::into);
+            intent.set_avatar_url(avatar.as_deref()).await?;
+        }
+        let unchanged = known.as_ref().is_some_and(|known| {
+            known.remote_id == ghost.remote_id
+                && known.displayname == ghost.displayname
+                && (ghost.avatar_url.is_none() || known.avatar_url == ghost.avatar_url)
+        });
+        if !unchanged {
+            self.core
+                .store
+                .upsert_ghost(&Ghost {
+                    user_id: ghost.user_id.clone(),
+                    remote_id: ghost.remote_id.clone(),
+                    displayname: ghost.displayname.clone(),
+                    avatar_url: ghost.avatar_url.clone().or_else(|| known.and_then(|known| known.avatar_url)),
+                    metadata: Value::Object(Default::default()),
+                })
+                .await?;
+        }
+        Ok(intent)
+    }
+
+    /// Returns the portal for `spec.remote_key`, creating its room first if there is none.
+    ///
+    /// Alias portals are created by the bot, public to join; a direct chat is created by the remote person's ghost,
+    /// which invites the Matrix user. Either way the room carries bridge-info state. Concurrent calls for the same
+    /// key create one room.
+    pub async fn ensure_portal(&self, spec: &PortalSpec) -> Result<Portal> {
+        let lock = self.core.portal_creation.entry(spec.remote_key.clone()).or_default().clone();
+        let _guard = lock.lock().await;
+        if let Some(portal) = self.core.store.portal_by_key(&spec.remote_key).await? {
+            return Ok(portal);
+        }
+        let bot = self.bot()?;
+        bot.ensure_registered().await?;
+        let bot_id = self.bot_user_id();
+        let creator = match &spec.direct {
+            Some(direct) => self.sync_ghost(&direct.ghost).await?,
+            None => bot.clone(),
+        };
+        let mut options = CreateRoomOptions::default();
+        options.name = spec.name.clone();
+        options.topic = spec.topic.clone();
+        options.alias_localpart = spec.alias_localpart.clone();
+        options.initial_state =
+            bridge_info::initial_state(self.core.appservice_id(), &bot_id, &self.core.info, &spec.bridge_info);
+        options.preset = Some(if spec.public { "public_chat" } else { "trusted_private_chat" }.into());
+        if let Some(direct) = &spec.direct {
+            options.invite = vec![parse_id("user ID", &direct.matrix_user)?];
+            options.is_direct = true;
+        } else {
+            options.power_level_content_override = Some(json!({"users": {bot_id.as_str(): 100}}));
+        }
+        let room_id = creator.create_room(&options).await?;
+        let alias = spec.alias_localpart.as_ref().map(|localpart| format!("#{localpart}:{}", self.core.server_name));
+        let portal = Portal {
+            remote_key: spec.remote_key.clone(),
+            room_id: room_id.to_string(),
+            alias,
+            name: spec.name.clone(),
+            topic: spec.topic.clone(),
+            metadata: spec.metadata.clone(),
+        };
+        self.core.store.upsert_portal(&portal).await?;
+        self.core.matrix.note_membership(&room_id, creator.user_id(), true);
+        tracing::info!(remote_key = %portal.remote_key, room_id = %portal.room_id, "created portal room");
+        Ok(portal)
+    }
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Turns queued [`RemoteEvent`]s into homeserver calls.
+pub(crate) struct RemoteHandler {
+    pub(crate) core: Weak<Core>,
+}
+
+impl Handler for RemoteHandler {
+    async fn handle(&self, item: &QueuedItem) -> Outcome {
+        let Some(core) = self.core.upgrade() else {
+            return Outcome::Retry { after: Some(Duration::from_secs(1)), reason: "the bridge is stopping".into() };
+        };
+        let event: RemoteEvent = match serde_json::from_str(&item.payload) {
+            Ok(event) => event,
+            Err(error) => return Outcome::GiveUp { reason: format!("unreadable remote event: {error}") },
+        };
+        match deliver(&BridgeHandle::new(core), item, &event).await {
+            Ok(()) => Outcome::Done,
+            Err(error) if error.is_transient() => {
+                Outcome::Retry { after: error.retry_after(), reason: error.to_string() }
+            }
+            Err(error) => Outcome::GiveUp { reason: error.to_string() },
+        }
+    }
+}
+
+/// The transaction ID of a queued remote event: unique per store (`seq`) and per store lifetime (`enqueued_at`), so
+/// the homeserver deduplicates a resend after a crash and never confuses two stores.
+fn transaction_id(item: &QueuedItem) -> String {
+    format!("lattice.{}.{}", item.enqueued_at, item.seq)
+}
+
+async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) -> Result<()> {
+    let store = bridge.store();
+    let Some(portal) = store.portal_by_key(&event.portal).await? else {
+        return Err(Error::Connector(crate::ConnectorError::permanent(format!(
+            "no portal for `{}`: create it with ensure_portal before pushing events",
+            event.portal
+        ))));
+    };
+    let room_id: OwnedRoomId = parse_id("room ID", &portal.room_id)?;
+    let bot = bridge.bot()?;
+    let intent = match &event.sender {
+        Some(ghost) => {
+            let intent = bridge.sync_ghost(ghost).await?;
+            if !matches!(event.kind, RemoteEventKind::Leave { .. }) {
+                intent.ensure_joined_via(&room_id, &bot).await?;
+            }
+            intent
+        }
+        None => {
+            bot.ensure_joined(&room_id).await?;
+            bot.clone()
+        }
+    };
+    let ts = event.timestamp_ms.and_then(|ms| UInt::new(ms)).map(MilliSecondsSinceUnixEpoch);
+    let txn_id = transaction_id(item);
+    let event_id = match &event.kind {
+        RemoteEventKind::Message { msgtype, body, html, reply_to } => {
+            let mut content = message_content(msgtype.as_msgtype(), body, html.as_deref());
+            if let Some(reply_to) = reply_to
+                && let Some(parent) = store.event_for_remote(&portal.remote_key, reply_to).await?
+            {
+                content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": parent}});
+            }
+            Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
+        }
+        RemoteEventKind::Edit { target, body, html } => {
+            let new_content = message_content("m.text", body, html.as_deref());
+            let content = match store.event_for_remote(&portal.remote_key, target).await? {
+                Some(original) => {
+                    let mut content = message_content("m.text", &format!("* {body}"), None);
+                    content["m.new_content"] = new_content;
+                    content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": original});
+                    content
+                }
+                // The original never reached Matrix (sent before the bridge joined): show the correction as is.
+                None => message_content("m.text", &format!("* {body}"), None),
+            };
+            Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
+        }
+        RemoteEventKind::Redaction { target, reason } => {
+            match store.event_for_remote(&portal.remote_key, target).await? {
+                Some(redacted) => {
+                    let redacted: OwnedEventId = parse_id("event ID", &redacted)?;
+                    Some(intent.redact(&room_id, &redacted, reason.as_deref(), &txn_id).await?)
+                }
+                None => None,
+            }
+        }
+        RemoteEventKind::Reaction { target, key } => match store.event_for_remote(&portal.remote_key, target).await? {
+            Some(reacted) => {
+                let reacted: OwnedEventId = parse_id("event ID", &reacted)?;
+                Some(intent.react(&room_id, &reacted, key, &txn_id).await?)
+            }
+            None => None,
+        },
+        RemoteEventKind::Join | RemoteEventKind::Profile => None,
+        RemoteEventKind::Leave { .. } => {
+            intent.leave(&room_id).await?;
+            None
+        }
+        RemoteEventKind::Kick { user_id, reason } => {
+            let kicked: OwnedUserId = parse_id("user ID", user_id)?;
+            let reason = reason.as_deref();
+            match intent.kick(&room_id, &kicked, reason).await {
+                Err(error) if is_forbidden(&error) => bot.kick(&room_id, &kicked, reason).await?,
+                other => other?,
+            }
+            None
+        }
+        RemoteEventKind::Topic { topic } => {
+            let content = json!({"topic": topic});
+            let event_id = match intent.send_state_event(&room_id, "m.room.topic", "", &content, ts).await {
+                Err(error) if is_forbidden(&error) => {
+                    bot.send_state_event(&room_id, "m.room.topic", "", &content, ts).await?
+                }
+                other => other?,
+            };
+            store.set_portal_topic(&portal.remote_key, Some(topic)).await?;
+            Some(event_id)
+        }
+        RemoteEventKind::Typing { typing } => {
+            intent.typing(&room_id, *typing, TYPING_TIMEOUT).await?;
+            None
+        }
+        RemoteEventKind::PowerLevel { user_id, level } => {
+            let user: OwnedUserId = parse_id("user ID", user_id)?;
+            bot.set_power_level(&room_id, &user, *level).await?;
+            None
+        }
+    };
+    if let (Some(event_id), Some(remote_id)) = (event_id, &event.remote_id) {
+        store
+            .map_message(&MessageMapping {
+                event_id: event_id.to_string(),
+                room_id: portal.room_id.clone(),
+                portal_key: portal.remote_key.clone(),
+                remote_id: remote_id.clone(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+fn is_forbidden(error: &MatrixError) -> bool {
+    error.is_errcode("M_FORBIDDEN")
+}
+
+/// An `m.room.message` content with an HTML body when there is one.
+pub(crate) fn message_content(msgtype: &str, body: &str, html: Option<&str>) -> Value {
+    let mut content = json!({"msgtype": msgtype, "body": body});
+    if let Some(html) = html {
+        content["format"] = json!("org.matrix.custom.html");
+        content["formatted_body"] = json!(html);
+    }
+    content
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_content_adds_html_only_when_given() {
+        assert_eq!(message_content("m.text", "hi", None), json!({"msgtype": "m.text", "body": "hi"}));
+        let formatted = message_content("m.emote", "*hi*", Some("<b>hi</b>"));
+        assert_eq!(formatted["format"], "org.matrix.custom.html");
+        assert_eq!(formatted["formatted_body"], "<b>hi</b>");
+        assert_eq!(formatted["msgtype"], "m.emote");
+    }
+
+    #[test]
+    fn transaction_ids_differ_across_stores_and_items() {
+        let item =
+            |seq, enqueued_at| QueuedItem { seq, key: "k".into(), payload: "{}".into(), attempts: 0, enqueued_at };
+        assert_eq!(transaction_id(&item(7, 1_000)), "lattice.1000.7");
+        assert_ne!(transaction_id(&item(7, 1_000)), transaction_id(&item(7, 2_000)));
+    }
+}

@@ -1,0 +1,936 @@
+//! The appservice's own client to its homeserver (AS → HS), authenticated with the `as_token`.
+//!
+//! Every request goes through one private function that percent-encodes the path, adds the [identity assertion]
+//! (`?user_id=`) and [timestamp massaging] (`?ts=`) parameters, retries transient failures with the
+//! [`RetryPolicy`], and reports each attempt to an optional [`RequestObserver`] (the metrics hook).
+//!
+//! Endpoints called from this file ([`Intent`] calls the per-user ones):
+//! - [`GET /_matrix/client/versions`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientversions)
+//! - [`POST /_matrix/client/v1/appservice/{appserviceId}/ping`](https://spec.matrix.org/v1.16/application-service-api/#post_matrixclientv1appserviceappserviceidping)
+//! - [`GET /_matrix/client/v3/directory/room/{roomAlias}`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3directoryroomroomalias)
+//! - [`PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`](https://spec.matrix.org/v1.16/application-service-api/#put_matrixclientv3directorylistappservicenetworkidroomid)
+//! - [`POST /_matrix/media/v3/upload`](https://spec.matrix.org/v1.16/client-server-api/#post_matrixmediav3upload)
+//! - [`GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid)
+//!
+//! [identity assertion]: https://spec.matrix.org/v1.16/application-service-api/#identity-assertion
+//! [timestamp massaging]: https://spec.matrix.org/v1.16/application-service-api/#timestamp-massaging
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashSet},
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use dashmap::{DashMap, DashSet};
+use reqwest::{
+    Method,
+    header::{self, HeaderMap, HeaderValue},
+};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, MxcUri, OwnedMxcUri, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId,
+    ServerName, UserId,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::json;
+use url::Url;
+
+use super::{
+    error::{MatrixError, Result},
+    intent::Intent,
+    retry::RetryPolicy,
+};
+
+/// Connecting to the homeserver gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole request (connect, send, answer) gives up after this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest JSON answer we read (a `joined_members` of a very large room is a few MiB).
+const MAX_JSON_BODY: usize = 32 * 1024 * 1024;
+/// The most of an error body we read; the rest is dropped.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The default limit of [`MatrixClient::download_media`].
+const DEFAULT_MAX_DOWNLOAD: usize = 100 * 1024 * 1024;
+
+/// Receives one report per HTTP attempt to the homeserver, so that the crate's metrics can record latency and
+/// errors without this module depending on them.
+pub trait RequestObserver: Send + Sync {
+    /// One attempt finished: `endpoint` is a low-cardinality label (`"send"`, `"state"`, `"join"`, …), `status` the
+    /// HTTP status (`None` when no answer came: refused, reset, timed out), `elapsed` the time until the whole
+    /// answer was read.
+    fn observe(&self, endpoint: &'static str, status: Option<u16>, elapsed: Duration);
+
+    /// A failed attempt will be retried after `delay`. Does nothing unless implemented.
+    fn observe_retry(&self, endpoint: &'static str, delay: Duration) {
+        let _ = (endpoint, delay);
+    }
+}
+
+/// The client the appservice uses to act on its homeserver: as itself, or as any of its users through an
+/// [`Intent`].
+///
+/// Cloning is cheap and clones share the HTTP connection pool and the registration and membership caches. The
+/// `with_*` settings apply to the value they are called on and its later clones.
+#[derive(Clone)]
+pub struct MatrixClient {
+    inner: Arc<Inner>,
+    observer: Option<Arc<dyn RequestObserver>>,
+    retry: RetryPolicy,
+    max_download_bytes: usize,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    homeserver: Url,
+    server_name: OwnedServerName,
+    bot_user_id: OwnedUserId,
+    /// Users known to exist on the homeserver. A cache, not truth: a miss costs one `register` call.
+    registered: DashSet<OwnedUserId>,
+    /// Our users known to be joined, per room. A cache, not truth: kept current by [`MatrixClient::note_membership`].
+    joined: DashMap<OwnedRoomId, HashSet<OwnedUserId>>,
+    /// Serialises read-modify-write of a room's power levels within this process.
+    power_level_locks: DashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl fmt::Debug for MatrixClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token.
+        f.debug_struct("MatrixClient")
+            .field("homeserver", &self.inner.homeserver.as_str())
+            .field("server_name", &self.inner.server_name)
+            .field("bot_user_id", &self.inner.bot_user_id)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of `GET /_matrix/client/versions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Versions {
+    /// The spec versions supported, e.g. `v1.11`.
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// Unstable features (MSCs) and whether they are enabled.
+    #[serde(default)]
+    pub unstable_features: BTreeMap<String, bool>,
+}
+
+impl MatrixClient {
+    /// Creates the client of the appservice whose `as_token` is given, on the homeserver of `server_name`, reached
+    /// at `homeserver_url`; `bot_user_id` is the registration's `sender_localpart` user.
+    ///
+    /// Fails when the URL is not `http(s)`, the token cannot be sent as a header, or the bot is not on
+    /// `server_name`.
+    pub fn new(
+        homeserver_url: Url,
+        as_token: String,
+        server_name: OwnedServerName,
+        bot_user_id: OwnedUserId,
+    ) -> Result<Self> {
+        if !matches!(homeserver_url.scheme(), "http" | "https") || homeserver_url.cannot_be_a_base() {
+            return Err(MatrixError::InvalidInput {
+                what: "homeserver URL",
+                reason: format!("`{homeserver_url}` is not an http(s) URL; use e.g. http://127.0.0.1:8008"),
+            });
+        }
+        if bot_user_id.server_name() != server_name {
+            return Err(MatrixError::InvalidInput {
+                what: "bot user ID",
+                reason: format!("{bot_user_id} is not on {server_name}; check sender_localpart and server_name"),
+            });
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {as_token}")).map_err(|_| MatrixError::InvalidInput {
+            what: "as_token",
+            reason: "it contains characters not allowed in an HTTP header; check the registration file".into(),
+        })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("lattice/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+
+        let mut homeserver = homeserver_url;
+        homeserver.set_query(None);
+        homeserver.set_fragment(None);
+        let registered = DashSet::new();
+        // The homeserver creates the sender_localpart user itself; registering it again is pointless.
+        registered.insert(bot_user_id.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                homeserver,
+                server_name,
+                bot_user_id,
+                registered,
+                joined: DashMap::new(),
+                power_level_locks: DashMap::new(),
+            }),
+            observer: None,
+            retry: RetryPolicy::default(),
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD,
+        })
+    }
+
+    /// This client, reporting every attempt to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// This client, retrying with `policy` instead of [`RetryPolicy::default`].
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// This client, refusing to download media larger than `max_bytes` (default 100 MiB).
+    pub fn with_max_download_size(mut self, max_bytes: usize) -> Self {
+        self.max_download_bytes = max_bytes;
+        self
+    }
+
+    /// The appservice's own user (`sender_localpart`), acting without identity assertion.
+    pub fn bot(&self) -> Intent {
+        Intent::new(self.clone(), self.inner.bot_user_id.clone())
+    }
+
+    /// One of the appservice's users, acting through identity assertion.
+    pub fn intent(&self, user_id: OwnedUserId) -> Intent {
+        Intent::new(self.clone(), user_id)
+    }
+
+    /// The homeserver's name, the part after `:` in its user IDs.
+    pub fn server_name(&self) -> &ServerName {
+        &self.inner.server_name
+    }
+
+    /// The appservice's own user.
+    pub fn bot_user_id(&self) -> &UserId {
+        &self.inner.bot_user_id
+    }
+
+    /// The URL the homeserver's client API is reached at.
+    pub fn homeserver_url(&self) -> &Url {
+        &self.inner.homeserver
+    }
+
+    /// Asks the homeserver to ping this appservice (`POST /_matrix/app/v1/ping` back to us) and returns the
+    /// round-trip time the homeserver measured.
+    ///
+    /// Sent once, without retry: a caller waiting for the appservice to become reachable loops itself. A
+    /// `transaction_id` is echoed in the homeserver's ping to us.
+    pub async fn ping(&self, appservice_id: &str, transaction_id: Option<&str>) -> Result<Duration> {
+        #[derive(Deserialize)]
+        struct Answer {
+            duration_ms: u64,
+        }
+        let body = match transaction_id {
+            Some(txn) => json!({ "transaction_id": txn }),
+            None => json!({}),
+        };
+        let path = ["_matrix", "client", "v1", "appservice", appservice_id, "ping"];
+        let answer: Answer = self.send_json(Request::post("ping", &path).json(&body)?.no_retry()).await?;
+        Ok(Duration::from_millis(answer.duration_ms))
+    }
+
+    /// The room an alias points to, or `None` when the alias does not exist.
+    pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            room_id: OwnedRoomId,
+        }
+        let path = ["_matrix", "client", "v3", "directory", "room", alias.as_str()];
+        match self.send_json::<Answer>(Request::get("resolve_alias", &path)).await {
+            Ok(answer) => Ok(Some(answer.room_id)),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Publishes (`public`) or hides a room in the homeserver's directory for the bridged network `network_id`.
+    pub async fn set_room_directory_visibility_appservice(
+        &self,
+        network_id: &str,
+        room_id: &RoomId,
+        public: bool,
+    ) -> Result<()> {
+        let body = json!({ "visibility": if public { "public" } else { "private" } });
+        let path = ["_matrix", "client", "v3", "directory", "list", "appservice", network_id, room_id.as_str()];
+        self.send_raw(Request::put("directory_visibility", &path).json(&body)?).await.map(drop)
+    }
+
+    /// Uploads media and returns its `mxc://` URI.
+    pub async fn upload_media(&self, bytes: Bytes, content_type: &str, filename: Option<&str>) -> Result<OwnedMxcUri> {
+        #[derive(Deserialize)]
+        struct Answer {
+            content_uri: OwnedMxcUri,
+        }
+        let path = ["_matrix", "media", "v3", "upload"];
+        let mut request = Request::post("upload", &path).raw(bytes, content_type);
+        if let Some(filename) = filename {
+            request = request.query("filename", filename);
+        }
+        let answer: Answer = self.send_json(request).await?;
+        if !answer.content_uri.is_valid() {
+            return Err(MatrixError::InvalidResponse {
+                endpoint: "upload",
+                reason: format!("`{}` is not an mxc:// URI", answer.content_uri),
+            });
+        }
+        Ok(answer.content_uri)
+    }
+
+    /// Downloads media through the authenticated media API; returns the bytes and their `Content-Type`.
+    ///
+    /// Media larger than the limit set by [`with_max_download_size`](Self::with_max_download_size) is refused with
+    /// [`MatrixError::InvalidResponse`] without being held in memory.
+    pub async fn download_media(&self, mxc: &MxcUri) -> Result<(Bytes, Option<String>)> {
+        let (server_name, media_id) = mxc
+            .parts()
+            .map_err(|err| MatrixError::InvalidInput { what: "mxc URI", reason: format!("`{mxc}`: {err}") })?;
+        let path = ["_matrix", "client", "v1", "media", "download", server_name.as_str(), media_id];
+        let request = Request::get("download", &path).query("allow_redirect", "true").max_body(self.max_download_bytes);
+        let answer = self.send_raw(request).await?;
+        Ok((answer.body, answer.content_type))
+    }
+
+    /// The spec versions and unstable features the homeserver supports.
+    pub async fn versions(&self) -> Result<Versions> {
+        self.send_json(Request::get("versions", &["_matrix", "client", "versions"])).await
+    }
+
+    /// Records a membership change the homeserver told us about (from a transaction), so that
+    /// [`Intent::ensure_joined`] knows whether a join is needed. Users of other homeservers are ignored: no intent
+    /// acts as them.
+    pub fn note_membership(&self, room_id: &RoomId, user_id: &UserId, joined: bool) {
+        if user_id.server_name() != self.inner.server_name {
+            return;
+        }
+        if joined {
+            self.inner.joined.entry(room_id.to_owned()).or_default().insert(user_id.to_owned());
+            // A user the homeserver reports as joined exists.
+            self.inner.registered.insert(user_id.to_owned());
+        } else if let Some(mut members) = self.inner.joined.get_mut(room_id) {
+            members.remove(user_id);
+        }
+    }
+
+    /// Forgets what we believe about memberships in a room (after a room upgrade, a state reset, or when in doubt);
+    /// the next [`Intent::ensure_joined`] asks the homeserver again.
+    pub fn forget_membership_cache(&self, room_id: &RoomId) {
+        self.inner.joined.remove(room_id);
+    }
+
+    pub(super) fn is_joined_cached(&self, room_id: &RoomId, user_id: &UserId) -> bool {
+        self.inner.joined.get(room_id).is_some_and(|members| members.contains(user_id))
+    }
+
+    pub(super) fn is_registered_cached(&self, user_id: &UserId) -> bool {
+        self.inner.registered.contains(user_id)
+    }
+
+    pub(super) fn note_registered(&self, user_id: &UserId) {
+        self.inner.registered.insert(user_id.to_owned());
+    }
+
+    /// The lock serialising read-modify-write of `room_id`'s power levels in this process.
+    pub(super) fn power_level_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.power_level_locks.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Sends `request` and decodes the JSON answer.
+    pub(super) async fn send_json<T: DeserializeOwned>(&self, request: Request<'_>) -> Result<T> {
+        let endpoint = request.endpoint;
+        let answer = self.send_raw(request).await?;
+        serde_json::from_slice(&answer.body).map_err(|source| MatrixError::Decode { endpoint, source })
+    }
+
+    /// Sends `request`, retrying per the policy, and returns the successful answer read in full.
+    pub(super) async fn send_raw(&self, request: Request<'_>) -> Result<Answer> {
+        let url = build_url(&self.inner.homeserver, &request)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let result = self.attempt(&request, &url).await;
+            let elapsed = started.elapsed();
+            let status = match &result {
+                Ok(answer) => Some(answer.status),
+                Err(err) => err.status(),
+            };
+            if let Some(observer) = &self.observer {
+                observer.observe(request.endpoint, status, elapsed);
+            }
+            let err = match result {
+                Ok(answer) => {
+                    tracing::trace!(endpoint = request.endpoint, path = url.path(), status, ?elapsed, "matrix request");
+                    return Ok(answer);
+                }
+                Err(err) => err,
+            };
+            let may_resend = match request.retry {
+                Retry::Idempotent => true,
+                Retry::NotIdempotent => err.request_not_processed(),
+                Retry::Never => false,
+            };
+            let delay = if may_resend { self.retry.delay(attempt, &err, rand::random()) } else { None };
+            let Some(delay) = delay else {
+                tracing::debug!(endpoint = request.endpoint, path = url.path(), attempt, error = %err, "matrix request failed");
+                return Err(err);
+            };
+            tracing::warn!(
+                endpoint = request.endpoint,
+                path = url.path(),
+                attempt,
+                ?delay,
+                error = %err,
+                "matrix request failed; retrying"
+            );
+            if let Some(observer) = &self.observer {
+                observer.observe_retry(request.endpoint, delay);
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP exchange: an `Ok` answer has a success status and a body read in full within the limit.
+    async fn attempt(&self, request: &Request<'_>, url: &Url) -> Result<Answer> {
+        let mut builder = self.inner.http.request(request.method.clone(), url.clone());
+        builder = match &request.body {
+            Body::Empty => builder,
+            Body::Json(bytes) => builder.header(header::CONTENT_TYPE, "application/json").body(bytes.clone()),
+            Body::Raw { bytes, content_type } => {
+                builder.header(header::CONTENT_TYPE, content_type.as_str()).body(bytes.clone())
+            }
+        };
+        let mut response = builder.send().await?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let retry_after = header_str(response.headers(), header::RETRY_AFTER);
+            // The status alone is worth reporting if the body cannot be read.
+            let (body, _) = read_body(&mut response, MAX_ERROR_BODY).await.unwrap_or_default();
+            return Err(MatrixError::from_response(status, retry_after.as_deref(), &body));
+        }
+        let too_large = || MatrixError::InvalidResponse {
+            endpoint: request.endpoint,
+            reason: format!("the answer is larger than {} bytes", request.max_body),
+        };
+        if response.content_length().is_some_and(|length| length > request.max_body as u64) {
+            return Err(too_large());
+        }
+        let content_type = header_str(response.headers(), header::CONTENT_TYPE);
+        let (body, complete) = read_body(&mut response, request.max_body).await?;
+        if !complete {
+            return Err(too_large());
+        }
+        Ok(Answer { status, body, content_type })
+    }
+}
+
+/// A successful answer, read in full.
+#[derive(Debug)]
+pub(super) struct Answer {
+    status: u16,
+    body: Bytes,
+    content_type: Option<String>,
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+}
+
+/// Reads at most `limit` bytes of the body; the flag says whether that was all of it.
+async fn read_body(response: &mut reqwest::Response, limit: usize) -> Result<(Bytes, bool), reqwest::Error> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body.freeze(), false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), true))
+}
+
+/// Whether a failed request may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// Sending it twice has the same effect as once (a `PUT` with a transaction ID, a join): retry transient errors.
+    Idempotent,
+    /// Sending it twice would act twice (creating a room): retry only when the homeserver certainly did not act.
+    NotIdempotent,
+    /// Send once; the caller decides.
+    Never,
+}
+
+/// The body of a request; cheap to clone for each attempt.
+#[derive(Clone, Debug)]
+pub(super) enum Body {
+    Empty,
+    Json(Bytes),
+    Raw { bytes: Bytes, content_type: String },
+}
+
+/// Everything needed to send one request to the homeserver, built by the endpoint methods.
+#[derive(Debug)]
+pub(super) struct Request<'a> {
+    method: Method,
+    /// The low-cardinality metric label.
+    endpoint: &'static str,
+    /// Unencoded path segments, e.g. `["_matrix", "client", "v3", "join", "!room:example.org"]`.
+    path: &'a [&'a str],
+    query: Vec<(&'static str, String)>,
+    /// Identity assertion: act as this user.
+    user_id: Option<&'a UserId>,
+    /// Timestamp massaging: the event's origin_server_ts.
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+    body: Body,
+    retry: Retry,
+    max_body: usize,
+}
+
+impl<'a> Request<'a> {
+    fn new(method: Method, endpoint: &'static str, path: &'a [&'a str]) -> Self {
+        Self {
+            method,
+            endpoint,
+            path,
+            query: Vec::new(),
+            user_id: None,
+            ts: None,
+            body: Body::Empty,
+            retry: Retry::Idempotent,
+            max_body: MAX_JSON_BODY,
+        }
+    }
+
+    pub(super) fn get(endpoint: &'static str, path: &'a [&'a str]) -> Self {
+        Self::new(Method::GET, endpoint, path)
+    }
+
+    pub(super) fn post(endpoint: &'static str, path: &'a [&'a str]) -> Self {
+        Self::new(Method::POST, endpoint, path)
+    }
+
+    pub(super) fn put(endpoint: &'static str, path: &'a [&'a str]) -> Self {
+        Self::new(Method::PUT, endpoint, path)
+    }
+
+    pub(super) fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((key, value.into()));
+        self
+    }
+
+    /// Acts as `user_id` through identity assertion (`None`: as the appservice's own user).
+    pub(super) fn user_id(mut self, user_id: Option<&'a UserId>) -> Self {
+        self.user_id = user_id;
+        self
+    }
+
+    /// Sets the event's timestamp (only honoured on the send and state endpoints).
+    pub(super) fn ts(mut self, ts: Option<MilliSecondsSinceUnixEpoch>) -> Self {
+        self.ts = ts;
+        self
+    }
+
+    pub(super) fn json(mut self, body: &impl Serialize) -> Result<Self> {
+        let bytes = serde_json::to_vec(body).map_err(|err| MatrixError::InvalidInput {
+            what: "request body",
+            reason: format!("it cannot be serialised as JSON: {err}"),
+        })?;
+        self.body = Body::Json(bytes.into());
+        Ok(self)
+    }
+
+    pub(super) fn raw(mut self, bytes: Bytes, content_type: &str) -> Self {
+        self.body = Body::Raw { bytes, content_type: content_type.to_owned() };
+        self
+    }
+
+    pub(super) fn not_idempotent(mut self) -> Self {
+        self.retry = Retry::NotIdempotent;
+        self
+    }
+
+    pub(super) fn no_retry(mut self) -> Self {
+        self.retry = Retry::Never;
+        self
+    }
+
+    pub(super) fn max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
+    }
+}
+
+/// The full URL of `request` below the homeserver's base URL (which may have a path prefix).
+fn build_url(base: &Url, request: &Request<'_>) -> Result<Url> {
+    let mut path = base.path().trim_end_matches('/').to_owned();
+    for segment in request.path {
+        // URL parsers drop `.` and `..` segments, even percent-encoded: no encoding can send them.
+        if matches!(*segment, "." | "..") {
+            return Err(MatrixError::InvalidInput {
+                what: "path segment",
+                reason: format!("`{segment}` cannot be sent in a URL path ({} request)", request.endpoint),
+            });
+        }
+        path.push('/');
+        path.push_str(&encode_path_segment(segment));
+    }
+    let mut url = base.clone();
+    url.set_path(&path);
+    url.set_query(None);
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (key, value) in &request.query {
+            pairs.append_pair(key, value);
+        }
+        if let Some(user_id) = request.user_id {
+            pairs.append_pair("user_id", user_id.as_str());
+        }
+        if let Some(ts) = request.ts {
+            pairs.append_pair("ts", &ts.get().to_string());
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Ok(url)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so `!`, `#`, `:`, `@`, `/`, `?` and `%` in IDs,
+/// event types and transaction IDs stay inside their segment.
+fn encode_path_segment(segment: &str) -> Cow<'_, str> {
+    fn unreserved(byte: u8) -> bool {
+        byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+    }
+    if segment.bytes().all(unreserved) {
+        return Cow::Borrowed(segment);
+    }
+    let mut encoded = String::with_capacity(segment.len() * 3);
+    for byte in segment.bytes() {
+        if unreserved(byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Cow::Owned(encoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ruma::{UInt, owned_room_id, owned_server_name, owned_user_id, user_id};
+
+    use super::{super::testing::FakeHomeserver, *};
+
+    fn base() -> Url {
+        Url::parse("http://127.0.0.1:8008").unwrap()
+    }
+
+    fn url(request: &Request<'_>) -> String {
+        build_url(&base(), request).unwrap().to_string()
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        // (segment, encoded)
+        let cases = [
+            ("!abc:example.org", "%21abc%3Aexample.org"),
+            ("#room:example.org", "%23room%3Aexample.org"),
+            ("@u:example.org", "%40u%3Aexample.org"),
+            ("$ev/ent+id=", "%24ev%2Fent%2Bid%3D"),
+            ("m.room.message", "m.room.message"),
+            ("org.example.custom_type~1", "org.example.custom_type~1"),
+            ("lattice:/irc/#chan", "lattice%3A%2Firc%2F%23chan"),
+            ("a b?c%d", "a%20b%3Fc%25d"),
+            ("ünï", "%C3%BCn%C3%AF"),
+            ("", ""),
+        ];
+        for (segment, encoded) in cases {
+            assert_eq!(encode_path_segment(segment), encoded, "{segment}");
+        }
+    }
+
+    #[test]
+    fn urls_of_matrix_ids_are_built_correctly() {
+        let room = "!abc:example.org";
+        let path = ["_matrix", "client", "v3", "rooms", room, "send", "m.room.message", "lattice.1/2"];
+        assert_eq!(
+            url(&Request::put("send", &path)),
+            "http://127.0.0.1:8008/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.message/lattice.1%2F2"
+        );
+
+        let path = ["_matrix", "client", "v3", "directory", "room", "#room:example.org"];
+        assert_eq!(
+            url(&Request::get("resolve_alias", &path)),
+            "http://127.0.0.1:8008/_matrix/client/v3/directory/room/%23room%3Aexample.org"
+        );
+
+        let path = ["_matrix", "client", "v3", "profile", "@u:example.org", "displayname"];
+        assert_eq!(
+            url(&Request::put("profile", &path)),
+            "http://127.0.0.1:8008/_matrix/client/v3/profile/%40u%3Aexample.org/displayname"
+        );
+
+        // A room ID of room version 12 has no server part.
+        let path = ["_matrix", "client", "v3", "join", "!Opaque+ID/abc"];
+        assert_eq!(
+            url(&Request::post("join", &path)),
+            "http://127.0.0.1:8008/_matrix/client/v3/join/%21Opaque%2BID%2Fabc"
+        );
+    }
+
+    #[test]
+    fn an_empty_state_key_leaves_a_trailing_slash() {
+        let path = ["_matrix", "client", "v3", "rooms", "!a:b", "state", "m.room.name", ""];
+        assert_eq!(
+            url(&Request::put("state", &path)),
+            "http://127.0.0.1:8008/_matrix/client/v3/rooms/%21a%3Ab/state/m.room.name/"
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for segment in [".", ".."] {
+            let path = ["_matrix", "client", "v3", "rooms", "!a:b", "state", "m.room.name", segment];
+            let err = build_url(&base(), &Request::put("state", &path)).unwrap_err();
+            assert!(matches!(err, MatrixError::InvalidInput { .. }), "{segment}");
+        }
+    }
+
+    #[test]
+    fn a_base_path_prefix_is_kept() {
+        for base in ["https://matrix.example.org/synapse", "https://matrix.example.org/synapse/"] {
+            let base = Url::parse(base).unwrap();
+            let url = build_url(&base, &Request::get("versions", &["_matrix", "client", "versions"])).unwrap();
+            assert_eq!(url.as_str(), "https://matrix.example.org/synapse/_matrix/client/versions");
+        }
+    }
+
+    #[test]
+    fn identity_assertion_and_timestamp_massaging_are_query_parameters() {
+        let path = ["_matrix", "client", "v3", "rooms", "!abc:example.org", "send", "m.room.message", "t1"];
+        let ts = MilliSecondsSinceUnixEpoch(UInt::new(1_700_000_000_123).unwrap());
+        let request = Request::put("send", &path).user_id(Some(user_id!("@_irc_bob:example.org"))).ts(Some(ts));
+        assert_eq!(
+            url(&request),
+            "http://127.0.0.1:8008/_matrix/client/v3/rooms/%21abc%3Aexample.org/send/m.room.message/t1\
+             ?user_id=%40_irc_bob%3Aexample.org&ts=1700000000123"
+        );
+        let parsed = build_url(&base(), &request).unwrap();
+        let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [("user_id".to_owned(), "@_irc_bob:example.org".to_owned()), ("ts".to_owned(), "1700000000123".to_owned())]
+        );
+    }
+
+    #[test]
+    fn no_query_means_no_question_mark() {
+        let url = build_url(&base(), &Request::get("versions", &["_matrix", "client", "versions"])).unwrap();
+        assert_eq!(url.query(), None);
+        assert!(!url.as_str().contains('?'));
+    }
+
+    #[test]
+    fn other_query_parameters_are_form_encoded() {
+        let path = ["_matrix", "media", "v3", "upload"];
+        let request = Request::post("upload", &path).query("filename", "my cat & me.png");
+        assert_eq!(url(&request), "http://127.0.0.1:8008/_matrix/media/v3/upload?filename=my+cat+%26+me.png");
+    }
+
+    #[test]
+    fn json_bodies_are_serialised_once() {
+        let request = Request::post("join", &[]).json(&json!({"reason": "bridged"})).unwrap();
+        let Body::Json(bytes) = &request.body else { panic!("expected a JSON body") };
+        assert_eq!(&bytes[..], br#"{"reason":"bridged"}"#);
+        assert_eq!(request.retry, Retry::Idempotent);
+        assert_eq!(request.not_idempotent().retry, Retry::NotIdempotent);
+    }
+
+    fn client() -> MatrixClient {
+        MatrixClient::new(
+            base(),
+            "as_token_secret".into(),
+            owned_server_name!("example.org"),
+            owned_user_id!("@bridge:example.org"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn construction_is_validated() {
+        let new = |url: &str, token: &str, bot| {
+            MatrixClient::new(Url::parse(url).unwrap(), token.into(), owned_server_name!("example.org"), bot)
+        };
+        assert!(new("http://localhost:8008", "t", owned_user_id!("@bridge:example.org")).is_ok());
+        assert!(matches!(
+            new("ftp://localhost", "t", owned_user_id!("@bridge:example.org")),
+            Err(MatrixError::InvalidInput { what: "homeserver URL", .. })
+        ));
+        assert!(matches!(
+            new("http://localhost", "t", owned_user_id!("@bridge:elsewhere.org")),
+            Err(MatrixError::InvalidInput { what: "bot user ID", .. })
+        ));
+        assert!(matches!(
+            new("http://localhost", "bad\ntoken", owned_user_id!("@bridge:example.org")),
+            Err(MatrixError::InvalidInput { what: "as_token", .. })
+        ));
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let debug = format!("{:?}", client());
+        assert!(debug.contains("@bridge:example.org"));
+        assert!(!debug.contains("as_token_secret"));
+    }
+
+    #[test]
+    fn membership_cache_follows_notes() {
+        let client = client();
+        let room = owned_room_id!("!abc:example.org");
+        let ghost = user_id!("@_irc_bob:example.org");
+        assert!(!client.is_joined_cached(&room, ghost));
+        client.note_membership(&room, ghost, true);
+        assert!(client.is_joined_cached(&room, ghost));
+        assert!(client.is_registered_cached(ghost));
+        // Clones share the caches.
+        assert!(client.clone().is_joined_cached(&room, ghost));
+        client.note_membership(&room, ghost, false);
+        assert!(!client.is_joined_cached(&room, ghost));
+        client.note_membership(&room, ghost, true);
+        client.forget_membership_cache(&room);
+        assert!(!client.is_joined_cached(&room, ghost));
+        // Remote users are not cached at all.
+        client.note_membership(&room, user_id!("@alice:elsewhere.org"), true);
+        assert!(!client.is_joined_cached(&room, user_id!("@alice:elsewhere.org")));
+        assert!(!client.is_registered_cached(user_id!("@alice:elsewhere.org")));
+    }
+
+    #[test]
+    fn the_bot_needs_no_registration() {
+        let client = client();
+        assert!(client.is_registered_cached(client.bot_user_id()));
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(&'static str, Option<u16>)>>);
+
+    impl RequestObserver for Recorder {
+        fn observe(&self, endpoint: &'static str, status: Option<u16>, _elapsed: Duration) {
+            self.0.lock().unwrap().push((endpoint, status));
+        }
+    }
+
+    #[tokio::test]
+    async fn every_attempt_is_observed_and_refused_connections_retried() {
+        // Nothing listens on this port: each attempt is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let recorder = Arc::new(Recorder::default());
+        let mut policy = RetryPolicy::default().with_max_attempts(3);
+        policy.base = Duration::from_millis(1);
+        let client = MatrixClient::new(
+            Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            "t".into(),
+            owned_server_name!("example.org"),
+            owned_user_id!("@bridge:example.org"),
+        )
+        .unwrap()
+        .with_observer(recorder.clone())
+        .with_retry_policy(policy);
+
+        let err = client.versions().await.unwrap_err();
+        assert!(matches!(err, MatrixError::Transport(_)), "{err}");
+        assert_eq!(*recorder.0.lock().unwrap(), [("versions", None); 3]);
+
+        // Pinging is never retried.
+        recorder.0.lock().unwrap().clear();
+        client.ping("lattice", None).await.unwrap_err();
+        assert_eq!(recorder.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn malformed_mxc_uris_are_refused_before_sending() {
+        let err = client().download_media(<&MxcUri>::from("https://example.org/cat.png")).await.unwrap_err();
+        assert!(matches!(err, MatrixError::InvalidInput { what: "mxc URI", .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rate_limits_are_waited_out_by_resending_the_same_request() {
+        let homeserver = FakeHomeserver::start(vec![
+            (429, r#"{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":20}"#),
+            (200, r#"{"room_id":"!abc:example.org","servers":["example.org"]}"#),
+        ])
+        .await;
+        let recorder = Arc::new(Recorder::default());
+        let client = homeserver.client().with_observer(recorder.clone());
+
+        let started = Instant::now();
+        let room = client.resolve_alias(<&RoomAliasId>::try_from("#room:example.org").unwrap()).await.unwrap();
+        assert_eq!(room, Some(owned_room_id!("!abc:example.org")));
+        assert!(started.elapsed() >= Duration::from_millis(20), "retry_after_ms was not honoured");
+
+        let received = homeserver.received();
+        assert_eq!(received.len(), 2);
+        for request in &received {
+            assert_eq!(request.line, "GET /_matrix/client/v3/directory/room/%23room%3Aexample.org HTTP/1.1");
+            assert_eq!(request.header("authorization"), Some("Bearer t"));
+        }
+        assert_eq!(*recorder.0.lock().unwrap(), [("resolve_alias", Some(429)), ("resolve_alias", Some(200))]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_alias_is_none_and_asked_once() {
+        let homeserver =
+            FakeHomeserver::start(vec![(404, r#"{"errcode":"M_NOT_FOUND","error":"Room alias not found"}"#)]).await;
+        let alias = <&RoomAliasId>::try_from("#nope:example.org").unwrap();
+        assert_eq!(homeserver.client().resolve_alias(alias).await.unwrap(), None);
+        assert_eq!(homeserver.received().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn uploads_carry_content_type_and_filename() {
+        let homeserver = FakeHomeserver::start(vec![(200, r#"{"content_uri":"mxc://example.org/abc"}"#)]).await;
+        let mxc = homeserver
+            .client()
+            .upload_media(Bytes::from_static(b"GIF89a"), "image/gif", Some("cat.gif"))
+            .await
+            .unwrap();
+        assert_eq!(mxc.as_str(), "mxc://example.org/abc");
+        let [request] = &homeserver.received()[..] else { panic!("expected one request") };
+        assert_eq!(request.line, "POST /_matrix/media/v3/upload?filename=cat.gif HTTP/1.1");
+        assert_eq!(request.header("content-type"), Some("image/gif"));
+        assert_eq!(request.body, "GIF89a");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_content_uri_is_an_invalid_response() {
+        let homeserver = FakeHomeserver::start(vec![(200, r#"{"content_uri":"https://example.org/abc"}"#)]).await;
+        let err = homeserver.client().upload_media(Bytes::new(), "text/plain", None).await.unwrap_err();
+        assert!(matches!(err, MatrixError::InvalidResponse { endpoint: "upload", .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn versions_decode() {
+        let homeserver = FakeHomeserver::start(vec![(
+            200,
+            r#"{"versions":["v1.11","v1.12"],"unstable_features":{"org.matrix.msc3030":true}}"#,
+        )])
+        .await;
+        let versions = homeserver.client().versions().await.unwrap();
+        assert_eq!(versions.versions, ["v1.11", "v1.12"]);
+        assert_eq!(versions.unstable_features.get("org.matrix.msc3030"), Some(&true));
+    }
+}

@@ -1,0 +1,335 @@
+//! [`Bridge`]: the runtime that ties the appservice listener, the store, the Matrix client, the two queues and a
+//! connector together, and the Matrix → connector half of the pipeline.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Weak, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use lattice_config::{Config, Permissions};
+use lattice_registration::AppserviceRegistration;
+use ruma::{OwnedServerName, OwnedUserId};
+use tokio::{net::TcpListener, sync::watch};
+use url::Url;
+
+use crate::{
+    BridgeHandle, Error, Result, appservice, bot,
+    connector::Connector,
+    dispatch::{Dispatcher, Handler, Outcome},
+    error::parse_id,
+    event::{MatrixEvent, MatrixEventKind},
+    handle::{Core, RemoteHandler},
+    matrix::MatrixClient,
+    metrics::Metrics,
+    store::{QueueKind, QueuedItem, Store},
+};
+
+/// What the runtime needs from the configuration, apart from the connector's own section.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// The homeserver's client-server API base URL.
+    pub homeserver_url: Url,
+    /// The homeserver's server name.
+    pub server_name: String,
+    /// Who may use the bridge, and who administers it.
+    pub permissions: Permissions,
+    /// Serve `/metrics`.
+    pub metrics_enabled: bool,
+}
+
+impl RuntimeSettings {
+    /// The runtime settings of a loaded configuration.
+    pub fn from_config<B>(config: &Config<B>) -> Result<Self> {
+        Ok(Self {
+            homeserver_url: config.homeserver.url.clone(),
+            server_name: config.homeserver.server_name.clone(),
+            permissions: Permissions::new(&config.permissions)?,
+            metrics_enabled: config.metrics.enabled,
+        })
+    }
+}
+
+/// Everything one running bridge holds.
+pub(crate) struct Runtime<C> {
+    pub(crate) handle: BridgeHandle,
+    pub(crate) connector: C,
+    pub(crate) inbound: Dispatcher<InboundHandler<C>>,
+    pub(crate) metrics_enabled: bool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A bridge ready to serve. Build with [`Bridge::new`] (from a config) or [`Bridge::from_parts`], then
+/// [`Bridge::serve`].
+pub struct Bridge<C> {
+    runtime: Arc<Runtime<C>>,
+}
+
+/// Stops a serving bridge from elsewhere (a signal handler, a test).
+#[derive(Clone, Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl ShutdownTrigger {
+    /// Asks the bridge to stop: the listener stops accepting, queue workers stop between items.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl<C: Connector> Bridge<C> {
+    /// Builds a bridge from its configuration: loads the registration file, opens the store (creating the key file
+    /// for secrets at rest if needed).
+    pub async fn new<B>(config: &Config<B>, connector: C) -> Result<Self> {
+        let registration = AppserviceRegistration::load(&config.appservice.registration)?;
+        let database_url = config.database.url.resolve()?;
+        let store = Store::open(&database_url, config.database.max_connections, &config.encryption.key_file).await?;
+        Self::from_parts(RuntimeSettings::from_config(config)?, registration, store, connector)
+    }
+
+    /// Builds a bridge from parts already made.
+    pub fn from_parts(
+        settings: RuntimeSettings,
+        registration: AppserviceRegistration,
+        store: Store,
+        connector: C,
+    ) -> Result<Self> {
+        let metrics = Metrics::new();
+        let server_name: OwnedServerName = parse_id("server name", &settings.server_name)?;
+        let bot_user_id: OwnedUserId = parse_id("user ID", &registration.sender_user_id(&settings.server_name))?;
+        let matrix = MatrixClient::new(
+            settings.homeserver_url.clone(),
+            registration.registration().as_token.clone(),
+            server_name,
+            bot_user_id,
+        )?
+        .with_observer(metrics.request_observer());
+        let core = Arc::new(Core::new(
+            store.clone(),
+            matrix,
+            metrics.clone(),
+            registration,
+            settings.server_name.clone(),
+            settings.permissions,
+            connector.info(),
+        ));
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let remote = Dispatcher::new(
+            store.queue(QueueKind::Remote),
+            RemoteHandler { core: Arc::downgrade(&core) },
+            metrics.clone(),
+            shutdown_receiver.clone(),
+        );
+        assert!(core.remote.set(remote).is_ok(), "a new core has no remote dispatcher yet");
+        let runtime = Arc::new_cyclic(|weak: &Weak<Runtime<C>>| Runtime {
+            handle: BridgeHandle::new(core),
+            connector,
+            inbound: Dispatcher::new(
+                store.queue(QueueKind::Matrix),
+                InboundHandler { runtime: weak.clone() },
+                metrics,
+                shutdown_receiver,
+            ),
+            metrics_enabled: settings.metrics_enabled,
+            shutdown,
+        });
+        Ok(Self { runtime })
+    }
+
+    /// The connectors' handle on this bridge.
+    pub fn handle(&self) -> BridgeHandle {
+        self.runtime.handle.clone()
+    }
+
+    /// A trigger that stops [`Bridge::serve`].
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger(self.runtime.shutdown.clone())
+    }
+
+    /// Binds `address` and serves until shut down (SIGINT/SIGTERM or the trigger).
+    pub async fn run(self, address: SocketAddr) -> Result<()> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Io { context: format!("cannot listen on {address}"), source })?;
+        let trigger = self.shutdown_trigger();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down on signal");
+            trigger.trigger();
+        });
+        self.serve(listener).await
+    }
+
+    /// Serves the appservice API on `listener`: resumes queued work, starts the connector, checks that the
+    /// homeserver can reach the bridge, and runs until the shutdown trigger fires.
+    pub async fn serve(self, listener: TcpListener) -> Result<()> {
+        let runtime = self.runtime;
+        let address = listener.local_addr().ok();
+        let router = appservice::router(Arc::clone(&runtime));
+        let resumed_matrix = runtime.inbound.resume().await?;
+        let resumed_remote = runtime.handle.core().remote.get().expect("set at construction").resume().await?;
+        tracing::info!(?address, resumed_matrix, resumed_remote, "appservice listening");
+
+        let starting = Arc::clone(&runtime);
+        tokio::spawn(async move {
+            if let Err(error) = starting.connector.start(starting.handle.clone()).await {
+                tracing::error!(%error, "the connector failed to start; stopping the bridge");
+                starting.shutdown.send_replace(true);
+            }
+        });
+        tokio::spawn(self_check(runtime.handle.clone(), runtime.shutdown.subscribe()));
+
+        let mut shutdown = runtime.shutdown.subscribe();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
+            })
+            .await
+            .map_err(|source| Error::Io { context: "the appservice listener failed".into(), source })?;
+        runtime.shutdown.send_replace(true);
+        runtime.handle.store().close().await;
+        tracing::info!("bridge stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Asks the homeserver to ping the bridge (`POST /_matrix/client/v1/appservice/{id}/ping`) until it works, and says
+/// plainly what is wrong when it does not.
+async fn self_check(handle: BridgeHandle, mut shutdown: watch::Receiver<bool>) {
+    let core = handle.core();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        match core.matrix.ping(core.appservice_id(), None).await {
+            Ok(duration) => {
+                core.homeserver_reachable.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    homeserver_to_bridge_ms = duration.as_millis() as u64,
+                    round_trip_ms = started.elapsed().as_millis() as u64,
+                    "the homeserver reached the bridge: appservice ping succeeded"
+                );
+                return;
+            }
+            Err(error) => {
+                let advice = match error.errcode() {
+                    Some("M_UNKNOWN_TOKEN" | "M_FORBIDDEN") => {
+                        "the homeserver does not accept our as_token: is this registration file the one listed in \
+                         the homeserver's app_service_config_files, and was the homeserver restarted after it changed?"
+                    }
+                    Some("M_URL_NOT_SET") => "the registration has no url: set appservice.public_url and regenerate it",
+                    Some("M_CONNECTION_FAILED" | "M_CONNECTION_TIMEOUT") => {
+                        "the homeserver cannot reach the bridge at the registration's url: check appservice.public_url, \
+                         the bind address and any firewall"
+                    }
+                    Some("M_BAD_STATUS") => {
+                        "the bridge answered the homeserver's ping with an error: the hs_token in the homeserver's copy \
+                         of the registration differs from ours"
+                    }
+                    _ => "the homeserver is unreachable or too old for the ping endpoint (Matrix v1.7)",
+                };
+                tracing::error!(%error, advice, retry_in = ?delay, "appservice self-check failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Hands queued Matrix events to the bot or the connector.
+pub(crate) struct InboundHandler<C> {
+    runtime: Weak<Runtime<C>>,
+}
+
+impl<C: Connector> Handler for InboundHandler<C> {
+    async fn handle(&self, item: &QueuedItem) -> Outcome {
+        let Some(runtime) = self.runtime.upgrade() else {
+            return Outcome::Retry { after: Some(Duration::from_secs(1)), reason: "the bridge is stopping".into() };
+        };
+        let Some(mut event) = serde_json::from_str(&item.payload).ok().and_then(MatrixEvent::parse) else {
+            return Outcome::GiveUp { reason: "not a room event".into() };
+        };
+        match runtime.handle_matrix_event(&mut event).await {
+            Ok(()) => Outcome::Done,
+            Err(error) if error.is_transient() => {
+                Outcome::Retry { after: error.retry_after(), reason: error.to_string() }
+            }
+            Err(error) => {
+                runtime.tell_sender_about_failure(&event, &error).await;
+                Outcome::GiveUp { reason: error.to_string() }
+            }
+        }
+    }
+}
+
+impl<C: Connector> Runtime<C> {
+    async fn handle_matrix_event(&self, event: &mut MatrixEvent) -> Result<()> {
+        let core = self.handle.core();
+        for relation in event.relations_mut() {
+            relation.remote_ids = core
+                .store
+                .remotes_for_event(&relation.event_id)
+                .await?
+                .into_iter()
+                .map(|mapping| mapping.remote_id)
+                .collect();
+        }
+        if let MatrixEventKind::Membership { user_id, membership, .. } = &event.kind
+            && let (Ok(room), Ok(user)) =
+                (parse_id("room ID", &event.room_id), parse_id::<OwnedUserId>("user ID", user_id))
+        {
+            let room: ruma::OwnedRoomId = room;
+            core.matrix.note_membership(&room, &user, membership == "join");
+        }
+        if bot::handle(self, event).await? {
+            return Ok(());
+        }
+        if let Some(sender) = &event.sender {
+            if self.handle.is_bridge_user(sender) {
+                return Ok(());
+            }
+            if self.handle.permission_level(sender) < lattice_config::PermissionLevel::User {
+                tracing::debug!(%sender, room_id = %event.room_id, "ignoring an event from a user without permission");
+                return Ok(());
+            }
+        }
+        let portal = core.store.portal_by_room(&event.room_id).await?;
+        self.connector.handle_matrix_event(portal.as_ref(), event).await?;
+        Ok(())
+    }
+
+    /// Tells the sender of an event that could not be delivered why, in the room, once.
+    async fn tell_sender_about_failure(&self, event: &MatrixEvent, error: &Error) {
+        let (Some(sender), MatrixEventKind::Message(_) | MatrixEventKind::Edit { .. }) = (&event.sender, &event.kind)
+        else {
+            return;
+        };
+        let reason = match error {
+            Error::Connector(error) => error.to_string(),
+            other => format!("internal error ({other})"),
+        };
+        let text = format!(
+            "⚠ {sender}: your message was not delivered to {}: {reason}",
+            self.handle.core().info.protocol_name
+        );
+        if let Err(error) = self.handle.notice(&event.room_id, &text).await {
+            tracing::warn!(%error, room_id = %event.room_id, "cannot send a delivery-failure notice");
+        }
+    }
+}

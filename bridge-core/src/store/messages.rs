@@ -1,0 +1,68 @@
+//! The message map: Matrix event ID ⇄ remote message ID, both ways, so edits, replies, reactions and redactions on
+//! either side can name their target on the other.
+
+use sqlx::Row;
+
+use super::{Result, Store, now_ms};
+
+/// One Matrix event ⇄ one remote message. A long Matrix message split into several remote lines maps to several
+/// remote IDs; several remote messages never share one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMapping {
+    /// The Matrix event.
+    pub event_id: String,
+    /// The room the event is in.
+    pub room_id: String,
+    /// The portal the remote message belongs to.
+    pub portal_key: String,
+    /// The remote network's ID for the message.
+    pub remote_id: String,
+}
+
+impl Store {
+    /// Records a mapping; recording the same pair again is a no-op.
+    pub async fn map_message(&self, mapping: &MessageMapping) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, remote_id) DO NOTHING",
+        )
+        .bind(mapping.event_id.as_str())
+        .bind(mapping.room_id.as_str())
+        .bind(mapping.portal_key.as_str())
+        .bind(mapping.remote_id.as_str())
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The Matrix event a remote message became.
+    pub async fn event_for_remote(&self, portal_key: &str, remote_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT event_id FROM message_map WHERE portal_key = $1 AND remote_id = $2 LIMIT 1")
+            .bind(portal_key)
+            .bind(remote_id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// The remote messages a Matrix event became, in the order they were recorded.
+    pub async fn remotes_for_event(&self, event_id: &str) -> Result<Vec<MessageMapping>> {
+        let rows = sqlx::query(
+            "SELECT event_id, room_id, portal_key, remote_id FROM message_map WHERE event_id = $1 \
+             ORDER BY created_at, remote_id",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MessageMapping {
+                    event_id: row.try_get(0)?,
+                    room_id: row.try_get(1)?,
+                    portal_key: row.try_get(2)?,
+                    remote_id: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,222 @@
+//! The bridge's durable state, through sqlx: SQLite by default (WAL), PostgreSQL by URL.
+//!
+//! The store is the truth; in-memory maps elsewhere are caches. One migration set runs at start on either backend
+//! (see [`migrations`]). Queries use `$n` placeholders, which both backends accept through sqlx's `Any` driver.
+
+mod crypto;
+mod ghosts;
+mod messages;
+mod migrations;
+mod portals;
+mod queue;
+mod users;
+
+use std::{
+    path::Path,
+    sync::Once,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sqlx::{
+    AnyPool, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+pub use self::{
+    crypto::{Cipher, CryptoError},
+    ghosts::Ghost,
+    messages::MessageMapping,
+    portals::Portal,
+    queue::{Queue, QueueKind, QueuedItem, TransactionOutcome},
+};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database URL names no backend Lattice supports.
+    #[error("unsupported database URL `{0}`: expected sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed; the database is left at the previous version.
+    #[error("database migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// The migration's version number.
+        version: i64,
+        /// The migration's name.
+        name: &'static str,
+        /// What the database said.
+        source: sqlx::Error,
+    },
+    /// Encrypting or decrypting a stored secret failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A stored JSON value could not be read back.
+    #[error("stored JSON is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed (pool timeouts, lost connections, a busy SQLite file).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(error) => match error {
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(db) => {
+                    let code = db.code().unwrap_or_default();
+                    // SQLite BUSY/LOCKED; PostgreSQL serialization failure, deadlock, connection exceptions.
+                    matches!(&*code, "5" | "6" | "40001" | "40P01") || code.starts_with("08")
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The store's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which SQL dialect the connected database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, the embedded default.
+    Sqlite,
+    /// PostgreSQL, for larger deployments.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(Error::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+/// Strips a password from a URL before it reaches a log or an error message.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The bridge's database: a connection pool plus the cipher for secrets at rest.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    cipher: Cipher,
+}
+
+impl Store {
+    /// Connects to `url`, creating an SQLite file when missing, and brings the schema up to date.
+    ///
+    /// SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash of the process and
+    /// of the machine, which is what lets the appservice acknowledge the homeserver right after the commit.
+    pub async fn connect(url: &str, max_connections: u32, cipher: Cipher) -> Result<Self> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let mut pool_options =
+            AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection
+                        .execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await?;
+        let store = Self { pool, backend, cipher };
+        migrations::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Connects as [`Store::connect`] does, with the cipher key read from (or first written to) `key_file`.
+    pub async fn open(url: &str, max_connections: u32, key_file: &Path) -> Result<Self> {
+        let cipher = Cipher::load_or_create(key_file)?;
+        Self::connect(url, max_connections, cipher).await
+    }
+
+    /// The connection pool, for queries of the store's own modules.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The SQL dialect in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers; used by the readiness probe.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; pending queries finish first.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's timestamp unit.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_url_scheme() {
+        let cases = [
+            ("sqlite://lattice.db", Some(Backend::Sqlite)),
+            ("sqlite::memory:", Some(Backend::Sqlite)),
+            ("postgres://u@localhost/db", Some(Backend::Postgres)),
+            ("postgresql://u@localhost/db", Some(Backend::Postgres)),
+            ("mysql://u@localhost/db", None),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(Backend::from_url(url).ok(), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn unsupported_url_error_hides_the_password() {
+        let error = Backend::from_url("mysql://user:secret@db/x").unwrap_err();
+        let message = error.to_string();
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("***"), "{message}");
+    }
+}

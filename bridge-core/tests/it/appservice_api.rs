@@ -1,0 +1,236 @@
+//! The appservice HTTP API as the homeserver sees it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestBridge, bodies, message, registration, sqlite_store};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn error_body(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    (status, body["errcode"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn every_authentication_case_is_answered_as_the_spec_says() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let url = format!("{}/_matrix/app/v1/transactions/auth-1", bridge.url);
+    let body = json!({"events": []});
+    let token = bridge.hs_token.clone();
+
+    let missing = bridge.http.put(&url).json(&body).send().await.unwrap();
+    assert_eq!(error_body(missing).await, (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED".into()));
+
+    let wrong = bridge.http.put(&url).bearer_auth("not-the-token").json(&body).send().await.unwrap();
+    assert_eq!(error_body(wrong).await, (StatusCode::FORBIDDEN, "M_FORBIDDEN".into()));
+
+    let wrong_query = bridge.http.put(format!("{url}?access_token=nope")).json(&body).send().await.unwrap();
+    assert_eq!(error_body(wrong_query).await, (StatusCode::FORBIDDEN, "M_FORBIDDEN".into()));
+
+    let disagreeing =
+        bridge.http.put(format!("{url}?access_token=other")).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(error_body(disagreeing).await, (StatusCode::FORBIDDEN, "M_FORBIDDEN".into()));
+
+    let header = bridge.http.put(&url).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(header.status(), StatusCode::OK);
+    assert_eq!(header.json::<Value>().await.unwrap(), json!({}));
+
+    let query = bridge.http.put(format!("{url}?access_token={token}")).json(&body).send().await.unwrap();
+    assert_eq!(query.status(), StatusCode::OK);
+
+    let both = bridge.http.put(format!("{url}?access_token={token}")).bearer_auth(&token).json(&body).send().await;
+    assert_eq!(both.unwrap().status(), StatusCode::OK);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_unrecognized() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let unknown =
+        bridge.http.get(format!("{}/_matrix/app/v1/nothing-here", bridge.url)).bearer_auth(&bridge.hs_token).send();
+    assert_eq!(error_body(unknown.await.unwrap()).await, (StatusCode::NOT_FOUND, "M_UNRECOGNIZED".into()));
+    let wrong_method =
+        bridge.http.get(format!("{}/_matrix/app/v1/transactions/1", bridge.url)).bearer_auth(&bridge.hs_token).send();
+    assert_eq!(
+        error_body(wrong_method.await.unwrap()).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED".into())
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn ping_and_queries_answer() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let ping = bridge
+        .http
+        .post(format!("{}/_matrix/app/v1/ping", bridge.url))
+        .bearer_auth(&bridge.hs_token)
+        .json(&json!({"transaction_id": "mypinger"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::OK);
+    assert_eq!(ping.json::<Value>().await.unwrap(), json!({}));
+
+    // Outside the namespace, and inside it but unknown to the connector: both do not exist.
+    for user in ["@someone:localhost", "@_test_nobody:localhost"] {
+        let response = bridge
+            .http
+            .get(format!("{}/_matrix/app/v1/users/{}", bridge.url, user.replace('@', "%40")))
+            .bearer_auth(&bridge.hs_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_body(response).await, (StatusCode::NOT_FOUND, "M_NOT_FOUND".into()), "{user}");
+    }
+    let alias = bridge
+        .http
+        .get(format!("{}/_matrix/app/v1/rooms/%23_test_room:localhost", bridge.url))
+        .bearer_auth(&bridge.hs_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_body(alias).await, (StatusCode::NOT_FOUND, "M_NOT_FOUND".into()));
+    let protocol = bridge
+        .http
+        .get(format!("{}/_matrix/app/v1/thirdparty/protocol/other", bridge.url))
+        .bearer_auth(&bridge.hs_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_body(protocol).await, (StatusCode::NOT_FOUND, "M_NOT_FOUND".into()));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_skipped_and_the_rest_processed_in_order() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let room = "!room:localhost";
+    let body = json!({"events": [
+        message(room, "$1", "first"),
+        {"type": "m.room.message", "content": {"body": "no room"}},
+        "not even an object",
+        message(room, "$2", "second"),
+        {"type": "m.room.message", "room_id": room, "sender": "@_test_ghost:localhost",
+         "content": {"msgtype": "m.text", "body": "an echo of our own ghost"}},
+        message(room, "$3", "third"),
+    ]});
+    assert_eq!(bridge.put_transaction("mixed-1", &body).await.status(), StatusCode::OK);
+    let events = bridge.recorder.wait_for(3, WAIT).await;
+    assert_eq!(bodies(&events), ["first", "second", "third"]);
+
+    let not_json = bridge
+        .http
+        .put(format!("{}/_matrix/app/v1/transactions/broken", bridge.url))
+        .bearer_auth(&bridge.hs_token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_body(not_json).await, (StatusCode::BAD_REQUEST, "M_NOT_JSON".into()));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_transaction_is_processed_once_also_across_a_restart() {
+    let (store, dir) = sqlite_store().await;
+    let registration = registration();
+    let room = "!dedupe:localhost";
+    let bridge = TestBridge::start(store.clone(), registration.clone()).await;
+    let first = json!({"events": [message(room, "$a", "once")]});
+    assert_eq!(bridge.put_transaction("txn-1", &first).await.status(), StatusCode::OK);
+    assert_eq!(bridge.put_transaction("txn-1", &first).await.status(), StatusCode::OK);
+    bridge.put_transaction("txn-2", &json!({"events": [message(room, "$b", "marker")]})).await;
+    // Events of one room arrive in order, so once the marker is in, a duplicate would have been seen before it.
+    assert_eq!(bodies(&bridge.recorder.wait_for(2, WAIT).await), ["once", "marker"]);
+    bridge.stop().await;
+
+    let again = TestBridge::start(reopen(&dir).await, registration).await;
+    assert_eq!(again.put_transaction("txn-1", &first).await.status(), StatusCode::OK);
+    again.put_transaction("txn-3", &json!({"events": [message(room, "$c", "after restart")]})).await;
+    assert_eq!(bodies(&again.recorder.wait_for(1, WAIT).await), ["after restart"]);
+    assert_eq!(again.recorder.events().len(), 1);
+    again.stop().await;
+}
+
+async fn reopen(dir: &tempfile::TempDir) -> lattice_bridge_core::store::Store {
+    let url = format!("sqlite://{}", dir.path().join("lattice.db").display());
+    lattice_bridge_core::store::Store::connect(&url, 4, lattice_bridge_core::store::Cipher::random()).await.unwrap()
+}
+
+#[tokio::test]
+async fn events_keep_their_order_per_room_across_transactions() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let rooms = ["!a:localhost", "!b:localhost", "!c:localhost"];
+    let per_room = 60;
+    for batch in 0..6 {
+        let events: Vec<Value> = (0..per_room / 6)
+            .flat_map(|index| {
+                let n = batch * (per_room / 6) + index;
+                rooms.iter().map(move |room| message(room, &format!("${room}{n}"), &format!("{room} {n}")))
+            })
+            .collect();
+        let response = bridge.put_transaction(&format!("order-{batch}"), &json!({"events": events})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let events = bridge.recorder.wait_for(rooms.len() * per_room, WAIT).await;
+    for room in rooms {
+        let seen: Vec<String> =
+            bodies(&events.iter().filter(|event| event.room_id == room).cloned().collect::<Vec<_>>());
+        let expected: Vec<String> = (0..per_room).map(|n| format!("{room} {n}")).collect();
+        assert_eq!(seen, expected, "order in {room}");
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn ephemeral_events_are_queued_with_the_room() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let room = "!typing:localhost";
+    let body = json!({
+        "events": [message(room, "$m", "hello")],
+        "de.sorunome.msc2409.ephemeral": [{"type": "m.typing", "room_id": room, "content": {"user_ids": ["@alice:localhost"]}}],
+    });
+    assert_eq!(bridge.put_transaction("ephemeral-1", &body).await.status(), StatusCode::OK);
+    let events = bridge.recorder.wait_for(2, WAIT).await;
+    assert_eq!(events[1].event_type, "m.typing");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_metrics_report_the_runtime() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    bridge.put_transaction("metrics-1", &json!({"events": [message("!m:localhost", "$1", "x")]})).await;
+    bridge.recorder.wait_for(1, WAIT).await;
+    let ready: Value =
+        bridge.http.get(format!("{}/health/ready", bridge.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["homeserver_reachable"], false, "the fake homeserver URL is a closed port");
+    let live = bridge.http.get(format!("{}/health/live", bridge.url)).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    // The item leaves the queue just after the connector returns: poll until the metrics show it, with a deadline.
+    let handled = r#"lattice_events_total{outcome="handled",queue="matrix"} 1"#;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let metrics = loop {
+        let metrics = bridge.http.get(format!("{}/metrics", bridge.url)).send().await.unwrap().text().await.unwrap();
+        if metrics.contains(handled) || tokio::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(metrics.contains(handled), "{metrics}");
+    assert!(metrics.contains(r#"lattice_appservice_transactions_total{outcome="persisted"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"lattice_queue_depth{queue="matrix"} 0"#), "{metrics}");
+    bridge.stop().await;
+}

@@ -1,0 +1,192 @@
+//! The store on both backends: every test runs on SQLite and on PostgreSQL.
+
+use lattice_bridge_core::store::{Cipher, Ghost, MessageMapping, Portal, QueueKind, Store, TransactionOutcome};
+use serde_json::json;
+use sqlx::Connection as _;
+
+/// Runs a test body against a fresh SQLite store and a fresh PostgreSQL database. The body gets the store and its
+/// URL (to open raw connections or reopen the store).
+macro_rules! on_both_backends {
+    ($($name:ident => $body:expr;)*) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                    let store = lattice_bridge_core::store::Store::connect(&url, 4, super::cipher()).await.unwrap();
+                    ($body)(store, url).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let database = crate::support::TestDatabase::create().await;
+                    let store =
+                        lattice_bridge_core::store::Store::connect(&database.url, 4, super::cipher()).await.unwrap();
+                    ($body)(store.clone(), database.url.clone()).await;
+                    store.close().await;
+                    database.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+fn cipher() -> Cipher {
+    Cipher::new(&[7; 32])
+}
+
+fn events(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(key, payload)| ((*key).to_owned(), (*payload).to_owned())).collect()
+}
+
+async fn migrations_are_idempotent(store: Store, url: String) {
+    store.close().await;
+    let reopened = Store::connect(&url, 2, cipher()).await.unwrap();
+    reopened.ping().await.unwrap();
+    reopened.close().await;
+}
+
+async fn transactions_are_recorded_once(store: Store, _url: String) {
+    let outcome = store.persist_transaction("t1", &events(&[("!a", "1"), ("!b", "2"), ("!a", "3")])).await.unwrap();
+    assert_eq!(outcome, TransactionOutcome::Persisted { keys: vec!["!a".into(), "!b".into()] });
+    let again = store.persist_transaction("t1", &events(&[("!a", "9")])).await.unwrap();
+    assert_eq!(again, TransactionOutcome::AlreadyProcessed);
+    let queue = store.queue(QueueKind::Matrix);
+    let payloads: Vec<String> = queue.peek("!a", 10).await.unwrap().into_iter().map(|item| item.payload).collect();
+    assert_eq!(payloads, ["1", "3"]);
+    assert_eq!(queue.depth().await.unwrap(), 3);
+    let mut keys = queue.pending_keys().await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["!a", "!b"]);
+}
+
+async fn large_transactions_keep_their_order(store: Store, _url: String) {
+    let items: Vec<(String, String)> = (0..450).map(|n| ("!big".to_owned(), n.to_string())).collect();
+    store.persist_transaction("big", &items).await.unwrap();
+    let queue = store.queue(QueueKind::Matrix);
+    let mut seen = Vec::new();
+    loop {
+        let batch = queue.peek("!big", 100).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for item in batch {
+            seen.push(item.payload.parse::<usize>().unwrap());
+            queue.complete(item.seq).await.unwrap();
+        }
+    }
+    assert_eq!(seen, (0..450).collect::<Vec<_>>());
+}
+
+async fn queues_complete_retry_and_dead_letter(store: Store, _url: String) {
+    let queue = store.queue(QueueKind::Remote);
+    let first = queue.push("net/#chan", r#"{"n":1}"#).await.unwrap();
+    let second = queue.push("net/#chan", r#"{"n":2}"#).await.unwrap();
+    assert!(second > first);
+    let items = queue.peek("net/#chan", 10).await.unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(queue.record_failure(first).await.unwrap(), 1);
+    assert_eq!(queue.record_failure(first).await.unwrap(), 2);
+    queue.dead_letter(&items[0], "refused").await.unwrap();
+    queue.complete(second).await.unwrap();
+    assert_eq!(queue.depth().await.unwrap(), 0);
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead, [("net/#chan".to_owned(), r#"{"n":1}"#.to_owned(), "refused".to_owned())]);
+    assert!(store.queue(QueueKind::Matrix).dead_letters(10).await.unwrap().is_empty());
+}
+
+async fn portals_map_both_ways(store: Store, _url: String) {
+    let portal = Portal {
+        remote_key: "libera/#rust".into(),
+        room_id: "!rust:hs".into(),
+        alias: Some("#irc_libera_#rust:hs".into()),
+        name: Some("#rust".into()),
+        topic: None,
+        metadata: json!({"network": "libera"}),
+    };
+    store.upsert_portal(&portal).await.unwrap();
+    assert_eq!(store.portal_by_key("libera/#rust").await.unwrap(), Some(portal.clone()));
+    assert_eq!(store.portal_by_room("!rust:hs").await.unwrap(), Some(portal.clone()));
+    store.set_portal_topic("libera/#rust", Some("Rust!")).await.unwrap();
+    assert_eq!(store.portal_by_room("!rust:hs").await.unwrap().unwrap().topic.as_deref(), Some("Rust!"));
+    assert_eq!(store.portals().await.unwrap().len(), 1);
+    assert!(store.delete_portal("libera/#rust").await.unwrap());
+    assert!(!store.delete_portal("libera/#rust").await.unwrap());
+    assert_eq!(store.portal_by_room("!rust:hs").await.unwrap(), None);
+}
+
+async fn ghosts_follow_their_remote_identity(store: Store, _url: String) {
+    let ghost = Ghost {
+        user_id: "@irc_libera_bob:hs".into(),
+        remote_id: "libera/account:bob".into(),
+        displayname: Some("bob".into()),
+        avatar_url: None,
+        metadata: json!({}),
+    };
+    store.upsert_ghost(&ghost).await.unwrap();
+    assert_eq!(store.ghost_by_remote("libera/account:bob").await.unwrap(), Some(ghost.clone()));
+    let renamed = Ghost { user_id: "@irc_libera_robert:hs".into(), displayname: Some("robert".into()), ..ghost };
+    store.upsert_ghost(&renamed).await.unwrap();
+    assert_eq!(store.ghost_by_remote("libera/account:bob").await.unwrap(), Some(renamed));
+    assert_eq!(store.ghost_by_user("@irc_libera_bob:hs").await.unwrap(), None);
+}
+
+async fn messages_map_both_ways(store: Store, _url: String) {
+    for remote_id in ["line-1", "line-2"] {
+        let mapping = MessageMapping {
+            event_id: "$split".into(),
+            room_id: "!r".into(),
+            portal_key: "p".into(),
+            remote_id: remote_id.into(),
+        };
+        store.map_message(&mapping).await.unwrap();
+        store.map_message(&mapping).await.unwrap();
+    }
+    let remotes: Vec<String> =
+        store.remotes_for_event("$split").await.unwrap().into_iter().map(|mapping| mapping.remote_id).collect();
+    assert_eq!(remotes, ["line-1", "line-2"]);
+    assert_eq!(store.event_for_remote("p", "line-2").await.unwrap().as_deref(), Some("$split"));
+    assert_eq!(store.event_for_remote("other", "line-2").await.unwrap(), None);
+}
+
+async fn credentials_are_encrypted_at_rest(store: Store, url: String) {
+    store.store_credential("@alice:hs", "libera", "correct horse battery staple").await.unwrap();
+    assert_eq!(store.credential("@alice:hs", "libera").await.unwrap().as_deref(), Some("correct horse battery staple"));
+    let mut raw = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let sealed: String = sqlx::query_scalar("SELECT sealed FROM credentials").fetch_one(&mut raw).await.unwrap();
+    assert!(!sealed.contains("horse"), "stored in the clear: {sealed}");
+    raw.close().await.unwrap();
+    let other_key = Store::connect(&url, 1, Cipher::new(&[8; 32])).await.unwrap();
+    assert!(other_key.credential("@alice:hs", "libera").await.is_err(), "another key must not open it");
+    assert!(store.delete_credential("@alice:hs", "libera").await.unwrap());
+    assert_eq!(store.credential("@alice:hs", "libera").await.unwrap(), None);
+}
+
+async fn settings_and_admin_rooms(store: Store, _url: String) {
+    store.set_user_setting("@a:hs", "nick", Some("alice")).await.unwrap();
+    store.set_user_setting("@a:hs", "nick", Some("alice2")).await.unwrap();
+    assert_eq!(store.user_setting("@a:hs", "nick").await.unwrap().as_deref(), Some("alice2"));
+    store.set_user_setting("@a:hs", "nick", None).await.unwrap();
+    assert_eq!(store.user_setting("@a:hs", "nick").await.unwrap(), None);
+    store.set_admin_room("@a:hs", "!dm1").await.unwrap();
+    store.set_admin_room("@a:hs", "!dm2").await.unwrap();
+    assert_eq!(store.admin_room("@a:hs").await.unwrap().as_deref(), Some("!dm2"));
+    assert_eq!(store.admin_room_owner("!dm2").await.unwrap().as_deref(), Some("@a:hs"));
+    assert_eq!(store.admin_room_owner("!dm1").await.unwrap(), None);
+}
+
+on_both_backends! {
+    migrations_run_again_without_harm => super::migrations_are_idempotent;
+    transactions_are_recorded_once => super::transactions_are_recorded_once;
+    large_transactions_keep_their_order => super::large_transactions_keep_their_order;
+    queues_complete_retry_and_dead_letter => super::queues_complete_retry_and_dead_letter;
+    portals_map_both_ways => super::portals_map_both_ways;
+    ghosts_follow_their_remote_identity => super::ghosts_follow_their_remote_identity;
+    messages_map_both_ways => super::messages_map_both_ways;
+    credentials_are_encrypted_at_rest => super::credentials_are_encrypted_at_rest;
+    settings_and_admin_rooms => super::settings_and_admin_rooms;
+}
