@@ -1,0 +1,112 @@
+//! The `bridge:` section of `lattice-xmpp`'s config: the XEP-0114 component and the ID templates.
+
+use lattice_bridge_core::cli::BridgeSection;
+use lattice_config::{FieldError, Secret, Validate};
+use serde::{Deserialize, Serialize};
+
+/// The XMPP bridge's own config section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppSection {
+    /// The external component (XEP-0114) the bridge connects as.
+    pub component: ComponentConfig,
+    /// Ghost user IDs for XMPP users; `{jid}` is the bare JID, XEP-0106-escaped into a localpart.
+    pub user_template: String,
+    /// Portal aliases for XMPP MUCs; `{room}` is the MUC's bare JID (`room@conference.example.net`).
+    pub alias_template: String,
+}
+
+impl Default for XmppSection {
+    fn default() -> Self {
+        Self {
+            component: ComponentConfig::default(),
+            user_template: "@_xmpp_{jid}:{server_name}".into(),
+            alias_template: "#_xmpp_{room}:{server_name}".into(),
+        }
+    }
+}
+
+/// The XEP-0114 connection to the XMPP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentConfig {
+    /// The component's domain, as declared on the XMPP server (`Component "bridge.example.org"` in Prosody).
+    pub domain: String,
+    /// The server's component port, `host:port`.
+    pub server: String,
+    /// The shared secret of the handshake.
+    pub secret: Secret,
+}
+
+impl Default for ComponentConfig {
+    fn default() -> Self {
+        Self {
+            domain: "bridge.localhost".into(),
+            server: "127.0.0.1:5347".into(),
+            secret: Secret::Env("LATTICE_XMPP_COMPONENT_SECRET".into()),
+        }
+    }
+}
+
+impl Validate for XmppSection {
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        let domain = &self.component.domain;
+        if domain.is_empty() || domain.contains(['@', '/', ' ']) {
+            errors.push(FieldError::new("component.domain", "must be a bare domain such as bridge.example.org"));
+        }
+        let port = self.component.server.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
+        if !matches!(port, Some(1..)) {
+            errors.push(FieldError::new("component.server", "must be host:port, e.g. 127.0.0.1:5347"));
+        }
+        for (field, template, placeholder) in
+            [("user_template", &self.user_template, "{jid}"), ("alias_template", &self.alias_template, "{room}")]
+        {
+            if !template.contains(placeholder) {
+                errors.push(FieldError::new(field, format!("must contain {placeholder}")));
+            }
+            if !template.ends_with(":{server_name}") {
+                errors.push(FieldError::new(field, "must end with :{server_name}"));
+            }
+        }
+    }
+}
+
+impl BridgeSection for XmppSection {
+    const PROTOCOL: &'static str = "xmpp";
+
+    fn user_templates(&self) -> Vec<String> {
+        vec![self.user_template.clone()]
+    }
+
+    fn alias_templates(&self) -> Vec<String> {
+        vec![self.alias_template.clone()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lattice_config::Config;
+
+    use super::*;
+
+    #[test]
+    fn the_sample_config_loads_and_validates() {
+        let sample = include_str!("../config.sample.yaml");
+        let config: Config<XmppSection> = Config::from_yaml_str(sample, "config.sample.yaml").unwrap();
+        assert_eq!(config.bridge.component.domain, "bridge.localhost");
+        assert_eq!(config.appservice.bot.localpart, "xmppbot");
+    }
+
+    #[test]
+    fn invalid_sections_name_the_field() {
+        let section = XmppSection {
+            component: ComponentConfig { domain: "a@b".into(), server: "nohost".into(), ..ComponentConfig::default() },
+            alias_template: "#x_{jid}:example.org".into(),
+            ..XmppSection::default()
+        };
+        let mut errors = Vec::new();
+        section.validate(&mut errors);
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, ["component.domain", "component.server", "alias_template", "alias_template"]);
+    }
+}

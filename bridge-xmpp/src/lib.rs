@@ -1,0 +1,11 @@
+//! The Lattice Matrix ⇄ XMPP bridge: an XEP-0114 component gateway that carries XMPP MUCs into Matrix and Matrix
+//! rooms into XMPP.
+//!
+//! This crate holds the XMPP connector ([`XmppConnector`]) and its config section ([`XmppSection`]); the binary
+//! `lattice-xmpp` runs it on bridge-core's runtime.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod config;
+pub mod connector;
+
+pub use self::{config::XmppSection, connector::XmppConnector};
