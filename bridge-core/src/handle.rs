@@ -211,19 +211,26 @@ impl BridgeHandle {
             Some(direct) => self.sync_ghost(&direct.ghost).await?,
             None => bot.clone(),
         };
-        let mut options = CreateRoomOptions::default();
-        options.name = spec.name.clone();
-        options.topic = spec.topic.clone();
-        options.alias_localpart = spec.alias_localpart.clone();
-        options.initial_state =
-            bridge_info::initial_state(self.core.appservice_id(), &bot_id, &self.core.info, &spec.bridge_info);
-        options.preset = Some(if spec.public { "public_chat" } else { "trusted_private_chat" }.into());
-        if let Some(direct) = &spec.direct {
-            options.invite = vec![parse_id("user ID", &direct.matrix_user)?];
-            options.is_direct = true;
-        } else {
-            options.power_level_content_override = Some(json!({"users": {bot_id.as_str(): 100}}));
-        }
+        let (invite, power_level_content_override) = match &spec.direct {
+            Some(direct) => (vec![parse_id("user ID", &direct.matrix_user)?], None),
+            None => (Vec::new(), Some(json!({"users": {bot_id.as_str(): 100}}))),
+        };
+        let options = CreateRoomOptions {
+            name: spec.name.clone(),
+            topic: spec.topic.clone(),
+            alias_localpart: spec.alias_localpart.clone(),
+            initial_state: bridge_info::initial_state(
+                self.core.appservice_id(),
+                &bot_id,
+                &self.core.info,
+                &spec.bridge_info,
+            ),
+            preset: Some(if spec.public { "public_chat" } else { "trusted_private_chat" }.into()),
+            is_direct: spec.direct.is_some(),
+            invite,
+            power_level_content_override,
+            ..CreateRoomOptions::default()
+        };
         let room_id = creator.create_room(&options).await?;
         let alias = spec.alias_localpart.as_ref().map(|localpart| format!("#{localpart}:{}", self.core.server_name));
         let portal = Portal {
@@ -298,7 +305,7 @@ async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) 
             bot.clone()
         }
     };
-    let ts = event.timestamp_ms.and_then(|ms| UInt::new(ms)).map(MilliSecondsSinceUnixEpoch);
+    let ts = event.timestamp_ms.and_then(UInt::new).map(MilliSecondsSinceUnixEpoch);
     let txn_id = transaction_id(item);
     let event_id = match &event.kind {
         RemoteEventKind::Message { msgtype, body, html, reply_to } => {

@@ -40,6 +40,7 @@ fn from_row(row: &AnyRow) -> Result<Ghost> {
 impl Store {
     /// Inserts or replaces a ghost. A remote ID that moves to another user ID (a renamed account) moves its row.
     pub async fn upsert_ghost(&self, ghost: &Ghost) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM ghosts WHERE remote_id = $1 AND user_id <> $2")
             .bind(ghost.remote_id.as_str())
             .bind(ghost.user_id.as_str())

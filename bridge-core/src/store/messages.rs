@@ -22,6 +22,7 @@ pub struct MessageMapping {
 impl Store {
     /// Records a mapping; recording the same pair again is a no-op.
     pub async fn map_message(&self, mapping: &MessageMapping) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, remote_id) DO NOTHING",

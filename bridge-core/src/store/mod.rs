@@ -13,7 +13,7 @@ mod users;
 
 use std::{
     path::Path,
-    sync::Once,
+    sync::{Arc, Once},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -118,13 +118,18 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     cipher: Cipher,
+    /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
+    /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
     /// Connects to `url`, creating an SQLite file when missing, and brings the schema up to date.
     ///
-    /// SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash of the process and
-    /// of the machine, which is what lets the appservice acknowledge the homeserver right after the commit.
+    /// SQLite runs in WAL mode. Writes that take in what cannot be fetched again — a homeserver transaction about to
+    /// be acknowledged, an event pushed by a connector — commit with `synchronous = FULL` and survive a crash of the
+    /// process or the machine; queue bookkeeping commits with `NORMAL`, which survives a process crash and at worst
+    /// hands an event over again after a power loss.
     pub async fn connect(url: &str, max_connections: u32, cipher: Cipher) -> Result<Self> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
@@ -145,7 +150,7 @@ impl Store {
                 Box::pin(async move {
                     connection
                         .execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
@@ -154,7 +159,7 @@ impl Store {
             });
         }
         let pool = pool_options.connect_with(options).await?;
-        let store = Self { pool, backend, cipher };
+        let store = Self { pool, backend, cipher, sqlite_writer: Arc::default() };
         migrations::run(&store).await?;
         Ok(store)
     }
@@ -168,6 +173,33 @@ impl Store {
     /// The connection pool, for queries of the store's own modules.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Holds this process's SQLite write turn (see `sqlite_writer`); a no-op on PostgreSQL, which takes
+    /// concurrent writers.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// A connection whose next commits are flushed to disk before they return (SQLite `synchronous = FULL`; on
+    /// PostgreSQL every commit already is). Give it back with [`Store::release_durable`].
+    pub(crate) async fn durable_connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        let mut connection = self.pool.acquire().await?;
+        if self.backend == Backend::Sqlite {
+            connection.execute("PRAGMA synchronous = FULL").await?;
+        }
+        Ok(connection)
+    }
+
+    /// Returns a connection from [`Store::durable_connection`] to the default durability.
+    pub(crate) async fn release_durable(&self, mut connection: sqlx::pool::PoolConnection<sqlx::Any>) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            connection.execute("PRAGMA synchronous = NORMAL").await?;
+        }
+        Ok(())
     }
 
     /// The SQL dialect in use.

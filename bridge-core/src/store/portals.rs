@@ -43,6 +43,7 @@ fn from_row(row: &AnyRow) -> Result<Portal> {
 impl Store {
     /// Inserts or replaces a portal, keyed by its remote key.
     pub async fn upsert_portal(&self, portal: &Portal) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO portals (remote_key, room_id, alias, name, topic, metadata, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (remote_key) DO UPDATE SET room_id = excluded.room_id, \
@@ -89,6 +90,7 @@ impl Store {
 
     /// Forgets a portal (the room itself stays on the homeserver). Returns whether one existed.
     pub async fn delete_portal(&self, remote_key: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let result =
             sqlx::query("DELETE FROM portals WHERE remote_key = $1").bind(remote_key).execute(self.pool()).await?;
         Ok(result.rows_affected() > 0)
@@ -96,6 +98,7 @@ impl Store {
 
     /// Records a topic change without touching the rest of the portal.
     pub async fn set_portal_topic(&self, remote_key: &str, topic: Option<&str>) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE portals SET topic = $1 WHERE remote_key = $2")
             .bind(topic)
             .bind(remote_key)

@@ -102,7 +102,8 @@ impl Store {
     /// When this returns `Persisted`, the events are durable and the transaction may be acknowledged. A transaction
     /// ID seen before returns `AlreadyProcessed` and queues nothing, across restarts too.
     pub async fn persist_transaction(&self, txn_id: &str, events: &[(String, String)]) -> Result<TransactionOutcome> {
-        let mut connection = self.pool().acquire().await?;
+        let _turn = self.write_turn().await;
+        let mut connection = self.durable_connection().await?;
         let mut transaction = connection.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO processed_transactions (txn_id, event_count, received_at) VALUES ($1, $2, $3) \
@@ -115,6 +116,8 @@ impl Store {
         .await?
         .rows_affected();
         if inserted == 0 {
+            transaction.rollback().await?;
+            self.release_durable(connection).await?;
             return Ok(TransactionOutcome::AlreadyProcessed);
         }
         let now = now_ms();
@@ -126,6 +129,7 @@ impl Store {
             query.execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
+        self.release_durable(connection).await?;
 
         let mut keys: Vec<String> = Vec::new();
         for (key, _) in events {
@@ -169,18 +173,21 @@ impl Queue {
 
     /// Removes a handled item.
     pub async fn complete(&self, seq: i64) -> Result<()> {
+        let _turn = self.store.write_turn().await;
         sqlx::query(self.kind.sql("DELETE FROM {table} WHERE seq = $1")).bind(seq).execute(self.store.pool()).await?;
         Ok(())
     }
 
     /// Counts one more failed attempt at an item; returns the new count.
     pub async fn record_failure(&self, seq: i64) -> Result<i64> {
+        let _turn = self.store.write_turn().await;
         let sql = self.kind.sql("UPDATE {table} SET attempts = attempts + 1 WHERE seq = $1 RETURNING attempts");
         Ok(sqlx::query_scalar(sql).bind(seq).fetch_one(self.store.pool()).await?)
     }
 
     /// Moves an item that can never succeed to the dead-letter table, keeping it for inspection.
     pub async fn dead_letter(&self, item: &QueuedItem, error: &str) -> Result<()> {
+        let _turn = self.store.write_turn().await;
         let mut connection = self.store.pool().acquire().await?;
         let mut transaction = connection.begin().await?;
         sqlx::query(

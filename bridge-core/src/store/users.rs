@@ -14,6 +14,7 @@ impl Store {
 
     /// Sets a user's setting; `None` removes it.
     pub async fn set_user_setting(&self, user_id: &str, name: &str, value: Option<&str>) -> Result<()> {
+        let _turn = self.write_turn().await;
         match value {
             Some(value) => {
                 sqlx::query(
@@ -39,6 +40,7 @@ impl Store {
 
     /// Stores a credential for a user on a network, encrypted at rest.
     pub async fn store_credential(&self, user_id: &str, network: &str, secret: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO credentials (user_id, network, sealed, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (user_id, network) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
@@ -65,6 +67,7 @@ impl Store {
 
     /// Removes a user's credential for a network; returns whether one existed.
     pub async fn delete_credential(&self, user_id: &str, network: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let result = sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND network = $2")
             .bind(user_id)
             .bind(network)
@@ -91,6 +94,7 @@ impl Store {
 
     /// Records a user's admin room, replacing an older one.
     pub async fn set_admin_room(&self, user_id: &str, room_id: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO admin_rooms (user_id, room_id) VALUES ($1, $2) \
              ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id",
