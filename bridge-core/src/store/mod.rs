@@ -151,7 +151,7 @@ impl Store {
                     connection
                         .execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA wal_autocheckpoint = 0; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
                     Ok(())
@@ -161,6 +161,9 @@ impl Store {
         let pool = pool_options.connect_with(options).await?;
         let store = Self { pool, backend, cipher, sqlite_writer: Arc::default() };
         migrations::run(&store).await?;
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoint_wal(store.pool.clone()));
+        }
         Ok(store)
     }
 
@@ -216,6 +219,31 @@ impl Store {
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How often the SQLite write-ahead log is folded back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checkpoints the SQLite WAL in the background until the pool closes.
+///
+/// SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, adding its fsyncs of the
+/// database file to that commit — the worst latencies of acknowledging a transaction. Connections turn it off, and
+/// this task does the work between commits instead (`PASSIVE` never blocks readers or writers).
+async fn checkpoint_wal(pool: AnyPool) {
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%error, "SQLite WAL checkpoint failed; retrying");
+        }
     }
 }
 
