@@ -337,6 +337,19 @@ pub enum RemoteEventKind {
         /// The remote ID of the message it replies to.
         reply_to: Option<String>,
     },
+    /// A file, already uploaded to the homeserver (see [`MatrixClient::upload_media`](crate::matrix::MatrixClient)).
+    Media {
+        /// Image, file, video or audio.
+        msgtype: MessageType,
+        /// The file name shown to people.
+        filename: String,
+        /// The `mxc://` URI of the upload.
+        url: String,
+        /// The MIME type.
+        mimetype: Option<String>,
+        /// The size in bytes.
+        size: Option<u64>,
+    },
     /// A correction of an earlier message.
     Edit {
         /// The remote ID of the corrected message.

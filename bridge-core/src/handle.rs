@@ -317,6 +317,23 @@ async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) 
             }
             Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
         }
+        RemoteEventKind::Media { msgtype, filename, url, mimetype, size } => {
+            let mut info = serde_json::Map::new();
+            if let Some(mimetype) = mimetype {
+                info.insert("mimetype".into(), json!(mimetype));
+            }
+            if let Some(size) = size {
+                info.insert("size".into(), json!(size));
+            }
+            let content = json!({
+                "msgtype": msgtype.as_msgtype(),
+                "body": filename,
+                "filename": filename,
+                "url": url,
+                "info": info,
+            });
+            Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
+        }
         RemoteEventKind::Edit { target, body, html } => {
             let new_content = message_content("m.text", body, html.as_deref());
             let content = match store.event_for_remote(&portal.remote_key, target).await? {
