@@ -110,6 +110,8 @@ async fn run(backend: &str, store: Store, stalled: bool) {
         server_name: "localhost".into(),
         permissions: Permissions::new(&PermissionsConfig::default()).unwrap(),
         metrics_enabled: true,
+        media_base_url: "http://127.0.0.1:9".parse().unwrap(),
+        bot_displayname: None,
     };
     let bridge = Bridge::from_parts(settings, registration, store, Sink { stalled }).unwrap();
     let trigger = bridge.shutdown_trigger();

@@ -159,8 +159,10 @@ fn check_registration_matches<B: BridgeSection>(
             actual.sender_localpart, expected.sender_localpart
         ));
     }
-    if actual.url.as_deref() != Some(expected.url.as_str()) {
-        problems.push(format!("url is {:?} but the config's public URL is `{}`", actual.url, expected.url));
+    // Registrations store the URL without a trailing slash, as Synapse does.
+    let expected_url = expected.url.as_str().trim_end_matches('/');
+    if actual.url.as_deref().map(|url| url.trim_end_matches('/')) != Some(expected_url) {
+        problems.push(format!("url is {:?} but the config's public URL is `{expected_url}`", actual.url));
     }
     let regexes = |namespaces: &[lattice_registration::Namespace]| -> Vec<String> {
         namespaces.iter().map(|namespace| namespace.regex.clone()).collect()

@@ -25,7 +25,7 @@ use crate::{
     event::{RemoteEvent, RemoteEventKind},
     matrix::{CreateRoomOptions, Intent, MatrixClient, MatrixError},
     metrics::Metrics,
-    store::{Ghost, MessageMapping, Portal, QueueKind, QueuedItem, Store},
+    store::{Ghost, MessageMapping, Portal, PublishedMedia, QueueKind, QueuedItem, Store},
 };
 
 /// How long a typing notification from a remote person lasts unless renewed.
@@ -42,6 +42,8 @@ pub(crate) struct Core {
     pub(crate) info: ConnectorInfo,
     pub(crate) remote: OnceLock<Dispatcher<RemoteHandler>>,
     pub(crate) homeserver_reachable: AtomicBool,
+    /// Base URL of files published to the network (`GET /_lattice/media/…` on this bridge).
+    pub(crate) media_base_url: url::Url,
     portal_creation: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -67,6 +69,7 @@ impl Core {
         server_name: String,
         permissions: Permissions,
         info: ConnectorInfo,
+        media_base_url: url::Url,
     ) -> Self {
         Self {
             store,
@@ -78,6 +81,7 @@ impl Core {
             info,
             remote: OnceLock::new(),
             homeserver_reachable: AtomicBool::new(false),
+            media_base_url,
             portal_creation: DashMap::new(),
         }
     }
@@ -153,6 +157,28 @@ impl BridgeHandle {
         Ok(())
     }
 
+    /// Makes a Matrix file reachable from the bridged network and returns its URL: an unguessable path on this
+    /// bridge's media endpoint, which fetches the file from the homeserver with the bridge's credentials.
+    pub async fn publish_media(&self, mxc: &str, filename: &str, mimetype: Option<&str>) -> Result<String> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let media =
+            PublishedMedia { mxc: mxc.to_owned(), filename: filename.to_owned(), mimetype: mimetype.map(Into::into) };
+        self.core.store.publish_media(&token, &media).await?;
+        let mut url = self.core.media_base_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::InvalidId { kind: "media base URL", value: self.core.media_base_url.to_string() })?
+            .pop_if_empty()
+            .extend(["_lattice", "media", &token, filename]);
+        Ok(url.to_string())
+    }
+
+    /// Uploads text (a long message) to the homeserver as a file and publishes it; returns its URL.
+    pub async fn publish_text(&self, text: &str, filename: &str) -> Result<String> {
+        let mimetype = "text/plain; charset=utf-8";
+        let mxc = self.core.matrix.upload_media(bytes::Bytes::from(text.to_owned()), mimetype, Some(filename)).await?;
+        self.publish_media(mxc.as_str(), filename, Some(mimetype)).await
+    }
+
     pub(crate) fn bot(&self) -> Result<Intent> {
         Ok(self.core.matrix.bot())
     }
@@ -211,9 +237,11 @@ impl BridgeHandle {
             Some(direct) => self.sync_ghost(&direct.ghost).await?,
             None => bot.clone(),
         };
-        let (invite, power_level_content_override) = match &spec.direct {
-            Some(direct) => (vec![parse_id("user ID", &direct.matrix_user)?], None),
-            None => (Vec::new(), Some(json!({"users": {bot_id.as_str(): 100}}))),
+        // The creator (the bot, or the ghost of a direct chat) holds full power in every room version; room
+        // version 12 even forbids naming it in the power levels.
+        let invite = match &spec.direct {
+            Some(direct) => vec![parse_id("user ID", &direct.matrix_user)?],
+            None => Vec::new(),
         };
         let options = CreateRoomOptions {
             name: spec.name.clone(),
@@ -228,7 +256,6 @@ impl BridgeHandle {
             preset: Some(if spec.public { "public_chat" } else { "trusted_private_chat" }.into()),
             is_direct: spec.direct.is_some(),
             invite,
-            power_level_content_override,
             ..CreateRoomOptions::default()
         };
         let room_id = creator.create_room(&options).await?;

@@ -36,6 +36,10 @@ pub struct RuntimeSettings {
     pub permissions: Permissions,
     /// Serve `/metrics`.
     pub metrics_enabled: bool,
+    /// Base URL of files the bridge publishes to the network.
+    pub media_base_url: Url,
+    /// The bot's display name, set at start when given.
+    pub bot_displayname: Option<String>,
 }
 
 impl RuntimeSettings {
@@ -46,6 +50,8 @@ impl RuntimeSettings {
             server_name: config.homeserver.server_name.clone(),
             permissions: Permissions::new(&config.permissions)?,
             metrics_enabled: config.metrics.enabled,
+            media_base_url: config.appservice.media_url(),
+            bot_displayname: config.appservice.bot.displayname.clone(),
         })
     }
 }
@@ -56,6 +62,7 @@ pub(crate) struct Runtime<C> {
     pub(crate) connector: C,
     pub(crate) inbound: Dispatcher<InboundHandler<C>>,
     pub(crate) metrics_enabled: bool,
+    bot_displayname: Option<String>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -111,6 +118,7 @@ impl<C: Connector> Bridge<C> {
             settings.server_name.clone(),
             settings.permissions,
             connector.info(),
+            settings.media_base_url,
         ));
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let remote = Dispatcher::new(
@@ -130,6 +138,7 @@ impl<C: Connector> Bridge<C> {
                 shutdown_receiver,
             ),
             metrics_enabled: settings.metrics_enabled,
+            bot_displayname: settings.bot_displayname,
             shutdown,
         });
         Ok(Self { runtime })
@@ -176,7 +185,7 @@ impl<C: Connector> Bridge<C> {
                 starting.shutdown.send_replace(true);
             }
         });
-        tokio::spawn(self_check(runtime.handle.clone(), runtime.shutdown.subscribe()));
+        tokio::spawn(self_check(runtime.handle.clone(), runtime.bot_displayname.clone(), runtime.shutdown.subscribe()));
 
         let mut shutdown = runtime.shutdown.subscribe();
         axum::serve(listener, router)
@@ -209,7 +218,8 @@ async fn wait_for_signal() {
 
 /// Asks the homeserver to ping the bridge (`POST /_matrix/client/v1/appservice/{id}/ping`) until it works, and says
 /// plainly what is wrong when it does not.
-async fn self_check(handle: BridgeHandle, mut shutdown: watch::Receiver<bool>) {
+/// Once the homeserver answers, the bot's display name is set if the config gives one.
+async fn self_check(handle: BridgeHandle, bot_displayname: Option<String>, mut shutdown: watch::Receiver<bool>) {
     let core = handle.core();
     let mut delay = Duration::from_secs(1);
     loop {
@@ -222,6 +232,11 @@ async fn self_check(handle: BridgeHandle, mut shutdown: watch::Receiver<bool>) {
                     round_trip_ms = started.elapsed().as_millis() as u64,
                     "the homeserver reached the bridge: appservice ping succeeded"
                 );
+                if let Some(name) = bot_displayname
+                    && let Err(error) = core.matrix.bot().set_displayname(&name).await
+                {
+                    tracing::warn!(%error, "cannot set the bot's display name");
+                }
                 return;
             }
             Err(error) => {

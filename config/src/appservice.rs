@@ -26,6 +26,10 @@ pub struct AppserviceConfig {
     /// [`AppserviceConfig::public_url`].
     #[serde(default, deserialize_with = "crate::de::optional_url", skip_serializing_if = "Option::is_none")]
     pub public_url: Option<Url>,
+    /// The base URL people on the bridged network use to open files the bridge shares with them (long messages,
+    /// Matrix media, which needs authentication to fetch directly); see [`AppserviceConfig::media_url`].
+    #[serde(default, deserialize_with = "crate::de::optional_url", skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<Url>,
     /// The registration file (default `registration.yaml`, next to the configuration file).
     #[serde(default = "default_registration")]
     pub registration: PathBuf,
@@ -67,6 +71,11 @@ impl AppserviceConfig {
         })
     }
 
+    /// The base URL of files the bridge shares: `media_url`, or [`public_url`](Self::public_url).
+    pub fn media_url(&self) -> Url {
+        self.media_url.clone().unwrap_or_else(|| self.public_url())
+    }
+
     pub(crate) fn resolve_paths(&mut self, base_dir: &Path) {
         self.registration = crate::paths::resolve(base_dir, &self.registration);
     }
@@ -85,6 +94,9 @@ impl Validate for AppserviceConfig {
         }
         if let Some(url) = &self.public_url {
             check_http_url("public_url", url, errors);
+        }
+        if let Some(url) = &self.media_url {
+            check_http_url("media_url", url, errors);
         }
         if self.registration.as_os_str().is_empty() {
             errors.push(FieldError::new(
@@ -118,6 +130,7 @@ mod tests {
             bind_address: default_bind_address(),
             port: 29330,
             public_url: None,
+            media_url: None,
             registration: default_registration(),
             bot: BotConfig { localpart: "ircbot".into(), displayname: None, avatar_url: None },
         }
@@ -138,6 +151,13 @@ mod tests {
             };
             assert_eq!(config.public_url().as_str(), expected);
         }
+    }
+
+    #[test]
+    fn media_url_defaults_to_the_public_url() {
+        assert_eq!(config().media_url().as_str(), "http://127.0.0.1:29330/");
+        let own = Url::parse("https://files.example.org/").unwrap();
+        assert_eq!(AppserviceConfig { media_url: Some(own.clone()), ..config() }.media_url(), own);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The homeserver-facing HTTP API ([Application Service API], homeserver → appservice), served with axum, plus the
-//! operational endpoints (`/health`, `/metrics`).
+//! operational endpoints (`/health`, `/metrics`) and the files the bridge publishes (`/_lattice/media`).
 //!
 //! Every `/_matrix/app/…` route requires the homeserver's `hs_token` ([`auth`]); unknown paths answer
 //! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`.
@@ -8,6 +8,7 @@
 
 mod auth;
 mod errors;
+mod media;
 mod ops;
 mod ping;
 mod query;
@@ -48,6 +49,7 @@ pub(crate) fn router<C: Connector>(runtime: Arc<Runtime<C>>) -> Router {
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready::<C>))
         .route("/metrics", get(ops::metrics::<C>))
+        .route("/_lattice/media/{token}/{filename}", get(media::published::<C>))
         .method_not_allowed_fallback(errors::method_not_allowed)
         .fallback(errors::not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())

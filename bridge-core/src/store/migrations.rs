@@ -16,10 +16,11 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: r#"
 CREATE TABLE processed_transactions (
     txn_id TEXT PRIMARY KEY,
     event_count BIGINT NOT NULL,
@@ -93,7 +94,21 @@ CREATE TABLE admin_rooms (
     room_id TEXT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "published media",
+        sql: r#"
+CREATE TABLE published_media (
+    token TEXT PRIMARY KEY,
+    mxc TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    mimetype TEXT,
+    created_at BIGINT NOT NULL
+);
+"#,
+    },
+];
 
 fn render(sql: &str, backend: Backend) -> String {
     let serial = match backend {

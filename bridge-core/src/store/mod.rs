@@ -5,6 +5,7 @@
 
 mod crypto;
 mod ghosts;
+mod media;
 mod messages;
 mod migrations;
 mod portals;
@@ -25,6 +26,7 @@ use sqlx::{
 pub use self::{
     crypto::{Cipher, CryptoError},
     ghosts::Ghost,
+    media::PublishedMedia,
     messages::MessageMapping,
     portals::Portal,
     queue::{Queue, QueueKind, QueuedItem, TransactionOutcome},

@@ -103,6 +103,8 @@ impl TestBridge {
             server_name: "localhost".into(),
             permissions: Permissions::new(&PermissionsConfig::default()).unwrap(),
             metrics_enabled: true,
+            media_base_url: "http://127.0.0.1:9".parse().unwrap(),
+            bot_displayname: None,
         };
         let hs_token = registration.registration().hs_token.clone();
         let bridge = Bridge::from_parts(settings, registration, store, recorder.clone()).unwrap();
