@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|all]…   (default: all)
+#
+# Installs the real servers the end-to-end tests and the demo run against, idempotently:
+#   synapse   matrix-synapse $SYNAPSE_VERSION from PyPI in a venv at $LATTICE_CACHE/synapse-venv
+#   postgres  Debian's postgresql-15
+#   ircd      Debian's ngircd, inspircd and atheme-services
+#   prosody   Debian's prosody
+# Does nothing for what is already there (dpkg -s; the venv imports synapse at the pinned
+# version), and runs `apt-get update` once, only when a Debian package is missing.
+# Env: LATTICE_CACHE (default <repo>/.cache).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
+    exit 2
+}
+
+want_synapse=false
+debs=()
+(($# > 0)) || set -- all
+for what in "$@"; do
+    case $what in
+    synapse) want_synapse=true ;;
+    postgres) debs+=(postgresql-15) ;;
+    ircd) debs+=(ngircd inspircd atheme-services) ;;
+    prosody) debs+=(prosody) ;;
+    all)
+        want_synapse=true
+        debs+=(postgresql-15 ngircd inspircd atheme-services prosody)
+        ;;
+    -h | --help) usage ;;
+    *)
+        log "unknown component: $what"
+        usage
+        ;;
+    esac
+done
+
+# One install at a time: test.sh and demo.sh may run side by side.
+exec 9>"$LATTICE_CACHE/install.lock"
+flock 9
+
+apt_updated=false
+apt_install() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    ((${#missing[@]} > 0)) || return 0
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $apt_updated; then
+        apt-get update -qq
+        apt_updated=true
+    fi
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+synapse_ok() {
+    # synapse.__version__ gets git details when run inside a git checkout: ask the package metadata.
+    "$SYNAPSE_VENV/bin/python" -c '
+import importlib.metadata, sys, synapse
+sys.exit(importlib.metadata.version("matrix-synapse") != sys.argv[1])' "$SYNAPSE_VERSION" 2>/dev/null
+}
+
+install_synapse() {
+    if synapse_ok; then
+        return 0
+    fi
+    log "installing matrix-synapse $SYNAPSE_VERSION into $SYNAPSE_VENV (about a minute)"
+    local python=python3
+    if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+        python=/usr/bin/python3
+    fi
+    rm -rf "$SYNAPSE_VENV"
+    "$python" -m venv "$SYNAPSE_VENV"
+    "$SYNAPSE_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        "matrix-synapse==$SYNAPSE_VERSION"
+    synapse_ok || die "matrix-synapse $SYNAPSE_VERSION does not import from $SYNAPSE_VENV"
+    log "matrix-synapse $SYNAPSE_VERSION installed"
+}
+
+if ((${#debs[@]} > 0)); then
+    apt_install "${debs[@]}"
+fi
+if $want_synapse; then
+    install_synapse
+fi

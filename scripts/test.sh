@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Usage: scripts/test.sh [CARGO TEST ARGS…]      e.g. scripts/test.sh -p lattice-e2e -- harness
+#
+# The project's test command (CI runs it through .ci/run): installs the real servers (cached:
+# scripts/install.sh all), makes sure PostgreSQL runs (scripts/postgres.sh start), runs
+# `cargo test --workspace ARGS…` (without --workspace when ARGS pick packages with -p) with the
+# environment the end-to-end harness reads, then stops
+# what it started and kills any test server left behind in the test state dir. Ends with a
+# summary line. Exits with cargo's status.
+#
+# Each run has its own state dir, $LATTICE_CACHE/test-state/run-PID, so runs side by side don't
+# kill each other's servers; a dead run's dir is cleaned up (and its servers killed) by the next.
+# Exports: LATTICE_SYNAPSE_PYTHON, LATTICE_TEST_POSTGRES_URL, LATTICE_TEST_STATE_DIR.
+# Env: LATTICE_CACHE (default <repo>/.cache); LATTICE_KEEP_TEST_STATE=1 keeps servers' state dirs.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$LATTICE_ROOT"
+
+TEST_STATE_ROOT=$LATTICE_CACHE/test-state
+export LATTICE_TEST_STATE_DIR=$TEST_STATE_ROOT/run-$$
+export LATTICE_SYNAPSE_PYTHON=$SYNAPSE_VENV/bin/python
+cargo_log=$(mktemp)
+postgres_was_started=false
+
+# Kills processes whose command line mentions the state dir DIR: servers a test started and did
+# not stop (a test binary that crashed or was killed).
+# shellcheck disable=SC2317 # called from the EXIT trap
+kill_leftovers() {
+    local dir=$1 pids=() proc pid cmdline
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        [[ $pid != "$$" && $pid != "$BASHPID" ]] || continue
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+        [[ $cmdline == *"$dir/"* ]] && pids+=("$pid")
+    done
+    ((${#pids[@]} > 0)) || return 0
+    log "stopping ${#pids[@]} leftover test server process(es): ${pids[*]}"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + 5))
+    while ((SECONDS < deadline)); do
+        local alive=()
+        for pid in "${pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+        done
+        ((${#alive[@]} > 0)) || return 0
+        sleep 0.1
+    done
+    kill -KILL "${alive[@]}" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # the EXIT trap
+cleanup() {
+    kill_leftovers "$LATTICE_TEST_STATE_DIR"
+    if [[ -z ${LATTICE_KEEP_TEST_STATE:-} ]]; then
+        rm -rf "$LATTICE_TEST_STATE_DIR"
+    fi
+    if $postgres_was_started; then
+        "$LATTICE_ROOT/scripts/postgres.sh" stop || true
+    fi
+    rm -f "$cargo_log"
+}
+trap cleanup EXIT
+
+started=$SECONDS
+"$LATTICE_ROOT/scripts/install.sh" all
+log "servers installed ($((SECONDS - started)) s)"
+
+# Stop PostgreSQL at the end only if it was not already running for something else.
+if [[ ! -f $LATTICE_CACHE/postgres.state ]]; then
+    postgres_was_started=true
+fi
+"$LATTICE_ROOT/scripts/postgres.sh" start
+LATTICE_TEST_POSTGRES_URL=$("$LATTICE_ROOT/scripts/postgres.sh" url)
+export LATTICE_TEST_POSTGRES_URL
+
+# Runs that died without cleaning up: their servers go, and their state unless kept.
+for stale in "$TEST_STATE_ROOT"/run-*; do
+    [[ -d $stale ]] || continue
+    kill -0 "${stale##*/run-}" 2>/dev/null && continue
+    kill_leftovers "$stale"
+    if [[ -z ${LATTICE_KEEP_TEST_STATE:-} ]]; then
+        rm -rf "$stale"
+    fi
+done
+mkdir -p "$LATTICE_TEST_STATE_DIR"
+
+# The whole workspace, unless the arguments pick packages.
+scope=(--workspace)
+for arg in "$@"; do
+    [[ $arg == -- ]] && break
+    case $arg in
+    -p | --package | -p?* | --package=*) scope=() ;;
+    esac
+done
+log "cargo test ${scope[*]:+${scope[*]} }$*"
+set +e
+cargo test "${scope[@]}" "$@" 2>&1 | tee "$cargo_log"
+status=${PIPESTATUS[0]}
+set -e
+
+# Add up cargo's "test result: ok. 3 passed; 0 failed; 1 ignored; …" lines.
+read -r passed failed ignored binaries < <(awk '
+    /^test result: / {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed;/) passed += $i
+            if ($(i + 1) ~ /^failed;/) failed += $i
+            if ($(i + 1) ~ /^ignored;/) ignored += $i
+        }
+        binaries++
+    }
+    END { printf "%d %d %d %d\n", passed, failed, ignored, binaries }' "$cargo_log")
+
+echo
+if ((binaries == 0)); then
+    echo "scripts/test.sh: cargo test failed before running any test (exit $status) after $((SECONDS - started)) s"
+elif ((status == 0)); then
+    echo "scripts/test.sh: all tests passed in $binaries test binaries after $((SECONDS - started)) s"
+else
+    echo "scripts/test.sh: FAILED (cargo exit $status) after $((SECONDS - started)) s"
+fi
+if ((binaries > 0)); then
+    if ((ignored > 0)); then
+        echo "summary: $passed passed, $failed failed, $ignored skipped"
+    else
+        echo "summary: $passed passed, $failed failed"
+    fi
+fi
+exit "$status"

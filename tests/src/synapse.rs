@@ -1,0 +1,245 @@
+//! A real Synapse homeserver for one test: its own folder, port, SQLite database and secrets.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+use sha1::Sha1;
+
+use crate::{MatrixUser, ServerProcess, StateDir, cache_dir, free_port, workspace_root};
+
+/// How long Synapse may take to answer `/_matrix/client/versions` (it takes about 3 s).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Lines of Synapse's log quoted in an error.
+const LOG_TAIL_LINES: usize = 40;
+
+/// A Synapse homeserver on 127.0.0.1, `server_name` `localhost`, with every rate limit off.
+/// Stopped when dropped; its folder is removed then too, unless `LATTICE_KEEP_TEST_STATE` is set.
+#[derive(Debug)]
+pub struct Synapse {
+    // Declared before `dir`: the process stops before its folder is removed.
+    process: ServerProcess,
+    dir: StateDir,
+    url: String,
+    port: u16,
+    shared_secret: String,
+    http: reqwest::Client,
+}
+
+impl Synapse {
+    /// Starts a fresh Synapse that loads the given appservice registration files, and waits
+    /// until it answers.
+    ///
+    /// The config comes from `scripts/synapse-config.py`, the template the demo uses too. Synapse
+    /// runs from `$LATTICE_SYNAPSE_PYTHON` (default `<workspace>/.cache/synapse-venv/bin/python`,
+    /// made by `scripts/install.sh synapse`).
+    pub async fn start(registrations: &[PathBuf]) -> anyhow::Result<Synapse> {
+        let python = synapse_python()?;
+        let mut dir = StateDir::new("synapse-")?;
+        let shared_secret = random_hex(32);
+        let http = reqwest::Client::builder().no_proxy().build().context("building an HTTP client")?;
+
+        // A port that was free a moment ago may be taken by the time Synapse binds it: retry.
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            write_config(&python, &dir, port, &shared_secret, registrations).await?;
+            let log_path = dir.join("homeserver.log");
+            let _ = std::fs::remove_file(&log_path);
+            let mut command = Command::new(&python);
+            command
+                .args(["-m", "synapse.app.homeserver", "-c"])
+                .arg(dir.join("homeserver.yaml"))
+                .current_dir(dir.path());
+            let mut process = ServerProcess::spawn("Synapse", &mut command, &log_path)?;
+            let url = format!("http://127.0.0.1:{port}");
+            match wait_until_ready(&mut process, &http, &url).await {
+                Ok(()) => {
+                    eprintln!(
+                        "Synapse answers on {url} after {:.1?} (state in {})",
+                        started.elapsed(),
+                        dir.path().display()
+                    );
+                    return Ok(Synapse { process, dir, url, port, shared_secret, http });
+                }
+                Err(e) if attempt < 3 && lost_port_race(&mut process) => {
+                    eprintln!("Synapse lost port {port} to another process, retrying: {e:#}");
+                }
+                Err(e) => {
+                    // The error names the log: keep it.
+                    dir.keep();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The client-server API's base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The port Synapse listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server name: `localhost`, so user IDs look like `@alice:localhost`.
+    pub fn server_name(&self) -> &str {
+        "localhost"
+    }
+
+    /// Synapse's log (its stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// The folder holding `homeserver.yaml`, the database and the media store.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The registration shared secret (`registration_shared_secret` in `homeserver.yaml`).
+    pub fn shared_secret(&self) -> &str {
+        &self.shared_secret
+    }
+
+    /// Registers `@localpart:localhost` with a random password through the shared-secret admin
+    /// API (`/_synapse/admin/v1/register`) and returns a client logged in as that user.
+    pub async fn register_user(&self, localpart: &str, admin: bool) -> anyhow::Result<MatrixUser> {
+        let endpoint = format!("{}/_synapse/admin/v1/register", self.url);
+        let context = || format!("registering @{localpart}:localhost");
+        let nonce = self.http.get(&endpoint).send().await.with_context(context)?;
+        let nonce: Value = crate::matrix_user::json_or_error(nonce, "GET", &endpoint).await.with_context(context)?;
+        let nonce = nonce["nonce"].as_str().context("no nonce in the answer")?.to_owned();
+
+        let password = random_hex(12);
+        let mut mac =
+            Hmac::<Sha1>::new_from_slice(self.shared_secret.as_bytes()).expect("HMAC takes keys of any length");
+        for (i, part) in [nonce.as_str(), localpart, &password].iter().enumerate() {
+            if i > 0 {
+                mac.update(b"\0");
+            }
+            mac.update(part.as_bytes());
+        }
+        mac.update(if admin { b"\0admin" } else { b"\0notadmin" });
+        let mac: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+
+        let body = json!({
+            "nonce": nonce,
+            "username": localpart,
+            "password": password,
+            "admin": admin,
+            "mac": mac,
+        });
+        let answer = self.http.post(&endpoint).json(&body).send().await.with_context(context)?;
+        let answer = crate::matrix_user::json_or_error(answer, "POST", &endpoint).await.with_context(context)?;
+        let user_id = answer["user_id"].as_str().context("no user_id in the answer")?;
+        let token = answer["access_token"].as_str().context("no access_token in the answer")?;
+        let mut user = MatrixUser::with_client(self.http.clone(), &self.url, user_id, token)?;
+        user.set_password(password);
+        Ok(user)
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        // A failing test's output is shown: let it tell what Synapse said.
+        if std::thread::panicking() {
+            eprintln!(
+                "last lines of Synapse's log {}:\n{}",
+                self.log_path().display(),
+                self.process.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
+/// Polls `/_matrix/client/versions` until Synapse answers, it exits, or [`START_DEADLINE`] passes.
+async fn wait_until_ready(process: &mut ServerProcess, http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let versions = format!("{url}/_matrix/client/versions");
+    loop {
+        if let Some(status) = process.exit_status() {
+            bail!(
+                "Synapse exited ({status}) before answering; last lines of {}:\n{}",
+                process.log_path().display(),
+                process.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        let answer = http.get(&versions).timeout(Duration::from_secs(2)).send().await;
+        if matches!(&answer, Ok(response) if response.status().is_success()) {
+            return Ok(());
+        }
+        if started.elapsed() > START_DEADLINE {
+            process.stop(Duration::from_secs(5));
+            bail!(
+                "Synapse did not answer {versions} within {START_DEADLINE:?} (last try: {}); \
+                 last lines of {}:\n{}",
+                match answer {
+                    Ok(response) => response.status().to_string(),
+                    Err(e) => e.to_string(),
+                },
+                process.log_path().display(),
+                process.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        // Polling a starting server for readiness, not synchronising test events.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether Synapse exited because its port was taken in the meantime.
+fn lost_port_race(process: &mut ServerProcess) -> bool {
+    process.exit_status().is_some() && process.log_tail(LOG_TAIL_LINES).contains("Address already in use")
+}
+
+/// The Python that has Synapse: `$LATTICE_SYNAPSE_PYTHON`, or the venv `scripts/install.sh` makes.
+fn synapse_python() -> anyhow::Result<PathBuf> {
+    let python = match std::env::var_os("LATTICE_SYNAPSE_PYTHON") {
+        Some(python) if !python.is_empty() => PathBuf::from(python),
+        _ => cache_dir().join("synapse-venv/bin/python"),
+    };
+    if !python.exists() {
+        bail!(
+            "no Synapse: {} does not exist. Run `scripts/install.sh synapse` (or `scripts/test.sh`, \
+             which installs it), or point LATTICE_SYNAPSE_PYTHON at a Python that has matrix-synapse",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
+async fn write_config(
+    python: &Path,
+    dir: &StateDir,
+    port: u16,
+    shared_secret: &str,
+    registrations: &[PathBuf],
+) -> anyhow::Result<()> {
+    let script = workspace_root().join("scripts/synapse-config.py");
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .args(["--shared-secret", shared_secret])
+        .arg(dir.path())
+        .arg(port.to_string())
+        .args(registrations)
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({}): {}", script.display(), output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}

@@ -1,0 +1,343 @@
+//! The bridge runtime against a real Synapse: the bot answers in its admin room, alias queries create portal rooms
+//! with bridge-info state, ghosts post in order with their own timestamps, media goes both ways, and the homeserver
+//! reaches the bridge. Each test runs its own Synapse and bridge, with its own registration.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use lattice_bridge_core::{
+    Bridge, BridgeHandle, Connector, RuntimeSettings, ShutdownTrigger,
+    connector::{BridgeInfoSpec, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
+    event::{MatrixEvent, MessageType, RemoteEvent, RemoteEventKind},
+    store::{Cipher, Portal, Store},
+};
+use lattice_config::{Permissions, PermissionsConfig};
+use lattice_e2e::{MatrixUser, Synapse};
+use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+
+/// How long a user waits for what the bridge should make visible.
+const WAIT: Duration = Duration::from_secs(30);
+const APPSERVICE_ID: &str = "lattice-e2e";
+const BOT: &str = "@_e2e_bot:localhost";
+
+/// A Matrix event the connector received, with the key of its portal if it came through one.
+type Received = (Option<String>, MatrixEvent);
+
+/// What the test connector saw of Matrix, in arrival order.
+#[derive(Clone, Default)]
+struct Recorder {
+    events: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+}
+
+impl Recorder {
+    /// Waits for an event `predicate` holds for, and returns it with its portal key.
+    async fn wait_for(&self, timeout: Duration, predicate: impl Fn(&MatrixEvent) -> bool) -> anyhow::Result<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(found) = self.events.lock().unwrap().iter().find(|(_, event)| predicate(event)) {
+                return Ok(found.clone());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen: Vec<String> =
+                    self.events.lock().unwrap().iter().map(|(_, event)| event.event_type.clone()).collect();
+                anyhow::bail!("the connector received no matching event within {timeout:?}; it got {seen:?}");
+            }
+        }
+    }
+}
+
+/// A connector for a made-up network "E2E Net": every `@_e2e_*` user is a remote person, every `#_e2e_<name>`
+/// alias a remote channel.
+#[derive(Clone, Default)]
+struct E2eConnector {
+    recorder: Recorder,
+}
+
+fn ghost(user_id: &str) -> Option<GhostSpec> {
+    let name = user_id.strip_prefix("@_e2e_")?.strip_suffix(":localhost")?;
+    (!name.is_empty()).then(|| GhostSpec {
+        user_id: user_id.to_owned(),
+        remote_id: name.to_owned(),
+        displayname: Some(format!("{name} (E2E)")),
+        avatar_url: None,
+    })
+}
+
+fn portal_spec(name: &str) -> PortalSpec {
+    PortalSpec {
+        remote_key: format!("e2e/{name}"),
+        alias_localpart: Some(format!("_e2e_{name}")),
+        name: Some(format!("{name} on E2E Net")),
+        topic: None,
+        bridge_info: BridgeInfoSpec {
+            network_id: "e2e".into(),
+            network_name: "E2E Net".into(),
+            channel_id: name.into(),
+            channel_name: name.into(),
+        },
+        public: true,
+        direct: None,
+        metadata: json!({}),
+    }
+}
+
+impl Connector for E2eConnector {
+    fn info(&self) -> ConnectorInfo {
+        ConnectorInfo { protocol_id: "e2e", protocol_name: "E2E", command_prefix: "!e2e" }
+    }
+
+    async fn start(&self, _bridge: BridgeHandle) -> ConnectorResult<()> {
+        Ok(())
+    }
+
+    async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
+        let key = portal.map(|portal| portal.remote_key.clone());
+        self.recorder.events.lock().unwrap().push((key, event.clone()));
+        self.recorder.arrived.notify_waiters();
+        Ok(())
+    }
+
+    async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
+        Ok(ghost(user_id))
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {
+        let name = alias.strip_prefix("#_e2e_").and_then(|rest| rest.strip_suffix(":localhost"));
+        Ok(name.filter(|name| !name.is_empty()).map(portal_spec))
+    }
+}
+
+/// A Synapse and a bridge registered with it, both stopped when dropped (the bridge first, in `drop`).
+struct Fixture {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<lattice_bridge_core::Result<()>>,
+    handle: BridgeHandle,
+    connector: E2eConnector,
+    synapse: Synapse,
+    bridge_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+        self.task.abort();
+    }
+}
+
+impl Fixture {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
+        // Bound before Synapse starts, so the URL in the registration is ours from the first moment.
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
+        let address = listener.local_addr()?;
+        let registration = lattice_registration::generate(&RegistrationTemplate {
+            id: APPSERVICE_ID.into(),
+            url: format!("http://{address}").parse()?,
+            sender_localpart: "_e2e_bot".into(),
+            user_regexes: vec!["^@_e2e_.*:localhost$".into()],
+            alias_regexes: vec!["^#_e2e_.*:localhost$".into()],
+            protocols: vec!["e2e".into()],
+            receive_ephemeral: true,
+        });
+        let registration_path = dir.path().join("registration.yaml");
+        lattice_registration::write(&registration_path, &registration)?;
+        let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await?;
+
+        let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
+        let store = Store::connect(&store_url, 4, Cipher::random()).await?;
+        let settings = RuntimeSettings {
+            homeserver_url: synapse.url().parse()?,
+            server_name: "localhost".into(),
+            permissions: Permissions::new(&PermissionsConfig::default())?,
+            metrics_enabled: false,
+            media_base_url: format!("http://{address}").parse()?,
+            bot_displayname: None,
+        };
+        let connector = E2eConnector::default();
+        let registration = AppserviceRegistration::new(registration, &registration_path)?;
+        let bridge = Bridge::from_parts(settings, registration, store, connector.clone())?;
+        let handle = bridge.handle();
+        let trigger = bridge.shutdown_trigger();
+        let task = tokio::spawn(bridge.serve(listener));
+        Ok(Self { trigger, task, handle, connector, synapse, bridge_url: format!("http://{address}"), _dir: dir })
+    }
+
+    async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
+        self.synapse.register_user(localpart, false).await
+    }
+}
+
+fn is_message_from(event: &Value, sender: &str) -> bool {
+    event["type"] == "m.room.message" && event["sender"] == sender
+}
+
+#[tokio::test]
+async fn invite_bot_then_help() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.create_room(json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [BOT]})).await?;
+
+    alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.member" && event["state_key"] == BOT && event["content"]["membership"] == "join"
+        })
+        .await
+        .context("waiting for the bot to accept the invite")?;
+    let welcome = alice.wait_for_event(&room, WAIT, |event| is_message_from(event, BOT)).await?;
+    assert_eq!(welcome["content"]["msgtype"], "m.notice");
+    let welcome = welcome["content"]["body"].as_str().unwrap_or_default();
+    assert!(welcome.contains("admin room") && welcome.contains("help"), "welcome notice: {welcome:?}");
+
+    alice.send_text(&room, "help").await?;
+    let reply = alice.wait_for_event(&room, WAIT, |event| is_message_from(event, BOT)).await?;
+    assert_eq!(reply["content"]["msgtype"], "m.notice");
+    let body = reply["content"]["body"].as_str().unwrap_or_default();
+    assert!(body.starts_with("Lattice E2E bridge commands"), "help reply: {body:?}");
+    assert!(body.contains("• help [command] — List the commands, or explain one"), "help reply: {body:?}");
+    assert!(body.contains("• version — Show the bridge's name and version"), "help reply: {body:?}");
+    assert!(!body.contains("portals"), "admin-only commands are hidden from users: {body:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn alias_portal_with_bridge_info() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.user("alice").await?;
+
+    let room = alice.join("#_e2e_lobby:localhost").await.context("joining the portal by its alias")?;
+    assert_eq!(alice.resolve_alias("#_e2e_lobby:localhost").await?.as_deref(), Some(room.as_str()));
+
+    let state_key = format!("{APPSERVICE_ID}:/e2e/lobby");
+    for event_type in ["m.bridge", "uk.half-shot.bridge"] {
+        let info = alice
+            .get_state(&room, event_type, &state_key)
+            .await?
+            .with_context(|| format!("no {event_type} state with key {state_key}"))?;
+        assert_eq!(info["bridgebot"], BOT, "{event_type}: {info}");
+        assert_eq!(info["protocol"], json!({"id": "e2e", "displayname": "E2E"}), "{event_type}: {info}");
+        assert_eq!(info["network"], json!({"id": "e2e", "displayname": "E2E Net"}), "{event_type}: {info}");
+        assert_eq!(info["channel"], json!({"id": "lobby", "displayname": "lobby"}), "{event_type}: {info}");
+    }
+
+    let sent = alice.send_text(&room, "hello, lobby").await?;
+    let (portal, event) = fixture
+        .connector
+        .recorder
+        .wait_for(WAIT, |event| event.raw.pointer("/content/body") == Some(&json!("hello, lobby")))
+        .await?;
+    assert_eq!(portal.as_deref(), Some("e2e/lobby"));
+    assert_eq!(event.event_id.as_deref(), Some(sent.as_str()));
+    assert_eq!(event.sender.as_deref(), Some("@alice:localhost"));
+    assert_eq!(event.room_id, room);
+    Ok(())
+}
+
+#[tokio::test]
+async fn ghost_posts_with_timestamp_in_order() -> anyhow::Result<()> {
+    const BOB: &str = "@_e2e_bob:localhost";
+    const COUNT: u64 = 20;
+    const START_MS: u64 = 1_600_000_000_000;
+
+    let fixture = Fixture::start().await?;
+    let alice = fixture.user("alice").await?;
+    let portal = fixture.handle.ensure_portal(&portal_spec("plaza")).await?;
+    alice.join(&portal.room_id).await?;
+
+    let bob = ghost(BOB).context("bob is a ghost")?;
+    for i in 0..COUNT {
+        fixture
+            .handle
+            .push(RemoteEvent {
+                portal: portal.remote_key.clone(),
+                sender: Some(bob.clone()),
+                remote_id: Some(format!("bob-{i}")),
+                timestamp_ms: Some(START_MS + i),
+                kind: RemoteEventKind::Message {
+                    msgtype: MessageType::Text,
+                    body: format!("message {i} from bob"),
+                    html: None,
+                    reply_to: None,
+                },
+            })
+            .await?;
+    }
+
+    // Each wait takes the earliest matching event alice has not seen yet, so the i-th one must be message i.
+    for i in 0..COUNT {
+        let seen = alice.wait_for_event(&portal.room_id, WAIT, |event| is_message_from(event, BOB)).await?;
+        assert_eq!(seen["content"]["body"], format!("message {i} from bob"), "message {i}: {seen}");
+        assert_eq!(seen["content"]["msgtype"], "m.text");
+        assert_eq!(seen["origin_server_ts"], START_MS + i, "message {i} keeps the remote timestamp: {seen}");
+    }
+
+    let member = alice.get_state(&portal.room_id, "m.room.member", BOB).await?.context("bob is not a member")?;
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["displayname"], "bob (E2E)");
+    Ok(())
+}
+
+#[tokio::test]
+async fn media_round_trip() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.user("alice").await?;
+    let matrix = fixture.handle.matrix();
+    matrix.bot().ensure_registered().await?;
+
+    // Bridge → Matrix user.
+    let from_bridge: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let mxc = matrix.upload_media(from_bridge.clone().into(), "application/octet-stream", Some("blob.bin")).await?;
+    assert!(mxc.as_str().starts_with("mxc://localhost/"), "{mxc}");
+    assert_eq!(alice.download(mxc.as_str()).await?, from_bridge);
+
+    // Matrix user → bridge.
+    let from_alice = b"\x89PNG\r\n\x1a\n not really a picture".to_vec();
+    let mxc = alice.upload(from_alice.clone(), "image/png", "picture.png").await?;
+    let (bytes, content_type) = matrix.download_media(mxc.as_str().into()).await?;
+    assert_eq!(bytes.as_ref(), from_alice.as_slice());
+    assert_eq!(content_type.as_deref(), Some("image/png"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn published_text_is_served_through_the_bridge() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    fixture.handle.matrix().bot().ensure_registered().await?;
+    let text = "line one\nline two <b>not html</b>\n".repeat(50);
+    let url = fixture.handle.publish_text(&text, "long message.txt").await?;
+    assert!(
+        url.starts_with(&format!("{}/_lattice/media/", fixture.bridge_url)) && url.ends_with("/long%20message.txt"),
+        "{url}"
+    );
+    let response = reqwest::get(&url).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.text().await?, text);
+
+    // A guessed token finds nothing.
+    let guessed = url.replace("/media/", "/media/0").replace("/long%20message.txt", "x/long%20message.txt");
+    assert_eq!(reqwest::get(&guessed).await?.status(), 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn homeserver_ping_reaches_the_bridge() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let started = Instant::now();
+    let deadline = started + WAIT;
+    while !fixture.handle.homeserver_reachable() {
+        anyhow::ensure!(Instant::now() < deadline, "the homeserver did not reach the bridge within {WAIT:?}");
+        // Polling a flag the runtime sets; nothing to wait on instead.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the appservice ping succeeded {:.1?} after the bridge started", started.elapsed());
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of Lattice against real servers, one module per area.
+
+mod binaries;
+mod bridge;
+mod durability;
+mod harness;
