@@ -80,8 +80,9 @@ pub struct ConnectorInfo {
     pub command_prefix: &'static str,
 }
 
-/// What a portal can carry, declared by the connector per portal. The runtime uses it to decide what to forward and
-/// how to degrade (an edit to a network without edits is sent as a correction the connector formats, or dropped).
+/// What a portal can carry, declared by the connector per portal. The runtime does not hand a portal the ephemeral
+/// events it cannot carry (typing, receipts); everything else reaches the connector, which degrades what its network
+/// lacks in its own way (an edit to IRC becomes a correction line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Longest text the remote side accepts in one message, in bytes; longer messages are split by the connector.

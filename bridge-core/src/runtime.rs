@@ -325,6 +325,17 @@ impl<C: Connector> Runtime<C> {
             }
         }
         let portal = core.store.portal_by_room(&event.room_id).await?;
+        if let Some(portal) = &portal {
+            let capabilities = self.connector.capabilities(portal);
+            let carried = match &event.kind {
+                MatrixEventKind::Typing { .. } => capabilities.typing,
+                MatrixEventKind::Receipts(_) => capabilities.receipts,
+                _ => true,
+            };
+            if !carried {
+                return Ok(());
+            }
+        }
         self.connector.handle_matrix_event(portal.as_ref(), event).await?;
         Ok(())
     }

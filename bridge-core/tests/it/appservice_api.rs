@@ -234,3 +234,35 @@ async fn health_and_metrics_report_the_runtime() {
     assert!(metrics.contains(r#"lattice_queue_depth{queue="matrix"} 0"#), "{metrics}");
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn ephemeral_events_a_portal_cannot_carry_are_not_handed_over() {
+    let (store, _dir) = sqlite_store().await;
+    let room = "!portal:localhost";
+    store
+        .upsert_portal(&lattice_bridge_core::store::Portal {
+            remote_key: "net/#chan".into(),
+            room_id: room.into(),
+            alias: None,
+            name: None,
+            topic: None,
+            metadata: json!({}),
+        })
+        .await
+        .unwrap();
+    let bridge = TestBridge::start(store, registration()).await;
+    let body = json!({
+        "events": [message(room, "$m1", "before")],
+        "ephemeral": [
+            {"type": "m.typing", "room_id": room, "content": {"user_ids": ["@alice:localhost"]}},
+            {"type": "m.receipt", "room_id": room, "content": {"$m1": {"m.read": {"@alice:localhost": {"ts": 1}}}}},
+        ],
+    });
+    assert_eq!(bridge.put_transaction("portal-ephemeral", &body).await.status(), StatusCode::OK);
+    bridge.put_transaction("portal-after", &json!({"events": [message(room, "$m2", "after")]})).await;
+    // The recorder's default capabilities carry neither typing nor receipts; the later message proves both passed.
+    let events = bridge.recorder.wait_for(2, WAIT).await;
+    assert_eq!(bodies(&events), ["before", "after"]);
+    assert!(events.iter().all(|event| event.event_type == "m.room.message"), "{events:?}");
+    bridge.stop().await;
+}
