@@ -36,15 +36,37 @@ pub(super) async fn protocol<C: Connector>(
     }
 }
 
+/// Which lookup a request asks for.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Locations,
+    Users,
+}
+
+/// Runs a lookup for `protocol` (when the path names one; the reverse lookups by alias or user ID do not).
+async fn lookup<C: Connector>(
+    runtime: &Runtime<C>,
+    protocol: Option<&str>,
+    lookup: Lookup,
+    fields: &BTreeMap<String, String>,
+) -> Response {
+    if let Some(protocol) = protocol
+        && protocol != runtime.handle.core().info.protocol_id
+    {
+        return unknown_protocol(protocol);
+    }
+    results(match lookup {
+        Lookup::Locations => runtime.connector.thirdparty_locations(fields).await,
+        Lookup::Users => runtime.connector.thirdparty_users(fields).await,
+    })
+}
+
 pub(super) async fn locations<C: Connector>(
     State(runtime): State<Arc<Runtime<C>>>,
     Path(protocol): Path<String>,
     Query(fields): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if protocol != runtime.handle.core().info.protocol_id {
-        return unknown_protocol(&protocol);
-    }
-    results(runtime.connector.thirdparty_locations(&fields).await)
+    lookup(&runtime, Some(&protocol), Lookup::Locations, &fields).await
 }
 
 pub(super) async fn users<C: Connector>(
@@ -52,10 +74,7 @@ pub(super) async fn users<C: Connector>(
     Path(protocol): Path<String>,
     Query(fields): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if protocol != runtime.handle.core().info.protocol_id {
-        return unknown_protocol(&protocol);
-    }
-    results(runtime.connector.thirdparty_users(&fields).await)
+    lookup(&runtime, Some(&protocol), Lookup::Users, &fields).await
 }
 
 /// `GET /_matrix/app/v1/thirdparty/location?alias=…`: the connector sees the `alias` as a field.
@@ -63,7 +82,7 @@ pub(super) async fn location_by_alias<C: Connector>(
     State(runtime): State<Arc<Runtime<C>>>,
     Query(fields): Query<BTreeMap<String, String>>,
 ) -> Response {
-    results(runtime.connector.thirdparty_locations(&fields).await)
+    lookup(&runtime, None, Lookup::Locations, &fields).await
 }
 
 /// `GET /_matrix/app/v1/thirdparty/user?userid=…`: the connector sees the `userid` as a field.
@@ -71,5 +90,5 @@ pub(super) async fn user_by_id<C: Connector>(
     State(runtime): State<Arc<Runtime<C>>>,
     Query(fields): Query<BTreeMap<String, String>>,
 ) -> Response {
-    results(runtime.connector.thirdparty_users(&fields).await)
+    lookup(&runtime, None, Lookup::Users, &fields).await
 }

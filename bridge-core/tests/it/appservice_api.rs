@@ -266,3 +266,28 @@ async fn ephemeral_events_a_portal_cannot_carry_are_not_handed_over() {
     assert!(events.iter().all(|event| event.event_type == "m.room.message"), "{events:?}");
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn third_party_lookups_are_answered_by_the_connector() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let get = |path: &str| {
+        bridge.http.get(format!("{}/_matrix/app/v1/thirdparty/{path}", bridge.url)).bearer_auth(&bridge.hs_token).send()
+    };
+    let protocol: Value = get("protocol/test").await.unwrap().json().await.unwrap();
+    assert_eq!(protocol["location_fields"], json!(["channel"]));
+    let found: Value = get("location/test?channel=lobby").await.unwrap().json().await.unwrap();
+    assert_eq!(found[0]["alias"], "#_test_lobby:localhost");
+    let by_alias: Value = get("location?channel=lobby").await.unwrap().json().await.unwrap();
+    assert_eq!(by_alias, found);
+    assert_eq!(
+        error_body(get("location/test?other=x").await.unwrap()).await,
+        (StatusCode::NOT_FOUND, "M_NOT_FOUND".into())
+    );
+    assert_eq!(
+        error_body(get("location/irc?channel=x").await.unwrap()).await,
+        (StatusCode::NOT_FOUND, "M_NOT_FOUND".into())
+    );
+    assert_eq!(error_body(get("user/test?nick=x").await.unwrap()).await, (StatusCode::NOT_FOUND, "M_NOT_FOUND".into()));
+    bridge.stop().await;
+}

@@ -63,6 +63,23 @@ impl Connector for Recorder {
         Ok(())
     }
 
+    fn thirdparty_protocol(&self) -> Option<Value> {
+        Some(json!({"user_fields": ["nick"], "location_fields": ["channel"], "instances": []}))
+    }
+
+    async fn thirdparty_locations(
+        &self,
+        fields: &std::collections::BTreeMap<String, String>,
+    ) -> ConnectorResult<Vec<Value>> {
+        Ok(fields
+            .get("channel")
+            .map(
+                |channel| json!({"alias": format!("#_test_{channel}:localhost"), "protocol": "test", "fields": fields}),
+            )
+            .into_iter()
+            .collect())
+    }
+
     async fn handle_matrix_event(&self, _portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
         self.events.lock().unwrap().push(event.clone());
         self.arrived.notify_waiters();
