@@ -269,6 +269,8 @@ impl BridgeHandle {
             metadata: spec.metadata.clone(),
         };
         self.core.store.upsert_portal(&portal).await?;
+        // Later callers find the portal in the store; the lock only guards creation, so it does not outlive it.
+        self.core.portal_creation.remove(&spec.remote_key);
         self.core.matrix.note_membership(&room_id, creator.user_id(), true);
         tracing::info!(remote_key = %portal.remote_key, room_id = %portal.room_id, "created portal room");
         Ok(portal)
