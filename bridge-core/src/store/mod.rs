@@ -58,12 +58,21 @@ pub enum Error {
     /// A stored JSON value could not be read back.
     #[error("stored JSON is unreadable: {0}")]
     Json(#[from] serde_json::Error),
+    /// A group commit this write was part of failed (the error was another writer's to report in full).
+    #[error("a grouped write failed: {message}")]
+    GroupCommit {
+        /// What the database said.
+        message: String,
+        /// Whether retrying may succeed.
+        transient: bool,
+    },
 }
 
 impl Error {
     /// Whether retrying the same operation later may succeed (pool timeouts, lost connections, a busy SQLite file).
     pub fn is_transient(&self) -> bool {
         match self {
+            Self::GroupCommit { transient, .. } => *transient,
             Self::Database(error) => match error {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
                 sqlx::Error::Database(db) => {
@@ -123,6 +132,10 @@ pub struct Store {
     /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
     /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// Queue pushes waiting to be committed together (see [`Queue::push`]).
+    pending_pushes: Arc<std::sync::Mutex<Vec<queue::PendingPush>>>,
+    /// Taken by the push that commits the pending group, so concurrent pushes share one flush on either backend.
+    push_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -161,7 +174,14 @@ impl Store {
             });
         }
         let pool = pool_options.connect_with(options).await?;
-        let store = Self { pool, backend, cipher, sqlite_writer: Arc::default() };
+        let store = Self {
+            pool,
+            backend,
+            cipher,
+            sqlite_writer: Arc::default(),
+            pending_pushes: Arc::default(),
+            push_turn: Arc::default(),
+        };
         migrations::run(&store).await?;
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_wal(store.pool.clone()));

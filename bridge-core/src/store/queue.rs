@@ -6,8 +6,18 @@
 //! a crash at any point replays the unfinished tail in order.
 
 use sqlx::{AssertSqlSafe, Connection, Row};
+use tokio::sync::oneshot;
 
-use super::{Result, Store, now_ms};
+use super::{Error, Result, Store, now_ms};
+
+/// A push waiting for the next group commit.
+#[derive(Debug)]
+pub(crate) struct PendingPush {
+    kind: QueueKind,
+    key: String,
+    payload: String,
+    done: oneshot::Sender<Result<i64>>,
+}
 
 /// Which of the two queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,17 +151,76 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes a group of pushes in one durable transaction and tells each pusher its sequence number.
+    async fn commit_pushes(&self, group: Vec<PendingPush>) {
+        let written = async {
+            let _turn = self.write_turn().await;
+            let mut connection = self.durable_connection().await?;
+            let mut transaction = connection.begin().await?;
+            let mut seqs = Vec::with_capacity(group.len());
+            for push in &group {
+                let sql = push.kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
+                let seq: i64 = sqlx::query_scalar(sql)
+                    .bind(push.key.as_str())
+                    .bind(push.payload.as_str())
+                    .bind(now_ms())
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                seqs.push(seq);
+            }
+            transaction.commit().await?;
+            self.release_durable(connection).await?;
+            Ok::<_, Error>(seqs)
+        }
+        .await;
+        match written {
+            Ok(seqs) => {
+                for (push, seq) in group.into_iter().zip(seqs) {
+                    let _ = push.done.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                let (message, transient) = (error.to_string(), error.is_transient());
+                for push in group {
+                    let _ = push.done.send(Err(Error::GroupCommit { message: message.clone(), transient }));
+                }
+            }
+        }
+    }
+}
+
 impl Queue {
     /// Which queue this is.
     pub fn kind(&self) -> QueueKind {
         self.kind
     }
 
-    /// Appends an item under `key`; returns its sequence number. Durable when this returns.
+    /// Appends an item under `key`; returns its sequence number. Durable (flushed to disk) when this returns.
+    ///
+    /// Concurrent pushes are committed together: each joins the pending group, and whichever takes the push turn
+    /// first writes the whole group in one transaction, so N connectors pushing at once pay for one flush, not N.
+    /// Pushes from one task keep their order.
     pub async fn push(&self, key: &str, payload: &str) -> Result<i64> {
-        let sql = self.kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
-        let seq = sqlx::query_scalar(sql).bind(key).bind(payload).bind(now_ms()).fetch_one(self.store.pool()).await?;
-        Ok(seq)
+        let (done, mut committed) = oneshot::channel();
+        let item = PendingPush { kind: self.kind, key: key.to_owned(), payload: payload.to_owned(), done };
+        self.store.pending_pushes.lock().expect("the pending list is never poisoned").push(item);
+        loop {
+            tokio::select! {
+                // Another push's commit took this one along: no turn needed.
+                result = &mut committed => {
+                    return result.unwrap_or_else(|_| {
+                        Err(Error::GroupCommit { message: "the committing push was cancelled".into(), transient: true })
+                    });
+                }
+                _push_turn = self.store.push_turn.lock() => {
+                    let group = std::mem::take(&mut *self.store.pending_pushes.lock().expect("never poisoned"));
+                    if !group.is_empty() {
+                        self.store.commit_pushes(group).await;
+                    }
+                }
+            }
+        }
     }
 
     /// The oldest `limit` items under `key`, in order.

@@ -99,6 +99,37 @@ async fn queues_complete_retry_and_dead_letter(store: Store, _url: String) {
     assert!(store.queue(QueueKind::Matrix).dead_letters(10).await.unwrap().is_empty());
 }
 
+async fn concurrent_pushes_commit_together_and_keep_order_per_key(store: Store, _url: String) {
+    let queue = store.queue(QueueKind::Remote);
+    let pushers: Vec<_> = (0..8)
+        .map(|pusher| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for n in 0..25 {
+                    seqs.push(queue.push(&format!("portal-{pusher}"), &format!("{pusher}:{n}")).await.unwrap());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for pusher in pushers {
+        let seqs = pusher.await.unwrap();
+        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "one pusher's items keep their order: {seqs:?}");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 200, "every push got its own sequence number");
+    for pusher in 0..8 {
+        let payloads: Vec<String> =
+            queue.peek(&format!("portal-{pusher}"), 100).await.unwrap().into_iter().map(|item| item.payload).collect();
+        let expected: Vec<String> = (0..25).map(|n| format!("{pusher}:{n}")).collect();
+        assert_eq!(payloads, expected);
+    }
+}
+
 async fn portals_map_both_ways(store: Store, _url: String) {
     let portal = Portal {
         remote_key: "libera/#rust".into(),
@@ -184,6 +215,8 @@ on_both_backends! {
     transactions_are_recorded_once => super::transactions_are_recorded_once;
     large_transactions_keep_their_order => super::large_transactions_keep_their_order;
     queues_complete_retry_and_dead_letter => super::queues_complete_retry_and_dead_letter;
+    concurrent_pushes_commit_together_and_keep_order_per_key =>
+        super::concurrent_pushes_commit_together_and_keep_order_per_key;
     portals_map_both_ways => super::portals_map_both_ways;
     ghosts_follow_their_remote_identity => super::ghosts_follow_their_remote_identity;
     messages_map_both_ways => super::messages_map_both_ways;
