@@ -132,10 +132,10 @@ pub struct Store {
     /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
     /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
-    /// Queue pushes waiting to be committed together (see [`Queue::push`]).
-    pending_pushes: Arc<std::sync::Mutex<Vec<queue::PendingPush>>>,
-    /// Taken by the push that commits the pending group, so concurrent pushes share one flush on either backend.
-    push_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Queue writes waiting to be committed together (see [`Queue::push`]).
+    pending_writes: Arc<std::sync::Mutex<Vec<queue::PendingWrite>>>,
+    /// Taken by the write that commits the pending group, so concurrent writes share one commit on either backend.
+    group_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -179,8 +179,8 @@ impl Store {
             backend,
             cipher,
             sqlite_writer: Arc::default(),
-            pending_pushes: Arc::default(),
-            push_turn: Arc::default(),
+            pending_writes: Arc::default(),
+            group_turn: Arc::default(),
         };
         migrations::run(&store).await?;
         if backend == Backend::Sqlite {

@@ -10,13 +10,22 @@ use tokio::sync::oneshot;
 
 use super::{Error, Result, Store, now_ms};
 
-/// A push waiting for the next group commit.
+/// A queue write waiting for the next group commit.
 #[derive(Debug)]
-pub(crate) struct PendingPush {
+pub(crate) struct PendingWrite {
     kind: QueueKind,
-    key: String,
-    payload: String,
+    operation: Operation,
+    /// Gets the new item's sequence number (a push) or the completed one's (a completion).
     done: oneshot::Sender<Result<i64>>,
+}
+
+/// What a grouped queue write does.
+#[derive(Debug)]
+enum Operation {
+    /// Appends an item; must be flushed to disk before the pusher hears back.
+    Push { key: String, payload: String },
+    /// Removes a handled item; losing it to a power cut only means handing the item over again.
+    Complete { seq: i64 },
 }
 
 /// Which of the two queues.
@@ -152,38 +161,53 @@ impl Store {
 }
 
 impl Store {
-    /// Writes a group of pushes in one durable transaction and tells each pusher its sequence number.
-    async fn commit_pushes(&self, group: Vec<PendingPush>) {
+    /// Writes a group of queue writes in one transaction, flushed to disk when it holds a push, and tells each
+    /// writer its outcome.
+    async fn commit_group(&self, group: Vec<PendingWrite>) {
+        let durable = group.iter().any(|write| matches!(write.operation, Operation::Push { .. }));
         let written = async {
             let _turn = self.write_turn().await;
-            let mut connection = self.durable_connection().await?;
+            let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
             let mut transaction = connection.begin().await?;
             let mut seqs = Vec::with_capacity(group.len());
-            for push in &group {
-                let sql = push.kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
-                let seq: i64 = sqlx::query_scalar(sql)
-                    .bind(push.key.as_str())
-                    .bind(push.payload.as_str())
-                    .bind(now_ms())
-                    .fetch_one(&mut *transaction)
-                    .await?;
+            for write in &group {
+                let seq = match &write.operation {
+                    Operation::Push { key, payload } => {
+                        let sql = write.kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
+                        sqlx::query_scalar(sql)
+                            .bind(key.as_str())
+                            .bind(payload.as_str())
+                            .bind(now_ms())
+                            .fetch_one(&mut *transaction)
+                            .await?
+                    }
+                    Operation::Complete { seq } => {
+                        sqlx::query(write.kind.sql("DELETE FROM {table} WHERE seq = $1"))
+                            .bind(*seq)
+                            .execute(&mut *transaction)
+                            .await?;
+                        *seq
+                    }
+                };
                 seqs.push(seq);
             }
             transaction.commit().await?;
-            self.release_durable(connection).await?;
+            if durable {
+                self.release_durable(connection).await?;
+            }
             Ok::<_, Error>(seqs)
         }
         .await;
         match written {
             Ok(seqs) => {
-                for (push, seq) in group.into_iter().zip(seqs) {
-                    let _ = push.done.send(Ok(seq));
+                for (write, seq) in group.into_iter().zip(seqs) {
+                    let _ = write.done.send(Ok(seq));
                 }
             }
             Err(error) => {
                 let (message, transient) = (error.to_string(), error.is_transient());
-                for push in group {
-                    let _ = push.done.send(Err(Error::GroupCommit { message: message.clone(), transient }));
+                for write in group {
+                    let _ = write.done.send(Err(Error::GroupCommit { message: message.clone(), transient }));
                 }
             }
         }
@@ -198,13 +222,19 @@ impl Queue {
 
     /// Appends an item under `key`; returns its sequence number. Durable (flushed to disk) when this returns.
     ///
-    /// Concurrent pushes are committed together: each joins the pending group, and whichever takes the push turn
+    /// Concurrent pushes are committed together: each joins the pending group, and whichever takes the group turn
     /// first writes the whole group in one transaction, so N connectors pushing at once pay for one flush, not N.
     /// Pushes from one task keep their order.
     pub async fn push(&self, key: &str, payload: &str) -> Result<i64> {
+        self.grouped(Operation::Push { key: key.to_owned(), payload: payload.to_owned() }).await
+    }
+
+    /// Joins the pending group with `operation` and waits until a group commit carried it: this call's own, or
+    /// another's that took it along.
+    async fn grouped(&self, operation: Operation) -> Result<i64> {
         let (done, mut committed) = oneshot::channel();
-        let item = PendingPush { kind: self.kind, key: key.to_owned(), payload: payload.to_owned(), done };
-        self.store.pending_pushes.lock().expect("the pending list is never poisoned").push(item);
+        let write = PendingWrite { kind: self.kind, operation, done };
+        self.store.pending_writes.lock().expect("the pending list is never poisoned").push(write);
         loop {
             tokio::select! {
                 // Another push's commit took this one along: no turn needed.
@@ -213,10 +243,10 @@ impl Queue {
                         Err(Error::GroupCommit { message: "the committing push was cancelled".into(), transient: true })
                     });
                 }
-                _push_turn = self.store.push_turn.lock() => {
-                    let group = std::mem::take(&mut *self.store.pending_pushes.lock().expect("never poisoned"));
+                _group_turn = self.store.group_turn.lock() => {
+                    let group = std::mem::take(&mut *self.store.pending_writes.lock().expect("never poisoned"));
                     if !group.is_empty() {
-                        self.store.commit_pushes(group).await;
+                        self.store.commit_group(group).await;
                     }
                 }
             }
@@ -241,10 +271,10 @@ impl Queue {
     }
 
     /// Removes a handled item.
+    ///
+    /// Completions of different keys' workers are committed together like pushes (see [`Queue::push`]).
     pub async fn complete(&self, seq: i64) -> Result<()> {
-        let _turn = self.store.write_turn().await;
-        sqlx::query(self.kind.sql("DELETE FROM {table} WHERE seq = $1")).bind(seq).execute(self.store.pool()).await?;
-        Ok(())
+        self.grouped(Operation::Complete { seq }).await.map(drop)
     }
 
     /// Counts one more failed attempt at an item; returns the new count.
