@@ -7,7 +7,7 @@ use lattice_config::{FieldError, Validate};
 use serde::{Deserialize, Serialize};
 
 /// The IRC bridge's own config section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IrcSection {
     /// Ghost user IDs; `{network}` and `{nick}` are filled in per IRC user.
@@ -29,13 +29,99 @@ impl Default for IrcSection {
 }
 
 /// One IRC network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// The name people know it by, e.g. `Libera.Chat`.
     pub name: String,
     /// Servers to connect to, tried in order.
     pub servers: Vec<ServerConfig>,
+    /// The nick of the bridge bot's own connection, which listens in every bridged channel.
+    #[serde(default = "default_bot_nick")]
+    pub bot_nick: String,
+    /// The longest nick the bridge gives a puppet before the server says (ISUPPORT `NICKLEN`); RFC 1459 says 9.
+    #[serde(default = "default_max_nick_length")]
+    pub max_nick_length: usize,
+    /// How stored passwords log a puppet in: `sasl` (SASL PLAIN before registration), `nickserv`
+    /// (`PRIVMSG NickServ :IDENTIFY` after it) or `none`.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// Flood control for each connection: lines sent at once, then lines per second.
+    #[serde(default)]
+    pub flood: FloodConfig,
+    /// Reconnecting after a lost connection.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+}
+
+/// How a puppet logs in to its IRC account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// SASL PLAIN (IRCv3 `sasl`), before the connection registers.
+    Sasl,
+    /// `PRIVMSG NickServ :IDENTIFY account password` once registered.
+    Nickserv,
+    /// Stored passwords are not used.
+    #[default]
+    None,
+}
+
+/// Flood control per connection: a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodConfig {
+    /// Lines that may go out back to back.
+    pub burst: u32,
+    /// Lines per second after the burst.
+    pub lines_per_second: f64,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self { burst: 5, lines_per_second: 2.0 }
+    }
+}
+
+/// Reconnecting: exponential backoff with full jitter, and a cap on connections reconnecting at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// The first delay, in milliseconds; it doubles per failed attempt.
+    pub initial_delay_ms: u64,
+    /// The longest delay, in seconds.
+    pub max_delay_secs: u64,
+    /// Connections of this network that may be connecting at the same moment (after a netsplit or a restart).
+    pub max_concurrent: usize,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self { initial_delay_ms: 1000, max_delay_secs: 300, max_concurrent: 5 }
+    }
+}
+
+impl NetworkConfig {
+    /// A network with these servers and every other option at its default.
+    pub fn new(name: &str, servers: Vec<ServerConfig>) -> Self {
+        Self {
+            name: name.into(),
+            servers,
+            bot_nick: default_bot_nick(),
+            max_nick_length: default_max_nick_length(),
+            auth: AuthMethod::default(),
+            flood: FloodConfig::default(),
+            reconnect: ReconnectConfig::default(),
+        }
+    }
+}
+
+fn default_bot_nick() -> String {
+    "lattice".into()
+}
+
+fn default_max_nick_length() -> usize {
+    9
 }
 
 /// One server of a network.
@@ -47,9 +133,12 @@ pub struct ServerConfig {
     /// Port; 6697 for TLS, 6667 without.
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Connect with TLS.
+    /// Connect with TLS (rustls, checked against the Mozilla root certificates).
     #[serde(default = "default_tls")]
     pub tls: bool,
+    /// The server password (`PASS`), if the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -87,6 +176,21 @@ impl Validate for IrcSection {
             }
             if network.servers.is_empty() {
                 errors.push(FieldError::new(format!("{field}.servers"), "list at least one server"));
+            }
+            if !crate::ids::is_valid_nick(&network.bot_nick) {
+                errors.push(FieldError::new(format!("{field}.bot_nick"), "must be a valid IRC nick"));
+            }
+            if network.max_nick_length < 2 {
+                errors.push(FieldError::new(format!("{field}.max_nick_length"), "must be at least 2"));
+            }
+            if network.flood.burst == 0 {
+                errors.push(FieldError::new(format!("{field}.flood.burst"), "must be at least 1"));
+            }
+            if network.flood.lines_per_second.is_nan() || network.flood.lines_per_second <= 0.0 {
+                errors.push(FieldError::new(format!("{field}.flood.lines_per_second"), "must be above 0"));
+            }
+            if network.reconnect.max_concurrent == 0 {
+                errors.push(FieldError::new(format!("{field}.reconnect.max_concurrent"), "must be at least 1"));
             }
             for (index, server) in network.servers.iter().enumerate() {
                 if server.host.trim().is_empty() {
@@ -131,7 +235,10 @@ mod tests {
         let mut section = IrcSection { user_template: "@irc_{nick}:example.org".into(), ..IrcSection::default() };
         section.networks.insert(
             "Bad Net".into(),
-            NetworkConfig { name: "x".into(), servers: vec![ServerConfig { host: " ".into(), port: 0, tls: false }] },
+            NetworkConfig {
+                bot_nick: "1bad".into(),
+                ..NetworkConfig::new("x", vec![ServerConfig { host: " ".into(), port: 0, tls: false, password: None }])
+            },
         );
         let mut errors = Vec::new();
         section.validate(&mut errors);
@@ -142,6 +249,7 @@ mod tests {
                 "user_template",
                 "user_template",
                 "networks.Bad Net",
+                "networks.Bad Net.bot_nick",
                 "networks.Bad Net.servers[0].host",
                 "networks.Bad Net.servers[0].port"
             ]

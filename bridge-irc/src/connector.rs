@@ -1,26 +1,55 @@
-//! The IRC connector as far as the runtime is concerned: its identity, its third-party protocol description and
-//! its namespaces. IRC connections, portals and puppets build on this.
+//! The IRC connector as the runtime sees it: its identity and third-party protocol description, alias and ghost
+//! resolution, and the routing of Matrix events to the network a portal belongs to.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+};
 
 use lattice_bridge_core::{
-    BridgeHandle, Connector,
-    connector::{ConnectorInfo, ConnectorResult},
+    BridgeHandle, Connector, ConnectorError,
+    connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
     event::MatrixEvent,
     store::Portal,
 };
 use serde_json::{Value, json};
 
-use crate::config::IrcSection;
+use crate::{config::IrcSection, network::Network};
 
 /// The IRC connector.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IrcConnector {
     section: IrcSection,
+    networks: Arc<OnceLock<BTreeMap<String, Arc<Network>>>>,
+}
+
+impl std::fmt::Debug for IrcConnector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("IrcConnector").field("networks", &self.section.networks.keys()).finish()
+    }
 }
 
 impl IrcConnector {
     /// A connector for the configured networks.
     pub fn new(section: IrcSection) -> Self {
-        Self { section }
+        Self { section, networks: Arc::new(OnceLock::new()) }
+    }
+
+    pub(crate) fn networks(&self) -> ConnectorResult<&BTreeMap<String, Arc<Network>>> {
+        self.networks.get().ok_or_else(|| ConnectorError::transient("the IRC networks are still starting"))
+    }
+
+    /// The network a portal key belongs to.
+    pub(crate) fn network_of(&self, key: &str) -> ConnectorResult<Option<Arc<Network>>> {
+        let id = key.split('/').next().unwrap_or_default();
+        Ok(self.networks()?.get(id).cloned())
+    }
+
+    /// Closes every IRC connection (QUIT), for a clean shutdown.
+    pub fn shutdown(&self) {
+        for network in self.networks.get().into_iter().flat_map(BTreeMap::values) {
+            network.shutdown();
+        }
     }
 }
 
@@ -29,17 +58,65 @@ impl Connector for IrcConnector {
         ConnectorInfo { protocol_id: "irc", protocol_name: "IRC", command_prefix: "!irc" }
     }
 
-    async fn start(&self, _bridge: BridgeHandle) -> ConnectorResult<()> {
-        for (id, network) in &self.section.networks {
-            tracing::info!(network = %id, name = %network.name, servers = network.servers.len(), "IRC network configured");
+    async fn start(&self, bridge: BridgeHandle) -> ConnectorResult<()> {
+        let mut networks = BTreeMap::new();
+        for (id, config) in &self.section.networks {
+            tracing::info!(network = %id, name = %config.name, servers = config.servers.len(), "starting IRC network");
+            networks.insert(id.clone(), Network::start(id, config, &self.section, bridge.clone()).await?);
+        }
+        if self.networks.set(networks).is_err() {
+            return Err(ConnectorError::permanent("the IRC connector was started twice"));
         }
         Ok(())
     }
 
+    fn capabilities(&self, _portal: &Portal) -> Capabilities {
+        Capabilities { max_text_length: 4096, formatting: true, edits: true, replies: true, ..Capabilities::default() }
+    }
+
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        tracing::debug!(portal = ?portal.map(|portal| &portal.remote_key), event_type = %event.event_type,
-            "no IRC connection carries this room yet");
+        match portal {
+            Some(portal) => match self.network_of(&portal.remote_key)? {
+                Some(network) => network.matrix_event(Some(portal), event).await,
+                None => Ok(()),
+            },
+            None => {
+                // A room that is no portal yet: a DM a Matrix user opens with a ghost.
+                for network in self.networks()?.values() {
+                    network.matrix_event(None, event).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
+        Ok(self.networks()?.values().find_map(|network| network.ghost_for_user_id(user_id)))
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {
+        Ok(self.networks()?.values().find_map(|network| network.portal_for_alias(alias)))
+    }
+
+    async fn portal_created(&self, portal: &Portal) -> ConnectorResult<()> {
+        if let Some(network) = self.network_of(&portal.remote_key)?
+            && let Some((_, channel)) = crate::ids::split_portal_key(&portal.remote_key)
+        {
+            network.add_channel(portal, channel);
+        }
         Ok(())
+    }
+
+    fn commands(&self) -> Vec<lattice_bridge_core::connector::CommandSpec> {
+        crate::commands::SPECS.to_vec()
+    }
+
+    async fn run_command(
+        &self,
+        name: &str,
+        context: lattice_bridge_core::connector::CommandContext,
+    ) -> ConnectorResult<String> {
+        crate::commands::run(self, name, context).await
     }
 
     /// `m.protocol` per the spec's third-party networks section: one instance per configured network.
@@ -74,10 +151,10 @@ mod tests {
         let mut section = IrcSection::default();
         section.networks.insert(
             "libera".into(),
-            NetworkConfig {
-                name: "Libera.Chat".into(),
-                servers: vec![ServerConfig { host: "irc.libera.chat".into(), port: 6697, tls: true }],
-            },
+            NetworkConfig::new(
+                "Libera.Chat",
+                vec![ServerConfig { host: "irc.libera.chat".into(), port: 6697, tls: true, password: None }],
+            ),
         );
         let metadata = IrcConnector::new(section).thirdparty_protocol().unwrap();
         assert_eq!(metadata["instances"][0]["network_id"], "libera");

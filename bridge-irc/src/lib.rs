@@ -4,7 +4,13 @@
 //! `lattice-irc` runs it on bridge-core's runtime.
 #![warn(missing_docs, unreachable_pub)]
 
+mod client;
+mod commands;
 pub mod config;
 pub mod connector;
+mod ids;
+mod line;
+mod mirc;
+mod network;
 
 pub use self::{config::IrcSection, connector::IrcConnector};

@@ -14,8 +14,10 @@
 //! - `LATTICE_TEST_POSTGRES_URL`: a PostgreSQL for tests that need one (`scripts/postgres.sh url`).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod ircd;
 mod matrix_user;
 mod process;
+pub mod prosody;
 mod state_dir;
 mod synapse;
 

@@ -1,0 +1,697 @@
+//! One IRC connection, kept alive: connects (TCP or TLS), registers (with SASL PLAIN sequenced by hand before
+//! `CAP END`, or NickServ after), answers PINGs, retries taken nicks, joins its channels and rejoins them after every
+//! reconnect, and reconnects with exponential backoff and jitter while a per-network semaphore caps how many
+//! connections register at once. What the owner must see is forwarded as [`ConnEvent`]s.
+
+use std::{
+    collections::HashMap,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use irc::proto::{Command, Message, Response};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    sync::{Notify, Semaphore, mpsc, watch},
+};
+
+use crate::{
+    config::{AuthMethod, FloodConfig, ReconnectConfig, ServerConfig},
+    ids::{casefold, next_nick},
+    line::{Line, worst_case_prefix},
+};
+
+/// How long a connection may stay silent before we PING it, and again before we give up on it.
+const READ_IDLE: Duration = Duration::from_secs(90);
+/// How long connecting and registering may take.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest line read (IRCv3 tags may take 8 KiB on top of the 512 bytes of the message).
+const MAX_READ_LINE: usize = 16 * 1024;
+
+/// An account login for a connection.
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub(crate) method: AuthMethod,
+    pub(crate) account: String,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Login").field("method", &self.method).field("account", &self.account).finish()
+    }
+}
+
+/// Which incoming messages the owner wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forward {
+    /// Everything (the bridge bot's listener).
+    All,
+    /// What concerns this connection's own nick only: private messages, kicks, its nick changes (puppets).
+    Own,
+}
+
+/// What a connection needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Who owns the connection, in logs and events: `bot` or a Matrix user ID.
+    pub(crate) owner: String,
+    pub(crate) network: String,
+    pub(crate) servers: Vec<ServerConfig>,
+    pub(crate) nick: String,
+    pub(crate) max_nick_length: usize,
+    pub(crate) username: String,
+    pub(crate) realname: String,
+    pub(crate) login: Option<Login>,
+    pub(crate) flood: FloodConfig,
+    pub(crate) reconnect: ReconnectConfig,
+    pub(crate) forward: Forward,
+}
+
+/// What a connection tells its owner.
+#[derive(Debug, Clone)]
+pub(crate) enum ConnEvent {
+    /// The connection registered as `nick`.
+    Registered { owner: String, nick: String },
+    /// A message the owner wants (see [`Forward`]).
+    Message { owner: String, nick: String, message: Box<Message> },
+    /// The connection is gone; it reconnects unless it was told to quit.
+    Disconnected { owner: String, nick: String },
+}
+
+/// Where a connection stands with a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChannelStatus {
+    /// Joined: lines can go there.
+    Joined,
+    /// Wanted, not joined yet (connecting, or the JOIN is on its way).
+    Pending,
+    /// The server refused the JOIN; the text says why.
+    Refused(String),
+    /// Not wanted.
+    Unknown,
+}
+
+/// Why a line could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the IRC connection of {0} is not registered right now")]
+pub(crate) struct NotConnected(pub(crate) String);
+
+#[derive(Debug, Default)]
+struct ChannelState {
+    name: String,
+    joined: bool,
+    join_sent: bool,
+    refused: Option<String>,
+}
+
+struct SessionHandle {
+    sender: mpsc::Sender<Line>,
+    urgent: mpsc::Sender<Line>,
+    nick: String,
+    prefix_len: usize,
+}
+
+struct Shared {
+    settings: Mutex<Settings>,
+    session: Mutex<Option<SessionHandle>>,
+    channels: Mutex<HashMap<String, ChannelState>>,
+    stop: watch::Sender<bool>,
+    reconnect_now: Notify,
+    /// Wakes whoever waits for the connection's state (registration, joins) to change.
+    changed: Notify,
+}
+
+/// A handle on a kept-alive IRC connection. Cheap to clone; the connection lives until [`Connection::quit`].
+#[derive(Clone)]
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Connection").field("nick", &self.nick()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Connection {
+    /// Starts the connection's task.
+    pub(crate) fn spawn(settings: Settings, events: mpsc::Sender<ConnEvent>, connecting: Arc<Semaphore>) -> Self {
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            settings: Mutex::new(settings),
+            session: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+            stop,
+            reconnect_now: Notify::new(),
+            changed: Notify::new(),
+        });
+        tokio::spawn(supervise(Arc::clone(&shared), events, connecting));
+        Self { shared }
+    }
+
+    /// The nick the connection is registered as, while it is.
+    pub(crate) fn nick(&self) -> Option<String> {
+        lock(&self.shared.session).as_ref().map(|session| session.nick.clone())
+    }
+
+    /// Whether the connection is registered.
+    pub(crate) fn is_connected(&self) -> bool {
+        lock(&self.shared.session).is_some()
+    }
+
+    /// The room the server's prefix takes on lines we send (see [`worst_case_prefix`]).
+    pub(crate) fn prefix_len(&self) -> usize {
+        lock(&self.shared.session)
+            .as_ref()
+            .map_or_else(|| worst_case_prefix(&lock(&self.shared.settings).nick), |session| session.prefix_len)
+    }
+
+    /// Queues a line; fails at once if the connection is not registered (the caller retries later).
+    pub(crate) async fn send(&self, line: Line) -> Result<(), NotConnected> {
+        let sender = lock(&self.shared.session).as_ref().map(|session| session.sender.clone());
+        let owner = || lock(&self.shared.settings).owner.clone();
+        match sender {
+            Some(sender) => sender.send(line).await.map_err(|_| NotConnected(owner())),
+            None => Err(NotConnected(owner())),
+        }
+    }
+
+    /// Wants the connection in `channel`: joins now if registered, and after every reconnect.
+    pub(crate) fn want_channel(&self, channel: &str) {
+        let key = casefold(channel);
+        let send_join = {
+            let mut channels = lock(&self.shared.channels);
+            let state =
+                channels.entry(key).or_insert_with(|| ChannelState { name: channel.to_owned(), ..Default::default() });
+            let connected = lock(&self.shared.session).is_some();
+            let send = connected && !state.joined && !state.join_sent;
+            if send {
+                state.join_sent = true;
+                state.refused = None;
+            }
+            send
+        };
+        if send_join && let Ok(line) = Line::new("JOIN", &[channel], None) {
+            self.send_urgent(line);
+        }
+    }
+
+    /// Leaves `channel` and stops wanting it.
+    pub(crate) fn part(&self, channel: &str, reason: Option<&str>) {
+        let was = lock(&self.shared.channels).remove(&casefold(channel));
+        if was.is_some_and(|state| state.joined || state.join_sent)
+            && let Ok(line) = Line::new("PART", &[channel], reason)
+        {
+            self.send_urgent(line);
+        }
+    }
+
+    /// Where the connection stands with `channel`.
+    pub(crate) fn channel_status(&self, channel: &str) -> ChannelStatus {
+        match lock(&self.shared.channels).get(&casefold(channel)) {
+            None => ChannelStatus::Unknown,
+            Some(state) if state.joined => ChannelStatus::Joined,
+            Some(ChannelState { refused: Some(reason), .. }) => ChannelStatus::Refused(reason.clone()),
+            Some(_) => ChannelStatus::Pending,
+        }
+    }
+
+    /// The channels the connection wants, as first named.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        lock(&self.shared.channels).values().map(|state| state.name.clone()).collect()
+    }
+
+    /// Asks for a new nick now (if registered) and after every reconnect.
+    pub(crate) fn set_nick(&self, nick: &str) {
+        lock(&self.shared.settings).nick = nick.to_owned();
+        if let Ok(line) = Line::new("NICK", &[nick], None) {
+            self.send_urgent(line);
+        }
+    }
+
+    /// Uses `login` from the next connection on.
+    pub(crate) fn set_login(&self, login: Option<Login>) {
+        lock(&self.shared.settings).login = login;
+    }
+
+    /// Drops the current connection and connects again at once.
+    pub(crate) fn reconnect(&self) {
+        self.shared.reconnect_now.notify_one();
+    }
+
+    /// Waits until the connection changes state (registers, joins, drops) or `timeout` passes.
+    pub(crate) async fn changed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.shared.changed.notified()).await;
+    }
+
+    /// Sends QUIT and ends the connection for good.
+    pub(crate) fn quit(&self, reason: &str) {
+        if let Ok(line) = Line::new("QUIT", &[], Some(reason)) {
+            self.send_urgent(line);
+        }
+        self.shared.stop.send_replace(true);
+    }
+
+    fn send_urgent(&self, line: Line) {
+        if let Some(session) = lock(&self.shared.session).as_ref() {
+            let _ = session.urgent.try_send(line);
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: a random delay between half and all of `initial · 2^(attempt-1)`, capped.
+pub(crate) fn backoff(config: &ReconnectConfig, attempt: u32) -> Duration {
+    let cap = Duration::from_secs(config.max_delay_secs.max(1));
+    let base = Duration::from_millis(config.initial_delay_ms).saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    let base = base.min(cap);
+    base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+async fn supervise(shared: Arc<Shared>, events: mpsc::Sender<ConnEvent>, connecting: Arc<Semaphore>) {
+    let mut stop = shared.stop.subscribe();
+    let mut attempt = 0u32;
+    let mut server_index = 0usize;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let settings = lock(&shared.settings).clone();
+        let Some(server) = settings.servers.get(server_index % settings.servers.len().max(1)).cloned() else {
+            tracing::error!(network = %settings.network, "no servers configured");
+            return;
+        };
+        let result = tokio::select! {
+            result = session(&shared, &settings, &server, &events, &connecting) => result,
+            _ = stop.wait_for(|stopped| *stopped) => Ok(true),
+        };
+        let nick = lock(&shared.session).take().map(|session| session.nick).unwrap_or_default();
+        for state in lock(&shared.channels).values_mut() {
+            state.joined = false;
+            state.join_sent = false;
+        }
+        shared.changed.notify_waiters();
+        let _ = events.send(ConnEvent::Disconnected { owner: settings.owner.clone(), nick }).await;
+        if *stop.borrow() {
+            tracing::info!(network = %settings.network, owner = %settings.owner, "IRC connection closed");
+            return;
+        }
+        match result {
+            Ok(true) => attempt = 1,
+            Ok(false) => attempt += 1,
+            Err(error) => {
+                attempt += 1;
+                tracing::warn!(network = %settings.network, owner = %settings.owner, server = %server.host, %error,
+                    "IRC connection failed");
+            }
+        }
+        server_index += 1;
+        let delay = backoff(&settings.reconnect, attempt);
+        tracing::info!(network = %settings.network, owner = %settings.owner, ?delay, attempt, "reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.reconnect_now.notified() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn connect(server: &ServerConfig) -> std::io::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect((server.host.as_str(), server.port)).await?;
+    tcp.set_nodelay(true)?;
+    if !server.tls {
+        return Ok(Box::new(tcp));
+    }
+    use tokio_rustls::rustls::{self, pki_types::ServerName};
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(server.host.clone()).map_err(std::io::Error::other)?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+    Ok(Box::new(tls))
+}
+
+/// A token bucket: `burst` lines at once, then `rate` per second.
+struct Throttle {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    last: tokio::time::Instant,
+}
+
+impl Throttle {
+    fn new(config: &FloodConfig) -> Self {
+        let burst = f64::from(config.burst.max(1));
+        Self { tokens: burst, burst, rate: config.lines_per_second.max(0.01), last: tokio::time::Instant::now() }
+    }
+
+    async fn take(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.last = tokio::time::Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+async fn write_lines(
+    mut writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    mut urgent: mpsc::Receiver<Line>,
+    mut normal: mpsc::Receiver<Line>,
+    flood: FloodConfig,
+) -> std::io::Result<()> {
+    let mut throttle = Throttle::new(&flood);
+    loop {
+        let line = tokio::select! {
+            biased;
+            line = urgent.recv() => line,
+            line = normal.recv() => {
+                throttle.take().await;
+                line
+            }
+        };
+        let Some(line) = line else { return Ok(()) };
+        tracing::trace!(?line, "→ IRC");
+        writer.write_all(line.as_bytes()).await?;
+    }
+}
+
+/// Registration progress of one connection attempt.
+struct Registration {
+    nick: String,
+    attempt: u32,
+    max_nick_length: usize,
+}
+
+/// One connection, from connect to close. `Ok(true)` if it registered before it ended.
+async fn session(
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    server: &ServerConfig,
+    events: &mpsc::Sender<ConnEvent>,
+    connecting: &Arc<Semaphore>,
+) -> std::io::Result<bool> {
+    let permit = connecting.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+    let mut permit = Some(permit);
+    let stream = tokio::time::timeout(REGISTER_TIMEOUT, connect(server))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let (reader, writer) = tokio::io::split(stream);
+    let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
+    let (normal_tx, normal_rx) = mpsc::channel::<Line>(64);
+    let mut writer_task = tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood));
+    let urgent = |line: Result<Line, crate::line::LineError>| {
+        if let Ok(line) = line {
+            let _ = urgent_tx.try_send(line);
+        }
+    };
+
+    if let Some(password) = &server.password {
+        urgent(Line::new("PASS", &[], Some(password)));
+    }
+    let sasl = settings.login.as_ref().filter(|login| login.method == AuthMethod::Sasl);
+    if sasl.is_some() {
+        urgent(Line::new("CAP", &["REQ"], Some("sasl")));
+    }
+    let mut registration =
+        Registration { nick: settings.nick.clone(), attempt: 0, max_nick_length: settings.max_nick_length };
+    urgent(Line::new("NICK", &[&registration.nick], None));
+    urgent(Line::new("USER", &[&settings.username, "0", "*"], Some(&settings.realname)));
+
+    let mut reader = BufReader::new(reader);
+    let mut buffer = Vec::with_capacity(1024);
+    let mut registered = false;
+    let mut pinged = false;
+    let register_deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+    loop {
+        let idle = if registered { READ_IDLE } else { register_deadline - tokio::time::Instant::now() };
+        let mut limited = (&mut reader).take(MAX_READ_LINE as u64);
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, limited.read_until(b'\n', &mut buffer)) => read,
+            _ = &mut writer_task => return Err(std::io::Error::other("the connection's writer stopped")),
+            _ = shared.reconnect_now.notified() => {
+                urgent(Line::new("QUIT", &[], Some("Reconnecting")));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(registered);
+            }
+        };
+        match read {
+            Err(_) if !registered => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "registration timed out"));
+            }
+            Err(_) if pinged => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "ping timeout")),
+            Err(_) => {
+                pinged = true;
+                urgent(Line::new("PING", &["lattice"], None));
+                continue;
+            }
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(0)) => {
+                return if buffer.is_empty() { Ok(registered) } else { Err(std::io::Error::other("line too long")) };
+            }
+            Ok(Ok(_)) if !buffer.ends_with(b"\n") && buffer.len() < MAX_READ_LINE => continue,
+            Ok(Ok(_)) => {}
+        }
+        pinged = false;
+        let text = String::from_utf8_lossy(&buffer).trim_end_matches(['\r', '\n']).to_owned();
+        buffer.clear();
+        if text.is_empty() {
+            continue;
+        }
+        let message = match Message::from_str(&text) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::debug!(%error, line = %text, "unreadable IRC line");
+                continue;
+            }
+        };
+        tracing::trace!(owner = %settings.owner, line = %text, "← IRC");
+        let own_nick = lock(&shared.session).as_ref().map(|session| session.nick.clone());
+        let own_nick = own_nick.unwrap_or_else(|| registration.nick.clone());
+        let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(&own_nick));
+        match &message.command {
+            Command::PING(token, _) => urgent(Line::new("PONG", &[], Some(token))),
+            Command::Response(Response::RPL_WELCOME, params) => {
+                registered = true;
+                permit.take();
+                let nick = params.first().cloned().unwrap_or_else(|| registration.nick.clone());
+                // The owner hears of the nick before any JOIN goes out, so it never mistakes our own lines for
+                // someone else's.
+                let _ = events.send(ConnEvent::Registered { owner: settings.owner.clone(), nick: nick.clone() }).await;
+                *lock(&shared.session) = Some(SessionHandle {
+                    sender: normal_tx.clone(),
+                    urgent: urgent_tx.clone(),
+                    nick: nick.clone(),
+                    prefix_len: worst_case_prefix(&nick),
+                });
+                tracing::info!(network = %settings.network, owner = %settings.owner, %nick, server = %server.host,
+                    "IRC connection registered");
+                if let Some(login) = settings.login.as_ref().filter(|login| login.method == AuthMethod::Nickserv) {
+                    urgent(Line::new(
+                        "PRIVMSG",
+                        &["NickServ"],
+                        Some(&format!("IDENTIFY {} {}", login.account, login.password)),
+                    ));
+                }
+                let joins: Vec<String> = {
+                    let mut channels = lock(&shared.channels);
+                    channels
+                        .values_mut()
+                        .map(|state| {
+                            state.join_sent = true;
+                            state.refused = None;
+                            state.name.clone()
+                        })
+                        .collect()
+                };
+                for channel in joins {
+                    urgent(Line::new("JOIN", &[&channel], None));
+                }
+                shared.changed.notify_waiters();
+                continue;
+            }
+            Command::Response(Response::RPL_ISUPPORT, params) => {
+                for token in params {
+                    if let Some(length) = token.strip_prefix("NICKLEN=").and_then(|n| n.parse().ok()) {
+                        registration.max_nick_length = length;
+                    }
+                }
+            }
+            Command::Response(
+                Response::ERR_NICKNAMEINUSE | Response::ERR_ERRONEOUSNICKNAME | Response::ERR_NICKCOLLISION,
+                _,
+            ) if !registered => {
+                registration.attempt += 1;
+                if registration.attempt > 20 {
+                    return Err(std::io::Error::other("no free nick after 20 attempts"));
+                }
+                let refused = registration.nick.clone();
+                registration.nick = if registration.nick.len() > registration.max_nick_length {
+                    registration.nick[..registration.max_nick_length].to_owned()
+                } else if matches!(message.command, Command::Response(Response::ERR_ERRONEOUSNICKNAME, _)) {
+                    // Invalid even at a fitting length: fall back to a nick every server takes.
+                    format!("matrix{}", registration.attempt).chars().take(registration.max_nick_length).collect()
+                } else {
+                    next_nick(&registration.nick, registration.attempt, registration.max_nick_length)
+                };
+                tracing::debug!(%refused, next = %registration.nick, "nick refused, trying another");
+                urgent(Line::new("NICK", &[&registration.nick], None));
+            }
+            Command::CAP(_, irc::proto::CapSubCommand::ACK, _, _) if sasl.is_some() => {
+                urgent(Line::new("AUTHENTICATE", &["PLAIN"], None));
+            }
+            Command::CAP(_, irc::proto::CapSubCommand::NAK, _, _) => {
+                tracing::warn!(network = %settings.network, owner = %settings.owner, "the server has no SASL");
+                urgent(Line::new("CAP", &["END"], None));
+            }
+            Command::AUTHENTICATE(challenge) if challenge == "+" => {
+                if let Some(login) = sasl {
+                    let payload = format!("{}\0{}\0{}", login.account, login.account, login.password);
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+                    for chunk in encoded.as_bytes().chunks(400) {
+                        urgent(Line::new("AUTHENTICATE", &[std::str::from_utf8(chunk).unwrap_or("*")], None));
+                    }
+                    if encoded.len() % 400 == 0 {
+                        urgent(Line::new("AUTHENTICATE", &["+"], None));
+                    }
+                }
+            }
+            Command::Response(Response::RPL_SASLSUCCESS, _) => {
+                tracing::info!(network = %settings.network, owner = %settings.owner, "SASL login succeeded");
+                urgent(Line::new("CAP", &["END"], None));
+            }
+            Command::Response(
+                Response::ERR_SASLFAIL | Response::ERR_SASLTOOLONG | Response::ERR_SASLABORT | Response::ERR_NICKLOCKED,
+                _,
+            ) => {
+                tracing::warn!(network = %settings.network, owner = %settings.owner, "SASL login failed");
+                urgent(Line::new("CAP", &["END"], None));
+            }
+            Command::JOIN(channel, _, _) if from_self => {
+                if let Some(state) = lock(&shared.channels).get_mut(&casefold(channel)) {
+                    state.joined = true;
+                    state.refused = None;
+                }
+                if let Some(irc::proto::Prefix::Nickname(nick, user, host)) = &message.prefix
+                    && let Some(session) = lock(&shared.session).as_mut()
+                {
+                    session.prefix_len = 1 + nick.len() + 1 + user.len() + 1 + host.len() + 1;
+                }
+                shared.changed.notify_waiters();
+            }
+            Command::PART(channel, _) if from_self => {
+                lock(&shared.channels).remove(&casefold(channel));
+            }
+            Command::KICK(channel, kicked, _) if casefold(kicked) == casefold(&own_nick) => {
+                lock(&shared.channels).remove(&casefold(channel));
+                shared.changed.notify_waiters();
+            }
+            Command::NICK(new) if from_self => {
+                if let Some(session) = lock(&shared.session).as_mut() {
+                    session.nick = new.clone();
+                }
+                lock(&shared.settings).nick = new.clone();
+                registration.nick = new.clone();
+            }
+            Command::Response(
+                Response::ERR_CHANNELISFULL
+                | Response::ERR_INVITEONLYCHAN
+                | Response::ERR_BANNEDFROMCHAN
+                | Response::ERR_BADCHANNELKEY
+                | Response::ERR_NOSUCHCHANNEL
+                | Response::ERR_TOOMANYCHANNELS,
+                params,
+            ) => {
+                if let Some(channel) = params.get(1)
+                    && let Some(state) = lock(&shared.channels).get_mut(&casefold(channel))
+                {
+                    state.join_sent = false;
+                    state.refused = Some(params.last().cloned().unwrap_or_else(|| "refused".into()));
+                }
+                shared.changed.notify_waiters();
+            }
+            Command::ERROR(reason) => {
+                tracing::warn!(network = %settings.network, owner = %settings.owner, %reason, "the server closed the connection");
+            }
+            _ => {}
+        }
+        if wants(settings.forward, &message, &own_nick) {
+            let event =
+                ConnEvent::Message { owner: settings.owner.clone(), nick: own_nick, message: Box::new(message) };
+            if events.send(event).await.is_err() {
+                return Ok(registered);
+            }
+        }
+    }
+}
+
+/// Whether the owner asked for `message` (see [`Forward`]).
+fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
+    let own = casefold(own_nick);
+    match forward {
+        Forward::All => true,
+        Forward::Own => match &message.command {
+            Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => casefold(target) == own,
+            Command::KICK(_, kicked, _) => casefold(kicked) == own,
+            Command::NICK(_) => message.source_nickname().is_some_and(|nick| casefold(nick) == own),
+            Command::Response(response, _) => matches!(
+                response,
+                Response::RPL_WHOISUSER
+                    | Response::RPL_WHOISSERVER
+                    | Response::RPL_WHOISCHANNELS
+                    | Response::RPL_WHOISIDLE
+                    | Response::RPL_ENDOFWHOIS
+                    | Response::ERR_NOSUCHNICK
+                    | Response::ERR_NICKNAMEINUSE
+                    | Response::ERR_ERRONEOUSNICKNAME
+            ),
+            _ => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        let config = ReconnectConfig { initial_delay_ms: 1000, max_delay_secs: 10, max_concurrent: 1 };
+        for _ in 0..50 {
+            let first = backoff(&config, 1);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
+            let third = backoff(&config, 3);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
+            assert!(backoff(&config, 40) <= Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn puppets_only_hear_what_concerns_them() {
+        let parse = |line: &str| Message::from_str(line).unwrap();
+        assert!(wants(Forward::Own, &parse(":bob!b@h PRIVMSG Alice :hi"), "alice"));
+        assert!(!wants(Forward::Own, &parse(":bob!b@h PRIVMSG #chan :hi"), "alice"));
+        assert!(wants(Forward::Own, &parse(":op!o@h KICK #chan alice :bye"), "alice"));
+        assert!(!wants(Forward::Own, &parse(":op!o@h KICK #chan bob :bye"), "alice"));
+        assert!(wants(Forward::Own, &parse(":alice!a@h NICK alice2"), "alice"));
+        assert!(wants(Forward::All, &parse(":bob!b@h PRIVMSG #chan :hi"), "alice"));
+    }
+}

@@ -1,0 +1,811 @@
+//! One IRC network as the bridge runs it: the bridge bot's listener connection in every bridged channel, one
+//! puppet connection per Matrix user, and the translation of what happens on either side.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use irc::proto::{ChannelMode, Command, Message, Mode, Response};
+use lattice_bridge_core::{
+    BridgeHandle, ConnectorError,
+    connector::{BridgeInfoSpec, ConnectorResult, DirectChat, GhostSpec, PortalSpec},
+    event::{MatrixEvent, MatrixEventKind, MessageType, RemoteEvent, RemoteEventKind},
+    formatting::{Mention, MentionTarget, RichText, render_plain},
+    store::{MessageMapping, Portal},
+};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{
+    client::{ChannelStatus, ConnEvent, Connection, Forward, Login, Settings},
+    config::{AuthMethod, IrcSection, NetworkConfig},
+    ids::{
+        Template, casefold, dm_key, escape_nick, is_valid_channel, is_valid_nick, portal_key, sanitise_nick,
+        sanitise_username, split_dm_key, split_portal_key, unescape_nick,
+    },
+    line::{Line, TextKind, text_lines},
+    mirc,
+};
+
+/// The owner name of the bridge bot's connection in [`ConnEvent`]s.
+const BOT_OWNER: &str = "";
+/// How long a Matrix message waits for its puppet to connect and join before the runtime retries it later.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// The user setting holding a Matrix user's chosen nick on a network: `irc.nick.{network}`.
+pub(crate) fn nick_setting(network: &str) -> String {
+    format!("irc.nick.{network}")
+}
+/// The user setting holding a Matrix user's account name on a network (for `storepass`).
+pub(crate) fn account_setting(network: &str) -> String {
+    format!("irc.account.{network}")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A runtime error as a connector error, transient or not as the runtime says.
+pub(crate) fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
+    if error.is_transient() {
+        ConnectorError::Transient { message: error.to_string(), retry_after: error.retry_after() }
+    } else {
+        ConnectorError::permanent(error.to_string())
+    }
+}
+
+fn transient(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Transient { message: message.into(), retry_after: Some(Duration::from_millis(500)) }
+}
+
+/// A running network.
+pub(crate) struct Network {
+    pub(crate) id: String,
+    pub(crate) config: NetworkConfig,
+    bridge: BridgeHandle,
+    users: Template,
+    aliases: Template,
+    pub(crate) listener: Connection,
+    pub(crate) puppets: DashMap<String, Connection>,
+    /// Casefolded nicks of puppets → their Matrix users: their lines are ours, never bridged back.
+    puppet_nicks: DashMap<String, String>,
+    /// IRC people seen this session, by casefolded current nick: a nick change keeps the ghost.
+    ghosts: Mutex<HashMap<String, GhostSpec>>,
+    /// Casefolded channel → casefolded nicks of the IRC people in it.
+    members: Mutex<HashMap<String, HashSet<String>>>,
+    /// Casefolded channel → its portal key, for the channels that have a portal.
+    portals: DashMap<String, String>,
+    connecting: Arc<Semaphore>,
+    events: mpsc::Sender<ConnEvent>,
+    /// Replies to `whois` and similar, by the puppet's owner: where to say what the server answered.
+    pub(crate) pending_replies: DashMap<String, mpsc::Sender<Message>>,
+}
+
+impl Network {
+    /// Starts the network: the listener connects and joins every channel that has a portal.
+    pub(crate) async fn start(
+        id: &str,
+        config: &NetworkConfig,
+        section: &IrcSection,
+        bridge: BridgeHandle,
+    ) -> ConnectorResult<Arc<Self>> {
+        let server_name = bridge.server_name().to_owned();
+        let (events, receiver) = mpsc::channel(1024);
+        let connecting = Arc::new(Semaphore::new(config.reconnect.max_concurrent.max(1)));
+        let listener = Connection::spawn(
+            Settings {
+                owner: BOT_OWNER.into(),
+                network: id.into(),
+                servers: config.servers.clone(),
+                nick: config.bot_nick.clone(),
+                max_nick_length: config.max_nick_length.max(config.bot_nick.len()),
+                username: sanitise_username(&config.bot_nick),
+                realname: "Lattice Matrix bridge".into(),
+                login: None,
+                flood: config.flood,
+                reconnect: config.reconnect,
+                forward: Forward::All,
+            },
+            events.clone(),
+            Arc::clone(&connecting),
+        );
+        let network = Arc::new(Self {
+            id: id.into(),
+            config: config.clone(),
+            users: Template::new(&section.user_template, "{nick}", id, &server_name),
+            aliases: Template::new(&section.alias_template, "{channel}", id, &server_name),
+            bridge,
+            listener,
+            puppets: DashMap::new(),
+            puppet_nicks: DashMap::new(),
+            ghosts: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
+            portals: DashMap::new(),
+            connecting,
+            events,
+            pending_replies: DashMap::new(),
+        });
+        for portal in network.bridge.store().portals().await? {
+            if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
+                && network_id == id
+            {
+                network.add_channel(&portal, channel);
+            }
+        }
+        tokio::spawn(Arc::clone(&network).process(receiver));
+        Ok(network)
+    }
+
+    fn channel_name(portal: &Portal, fallback: &str) -> String {
+        portal.metadata.get("channel").and_then(|value| value.as_str()).unwrap_or(fallback).to_owned()
+    }
+
+    /// Makes the listener join a portal's channel.
+    pub(crate) fn add_channel(&self, portal: &Portal, channel_key: &str) {
+        let channel = Self::channel_name(portal, channel_key);
+        self.portals.insert(casefold(&channel), portal.remote_key.clone());
+        self.listener.want_channel(&channel);
+    }
+
+    /// The ghost spec of an IRC nick, from a user ID in our namespace.
+    pub(crate) fn ghost_for_user_id(&self, user_id: &str) -> Option<GhostSpec> {
+        let nick = unescape_nick(self.users.extract(user_id)?)?;
+        if !is_valid_nick(&nick) {
+            return None;
+        }
+        let known = lock(&self.ghosts).values().find(|ghost| ghost.user_id == user_id).cloned();
+        Some(known.unwrap_or_else(|| self.ghost(&nick)))
+    }
+
+    /// The portal an alias in our namespace names, if it names a valid channel.
+    pub(crate) fn portal_for_alias(&self, alias: &str) -> Option<PortalSpec> {
+        let channel = self.aliases.extract(alias)?;
+        if !is_valid_channel(channel) {
+            return None;
+        }
+        let mut spec = self.portal_spec(channel);
+        spec.alias_localpart = Some(alias.strip_prefix('#')?.rsplit_once(':')?.0.to_owned());
+        Some(spec)
+    }
+
+    /// The portal of a channel, with the alias the template gives it.
+    pub(crate) fn portal_spec(&self, channel: &str) -> PortalSpec {
+        let alias = self.aliases.fill(channel);
+        let localpart =
+            alias.strip_prefix('#').and_then(|rest| rest.rsplit_once(':')).map(|(local, _)| local.to_owned());
+        PortalSpec {
+            remote_key: portal_key(&self.id, channel),
+            alias_localpart: localpart,
+            name: Some(channel.to_owned()),
+            topic: None,
+            bridge_info: BridgeInfoSpec {
+                network_id: self.id.clone(),
+                network_name: self.config.name.clone(),
+                channel_id: casefold(channel),
+                channel_name: channel.to_owned(),
+            },
+            public: true,
+            direct: None,
+            metadata: json!({"network": self.id, "channel": channel}),
+        }
+    }
+
+    /// The runtime handle.
+    pub(crate) fn bridge(&self) -> &BridgeHandle {
+        &self.bridge
+    }
+
+    /// The ghost of `nick` (the one it had this session, if its nick changed).
+    fn ghost(&self, nick: &str) -> GhostSpec {
+        lock(&self.ghosts)
+            .entry(casefold(nick))
+            .or_insert_with(|| GhostSpec {
+                user_id: self.users.fill(&escape_nick(nick)),
+                remote_id: format!("{}/{}", self.id, casefold(nick)),
+                displayname: Some(nick.to_owned()),
+                avatar_url: None,
+            })
+            .clone()
+    }
+
+    fn is_ours(&self, nick: &str) -> bool {
+        let folded = casefold(nick);
+        self.puppet_nicks.contains_key(&folded)
+            || self.listener.nick().is_some_and(|own| casefold(&own) == folded)
+            || casefold(&self.config.bot_nick) == folded
+    }
+
+    async fn push(&self, portal: &str, sender: Option<GhostSpec>, remote_id: Option<String>, kind: RemoteEventKind) {
+        let event = RemoteEvent { portal: portal.to_owned(), sender, remote_id, timestamp_ms: None, kind };
+        if let Err(error) = self.bridge.push(event).await {
+            tracing::error!(network = %self.id, %portal, %error, "cannot queue an IRC event for Matrix");
+        }
+    }
+
+    async fn process(self: Arc<Self>, mut receiver: mpsc::Receiver<ConnEvent>) {
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
+                    self.puppet_nicks.insert(casefold(&nick), owner);
+                }
+                ConnEvent::Registered { .. } => {}
+                ConnEvent::Disconnected { owner, nick } if owner != BOT_OWNER => {
+                    self.puppet_nicks.remove_if(&casefold(&nick), |_, user| *user == owner);
+                }
+                ConnEvent::Disconnected { .. } => lock(&self.members).clear(),
+                ConnEvent::Message { owner, nick, message } if owner == BOT_OWNER => {
+                    self.on_listener(&nick, *message).await;
+                }
+                ConnEvent::Message { owner, nick, message } => self.on_puppet(&owner, &nick, *message).await,
+            }
+        }
+    }
+
+    /// What the bridge bot hears in its channels.
+    async fn on_listener(&self, own_nick: &str, message: Message) {
+        let source = message.source_nickname().map(str::to_owned);
+        let from_ours = source.as_deref().is_none_or(|nick| self.is_ours(nick));
+        match &message.command {
+            Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if !from_ours => {
+                let Some(portal) = self.portals.get(&casefold(target)).map(|entry| entry.clone()) else { return };
+                let nick = source.unwrap_or_default();
+                let notice = matches!(message.command, Command::NOTICE(..));
+                let Some((msgtype, text)) = classify(text, notice) else { return };
+                let (body, html) = self.irc_to_matrix(text);
+                let remote_id = remote_message_id(&nick, &message);
+                let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
+                self.push(&portal, Some(self.ghost(&nick)), Some(remote_id), kind).await;
+            }
+            Command::JOIN(channel, _, _) if !from_ours => {
+                let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
+                let nick = source.unwrap_or_default();
+                lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(&nick));
+                self.push(&portal, Some(self.ghost(&nick)), None, RemoteEventKind::Join).await;
+            }
+            Command::PART(channel, reason) if !from_ours => {
+                let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
+                let nick = source.unwrap_or_default();
+                if let Some(members) = lock(&self.members).get_mut(&casefold(channel)) {
+                    members.remove(&casefold(&nick));
+                }
+                let kind = RemoteEventKind::Leave { reason: reason.clone() };
+                self.push(&portal, Some(self.ghost(&nick)), None, kind).await;
+            }
+            Command::QUIT(reason) if !from_ours => {
+                let nick = casefold(&source.unwrap_or_default());
+                let channels: Vec<String> = lock(&self.members)
+                    .iter_mut()
+                    .filter_map(|(channel, members)| members.remove(&nick).then(|| channel.clone()))
+                    .collect();
+                let ghost = self.ghost(&nick);
+                for channel in channels {
+                    if let Some(portal) = self.portals.get(&channel).map(|entry| entry.clone()) {
+                        let reason = reason.as_ref().map(|reason| format!("Quit: {reason}"));
+                        self.push(&portal, Some(ghost.clone()), None, RemoteEventKind::Leave { reason }).await;
+                    }
+                }
+            }
+            Command::KICK(channel, kicked, reason) => {
+                let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
+                if casefold(kicked) == casefold(own_nick) {
+                    tracing::warn!(network = %self.id, %channel, ?reason, "the bridge bot was kicked; rejoining");
+                    let listener = self.listener.clone();
+                    let channel = channel.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        listener.want_channel(&channel);
+                    });
+                    return;
+                }
+                let kicker = source.filter(|nick| !self.is_ours(nick)).map(|nick| self.ghost(&nick));
+                let user_id = match self.puppet_nicks.get(&casefold(kicked)) {
+                    Some(matrix_user) => matrix_user.clone(),
+                    None => {
+                        if let Some(members) = lock(&self.members).get_mut(&casefold(channel)) {
+                            members.remove(&casefold(kicked));
+                        }
+                        self.ghost(kicked).user_id
+                    }
+                };
+                self.push(&portal, kicker, None, RemoteEventKind::Kick { user_id, reason: reason.clone() }).await;
+            }
+            Command::NICK(new) if !from_ours => {
+                let old = casefold(&source.unwrap_or_default());
+                let mut ghost = self.ghost(&old);
+                ghost.displayname = Some(new.clone());
+                ghost.remote_id = format!("{}/{}", self.id, casefold(new));
+                {
+                    let mut ghosts = lock(&self.ghosts);
+                    ghosts.remove(&old);
+                    ghosts.insert(casefold(new), ghost.clone());
+                }
+                let first_channel = {
+                    let mut members = lock(&self.members);
+                    let mut first = None;
+                    for (channel, nicks) in members.iter_mut() {
+                        if nicks.remove(&old) {
+                            nicks.insert(casefold(new));
+                            first.get_or_insert_with(|| channel.clone());
+                        }
+                    }
+                    first
+                };
+                if let Some(portal) = first_channel.and_then(|channel| self.portals.get(&channel).map(|e| e.clone())) {
+                    self.push(&portal, Some(ghost), None, RemoteEventKind::Profile).await;
+                }
+            }
+            Command::TOPIC(channel, Some(topic)) if !from_ours => {
+                let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
+                let ghost = source.map(|nick| self.ghost(&nick));
+                self.push(&portal, ghost, None, RemoteEventKind::Topic { topic: topic.clone() }).await;
+            }
+            Command::Response(Response::RPL_TOPIC, params) if params.len() >= 3 => {
+                let Some(portal) = self.portals.get(&casefold(&params[1])).map(|entry| entry.clone()) else { return };
+                let known = self.bridge.store().portal_by_key(&portal).await.ok().flatten();
+                if known.and_then(|portal| portal.topic).as_deref() != Some(params[2].as_str()) {
+                    self.push(&portal, None, None, RemoteEventKind::Topic { topic: params[2].clone() }).await;
+                }
+            }
+            Command::Response(Response::RPL_NAMREPLY, params) if params.len() >= 4 => {
+                let channel = &params[2];
+                let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
+                for entry in params[3].split_whitespace() {
+                    let nick = entry.trim_start_matches(['~', '&', '@', '%', '+']);
+                    if nick.is_empty() || self.is_ours(nick) {
+                        continue;
+                    }
+                    let modes = &entry[..entry.len() - nick.len()];
+                    let fresh = lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(nick));
+                    let ghost = self.ghost(nick);
+                    if fresh {
+                        self.push(&portal, Some(ghost.clone()), None, RemoteEventKind::Join).await;
+                    }
+                    let level = power_level(modes);
+                    if level > 0 {
+                        let kind = RemoteEventKind::PowerLevel { user_id: ghost.user_id, level };
+                        self.push(&portal, None, None, kind).await;
+                    }
+                }
+            }
+            Command::ChannelMODE(channel, modes) => {
+                let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
+                for mode in modes {
+                    let (plus, mode, Some(nick)) = (match mode {
+                        Mode::Plus(mode, nick) => (true, mode, nick),
+                        Mode::Minus(mode, nick) => (false, mode, nick),
+                        Mode::NoPrefix(mode) => (true, mode, &None),
+                    }) else {
+                        continue;
+                    };
+                    let prefix = match mode {
+                        ChannelMode::Founder => "~",
+                        ChannelMode::Admin => "&",
+                        ChannelMode::Oper => "@",
+                        ChannelMode::Halfop => "%",
+                        ChannelMode::Voice => "+",
+                        _ => continue,
+                    };
+                    if self.listener.nick().is_some_and(|own| casefold(&own) == casefold(nick)) {
+                        continue;
+                    }
+                    let user_id = match self.puppet_nicks.get(&casefold(nick)) {
+                        Some(matrix_user) => matrix_user.clone(),
+                        None => self.ghost(nick).user_id,
+                    };
+                    let level = if plus { power_level(prefix) } else { 0 };
+                    self.push(&portal, None, None, RemoteEventKind::PowerLevel { user_id, level }).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What a puppet hears about itself: private messages become Matrix DMs, server replies go to whoever asked.
+    async fn on_puppet(&self, matrix_user: &str, own_nick: &str, message: Message) {
+        match &message.command {
+            Command::NICK(new) => {
+                self.puppet_nicks.remove(&casefold(own_nick));
+                self.puppet_nicks.insert(casefold(new), matrix_user.to_owned());
+            }
+            Command::PRIVMSG(_, text) | Command::NOTICE(_, text) => {
+                let Some(nick) = message.source_nickname().map(str::to_owned) else { return };
+                if self.is_ours(&nick) || !is_valid_nick(&nick) {
+                    return;
+                }
+                let notice = matches!(message.command, Command::NOTICE(..));
+                let Some((msgtype, text)) = classify(text, notice) else { return };
+                let ghost = self.ghost(&nick);
+                let spec = PortalSpec {
+                    remote_key: dm_key(&self.id, matrix_user, &nick),
+                    alias_localpart: None,
+                    name: None,
+                    topic: None,
+                    bridge_info: BridgeInfoSpec {
+                        network_id: self.id.clone(),
+                        network_name: self.config.name.clone(),
+                        channel_id: casefold(&nick),
+                        channel_name: nick.clone(),
+                    },
+                    public: false,
+                    direct: Some(DirectChat { ghost: ghost.clone(), matrix_user: matrix_user.to_owned() }),
+                    metadata: json!({"network": self.id, "nick": nick}),
+                };
+                let portal = match self.bridge.ensure_portal(&spec).await {
+                    Ok(portal) => portal,
+                    Err(error) => {
+                        tracing::error!(network = %self.id, %error, "cannot create a DM room");
+                        return;
+                    }
+                };
+                let (body, html) = self.irc_to_matrix(text);
+                let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
+                self.push(&portal.remote_key, Some(ghost), Some(remote_message_id(&nick, &message)), kind).await;
+            }
+            Command::Response(..) => {
+                if let Some(sender) = self.pending_replies.get(matrix_user).map(|entry| entry.clone()) {
+                    let _ = sender.try_send(message);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An IRC message's text as a Matrix body and HTML; nicks of Matrix users become pills.
+    fn irc_to_matrix(&self, text: &str) -> (String, Option<String>) {
+        let mut rich = mirc::parse(text);
+        self.pill_puppet_nicks(&mut rich);
+        rich.to_message()
+    }
+
+    /// Replaces a puppet's nick at the start of a message (`alice: hi`) with a pill of its Matrix user.
+    fn pill_puppet_nicks(&self, rich: &mut RichText) {
+        let Some(lattice_bridge_core::formatting::Node::Text(first)) = rich.nodes.first() else { return };
+        let Some((word, rest)) = first.split_once([':', ',']) else { return };
+        let Some(user) = self.puppet_nicks.get(&casefold(word)).map(|entry| entry.clone()) else { return };
+        let mention = Mention { target: MentionTarget::User(user), display: word.to_owned() };
+        let rest = rest.to_owned();
+        let separator = first[word.len()..].chars().next().unwrap_or(':');
+        rich.nodes[0] = lattice_bridge_core::formatting::Node::Mention(mention);
+        rich.nodes.insert(1, lattice_bridge_core::formatting::Node::Text(format!("{separator}{rest}")));
+    }
+
+    /// The nick to show for a Matrix pill on IRC: a ghost's nick, a puppet's nick, or the display text.
+    fn nick_for_mention(&self, mention: &Mention) -> String {
+        let MentionTarget::User(user_id) = &mention.target else { return mention.display.clone() };
+        if let Some(ghost) = lock(&self.ghosts).iter().find(|(_, ghost)| ghost.user_id == *user_id) {
+            return ghost.1.displayname.clone().unwrap_or_else(|| ghost.0.clone());
+        }
+        if let Some(nick) = self.users.extract(user_id).and_then(unescape_nick) {
+            return nick;
+        }
+        if let Some(puppet) = self.puppets.get(user_id)
+            && let Some(nick) = puppet.nick()
+        {
+            return nick;
+        }
+        mention.display.clone()
+    }
+
+    /// The puppet connection of a Matrix user, started on first use with the nick they chose, else one made from
+    /// their display name or localpart.
+    pub(crate) async fn puppet(&self, user_id: &str, displayname: Option<&str>) -> ConnectorResult<Connection> {
+        if let Some(puppet) = self.puppets.get(user_id) {
+            return Ok(puppet.clone());
+        }
+        let store = self.bridge.store();
+        let chosen = store.user_setting(user_id, &nick_setting(&self.id)).await?;
+        let displayname = match (chosen.is_some(), displayname) {
+            (true, _) => None,
+            (false, Some(name)) => Some(name.to_owned()),
+            (false, None) => match user_id.parse::<ruma::OwnedUserId>() {
+                Ok(parsed) => self
+                    .bridge
+                    .matrix()
+                    .bot()
+                    .get_profile(&parsed)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|profile| profile.displayname),
+                Err(_) => None,
+            },
+        };
+        let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or("matrix");
+        let wanted = chosen.or(displayname).unwrap_or_else(|| localpart.to_owned());
+        let nick = sanitise_nick(&wanted, self.config.max_nick_length);
+        let login = self.login(user_id).await?;
+        let puppet = self
+            .puppets
+            .entry(user_id.to_owned())
+            .or_insert_with(|| {
+                tracing::info!(network = %self.id, matrix_user = %user_id, %nick, "starting a puppet connection");
+                Connection::spawn(
+                    Settings {
+                        owner: user_id.to_owned(),
+                        network: self.id.clone(),
+                        servers: self.config.servers.clone(),
+                        nick,
+                        max_nick_length: self.config.max_nick_length,
+                        username: sanitise_username(localpart),
+                        realname: format!("{user_id} via Lattice"),
+                        login,
+                        flood: self.config.flood,
+                        reconnect: self.config.reconnect,
+                        forward: Forward::Own,
+                    },
+                    self.events.clone(),
+                    Arc::clone(&self.connecting),
+                )
+            })
+            .clone();
+        Ok(puppet)
+    }
+
+    /// The stored login of a Matrix user on this network, if the network uses one.
+    pub(crate) async fn login(&self, user_id: &str) -> ConnectorResult<Option<Login>> {
+        if self.config.auth == AuthMethod::None {
+            return Ok(None);
+        }
+        let store = self.bridge.store();
+        let Some(password) = store.credential(user_id, &self.id).await? else { return Ok(None) };
+        let account = match store.user_setting(user_id, &account_setting(&self.id)).await? {
+            Some(account) => account,
+            None => match self.puppets.get(user_id).and_then(|puppet| puppet.nick()) {
+                Some(nick) => nick,
+                None => sanitise_nick(user_id.trim_start_matches('@'), self.config.max_nick_length),
+            },
+        };
+        Ok(Some(Login { method: self.config.auth, account, password }))
+    }
+
+    /// Waits until `puppet` is in `channel`, asking it to join; transient while it connects, permanent if the
+    /// server refuses.
+    async fn joined(&self, puppet: &Connection, channel: &str) -> ConnectorResult<()> {
+        puppet.want_channel(channel);
+        let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+        loop {
+            match puppet.channel_status(channel) {
+                ChannelStatus::Joined => return Ok(()),
+                ChannelStatus::Refused(reason) => {
+                    // Forget the refusal, so a later message tries again.
+                    puppet.part(channel, None);
+                    return Err(ConnectorError::permanent(format!("IRC refused to let you join {channel}: {reason}")));
+                }
+                ChannelStatus::Pending | ChannelStatus::Unknown => {}
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(transient(format!("waiting for the IRC connection to join {channel}")));
+            }
+            puppet.changed(deadline - now).await;
+            puppet.want_channel(channel);
+        }
+    }
+
+    /// Handles a Matrix event in one of this network's portals (or, with `portal` `None`, a room that may become
+    /// one).
+    pub(crate) async fn matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
+        let Some(sender) = event.sender.as_deref() else { return Ok(()) };
+        let Some(portal) = portal else { return self.maybe_direct_chat(event, sender).await };
+        let target = match (split_portal_key(&portal.remote_key), split_dm_key(&portal.remote_key)) {
+            (Some((_, channel)), _) => Target::Channel(Self::channel_name(portal, channel)),
+            (None, Some((_, user, nick))) if user == sender => {
+                let nick = portal.metadata.get("nick").and_then(|nick| nick.as_str()).unwrap_or(nick);
+                Target::Nick(nick.to_owned())
+            }
+            _ => return Ok(()),
+        };
+        match &event.kind {
+            MatrixEventKind::Message(message) => {
+                let puppet = self.puppet(sender, None).await?;
+                if let Target::Channel(channel) = &target {
+                    self.joined(&puppet, channel).await?;
+                } else if !puppet.is_connected() {
+                    puppet.changed(JOIN_WAIT).await;
+                }
+                let kind = match message.msgtype {
+                    MessageType::Emote => TextKind::Action,
+                    MessageType::Notice => TextKind::Notice,
+                    _ => TextKind::Privmsg,
+                };
+                let mut text = mirc::render(&message.text, &|mention| self.nick_for_mention(mention));
+                if let Some(media) = &message.media {
+                    text = format!("{} {}", media.filename, self.media_link(&media.url));
+                }
+                if let Some(reply) = &message.reply_to
+                    && let Some(nick) = reply.remote_ids.first().and_then(|id| id.split_once('/')).map(|(n, _)| n)
+                {
+                    text = format!("{nick}: {text}");
+                }
+                let lines = text_lines(target.name(), kind, &text, puppet.prefix_len())
+                    .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                for line in lines {
+                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                }
+                if let (Some(event_id), Some(nick)) = (&event.event_id, puppet.nick()) {
+                    self.bridge
+                        .store()
+                        .map_message(&MessageMapping {
+                            event_id: event_id.clone(),
+                            room_id: portal.room_id.clone(),
+                            portal_key: portal.remote_key.clone(),
+                            remote_id: format!("{nick}/{event_id}"),
+                        })
+                        .await?;
+                }
+                Ok(())
+            }
+            MatrixEventKind::Edit { new_content, .. } => {
+                // IRC has no edits: one correction line, marked as such, as people do by hand.
+                let puppet = self.puppet(sender, None).await?;
+                if let Target::Channel(channel) = &target {
+                    self.joined(&puppet, channel).await?;
+                }
+                let text = render_plain(&new_content.text);
+                let first_line = text.lines().next().unwrap_or_default();
+                let lines =
+                    text_lines(target.name(), TextKind::Privmsg, &format!("* {first_line}"), puppet.prefix_len())
+                        .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                if let Some(line) = lines.into_iter().next() {
+                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                }
+                Ok(())
+            }
+            MatrixEventKind::Membership { user_id, membership, displayname, .. } => {
+                let Target::Channel(channel) = &target else { return Ok(()) };
+                match membership.as_str() {
+                    "join" if user_id == sender && !self.bridge.is_bridge_user(user_id) => {
+                        let puppet = self.puppet(user_id, displayname.as_deref()).await?;
+                        puppet.want_channel(channel);
+                    }
+                    "leave" | "ban" if !self.bridge.is_bridge_user(user_id) => {
+                        if let Some(puppet) = self.puppets.get(user_id) {
+                            puppet.part(channel, Some("Left the Matrix room"));
+                        }
+                    }
+                    "leave" | "ban" if user_id != sender => {
+                        // A Matrix user removed an IRC person: kick them on IRC if the puppet may.
+                        let Some(ghost) = self.ghost_for_user_id(user_id) else { return Ok(()) };
+                        let Some(puppet) = self.puppets.get(sender).map(|entry| entry.clone()) else { return Ok(()) };
+                        let nick = ghost.displayname.unwrap_or_default();
+                        let reason = match &event.kind {
+                            MatrixEventKind::Membership { reason: Some(reason), .. } => reason.clone(),
+                            _ => format!("Kicked by {sender}"),
+                        };
+                        if let Ok(line) = Line::new("KICK", &[channel, &nick], Some(&reason)) {
+                            puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            MatrixEventKind::Topic(topic) => {
+                let Target::Channel(channel) = &target else { return Ok(()) };
+                if portal.topic.as_deref() == Some(topic.as_str()) {
+                    return Ok(());
+                }
+                let puppet = self.puppet(sender, None).await?;
+                self.joined(&puppet, channel).await?;
+                let line = Line::new("TOPIC", &[channel], Some(topic))
+                    .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                self.bridge.store().set_portal_topic(&portal.remote_key, Some(topic)).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A Matrix user invited one of our ghosts to a direct chat: the ghost joins and the room becomes the DM portal.
+    async fn maybe_direct_chat(&self, event: &MatrixEvent, sender: &str) -> ConnectorResult<()> {
+        let MatrixEventKind::Membership { user_id, membership, is_direct: true, .. } = &event.kind else {
+            return Ok(());
+        };
+        if membership != "invite" {
+            return Ok(());
+        }
+        let Some(ghost) = self.ghost_for_user_id(user_id) else { return Ok(()) };
+        let nick = ghost.displayname.clone().unwrap_or_default();
+        let intent = self.bridge.sync_ghost(&ghost).await.map_err(core_error)?;
+        let room: ruma::OwnedRoomId = event.room_id.parse().map_err(|_| ConnectorError::permanent("bad room ID"))?;
+        intent.ensure_joined(&room).await?;
+        self.bridge
+            .store()
+            .upsert_portal(&Portal {
+                remote_key: dm_key(&self.id, sender, &nick),
+                room_id: event.room_id.clone(),
+                alias: None,
+                name: None,
+                topic: None,
+                metadata: json!({"network": self.id, "nick": nick}),
+            })
+            .await?;
+        self.puppet(sender, None).await?;
+        Ok(())
+    }
+
+    /// A link IRC people can open for a Matrix upload.
+    fn media_link(&self, mxc: &str) -> String {
+        let homeserver = self.bridge.matrix().homeserver_url().as_str().trim_end_matches('/').to_owned();
+        match mxc.strip_prefix("mxc://") {
+            Some(path) => format!("{homeserver}/_matrix/media/v3/download/{path}"),
+            None => mxc.to_owned(),
+        }
+    }
+
+    /// Stops every connection of the network.
+    pub(crate) fn shutdown(&self) {
+        for puppet in &self.puppets {
+            puppet.quit("Bridge shutting down");
+        }
+        self.listener.quit("Bridge shutting down");
+    }
+}
+
+/// Where a portal's messages go on IRC.
+enum Target {
+    Channel(String),
+    Nick(String),
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Self::Channel(name) | Self::Nick(name) => name,
+        }
+    }
+}
+
+/// What kind of Matrix message an IRC line is, and its text; `None` for CTCP other than ACTION.
+fn classify(text: &str, notice: bool) -> Option<(MessageType, &str)> {
+    if let Some(ctcp) = text.strip_prefix('\x01') {
+        let ctcp = ctcp.strip_suffix('\x01').unwrap_or(ctcp);
+        return ctcp.strip_prefix("ACTION ").map(|action| (MessageType::Emote, action));
+    }
+    Some((if notice { MessageType::Notice } else { MessageType::Text }, text))
+}
+
+/// The message-map ID of an IRC message: the sender's nick, then the IRCv3 `msgid` when the server gives one.
+fn remote_message_id(nick: &str, message: &Message) -> String {
+    let msgid = message
+        .tags
+        .iter()
+        .flatten()
+        .find(|tag| tag.0 == "msgid")
+        .and_then(|tag| tag.1.clone())
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    format!("{nick}/{msgid}")
+}
+
+/// Matrix power level for IRC channel-mode prefixes: founders, admins and ops 50, halfops 25, voice 10.
+fn power_level(prefixes: &str) -> i64 {
+    prefixes
+        .chars()
+        .map(|prefix| match prefix {
+            '~' | '&' | '@' => 50,
+            '%' => 25,
+            '+' => 10,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irc_lines_are_classified() {
+        assert_eq!(classify("hi", false), Some((MessageType::Text, "hi")));
+        assert_eq!(classify("hi", true), Some((MessageType::Notice, "hi")));
+        assert_eq!(classify("\x01ACTION waves\x01", false), Some((MessageType::Emote, "waves")));
+        assert_eq!(classify("\x01VERSION\x01", false), None);
+        assert_eq!(power_level("@+"), 50);
+        assert_eq!(power_level("+"), 10);
+        assert_eq!(power_level(""), 0);
+    }
+}

@@ -1,0 +1,107 @@
+//! A Synapse, an IRC server and the IRC bridge between them, all on loopback, per test.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_bridge_core::{
+    Bridge, RuntimeSettings, ShutdownTrigger,
+    store::{Cipher, Store},
+};
+use lattice_bridge_irc::{
+    IrcConnector, IrcSection,
+    config::{NetworkConfig, ServerConfig},
+};
+use lattice_config::{Permissions, PermissionsConfig};
+use lattice_e2e::{MatrixUser, Synapse, ircd::Ircd};
+use lattice_registration::{AppserviceRegistration, RegistrationTemplate, template_regex};
+use serde_json::Value;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// How long anyone waits for what the bridge should make visible.
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+/// The network ID in the tests' config.
+pub(crate) const NET: &str = "test";
+
+/// Synapse, ngircd and the bridge; the bridge stops first when dropped.
+pub(crate) struct Fixture {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<lattice_bridge_core::Result<()>>,
+    connector: IrcConnector,
+    pub(crate) ircd: Ircd,
+    pub(crate) synapse: Synapse,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.connector.shutdown();
+        self.trigger.trigger();
+        self.task.abort();
+    }
+}
+
+impl Fixture {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let ircd = Ircd::ngircd().await?;
+        let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
+        let address = listener.local_addr()?;
+        let mut section = IrcSection::default();
+        let mut network = NetworkConfig::new(
+            "Test IRC",
+            vec![ServerConfig { host: "127.0.0.1".into(), port: ircd.port(), tls: false, password: None }],
+        );
+        network.flood.burst = 100;
+        network.flood.lines_per_second = 100.0;
+        network.reconnect.initial_delay_ms = 200;
+        network.reconnect.max_delay_secs = 2;
+        section.networks.insert(NET.into(), network);
+        let registration = lattice_registration::generate(&RegistrationTemplate {
+            id: "lattice-irc-test".into(),
+            url: format!("http://{address}").parse()?,
+            sender_localpart: "ircbot".into(),
+            user_regexes: vec![template_regex(&section.user_template, "localhost")],
+            alias_regexes: vec![template_regex(&section.alias_template, "localhost")],
+            protocols: vec!["irc".into()],
+            receive_ephemeral: true,
+        });
+        let registration_path = dir.path().join("registration.yaml");
+        lattice_registration::write(&registration_path, &registration)?;
+        let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await?;
+
+        let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
+        let store = Store::connect(&store_url, 4, Cipher::random()).await?;
+        let settings = RuntimeSettings {
+            homeserver_url: synapse.url().parse()?,
+            server_name: "localhost".into(),
+            permissions: Permissions::new(&PermissionsConfig::default())?,
+            metrics_enabled: false,
+            media_base_url: format!("http://{address}").parse()?,
+            bot_displayname: None,
+        };
+        let connector = IrcConnector::new(section);
+        let registration = AppserviceRegistration::new(registration, &registration_path)?;
+        let bridge = Bridge::from_parts(settings, registration, store, connector.clone())?;
+        let trigger = bridge.shutdown_trigger();
+        let task = tokio::spawn(bridge.serve(listener));
+        Ok(Self { trigger, task, connector, ircd, synapse, _dir: dir })
+    }
+
+    pub(crate) async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
+        self.synapse.register_user(localpart, false).await
+    }
+}
+
+/// The ghost user ID of an IRC nick.
+pub(crate) fn ghost(nick: &str) -> String {
+    format!("@irc_{NET}_{nick}:localhost")
+}
+
+/// The portal alias of a channel.
+pub(crate) fn alias(channel: &str) -> String {
+    format!("#irc_{NET}_{channel}:localhost")
+}
+
+pub(crate) fn is_message(event: &Value, sender: &str, body: &str) -> bool {
+    event["type"] == "m.room.message" && event["sender"] == sender && event["content"]["body"] == body
+}

@@ -1,0 +1,163 @@
+//! Alias portals end to end: a Matrix user and an IRC user talk through `#irc_test_#channel:localhost`.
+
+use anyhow::Context as _;
+use lattice_e2e::ircd::IrcTestClient;
+use serde_json::json;
+
+use crate::fixture::{Fixture, WAIT, alias, ghost, is_message};
+
+fn privmsg_from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
+    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
+}
+
+async fn wait_for_member(
+    user: &lattice_e2e::MatrixUser,
+    room: &str,
+    member: &str,
+    membership: &str,
+) -> anyhow::Result<serde_json::Value> {
+    user.wait_for_event(room, WAIT, |event| {
+        event["type"] == "m.room.member" && event["state_key"] == member && event["content"]["membership"] == membership
+    })
+    .await
+    .with_context(|| format!("waiting for {member} to {membership}"))
+}
+
+#[tokio::test]
+async fn talk_both_ways_with_formatting_and_emotes() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#lobby").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#lobby")).await.context("joining the portal by alias")?;
+    wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
+
+    // IRC → Matrix: formatting, /me and notices.
+    bob.send("PRIVMSG #lobby :hello \x02bold\x02 and \x0304red\x03").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "hello bold and red").await?;
+    assert_eq!(seen["sender"], ghost("bob"));
+    assert_eq!(seen["content"]["msgtype"], "m.text");
+    assert_eq!(
+        seen["content"]["formatted_body"],
+        "hello <strong>bold</strong> and <font data-mx-color=\"#ff0000\">red</font>"
+    );
+    bob.send("PRIVMSG #lobby :\x01ACTION waves\x01").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "waves").await?;
+    assert_eq!(seen["content"]["msgtype"], "m.emote");
+    bob.send("NOTICE #lobby :a notice").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "a notice").await?;
+    assert_eq!(seen["content"]["msgtype"], "m.notice");
+
+    // Matrix → IRC from alice's own puppet.
+    alice
+        .send_message(
+            &room,
+            json!({"msgtype": "m.text", "body": "hi irc", "format": "org.matrix.custom.html",
+                   "formatted_body": "<b>hi</b> <i>irc</i>"}),
+        )
+        .await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #lobby :\x02hi\x02 \x1dirc\x1d")).await?;
+    alice.send_message(&room, json!({"msgtype": "m.emote", "body": "dances"})).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #lobby :\x01ACTION dances\x01")).await?;
+    alice.send_message(&room, json!({"msgtype": "m.notice", "body": "noted"})).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "NOTICE #lobby :noted")).await?;
+
+    // A line break never starts a second IRC command.
+    alice.send_text(&room, "one\r\nQUIT :x").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #lobby :one")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #lobby :QUIT :x")).await?;
+    alice.send_text(&room, "still here").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #lobby :still here")).await?;
+    assert!(
+        !bob.pending().iter().any(|line| line.starts_with(":alice!") && line.contains(" QUIT ")),
+        "alice's puppet quit: {:?}",
+        bob.pending()
+    );
+
+    // A reply from IRC reaches Matrix, and the puppet's own lines were never bridged back as a ghost.
+    bob.send("PRIVMSG #lobby :alice: ack").await?;
+    let ack = alice.wait_for_message(&room, WAIT, "alice: ack").await?;
+    assert_eq!(ack["sender"], ghost("bob"));
+    assert!(
+        alice
+            .wait_for_event(&room, std::time::Duration::from_millis(500), |event| { event["sender"] == ghost("alice") })
+            .await
+            .is_err(),
+        "the puppet's lines came back as a ghost"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn nick_change_part_and_kick_are_reflected() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    // carol creates the channel, so she is its operator.
+    let carol = IrcTestClient::connect(fixture.ircd.port(), "carol").await?;
+    carol.join("#hall").await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#hall").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#hall")).await?;
+    wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
+    let carol_member = wait_for_member(&alice, &room, &ghost("carol"), "join").await?;
+    assert_eq!(carol_member["content"]["displayname"], "carol");
+    alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.power_levels" && event["content"]["users"][ghost("carol")] == 50
+        })
+        .await
+        .context("carol's op becomes power level 50")?;
+
+    bob.send("NICK robert").await?;
+    alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == ghost("bob")
+                && event["content"]["displayname"] == "robert"
+        })
+        .await
+        .context("the ghost's display name follows the nick")?;
+    bob.send("PRIVMSG #hall :renamed").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "renamed").await?;
+    assert_eq!(seen["sender"], ghost("bob"), "the ghost keeps its identity across nicks");
+    bob.send("PART #hall :gone").await?;
+    wait_for_member(&alice, &room, &ghost("bob"), "leave").await?;
+
+    // Alice's puppet joins when she speaks; carol kicks it; alice leaves the room.
+    alice.send_text(&room, "hello hall").await?;
+    carol.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #hall :hello hall")).await?;
+    carol.send("KICK #hall alice :out").await?;
+    wait_for_member(&alice, &room, alice.user_id(), "leave").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_sent_during_an_ircd_restart_arrive_in_order() -> anyhow::Result<()> {
+    let mut fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#ops").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#ops")).await?;
+    alice.send_text(&room, "before").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #ops :before")).await?;
+
+    fixture.ircd.stop();
+    for i in 0..5 {
+        alice.send_text(&room, &format!("during {i}")).await?;
+    }
+    fixture.ircd.start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#ops").await?;
+    for i in 0..5 {
+        let line =
+            bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains("PRIVMSG #ops :during")).await?;
+        assert!(line.ends_with(&format!("during {i}")), "message {i} out of order: {line}");
+    }
+    alice.send_text(&room, "after").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #ops :after")).await?;
+    // Bob's ghost is bridged again once the listener is back.
+    bob.send("PRIVMSG #ops :welcome back").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "welcome back").await?;
+    assert!(is_message(&seen, &ghost("bob"), "welcome back"));
+    Ok(())
+}

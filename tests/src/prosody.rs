@@ -1,0 +1,188 @@
+//! A real Prosody XMPP server for one test: its own folder, ports, accounts and component secret.
+//!
+//! The config follows `../shared/reference/servers.md`: c2s without TLS and with PLAIN allowed (test clients speak
+//! raw XML), a `muc` component whose new rooms are unlocked, and one external component (XEP-0114) for the bridge
+//! with a random secret.
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{ServerProcess, StateDir, free_port};
+
+/// How long Prosody may take to listen (it takes about 0.1 s).
+const START_DEADLINE: Duration = Duration::from_secs(20);
+/// Lines of Prosody's log quoted in an error.
+const LOG_TAIL_LINES: usize = 40;
+
+/// A Prosody on 127.0.0.1 serving `localhost`, with MUCs at `conference.localhost` and an external component.
+/// Stopped when dropped; its folder is removed then too, unless `LATTICE_KEEP_TEST_STATE` is set.
+#[derive(Debug)]
+pub struct Prosody {
+    // Declared before `dir`: the process stops before its folder is removed.
+    process: Option<ServerProcess>,
+    dir: StateDir,
+    c2s_port: u16,
+    component_port: u16,
+    component: String,
+    component_secret: String,
+}
+
+impl Prosody {
+    /// Starts a fresh Prosody whose external component is `component` (e.g. `bridge.localhost`), and waits until
+    /// its client and component ports accept connections.
+    pub async fn start(component: &str) -> anyhow::Result<Self> {
+        let dir = StateDir::new("prosody-")?;
+        let c2s_port = free_port();
+        let component_port = free_port();
+        let component_secret = format!("{:032x}", rand::random::<u128>());
+        std::fs::create_dir_all(dir.join("data")).context("creating Prosody's data folder")?;
+        // An empty certs folder next to the config keeps Prosody from looking for certificates elsewhere.
+        std::fs::create_dir_all(dir.join("certs")).context("creating Prosody's certs folder")?;
+        let config = format!(
+            r#"-- Written by lattice-e2e for one test.
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+certificates = "{dir}/certs"
+log = {{ {{ levels = {{ min = "info" }}, to = "console" }} }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+c2s_direct_tls_ports = {{ }}
+component_interfaces = {{ "127.0.0.1" }}
+component_ports = {{ {component_port} }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix" }}
+modules_disabled = {{ "s2s" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+
+VirtualHost "localhost"
+
+Component "conference.localhost" "muc"
+    muc_room_locking = false
+    muc_room_default_public = true
+
+Component "{component}"
+    component_secret = "{component_secret}"
+"#,
+            dir = dir.path().display(),
+        );
+        std::fs::write(dir.join("prosody.cfg.lua"), config).context("writing prosody.cfg.lua")?;
+        let mut prosody =
+            Self { process: None, dir, c2s_port, component_port, component: component.into(), component_secret };
+        prosody.launch().await?;
+        Ok(prosody)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("prosody.cfg.lua")
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new("prosody");
+        command.arg("-F").arg("--config").arg(self.config_path()).current_dir(self.dir.path());
+        let mut process = ServerProcess::spawn("Prosody", &mut command, &self.dir.join("prosody.log"))?;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = process.exit_status() {
+                bail!(
+                    "Prosody exited ({status}) before listening; last lines of its log:\n{}",
+                    process.log_tail(LOG_TAIL_LINES)
+                );
+            }
+            let listening = [self.c2s_port, self.component_port].iter().all(|port| {
+                TcpStream::connect_timeout(&([127, 0, 0, 1], *port).into(), Duration::from_millis(200)).is_ok()
+            });
+            if listening {
+                self.process = Some(process);
+                return Ok(());
+            }
+            if started.elapsed() > START_DEADLINE {
+                bail!(
+                    "Prosody did not listen within {START_DEADLINE:?}; last lines of its log:\n{}",
+                    process.log_tail(LOG_TAIL_LINES)
+                );
+            }
+            // Polling a starting server for readiness, not synchronising test events.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops Prosody (SIGTERM) and starts it again on the same ports with the same accounts; MUCs that are not
+    /// persistent are gone afterwards, as after any restart.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.stop(Duration::from_secs(5));
+        }
+        self.launch().await
+    }
+
+    /// Creates the account `user@localhost` with `prosodyctl register`.
+    pub async fn register(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        let output = tokio::process::Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["register", user, "localhost", password])
+            .output()
+            .await
+            .context("running prosodyctl register")?;
+        if !output.status.success() {
+            bail!(
+                "prosodyctl register {user} failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The client-to-server port (plain TCP, PLAIN SASL allowed).
+    pub fn c2s_port(&self) -> u16 {
+        self.c2s_port
+    }
+
+    /// The external component port (XEP-0114), as `127.0.0.1:PORT`.
+    pub fn component_address(&self) -> String {
+        format!("127.0.0.1:{}", self.component_port)
+    }
+
+    /// The external component's domain.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// The external component's handshake secret.
+    pub fn component_secret(&self) -> &str {
+        &self.component_secret
+    }
+
+    /// The domain of user accounts.
+    pub fn domain(&self) -> &str {
+        "localhost"
+    }
+
+    /// The MUC service's domain.
+    pub fn muc_domain(&self) -> &str {
+        "conference.localhost"
+    }
+
+    /// The last lines of Prosody's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.as_ref().map(|process| process.log_tail(lines)).unwrap_or_default()
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("last lines of Prosody's log:\n{}", self.log_tail(LOG_TAIL_LINES));
+        }
+    }
+}
