@@ -14,6 +14,27 @@ pub struct XmppSection {
     pub user_template: String,
     /// Portal aliases for XMPP MUCs; `{room}` is the MUC's bare JID (`room@conference.example.net`).
     pub alias_template: String,
+    /// How the bridge takes part in MUCs.
+    pub muc: MucConfig,
+    /// The longest message body, in bytes, the bridge sends to XMPP; longer Matrix messages are refused with an
+    /// error to their sender rather than cut or dropped by the server.
+    pub max_message_bytes: usize,
+}
+
+/// How the bridge takes part in MUCs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MucConfig {
+    /// The nick of the bridge's own occupant, which listens to each bridged MUC on behalf of the portal.
+    pub listener_nick: String,
+    /// Suffix added to a Matrix user's display name when their nick is taken in a MUC.
+    pub nick_conflict_suffix: String,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        Self { listener_nick: "Matrix bridge".into(), nick_conflict_suffix: " [m]".into() }
+    }
 }
 
 impl Default for XmppSection {
@@ -22,6 +43,8 @@ impl Default for XmppSection {
             component: ComponentConfig::default(),
             user_template: "@_xmpp_{jid}:{server_name}".into(),
             alias_template: "#_xmpp_{room}:{server_name}".into(),
+            muc: MucConfig::default(),
+            max_message_bytes: 16 * 1024,
         }
     }
 }
@@ -36,6 +59,13 @@ pub struct ComponentConfig {
     pub server: String,
     /// The shared secret of the handshake.
     pub secret: Secret,
+    /// Seconds between XEP-0199 pings to the server; a ping unanswered within `response_timeout_secs` counts the
+    /// connection as dead and reconnects it.
+    pub ping_interval_secs: u64,
+    /// Seconds to wait for the server's answer to a ping, a MUC join or the reflection of a sent message.
+    pub response_timeout_secs: u64,
+    /// Upper bound, in seconds, of the jittered exponential backoff between reconnection attempts.
+    pub max_reconnect_delay_secs: u64,
 }
 
 impl Default for ComponentConfig {
@@ -44,6 +74,9 @@ impl Default for ComponentConfig {
             domain: "bridge.localhost".into(),
             server: "127.0.0.1:5347".into(),
             secret: Secret::Env("LATTICE_XMPP_COMPONENT_SECRET".into()),
+            ping_interval_secs: 30,
+            response_timeout_secs: 10,
+            max_reconnect_delay_secs: 30,
         }
     }
 }
@@ -57,6 +90,22 @@ impl Validate for XmppSection {
         let port = self.component.server.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
         if !matches!(port, Some(1..)) {
             errors.push(FieldError::new("component.server", "must be host:port, e.g. 127.0.0.1:5347"));
+        }
+        for (field, value) in [
+            ("component.ping_interval_secs", self.component.ping_interval_secs),
+            ("component.response_timeout_secs", self.component.response_timeout_secs),
+            ("component.max_reconnect_delay_secs", self.component.max_reconnect_delay_secs),
+        ] {
+            if value == 0 {
+                errors.push(FieldError::new(field, "must be at least 1 (seconds)"));
+            }
+        }
+        let nick = self.muc.listener_nick.trim();
+        if nick.is_empty() || nick.chars().any(char::is_control) {
+            errors.push(FieldError::new("muc.listener_nick", "must be a non-empty nick without control characters"));
+        }
+        if self.max_message_bytes < 64 {
+            errors.push(FieldError::new("max_message_bytes", "must be at least 64 bytes"));
         }
         for (field, template, placeholder) in
             [("user_template", &self.user_template, "{jid}"), ("alias_template", &self.alias_template, "{room}")]

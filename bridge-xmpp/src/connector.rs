@@ -1,26 +1,48 @@
-//! The XMPP connector as far as the runtime is concerned: its identity and third-party protocol description. The
-//! component connection, MUCs and gateway rooms build on this.
+//! The XMPP connector: what the runtime calls. It starts the supervised component connection ([`component`]),
+//! feeds the server's stanzas to the MUC gateway ([`muc`]) one at a time, rejoins every MUC on each new connection,
+//! and turns Matrix events in portals into MUC traffic.
+
+use std::sync::{Arc, OnceLock};
 
 use lattice_bridge_core::{
-    BridgeHandle, Connector,
-    connector::{ConnectorInfo, ConnectorResult},
-    event::MatrixEvent,
+    BridgeHandle, Connector, ConnectorError,
+    connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
+    event::{MatrixEvent, MatrixEventKind, MessageType},
     store::Portal,
 };
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-use crate::config::XmppSection;
+use crate::{
+    addressing::Addressing,
+    component,
+    config::XmppSection,
+    muc::{self, Gateway},
+    styling::render_styling,
+};
+
+/// How many stanzas from the server may wait for the bridge before the connection stops being read.
+const INBOUND_CAPACITY: usize = 1024;
 
 /// The XMPP connector.
 #[derive(Debug, Clone)]
 pub struct XmppConnector {
     section: XmppSection,
+    gateway: Arc<OnceLock<Arc<Gateway>>>,
 }
 
 impl XmppConnector {
     /// A connector for the configured component.
     pub fn new(section: XmppSection) -> Self {
-        Self { section }
+        Self { section, gateway: Arc::default() }
+    }
+
+    fn gateway(&self) -> ConnectorResult<&Arc<Gateway>> {
+        self.gateway.get().ok_or_else(|| ConnectorError::transient("the XMPP connector is starting"))
+    }
+
+    fn addressing(&self, server_name: &str) -> Addressing {
+        Addressing::new(&self.section, server_name)
     }
 }
 
@@ -29,15 +51,133 @@ impl Connector for XmppConnector {
         ConnectorInfo { protocol_id: "xmpp", protocol_name: "XMPP", command_prefix: "!xmpp" }
     }
 
-    async fn start(&self, _bridge: BridgeHandle) -> ConnectorResult<()> {
+    async fn start(&self, bridge: BridgeHandle) -> ConnectorResult<()> {
+        let secret = self
+            .section
+            .component
+            .secret
+            .resolve()
+            .map_err(|error| ConnectorError::permanent(format!("bridge.component.secret: {error}")))?;
+        let (inbound_sender, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
+        let link = component::spawn(&self.section.component, secret, inbound_sender);
+        let addressing = self.addressing(bridge.server_name());
+        let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone()));
+        if self.gateway.set(Arc::clone(&gateway)).is_err() {
+            return Err(ConnectorError::permanent("the XMPP connector was started twice"));
+        }
+        let handler = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            while let Some(stanza) = inbound.recv().await {
+                handler.handle_stanza(stanza).await;
+            }
+        });
+        // Every new connection is a fresh stream: rejoin every MUC on it.
+        let mut state = link.subscribe();
+        tokio::spawn(async move {
+            let mut rejoined = 0;
+            loop {
+                let current = *state.borrow_and_update();
+                if current.online && current.generation != rejoined {
+                    rejoined = current.generation;
+                    let gateway = Arc::clone(&gateway);
+                    tokio::spawn(async move { gateway.rejoin_all().await });
+                }
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         tracing::info!(domain = %self.section.component.domain, server = %self.section.component.server,
-            "XMPP component configured");
+            "XMPP component supervisor started");
         Ok(())
     }
 
+    fn capabilities(&self, _portal: &Portal) -> Capabilities {
+        Capabilities {
+            max_text_length: self.section.max_message_bytes,
+            formatting: true,
+            edits: true,
+            ..Capabilities::default()
+        }
+    }
+
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        tracing::debug!(portal = ?portal.map(|portal| &portal.remote_key), event_type = %event.event_type,
-            "no XMPP session carries this room yet");
+        let (Some(portal), Some(sender)) = (portal, event.sender.as_deref()) else { return Ok(()) };
+        let Some(room) = muc::portal_room(portal) else { return Ok(()) };
+        let gateway = self.gateway()?;
+        match &event.kind {
+            MatrixEventKind::Message(message) => {
+                let (body, oob) = match &message.media {
+                    // XEP-0066: clients show the file when the body is exactly the OOB URL.
+                    Some(media) => {
+                        let (url, oob) = gateway.publish_media(media).await?;
+                        (url, Some(oob))
+                    }
+                    None if message.msgtype == MessageType::Emote => {
+                        (format!("/me {}", render_styling(&message.text)), None)
+                    }
+                    None => (render_styling(&message.text), None),
+                };
+                let id = gateway.send_groupchat(&room, portal, sender, body, None, oob).await?;
+                if let Some(event_id) = &event.event_id {
+                    gateway.map_sent(portal, event_id, id).await?;
+                }
+            }
+            MatrixEventKind::Edit { target, new_content } => {
+                let body = render_styling(&new_content.text);
+                let original = target.remote_ids.last().cloned();
+                let id = gateway.send_groupchat(&room, portal, sender, body, original, None).await?;
+                if let Some(event_id) = &event.event_id {
+                    gateway.map_sent(portal, event_id, id).await?;
+                }
+            }
+            MatrixEventKind::Membership { user_id, membership, displayname, .. } if user_id == sender => {
+                match membership.as_str() {
+                    "join" => {
+                        gateway.ensure_puppet(&room, portal, sender, displayname.as_deref()).await?;
+                    }
+                    "leave" | "ban" => gateway.leave_puppet(&room, sender).await?,
+                    _ => {}
+                }
+            }
+            MatrixEventKind::Membership { user_id, membership, .. } if membership == "leave" || membership == "ban" => {
+                gateway.leave_puppet(&room, user_id).await?;
+            }
+            MatrixEventKind::Topic(topic) => gateway.send_subject(&room, portal, sender, topic).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
+        let Some(gateway) = self.gateway.get() else { return Ok(None) };
+        let Some(identity) = gateway.addressing().identity_of_ghost(user_id) else { return Ok(None) };
+        let displayname = match &identity {
+            crate::addressing::XmppIdentity::Account(jid) => jid.to_string(),
+            crate::addressing::XmppIdentity::Occupant(jid) => jid.resource().to_string(),
+        };
+        Ok(Some(GhostSpec {
+            user_id: user_id.to_owned(),
+            remote_id: identity.as_str().to_owned(),
+            displayname: Some(displayname),
+            avatar_url: None,
+        }))
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {
+        let gateway = self.gateway()?;
+        Ok(gateway.addressing().muc_of_alias(alias).map(|room| muc::portal_spec(gateway.addressing(), &room)))
+    }
+
+    async fn portal_created(&self, portal: &Portal) -> ConnectorResult<()> {
+        let (Some(room), Some(gateway)) = (muc::portal_room(portal), self.gateway.get()) else { return Ok(()) };
+        let gateway = Arc::clone(gateway);
+        let portal = portal.clone();
+        tokio::spawn(async move {
+            if let Err(error) = gateway.ensure_listening(&room, &portal).await {
+                tracing::warn!(%room, %error, "cannot join the MUC of a new portal yet; it is joined on reconnection");
+            }
+        });
         Ok(())
     }
 

@@ -5,7 +5,11 @@
 //! `lattice-xmpp` runs it on bridge-core's runtime.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod addressing;
+pub mod component;
 pub mod config;
 pub mod connector;
+pub mod muc;
+pub mod styling;
 
 pub use self::{config::XmppSection, connector::XmppConnector};

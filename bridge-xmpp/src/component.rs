@@ -1,0 +1,248 @@
+//! The [XEP-0114](https://xmpp.org/extensions/xep-0114.html) component connection and its supervisor.
+//!
+//! tokio-xmpp's component stream simply ends on any error, and a half-open TCP connection never errors at all (the
+//! top complaint about matrix-bifrost, #114 and #338). The supervisor therefore owns the connection: it reconnects
+//! with jittered exponential backoff, pings the server ([XEP-0199](https://xmpp.org/extensions/xep-0199.html)) to
+//! catch silent drops, and publishes each connection as a new [`LinkState::generation`] so the gateway can rejoin
+//! its MUCs. Stanzas queued for a connection that died are dropped, not sent on the next one: whoever queued them
+//! waits for an answer that never comes and retries after the gateway has rejoined.
+
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tokio_xmpp::{
+    Component, Stanza,
+    connect::DnsConfig,
+    parsers::{iq::Iq, jid::Jid, ping::Ping},
+    xmlstream::Timeouts,
+};
+
+use crate::config::ComponentConfig;
+
+/// How many outgoing stanzas may wait for the connection before senders wait too.
+const OUTBOUND_CAPACITY: usize = 1024;
+
+/// The state of the component connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkState {
+    /// Counts connections: a new value means a new stream, on which every MUC must be joined again.
+    pub generation: u64,
+    /// Whether the handshake succeeded and the stream is up.
+    pub online: bool,
+}
+
+/// The component is not connected; try again after it reconnects.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the XMPP component is not connected to {server}")]
+pub struct Offline {
+    server: String,
+}
+
+/// A handle on the supervised connection: send stanzas, watch its state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Link {
+    outbound: mpsc::Sender<(u64, Stanza)>,
+    state: watch::Receiver<LinkState>,
+    server: String,
+}
+
+impl Link {
+    /// The connection's current state.
+    pub fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    /// A receiver that sees every change of state.
+    pub fn subscribe(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    /// Queues a stanza on the current connection. Fails at once while offline.
+    pub async fn send(&self, stanza: impl Into<Stanza>) -> Result<(), Offline> {
+        let state = self.state();
+        let offline = || Offline { server: self.server.clone() };
+        if !state.online {
+            return Err(offline());
+        }
+        self.outbound.send((state.generation, stanza.into())).await.map_err(|_| offline())
+    }
+
+    /// Waits until the component is online (or `timeout` passes).
+    pub async fn wait_online(&self, timeout: Duration) -> Result<LinkState, Offline> {
+        let mut state = self.subscribe();
+        match tokio::time::timeout(timeout, state.wait_for(|state| state.online)).await {
+            Ok(Ok(state)) => Ok(*state),
+            _ => Err(Offline { server: self.server.clone() }),
+        }
+    }
+}
+
+/// Starts the supervisor; incoming stanzas go to `inbound`, in the order the server sent them.
+pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Stanza>) -> Link {
+    let (outbound, outbound_receiver) = mpsc::channel(OUTBOUND_CAPACITY);
+    let (state_sender, state) = watch::channel(LinkState::default());
+    let supervisor = Supervisor {
+        domain: config.domain.clone(),
+        server: config.server.clone(),
+        secret,
+        ping_interval: Duration::from_secs(config.ping_interval_secs),
+        response_timeout: Duration::from_secs(config.response_timeout_secs),
+        max_delay: Duration::from_secs(config.max_reconnect_delay_secs),
+        ping_target: ping_target(&config.domain),
+    };
+    tokio::spawn(supervisor.run(outbound_receiver, state_sender, inbound));
+    Link { outbound, state, server: config.server.clone() }
+}
+
+/// The server the component pings: the parent domain of the component (`bridge.example.org` → `example.org`),
+/// which is the XMPP server's own host in every usual set-up. Any answer, even an error, proves the link alive.
+fn ping_target(domain: &str) -> String {
+    domain.split_once('.').map_or(domain, |(_, parent)| parent).to_owned()
+}
+
+struct Supervisor {
+    domain: String,
+    server: String,
+    secret: String,
+    ping_interval: Duration,
+    response_timeout: Duration,
+    max_delay: Duration,
+    ping_target: String,
+}
+
+impl Supervisor {
+    async fn run(
+        self,
+        mut outbound: mpsc::Receiver<(u64, Stanza)>,
+        state: watch::Sender<LinkState>,
+        inbound: mpsc::Sender<Stanza>,
+    ) {
+        let mut failures: u32 = 0;
+        let mut generation = 0;
+        loop {
+            let timeouts = Timeouts {
+                // Pings keep the stream busy; silence longer than two ping intervals is a dead stream.
+                read_timeout: self.ping_interval * 2 + self.response_timeout,
+                response_timeout: self.response_timeout,
+            };
+            let connect = Component::new_plaintext(&self.domain, &self.secret, DnsConfig::addr(&self.server), timeouts);
+            match tokio::time::timeout(self.response_timeout * 2, connect).await {
+                Ok(Ok(component)) => {
+                    generation += 1;
+                    failures = 0;
+                    tracing::info!(domain = %self.domain, server = %self.server, generation, "XMPP component connected");
+                    // Stanzas queued for the previous connection are stale: their senders retry.
+                    while outbound.try_recv().is_ok() {}
+                    state.send_replace(LinkState { generation, online: true });
+                    let reason = self.serve(component, generation, &mut outbound, &inbound).await;
+                    state.send_replace(LinkState { generation, online: false });
+                    tracing::warn!(domain = %self.domain, generation, %reason, "XMPP component disconnected");
+                    if inbound.is_closed() {
+                        return;
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(server = %self.server, %error, attempt = failures + 1, "XMPP component connection failed");
+                }
+                Err(_) => {
+                    tracing::warn!(server = %self.server, attempt = failures + 1, "XMPP component handshake timed out");
+                }
+            }
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(backoff(failures, self.max_delay)).await;
+        }
+    }
+
+    /// Pumps one connection until it ends; returns why it ended.
+    async fn serve(
+        &self,
+        component: Component<tokio_xmpp::connect::TcpServerConnector>,
+        generation: u64,
+        outbound: &mut mpsc::Receiver<(u64, Stanza)>,
+        inbound: &mpsc::Sender<Stanza>,
+    ) -> String {
+        let (mut sink, mut stream) = component.split();
+        let mut ping_timer = tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
+        let mut pending_ping: Option<(String, Instant)> = None;
+        let mut ping_count: u64 = 0;
+        loop {
+            let ping_deadline = pending_ping.as_ref().map(|(_, deadline)| *deadline);
+            tokio::select! {
+                stanza = stream.next() => {
+                    let Some(stanza) = stanza else { return "the stream ended".into() };
+                    if let Stanza::Iq(Iq::Result { id, .. } | Iq::Error { id, .. }) = &stanza
+                        && pending_ping.as_ref().is_some_and(|(ping_id, _)| ping_id == id)
+                    {
+                        pending_ping = None;
+                        continue;
+                    }
+                    if inbound.send(stanza).await.is_err() {
+                        return "the bridge is stopping".into();
+                    }
+                }
+                queued = outbound.recv() => {
+                    let Some((queued_generation, stanza)) = queued else { return "the bridge is stopping".into() };
+                    if queued_generation != generation {
+                        continue;
+                    }
+                    if let Err(error) = sink.send(stanza).await {
+                        return format!("sending failed: {error}");
+                    }
+                }
+                _ = ping_timer.tick(), if pending_ping.is_none() => {
+                    ping_count += 1;
+                    let id = format!("lattice-ping-{generation}-{ping_count}");
+                    let ping = Iq::from_get(id.clone(), Ping)
+                        .with_from(Jid::new(&self.domain).expect("the domain was validated"))
+                        .with_to(Jid::new(&self.ping_target).expect("a parent of a valid domain is valid"));
+                    if let Err(error) = sink.send(ping.into()).await {
+                        return format!("sending a ping failed: {error}");
+                    }
+                    pending_ping = Some((id, Instant::now() + self.response_timeout));
+                }
+                () = sleep_until(ping_deadline) => {
+                    return format!("no answer to a ping within {:?}", self.response_timeout);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Full-jitter exponential backoff: up to 250 ms × 2^failures, capped at `max`, never under 100 ms.
+fn backoff(failures: u32, max: Duration) -> Duration {
+    let ceiling = Duration::from_millis(250).saturating_mul(1 << failures.min(16)).min(max);
+    let jittered = ceiling.mul_f64(rand::random::<f64>());
+    jittered.max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(30);
+        for failures in [1, 2, 5, 20, u32::MAX] {
+            let delay = backoff(failures, max);
+            assert!(delay >= Duration::from_millis(100) && delay <= max, "{failures}: {delay:?}");
+        }
+        assert!(backoff(1, max) <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn pings_go_to_the_parent_server() {
+        assert_eq!(ping_target("bridge.example.org"), "example.org");
+        assert_eq!(ping_target("localhost"), "localhost");
+    }
+}

@@ -1,0 +1,877 @@
+//! XMPP MUCs as Matrix portals ([XEP-0045: Multi-User Chat](https://xmpp.org/extensions/xep-0045.html)).
+//!
+//! For each portal the gateway keeps one *listener* occupant in the MUC (`{gateway}/lattice`, nick
+//! `muc.listener_nick`): every occupant receives every groupchat message and presence, so only what reaches the
+//! listener is bridged into Matrix, exactly once and in the MUC's order. Each Matrix user who speaks in a portal
+//! joins the MUC as their own occupant (`alice\40example.org@{gateway}/matrix`) under their display name; the MUC's
+//! reflection of their message is the proof of delivery, and a message without one is retried by the runtime, so a
+//! dropped connection loses nothing.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use lattice_bridge_core::{
+    BridgeHandle, ConnectorError,
+    connector::{BridgeInfoSpec, ConnectorResult, GhostSpec, PortalSpec},
+    event::{Media, MessageType, RemoteEvent, RemoteEventKind},
+    store::{MessageMapping, Portal},
+};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio_xmpp::{
+    Stanza,
+    parsers::{
+        date::DateTime,
+        delay::Delay,
+        disco::{DiscoInfoQuery, DiscoInfoResult, Identity},
+        iq::Iq,
+        jid::{BareJid, FullJid, Jid},
+        message::{Id, Lang, Message, MessageType as XmppMessageType},
+        message_correct::Replace,
+        minidom::Element,
+        muc::{
+            Muc,
+            muc::History,
+            user::{MucUser, Status},
+        },
+        ns,
+        oob::Oob,
+        presence::{Presence, Type as PresenceType},
+        stanza_error::{DefinedCondition, ErrorType, StanzaError},
+    },
+};
+
+use crate::{
+    addressing::{Addressing, XmppIdentity},
+    component::{Link, LinkState},
+    config::XmppSection,
+    styling::parse_styling,
+};
+
+/// The resource of the listener occupant and of Matrix users' occupants.
+const LISTENER_RESOURCE: &str = "lattice";
+const PUPPET_RESOURCE: &str = "matrix";
+/// How many recent message keys per MUC are remembered to drop history replayed after a rejoin.
+const RECENT_KEYS: usize = 2048;
+/// Longest display name given to a ghost, in characters (Synapse refuses more than 256).
+const MAX_DISPLAYNAME_CHARS: usize = 200;
+/// Longest nick the gateway asks for, in characters.
+const MAX_NICK_CHARS: usize = 64;
+/// How often a conflicting nick is retried with a numbered suffix.
+const NICK_ATTEMPTS: usize = 8;
+/// How long a sender waits before retrying while the component is offline.
+const OFFLINE_RETRY: Duration = Duration::from_secs(1);
+
+/// The portal key of a MUC.
+pub fn portal_key(room: &BareJid) -> String {
+    format!("muc/{room}")
+}
+
+/// The MUC a portal bridges, if it bridges one.
+pub fn portal_room(portal: &Portal) -> Option<BareJid> {
+    portal.metadata.get("muc").and_then(|muc| muc.as_str()).and_then(|muc| BareJid::from_str(muc).ok())
+}
+
+/// The portal spec of a MUC, for alias queries and on-demand creation.
+pub fn portal_spec(addressing: &Addressing, room: &BareJid) -> PortalSpec {
+    let name = room.node().map_or_else(|| room.to_string(), |node| node.to_string());
+    PortalSpec {
+        remote_key: portal_key(room),
+        alias_localpart: Some(addressing.muc_alias_localpart(room)),
+        name: Some(name.clone()),
+        topic: None,
+        bridge_info: BridgeInfoSpec {
+            network_id: room.domain().to_string(),
+            network_name: room.domain().to_string(),
+            channel_id: room.to_string(),
+            channel_name: name,
+        },
+        public: true,
+        direct: None,
+        metadata: json!({"muc": room.as_str()}),
+    }
+}
+
+/// Why joining a MUC failed.
+#[derive(Debug, Clone)]
+enum JoinError {
+    /// The nick is taken.
+    Conflict,
+    /// The MUC refused for another reason, e.g. a ban or a members-only room.
+    Refused(String),
+}
+
+/// One occupant of a MUC that is not the bridge's own.
+#[derive(Debug, Clone)]
+struct Occupant {
+    identity: XmppIdentity,
+}
+
+/// A Matrix user's occupant in a MUC.
+#[derive(Debug, Clone)]
+struct Puppet {
+    nick: String,
+    /// The connection on which the MUC confirmed the join; anything else means not joined (now).
+    joined_generation: Option<u64>,
+}
+
+/// What the gateway knows about one bridged MUC. Memory only: the store holds the portal, and everything here is
+/// learnt again from the MUC after a (re)join.
+#[derive(Debug, Default)]
+struct RoomState {
+    listener_nick: Option<String>,
+    listener_generation: Option<u64>,
+    occupants: HashMap<String, Occupant>,
+    puppets: HashMap<String, Puppet>,
+    recent: VecDeque<String>,
+    recent_set: HashSet<String>,
+    last_seen: Option<DateTime>,
+    topic: Option<String>,
+}
+
+impl RoomState {
+    fn is_ours(&self, nick: &str) -> bool {
+        self.listener_nick.as_deref() == Some(nick) || self.puppets.values().any(|puppet| puppet.nick == nick)
+    }
+
+    /// Remembers a message key; false when it was seen before.
+    fn remember(&mut self, key: String) -> bool {
+        if !self.recent_set.insert(key.clone()) {
+            return false;
+        }
+        self.recent.push_back(key);
+        if self.recent.len() > RECENT_KEYS
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_set.remove(&old);
+        }
+        true
+    }
+}
+
+type JoinWaiter = oneshot::Sender<Result<String, JoinError>>;
+type AckWaiter = oneshot::Sender<Result<(), StanzaError>>;
+
+/// The MUC side of the gateway: state of each bridged MUC, and the waits for the server's answers.
+pub struct Gateway {
+    addressing: Addressing,
+    section: XmppSection,
+    bridge: BridgeHandle,
+    link: Link,
+    timeout: Duration,
+    rooms: Mutex<HashMap<BareJid, RoomState>>,
+    joins: Mutex<HashMap<(BareJid, FullJid), JoinWaiter>>,
+    acks: Mutex<HashMap<String, AckWaiter>>,
+    /// One join at a time per MUC, so concurrent callers never send two joins for one occupant.
+    join_locks: Mutex<HashMap<BareJid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Gateway").field("gateway", &self.addressing.gateway()).finish_non_exhaustive()
+    }
+}
+
+fn transient(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Transient { message: message.into(), retry_after: Some(OFFLINE_RETRY) }
+}
+
+fn new_id() -> String {
+    format!("lattice-{:016x}", rand::random::<u64>())
+}
+
+fn error_text(error: &StanzaError) -> String {
+    let condition = format!("{:?}", error.defined_condition);
+    match error.texts.values().next() {
+        Some(text) => format!("{condition}: {text}"),
+        None => condition,
+    }
+}
+
+/// A nick made from a display name: one line, no control characters, not too long, never empty.
+fn sanitize_nick(name: &str) -> String {
+    let nick: String =
+        name.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_NICK_CHARS).collect::<String>();
+    let nick = nick.trim();
+    if nick.is_empty() { "matrix user".into() } else { nick.to_owned() }
+}
+
+fn find_payload<T: TryFrom<Element>>(payloads: &[Element], name: &str, namespace: &str) -> Option<T> {
+    payloads.iter().find(|element| element.is(name, namespace)).and_then(|element| T::try_from(element.clone()).ok())
+}
+
+impl Gateway {
+    /// A gateway on a supervised link.
+    pub fn new(section: XmppSection, addressing: Addressing, bridge: BridgeHandle, link: Link) -> Self {
+        Self {
+            timeout: Duration::from_secs(section.component.response_timeout_secs),
+            addressing,
+            section,
+            bridge,
+            link,
+            rooms: Mutex::default(),
+            joins: Mutex::default(),
+            acks: Mutex::default(),
+            join_locks: Mutex::default(),
+        }
+    }
+
+    /// The bridge's mappings.
+    pub fn addressing(&self) -> &Addressing {
+        &self.addressing
+    }
+
+    fn listener_jid(&self) -> FullJid {
+        BareJid::from_str(self.addressing.gateway())
+            .and_then(|jid| jid.with_resource_str(LISTENER_RESOURCE))
+            .expect("the gateway domain was validated")
+    }
+
+    fn gateway_jid(&self) -> Jid {
+        Jid::new(self.addressing.gateway()).expect("the gateway domain was validated")
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomState>> {
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn online(&self) -> ConnectorResult<LinkState> {
+        let state = self.link.state();
+        if state.online { Ok(state) } else { Err(transient("the XMPP component is reconnecting")) }
+    }
+
+    async fn send(&self, stanza: impl Into<Stanza>) -> ConnectorResult<()> {
+        self.link.send(stanza).await.map_err(|error| transient(error.to_string()))
+    }
+
+    fn join_lock(&self, room: &BareJid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.join_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(locks.entry(room.clone()).or_default())
+    }
+
+    /// Makes sure the portal's MUC has a listener on the current connection.
+    pub async fn ensure_listening(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
+        let lock = self.join_lock(room);
+        let _guard = lock.lock().await;
+        let state = self.online()?;
+        let (joined, history) = {
+            let mut rooms = self.rooms();
+            let entry = rooms
+                .entry(room.clone())
+                .or_insert_with(|| RoomState { topic: portal.topic.clone(), ..RoomState::default() });
+            (entry.listener_generation == Some(state.generation), entry.last_seen.clone())
+        };
+        if joined {
+            return Ok(());
+        }
+        // The MUC announces every occupant again on this join.
+        if let Some(state) = self.rooms().get_mut(room) {
+            state.occupants.clear();
+        }
+        // History since the last message seen fills the gap of a reconnection; a first join takes none.
+        let history = match history {
+            Some(since) => History::new().with_since(since),
+            None => History::new().with_maxstanzas(0),
+        };
+        let base = sanitize_nick(&self.section.muc.listener_nick);
+        let nick = self.join_with_nicks(room, &self.listener_jid(), &base, history).await?;
+        let mut rooms = self.rooms();
+        let entry = rooms.entry(room.clone()).or_default();
+        entry.listener_nick = Some(nick);
+        entry.listener_generation = Some(state.generation);
+        Ok(())
+    }
+
+    /// Joins under `base`, then `base` with the conflict suffix and a number, until a nick is free.
+    async fn join_with_nicks(
+        &self,
+        room: &BareJid,
+        occupant: &FullJid,
+        base: &str,
+        history: History,
+    ) -> ConnectorResult<String> {
+        let suffix = &self.section.muc.nick_conflict_suffix;
+        for attempt in 0..NICK_ATTEMPTS {
+            let nick = match attempt {
+                0 => base.to_owned(),
+                1 => format!("{base}{suffix}"),
+                n => format!("{base}{suffix}{n}"),
+            };
+            let taken = {
+                let rooms = self.rooms();
+                rooms.get(room).is_some_and(|state| state.occupants.contains_key(&nick))
+            };
+            if taken {
+                continue;
+            }
+            match self.join(room, occupant, &nick, history.clone()).await? {
+                Ok(nick) => return Ok(nick),
+                Err(JoinError::Conflict) => continue,
+                Err(JoinError::Refused(reason)) => {
+                    return Err(ConnectorError::permanent(format!("the MUC {room} refused {occupant}: {reason}")));
+                }
+            }
+        }
+        Err(ConnectorError::permanent(format!("no free nick like {base:?} in the MUC {room}")))
+    }
+
+    /// Sends one join presence and waits for the MUC's self-presence or error.
+    async fn join(
+        &self,
+        room: &BareJid,
+        occupant: &FullJid,
+        nick: &str,
+        history: History,
+    ) -> ConnectorResult<Result<String, JoinError>> {
+        let to = room
+            .with_resource_str(nick)
+            .map_err(|error| ConnectorError::permanent(format!("{nick:?} is not a valid nick: {error}")))?;
+        let (sender, receiver) = oneshot::channel();
+        self.joins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((room.clone(), occupant.clone()), sender);
+        let presence = Presence::available()
+            .with_from(occupant.clone())
+            .with_to(to)
+            .with_id(new_id())
+            .with_payload(Muc::new().with_history(history));
+        self.send(presence).await?;
+        match tokio::time::timeout(self.timeout, receiver).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => {
+                self.joins
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&(room.clone(), occupant.clone()));
+                Err(transient(format!("the MUC {room} did not confirm the join of {occupant}")))
+            }
+        }
+    }
+
+    /// Makes sure a Matrix user is an occupant of the MUC on the current connection; returns their nick.
+    pub async fn ensure_puppet(
+        &self,
+        room: &BareJid,
+        portal: &Portal,
+        user_id: &str,
+        displayname: Option<&str>,
+    ) -> ConnectorResult<(FullJid, String)> {
+        self.ensure_listening(room, portal).await?;
+        let lock = self.join_lock(room);
+        let _guard = lock.lock().await;
+        let state = self.online()?;
+        let Some(puppet) = self.addressing.puppet_jid(user_id) else {
+            return Err(ConnectorError::permanent(format!("{user_id} cannot be represented on XMPP")));
+        };
+        let occupant = puppet
+            .with_resource_str(PUPPET_RESOURCE)
+            .map_err(|error| ConnectorError::permanent(format!("{user_id} has no valid gateway JID: {error}")))?;
+        let known = self.rooms().get(room).and_then(|state| state.puppets.get(user_id).cloned());
+        let wanted = displayname.map(sanitize_nick);
+        if let Some(known) = &known
+            && known.joined_generation == Some(state.generation)
+            && wanted.as_ref().is_none_or(|wanted| known.nick.starts_with(wanted.as_str()))
+        {
+            return Ok((occupant, known.nick.clone()));
+        }
+        let base = match wanted {
+            Some(wanted) => wanted,
+            None => match known {
+                Some(known) => known.nick,
+                None => sanitize_nick(&self.displayname_of(user_id).await),
+            },
+        };
+        let nick = self.join_with_nicks(room, &occupant, &base, History::new().with_maxstanzas(0)).await?;
+        self.rooms()
+            .entry(room.clone())
+            .or_default()
+            .puppets
+            .insert(user_id.to_owned(), Puppet { nick: nick.clone(), joined_generation: Some(state.generation) });
+        Ok((occupant, nick))
+    }
+
+    async fn displayname_of(&self, user_id: &str) -> String {
+        let fallback = || user_id.trim_start_matches('@').split(':').next().unwrap_or(user_id).to_owned();
+        let Ok(parsed) = ruma_user_id(user_id) else { return fallback() };
+        match self.bridge.matrix().bot().get_profile(&parsed).await {
+            Ok(Some(profile)) => profile.displayname.unwrap_or_else(fallback),
+            _ => fallback(),
+        }
+    }
+
+    /// A Matrix user left the portal: their occupant leaves the MUC.
+    pub async fn leave_puppet(&self, room: &BareJid, user_id: &str) -> ConnectorResult<()> {
+        let removed = self.rooms().get_mut(room).and_then(|state| state.puppets.remove(user_id));
+        let (Some(puppet), Some(jid)) = (removed, self.addressing.puppet_jid(user_id)) else { return Ok(()) };
+        if puppet.joined_generation != Some(self.link.state().generation) {
+            return Ok(());
+        }
+        let Ok(from) = jid.with_resource_str(PUPPET_RESOURCE) else { return Ok(()) };
+        let Ok(to) = room.with_resource_str(&puppet.nick) else { return Ok(()) };
+        self.send(Presence::unavailable().with_from(from).with_to(to)).await
+    }
+
+    /// Sends a groupchat message from a Matrix user and waits for the MUC to reflect it. Returns the stanza ID.
+    pub async fn send_groupchat(
+        &self,
+        room: &BareJid,
+        portal: &Portal,
+        user_id: &str,
+        body: String,
+        replace: Option<String>,
+        oob: Option<Oob>,
+    ) -> ConnectorResult<String> {
+        if body.len() > self.section.max_message_bytes {
+            return Err(ConnectorError::permanent(format!(
+                "the message is {} bytes long; XMPP accepts at most {} bytes here (bridge.max_message_bytes)",
+                body.len(),
+                self.section.max_message_bytes
+            )));
+        }
+        let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
+        let id = new_id();
+        let mut message = Message::groupchat(Some(Jid::from(room.clone()))).with_body(Lang::new(), body);
+        message.from = Some(occupant.into());
+        message.id = Some(Id(id.clone()));
+        if let Some(original) = replace {
+            message = message.with_payload(Replace { id: Id(original) });
+        }
+        if let Some(oob) = oob {
+            message = message.with_payload(oob);
+        }
+        self.send_awaiting_reflection(room, user_id, message, &id).await?;
+        Ok(id)
+    }
+
+    /// Sends a subject change from a Matrix user.
+    pub async fn send_subject(
+        &self,
+        room: &BareJid,
+        portal: &Portal,
+        user_id: &str,
+        topic: &str,
+    ) -> ConnectorResult<()> {
+        let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
+        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
+        message.from = Some(occupant.into());
+        message.id = Some(Id(new_id()));
+        message.subjects.insert(Lang::new(), topic.to_owned());
+        if let Some(state) = self.rooms().get_mut(room) {
+            state.topic = Some(topic.to_owned());
+        }
+        self.send(message).await
+    }
+
+    async fn send_awaiting_reflection(
+        &self,
+        room: &BareJid,
+        user_id: &str,
+        message: Message,
+        id: &str,
+    ) -> ConnectorResult<()> {
+        let (sender, receiver) = oneshot::channel();
+        self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_owned(), sender);
+        let sent = self.send(message).await;
+        let outcome = match sent {
+            Ok(()) => tokio::time::timeout(self.timeout, receiver).await,
+            Err(error) => {
+                self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+                return Err(error);
+            }
+        };
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => {
+                // Not (or no longer) an occupant: join again on the next attempt.
+                if matches!(error.defined_condition, DefinedCondition::NotAcceptable | DefinedCondition::ItemNotFound) {
+                    if let Some(puppet) = self.rooms().get_mut(room).and_then(|state| state.puppets.get_mut(user_id)) {
+                        puppet.joined_generation = None;
+                    }
+                    return Err(transient(format!("the MUC {room} did not take the message: {}", error_text(&error))));
+                }
+                Err(ConnectorError::permanent(format!("the MUC {room} refused the message: {}", error_text(&error))))
+            }
+            _ => {
+                self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+                Err(transient(format!("the MUC {room} did not reflect the message in time")))
+            }
+        }
+    }
+
+    /// After a (re)connection: joins every portal's MUC again and the Matrix users who were in it.
+    pub async fn rejoin_all(self: &Arc<Self>) {
+        let portals = match self.bridge.store().portals().await {
+            Ok(portals) => portals,
+            Err(error) => {
+                tracing::error!(%error, "cannot list portals to rejoin their MUCs");
+                return;
+            }
+        };
+        let mut tasks = Vec::new();
+        for portal in portals {
+            let Some(room) = portal_room(&portal) else { continue };
+            let gateway = Arc::clone(self);
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = gateway.ensure_listening(&room, &portal).await {
+                    tracing::warn!(%room, %error, "cannot rejoin the MUC");
+                    return;
+                }
+                let puppets: Vec<(String, String)> = gateway
+                    .rooms()
+                    .get(&room)
+                    .map(|state| {
+                        state.puppets.iter().map(|(user, puppet)| (user.clone(), puppet.nick.clone())).collect()
+                    })
+                    .unwrap_or_default();
+                for (user_id, nick) in puppets {
+                    if let Err(error) = gateway.ensure_puppet(&room, &portal, &user_id, Some(&nick)).await {
+                        tracing::warn!(%room, %user_id, %error, "cannot rejoin a Matrix user to the MUC");
+                    }
+                }
+                tracing::info!(%room, "rejoined the MUC");
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Handles one stanza from the server. Called in the server's order, one at a time.
+    pub async fn handle_stanza(&self, stanza: Stanza) {
+        let outcome = match stanza {
+            Stanza::Message(message) => self.on_message(message).await,
+            Stanza::Presence(presence) => self.on_presence(presence).await,
+            Stanza::Iq(iq) => self.on_iq(iq).await,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "cannot bridge a stanza from XMPP");
+        }
+    }
+
+    async fn on_message(&self, message: Message) -> lattice_bridge_core::Result<()> {
+        let Some(from) = message.from.clone() else { return Ok(()) };
+        let room = from.to_bare();
+        let id = message.id.as_ref().map(|id| id.0.clone());
+        if message.type_ == XmppMessageType::Error {
+            if let Some(waiter) = id.as_ref().and_then(|id| self.take_ack(id)) {
+                let error =
+                    find_payload::<StanzaError>(&message.payloads, "error", ns::DEFAULT_NS).unwrap_or_else(|| {
+                        StanzaError::new(ErrorType::Cancel, DefinedCondition::UndefinedCondition, "en", "unknown")
+                    });
+                let _ = waiter.send(Err(error));
+            }
+            return Ok(());
+        }
+        if message.type_ != XmppMessageType::Groupchat {
+            return Ok(());
+        }
+        let nick = from.resource().map(|resource| resource.to_string());
+        // The reflection of a Matrix user's message, on whichever occupant it reaches first.
+        if let Some(waiter) = id.as_ref().and_then(|id| self.take_ack(id)) {
+            let _ = waiter.send(Ok(()));
+        }
+        if message.to.as_ref().map(Jid::as_str) != Some(self.listener_jid().as_str()) {
+            return Ok(());
+        }
+        let delay = find_payload::<Delay>(&message.payloads, "delay", ns::DELAY);
+        let (sender, portal_topic) = {
+            let mut rooms = self.rooms();
+            let Some(state) = rooms.get_mut(&room) else { return Ok(()) };
+            if nick.as_deref().is_some_and(|nick| state.is_ours(nick)) {
+                return Ok(());
+            }
+            let body_key = message.bodies.values().next().cloned().unwrap_or_default();
+            let key = match &id {
+                Some(id) => format!("{}\u{0}{id}", nick.as_deref().unwrap_or_default()),
+                None => format!(
+                    "{}\u{0}{body_key}\u{0}{:?}",
+                    nick.as_deref().unwrap_or_default(),
+                    delay.as_ref().map(|d| d.stamp.0)
+                ),
+            };
+            if !message.bodies.is_empty() && !state.remember(key) {
+                return Ok(());
+            }
+            if delay.is_none() || state.last_seen.is_none() {
+                state.last_seen = Some(delay.as_ref().map_or_else(now, |delay| delay.stamp.clone()));
+            } else if let Some(delay) = &delay {
+                state.last_seen = Some(delay.stamp.clone());
+            }
+            let sender = nick.as_ref().and_then(|nick| {
+                let identity = state
+                    .occupants
+                    .get(nick)
+                    .map(|occupant| occupant.identity.clone())
+                    .or_else(|| from.clone().try_into_full().ok().map(XmppIdentity::Occupant))?;
+                self.ghost(&identity, nick)
+            });
+            (sender, state.topic.clone())
+        };
+        let portal = portal_key(&room);
+        let timestamp_ms = delay.as_ref().and_then(|delay| u64::try_from(delay.stamp.0.timestamp_millis()).ok());
+        if let Some((_, body)) = message.get_best_body_cloned(vec![]) {
+            let (msgtype, text) = match body.strip_prefix("/me ") {
+                Some(action) => (MessageType::Emote, action.to_owned()),
+                None => (MessageType::Text, body),
+            };
+            let (body, html) = parse_styling(&text).to_message();
+            let kind = match find_payload::<Replace>(&message.payloads, "replace", ns::MESSAGE_CORRECT) {
+                Some(replace) => RemoteEventKind::Edit { target: replace.id.0, body, html },
+                None => RemoteEventKind::Message { msgtype, body, html, reply_to: None },
+            };
+            self.bridge.push(RemoteEvent { portal, sender, remote_id: id, timestamp_ms, kind }).await?;
+        } else if let Some((_, subject)) = message.get_best_subject_cloned(vec![]) {
+            if portal_topic.as_deref().unwrap_or_default() == subject {
+                return Ok(());
+            }
+            if let Some(state) = self.rooms().get_mut(&room) {
+                state.topic = Some(subject.clone());
+            }
+            let kind = RemoteEventKind::Topic { topic: subject };
+            self.bridge.push(RemoteEvent { portal, sender, remote_id: None, timestamp_ms, kind }).await?;
+        }
+        Ok(())
+    }
+
+    fn take_ack(&self, id: &str) -> Option<AckWaiter> {
+        self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id)
+    }
+
+    fn ghost(&self, identity: &XmppIdentity, nick: &str) -> Option<GhostSpec> {
+        let user_id = self.addressing.ghost_for(identity)?;
+        Some(GhostSpec {
+            user_id,
+            remote_id: identity.as_str().to_owned(),
+            displayname: Some(nick.chars().take(MAX_DISPLAYNAME_CHARS).collect()),
+            avatar_url: None,
+        })
+    }
+
+    async fn on_presence(&self, presence: Presence) -> lattice_bridge_core::Result<()> {
+        let (Some(from), Some(to)) = (presence.from.clone(), presence.to.clone()) else { return Ok(()) };
+        let room = from.to_bare();
+        let Some(nick) = from.resource().map(|resource| resource.to_string()) else { return Ok(()) };
+        let Ok(to) = to.try_into_full() else { return Ok(()) };
+        if presence.type_ == PresenceType::Error {
+            let error = find_payload::<StanzaError>(&presence.payloads, "error", ns::DEFAULT_NS);
+            let outcome = match error {
+                Some(error) if error.defined_condition == DefinedCondition::Conflict => JoinError::Conflict,
+                Some(error) => JoinError::Refused(error_text(&error)),
+                None => JoinError::Refused("an error without a reason".into()),
+            };
+            if let Some(waiter) = self.take_join(&room, &to) {
+                let _ = waiter.send(Err(outcome));
+            }
+            return Ok(());
+        }
+        let muc_user = find_payload::<MucUser>(&presence.payloads, "x", ns::MUC_USER);
+        let statuses = muc_user.as_ref().map(|user| user.status.clone()).unwrap_or_default();
+        let item = muc_user.and_then(|user| user.items.into_iter().next());
+        if statuses.contains(&Status::SelfPresence) {
+            if presence.type_ == PresenceType::Unavailable {
+                self.forget_own_occupant(&room, &to);
+            } else if let Some(waiter) = self.take_join(&room, &to) {
+                let _ = waiter.send(Ok(nick));
+            }
+            return Ok(());
+        }
+        if to != self.listener_jid() {
+            return Ok(());
+        }
+        let real_jid = item.as_ref().and_then(|item| item.jid.clone());
+        if real_jid.as_ref().is_some_and(|jid| self.addressing.is_gateway_domain(jid.domain().as_str())) {
+            return Ok(());
+        }
+        let identity = match real_jid {
+            Some(jid) => XmppIdentity::Account(jid.into_bare()),
+            None => match from.clone().try_into_full() {
+                Ok(full) => XmppIdentity::Occupant(full),
+                Err(_) => return Ok(()),
+            },
+        };
+        let portal = portal_key(&room);
+        let mut events = Vec::new();
+        {
+            let mut rooms = self.rooms();
+            let Some(state) = rooms.get_mut(&room) else { return Ok(()) };
+            if state.is_ours(&nick) {
+                return Ok(());
+            }
+            let leaving = presence.type_ == PresenceType::Unavailable;
+            match (leaving, state.occupants.contains_key(&nick)) {
+                (false, false) => {
+                    state.occupants.insert(nick.clone(), Occupant { identity: identity.clone() });
+                    events.push((self.ghost(&identity, &nick), RemoteEventKind::Join));
+                }
+                (false, true) => {}
+                (true, _) => {
+                    state.occupants.remove(&nick);
+                    let new_nick = item.as_ref().and_then(|item| item.nick.clone());
+                    match new_nick.filter(|_| statuses.contains(&Status::NewNick)) {
+                        Some(new_nick) => {
+                            let new_identity = match &identity {
+                                XmppIdentity::Account(_) => identity.clone(),
+                                XmppIdentity::Occupant(_) => match room.with_resource_str(&new_nick) {
+                                    Ok(full) => XmppIdentity::Occupant(full),
+                                    Err(_) => return Ok(()),
+                                },
+                            };
+                            state.occupants.insert(new_nick.clone(), Occupant { identity: new_identity.clone() });
+                            if new_identity == identity {
+                                events.push((self.ghost(&identity, &new_nick), RemoteEventKind::Profile));
+                            } else {
+                                events.push((self.ghost(&identity, &nick), RemoteEventKind::Leave { reason: None }));
+                                events.push((self.ghost(&new_identity, &new_nick), RemoteEventKind::Join));
+                            }
+                        }
+                        None => {
+                            let reason =
+                                item.as_ref().and_then(|item| item.reason.as_ref()).map(|reason| reason.0.clone());
+                            let reason = if statuses.contains(&Status::Banned) {
+                                Some(format!("banned{}", reason.map(|r| format!(": {r}")).unwrap_or_default()))
+                            } else if statuses.contains(&Status::Kicked) {
+                                Some(format!("kicked{}", reason.map(|r| format!(": {r}")).unwrap_or_default()))
+                            } else {
+                                presence.statuses.values().next().cloned().or(reason)
+                            };
+                            events.push((self.ghost(&identity, &nick), RemoteEventKind::Leave { reason }));
+                        }
+                    }
+                }
+            }
+        }
+        for (sender, kind) in events {
+            if sender.is_none() {
+                continue;
+            }
+            self.bridge
+                .push(RemoteEvent { portal: portal.clone(), sender, remote_id: None, timestamp_ms: None, kind })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn take_join(&self, room: &BareJid, occupant: &FullJid) -> Option<JoinWaiter> {
+        self.joins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&(room.clone(), occupant.clone()))
+    }
+
+    /// The MUC removed one of the bridge's occupants (kick, shutdown): join again on next use.
+    fn forget_own_occupant(&self, room: &BareJid, occupant: &FullJid) {
+        let mut rooms = self.rooms();
+        let Some(state) = rooms.get_mut(room) else { return };
+        if *occupant == self.listener_jid() {
+            state.listener_generation = None;
+            return;
+        }
+        let user = self.addressing.matrix_user_of(&occupant.to_bare());
+        if let Some(puppet) = user.and_then(|user| state.puppets.get_mut(&user)) {
+            puppet.joined_generation = None;
+        }
+    }
+
+    async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
+        let Iq::Get { from, to, id, payload } = iq else { return Ok(()) };
+        let Some(from) = from else { return Ok(()) };
+        let reply = if payload.is("ping", ns::PING) {
+            Iq::Result { from: to, to: Some(from), id, payload: None }
+        } else if payload.is("query", ns::DISCO_INFO) && DiscoInfoQuery::try_from(payload.clone()).is_ok() {
+            let info = DiscoInfoResult {
+                node: None,
+                identities: vec![Identity::new("gateway", "matrix", "en", "Matrix")],
+                features: [ns::DISCO_INFO, ns::PING, ns::MUC].into_iter().map(str::to_owned).collect(),
+                extensions: Vec::new(),
+            };
+            Iq::from_result(id, Some(info)).with_from(to.unwrap_or_else(|| self.gateway_jid())).with_to(from)
+        } else {
+            let error =
+                StanzaError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "en", "not supported");
+            Iq::Error { from: to, to: Some(from), id, error, payload: None }
+        };
+        let _ = self.link.send(reply).await;
+        Ok(())
+    }
+
+    /// Makes a Matrix file reachable from XMPP through the bridge's media endpoint (Matrix media needs
+    /// authentication) and returns the XEP-0066 out-of-band payload and the body that carries the same URL.
+    pub async fn publish_media(&self, media: &Media) -> ConnectorResult<(String, Oob)> {
+        let url = self.bridge.publish_media(&media.url, &media.filename, media.mimetype.as_deref()).await.map_err(
+            |error| {
+                if error.is_transient() {
+                    transient(error.to_string())
+                } else {
+                    ConnectorError::permanent(format!("cannot publish {}: {error}", media.filename))
+                }
+            },
+        )?;
+        Ok((url.clone(), Oob { url, desc: Some(media.filename.clone()) }))
+    }
+
+    /// Records which XMPP message a Matrix event became, for corrections.
+    pub async fn map_sent(&self, portal: &Portal, event_id: &str, stanza_id: String) -> ConnectorResult<()> {
+        self.bridge
+            .store()
+            .map_message(&MessageMapping {
+                event_id: event_id.to_owned(),
+                room_id: portal.room_id.clone(),
+                portal_key: portal.remote_key.clone(),
+                remote_id: stanza_id,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn now() -> DateTime {
+    DateTime::from_str(&format_now()).expect("a formatted timestamp parses")
+}
+
+/// The current time as an XEP-0082 timestamp.
+fn format_now() -> String {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs() as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date: Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn ruma_user_id(user_id: &str) -> Result<ruma::OwnedUserId, ruma::IdParseError> {
+    ruma::OwnedUserId::try_from(user_id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nicks_are_one_clean_line() {
+        assert_eq!(sanitize_nick("  Alice\nSmith\u{0} "), "Alice Smith");
+        assert_eq!(sanitize_nick("\n\t"), "matrix user");
+        assert_eq!(sanitize_nick(&"x".repeat(500)).chars().count(), MAX_NICK_CHARS);
+    }
+
+    #[test]
+    fn timestamps_are_xep_0082() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert!(DateTime::from_str(&format_now()).is_ok());
+    }
+}

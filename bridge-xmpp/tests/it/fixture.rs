@@ -1,0 +1,96 @@
+//! A Prosody, a Synapse and the XMPP bridge between them, for one test.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_bridge_core::{
+    Bridge, RuntimeSettings, ShutdownTrigger,
+    store::{Cipher, Store},
+};
+use lattice_bridge_xmpp::{XmppConnector, XmppSection, config::ComponentConfig};
+use lattice_config::{Permissions, PermissionsConfig, Secret};
+use lattice_e2e::{MatrixUser, Synapse, prosody::Prosody};
+use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::client::XmppClient;
+
+/// How long a user waits for what the bridge should make visible.
+pub const WAIT: Duration = Duration::from_secs(30);
+const COMPONENT: &str = "bridge.localhost";
+
+/// The servers and the bridge; the bridge stops first when dropped.
+pub struct Fixture {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<lattice_bridge_core::Result<()>>,
+    pub synapse: Synapse,
+    pub prosody: Prosody,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+        self.task.abort();
+    }
+}
+
+impl Fixture {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
+        let prosody = Prosody::start(COMPONENT).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
+        let address = listener.local_addr()?;
+        let registration = lattice_registration::generate(&RegistrationTemplate {
+            id: "lattice-xmpp".into(),
+            url: format!("http://{address}").parse()?,
+            sender_localpart: "xmppbot".into(),
+            user_regexes: vec!["^@_xmpp_.*:localhost$".into()],
+            alias_regexes: vec!["^#_xmpp_.*:localhost$".into()],
+            protocols: vec!["xmpp".into()],
+            receive_ephemeral: true,
+        });
+        let registration_path = dir.path().join("registration.yaml");
+        lattice_registration::write(&registration_path, &registration)?;
+        let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await?;
+
+        let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
+        let store = Store::connect(&store_url, 4, Cipher::random()).await?;
+        let settings = RuntimeSettings {
+            homeserver_url: synapse.url().parse()?,
+            server_name: "localhost".into(),
+            permissions: Permissions::new(&PermissionsConfig::default())?,
+            metrics_enabled: false,
+            media_base_url: format!("http://{address}").parse()?,
+            bot_displayname: None,
+        };
+        let section = XmppSection {
+            component: ComponentConfig {
+                domain: COMPONENT.into(),
+                server: prosody.component_address(),
+                secret: Secret::Value(prosody.component_secret().into()),
+                ping_interval_secs: 5,
+                response_timeout_secs: 5,
+                max_reconnect_delay_secs: 2,
+            },
+            ..XmppSection::default()
+        };
+        let registration = AppserviceRegistration::new(registration, &registration_path)?;
+        let bridge = Bridge::from_parts(settings, registration, store, XmppConnector::new(section))?;
+        let trigger = bridge.shutdown_trigger();
+        let task = tokio::spawn(bridge.serve(listener));
+        Ok(Self { trigger, task, synapse, prosody, _dir: dir })
+    }
+
+    /// A new Matrix user.
+    pub async fn matrix_user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
+        self.synapse.register_user(localpart, false).await
+    }
+
+    /// A new XMPP account, logged in.
+    pub async fn xmpp_user(&self, user: &str) -> anyhow::Result<XmppClient> {
+        let password = format!("{:016x}", rand::random::<u64>());
+        self.prosody.register(user, &password).await?;
+        XmppClient::connect(self.prosody.c2s_port(), user, &password).await
+    }
+}
