@@ -20,6 +20,7 @@ use tokio::{
 
 use crate::{
     config::{AuthMethod, FloodConfig, ReconnectConfig, ServerConfig},
+    ident::{IdentEntry, IdentRegistry},
     ids::{casefold, next_nick},
     line::{Line, worst_case_prefix},
 };
@@ -69,6 +70,8 @@ pub(crate) struct Settings {
     pub(crate) flood: FloodConfig,
     pub(crate) reconnect: ReconnectConfig,
     pub(crate) forward: Forward,
+    /// Where the connection tells the ident server its username.
+    pub(crate) ident: IdentRegistry,
 }
 
 /// What a connection tells its owner.
@@ -326,11 +329,12 @@ async fn supervise(shared: Arc<Shared>, events: mpsc::Sender<ConnEvent>, connect
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-async fn connect(server: &ServerConfig) -> std::io::Result<Box<dyn Stream>> {
+async fn connect(server: &ServerConfig, settings: &Settings) -> std::io::Result<(Box<dyn Stream>, IdentEntry)> {
     let tcp = TcpStream::connect((server.host.as_str(), server.port)).await?;
     tcp.set_nodelay(true)?;
+    let ident = settings.ident.register(tcp.local_addr()?, tcp.peer_addr()?, &settings.username);
     if !server.tls {
-        return Ok(Box::new(tcp));
+        return Ok((Box::new(tcp), ident));
     }
     use tokio_rustls::rustls::{self, pki_types::ServerName};
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
@@ -341,7 +345,7 @@ async fn connect(server: &ServerConfig) -> std::io::Result<Box<dyn Stream>> {
         .with_no_client_auth();
     let name = ServerName::try_from(server.host.clone()).map_err(std::io::Error::other)?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-    Ok(Box::new(tls))
+    Ok((Box::new(tls), ident))
 }
 
 /// A token bucket: `burst` lines at once, then `rate` per second.
@@ -411,7 +415,7 @@ async fn session(
 ) -> std::io::Result<bool> {
     let permit = connecting.clone().acquire_owned().await.map_err(std::io::Error::other)?;
     let mut permit = Some(permit);
-    let stream = tokio::time::timeout(REGISTER_TIMEOUT, connect(server))
+    let (stream, _ident) = tokio::time::timeout(REGISTER_TIMEOUT, connect(server, settings))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let (reader, writer) = tokio::io::split(stream);

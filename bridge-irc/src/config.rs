@@ -16,6 +16,24 @@ pub struct IrcSection {
     pub alias_template: String,
     /// The IRC networks, by short ID (`libera`), which appears in IDs and aliases.
     pub networks: BTreeMap<String, NetworkConfig>,
+    /// The ident server (RFC 1413), which tells IRC servers the username of each puppet connection.
+    pub ident: IdentConfig,
+}
+
+/// The ident server (RFC 1413): IRC servers ask it who owns a connection and show the answer as the username.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentConfig {
+    /// Run it.
+    pub enabled: bool,
+    /// Where it listens: port 113 is what servers ask (binding it needs root or `CAP_NET_BIND_SERVICE`).
+    pub bind: String,
+}
+
+impl Default for IdentConfig {
+    fn default() -> Self {
+        Self { enabled: false, bind: "0.0.0.0:113".into() }
+    }
 }
 
 impl Default for IrcSection {
@@ -24,6 +42,7 @@ impl Default for IrcSection {
             user_template: "@irc_{network}_{nick}:{server_name}".into(),
             alias_template: "#irc_{network}_{channel}:{server_name}".into(),
             networks: BTreeMap::new(),
+            ident: IdentConfig::default(),
         }
     }
 }
@@ -52,6 +71,10 @@ pub struct NetworkConfig {
     /// Reconnecting after a lost connection.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// A Matrix message that takes more IRC lines than this is published as a text file (on the bridge's media
+    /// endpoint) and sent as one line with its link.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
 }
 
 /// How a puppet logs in to its IRC account.
@@ -112,8 +135,13 @@ impl NetworkConfig {
             auth: AuthMethod::default(),
             flood: FloodConfig::default(),
             reconnect: ReconnectConfig::default(),
+            max_lines: default_max_lines(),
         }
     }
+}
+
+fn default_max_lines() -> usize {
+    3
 }
 
 fn default_bot_nick() -> String {
@@ -169,6 +197,9 @@ impl Validate for IrcSection {
                 errors.push(FieldError::new(field, "must end with :{server_name}"));
             }
         }
+        if self.ident.enabled && self.ident.bind.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(FieldError::new("ident.bind", "must be an address and port, e.g. 0.0.0.0:113"));
+        }
         for (id, network) in &self.networks {
             let field = format!("networks.{id}");
             if !is_valid_network_id(id) {
@@ -188,6 +219,9 @@ impl Validate for IrcSection {
             }
             if network.flood.lines_per_second.is_nan() || network.flood.lines_per_second <= 0.0 {
                 errors.push(FieldError::new(format!("{field}.flood.lines_per_second"), "must be above 0"));
+            }
+            if network.max_lines == 0 {
+                errors.push(FieldError::new(format!("{field}.max_lines"), "must be at least 1"));
             }
             if network.reconnect.max_concurrent == 0 {
                 errors.push(FieldError::new(format!("{field}.reconnect.max_concurrent"), "must be at least 1"));

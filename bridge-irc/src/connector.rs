@@ -14,7 +14,7 @@ use lattice_bridge_core::{
 };
 use serde_json::{Value, json};
 
-use crate::{config::IrcSection, network::Network};
+use crate::{config::IrcSection, ident::IdentRegistry, network::Network};
 
 /// The IRC connector.
 #[derive(Clone)]
@@ -59,10 +59,22 @@ impl Connector for IrcConnector {
     }
 
     async fn start(&self, bridge: BridgeHandle) -> ConnectorResult<()> {
+        let ident = IdentRegistry::default();
+        if self.section.ident.enabled {
+            let bind = &self.section.ident.bind;
+            let listener = tokio::net::TcpListener::bind(bind.as_str()).await.map_err(|error| {
+                ConnectorError::permanent(format!(
+                    "cannot listen for ident queries on {bind} (bridge.ident.bind): {error}"
+                ))
+            })?;
+            tracing::info!(%bind, "ident server listening");
+            tokio::spawn(crate::ident::serve(listener, ident.clone()));
+        }
         let mut networks = BTreeMap::new();
         for (id, config) in &self.section.networks {
             tracing::info!(network = %id, name = %config.name, servers = config.servers.len(), "starting IRC network");
-            networks.insert(id.clone(), Network::start(id, config, &self.section, bridge.clone()).await?);
+            networks
+                .insert(id.clone(), Network::start(id, config, &self.section, bridge.clone(), ident.clone()).await?);
         }
         if self.networks.set(networks).is_err() {
             return Err(ConnectorError::permanent("the IRC connector was started twice"));

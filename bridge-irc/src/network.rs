@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::{
     client::{ChannelStatus, ConnEvent, Connection, Forward, Login, Settings},
     config::{AuthMethod, IrcSection, NetworkConfig},
+    ident::IdentRegistry,
     ids::{
         Template, casefold, dm_key, escape_nick, is_valid_channel, is_valid_nick, portal_key, sanitise_nick,
         sanitise_username, split_dm_key, split_portal_key, unescape_nick,
@@ -34,6 +35,8 @@ use crate::{
 const BOT_OWNER: &str = "";
 /// How long a Matrix message waits for its puppet to connect and join before the runtime retries it later.
 const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// How much of a long message's first line goes before the link to the whole text.
+const LONG_PREVIEW_CHARS: usize = 80;
 /// The user setting holding a Matrix user's chosen nick on a network: `irc.nick.{network}`.
 pub(crate) fn nick_setting(network: &str) -> String {
     format!("irc.nick.{network}")
@@ -75,10 +78,13 @@ pub(crate) struct Network {
     ghosts: Mutex<HashMap<String, GhostSpec>>,
     /// Casefolded channel → casefolded nicks of the IRC people in it.
     members: Mutex<HashMap<String, HashSet<String>>>,
+    /// Casefolded nicks of puppets → `nick!user@host` as the server shows them, to match ban masks against.
+    puppet_masks: DashMap<String, String>,
     /// Casefolded channel → its portal key, for the channels that have a portal.
     portals: DashMap<String, String>,
     connecting: Arc<Semaphore>,
     events: mpsc::Sender<ConnEvent>,
+    ident: IdentRegistry,
     /// Replies to `whois` and similar, by the puppet's owner: where to say what the server answered.
     pub(crate) pending_replies: DashMap<String, mpsc::Sender<Message>>,
 }
@@ -90,6 +96,7 @@ impl Network {
         config: &NetworkConfig,
         section: &IrcSection,
         bridge: BridgeHandle,
+        ident: IdentRegistry,
     ) -> ConnectorResult<Arc<Self>> {
         let server_name = bridge.server_name().to_owned();
         let (events, receiver) = mpsc::channel(1024);
@@ -107,6 +114,7 @@ impl Network {
                 flood: config.flood,
                 reconnect: config.reconnect,
                 forward: Forward::All,
+                ident: ident.clone(),
             },
             events.clone(),
             Arc::clone(&connecting),
@@ -120,11 +128,13 @@ impl Network {
             listener,
             puppets: DashMap::new(),
             puppet_nicks: DashMap::new(),
+            puppet_masks: DashMap::new(),
             ghosts: Mutex::new(HashMap::new()),
             members: Mutex::new(HashMap::new()),
             portals: DashMap::new(),
             connecting,
             events,
+            ident,
             pending_replies: DashMap::new(),
         });
         for portal in network.bridge.store().portals().await? {
@@ -258,6 +268,11 @@ impl Network {
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
                 self.push(&portal, Some(self.ghost(&nick)), Some(remote_id), kind).await;
             }
+            Command::JOIN(..) if from_ours => {
+                if let Some(irc::proto::Prefix::Nickname(nick, user, host)) = &message.prefix {
+                    self.puppet_masks.insert(casefold(nick), format!("{nick}!{user}@{host}"));
+                }
+            }
             Command::JOIN(channel, _, _) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
                 let nick = source.unwrap_or_default();
@@ -379,6 +394,12 @@ impl Network {
                     }) else {
                         continue;
                     };
+                    if *mode == ChannelMode::Ban {
+                        if plus {
+                            self.ban_puppets(&portal, nick, source.as_deref()).await;
+                        }
+                        continue;
+                    }
                     let prefix = match mode {
                         ChannelMode::Founder => "~",
                         ChannelMode::Admin => "&",
@@ -399,6 +420,31 @@ impl Network {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// An IRC ban (`MODE +b mask`) that matches puppets bans their Matrix users from the portal room.
+    async fn ban_puppets(&self, portal: &str, mask: &str, by: Option<&str>) {
+        let banned: Vec<String> = self
+            .puppet_masks
+            .iter()
+            .filter(|entry| mask_matches(mask, entry.value()))
+            .filter_map(|entry| self.puppet_nicks.get(entry.key()).map(|user| user.clone()))
+            .collect();
+        if banned.is_empty() {
+            return;
+        }
+        let room = match self.bridge.store().portal_by_key(portal).await {
+            Ok(Some(portal)) => portal.room_id,
+            _ => return,
+        };
+        let Ok(room) = room.parse::<ruma::OwnedRoomId>() else { return };
+        let reason = format!("Banned on IRC by {} ({mask})", by.unwrap_or("the server"));
+        for user in banned {
+            let Ok(user) = user.parse::<ruma::OwnedUserId>() else { continue };
+            if let Err(error) = self.bridge.matrix().bot().ban(&room, &user, Some(&reason)).await {
+                tracing::warn!(network = %self.id, %portal, %user, %error, "cannot ban a Matrix user banned on IRC");
+            }
         }
     }
 
@@ -534,6 +580,7 @@ impl Network {
                         flood: self.config.flood,
                         reconnect: self.config.reconnect,
                         forward: Forward::Own,
+                        ident: self.ident.clone(),
                     },
                     self.events.clone(),
                     Arc::clone(&self.connecting),
@@ -619,8 +666,19 @@ impl Network {
                 {
                     text = format!("{nick}: {text}");
                 }
-                let lines = text_lines(target.name(), kind, &text, puppet.prefix_len())
+                let mut lines = text_lines(target.name(), kind, &text, puppet.prefix_len())
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                if message.media.is_none() && lines.len() > self.config.max_lines.max(1) {
+                    // Too long for the channel: one line with a link to the whole text.
+                    let full = render_plain(&message.text);
+                    let url = self.bridge.publish_text(&full, "message.txt").await.map_err(core_error)?;
+                    let first = text.lines().next().unwrap_or_default();
+                    let preview: String = first.chars().take(LONG_PREVIEW_CHARS).collect();
+                    let ellipsis = if preview.len() < text.len() { "…" } else { "" };
+                    let short = format!("{preview}{ellipsis} (full message: {url})");
+                    lines = text_lines(target.name(), kind, &short, puppet.prefix_len())
+                        .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                }
                 for line in lines {
                     puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
                 }
@@ -674,6 +732,11 @@ impl Network {
                             MatrixEventKind::Membership { reason: Some(reason), .. } => reason.clone(),
                             _ => format!("Kicked by {sender}"),
                         };
+                        if membership == "ban"
+                            && let Ok(line) = Line::new("MODE", &[channel, "+b", &format!("{nick}!*@*")], None)
+                        {
+                            puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                        }
                         if let Ok(line) = Line::new("KICK", &[channel, &nick], Some(&reason)) {
                             puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
                         }
@@ -780,6 +843,22 @@ fn remote_message_id(nick: &str, message: &Message) -> String {
     format!("{nick}/{msgid}")
 }
 
+/// Whether an IRC ban mask (`*` and `?` wildcards, RFC 1459 case folding) matches `nick!user@host`.
+fn mask_matches(mask: &str, full: &str) -> bool {
+    fn matches(pattern: &[char], text: &[char]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some(('*', rest)) => (0..=text.len()).any(|skip| matches(rest, &text[skip..])),
+            Some((&first, rest)) => {
+                text.split_first().is_some_and(|(&c, tail)| (first == '?' || first == c) && matches(rest, tail))
+            }
+        }
+    }
+    let pattern: Vec<char> = casefold(mask).chars().collect();
+    let text: Vec<char> = casefold(full).chars().collect();
+    matches(&pattern, &text)
+}
+
 /// Matrix power level for IRC channel-mode prefixes: founders, admins and ops 50, halfops 25, voice 10.
 fn power_level(prefixes: &str) -> i64 {
     prefixes
@@ -807,5 +886,19 @@ mod tests {
         assert_eq!(power_level("@+"), 50);
         assert_eq!(power_level("+"), 10);
         assert_eq!(power_level(""), 0);
+    }
+
+    #[test]
+    fn ban_masks_match_with_wildcards() {
+        for (mask, full, expected) in [
+            ("alice!*@*", "Alice!alice@127.0.0.1", true),
+            ("*!alice@*", "al!alice@host", true),
+            ("a?ice!*@127.*", "alice!x@127.0.0.1", true),
+            ("bob!*@*", "alice!alice@host", false),
+            ("*", "anyone!u@h", true),
+            ("alice!*@*.example", "alice!a@127.0.0.1", false),
+        ] {
+            assert_eq!(mask_matches(mask, full), expected, "{mask} ~ {full}");
+        }
     }
 }

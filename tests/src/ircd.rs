@@ -1,5 +1,6 @@
-//! Real IRC servers for one test ([`Ircd`]: ngircd, the plain-IRC server), and a raw IRC client
-//! over a TCP socket ([`IrcTestClient`]) that sees exactly what an IRC user would.
+//! Real IRC servers for one test ([`Ircd`]: ngircd, the plain-IRC server, or InspIRCd linked to atheme
+//! services for IRCv3, SASL and NickServ), and a raw IRC client over a TCP socket ([`IrcTestClient`]) that sees
+//! exactly what an IRC user would.
 
 use std::{
     collections::VecDeque,
@@ -20,13 +21,30 @@ use crate::{ServerProcess, StateDir, free_port};
 /// How long an IRC server may take to accept connections.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
+/// The password atheme and InspIRCd link with.
+const LINK_PASSWORD: &str = "lattice-link";
+/// What atheme logs once it has linked and synced with InspIRCd: SASL and NickServ work from then on.
+const SERVICES_SYNCED: &str = "finished synching with uplink";
+
+/// Which server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ngircd,
+    /// InspIRCd, with atheme linked on `link_port`.
+    Inspircd {
+        link_port: u16,
+    },
+}
+
 /// An IRC server on 127.0.0.1 with its own folder and port; stopped when dropped.
 #[derive(Debug)]
 pub struct Ircd {
-    // Declared before `dir`: the process stops before its folder is removed.
+    // Declared before `process` and `dir`: services stop before their uplink, and both before the folder goes.
+    services: Option<ServerProcess>,
     process: Option<ServerProcess>,
     dir: StateDir,
     port: u16,
+    kind: Kind,
 }
 
 impl Ircd {
@@ -42,8 +60,103 @@ impl Ircd {
              [Options]\nDNS = no\nIdent = no\nPAM = no\n"
         );
         std::fs::write(dir.join("ngircd.conf"), config).context("writing ngircd.conf")?;
-        let mut ircd = Self { process: None, dir, port };
+        let mut ircd = Self { services: None, process: None, dir, port, kind: Kind::Ngircd };
         ircd.start().await?;
+        Ok(ircd)
+    }
+
+    /// Starts InspIRCd 3 (IRCv3 caps, SASL, no flood limits) and atheme services linked to it (NickServ,
+    /// SaslServ), and waits until the services have synced, so SASL and NickServ work at once.
+    ///
+    /// Accounts are made as people do: `PRIVMSG NickServ :REGISTER password x@example.com`
+    /// ([`IrcTestClient::register_account`]).
+    pub async fn inspircd() -> anyhow::Result<Self> {
+        let dir = StateDir::new("inspircd-")?;
+        // atheme runs as nobody (it refuses root) and writes its database and log here.
+        make_world_writable(dir.path())?;
+        let (port, link_port) = (free_port(), free_port());
+        let path = |name: &str| dir.join(name).display().to_string();
+        std::fs::write(dir.join("motd.txt"), "Lattice test\n").context("writing the InspIRCd motd")?;
+        let modules = [
+            "cap",
+            "ircv3",
+            "ircv3_accounttag",
+            "ircv3_batch",
+            "ircv3_capnotify",
+            "ircv3_chghost",
+            "ircv3_ctctags",
+            "ircv3_echomessage",
+            "ircv3_invitenotify",
+            "ircv3_labeledresponse",
+            "ircv3_msgid",
+            "ircv3_servertime",
+            "namesx",
+            "uhnames",
+            "monitor",
+            "setname",
+            "services_account",
+            "sasl",
+            "spanningtree",
+        ];
+        let modules: String = modules.iter().map(|name| format!("<module name=\"{name}\">\n")).collect();
+        let config = format!(
+            r#"<server name="irc.localhost" description="Lattice test server" id="001" network="Lattice">
+<admin name="Lattice" nick="admin" email="admin@example.com">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<bind address="127.0.0.1" port="{link_port}" type="servers">
+<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="1048576" softsendq="1048576"
+  recvq="1048576" threshold="1000000" commandrate="1000000" fakelag="no" localmax="1000" globalmax="1000"
+  resolvehostnames="no" useident="no" limit="5000" maxchans="100">
+<performance netbuffersize="65534" somaxconn="128" softlimit="5000" clonesonconnect="no" timeskipwarn="0">
+<security hideserver="" hidesplits="no" hideulines="no" hidebans="no" maxtargets="20"
+  restrictbannedusers="no" genericoper="no" announceinvites="dynamic">
+<limits maxnick="30" maxchan="64" maxmodes="20" maxident="10" maxhost="64" maxquit="255" maxtopic="307"
+  maxkick="255" maxreal="128" maxgecos="128" maxaway="200">
+<pid file="{pid}">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{log}">
+<files motd="{motd}">
+<dns timeout="1">
+{modules}<sasl target="services.localhost" requiressl="no">
+<link name="services.localhost" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
+  sendpass="{LINK_PASSWORD}" recvpass="{LINK_PASSWORD}">
+<uline server="services.localhost" silent="yes">
+"#,
+            pid = path("inspircd.pid"),
+            log = path("inspircd-server.log"),
+            motd = path("motd.txt"),
+        );
+        std::fs::write(dir.join("inspircd.conf"), config).context("writing inspircd.conf")?;
+        let services = format!(
+            r#"loadmodule "modules/protocol/inspircd";
+loadmodule "modules/backend/opensex";
+loadmodule "modules/crypto/pbkdf2v2";
+loadmodule "modules/nickserv/main";
+loadmodule "modules/nickserv/register";
+loadmodule "modules/nickserv/identify";
+loadmodule "modules/nickserv/help";
+loadmodule "modules/saslserv/main";
+loadmodule "modules/saslserv/plain";
+serverinfo {{
+  name = "services.localhost"; desc = "Lattice test services"; numeric = "00A"; recontime = 1;
+  netname = "Lattice"; hidehostsuffix = "users.localhost"; adminname = "Lattice";
+  adminemail = "admin@example.com"; registeremail = "noreply@example.com"; auth = none;
+  casemapping = rfc1459; loglevel = {{ error; info; }}; maxcertfp = 5; maxlogins = 5; maxusers = 50;
+  mdlimit = 30; emaillimit = 1000; emailtime = 300;
+}};
+uplink "irc.localhost" {{
+  host = "127.0.0.1"; port = {link_port}; send_password = "{LINK_PASSWORD}"; receive_password = "{LINK_PASSWORD}";
+}};
+nickserv {{ nick = "NickServ"; user = "NickServ"; host = "services.localhost"; real = "Nickname Services"; }};
+saslserv {{ nick = "SaslServ"; user = "SaslServ"; host = "services.localhost"; real = "SASL Agent"; }};
+general {{ commit_interval = 5; }};
+"#
+        );
+        std::fs::write(dir.join("atheme.conf"), services).context("writing atheme.conf")?;
+        let mut ircd = Self { services: None, process: None, dir, port, kind: Kind::Inspircd { link_port } };
+        if let Err(error) = ircd.start().await {
+            ircd.dir.keep();
+            return Err(error);
+        }
         Ok(ircd)
     }
 
@@ -52,30 +165,81 @@ impl Ircd {
         self.port
     }
 
-    /// Starts the server (again, after [`Ircd::stop`]) on the same port and waits until it accepts.
+    /// Whether the server has SASL and NickServ (InspIRCd with atheme).
+    pub fn has_services(&self) -> bool {
+        matches!(self.kind, Kind::Inspircd { .. })
+    }
+
+    /// Starts the server (again, after [`Ircd::stop`]) on the same port and waits until it accepts, and for
+    /// InspIRCd until atheme has linked.
     pub async fn start(&mut self) -> anyhow::Result<()> {
-        let mut command = Command::new("ngircd");
-        command.arg("-n").arg("-f").arg(self.dir.join("ngircd.conf"));
-        let process = ServerProcess::spawn("ngircd", &mut command, &self.dir.join("ngircd.log"))?;
+        let (name, mut command) = match self.kind {
+            Kind::Ngircd => {
+                let mut command = Command::new("ngircd");
+                command.arg("-n").arg("-f").arg(self.dir.join("ngircd.conf"));
+                ("ngircd", command)
+            }
+            Kind::Inspircd { .. } => {
+                let mut command = Command::new("inspircd");
+                command.arg(format!("--config={}", self.dir.join("inspircd.conf").display()));
+                command.args(["--nofork", "--runasroot"]);
+                ("inspircd", command)
+            }
+        };
+        let process = ServerProcess::spawn(name, &mut command, &self.dir.join(&format!("{name}.log")))?;
         self.process = Some(process);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return Ok(());
+                break;
             }
             if let Some(status) = self.process.as_mut().and_then(ServerProcess::exit_status) {
-                bail!("ngircd exited with {status}: {}", self.log_tail());
+                bail!("{name} exited with {status}: {}", self.log_tail());
             }
             if Instant::now() > deadline {
-                bail!("ngircd did not accept connections within {START_DEADLINE:?}: {}", self.log_tail());
+                bail!("{name} did not accept connections within {START_DEADLINE:?}: {}", self.log_tail());
             }
             // Polling a port that has no event to wait on.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Kind::Inspircd { .. } = self.kind {
+            self.start_services(deadline).await?;
+        }
+        Ok(())
     }
 
-    /// Stops the server; every client connection drops.
+    /// Starts atheme as nobody and waits until it has synced with InspIRCd.
+    async fn start_services(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        let log = self.dir.join("atheme.log");
+        let _ = std::fs::remove_file(&log);
+        let mut command = Command::new("runuser");
+        command.args(["-u", "nobody", "--", "atheme-services", "-n"]);
+        command.arg("-c").arg(self.dir.join("atheme.conf"));
+        command.arg("-l").arg(self.dir.join("atheme-services.log"));
+        command.arg("-p").arg(self.dir.join("atheme.pid"));
+        command.arg("-D").arg(self.dir.path());
+        self.services = Some(ServerProcess::spawn("atheme", &mut command, &log)?);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(SERVICES_SYNCED) {
+                return Ok(());
+            }
+            if let Some(status) = self.services.as_mut().and_then(ServerProcess::exit_status) {
+                bail!("atheme exited with {status}: {text}");
+            }
+            if Instant::now() > deadline {
+                bail!("atheme did not link to InspIRCd within {START_DEADLINE:?}: {text}");
+            }
+            // atheme says it has synced only in its log.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server (and its services); every client connection drops.
     pub fn stop(&mut self) {
+        if let Some(mut services) = self.services.take() {
+            services.stop(Duration::from_secs(5));
+        }
         if let Some(mut process) = self.process.take() {
             process.stop(Duration::from_secs(5));
         }
@@ -84,6 +248,13 @@ impl Ircd {
     fn log_tail(&self) -> String {
         self.process.as_ref().map(|process| process.log_tail(20)).unwrap_or_default()
     }
+}
+
+/// Lets every user create files in `dir` (atheme runs as nobody in a root-owned test folder).
+fn make_world_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .with_context(|| format!("opening {} to the services' user", dir.display()))
 }
 
 /// A raw IRC client: registers with a nick, then sends lines and waits for lines it receives.
@@ -165,6 +336,17 @@ impl IrcTestClient {
                 bail!("{} saw no matching IRC line within {timeout:?}; last lines: {seen:#?}", self.nick);
             }
         }
+    }
+
+    /// Registers an account named after the nick with NickServ and waits for NickServ to confirm it.
+    pub async fn register_account(&self, password: &str, email: &str) -> anyhow::Result<()> {
+        self.send(&format!("PRIVMSG NickServ :REGISTER {password} {email}")).await?;
+        self.wait_for(Duration::from_secs(30), |line| {
+            line.starts_with(":NickServ!") && line.contains(" NOTICE ") && line.contains("registered")
+        })
+        .await
+        .context("waiting for NickServ to register the account")?;
+        Ok(())
     }
 
     /// Every line received and not taken yet.

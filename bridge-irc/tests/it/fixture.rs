@@ -7,6 +7,7 @@ use lattice_bridge_core::{
     Bridge, RuntimeSettings, ShutdownTrigger,
     store::{Cipher, Store},
 };
+pub(crate) use lattice_bridge_irc::config::AuthMethod;
 use lattice_bridge_irc::{
     IrcConnector, IrcSection,
     config::{NetworkConfig, ServerConfig},
@@ -41,8 +42,17 @@ impl Drop for Fixture {
 }
 
 impl Fixture {
+    /// The bridge on ngircd, the plain-IRC server.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        let ircd = Ircd::ngircd().await?;
+        Self::start_with(Ircd::ngircd().await?, AuthMethod::None).await
+    }
+
+    /// The bridge on InspIRCd with atheme services; puppets log in with stored passwords by `auth`.
+    pub(crate) async fn inspircd(auth: AuthMethod) -> anyhow::Result<Self> {
+        Self::start_with(Ircd::inspircd().await?, auth).await
+    }
+
+    async fn start_with(ircd: Ircd, auth: AuthMethod) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
         let address = listener.local_addr()?;
@@ -55,6 +65,8 @@ impl Fixture {
         network.flood.lines_per_second = 100.0;
         network.reconnect.initial_delay_ms = 200;
         network.reconnect.max_delay_secs = 2;
+        network.max_nick_length = 30;
+        network.auth = auth;
         section.networks.insert(NET.into(), network);
         let registration = lattice_registration::generate(&RegistrationTemplate {
             id: "lattice-irc-test".into(),

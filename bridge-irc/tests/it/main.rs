@@ -1,5 +1,7 @@
 //! End-to-end tests of `lattice-irc` against a real Synapse and real IRC servers.
 
+mod auth;
 mod dm;
 mod fixture;
+mod moderation;
 mod portal;

@@ -155,9 +155,47 @@ async fn messages_sent_during_an_ircd_restart_arrive_in_order() -> anyhow::Resul
     }
     alice.send_text(&room, "after").await?;
     bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #ops :after")).await?;
-    // Bob's ghost is bridged again once the listener is back.
+    // Bob's ghost is bridged again once the listener is back in the channel (IRC keeps nothing for the absent).
+    bob.wait_for(WAIT, |line| {
+        (line.starts_with(":lattice!") && line.contains(" JOIN "))
+            || (line.split(' ').nth(1) == Some("353")
+                && line.split([' ', ':']).any(|word| word.trim_start_matches(['@', '+']) == "lattice"))
+    })
+    .await
+    .context("the bridge bot rejoins after the restart")?;
     bob.send("PRIVMSG #ops :welcome back").await?;
     let seen = alice.wait_for_message(&room, WAIT, "welcome back").await?;
     assert!(is_message(&seen, &ghost("bob"), "welcome back"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_long_message_becomes_one_line_with_a_working_link() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#long").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#long")).await?;
+    alice.send_text(&room, "short").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #long :short")).await?;
+
+    // Five lines: more than the default limit of three.
+    let text = "first line of a long story\nsecond\nthird\nfourth ünïcödé\nfifth and last";
+    alice.send_text(&room, text).await?;
+    let line = bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains("PRIVMSG #long :first")).await?;
+    alice.send_text(&room, "after").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #long :after")).await?;
+    let stray: Vec<String> =
+        bob.pending().into_iter().filter(|line| line.starts_with(":alice!") && line.contains(" PRIVMSG ")).collect();
+    assert!(stray.is_empty(), "the long message took more than one line: {stray:?}");
+
+    let url = line
+        .split(' ')
+        .find(|word| word.starts_with("http"))
+        .with_context(|| format!("no link in {line:?}"))?
+        .trim_end_matches(')');
+    assert!(url.contains("/_lattice/media/"), "{url}");
+    let response = reqwest::get(url).await?.error_for_status()?;
+    assert_eq!(response.text().await?, text);
     Ok(())
 }
