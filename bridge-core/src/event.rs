@@ -387,6 +387,13 @@ pub enum RemoteEventKind {
         /// Why.
         reason: Option<String>,
     },
+    /// The sender banned someone from the conversation.
+    Ban {
+        /// The Matrix user ID of who was banned.
+        user_id: String,
+        /// Why.
+        reason: Option<String>,
+    },
     /// The topic changed.
     Topic {
         /// The new topic.

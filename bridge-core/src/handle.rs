@@ -407,6 +407,15 @@ async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) 
             }
             None
         }
+        RemoteEventKind::Ban { user_id, reason } => {
+            let banned: OwnedUserId = parse_id("user ID", user_id)?;
+            let reason = reason.as_deref();
+            match intent.ban(&room_id, &banned, reason).await {
+                Err(error) if is_forbidden(&error) => bot.ban(&room_id, &banned, reason).await?,
+                other => other?,
+            }
+            None
+        }
         RemoteEventKind::Topic { topic } => {
             let content = json!({"topic": topic});
             let event_id = match intent.send_state_event(&room_id, "m.room.topic", "", &content, ts).await {

@@ -285,6 +285,73 @@ async fn ghost_posts_with_timestamp_in_order() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn remote_edits_redactions_kicks_and_bans_reach_matrix() -> anyhow::Result<()> {
+    const BOB: &str = "@_e2e_bob:localhost";
+    let fixture = Fixture::start().await?;
+    let alice = fixture.user("alice").await?;
+    let carol = fixture.user("carol").await?;
+    let portal = fixture.handle.ensure_portal(&portal_spec("moderated")).await?;
+    alice.join(&portal.room_id).await?;
+    carol.join(&portal.room_id).await?;
+    let bob = ghost(BOB).context("bob is a ghost")?;
+    let push = |remote_id: Option<&str>, kind: RemoteEventKind| {
+        fixture.handle.push(RemoteEvent {
+            portal: portal.remote_key.clone(),
+            sender: Some(bob.clone()),
+            remote_id: remote_id.map(Into::into),
+            timestamp_ms: None,
+            kind,
+        })
+    };
+    push(
+        Some("m1"),
+        RemoteEventKind::Message { msgtype: MessageType::Text, body: "helo".into(), html: None, reply_to: None },
+    )
+    .await?;
+    push(None, RemoteEventKind::Edit { target: "m1".into(), body: "hello".into(), html: None }).await?;
+    push(None, RemoteEventKind::Redaction { target: "m1".into(), reason: Some("oops".into()) }).await?;
+    push(None, RemoteEventKind::Kick { user_id: alice.user_id().into(), reason: Some("flood".into()) }).await?;
+    push(None, RemoteEventKind::Ban { user_id: carol.user_id().into(), reason: Some("spam".into()) }).await?;
+
+    let original = carol.wait_for_event(&portal.room_id, WAIT, |event| is_message_from(event, BOB)).await?;
+    let edit = carol.wait_for_event(&portal.room_id, WAIT, |event| is_message_from(event, BOB)).await?;
+    assert_eq!(edit["content"]["m.new_content"]["body"], "hello", "{edit}");
+    assert_eq!(edit["content"]["m.relates_to"]["rel_type"], "m.replace");
+    assert_eq!(edit["content"]["m.relates_to"]["event_id"], original["event_id"]);
+    let redaction = carol.wait_for_event(&portal.room_id, WAIT, |event| event["type"] == "m.room.redaction").await?;
+    let redacts = redaction["content"]["redacts"].as_str().or(redaction["redacts"].as_str());
+    assert_eq!(redacts, original["event_id"].as_str(), "{redaction}");
+
+    let membership = |user: &str| {
+        let user = user.to_owned();
+        move |event: &Value| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == user.as_str()
+                && event["content"]["membership"] == "leave"
+        }
+    };
+    let kicked = carol.wait_for_event(&portal.room_id, WAIT, membership(alice.user_id())).await?;
+    assert_eq!(kicked["content"]["reason"], "flood", "{kicked}");
+    assert_ne!(kicked["sender"], alice.user_id(), "alice was kicked, she did not leave: {kicked}");
+    // Carol's own sync no longer shows the room once she is banned: read the state as the bot, until the deadline.
+    let room: ruma::OwnedRoomId = portal.room_id.as_str().try_into()?;
+    let bot = fixture.handle.matrix().bot();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let banned = loop {
+        let member = bot.get_state_event(&room, "m.room.member", carol.user_id()).await?;
+        if member.as_ref().is_some_and(|member| member["membership"] == "ban") || tokio::time::Instant::now() > deadline
+        {
+            break member;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let banned = banned.context("carol has no member event")?;
+    assert_eq!(banned["membership"], "ban", "{banned}");
+    assert_eq!(banned["reason"], "spam");
+    Ok(())
+}
+
+#[tokio::test]
 async fn media_round_trip() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
     let alice = fixture.user("alice").await?;
