@@ -85,12 +85,13 @@ for stale in "$TEST_STATE_ROOT"/run-*; do
 done
 mkdir -p "$LATTICE_TEST_STATE_DIR"
 
-# The whole workspace, unless the arguments pick packages.
-scope=(--workspace)
+# The whole workspace, unless the arguments pick packages; every test binary runs even after one fails, so a run
+# reports all failures at once.
+scope=(--workspace --no-fail-fast)
 for arg in "$@"; do
     [[ $arg == -- ]] && break
     case $arg in
-    -p | --package | -p?* | --package=*) scope=() ;;
+    -p | --package | -p?* | --package=*) scope=(--no-fail-fast) ;;
     esac
 done
 log "cargo test ${scope[*]:+${scope[*]} }$*"
