@@ -18,6 +18,9 @@ pub struct IrcSection {
     pub networks: BTreeMap<String, NetworkConfig>,
     /// The ident server (RFC 1413), which tells IRC servers the username of each puppet connection.
     pub ident: IdentConfig,
+    /// Seconds a puppet connection may go without its Matrix user doing anything before it is closed (the user is
+    /// told first; it reconnects when they next speak). 0 keeps puppets forever. A network may override it.
+    pub idle_timeout_secs: u64,
 }
 
 /// The ident server (RFC 1413): IRC servers ask it who owns a connection and show the answer as the username.
@@ -43,6 +46,7 @@ impl Default for IrcSection {
             alias_template: "#irc_{network}_{channel}:{server_name}".into(),
             networks: BTreeMap::new(),
             ident: IdentConfig::default(),
+            idle_timeout_secs: 0,
         }
     }
 }
@@ -75,6 +79,10 @@ pub struct NetworkConfig {
     /// endpoint) and sent as one line with its link.
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
+    /// This network's idle timeout for puppets, in seconds, instead of the bridge-wide `idle_timeout_secs`; 0 keeps
+    /// puppets forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// How a puppet logs in to its IRC account.
@@ -125,6 +133,13 @@ impl Default for ReconnectConfig {
 }
 
 impl NetworkConfig {
+    /// How long a puppet of this network may idle before it is closed, if ever: the network's own setting, else
+    /// the bridge-wide one.
+    pub fn idle_timeout(&self, section: &IrcSection) -> Option<std::time::Duration> {
+        let secs = self.idle_timeout_secs.unwrap_or(section.idle_timeout_secs);
+        (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
+
     /// A network with these servers and every other option at its default.
     pub fn new(name: &str, servers: Vec<ServerConfig>) -> Self {
         Self {
@@ -136,6 +151,7 @@ impl NetworkConfig {
             flood: FloodConfig::default(),
             reconnect: ReconnectConfig::default(),
             max_lines: default_max_lines(),
+            idle_timeout_secs: None,
         }
     }
 }
@@ -262,6 +278,22 @@ mod tests {
         let config: Config<IrcSection> = Config::from_yaml_str(sample, "config.sample.yaml").unwrap();
         assert_eq!(config.bridge.networks["libera"].name, "Libera.Chat");
         assert_eq!(config.appservice.bot.localpart, "ircbot");
+        assert_eq!(config.bridge.idle_timeout_secs, 0);
+        assert_eq!(config.bridge.networks["libera"].idle_timeout_secs, None);
+    }
+
+    #[test]
+    fn the_idle_timeout_of_a_network_overrides_the_bridge_wide_one() {
+        let server = ServerConfig { host: "irc.example".into(), port: 6697, tls: true, password: None };
+        let mut network = NetworkConfig::new("x", vec![server]);
+        let mut section = IrcSection::default();
+        assert_eq!(network.idle_timeout(&section), None, "0 (the default) keeps puppets forever");
+        section.idle_timeout_secs = 60;
+        assert_eq!(network.idle_timeout(&section), Some(std::time::Duration::from_secs(60)));
+        network.idle_timeout_secs = Some(5);
+        assert_eq!(network.idle_timeout(&section), Some(std::time::Duration::from_secs(5)));
+        network.idle_timeout_secs = Some(0);
+        assert_eq!(network.idle_timeout(&section), None);
     }
 
     #[test]

@@ -45,6 +45,11 @@ impl IrcConnector {
         Ok(self.networks()?.get(id).cloned())
     }
 
+    /// Who the connector is, without an instance (for the bridge-info state that commands set).
+    pub(crate) const fn info_static() -> ConnectorInfo {
+        ConnectorInfo { protocol_id: "irc", protocol_name: "IRC", command_prefix: "!irc" }
+    }
+
     /// Closes every IRC connection (QUIT), for a clean shutdown.
     pub fn shutdown(&self) {
         for network in self.networks.get().into_iter().flat_map(BTreeMap::values) {
@@ -55,7 +60,7 @@ impl IrcConnector {
 
 impl Connector for IrcConnector {
     fn info(&self) -> ConnectorInfo {
-        ConnectorInfo { protocol_id: "irc", protocol_name: "IRC", command_prefix: "!irc" }
+        Self::info_static()
     }
 
     async fn start(&self, bridge: BridgeHandle) -> ConnectorResult<()> {
@@ -103,7 +108,12 @@ impl Connector for IrcConnector {
     }
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
-        Ok(self.networks()?.values().find_map(|network| network.ghost_for_user_id(user_id)))
+        for network in self.networks()?.values() {
+            if let Some(ghost) = network.ghost_for_user_id(user_id).await {
+                return Ok(Some(ghost));
+            }
+        }
+        Ok(None)
     }
 
     async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 pub mod config;
 pub mod connector;
+mod ghosts;
 mod ident;
 mod ids;
 mod line;

@@ -22,10 +22,11 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::{
     client::{ChannelStatus, ConnEvent, Connection, Forward, Login, Settings},
     config::{AuthMethod, IrcSection, NetworkConfig},
+    ghosts,
     ident::IdentRegistry,
     ids::{
-        Template, casefold, dm_key, escape_nick, is_valid_channel, is_valid_nick, portal_key, sanitise_nick,
-        sanitise_username, split_dm_key, split_portal_key, unescape_nick,
+        Template, casefold, dm_key, is_valid_channel, is_valid_nick, portal_key, sanitise_nick, sanitise_username,
+        split_dm_key, split_portal_key, unescape_nick,
     },
     line::{Line, TextKind, text_lines},
     mirc,
@@ -87,6 +88,17 @@ pub(crate) struct Network {
     ident: IdentRegistry,
     /// Replies to `whois` and similar, by the puppet's owner: where to say what the server answered.
     pub(crate) pending_replies: DashMap<String, mpsc::Sender<Message>>,
+    /// How long a puppet may go unused before it is closed, if ever.
+    idle_timeout: Option<Duration>,
+    /// When each puppet's Matrix user last used it, and in which room.
+    activity: DashMap<String, Activity>,
+}
+
+/// A puppet's last use.
+#[derive(Debug, Clone)]
+struct Activity {
+    at: tokio::time::Instant,
+    room_id: Option<String>,
 }
 
 impl Network {
@@ -136,6 +148,8 @@ impl Network {
             events,
             ident,
             pending_replies: DashMap::new(),
+            idle_timeout: config.idle_timeout(section),
+            activity: DashMap::new(),
         });
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
@@ -145,6 +159,9 @@ impl Network {
             }
         }
         tokio::spawn(Arc::clone(&network).process(receiver));
+        if let Some(timeout) = network.idle_timeout {
+            tokio::spawn(Self::reap_idle(Arc::downgrade(&network), timeout));
+        }
         Ok(network)
     }
 
@@ -159,14 +176,86 @@ impl Network {
         self.listener.want_channel(&channel);
     }
 
-    /// The ghost spec of an IRC nick, from a user ID in our namespace.
-    pub(crate) fn ghost_for_user_id(&self, user_id: &str) -> Option<GhostSpec> {
+    /// Stops bridging a channel: the listener leaves it and its lines no longer reach Matrix.
+    pub(crate) fn remove_channel(&self, channel: &str) {
+        self.portals.remove(&casefold(channel));
+        lock(&self.members).remove(&casefold(channel));
+        self.listener.part(channel, Some("Unlinked from Matrix"));
+    }
+
+    /// Notes that `user_id` just used their puppet (in `room_id`), which keeps it from being reaped as idle.
+    fn touch(&self, user_id: &str, room_id: Option<&str>) {
+        let mut entry = self
+            .activity
+            .entry(user_id.to_owned())
+            .or_insert_with(|| Activity { at: tokio::time::Instant::now(), room_id: None });
+        entry.at = tokio::time::Instant::now();
+        if let Some(room_id) = room_id {
+            entry.room_id = Some(room_id.to_owned());
+        }
+    }
+
+    /// Closes puppets unused for `timeout`, telling their users first; a puppet comes back on its user's next
+    /// message. Ends when the network is dropped.
+    async fn reap_idle(network: std::sync::Weak<Self>, timeout: Duration) {
+        let period = (timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(network) = network.upgrade() else { return };
+            let now = tokio::time::Instant::now();
+            let idle: Vec<(String, Option<String>)> = network
+                .activity
+                .iter()
+                .filter(|entry| now.duration_since(entry.at) >= timeout)
+                .map(|entry| (entry.key().clone(), entry.room_id.clone()))
+                .collect();
+            for (user_id, room_id) in idle {
+                // Used again since the scan: keep it.
+                if network
+                    .activity
+                    .remove_if(&user_id, |_, activity| now.duration_since(activity.at) >= timeout)
+                    .is_none()
+                {
+                    continue;
+                }
+                let Some((_, puppet)) = network.puppets.remove(&user_id) else { continue };
+                network.tell_idle(&user_id, room_id.as_deref(), timeout).await;
+                tracing::info!(network = %network.id, matrix_user = %user_id, "closing an idle puppet connection");
+                puppet.quit("Idle");
+            }
+        }
+    }
+
+    /// Tells a Matrix user that their idle puppet is being closed: in their admin room, else the room they last used.
+    async fn tell_idle(&self, user_id: &str, room_id: Option<&str>, timeout: Duration) {
+        let admin_room = self.bridge.store().admin_room(user_id).await.ok().flatten();
+        let Some(room) = admin_room.as_deref().or(room_id) else { return };
+        let text = format!(
+            "Your IRC connection to {} was unused for {} s and is being closed; it reconnects when you next send a \
+             message.",
+            self.config.name,
+            timeout.as_secs()
+        );
+        if let Err(error) = self.bridge.notice(room, &text).await {
+            tracing::warn!(network = %self.id, matrix_user = %user_id, %error, "cannot tell a user their puppet idled out");
+        }
+    }
+
+    /// The ghost spec of a user ID in our namespace, under the nick its person uses now (which differs from the
+    /// one in the ID after a nick change).
+    pub(crate) async fn ghost_for_user_id(&self, user_id: &str) -> Option<GhostSpec> {
         let nick = unescape_nick(self.users.extract(user_id)?)?;
         if !is_valid_nick(&nick) {
             return None;
         }
-        let known = lock(&self.ghosts).values().find(|ghost| ghost.user_id == user_id).cloned();
-        Some(known.unwrap_or_else(|| self.ghost(&nick)))
+        if let Some(known) = lock(&self.ghosts).values().find(|ghost| ghost.user_id == user_id).cloned() {
+            return Some(known);
+        }
+        let stored = self.bridge.store().ghost_by_user(user_id).await.ok().flatten();
+        let current = stored
+            .and_then(|ghost| ghost.remote_id.strip_prefix(&format!("{}/", self.id)).map(str::to_owned))
+            .filter(|nick| is_valid_nick(nick));
+        Some(self.ghost(current.as_deref().unwrap_or(&nick)).await)
     }
 
     /// The portal an alias in our namespace names, if it names a valid channel.
@@ -207,17 +296,14 @@ impl Network {
         &self.bridge
     }
 
-    /// The ghost of `nick` (the one it had this session, if its nick changed).
-    fn ghost(&self, nick: &str) -> GhostSpec {
-        lock(&self.ghosts)
-            .entry(casefold(nick))
-            .or_insert_with(|| GhostSpec {
-                user_id: self.users.fill(&escape_nick(nick)),
-                remote_id: format!("{}/{}", self.id, casefold(nick)),
-                displayname: Some(nick.to_owned()),
-                avatar_url: None,
-            })
-            .clone()
+    /// The ghost of `nick`: the one its person had under an earlier nick (this session or, through the store,
+    /// before a restart), else the one the nick names.
+    async fn ghost(&self, nick: &str) -> GhostSpec {
+        if let Some(known) = lock(&self.ghosts).get(&casefold(nick)) {
+            return known.clone();
+        }
+        let ghost = ghosts::from_store(self.bridge.store(), &self.users, &self.id, nick).await;
+        lock(&self.ghosts).entry(casefold(nick)).or_insert(ghost).clone()
     }
 
     fn is_ours(&self, nick: &str) -> bool {
@@ -266,7 +352,7 @@ impl Network {
                 let (body, html) = self.irc_to_matrix(text);
                 let remote_id = remote_message_id(&nick, &message);
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
-                self.push(&portal, Some(self.ghost(&nick)), Some(remote_id), kind).await;
+                self.push(&portal, Some(self.ghost(&nick).await), Some(remote_id), kind).await;
             }
             Command::JOIN(..) if from_ours => {
                 if let Some(irc::proto::Prefix::Nickname(nick, user, host)) = &message.prefix {
@@ -277,7 +363,7 @@ impl Network {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
                 let nick = source.unwrap_or_default();
                 lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(&nick));
-                self.push(&portal, Some(self.ghost(&nick)), None, RemoteEventKind::Join).await;
+                self.push(&portal, Some(self.ghost(&nick).await), None, RemoteEventKind::Join).await;
             }
             Command::PART(channel, reason) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
@@ -286,7 +372,7 @@ impl Network {
                     members.remove(&casefold(&nick));
                 }
                 let kind = RemoteEventKind::Leave { reason: reason.clone() };
-                self.push(&portal, Some(self.ghost(&nick)), None, kind).await;
+                self.push(&portal, Some(self.ghost(&nick).await), None, kind).await;
             }
             Command::QUIT(reason) if !from_ours => {
                 let nick = casefold(&source.unwrap_or_default());
@@ -294,7 +380,7 @@ impl Network {
                     .iter_mut()
                     .filter_map(|(channel, members)| members.remove(&nick).then(|| channel.clone()))
                     .collect();
-                let ghost = self.ghost(&nick);
+                let ghost = self.ghost(&nick).await;
                 for channel in channels {
                     if let Some(portal) = self.portals.get(&channel).map(|entry| entry.clone()) {
                         let reason = reason.as_ref().map(|reason| format!("Quit: {reason}"));
@@ -314,27 +400,33 @@ impl Network {
                     });
                     return;
                 }
-                let kicker = source.filter(|nick| !self.is_ours(nick)).map(|nick| self.ghost(&nick));
+                let kicker = match source.filter(|nick| !self.is_ours(nick)) {
+                    Some(nick) => Some(self.ghost(&nick).await),
+                    None => None,
+                };
                 let user_id = match self.puppet_nicks.get(&casefold(kicked)) {
                     Some(matrix_user) => matrix_user.clone(),
                     None => {
                         if let Some(members) = lock(&self.members).get_mut(&casefold(channel)) {
                             members.remove(&casefold(kicked));
                         }
-                        self.ghost(kicked).user_id
+                        self.ghost(kicked).await.user_id
                     }
                 };
                 self.push(&portal, kicker, None, RemoteEventKind::Kick { user_id, reason: reason.clone() }).await;
             }
             Command::NICK(new) if !from_ours => {
                 let old = casefold(&source.unwrap_or_default());
-                let mut ghost = self.ghost(&old);
+                let mut ghost = self.ghost(&old).await;
                 ghost.displayname = Some(new.clone());
-                ghost.remote_id = format!("{}/{}", self.id, casefold(new));
+                ghost.remote_id = ghosts::remote_id(&self.id, new);
                 {
                     let mut ghosts = lock(&self.ghosts);
                     ghosts.remove(&old);
                     ghosts.insert(casefold(new), ghost.clone());
+                }
+                if let Err(error) = ghosts::follow_nick(self.bridge.store(), &ghost).await {
+                    tracing::warn!(network = %self.id, %new, %error, "cannot record a nick change in the store");
                 }
                 let first_channel = {
                     let mut members = lock(&self.members);
@@ -353,7 +445,10 @@ impl Network {
             }
             Command::TOPIC(channel, Some(topic)) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
-                let ghost = source.map(|nick| self.ghost(&nick));
+                let ghost = match source {
+                    Some(nick) => Some(self.ghost(&nick).await),
+                    None => None,
+                };
                 self.push(&portal, ghost, None, RemoteEventKind::Topic { topic: topic.clone() }).await;
             }
             Command::Response(Response::RPL_TOPIC, params) if params.len() >= 3 => {
@@ -373,7 +468,7 @@ impl Network {
                     }
                     let modes = &entry[..entry.len() - nick.len()];
                     let fresh = lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(nick));
-                    let ghost = self.ghost(nick);
+                    let ghost = self.ghost(nick).await;
                     if fresh {
                         self.push(&portal, Some(ghost.clone()), None, RemoteEventKind::Join).await;
                     }
@@ -413,7 +508,7 @@ impl Network {
                     }
                     let user_id = match self.puppet_nicks.get(&casefold(nick)) {
                         Some(matrix_user) => matrix_user.clone(),
-                        None => self.ghost(nick).user_id,
+                        None => self.ghost(nick).await.user_id,
                     };
                     let level = if plus { power_level(prefix) } else { 0 };
                     self.push(&portal, None, None, RemoteEventKind::PowerLevel { user_id, level }).await;
@@ -462,7 +557,7 @@ impl Network {
                 }
                 let notice = matches!(message.command, Command::NOTICE(..));
                 let Some((msgtype, text)) = classify(text, notice) else { return };
-                let ghost = self.ghost(&nick);
+                let ghost = self.ghost(&nick).await;
                 let spec = PortalSpec {
                     remote_key: dm_key(&self.id, matrix_user, &nick),
                     alias_localpart: None,
@@ -540,6 +635,7 @@ impl Network {
         if let Some(puppet) = self.puppets.get(user_id) {
             return Ok(puppet.clone());
         }
+        self.touch(user_id, None);
         let store = self.bridge.store();
         let chosen = store.user_setting(user_id, &nick_setting(&self.id)).await?;
         let displayname = match (chosen.is_some(), displayname) {
@@ -636,6 +732,14 @@ impl Network {
     pub(crate) async fn matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
         let Some(sender) = event.sender.as_deref() else { return Ok(()) };
         let Some(portal) = portal else { return self.maybe_direct_chat(event, sender).await };
+        if self.puppets.contains_key(sender)
+            && matches!(
+                event.kind,
+                MatrixEventKind::Message(_) | MatrixEventKind::Edit { .. } | MatrixEventKind::Topic(_)
+            )
+        {
+            self.touch(sender, Some(&event.room_id));
+        }
         let target = match (split_portal_key(&portal.remote_key), split_dm_key(&portal.remote_key)) {
             (Some((_, channel)), _) => Target::Channel(Self::channel_name(portal, channel)),
             (None, Some((_, user, nick))) if user == sender => {
@@ -682,6 +786,7 @@ impl Network {
                 for line in lines {
                     puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
                 }
+                self.touch(sender, Some(&event.room_id));
                 if let (Some(event_id), Some(nick)) = (&event.event_id, puppet.nick()) {
                     self.bridge
                         .store()
@@ -716,6 +821,7 @@ impl Network {
                 match membership.as_str() {
                     "join" if user_id == sender && !self.bridge.is_bridge_user(user_id) => {
                         let puppet = self.puppet(user_id, displayname.as_deref()).await?;
+                        self.touch(user_id, Some(&event.room_id));
                         puppet.want_channel(channel);
                     }
                     "leave" | "ban" if !self.bridge.is_bridge_user(user_id) => {
@@ -725,7 +831,7 @@ impl Network {
                     }
                     "leave" | "ban" if user_id != sender => {
                         // A Matrix user removed an IRC person: kick them on IRC if the puppet may.
-                        let Some(ghost) = self.ghost_for_user_id(user_id) else { return Ok(()) };
+                        let Some(ghost) = self.ghost_for_user_id(user_id).await else { return Ok(()) };
                         let Some(puppet) = self.puppets.get(sender).map(|entry| entry.clone()) else { return Ok(()) };
                         let nick = ghost.displayname.unwrap_or_default();
                         let reason = match &event.kind {
@@ -770,7 +876,7 @@ impl Network {
         if membership != "invite" {
             return Ok(());
         }
-        let Some(ghost) = self.ghost_for_user_id(user_id) else { return Ok(()) };
+        let Some(ghost) = self.ghost_for_user_id(user_id).await else { return Ok(()) };
         let nick = ghost.displayname.clone().unwrap_or_default();
         let intent = self.bridge.sync_ghost(&ghost).await.map_err(core_error)?;
         let room: ruma::OwnedRoomId = event.room_id.parse().map_err(|_| ConnectorError::permanent("bad room ID"))?;

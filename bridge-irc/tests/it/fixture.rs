@@ -20,14 +20,27 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 /// How long anyone waits for what the bridge should make visible.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
+/// The bridge admin (register them with [`Fixture::user`]`("admin")`).
+pub(crate) const ADMIN: &str = "@admin:localhost";
 /// The network ID in the tests' config.
 pub(crate) const NET: &str = "test";
+
+#[derive(Clone)]
+struct Boot {
+    settings: RuntimeSettings,
+    registration: AppserviceRegistration,
+    store_url: String,
+    section: IrcSection,
+    address: std::net::SocketAddr,
+}
 
 /// Synapse, ngircd and the bridge; the bridge stops first when dropped.
 pub(crate) struct Fixture {
     trigger: ShutdownTrigger,
     task: JoinHandle<lattice_bridge_core::Result<()>>,
     connector: IrcConnector,
+    /// What starting the bridge again (on the same store and address) takes.
+    boot: Boot,
     pub(crate) ircd: Ircd,
     pub(crate) synapse: Synapse,
     _dir: tempfile::TempDir,
@@ -44,15 +57,20 @@ impl Drop for Fixture {
 impl Fixture {
     /// The bridge on ngircd, the plain-IRC server.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        Self::start_with(Ircd::ngircd().await?, AuthMethod::None).await
+        Self::start_with(Ircd::ngircd().await?, AuthMethod::None, |_| {}).await
+    }
+
+    /// The bridge on ngircd, with the test config changed by `configure`.
+    pub(crate) async fn configured(configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
+        Self::start_with(Ircd::ngircd().await?, AuthMethod::None, configure).await
     }
 
     /// The bridge on InspIRCd with atheme services; puppets log in with stored passwords by `auth`.
     pub(crate) async fn inspircd(auth: AuthMethod) -> anyhow::Result<Self> {
-        Self::start_with(Ircd::inspircd().await?, auth).await
+        Self::start_with(Ircd::inspircd().await?, auth, |_| {}).await
     }
 
-    async fn start_with(ircd: Ircd, auth: AuthMethod) -> anyhow::Result<Self> {
+    async fn start_with(ircd: Ircd, auth: AuthMethod, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
         let address = listener.local_addr()?;
@@ -68,6 +86,7 @@ impl Fixture {
         network.max_nick_length = 30;
         network.auth = auth;
         section.networks.insert(NET.into(), network);
+        configure(&mut section);
         let registration = lattice_registration::generate(&RegistrationTemplate {
             id: "lattice-irc-test".into(),
             url: format!("http://{address}").parse()?,
@@ -86,19 +105,57 @@ impl Fixture {
         let settings = RuntimeSettings {
             homeserver_url: synapse.url().parse()?,
             server_name: "localhost".into(),
-            permissions: Permissions::new(&PermissionsConfig::default())?,
+            permissions: Permissions::new(&PermissionsConfig {
+                admins: vec![ADMIN.into()],
+                ..PermissionsConfig::default()
+            })?,
             metrics_enabled: false,
             media_base_url: format!("http://{address}").parse()?,
             bot_displayname: None,
         };
-        let connector = IrcConnector::new(section);
         let registration = AppserviceRegistration::new(registration, &registration_path)?;
-        let bridge = Bridge::from_parts(settings, registration, store, connector.clone())?;
-        let trigger = bridge.shutdown_trigger();
-        let task = tokio::spawn(bridge.serve(listener));
-        Ok(Self { trigger, task, connector, ircd, synapse, _dir: dir })
+        let boot = Boot { settings, registration, store_url, section, address };
+        let (trigger, task, connector) = boot.run(store, listener)?;
+        Ok(Self { trigger, task, connector, boot, ircd, synapse, _dir: dir })
     }
 
+    /// Stops the bridge (its IRC connections quit) and starts it again on the same store and address.
+    pub(crate) async fn restart_bridge(&mut self) -> anyhow::Result<()> {
+        self.connector.shutdown();
+        self.trigger.trigger();
+        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
+        self.task.abort();
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(self.boot.address).await {
+                Ok(listener) => break listener,
+                Err(_) if attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(error).context("binding the appservice address again"),
+            }
+        };
+        let store = Store::connect(&self.boot.store_url, 4, Cipher::random()).await?;
+        (self.trigger, self.task, self.connector) = self.boot.run(store, listener)?;
+        Ok(())
+    }
+}
+
+impl Boot {
+    fn run(
+        &self,
+        store: Store,
+        listener: TcpListener,
+    ) -> anyhow::Result<(ShutdownTrigger, JoinHandle<lattice_bridge_core::Result<()>>, IrcConnector)> {
+        let connector = IrcConnector::new(self.section.clone());
+        let bridge = Bridge::from_parts(self.settings.clone(), self.registration.clone(), store, connector.clone())?;
+        let trigger = bridge.shutdown_trigger();
+        Ok((trigger, tokio::spawn(bridge.serve(listener)), connector))
+    }
+}
+
+impl Fixture {
     pub(crate) async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
         self.synapse.register_user(localpart, false).await
     }

@@ -3,5 +3,6 @@
 mod auth;
 mod dm;
 mod fixture;
+mod lifecycle;
 mod moderation;
 mod portal;

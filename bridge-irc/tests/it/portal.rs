@@ -133,7 +133,15 @@ async fn nick_change_part_and_kick_are_reflected() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn messages_sent_during_an_ircd_restart_arrive_in_order() -> anyhow::Result<()> {
-    let mut fixture = Fixture::start().await?;
+    // IRC keeps nothing for the absent: bob must be back in the channel before alice's puppet reconnects and
+    // delivers. The first reconnect waits at least 3 s, far longer than bob needs to rejoin.
+    let mut fixture = Fixture::configured(|section| {
+        for network in section.networks.values_mut() {
+            network.reconnect.initial_delay_ms = 6_000;
+            network.reconnect.max_delay_secs = 8;
+        }
+    })
+    .await?;
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
     bob.join("#ops").await?;
     let alice = fixture.user("alice").await?;

@@ -1,0 +1,147 @@
+//! Puppet lifecycle and admin linking end to end: idle puppets are reaped and come back, and an admin bridges an
+//! existing room to a channel with `!irc link` and stops it with `!irc unlink`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_e2e::ircd::IrcTestClient;
+use serde_json::json;
+
+use crate::fixture::{ADMIN, Fixture, NET, WAIT, alias, ghost};
+
+const BOT: &str = "@ircbot:localhost";
+
+fn privmsg_from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
+    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
+}
+
+fn is_bot_notice(event: &serde_json::Value, text: &str) -> bool {
+    event["type"] == "m.room.message"
+        && event["sender"] == BOT
+        && event["content"]["msgtype"] == "m.notice"
+        && event["content"]["body"].as_str().is_some_and(|body| body.contains(text))
+}
+
+#[tokio::test]
+async fn an_idle_puppet_quits_after_a_notice_and_comes_back_on_the_next_message() -> anyhow::Result<()> {
+    let fixture = Fixture::configured(|section| {
+        section.idle_timeout_secs = 3600;
+        section.networks.get_mut(NET).expect("the test network").idle_timeout_secs = Some(3);
+    })
+    .await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#idle").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#idle")).await?;
+    alice.send_text(&room, "first").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #idle :first")).await?;
+
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" QUIT "))
+        .await
+        .context("the idle puppet quits")?;
+    alice
+        .wait_for_event(&room, WAIT, |event| is_bot_notice(event, "is being closed"))
+        .await
+        .context("alice is told her puppet idled out")?;
+
+    alice.send_text(&room, "back again").await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" JOIN "))
+        .await
+        .context("the puppet rejoins")?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #idle :back again")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_ghost_keeps_its_matrix_user_across_a_nick_change_and_a_bridge_restart() -> anyhow::Result<()> {
+    let mut fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#persist").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#persist")).await?;
+    alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == ghost("bob")
+                && event["content"]["membership"] == "join"
+        })
+        .await?;
+    let bot_joins = |line: &str| line.starts_with(":lattice") && line.contains(" JOIN ");
+    bob.wait_for(WAIT, bot_joins).await?;
+    bob.send("NICK robert").await?;
+    alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == ghost("bob")
+                && event["content"]["displayname"] == "robert"
+        })
+        .await
+        .context("the ghost's display name follows the nick")?;
+
+    fixture.restart_bridge().await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":lattice") && line.contains(" QUIT ")).await?;
+    bob.wait_for(WAIT, bot_joins).await.context("the bot rejoins after the restart")?;
+    bob.send("PRIVMSG #persist :still me").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "still me").await?;
+    assert_eq!(seen["sender"], ghost("bob"), "robert is still bob's ghost after the restart");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#linked").await?;
+    let admin = fixture.user("admin").await?;
+    assert_eq!(admin.user_id(), ADMIN);
+    let room = admin
+        .create_room(json!({
+            "preset": "private_chat",
+            "name": "Our own room",
+            "invite": [BOT],
+            "power_level_content_override": {"users": {BOT: 50}},
+        }))
+        .await?;
+    admin
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.member" && event["state_key"] == BOT && event["content"]["membership"] == "join"
+        })
+        .await
+        .context("the bot accepts the invite")?;
+
+    // A user who is no admin may not link.
+    let alice = fixture.user("alice").await?;
+    admin.invite(&room, alice.user_id()).await?;
+    alice.join(&room).await?;
+    alice.send_text(&room, "!irc link test #linked").await?;
+    admin.wait_for_event(&room, WAIT, |event| is_bot_notice(event, "admins only")).await?;
+
+    admin.send_text(&room, "!irc link test #linked").await?;
+    admin.wait_for_event(&room, WAIT, |event| is_bot_notice(event, "now bridged to #linked")).await?;
+    admin
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.bridge" && event["content"]["channel"]["id"] == "#linked"
+        })
+        .await
+        .context("the room gets bridge-info state")?;
+    bob.wait_for(WAIT, |line| line.starts_with(":lattice!") && line.contains(" JOIN ")).await?;
+
+    bob.send("PRIVMSG #linked :hello linked room").await?;
+    let seen = admin.wait_for_message(&room, WAIT, "hello linked room").await?;
+    assert_eq!(seen["sender"], ghost("bob"));
+    admin.send_text(&room, "hello irc").await?;
+    bob.wait_for(WAIT, privmsg_from("admin", "PRIVMSG #linked :hello irc")).await?;
+
+    admin.send_text(&room, "!irc unlink").await?;
+    admin.wait_for_event(&room, WAIT, |event| is_bot_notice(event, "no longer bridges #linked")).await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":lattice!") && line.contains(" PART #linked")).await?;
+    bob.send("PRIVMSG #linked :after unlink").await?;
+    admin.send_text(&room, "matrix after unlink").await?;
+    let quiet = Duration::from_secs(2);
+    assert!(admin.wait_for_message(&room, quiet, "after unlink").await.is_err(), "IRC still reaches the room");
+    assert!(
+        bob.wait_for(quiet, |line| line.contains("matrix after unlink")).await.is_err(),
+        "the room still reaches IRC"
+    );
+    Ok(())
+}
