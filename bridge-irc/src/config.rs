@@ -83,6 +83,51 @@ pub struct NetworkConfig {
     /// puppets forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    /// How Matrix replies, edits and redactions look on IRC, which has none of them.
+    #[serde(default)]
+    pub messages: MessageStyle,
+}
+
+/// How Matrix replies, edits and redactions are shown on IRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageStyle {
+    /// A reply starts with `nick: ` and, when this is above 0, a quote of up to this many characters of the message
+    /// replied to: `bob: "the original…" the reply`.
+    pub reply_quote_chars: usize,
+    /// An edit becomes one line: `correction` (`* the new text`), `sed` (`s/old/new/`, falling back to a correction
+    /// when the change is not one span), or `ignore`. Never the whole message again.
+    pub edits: EditStyle,
+    /// A redaction is `ignore`d (IRC cannot unsay a line) or announced with a `notice` to the channel.
+    pub redactions: RedactionStyle,
+}
+
+impl Default for MessageStyle {
+    fn default() -> Self {
+        Self { reply_quote_chars: 40, edits: EditStyle::Correction, redactions: RedactionStyle::Ignore }
+    }
+}
+
+/// How an edit is shown on IRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditStyle {
+    /// `* the new text`.
+    Correction,
+    /// `s/old/new/`.
+    Sed,
+    /// Nothing.
+    Ignore,
+}
+
+/// How a redaction is shown on IRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactionStyle {
+    /// Nothing.
+    Ignore,
+    /// A NOTICE saying a message was deleted.
+    Notice,
 }
 
 /// How a puppet logs in to its IRC account.
@@ -152,6 +197,7 @@ impl NetworkConfig {
             reconnect: ReconnectConfig::default(),
             max_lines: default_max_lines(),
             idle_timeout_secs: None,
+            messages: MessageStyle::default(),
         }
     }
 }

@@ -14,5 +14,6 @@ mod ids;
 mod line;
 mod mirc;
 mod network;
+mod style;
 
 pub use self::{config::IrcSection, connector::IrcConnector};

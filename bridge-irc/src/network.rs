@@ -13,7 +13,7 @@ use lattice_bridge_core::{
     BridgeHandle, ConnectorError,
     connector::{BridgeInfoSpec, ConnectorResult, DirectChat, GhostSpec, PortalSpec},
     event::{MatrixEvent, MatrixEventKind, MessageType, RemoteEvent, RemoteEventKind},
-    formatting::{Mention, MentionTarget, RichText, render_plain},
+    formatting::{Mention, MentionTarget, RichText, render_plain, strip_reply_fallback},
     store::{MessageMapping, Portal},
 };
 use serde_json::json;
@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::{
     client::{ChannelStatus, ConnEvent, Connection, Forward, Login, Settings},
-    config::{AuthMethod, IrcSection, NetworkConfig},
+    config::{AuthMethod, EditStyle, IrcSection, NetworkConfig, RedactionStyle},
     ghosts,
     ident::IdentRegistry,
     ids::{
@@ -29,7 +29,7 @@ use crate::{
         split_dm_key, split_portal_key, unescape_nick,
     },
     line::{Line, TextKind, text_lines},
-    mirc,
+    mirc, style,
 };
 
 /// The owner name of the bridge bot's connection in [`ConnEvent`]s.
@@ -727,6 +727,17 @@ impl Network {
         }
     }
 
+    /// The plain text of a Matrix event (reply fallback removed), as the bridge bot can read it.
+    async fn event_text(&self, room_id: &str, event_id: &str) -> Option<String> {
+        let room: ruma::OwnedRoomId = room_id.try_into().ok()?;
+        let event: ruma::OwnedEventId = event_id.try_into().ok()?;
+        let fetched = self.bridge.matrix().bot().get_event(&room, &event).await;
+        let event = fetched.inspect_err(|error| tracing::debug!(%error, event_id, "cannot read an event")).ok()??;
+        let content = event.get("content")?;
+        let body = content.pointer("/m.new_content/body").or_else(|| content.get("body"))?.as_str()?;
+        Some(strip_reply_fallback(body).to_owned())
+    }
+
     /// Handles a Matrix event in one of this network's portals (or, with `portal` `None`, a room that may become
     /// one).
     pub(crate) async fn matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
@@ -768,7 +779,15 @@ impl Network {
                 if let Some(reply) = &message.reply_to
                     && let Some(nick) = reply.remote_ids.first().and_then(|id| id.split_once('/')).map(|(n, _)| n)
                 {
-                    text = format!("{nick}: {text}");
+                    let quote_chars = self.config.messages.reply_quote_chars;
+                    let quoted = match quote_chars {
+                        0 => None,
+                        _ => self
+                            .event_text(&event.room_id, &reply.event_id)
+                            .await
+                            .map(|t| style::quote(&t, quote_chars)),
+                    };
+                    text = style::reply(nick, quoted.as_deref(), &text);
                 }
                 let mut lines = text_lines(target.name(), kind, &text, puppet.prefix_len())
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
@@ -800,18 +819,42 @@ impl Network {
                 }
                 Ok(())
             }
-            MatrixEventKind::Edit { new_content, .. } => {
-                // IRC has no edits: one correction line, marked as such, as people do by hand.
+            MatrixEventKind::Edit { target: edited, new_content } => {
+                // IRC has no edits: one line, as people write corrections by hand, never the whole message again.
+                let edit_style = self.config.messages.edits;
+                if edit_style == EditStyle::Ignore {
+                    return Ok(());
+                }
                 let puppet = self.puppet(sender, None).await?;
                 if let Target::Channel(channel) = &target {
                     self.joined(&puppet, channel).await?;
                 }
                 let text = render_plain(&new_content.text);
                 let first_line = text.lines().next().unwrap_or_default();
-                let lines =
-                    text_lines(target.name(), TextKind::Privmsg, &format!("* {first_line}"), puppet.prefix_len())
-                        .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                let sed = match edit_style {
+                    EditStyle::Sed => self
+                        .event_text(&event.room_id, &edited.event_id)
+                        .await
+                        .and_then(|original| style::sed(&original, &text)),
+                    _ => None,
+                };
+                let correction = sed.unwrap_or_else(|| format!("* {first_line}"));
+                let lines = text_lines(target.name(), TextKind::Privmsg, &correction, puppet.prefix_len())
+                    .map_err(|error| ConnectorError::permanent(error.to_string()))?;
                 if let Some(line) = lines.into_iter().next() {
+                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                }
+                Ok(())
+            }
+            MatrixEventKind::Redaction { target: redacted, .. } => {
+                // IRC cannot unsay a line; a notice at most, and only for what reached IRC.
+                if self.config.messages.redactions == RedactionStyle::Ignore || redacted.remote_ids.is_empty() {
+                    return Ok(());
+                }
+                let Some(puppet) = self.puppets.get(sender).map(|entry| entry.clone()) else { return Ok(()) };
+                let lines = text_lines(target.name(), TextKind::Notice, "deleted a message", puppet.prefix_len())
+                    .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                for line in lines {
                     puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
                 }
                 Ok(())

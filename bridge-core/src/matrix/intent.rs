@@ -351,6 +351,17 @@ impl Intent {
         }
     }
 
+    /// One event of a room (`GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`), or `None` when it does not
+    /// exist or the user may not see it — e.g. the text a reply quotes or an edit changes.
+    pub async fn get_event(&self, room_id: &RoomId, event_id: &EventId) -> Result<Option<Value>> {
+        let path = ["_matrix", "client", "v3", "rooms", room_id.as_str(), "event", event_id.as_str()];
+        match self.client.send_json(Request::get("get_event", &path).user_id(self.asserted())).await {
+            Ok(event) => Ok(Some(event)),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Redacts an event and returns the redaction's ID; `txn_id` as in
     /// [`send_message_event`](Self::send_message_event).
     pub async fn redact(

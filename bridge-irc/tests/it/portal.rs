@@ -1,6 +1,7 @@
 //! Alias portals end to end: a Matrix user and an IRC user talk through `#irc_test_#channel:localhost`.
 
 use anyhow::Context as _;
+use lattice_bridge_irc::config::{EditStyle, RedactionStyle};
 use lattice_e2e::ircd::IrcTestClient;
 use serde_json::json;
 
@@ -205,5 +206,57 @@ async fn a_long_message_becomes_one_line_with_a_working_link() -> anyhow::Result
     assert!(url.contains("/_lattice/media/"), "{url}");
     let response = reqwest::get(url).await?.error_for_status()?;
     assert_eq!(response.text().await?, text);
+    Ok(())
+}
+
+#[tokio::test]
+async fn replies_edits_and_redactions_follow_the_configured_style() -> anyhow::Result<()> {
+    let fixture = Fixture::configured(|section| {
+        for network in section.networks.values_mut() {
+            network.messages.edits = EditStyle::Sed;
+            network.messages.redactions = RedactionStyle::Notice;
+        }
+    })
+    .await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#style").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#style")).await?;
+    wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
+
+    bob.send("PRIVMSG #style :shall we meet at noon on the bridge?").await?;
+    let original = alice.wait_for_message(&room, WAIT, "shall we meet at noon on the bridge?").await?;
+    alice
+        .send_message(
+            &room,
+            json!({"msgtype": "m.text", "body": "yes, see you there",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": original["event_id"]}}}),
+        )
+        .await?;
+    bob.wait_for(
+        WAIT,
+        privmsg_from("alice", "PRIVMSG #style :bob: \"shall we meet at noon on the bridge?\" yes, see you there"),
+    )
+    .await
+    .context("a reply names the nick and quotes the message")?;
+
+    let mine = alice.send_text(&room, "I will bring teh map").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #style :I will bring teh map")).await?;
+    alice
+        .send_message(
+            &room,
+            json!({"msgtype": "m.text", "body": "* I will bring the map",
+                   "m.new_content": {"msgtype": "m.text", "body": "I will bring the map"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": mine}}),
+        )
+        .await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #style :s/teh/the/"))
+        .await
+        .context("an edit is one sed-style line, not the whole message again")?;
+
+    alice.redact(&room, &mine, None).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "NOTICE #style :deleted a message"))
+        .await
+        .context("a redaction is announced as configured")?;
     Ok(())
 }
