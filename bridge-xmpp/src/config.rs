@@ -19,6 +19,27 @@ pub struct XmppSection {
     /// The longest message body, in bytes, the bridge sends to XMPP; longer Matrix messages are refused with an
     /// error to their sender rather than cut or dropped by the server.
     pub max_message_bytes: usize,
+    /// Files linked from XMPP (XEP-0066 out-of-band data, HTTP upload).
+    pub media: MediaConfig,
+}
+
+/// How the bridge fetches files linked from XMPP to upload them to Matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The largest file downloaded, in bytes; a larger one reaches Matrix as its link.
+    pub max_download_bytes: u64,
+    /// Whether files may be fetched from loopback, private and link-local addresses. Off by default: a message's
+    /// link must not make the bridge probe its own network.
+    pub allow_private_targets: bool,
+    /// Seconds a download may take.
+    pub download_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { max_download_bytes: 50 * 1024 * 1024, allow_private_targets: false, download_timeout_secs: 30 }
+    }
 }
 
 /// How the bridge takes part in MUCs.
@@ -45,6 +66,7 @@ impl Default for XmppSection {
             alias_template: "#_xmpp_{room}:{server_name}".into(),
             muc: MucConfig::default(),
             max_message_bytes: 16 * 1024,
+            media: MediaConfig::default(),
         }
     }
 }
@@ -95,9 +117,11 @@ impl Validate for XmppSection {
             ("component.ping_interval_secs", self.component.ping_interval_secs),
             ("component.response_timeout_secs", self.component.response_timeout_secs),
             ("component.max_reconnect_delay_secs", self.component.max_reconnect_delay_secs),
+            ("media.max_download_bytes", self.media.max_download_bytes),
+            ("media.download_timeout_secs", self.media.download_timeout_secs),
         ] {
             if value == 0 {
-                errors.push(FieldError::new(field, "must be at least 1 (seconds)"));
+                errors.push(FieldError::new(field, "must be at least 1"));
             }
         }
         let nick = self.muc.listener_nick.trim();

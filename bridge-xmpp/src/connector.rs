@@ -12,11 +12,13 @@ use lattice_bridge_core::{
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use xmpp_parsers::jid::BareJid;
 
 use crate::{
     addressing::Addressing,
     component,
     config::XmppSection,
+    direct, hosted,
     muc::{self, Gateway},
     styling::render_styling,
 };
@@ -28,13 +30,22 @@ const INBOUND_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct XmppConnector {
     section: XmppSection,
+    appservice_token: Option<String>,
     gateway: Arc<OnceLock<Arc<Gateway>>>,
 }
 
 impl XmppConnector {
     /// A connector for the configured component.
     pub fn new(section: XmppSection) -> Self {
-        Self { section, gateway: Arc::default() }
+        Self { section, appservice_token: None, gateway: Arc::default() }
+    }
+
+    /// Gives the connector the appservice token (`as_token`), with which it reads a Matrix room's history and
+    /// members' names for XMPP users joining it as a gateway MUC. Without it they get the members' user IDs and
+    /// no history.
+    pub fn with_appservice_token(mut self, token: impl Into<String>) -> Self {
+        self.appservice_token = Some(token.into());
+        self
     }
 
     fn gateway(&self) -> ConnectorResult<&Arc<Gateway>> {
@@ -43,6 +54,45 @@ impl XmppConnector {
 
     fn addressing(&self, server_name: &str) -> Addressing {
         Addressing::new(&self.section, server_name)
+    }
+
+    /// A Matrix event in a direct-chat portal: the DM's Matrix user's messages go to the XMPP account.
+    async fn handle_direct_event(
+        &self,
+        portal: &Portal,
+        jid: &BareJid,
+        user: &str,
+        sender: &str,
+        event: &MatrixEvent,
+    ) -> ConnectorResult<()> {
+        let gateway = self.gateway()?;
+        match &event.kind {
+            MatrixEventKind::Message(message) if sender == user => {
+                let (body, oob) = match &message.media {
+                    Some(media) => {
+                        let (url, oob) = gateway.publish_media(media).await?;
+                        (url, Some(oob))
+                    }
+                    None if message.msgtype == MessageType::Emote => {
+                        (format!("/me {}", render_styling(&message.text)), None)
+                    }
+                    None => (render_styling(&message.text), None),
+                };
+                let id = gateway.send_chat(jid, sender, body, None, oob).await?;
+                if let Some(event_id) = &event.event_id {
+                    gateway.map_sent(portal, event_id, id).await?;
+                }
+            }
+            MatrixEventKind::Edit { target, new_content } if sender == user => {
+                let original = target.remote_ids.last().cloned();
+                let id = gateway.send_chat(jid, sender, render_styling(&new_content.text), original, None).await?;
+                if let Some(event_id) = &event.event_id {
+                    gateway.map_sent(portal, event_id, id).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -61,7 +111,11 @@ impl Connector for XmppConnector {
         let (inbound_sender, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
         let link = component::spawn(&self.section.component, secret, inbound_sender);
         let addressing = self.addressing(bridge.server_name());
-        let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone()));
+        let matrix_api = self
+            .appservice_token
+            .clone()
+            .map(|token| hosted::MatrixApi::new(bridge.matrix().homeserver_url().clone(), token));
+        let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone(), matrix_api));
         if self.gateway.set(Arc::clone(&gateway)).is_err() {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
@@ -102,7 +156,22 @@ impl Connector for XmppConnector {
     }
 
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        let (Some(portal), Some(sender)) = (portal, event.sender.as_deref()) else { return Ok(()) };
+        let Some(sender) = event.sender.as_deref() else { return Ok(()) };
+        let Some(portal) = portal else {
+            // A Matrix user opening a direct chat with an XMPP ghost.
+            if let MatrixEventKind::Membership { user_id, membership, is_direct: true, .. } = &event.kind
+                && membership == "invite"
+            {
+                self.gateway()?.accept_direct_invite(&event.room_id, sender, user_id).await?;
+            }
+            return Ok(());
+        };
+        if let Some(room) = hosted::portal_room(portal) {
+            return self.gateway()?.hosted_matrix_event(&room, sender, event).await;
+        }
+        if let Some((jid, user)) = direct::portal_parties(portal) {
+            return self.handle_direct_event(portal, &jid, &user, sender, event).await;
+        }
         let Some(room) = muc::portal_room(portal) else { return Ok(()) };
         let gateway = self.gateway()?;
         match &event.kind {

@@ -9,6 +9,9 @@ pub mod addressing;
 pub mod component;
 pub mod config;
 pub mod connector;
+pub mod direct;
+pub mod hosted;
+pub mod media;
 pub mod muc;
 pub mod styling;
 

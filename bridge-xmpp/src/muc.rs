@@ -158,10 +158,14 @@ type AckWaiter = oneshot::Sender<Result<(), StanzaError>>;
 
 /// The MUC side of the gateway: state of each bridged MUC, and the waits for the server's answers.
 pub struct Gateway {
-    addressing: Addressing,
-    section: XmppSection,
-    bridge: BridgeHandle,
-    link: Link,
+    pub(crate) addressing: Addressing,
+    pub(crate) section: XmppSection,
+    pub(crate) bridge: BridgeHandle,
+    pub(crate) link: Link,
+    /// The Matrix rooms XMPP users occupy as gateway MUCs.
+    pub(crate) hosted: crate::hosted::Hosted,
+    /// History and member names for gateway MUCs; `None` when the bridge has no appservice token to ask with.
+    pub(crate) matrix_api: Option<crate::hosted::MatrixApi>,
     timeout: Duration,
     rooms: Mutex<HashMap<BareJid, RoomState>>,
     joins: Mutex<HashMap<(BareJid, FullJid), JoinWaiter>>,
@@ -176,11 +180,11 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-fn transient(message: impl Into<String>) -> ConnectorError {
+pub(crate) fn transient(message: impl Into<String>) -> ConnectorError {
     ConnectorError::Transient { message: message.into(), retry_after: Some(OFFLINE_RETRY) }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     format!("lattice-{:016x}", rand::random::<u64>())
 }
 
@@ -200,14 +204,22 @@ fn sanitize_nick(name: &str) -> String {
     if nick.is_empty() { "matrix user".into() } else { nick.to_owned() }
 }
 
-fn find_payload<T: TryFrom<Element>>(payloads: &[Element], name: &str, namespace: &str) -> Option<T> {
+pub(crate) fn find_payload<T: TryFrom<Element>>(payloads: &[Element], name: &str, namespace: &str) -> Option<T> {
     payloads.iter().find(|element| element.is(name, namespace)).and_then(|element| T::try_from(element.clone()).ok())
 }
 
 impl Gateway {
     /// A gateway on a supervised link.
-    pub fn new(section: XmppSection, addressing: Addressing, bridge: BridgeHandle, link: Link) -> Self {
+    pub fn new(
+        section: XmppSection,
+        addressing: Addressing,
+        bridge: BridgeHandle,
+        link: Link,
+        matrix_api: Option<crate::hosted::MatrixApi>,
+    ) -> Self {
         Self {
+            hosted: crate::hosted::Hosted::default(),
+            matrix_api,
             timeout: Duration::from_secs(section.component.response_timeout_secs),
             addressing,
             section,
@@ -239,12 +251,17 @@ impl Gateway {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether a JID is one of the MUCs the gateway bridges (its private messages are not direct chats).
+    pub(crate) fn is_bridged_muc(&self, jid: &BareJid) -> bool {
+        self.rooms().contains_key(jid)
+    }
+
     fn online(&self) -> ConnectorResult<LinkState> {
         let state = self.link.state();
         if state.online { Ok(state) } else { Err(transient("the XMPP component is reconnecting")) }
     }
 
-    async fn send(&self, stanza: impl Into<Stanza>) -> ConnectorResult<()> {
+    pub(crate) async fn send(&self, stanza: impl Into<Stanza>) -> ConnectorResult<()> {
         self.link.send(stanza).await.map_err(|error| transient(error.to_string()))
     }
 
@@ -395,7 +412,7 @@ impl Gateway {
         Ok((occupant, nick))
     }
 
-    async fn displayname_of(&self, user_id: &str) -> String {
+    pub(crate) async fn displayname_of(&self, user_id: &str) -> String {
         let fallback = || user_id.trim_start_matches('@').split(':').next().unwrap_or(user_id).to_owned();
         let Ok(parsed) = ruma_user_id(user_id) else { return fallback() };
         match self.bridge.matrix().bot().get_profile(&parsed).await {
@@ -543,7 +560,21 @@ impl Gateway {
 
     /// Handles one stanza from the server. Called in the server's order, one at a time.
     pub async fn handle_stanza(&self, stanza: Stanza) {
+        let hosted = match &stanza {
+            Stanza::Message(message) => message.to.as_ref(),
+            Stanza::Presence(presence) => presence.to.as_ref(),
+            Stanza::Iq(iq) => match iq {
+                Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => to.as_ref(),
+            },
+        }
+        .is_some_and(|to| self.is_hosted_jid(to));
         let outcome = match stanza {
+            Stanza::Message(message) if hosted => self.on_hosted_message(message).await,
+            Stanza::Presence(presence) if hosted => self.on_hosted_presence(presence).await,
+            Stanza::Iq(iq) if hosted => {
+                self.on_hosted_iq(iq).await;
+                Ok(())
+            }
             Stanza::Message(message) => self.on_message(message).await,
             Stanza::Presence(presence) => self.on_presence(presence).await,
             Stanza::Iq(iq) => self.on_iq(iq).await,
@@ -566,6 +597,9 @@ impl Gateway {
                 let _ = waiter.send(Err(error));
             }
             return Ok(());
+        }
+        if matches!(message.type_, XmppMessageType::Chat | XmppMessageType::Normal) {
+            return self.on_direct_message(message).await;
         }
         if message.type_ != XmppMessageType::Groupchat {
             return Ok(());
@@ -615,6 +649,9 @@ impl Gateway {
         let portal = portal_key(&room);
         let timestamp_ms = delay.as_ref().and_then(|delay| u64::try_from(delay.stamp.0.timestamp_millis()).ok());
         if let Some((_, body)) = message.get_best_body_cloned(vec![]) {
+            if let Some(kind) = self.oob_media(&message.payloads, &body).await {
+                return self.bridge.push(RemoteEvent { portal, sender, remote_id: id, timestamp_ms, kind }).await;
+            }
             let (msgtype, text) = match body.strip_prefix("/me ") {
                 Some(action) => (MessageType::Emote, action.to_owned()),
                 None => (MessageType::Text, body),
@@ -840,7 +877,7 @@ fn format_now() -> String {
 }
 
 /// Days since 1970-01-01 to a (year, month, day) date: Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

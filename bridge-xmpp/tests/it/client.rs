@@ -223,6 +223,37 @@ impl XmppClient {
     }
 }
 
+impl XmppClient {
+    /// Sends a one-to-one `chat` message with a fresh ID.
+    pub async fn send_chat(&mut self, to: &str, body: &str) -> anyhow::Result<()> {
+        let id = format!("test-{:016x}", rand::random::<u64>());
+        self.send_raw(&format!(
+            "<message type='chat' to='{}' id='{id}'><body>{}</body></message>",
+            escape(to),
+            escape(body)
+        ))
+        .await
+    }
+
+    /// Waits for a `chat` message from the bare JID `from` whose body `predicate` holds for; returns the body.
+    pub async fn wait_for_chat(
+        &mut self,
+        from: &str,
+        timeout: Duration,
+        predicate: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let stanza = self
+            .wait_for(timeout, |stanza| {
+                stanza.name() == "message"
+                    && stanza.attr("type") == Some("chat")
+                    && stanza.attr("from").is_some_and(|jid| jid.split('/').next() == Some(from))
+                    && stanza.get_child("body", CLIENT_NS).is_some_and(|body| predicate(&body.text()))
+            })
+            .await?;
+        Ok(stanza.get_child("body", CLIENT_NS).map(Element::text).unwrap_or_default())
+    }
+}
+
 /// Whether a MUC presence carries status 110 (it is about the receiver).
 pub fn is_self_presence(stanza: &Element) -> bool {
     stanza

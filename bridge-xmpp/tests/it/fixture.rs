@@ -37,6 +37,11 @@ impl Drop for Fixture {
 
 impl Fixture {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Fixture::start`], with the bridge's section adjusted by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut XmppSection)) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
         let prosody = Prosody::start(COMPONENT).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
@@ -64,7 +69,7 @@ impl Fixture {
             media_base_url: format!("http://{address}").parse()?,
             bot_displayname: None,
         };
-        let section = XmppSection {
+        let mut section = XmppSection {
             component: ComponentConfig {
                 domain: COMPONENT.into(),
                 server: prosody.component_address(),
@@ -75,8 +80,10 @@ impl Fixture {
             },
             ..XmppSection::default()
         };
+        configure(&mut section);
+        let connector = XmppConnector::new(section).with_appservice_token(registration.as_token.clone());
         let registration = AppserviceRegistration::new(registration, &registration_path)?;
-        let bridge = Bridge::from_parts(settings, registration, store, XmppConnector::new(section))?;
+        let bridge = Bridge::from_parts(settings, registration, store, connector)?;
         let trigger = bridge.shutdown_trigger();
         let task = tokio::spawn(bridge.serve(listener));
         Ok(Self { trigger, task, synapse, prosody, _dir: dir })

@@ -2,5 +2,8 @@
 //! starts its own servers, users and rooms, so tests run in parallel and never depend on order.
 
 mod client;
+mod direct;
 mod fixture;
+mod hosted;
+mod media;
 mod muc;

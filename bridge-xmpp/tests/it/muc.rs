@@ -14,7 +14,7 @@ use crate::{
 
 /// A Matrix user in the portal of `room`, with the XMPP side's view of the bridge set up: the bridge's listener is
 /// in the MUC and the XMPP user's ghost has joined the Matrix room.
-async fn join_portal(
+pub(crate) async fn join_portal(
     matrix: &MatrixUser,
     xmpp: &mut XmppClient,
     room: &str,

@@ -1,0 +1,200 @@
+//! Files from XMPP ([XEP-0066: Out of Band Data](https://xmpp.org/extensions/xep-0066.html), which
+//! [XEP-0363 HTTP upload](https://xmpp.org/extensions/xep-0363.html) clients also send): the linked file is
+//! downloaded, within a size cap and never from private or loopback addresses unless configured, and uploaded to
+//! Matrix as a file message with its MIME type and name.
+
+use std::net::IpAddr;
+
+use futures::StreamExt as _;
+use lattice_bridge_core::event::{MessageType, RemoteEventKind};
+
+use tokio_xmpp::parsers::{minidom::Element, ns, oob::Oob};
+
+use crate::{
+    config::MediaConfig,
+    muc::{Gateway, find_payload},
+};
+
+/// Whether an address is one the bridge must not fetch from by default: loopback, private, link-local, shared
+/// (CGNAT), unique-local, unspecified, multicast or documentation ranges.
+pub fn is_private_address(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private_address(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The Matrix message type for a MIME type.
+fn msgtype_of(mimetype: &str) -> MessageType {
+    match mimetype.split('/').next() {
+        Some("image") => MessageType::Image,
+        Some("video") => MessageType::Video,
+        Some("audio") => MessageType::Audio,
+        _ => MessageType::File,
+    }
+}
+
+/// The file name at the end of a URL's path, or `file`.
+fn filename_of(url: &url::Url) -> String {
+    url.path_segments()
+        .and_then(|mut segments| segments.next_back().map(str::to_owned))
+        .filter(|name| !name.is_empty())
+        .and_then(|name| percent_decode(&name))
+        .unwrap_or_else(|| "file".to_owned())
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Downloads a file and uploads it to the homeserver: checks the target, the size cap, and pins the checked
+/// address for the request so a second DNS answer cannot point it elsewhere. Redirects are not followed.
+pub(crate) async fn fetch(config: &MediaConfig, gateway: &Gateway, link: &str) -> Result<RemoteEventKind, String> {
+    let url = url::Url::parse(link).map_err(|error| format!("not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{} URLs are not fetched", url.scheme()));
+    }
+    let host = url.host_str().ok_or("the URL has no host")?.to_owned();
+    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let lookup = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let addresses: Vec<_> =
+        tokio::net::lookup_host((lookup.as_str(), port)).await.map_err(|error| format!("{host}: {error}"))?.collect();
+    let address = addresses.first().copied().ok_or_else(|| format!("{host} has no address"))?;
+    if !config.allow_private_targets && addresses.iter().any(|address| is_private_address(address.ip())) {
+        return Err(format!("{host} is a private or loopback address (bridge.media.allow_private_targets)"));
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&host, address)
+        .timeout(std::time::Duration::from_secs(config.download_timeout_secs))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let response = client.get(url.clone()).send().await.map_err(|error| error.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("the server answered {}", response.status()));
+    }
+    let cap = config.max_download_bytes;
+    if response.content_length().is_some_and(|length| length > cap) {
+        return Err(format!("the file is larger than {cap} bytes (bridge.media.max_download_bytes)"));
+    }
+    let mimetype = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or(value).trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| error.to_string())?;
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Err(format!("the file is larger than {cap} bytes (bridge.media.max_download_bytes)"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let filename = filename_of(&url);
+    let size = body.len() as u64;
+    let mxc = gateway
+        .bridge
+        .matrix()
+        .upload_media(bytes::Bytes::from(body), &mimetype, Some(&filename))
+        .await
+        .map_err(|error| format!("uploading to Matrix: {error}"))?;
+    Ok(RemoteEventKind::Media {
+        msgtype: msgtype_of(&mimetype),
+        filename,
+        url: mxc.to_string(),
+        mimetype: Some(mimetype),
+        size: Some(size),
+    })
+}
+
+impl Gateway {
+    /// The file a message links with XEP-0066, as a Matrix media event; `None` when there is none or it cannot be
+    /// fetched (then the message goes to Matrix as its text, which carries the link).
+    pub(crate) async fn oob_media(&self, payloads: &[Element], body: &str) -> Option<RemoteEventKind> {
+        let oob = find_payload::<Oob>(payloads, "x", ns::OOB)?;
+        // A client shows an attachment when the body is the URL; any other text is a message with a link.
+        if !body.trim().is_empty() && body.trim() != oob.url {
+            return None;
+        }
+        match fetch(&self.section.media, self, &oob.url).await {
+            Ok(kind) => Some(kind),
+            Err(reason) => {
+                tracing::warn!(url = %oob.url, %reason, "not bridging an XMPP file; its link goes to Matrix as text");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_targets_are_recognised() {
+        for (address, private) in [
+            ("127.0.0.1", true),
+            ("10.1.2.3", true),
+            ("172.16.0.1", true),
+            ("192.168.1.1", true),
+            ("169.254.169.254", true),
+            ("100.64.0.1", true),
+            ("0.0.0.0", true),
+            ("::1", true),
+            ("fd00::1", true),
+            ("fe80::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("93.184.216.34", false),
+            ("2606:4700::1111", false),
+        ] {
+            assert_eq!(is_private_address(address.parse().unwrap()), private, "{address}");
+        }
+    }
+
+    #[test]
+    fn file_names_and_types_come_from_the_url_and_mime_type() {
+        let url = url::Url::parse("https://upload.example.org/abc/My%20Photo.png").unwrap();
+        assert_eq!(filename_of(&url), "My Photo.png");
+        assert_eq!(filename_of(&url::Url::parse("https://x.org/").unwrap()), "file");
+        assert_eq!(msgtype_of("image/png"), MessageType::Image);
+        assert_eq!(msgtype_of("application/pdf"), MessageType::File);
+    }
+}

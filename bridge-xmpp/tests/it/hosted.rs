@@ -1,0 +1,94 @@
+//! Matrix rooms joined from XMPP as MUCs on the gateway: discovery, occupants, history with delay stamps, subject,
+//! and conversation both ways.
+
+use serde_json::json;
+
+use crate::{
+    client::{escape, to_xml},
+    fixture::{Fixture, WAIT},
+};
+
+#[tokio::test]
+async fn matrix_room_as_gateway_muc_with_history_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    alice.set_display_name("Alice Liddell").await?;
+    let room_id = alice
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "Wonderland", "name": "Wonderland",
+            "topic": "tea at four"}))
+        .await?;
+    alice.send_text(&room_id, "history one").await?;
+    alice
+        .send_message(
+            &room_id,
+            json!({"msgtype": "m.text", "body": "history two", "format": "org.matrix.custom.html",
+                "formatted_body": "history <strong>two</strong>"}),
+        )
+        .await?;
+
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    // XMPP lower-cases JID nodes: `^w` stands for the upper-case `W` of `#Wonderland:localhost`.
+    let room = "#^wonderland#localhost@bridge.localhost";
+
+    // Discovery: a text conference with the MUC features clients check before joining.
+    xavier
+        .send_raw(&format!(
+            "<iq type='get' to='{}' id='disco1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            escape(room)
+        ))
+        .await?;
+    let info = xavier.wait_for(WAIT, |stanza| stanza.name() == "iq" && stanza.attr("id") == Some("disco1")).await?;
+    assert_eq!(info.attr("type"), Some("result"), "{}", to_xml(&info));
+    let xml = to_xml(&info);
+    assert!(xml.contains("category='conference'") && xml.contains("type='text'"), "{xml}");
+    assert!(xml.contains("var='http://jabber.org/protocol/muc'"), "{xml}");
+    assert!(xml.contains("name='#Wonderland:localhost'"), "{xml}");
+
+    // Joining: Alice is an occupant under her display name; then history with delay stamps, then the subject.
+    xavier.join_muc(room, "Xavier").await?;
+    let alice_occupant = format!("{room}/Alice Liddell");
+    xavier
+        .wait_for(WAIT, |stanza| stanza.name() == "presence" && stanza.attr("from") == Some(alice_occupant.as_str()))
+        .await?;
+    for expected in ["history one", "history *two*"] {
+        let (nick, body, stanza) = xavier.wait_for_groupchat(room, WAIT, |body| body.starts_with("history")).await?;
+        assert_eq!((nick.as_str(), body.as_str()), ("Alice Liddell", expected));
+        let delay = stanza.get_child("delay", "urn:xmpp:delay");
+        assert!(delay.is_some_and(|delay| delay.attr("stamp").is_some()), "no delay stamp: {}", to_xml(&stanza));
+    }
+    let subject = xavier
+        .wait_for(WAIT, |stanza| stanza.name() == "message" && stanza.children().any(|child| child.name() == "subject"))
+        .await?;
+    assert_eq!(subject.attr("from"), Some(room));
+    assert!(to_xml(&subject).contains("tea at four"), "{}", to_xml(&subject));
+
+    // XMPP → Matrix: from Xavier's ghost in the room, styled; the message is reflected to Xavier.
+    xavier.send_groupchat(room, "hello from *xmpp*").await?;
+    let (nick, _, _) = xavier.wait_for_groupchat(room, WAIT, |body| body == "hello from *xmpp*").await?;
+    assert_eq!(nick, "Xavier");
+    let message = alice.wait_for_message(&room_id, WAIT, "hello from xmpp").await?;
+    assert_eq!(message["sender"], "@_xmpp_xavier=40localhost:localhost");
+    assert_eq!(message["content"]["formatted_body"], "hello from <strong>xmpp</strong>");
+
+    // Matrix → XMPP: from Alice's occupant, styled.
+    alice
+        .send_message(
+            &room_id,
+            json!({"msgtype": "m.text", "body": "welcome xavier", "format": "org.matrix.custom.html",
+                "formatted_body": "welcome <em>xavier</em>"}),
+        )
+        .await?;
+    let (nick, body, _) = xavier.wait_for_groupchat(room, WAIT, |body| body.starts_with("welcome")).await?;
+    assert_eq!((nick.as_str(), body.as_str()), ("Alice Liddell", "welcome _xavier_"));
+
+    // An unknown alias is refused, not left hanging.
+    xavier.send_raw("<presence to='#nowhere#localhost@bridge.localhost/X'><x xmlns='http://jabber.org/protocol/muc'/></presence>").await?;
+    let refusal = xavier
+        .wait_for(WAIT, |stanza| {
+            stanza.name() == "presence"
+                && stanza.attr("from").is_some_and(|from| from.starts_with("#nowhere#localhost@"))
+        })
+        .await?;
+    assert_eq!(refusal.attr("type"), Some("error"), "{}", to_xml(&refusal));
+    Ok(())
+}
