@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     IrcConnector,
-    ids::{is_valid_channel, is_valid_nick, sanitise_nick, split_portal_key},
+    ids::{is_valid_channel, is_valid_nick, sanitise_nick, sanitise_username, split_portal_key},
     line::Line,
-    network::{Network, account_setting, core_error, nick_setting},
+    network::{Network, account_setting, core_error, nick_setting, username_setting},
 };
 
 const fn user(name: &'static str, usage: &'static str, summary: &'static str) -> CommandSpec {
@@ -29,6 +29,7 @@ const fn admin(name: &'static str, usage: &'static str, summary: &'static str) -
 /// The commands, for `help`.
 pub(crate) const SPECS: &[CommandSpec] = &[
     user("nick", "[network] <nick>", "Change your IRC nick (remembered for next time)"),
+    user("username", "[network] <username>", "Set the username (ident) of your IRC connection; it reconnects"),
     user("join", "[network] <#channel>", "Join an IRC channel: you are invited to its room"),
     user("part", "[network] <#channel>", "Leave an IRC channel"),
     user("whois", "[network] <nick>", "Ask the IRC server about a nick"),
@@ -94,6 +95,20 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
             store.set_user_setting(sender, &nick_setting(&network.id), Some(&nick)).await?;
             network.puppet(sender, None).await?.set_nick(&nick);
             Ok(format!("Your nick on {} is now {nick} (if the server agrees).", network.config.name))
+        }
+        "username" => {
+            let [username] = args else { return Err(fail("usage: username [network] <username>")) };
+            let username = sanitise_username(username);
+            store.set_user_setting(sender, &username_setting(&network.id), Some(&username)).await?;
+            // The username is sent once, at registration: a new connection is the only way to change it.
+            if let Some((_, puppet)) = network.puppets.remove(sender) {
+                puppet.quit("Changing username");
+            }
+            network.puppet(sender, None).await?;
+            Ok(format!(
+                "Your username on {} is now {username}; your connection is starting again.",
+                network.config.name
+            ))
         }
         "join" => {
             let [channel] = args else { return Err(fail("usage: join [network] <#channel>")) };

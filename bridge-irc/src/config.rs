@@ -86,6 +86,10 @@ pub struct NetworkConfig {
     /// How Matrix replies, edits and redactions look on IRC, which has none of them.
     #[serde(default)]
     pub messages: MessageStyle,
+    /// The most puppet connections the bridge opens to this network (0: no limit); a Matrix user beyond it is told
+    /// their message was not delivered. Networks limit connections per host: ask the operators for an exemption.
+    #[serde(default)]
+    pub max_clients: usize,
 }
 
 /// How Matrix replies, edits and redactions are shown on IRC.
@@ -198,6 +202,7 @@ impl NetworkConfig {
             max_lines: default_max_lines(),
             idle_timeout_secs: None,
             messages: MessageStyle::default(),
+            max_clients: 0,
         }
     }
 }

@@ -43,6 +43,11 @@ pub(crate) fn nick_setting(network: &str) -> String {
     format!("irc.nick.{network}")
 }
 /// The user setting holding a Matrix user's account name on a network (for `storepass`).
+/// The user setting holding a Matrix user's chosen IRC username (ident) on a network: `irc.username.{network}`.
+pub(crate) fn username_setting(network: &str) -> String {
+    format!("irc.username.{network}")
+}
+
 pub(crate) fn account_setting(network: &str) -> String {
     format!("irc.account.{network}")
 }
@@ -657,7 +662,17 @@ impl Network {
         let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or("matrix");
         let wanted = chosen.or(displayname).unwrap_or_else(|| localpart.to_owned());
         let nick = sanitise_nick(&wanted, self.config.max_nick_length);
+        let username = store.user_setting(user_id, &username_setting(&self.id)).await?;
+        let username = sanitise_username(username.as_deref().unwrap_or(localpart));
         let login = self.login(user_id).await?;
+        let max_clients = self.config.max_clients;
+        if max_clients > 0 && self.puppets.len() >= max_clients {
+            // A network's connection limit is the operator's rule: say so rather than queue forever.
+            return Err(ConnectorError::permanent(format!(
+                "the bridge already holds {max_clients} connections to {}, its limit; try again later",
+                self.config.name
+            )));
+        }
         let puppet = self
             .puppets
             .entry(user_id.to_owned())
@@ -670,7 +685,7 @@ impl Network {
                         servers: self.config.servers.clone(),
                         nick,
                         max_nick_length: self.config.max_nick_length,
-                        username: sanitise_username(localpart),
+                        username,
                         realname: format!("{user_id} via Lattice"),
                         login,
                         flood: self.config.flood,

@@ -145,3 +145,57 @@ async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_username_command_reconnects_the_puppet_with_the_new_ident() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#names").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#names")).await?;
+    alice.send_text(&room, "first").await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!~alice@") && line.ends_with("PRIVMSG #names :first")).await?;
+
+    let admin = crate::auth::admin_room(&alice).await?;
+    let answer = crate::auth::command(&alice, &admin, "username lattix").await?;
+    assert!(answer.contains("now lattix"), "{answer}");
+    alice.send_text(&room, "second").await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!~lattix@") && line.ends_with("PRIVMSG #names :second"))
+        .await
+        .context("the new connection carries the chosen username")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_user_beyond_the_connection_limit_is_told_why() -> anyhow::Result<()> {
+    let fixture = Fixture::configured(|section| {
+        for network in section.networks.values_mut() {
+            network.max_clients = 1;
+        }
+    })
+    .await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#full").await?;
+    let alice = fixture.user("alice").await?;
+    let carol = fixture.user("carol").await?;
+    let room = alice.join(&alias("#full")).await?;
+    alice.send_text(&room, "I fit").await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.ends_with("PRIVMSG #full :I fit")).await?;
+    carol.join(&room).await?;
+    carol.send_text(&room, "and me?").await?;
+    let notice = carol
+        .wait_for_event(&room, WAIT, |event| {
+            event["sender"] == BOT
+                && event["content"]["msgtype"] == "m.notice"
+                && event["content"]["body"].as_str().is_some_and(|body| body.contains(&carol.user_id().to_owned()))
+        })
+        .await
+        .context("carol is told her message was not delivered")?;
+    let body = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(body.contains("not delivered") && body.contains("limit"), "{body}");
+    assert!(
+        bob.wait_for(Duration::from_millis(500), |line| line.contains("and me?")).await.is_err(),
+        "carol's message must not reach IRC"
+    );
+    Ok(())
+}
