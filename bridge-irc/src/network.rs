@@ -789,7 +789,13 @@ impl Network {
                 };
                 let mut text = mirc::render(&message.text, &|mention| self.nick_for_mention(mention));
                 if let Some(media) = &message.media {
-                    text = format!("{} {}", media.filename, self.media_link(&media.url));
+                    // Matrix media needs authentication to fetch: IRC people get an unguessable link on the bridge.
+                    let url = self
+                        .bridge
+                        .publish_media(&media.url, &media.filename, media.mimetype.as_deref())
+                        .await
+                        .map_err(core_error)?;
+                    text = format!("{} {url}", media.filename);
                 }
                 if let Some(reply) = &message.reply_to
                     && let Some(nick) = reply.remote_ids.first().and_then(|id| id.split_once('/')).map(|(n, _)| n)
@@ -952,15 +958,6 @@ impl Network {
             .await?;
         self.puppet(sender, None).await?;
         Ok(())
-    }
-
-    /// A link IRC people can open for a Matrix upload.
-    fn media_link(&self, mxc: &str) -> String {
-        let homeserver = self.bridge.matrix().homeserver_url().as_str().trim_end_matches('/').to_owned();
-        match mxc.strip_prefix("mxc://") {
-            Some(path) => format!("{homeserver}/_matrix/media/v3/download/{path}"),
-            None => mxc.to_owned(),
-        }
     }
 
     /// Stops every connection of the network.

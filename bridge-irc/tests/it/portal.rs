@@ -260,3 +260,50 @@ async fn replies_edits_and_redactions_follow_the_configured_style() -> anyhow::R
         .context("a redaction is announced as configured")?;
     Ok(())
 }
+
+#[tokio::test]
+async fn files_become_working_links_and_nicks_become_pills() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#files").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#files")).await?;
+    wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
+
+    // A Matrix file reaches IRC as its name and a link on the bridge that works without Matrix credentials.
+    let bytes = b"%PDF-1.4 not really a pdf".to_vec();
+    let mxc = alice.upload(bytes.clone(), "application/pdf", "agenda.pdf").await?;
+    alice
+        .send_message(
+            &room,
+            json!({"msgtype": "m.file", "body": "agenda.pdf", "url": mxc, "info": {"mimetype": "application/pdf"}}),
+        )
+        .await?;
+    let line =
+        bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains("PRIVMSG #files :agenda.pdf ")).await?;
+    let url = line.rsplit(' ').next().context("a link at the end of the line")?;
+    assert!(url.contains("/_lattice/media/"), "{line}");
+    let fetched = reqwest::get(url).await?;
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await?.as_ref(), bytes.as_slice());
+
+    // A pill of an IRC person's ghost becomes their nick on IRC…
+    alice
+        .send_message(
+            &room,
+            json!({"msgtype": "m.text", "body": "bob: ready?", "format": "org.matrix.custom.html",
+                   "formatted_body": format!("<a href=\"https://matrix.to/#/{}\">bob</a>: ready?", ghost("bob"))}),
+        )
+        .await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #files :bob: ready?")).await?;
+    // …and an IRC line addressed to a puppet's nick becomes a pill of its Matrix user.
+    bob.send("PRIVMSG #files :alice: yes").await?;
+    let seen = alice.wait_for_message(&room, WAIT, "alice: yes").await?;
+    let html = seen["content"]["formatted_body"].as_str().unwrap_or_default();
+    assert!(
+        html.contains(&format!("https://matrix.to/#/{}", alice.user_id().replace('@', "%40")))
+            || html.contains(&format!("https://matrix.to/#/{}", alice.user_id())),
+        "{seen}"
+    );
+    Ok(())
+}
