@@ -123,6 +123,11 @@ async fn nick_change_part_and_kick_are_reflected() -> anyhow::Result<()> {
     assert_eq!(seen["sender"], ghost("bob"), "the ghost keeps its identity across nicks");
     bob.send("PART #hall :gone").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "leave").await?;
+    let dave = IrcTestClient::connect(fixture.ircd.port(), "dave").await?;
+    dave.join("#hall").await?;
+    wait_for_member(&alice, &room, &ghost("dave"), "join").await?;
+    dave.send("QUIT :see you").await?;
+    wait_for_member(&alice, &room, &ghost("dave"), "leave").await.context("a QUIT leaves the room")?;
 
     // Alice's puppet joins when she speaks; carol kicks it; alice leaves the room.
     alice.send_text(&room, "hello hall").await?;
