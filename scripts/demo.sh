@@ -3,7 +3,8 @@
 #
 # Runs the local demo stack until Ctrl-C, then stops everything it started:
 #   Synapse        http://127.0.0.1:8008, server_name localhost, Matrix user alice / password alice
-#   lattice-irc    appservice on 127.0.0.1:29331, bridging a local ngircd on 127.0.0.1:16667
+#   lattice-irc    appservice on 127.0.0.1:29331, bridging a local InspIRCd on 127.0.0.1:16667
+#                  (network "local"), linked to atheme services (NickServ, SASL) on 127.0.0.1:17000
 #   lattice-xmpp   appservice on 127.0.0.1:29332, the component bridge.localhost of a local
 #                  Prosody (clients on 127.0.0.1:5222: alice@localhost / alice; MUCs on
 #                  conference.localhost)
@@ -34,6 +35,11 @@ done
 DEMO=${LATTICE_DEMO_DIR:-$LATTICE_ROOT/demo}
 SYNAPSE_PORT=8008
 IRC_PORT=16667
+IRC_LINK_PORT=17000
+IRC_NETWORK=local
+IRC_LINK_PASSWORD=lattice-demo-link
+# What atheme logs once it has linked and synced with InspIRCd: SASL and NickServ work from then on.
+SERVICES_SYNCED="finished synching with uplink"
 XMPP_C2S_PORT=5222
 XMPP_COMPONENT_PORT=5347
 HOMESERVER=http://127.0.0.1:$SYNAPSE_PORT
@@ -84,7 +90,7 @@ wait_port() {
     done
 }
 
-for name in synapse ngircd prosody lattice-irc lattice-xmpp; do
+for name in synapse inspircd atheme prosody lattice-irc lattice-xmpp; do
     if is_running "$RUN/$name.pid"; then
         die "a demo already runs ($name: $RUN/$name.pid); stop it with Ctrl-C first"
     fi
@@ -101,7 +107,7 @@ log "building the bridges (release)"
 cargo build --release --quiet -p lattice-bridge-irc -p lattice-bridge-xmpp
 BIN=${CARGO_TARGET_DIR:-$LATTICE_ROOT/target}/release
 
-for port in $SYNAPSE_PORT $IRC_PORT $XMPP_C2S_PORT $XMPP_COMPONENT_PORT 29331 29332; do
+for port in $SYNAPSE_PORT $IRC_PORT $IRC_LINK_PORT $XMPP_C2S_PORT $XMPP_COMPONENT_PORT 29331 29332; do
     if tcp_open 127.0.0.1 "$port"; then
         die "port $port on 127.0.0.1 is taken; the demo needs it"
     fi
@@ -127,7 +133,7 @@ for bridge in irc xmpp; do
         'permissions.admins=["@alice:localhost"]'
 done
 edit_yaml "$DEMO/irc.yaml" set appservice.port=29331 \
-    "bridge.networks={\"local\": {\"name\": \"Demo ngircd\", \"servers\": [{\"host\": \"127.0.0.1\", \"port\": $IRC_PORT, \"tls\": false}]}}"
+    "bridge.networks={\"$IRC_NETWORK\": {\"name\": \"Demo InspIRCd\", \"auth\": \"sasl\", \"servers\": [{\"host\": \"127.0.0.1\", \"port\": $IRC_PORT, \"tls\": false}]}}"
 edit_yaml "$DEMO/xmpp.yaml" set appservice.port=29332 \
     bridge.component.domain=bridge.localhost \
     "bridge.component.server=127.0.0.1:$XMPP_COMPONENT_PORT"
@@ -145,26 +151,85 @@ done
 IRC_BOT=$(edit_yaml "$DEMO/irc.yaml" get appservice.bot.localpart)
 XMPP_BOT=$(edit_yaml "$DEMO/xmpp.yaml" get appservice.bot.localpart)
 
-# --- ngircd ----------------------------------------------------------------------------------
-cat >"$DEMO/ngircd.conf" <<CONF
+# --- InspIRCd + atheme -----------------------------------------------------------------------
+# InspIRCd 3 (IRCv3, SASL) on 127.0.0.1 only, linked to atheme services (NickServ, SaslServ) on
+# IRC_LINK_PORT; see /work/shared/reference/servers.md and tests/src/ircd.rs.
+IRCD_DIR=$DEMO/inspircd
+mkdir -p "$IRCD_DIR"
+printf '%s\n' "Lattice demo: join a channel, then DM @$IRC_BOT:localhost on Matrix" \
+    "Register an account: /msg NickServ REGISTER <password> <you@example.com>" >"$IRCD_DIR/motd.txt"
+ircd_modules=""
+for module in cap ircv3 ircv3_accounttag ircv3_batch ircv3_capnotify ircv3_chghost ircv3_ctctags \
+    ircv3_echomessage ircv3_invitenotify ircv3_labeledresponse ircv3_msgid ircv3_servertime namesx \
+    uhnames monitor setname services_account sasl spanningtree; do
+    ircd_modules+="<module name=\"$module\">"$'\n'
+done
+cat >"$IRCD_DIR/inspircd.conf" <<CONF
 # Written by scripts/demo.sh
-[Global]
-Name = irc.localhost
-Info = Lattice demo IRC server
-Listen = 127.0.0.1
-Ports = $IRC_PORT
-MotdPhrase = "Lattice demo: join a channel, then DM @$IRC_BOT:localhost on Matrix"
-[Limits]
-MaxConnections = 0
-MaxConnectionsIP = 0
-MaxJoins = 0
-MaxPenaltyTime = 0
-[Options]
-DNS = no
-Ident = no
-PAM = no
+<server name="irc.localhost" description="Lattice demo IRC server" id="001" network="LatticeDemo">
+<admin name="Lattice" nick="admin" email="admin@example.com">
+<bind address="127.0.0.1" port="$IRC_PORT" type="clients">
+<bind address="127.0.0.1" port="$IRC_LINK_PORT" type="servers">
+<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="1048576" softsendq="1048576"
+  recvq="1048576" threshold="1000000" commandrate="1000000" fakelag="no" localmax="1000" globalmax="1000"
+  resolvehostnames="no" useident="no" limit="5000" maxchans="100">
+<performance netbuffersize="65534" somaxconn="128" softlimit="5000" clonesonconnect="no" timeskipwarn="0">
+<security hideserver="" hidesplits="no" hideulines="no" hidebans="no" maxtargets="20"
+  restrictbannedusers="no" genericoper="no" announceinvites="dynamic">
+<limits maxnick="30" maxchan="64" maxmodes="20" maxident="10" maxhost="64" maxquit="255" maxtopic="307"
+  maxkick="255" maxreal="128" maxgecos="128" maxaway="200">
+<pid file="$IRCD_DIR/inspircd.pid">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$IRCD_DIR/inspircd-server.log">
+<files motd="$IRCD_DIR/motd.txt">
+<dns timeout="1">
+$ircd_modules<sasl target="services.localhost" requiressl="no">
+<link name="services.localhost" ipaddr="127.0.0.1" port="$IRC_LINK_PORT" allowmask="127.0.0.0/8"
+  sendpass="$IRC_LINK_PASSWORD" recvpass="$IRC_LINK_PASSWORD">
+<uline server="services.localhost" silent="yes">
 CONF
-start ngircd ngircd -n -f "$DEMO/ngircd.conf"
+
+# atheme refuses root: it runs as nobody, in a data dir (database, log, pid) that nobody owns.
+ATHEME_DIR=$DEMO/atheme
+mkdir -p "$ATHEME_DIR"
+cat >"$ATHEME_DIR/atheme.conf" <<CONF
+/* Written by scripts/demo.sh */
+loadmodule "modules/protocol/inspircd";
+loadmodule "modules/backend/opensex";
+loadmodule "modules/crypto/pbkdf2v2";
+loadmodule "modules/nickserv/main";
+loadmodule "modules/nickserv/register";
+loadmodule "modules/nickserv/identify";
+loadmodule "modules/nickserv/help";
+loadmodule "modules/saslserv/main";
+loadmodule "modules/saslserv/plain";
+serverinfo {
+  name = "services.localhost"; desc = "Lattice demo services"; numeric = "00A"; recontime = 1;
+  netname = "LatticeDemo"; hidehostsuffix = "users.localhost"; adminname = "Lattice";
+  adminemail = "admin@example.com"; registeremail = "noreply@example.com"; auth = none;
+  casemapping = rfc1459; loglevel = { error; info; }; maxcertfp = 5; maxlogins = 5; maxusers = 50;
+  mdlimit = 30; emaillimit = 1000; emailtime = 300;
+};
+uplink "irc.localhost" {
+  host = "127.0.0.1"; port = $IRC_LINK_PORT; send_password = "$IRC_LINK_PASSWORD"; receive_password = "$IRC_LINK_PASSWORD";
+};
+nickserv { nick = "NickServ"; user = "NickServ"; host = "services.localhost"; real = "Nickname Services"; };
+saslserv { nick = "SaslServ"; user = "SaslServ"; host = "services.localhost"; real = "SASL Agent"; };
+general { commit_interval = 5; };
+CONF
+chown -R nobody: "$ATHEME_DIR"
+
+start inspircd inspircd --config="$IRCD_DIR/inspircd.conf" --nofork --runasroot
+wait_port inspircd "$IRC_PORT" 20
+start atheme runuser -u nobody -- atheme-services -n -c "$ATHEME_DIR/atheme.conf" \
+    -l "$ATHEME_DIR/atheme-services.log" -p "$ATHEME_DIR/atheme.pid" -D "$ATHEME_DIR"
+log "waiting for atheme to link to InspIRCd"
+deadline=$((SECONDS + 20))
+until grep -qF "$SERVICES_SYNCED" "$LOGS/atheme.log"; do
+    must_run inspircd
+    must_run atheme
+    ((SECONDS < deadline)) || die "atheme did not link to InspIRCd after 20 s ($LOGS/atheme.log)"
+    sleep 0.1
+done
 
 # --- Prosody ---------------------------------------------------------------------------------
 mkdir -p "$DEMO/prosody/data" "$DEMO/prosody/certs"
@@ -203,7 +268,6 @@ prosodyctl --config "$DEMO/prosody/prosody.cfg.lua" register alice localhost ali
     "$DEMO/irc-registration.yaml" "$DEMO/xmpp-registration.yaml"
 start synapse "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$DEMO/synapse/homeserver.yaml"
 
-wait_port ngircd "$IRC_PORT" 10
 wait_port prosody "$XMPP_COMPONENT_PORT" 10
 log "waiting for Synapse"
 deadline=$((SECONDS + 60))
@@ -224,17 +288,23 @@ start lattice-xmpp "$BIN/lattice-xmpp" run -c "$DEMO/xmpp.yaml"
 wait_port lattice-irc 29331 30
 wait_port lattice-xmpp 29332 30
 
+IRC_PORTAL="#irc_${IRC_NETWORK}_#lattice:localhost"
 cat <<BANNER
 
 Lattice demo is running. Logs: $LOGS/
 
   Matrix     homeserver $HOMESERVER   user @alice:localhost   password alice
              (e.g. Element: custom homeserver $HOMESERVER, sign in as alice / alice)
-  IRC        DM @$IRC_BOT:localhost for the IRC bridge's commands
-             its network "local" is the ngircd on 127.0.0.1:$IRC_PORT (any IRC client, no TLS)
+  IRC        InspIRCd + atheme on 127.0.0.1:$IRC_PORT (any IRC client, no TLS; SASL PLAIN once you
+             /msg NickServ REGISTER <password> <you@example.com>), the bridge's network "$IRC_NETWORK"
+             DM @$IRC_BOT:localhost for the IRC bridge's commands
   XMPP       DM @$XMPP_BOT:localhost for the XMPP bridge's commands
              Prosody on 127.0.0.1:$XMPP_C2S_PORT: alice@localhost / alice (plain auth, no TLS);
              group chats on conference.localhost
+
+  A first portal: on Matrix, join $IRC_PORTAL
+                  on IRC, connect to 127.0.0.1:$IRC_PORT and /join #lattice
+                  and talk across.
 
 BANNER
 
@@ -245,7 +315,16 @@ if $check; then
     curl -fsS --max-time 10 -o /dev/null -H 'Content-Type: application/json' \
         -d '{"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "alice"}' \
         "$HOMESERVER/_matrix/client/v3/login" || die "alice / alice cannot log in to $HOMESERVER"
-    log "demo check passed: everything runs; stopping"
+    # Each bridge logs this once the homeserver has reached it (the appservice ping).
+    deadline=$((SECONDS + 30))
+    for name in lattice-irc lattice-xmpp; do
+        until grep -qF "appservice ping succeeded" "$LOGS/$name.log"; do
+            must_run "$name"
+            ((SECONDS < deadline)) || die "$name logged no successful homeserver ping after 30 s ($LOGS/$name.log)"
+            sleep 0.2
+        done
+    done
+    log "demo check passed: everything runs and both bridges pinged the homeserver; stopping"
     exit 0
 fi
 
