@@ -174,3 +174,8 @@ pub(crate) fn alias(channel: &str) -> String {
 pub(crate) fn is_message(event: &Value, sender: &str, body: &str) -> bool {
     event["type"] == "m.room.message" && event["sender"] == sender && event["content"]["body"] == body
 }
+
+/// Matches an IRC line from `nick` that ends with `rest` (e.g. `PRIVMSG #chan :text`).
+pub(crate) fn privmsg_from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
+    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
+}

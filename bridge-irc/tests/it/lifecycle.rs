@@ -7,13 +7,9 @@ use anyhow::Context as _;
 use lattice_e2e::ircd::IrcTestClient;
 use serde_json::json;
 
-use crate::fixture::{ADMIN, Fixture, NET, WAIT, alias, ghost};
+use crate::fixture::{ADMIN, Fixture, NET, WAIT, alias, ghost, privmsg_from};
 
 const BOT: &str = "@ircbot:localhost";
-
-fn privmsg_from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
-    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
-}
 
 fn is_bot_notice(event: &serde_json::Value, text: &str) -> bool {
     event["type"] == "m.room.message"

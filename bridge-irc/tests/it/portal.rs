@@ -5,11 +5,7 @@ use lattice_bridge_irc::config::{EditStyle, RedactionStyle};
 use lattice_e2e::ircd::IrcTestClient;
 use serde_json::json;
 
-use crate::fixture::{Fixture, WAIT, alias, ghost, is_message};
-
-fn privmsg_from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
-    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
-}
+use crate::fixture::{Fixture, WAIT, alias, ghost, is_message, privmsg_from};
 
 async fn wait_for_member(
     user: &lattice_e2e::MatrixUser,
