@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use lattice_config::{Config, LogFormat, Validate};
+use lattice_config::{Config, FieldError, LogFormat, Validate};
 use lattice_registration::{AppserviceRegistration, RegistrationTemplate, template_regex};
 use serde::de::DeserializeOwned;
 
@@ -27,6 +27,19 @@ pub trait BridgeSection: DeserializeOwned + Validate + Default + Send + Sync + '
     /// Templates of portal aliases, e.g. `#irc_{network}_{channel}:{server_name}`; each becomes an exclusive alias
     /// namespace.
     fn alias_templates(&self) -> Vec<String>;
+}
+
+/// Checks an ID template of a [`BridgeSection`]: it names every placeholder the bridge fills in and ends with
+/// `:{server_name}`, so the registration's namespace regex covers exactly the IDs the bridge makes.
+pub fn validate_id_template(field: &str, template: &str, placeholders: &[&str], errors: &mut Vec<FieldError>) {
+    for placeholder in placeholders {
+        if !template.contains(placeholder) {
+            errors.push(FieldError::new(field, format!("must contain {placeholder}")));
+        }
+    }
+    if !template.ends_with(":{server_name}") {
+        errors.push(FieldError::new(field, "must end with :{server_name}"));
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -199,4 +212,26 @@ fn init_tracing<B>(config: &Config<B>) -> anyhow::Result<()> {
         LogFormat::Pretty => builder.try_init(),
     };
     result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_templates_need_their_placeholders_and_the_server_name() {
+        let cases: &[(&str, &[&str])] = &[
+            ("@irc_{network}_{nick}:{server_name}", &[]),
+            ("@irc_{nick}:{server_name}", &["must contain {network}"]),
+            ("@irc_{network}_{nick}:example.org", &["must end with :{server_name}"]),
+            ("@irc:example.org", &["must contain {network}", "must contain {nick}", "must end with :{server_name}"]),
+        ];
+        for (template, expected) in cases {
+            let mut errors = Vec::new();
+            validate_id_template("user_template", template, &["{network}", "{nick}"], &mut errors);
+            let messages: Vec<&str> = errors.iter().map(|error| error.message.as_str()).collect();
+            assert_eq!(messages, *expected, "{template}");
+            assert!(errors.iter().all(|error| error.field == "user_template"));
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use lattice_bridge_core::cli::BridgeSection;
+use lattice_bridge_core::cli::{BridgeSection, validate_id_template};
 use lattice_config::{FieldError, Validate};
 use serde::{Deserialize, Serialize};
 
@@ -251,19 +251,8 @@ fn is_valid_network_id(id: &str) -> bool {
 
 impl Validate for IrcSection {
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        for (field, template, placeholders) in [
-            ("user_template", &self.user_template, ["{network}", "{nick}"]),
-            ("alias_template", &self.alias_template, ["{network}", "{channel}"]),
-        ] {
-            for placeholder in placeholders {
-                if !template.contains(placeholder) {
-                    errors.push(FieldError::new(field, format!("must contain {placeholder}")));
-                }
-            }
-            if !template.ends_with(":{server_name}") {
-                errors.push(FieldError::new(field, "must end with :{server_name}"));
-            }
-        }
+        validate_id_template("user_template", &self.user_template, &["{network}", "{nick}"], errors);
+        validate_id_template("alias_template", &self.alias_template, &["{network}", "{channel}"], errors);
         if self.ident.enabled && self.ident.bind.parse::<std::net::SocketAddr>().is_err() {
             errors.push(FieldError::new("ident.bind", "must be an address and port, e.g. 0.0.0.0:113"));
         }

@@ -1,6 +1,6 @@
 //! The `bridge:` section of `lattice-xmpp`'s config: the XEP-0114 component and the ID templates.
 
-use lattice_bridge_core::cli::BridgeSection;
+use lattice_bridge_core::cli::{BridgeSection, validate_id_template};
 use lattice_config::{FieldError, Secret, Validate};
 use serde::{Deserialize, Serialize};
 
@@ -131,16 +131,8 @@ impl Validate for XmppSection {
         if self.max_message_bytes < 64 {
             errors.push(FieldError::new("max_message_bytes", "must be at least 64 bytes"));
         }
-        for (field, template, placeholder) in
-            [("user_template", &self.user_template, "{jid}"), ("alias_template", &self.alias_template, "{room}")]
-        {
-            if !template.contains(placeholder) {
-                errors.push(FieldError::new(field, format!("must contain {placeholder}")));
-            }
-            if !template.ends_with(":{server_name}") {
-                errors.push(FieldError::new(field, "must end with :{server_name}"));
-            }
-        }
+        validate_id_template("user_template", &self.user_template, &["{jid}"], errors);
+        validate_id_template("alias_template", &self.alias_template, &["{room}"], errors);
     }
 }
 
