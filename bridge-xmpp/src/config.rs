@@ -103,6 +103,20 @@ impl Default for ComponentConfig {
     }
 }
 
+impl XmppSection {
+    /// Refuses a message longer than `max_message_bytes`, with words the Matrix sender can act on.
+    pub(crate) fn check_message_size(&self, body: &str) -> lattice_bridge_core::connector::ConnectorResult<()> {
+        if body.len() > self.max_message_bytes {
+            return Err(lattice_bridge_core::ConnectorError::permanent(format!(
+                "the message is {} bytes long; XMPP accepts at most {} bytes here (bridge.max_message_bytes)",
+                body.len(),
+                self.max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Validate for XmppSection {
     fn validate(&self, errors: &mut Vec<FieldError>) {
         let domain = &self.component.domain;

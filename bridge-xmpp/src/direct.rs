@@ -172,13 +172,7 @@ impl Gateway {
         replace: Option<String>,
         oob: Option<Oob>,
     ) -> ConnectorResult<String> {
-        if body.len() > self.section.max_message_bytes {
-            return Err(ConnectorError::permanent(format!(
-                "the message is {} bytes long; XMPP accepts at most {} bytes here (bridge.max_message_bytes)",
-                body.len(),
-                self.section.max_message_bytes
-            )));
-        }
+        self.section.check_message_size(&body)?;
         let from = self
             .addressing
             .puppet_jid(user_id)

@@ -443,13 +443,7 @@ impl Gateway {
         replace: Option<String>,
         oob: Option<Oob>,
     ) -> ConnectorResult<String> {
-        if body.len() > self.section.max_message_bytes {
-            return Err(ConnectorError::permanent(format!(
-                "the message is {} bytes long; XMPP accepts at most {} bytes here (bridge.max_message_bytes)",
-                body.len(),
-                self.section.max_message_bytes
-            )));
-        }
+        self.section.check_message_size(&body)?;
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
         let id = new_id();
         let mut message = Message::groupchat(Some(Jid::from(room.clone()))).with_body(Lang::new(), body);

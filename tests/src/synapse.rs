@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use hmac::{Hmac, KeyInit as _, Mac as _};
+use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
 use serde_json::{Value, json};
 use sha1::Sha1;
 
@@ -32,6 +33,19 @@ pub struct Synapse {
 }
 
 impl Synapse {
+    /// Generates the registration `template` describes (fresh tokens), writes it to `dir/registration.yaml`, and
+    /// starts a Synapse that loads it; returns the Synapse and the loaded registration for the bridge under test.
+    pub async fn start_for_appservice(
+        dir: &Path,
+        template: &RegistrationTemplate,
+    ) -> anyhow::Result<(Synapse, AppserviceRegistration)> {
+        let registration = lattice_registration::generate(template);
+        let path = dir.join("registration.yaml");
+        lattice_registration::write(&path, &registration)?;
+        let synapse = Synapse::start(std::slice::from_ref(&path)).await?;
+        Ok((synapse, AppserviceRegistration::new(registration, &path)?))
+    }
+
     /// Starts a fresh Synapse that loads the given appservice registration files, and waits
     /// until it answers.
     ///

@@ -87,18 +87,19 @@ impl Fixture {
         network.auth = auth;
         section.networks.insert(NET.into(), network);
         configure(&mut section);
-        let registration = lattice_registration::generate(&RegistrationTemplate {
-            id: "lattice-irc-test".into(),
-            url: format!("http://{address}").parse()?,
-            sender_localpart: "ircbot".into(),
-            user_regexes: vec![template_regex(&section.user_template, "localhost")],
-            alias_regexes: vec![template_regex(&section.alias_template, "localhost")],
-            protocols: vec!["irc".into()],
-            receive_ephemeral: true,
-        });
-        let registration_path = dir.path().join("registration.yaml");
-        lattice_registration::write(&registration_path, &registration)?;
-        let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await?;
+        let (synapse, registration) = Synapse::start_for_appservice(
+            dir.path(),
+            &RegistrationTemplate {
+                id: "lattice-irc-test".into(),
+                url: format!("http://{address}").parse()?,
+                sender_localpart: "ircbot".into(),
+                user_regexes: vec![template_regex(&section.user_template, "localhost")],
+                alias_regexes: vec![template_regex(&section.alias_template, "localhost")],
+                protocols: vec!["irc".into()],
+                receive_ephemeral: true,
+            },
+        )
+        .await?;
 
         let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
         let store = Store::connect(&store_url, 4, Cipher::random()).await?;
@@ -113,7 +114,6 @@ impl Fixture {
             media_base_url: format!("http://{address}").parse()?,
             bot_displayname: None,
         };
-        let registration = AppserviceRegistration::new(registration, &registration_path)?;
         let boot = Boot { settings, registration, store_url, section, address };
         let (trigger, task, connector) = boot.run(store, listener)?;
         Ok(Self { trigger, task, connector, boot, ircd, synapse, _dir: dir })

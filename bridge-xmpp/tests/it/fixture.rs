@@ -10,7 +10,7 @@ use lattice_bridge_core::{
 use lattice_bridge_xmpp::{XmppConnector, XmppSection, config::ComponentConfig};
 use lattice_config::{Permissions, PermissionsConfig, Secret};
 use lattice_e2e::{MatrixUser, Synapse, prosody::Prosody};
-use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
+use lattice_registration::RegistrationTemplate;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::client::XmppClient;
@@ -46,18 +46,19 @@ impl Fixture {
         let prosody = Prosody::start(COMPONENT).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
         let address = listener.local_addr()?;
-        let registration = lattice_registration::generate(&RegistrationTemplate {
-            id: "lattice-xmpp".into(),
-            url: format!("http://{address}").parse()?,
-            sender_localpart: "xmppbot".into(),
-            user_regexes: vec!["^@_xmpp_.*:localhost$".into()],
-            alias_regexes: vec!["^#_xmpp_.*:localhost$".into()],
-            protocols: vec!["xmpp".into()],
-            receive_ephemeral: true,
-        });
-        let registration_path = dir.path().join("registration.yaml");
-        lattice_registration::write(&registration_path, &registration)?;
-        let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await?;
+        let (synapse, registration) = Synapse::start_for_appservice(
+            dir.path(),
+            &RegistrationTemplate {
+                id: "lattice-xmpp".into(),
+                url: format!("http://{address}").parse()?,
+                sender_localpart: "xmppbot".into(),
+                user_regexes: vec!["^@_xmpp_.*:localhost$".into()],
+                alias_regexes: vec!["^#_xmpp_.*:localhost$".into()],
+                protocols: vec!["xmpp".into()],
+                receive_ephemeral: true,
+            },
+        )
+        .await?;
 
         let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
         let store = Store::connect(&store_url, 4, Cipher::random()).await?;
@@ -81,8 +82,7 @@ impl Fixture {
             ..XmppSection::default()
         };
         configure(&mut section);
-        let connector = XmppConnector::new(section).with_appservice_token(registration.as_token.clone());
-        let registration = AppserviceRegistration::new(registration, &registration_path)?;
+        let connector = XmppConnector::new(section).with_appservice_token(registration.registration().as_token.clone());
         let bridge = Bridge::from_parts(settings, registration, store, connector)?;
         let trigger = bridge.shutdown_trigger();
         let task = tokio::spawn(bridge.serve(listener));

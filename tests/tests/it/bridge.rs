@@ -16,7 +16,7 @@ use lattice_bridge_core::{
 };
 use lattice_config::{Permissions, PermissionsConfig};
 use lattice_e2e::{MatrixUser, Synapse};
-use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
+use lattice_registration::RegistrationTemplate;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 
@@ -138,18 +138,19 @@ impl Fixture {
         // Bound before Synapse starts, so the URL in the registration is ours from the first moment.
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
         let address = listener.local_addr()?;
-        let registration = lattice_registration::generate(&RegistrationTemplate {
-            id: APPSERVICE_ID.into(),
-            url: format!("http://{address}").parse()?,
-            sender_localpart: "_e2e_bot".into(),
-            user_regexes: vec!["^@_e2e_.*:localhost$".into()],
-            alias_regexes: vec!["^#_e2e_.*:localhost$".into()],
-            protocols: vec!["e2e".into()],
-            receive_ephemeral: true,
-        });
-        let registration_path = dir.path().join("registration.yaml");
-        lattice_registration::write(&registration_path, &registration)?;
-        let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await?;
+        let (synapse, registration) = Synapse::start_for_appservice(
+            dir.path(),
+            &RegistrationTemplate {
+                id: APPSERVICE_ID.into(),
+                url: format!("http://{address}").parse()?,
+                sender_localpart: "_e2e_bot".into(),
+                user_regexes: vec!["^@_e2e_.*:localhost$".into()],
+                alias_regexes: vec!["^#_e2e_.*:localhost$".into()],
+                protocols: vec!["e2e".into()],
+                receive_ephemeral: true,
+            },
+        )
+        .await?;
 
         let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
         let store = Store::connect(&store_url, 4, Cipher::random()).await?;
@@ -162,7 +163,6 @@ impl Fixture {
             bot_displayname: None,
         };
         let connector = E2eConnector::default();
-        let registration = AppserviceRegistration::new(registration, &registration_path)?;
         let bridge = Bridge::from_parts(settings, registration, store, connector.clone())?;
         let handle = bridge.handle();
         let trigger = bridge.shutdown_trigger();
