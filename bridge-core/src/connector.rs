@@ -274,6 +274,13 @@ pub trait Connector: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// HTTP routes of the connector's own (a provisioning API, say), served on the bridge's listener beside the
+    /// appservice API. They are outside the homeserver's `hs_token` check: the connector authenticates them itself.
+    /// Called once, before [`Connector::start`]; the routes must answer sensibly until the connector has started.
+    fn http_routes(&self) -> Option<axum::Router> {
+        None
+    }
+
     /// The commands the connector adds to the bridge bot.
     fn commands(&self) -> Vec<CommandSpec> {
         Vec::new()

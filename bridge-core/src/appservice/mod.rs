@@ -1,6 +1,9 @@
 //! The homeserver-facing HTTP API ([Application Service API], homeserver → appservice), served with axum, plus the
 //! operational endpoints (`/health`, `/metrics`) and the files the bridge publishes (`/_lattice/media`).
 //!
+//! A connector may add routes of its own on the same listener ([`Connector::http_routes`], e.g. a provisioning API);
+//! they authenticate their callers themselves.
+//!
 //! Every `/_matrix/app/…` route requires the homeserver's `hs_token` ([`auth`]); unknown paths answer
 //! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`.
 //!
@@ -43,7 +46,8 @@ pub(crate) fn router<C: Connector>(runtime: Arc<Runtime<C>>) -> Router {
         .route("/rooms/{room_alias}", get(query::query_room_alias::<C>))
         .method_not_allowed_fallback(errors::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&runtime), auth::require_hs_token::<C>));
-    Router::new()
+    let extra = runtime.connector.http_routes();
+    let router = Router::new()
         .merge(matrix_api)
         .route("/health", get(ops::ready::<C>))
         .route("/health/live", get(ops::live))
@@ -52,6 +56,11 @@ pub(crate) fn router<C: Connector>(runtime: Arc<Runtime<C>>) -> Router {
         .route("/_lattice/media/{token}/{filename}", get(media::published::<C>))
         .method_not_allowed_fallback(errors::method_not_allowed)
         .fallback(errors::not_found)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(runtime)
+        .with_state(runtime);
+    // The connector's routes join after the state is bound: they carry their own.
+    let router = match extra {
+        Some(extra) => router.merge(extra),
+        None => router,
+    };
+    router.layer(tower_http::trace::TraceLayer::new_for_http())
 }
