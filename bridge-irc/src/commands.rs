@@ -4,18 +4,18 @@
 use std::{sync::Arc, time::Duration};
 
 use lattice_bridge_core::{
-    ConnectorError, bridge_info,
-    connector::{BridgeInfoSpec, CommandContext, CommandSpec, ConnectorResult},
-    store::Portal,
+    ConnectorError,
+    connector::{CommandContext, CommandSpec, ConnectorResult},
 };
 use lattice_config::PermissionLevel;
 use tokio::sync::mpsc;
 
 use crate::{
     IrcConnector,
-    ids::{is_valid_channel, is_valid_nick, sanitise_nick, sanitise_username, split_portal_key},
+    ids::{is_valid_channel, is_valid_nick, sanitise_nick, sanitise_username},
     line::Line,
     network::{Network, account_setting, core_error, nick_setting, username_setting},
+    plumbing::{self, LinkRequest, Requested},
 };
 
 const fn user(name: &'static str, usage: &'static str, summary: &'static str) -> CommandSpec {
@@ -44,7 +44,11 @@ pub(crate) const SPECS: &[CommandSpec] = &[
         "Send a raw IRC command (JOIN, PART, MODE, TOPIC, INVITE, KICK, AWAY, WHOIS, NAMES)",
     ),
     user("bridgeversion", "", "Show the IRC bridge's version"),
-    admin("link", "[network] <#channel>", "Bridge this room to an IRC channel (invite the bot first)"),
+    admin(
+        "link",
+        "[network] <#channel> [operator nick]",
+        "Bridge this room to an IRC channel (invite the bot first); the operator named is asked to approve",
+    ),
     admin("unlink", "", "Stop bridging this room to its IRC channel"),
 ];
 
@@ -225,78 +229,31 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
     }
 }
 
-/// `link`: makes the room the command was typed in the portal of a channel.
-async fn link(network: &Network, args: &[String], context: &CommandContext) -> ConnectorResult<String> {
-    let [channel] = args else { return Err(fail("usage: link [network] <#channel>")) };
-    if !is_valid_channel(channel) {
-        return Err(fail(format!("`{channel}` is not a valid channel name")));
-    }
-    if let Some(portal) = &context.portal {
-        return Err(fail(format!("this room already bridges {}; send `unlink` here first", portal.remote_key)));
-    }
-    if network.bridge().store().admin_room_owner(&context.room_id).await?.is_some() {
-        return Err(fail("this is an admin room; link a room of its own"));
-    }
-    let spec = network.portal_spec(channel);
-    let store = network.bridge().store();
-    if let Some(existing) = store.portal_by_key(&spec.remote_key).await? {
-        return Err(fail(format!(
-            "{channel} is already bridged to {}; unlink it there first",
-            existing.alias.unwrap_or(existing.room_id)
-        )));
-    }
-    let portal = Portal {
-        remote_key: spec.remote_key.clone(),
-        room_id: context.room_id.clone(),
-        alias: None,
-        name: None,
-        topic: None,
-        metadata: spec.metadata.clone(),
+/// `link`: asks for the room the command was typed in to become the portal of a channel; with approval required,
+/// the operator named is asked and the outcome is told in the room later.
+async fn link(network: &Arc<Network>, args: &[String], context: &CommandContext) -> ConnectorResult<String> {
+    let (channel, op_nick) = match args {
+        [channel] => (channel, None),
+        [channel, op] => (channel, Some(op.clone())),
+        _ => return Err(fail("usage: link [network] <#channel> [operator nick]")),
     };
-    store.upsert_portal(&portal).await?;
-    network.add_channel(&portal, channel);
-    let info = IrcConnector::info_static();
-    let content = bridge_info::content(&network.bridge().bot_user_id(), &info, &spec.bridge_info);
-    let mut reply = format!("This room is now bridged to {channel} on {}.", network.config.name);
-    if let Err(error) = set_bridge_info(network, &context.room_id, &spec.bridge_info, &content).await {
-        reply.push_str(&format!(
-            " (The bridge-info state could not be set: {error}. Give the bot power to send state events.)"
-        ));
+    let request = LinkRequest {
+        room_id: context.room_id.clone(),
+        channel: channel.clone(),
+        op_nick,
+        requester: context.sender.clone(),
+    };
+    match plumbing::request_link(Arc::clone(network), request).await? {
+        Requested::Linked(reply) => Ok(reply),
+        Requested::Asked { op, timeout } => Ok(format!(
+            "Asked {op}, an operator of {channel}, to approve; they have {} s to answer.",
+            timeout.as_secs()
+        )),
     }
-    Ok(reply)
 }
 
 /// `unlink`: the room the command was typed in stops bridging its channel.
 async fn unlink(network: &Network, context: &CommandContext) -> ConnectorResult<String> {
     let Some(portal) = &context.portal else { return Err(fail("this room is not bridged")) };
-    let Some((_, key_channel)) = split_portal_key(&portal.remote_key) else {
-        return Err(fail("this room is a direct chat, not a channel portal"));
-    };
-    let channel = portal.metadata.get("channel").and_then(|value| value.as_str()).unwrap_or(key_channel).to_owned();
-    network.bridge().store().delete_portal(&portal.remote_key).await?;
-    network.remove_channel(&channel);
-    let spec = network.portal_spec(&channel);
-    // Empty content removes the bridge-info state; a room the bot cannot change keeps it.
-    let _ = set_bridge_info(network, &context.room_id, &spec.bridge_info, &serde_json::json!({})).await;
-    Ok(format!("This room no longer bridges {channel} on {}.", network.config.name))
-}
-
-/// Sets both bridge-info state events (MSC2346) of a room as the bot.
-async fn set_bridge_info(
-    network: &Network,
-    room_id: &str,
-    spec: &BridgeInfoSpec,
-    content: &serde_json::Value,
-) -> ConnectorResult<()> {
-    let room: ruma::OwnedRoomId = room_id.parse().map_err(|_| fail(format!("`{room_id}` is not a room ID")))?;
-    let bot = network.bridge().matrix().bot();
-    // The runtime names the bridge in the state key by its appservice ID, which connectors do not see; the bot's
-    // localpart is as unique (a state key starting with `@` is reserved for that user's own events).
-    let bot_id = network.bridge().bot_user_id();
-    let localpart = bot_id.trim_start_matches('@').split(':').next().unwrap_or_default();
-    let state_key = bridge_info::state_key(localpart, spec);
-    for event_type in bridge_info::EVENT_TYPES {
-        bot.send_state_event(&room, event_type, &state_key, content, None).await?;
-    }
-    Ok(())
+    plumbing::unlink_room(network, portal).await
 }

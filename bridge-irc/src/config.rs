@@ -6,6 +6,8 @@ use lattice_bridge_core::cli::{BridgeSection, validate_id_template};
 use lattice_config::{FieldError, Validate};
 use serde::{Deserialize, Serialize};
 
+pub use crate::{plumbing::PlumbingConfig, privacy::PrivacyMode, provisioning::ProvisioningConfig, spam::SpamConfig};
+
 /// The IRC bridge's own config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +23,8 @@ pub struct IrcSection {
     /// Seconds a puppet connection may go without its Matrix user doing anything before it is closed (the user is
     /// told first; it reconnects when they next speak). 0 keeps puppets forever. A network may override it.
     pub idle_timeout_secs: u64,
+    /// The provisioning HTTP API (`/_matrix/provision/…`), for integration managers that link rooms.
+    pub provisioning: ProvisioningConfig,
 }
 
 /// The ident server (RFC 1413): IRC servers ask it who owns a connection and show the answer as the username.
@@ -47,6 +51,7 @@ impl Default for IrcSection {
             networks: BTreeMap::new(),
             ident: IdentConfig::default(),
             idle_timeout_secs: 0,
+            provisioning: ProvisioningConfig::default(),
         }
     }
 }
@@ -90,6 +95,24 @@ pub struct NetworkConfig {
     /// their message was not delivered. Networks limit connections per host: ask the operators for an exemption.
     #[serde(default)]
     pub max_clients: usize,
+    /// What happens to a Matrix user in a portal whose IRC connection failed: `kick`, `block-messages` (banned
+    /// until it works) or `off`. See the privacy rule in the crate's README.
+    #[serde(default)]
+    pub privacy: PrivacyMode,
+    /// Seconds a puppet may take to register (after its user joins, or after it lost its connection) before the
+    /// privacy rule counts it as failed.
+    #[serde(default = "default_privacy_grace_secs")]
+    pub privacy_grace_secs: u64,
+    /// Linking existing Matrix rooms to channels: operator approval.
+    #[serde(default)]
+    pub plumbing: PlumbingConfig,
+    /// Per-Matrix-user spam limits on what goes to IRC.
+    #[serde(default)]
+    pub spam: SpamConfig,
+}
+
+fn default_privacy_grace_secs() -> u64 {
+    60
 }
 
 /// How Matrix replies, edits and redactions are shown on IRC.
@@ -203,6 +226,10 @@ impl NetworkConfig {
             idle_timeout_secs: None,
             messages: MessageStyle::default(),
             max_clients: 0,
+            privacy: PrivacyMode::default(),
+            privacy_grace_secs: default_privacy_grace_secs(),
+            plumbing: PlumbingConfig::default(),
+            spam: SpamConfig::default(),
         }
     }
 }
@@ -256,6 +283,7 @@ impl Validate for IrcSection {
         if self.ident.enabled && self.ident.bind.parse::<std::net::SocketAddr>().is_err() {
             errors.push(FieldError::new("ident.bind", "must be an address and port, e.g. 0.0.0.0:113"));
         }
+        self.provisioning.validate(errors);
         for (id, network) in &self.networks {
             let field = format!("networks.{id}");
             if !is_valid_network_id(id) {

@@ -129,6 +129,10 @@ impl Connector for IrcConnector {
         Ok(())
     }
 
+    fn http_routes(&self) -> Option<axum::Router> {
+        crate::provisioning::router(self.clone(), &self.section.provisioning)
+    }
+
     fn commands(&self) -> Vec<lattice_bridge_core::connector::CommandSpec> {
         crate::commands::SPECS.to_vec()
     }

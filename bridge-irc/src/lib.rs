@@ -14,6 +14,10 @@ mod ids;
 mod line;
 mod mirc;
 mod network;
+mod plumbing;
+mod privacy;
+mod provisioning;
+mod spam;
 mod style;
 
 pub use self::{config::IrcSection, connector::IrcConnector};

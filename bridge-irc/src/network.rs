@@ -17,7 +17,7 @@ use lattice_bridge_core::{
     store::{MessageMapping, Portal},
 };
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::{
     client::{ChannelStatus, ConnEvent, Connection, Forward, Login, Settings},
@@ -29,7 +29,10 @@ use crate::{
         split_dm_key, split_portal_key, unescape_nick,
     },
     line::{Line, TextKind, text_lines},
-    mirc, style,
+    mirc,
+    privacy::Privacy,
+    spam::SpamGuard,
+    style,
 };
 
 /// The owner name of the bridge bot's connection in [`ConnEvent`]s.
@@ -97,6 +100,14 @@ pub(crate) struct Network {
     idle_timeout: Option<Duration>,
     /// When each puppet's Matrix user last used it, and in which room.
     activity: DashMap<String, Activity>,
+    /// Everything the bridge bot's connection hears, for whoever waits for an answer (NAMES, an operator's reply).
+    pub(crate) taps: broadcast::Sender<Arc<Message>>,
+    /// Link requests waiting for an operator's answer: casefolded operator nick → the room asking.
+    pub(crate) link_requests: DashMap<String, String>,
+    /// Libera.Chat's privacy rule for Matrix users without a working connection.
+    pub(crate) privacy: Privacy,
+    /// Per-user spam limits on Matrix → IRC messages.
+    spam: SpamGuard,
 }
 
 /// A puppet's last use.
@@ -136,6 +147,7 @@ impl Network {
             events.clone(),
             Arc::clone(&connecting),
         );
+        let privacy_bridge = bridge.clone();
         let network = Arc::new(Self {
             id: id.into(),
             config: config.clone(),
@@ -155,6 +167,15 @@ impl Network {
             pending_replies: DashMap::new(),
             idle_timeout: config.idle_timeout(section),
             activity: DashMap::new(),
+            taps: broadcast::channel(256).0,
+            link_requests: DashMap::new(),
+            privacy: Privacy::new(
+                config.privacy,
+                Duration::from_secs(config.privacy_grace_secs),
+                &config.name,
+                privacy_bridge,
+            ),
+            spam: SpamGuard::new(config.spam, &config.name),
         });
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
@@ -329,14 +350,20 @@ impl Network {
         while let Some(event) = receiver.recv().await {
             match event {
                 ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
-                    self.puppet_nicks.insert(casefold(&nick), owner);
+                    self.puppet_nicks.insert(casefold(&nick), owner.clone());
+                    let privacy = self.privacy.clone();
+                    tokio::spawn(async move { privacy.registered(&owner).await });
                 }
                 ConnEvent::Registered { .. } => {}
                 ConnEvent::Disconnected { owner, nick } if owner != BOT_OWNER => {
                     self.puppet_nicks.remove_if(&casefold(&nick), |_, user| *user == owner);
+                    self.watch_lost_puppet(&owner);
                 }
                 ConnEvent::Disconnected { .. } => lock(&self.members).clear(),
                 ConnEvent::Message { owner, nick, message } if owner == BOT_OWNER => {
+                    if self.taps.receiver_count() > 0 {
+                        let _ = self.taps.send(Arc::new((*message).clone()));
+                    }
                     self.on_listener(&nick, *message).await;
                 }
                 ConnEvent::Message { owner, nick, message } => self.on_puppet(&owner, &nick, *message).await,
@@ -776,6 +803,8 @@ impl Network {
         };
         match &event.kind {
             MatrixEventKind::Message(message) => {
+                let lines = render_plain(&message.text).lines().count();
+                self.spam.admit(sender, lines).map_err(|held| ConnectorError::permanent(held.to_string()))?;
                 let puppet = self.puppet(sender, None).await?;
                 if let Target::Channel(channel) = &target {
                     self.joined(&puppet, channel).await?;
@@ -884,9 +913,7 @@ impl Network {
                 let Target::Channel(channel) = &target else { return Ok(()) };
                 match membership.as_str() {
                     "join" if user_id == sender && !self.bridge.is_bridge_user(user_id) => {
-                        let puppet = self.puppet(user_id, displayname.as_deref()).await?;
-                        self.touch(user_id, Some(&event.room_id));
-                        puppet.want_channel(channel);
+                        self.member_joined(user_id, displayname.as_deref(), &event.room_id, channel).await?;
                     }
                     "leave" | "ban" if !self.bridge.is_bridge_user(user_id) => {
                         if let Some(puppet) = self.puppets.get(user_id) {
@@ -958,6 +985,73 @@ impl Network {
             .await?;
         self.puppet(sender, None).await?;
         Ok(())
+    }
+
+    /// A Matrix user is in the portal `room_id` of `channel`: their puppet connects and joins the channel, or, under
+    /// the privacy rule, they are removed when it is refused outright (a failed attempt is watched from
+    /// [`ConnEvent::Disconnected`]).
+    pub(crate) async fn member_joined(
+        &self,
+        user_id: &str,
+        displayname: Option<&str>,
+        room_id: &str,
+        channel: &str,
+    ) -> ConnectorResult<()> {
+        let puppet = match self.puppet(user_id, displayname).await {
+            Ok(puppet) => puppet,
+            Err(ConnectorError::Permanent { message }) if self.privacy.enabled() => {
+                self.privacy.refused(user_id, &[room_id.to_owned()], &message).await;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        self.touch(user_id, Some(room_id));
+        puppet.want_channel(channel);
+        Ok(())
+    }
+
+    /// The Matrix members of a newly linked portal get their puppets (see [`Network::member_joined`]).
+    pub(crate) async fn connect_members(&self, room_id: &str, channel: &str) {
+        let Ok(room) = room_id.parse::<ruma::OwnedRoomId>() else { return };
+        let members = match self.bridge.matrix().bot().joined_members(&room).await {
+            Ok(members) => members,
+            Err(error) => {
+                tracing::warn!(network = %self.id, %room_id, %error, "cannot list the members of a linked room");
+                return;
+            }
+        };
+        for member in members.iter().map(|member| member.as_str()).filter(|m| !self.bridge.is_bridge_user(m)) {
+            if let Err(error) = self.member_joined(member, None, room_id, channel).await {
+                tracing::warn!(network = %self.id, %room_id, matrix_user = %member, %error, "cannot connect a member");
+            }
+        }
+    }
+
+    /// A puppet lost its connection, or an attempt to connect failed: unless it was closed on purpose, its user is
+    /// removed from its portals if it has not registered within the grace period. A puppet still waiting for its
+    /// turn to connect (the network's reconnect cap) has not failed and is left alone.
+    fn watch_lost_puppet(&self, user_id: &str) {
+        let Some(puppet) = self.puppets.get(user_id).map(|entry| entry.clone()) else { return };
+        if !self.privacy.enabled() {
+            return;
+        }
+        let keys: Vec<String> = puppet
+            .channels()
+            .iter()
+            .filter_map(|channel| self.portals.get(&casefold(channel)).map(|key| key.clone()))
+            .collect();
+        let store = self.bridge.store().clone();
+        let privacy = self.privacy.clone();
+        let user_id = user_id.to_owned();
+        tokio::spawn(async move {
+            let mut rooms = Vec::new();
+            for key in keys {
+                if let Ok(Some(portal)) = store.portal_by_key(&key).await {
+                    rooms.push(portal.room_id);
+                }
+            }
+            privacy.watch(&user_id, puppet, rooms);
+        });
     }
 
     /// Stops every connection of the network.

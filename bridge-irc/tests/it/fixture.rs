@@ -24,6 +24,8 @@ pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub(crate) const ADMIN: &str = "@admin:localhost";
 /// The network ID in the tests' config.
 pub(crate) const NET: &str = "test";
+/// The bridge bot.
+pub(crate) const BOT: &str = "@ircbot:localhost";
 
 #[derive(Clone)]
 struct Boot {
@@ -159,6 +161,59 @@ impl Fixture {
     pub(crate) async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
         self.synapse.register_user(localpart, false).await
     }
+
+    /// The bridge's HTTP base URL (appservice API, provisioning API).
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.boot.address)
+    }
+}
+
+/// A private room `owner` creates with the bridge bot invited (power level 50), once the bot has joined.
+pub(crate) async fn room_with_bot(owner: &MatrixUser, name: &str) -> anyhow::Result<String> {
+    let room = owner
+        .create_room(serde_json::json!({
+            "preset": "private_chat",
+            "name": name,
+            "invite": [BOT],
+            "power_level_content_override": {"users": {BOT: 50}},
+        }))
+        .await?;
+    owner
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.room.member" && event["state_key"] == BOT && event["content"]["membership"] == "join"
+        })
+        .await
+        .context("the bot accepts the invite")?;
+    Ok(room)
+}
+
+/// Checks that `room` and `channel` are bridged both ways: a line from `irc` reaches `user` from its ghost, and a
+/// message from `user` reaches IRC from their puppet (named after their localpart).
+pub(crate) async fn assert_bridged(
+    irc: &lattice_e2e::ircd::IrcTestClient,
+    user: &MatrixUser,
+    room: &str,
+    channel: &str,
+) -> anyhow::Result<()> {
+    let from_irc = format!("hello from {} in {channel}", irc.nick());
+    irc.send(&format!("PRIVMSG {channel} :{from_irc}")).await?;
+    let seen = user.wait_for_message(room, WAIT, &from_irc).await?;
+    assert_eq!(seen["sender"], ghost(irc.nick()));
+    let localpart = user.user_id().trim_start_matches('@').split(':').next().unwrap_or_default();
+    let from_matrix = format!("hello from {localpart} in {room}");
+    user.send_text(room, &from_matrix).await?;
+    irc.wait_for(WAIT, privmsg_from(localpart, &format!("PRIVMSG {channel} :{from_matrix}")))
+        .await
+        .context("the Matrix message reaches IRC")?;
+    Ok(())
+}
+
+/// Whether `event` is a notice from the bridge bot containing `text`.
+pub(crate) fn is_bot_notice(event: &Value, text: &str) -> bool {
+    event["type"] == "m.room.message"
+        && event["sender"] == BOT
+        && event["content"]["msgtype"] == "m.notice"
+        && event["content"]["body"].as_str().is_some_and(|body| body.contains(text))
 }
 
 /// The ghost user ID of an IRC nick.

@@ -4,19 +4,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use lattice_bridge_irc::config::PrivacyMode;
 use lattice_e2e::ircd::IrcTestClient;
-use serde_json::json;
 
-use crate::fixture::{ADMIN, Fixture, NET, WAIT, alias, ghost, privmsg_from};
-
-const BOT: &str = "@ircbot:localhost";
-
-fn is_bot_notice(event: &serde_json::Value, text: &str) -> bool {
-    event["type"] == "m.room.message"
-        && event["sender"] == BOT
-        && event["content"]["msgtype"] == "m.notice"
-        && event["content"]["body"].as_str().is_some_and(|body| body.contains(text))
-}
+use crate::fixture::{
+    ADMIN, BOT, Fixture, NET, WAIT, alias, assert_bridged, ghost, is_bot_notice, privmsg_from, room_with_bot,
+};
 
 #[tokio::test]
 async fn an_idle_puppet_quits_after_a_notice_and_comes_back_on_the_next_message() -> anyhow::Result<()> {
@@ -85,25 +78,16 @@ async fn a_ghost_keeps_its_matrix_user_across_a_nick_change_and_a_bridge_restart
 
 #[tokio::test]
 async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+    // Without operator approval (the plumbing tests cover approval).
+    let fixture = Fixture::configured(|section| {
+        section.networks.get_mut(NET).expect("the test network").plumbing.require_approval = false;
+    })
+    .await?;
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
     bob.join("#linked").await?;
     let admin = fixture.user("admin").await?;
     assert_eq!(admin.user_id(), ADMIN);
-    let room = admin
-        .create_room(json!({
-            "preset": "private_chat",
-            "name": "Our own room",
-            "invite": [BOT],
-            "power_level_content_override": {"users": {BOT: 50}},
-        }))
-        .await?;
-    admin
-        .wait_for_event(&room, WAIT, |event| {
-            event["type"] == "m.room.member" && event["state_key"] == BOT && event["content"]["membership"] == "join"
-        })
-        .await
-        .context("the bot accepts the invite")?;
+    let room = room_with_bot(&admin, "Our own room").await?;
 
     // A user who is no admin may not link.
     let alice = fixture.user("alice").await?;
@@ -122,11 +106,7 @@ async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow
         .context("the room gets bridge-info state")?;
     bob.wait_for(WAIT, |line| line.starts_with(":lattice!") && line.contains(" JOIN ")).await?;
 
-    bob.send("PRIVMSG #linked :hello linked room").await?;
-    let seen = admin.wait_for_message(&room, WAIT, "hello linked room").await?;
-    assert_eq!(seen["sender"], ghost("bob"));
-    admin.send_text(&room, "hello irc").await?;
-    bob.wait_for(WAIT, privmsg_from("admin", "PRIVMSG #linked :hello irc")).await?;
+    assert_bridged(&bob, &admin, &room, "#linked").await?;
 
     admin.send_text(&room, "!irc unlink").await?;
     admin.wait_for_event(&room, WAIT, |event| is_bot_notice(event, "no longer bridges #linked")).await?;
@@ -164,9 +144,11 @@ async fn the_username_command_reconnects_the_puppet_with_the_new_ident() -> anyh
 
 #[tokio::test]
 async fn a_user_beyond_the_connection_limit_is_told_why() -> anyhow::Result<()> {
+    // With the privacy rule off, carol stays in the room (the privacy tests cover removal).
     let fixture = Fixture::configured(|section| {
         for network in section.networks.values_mut() {
             network.max_clients = 1;
+            network.privacy = PrivacyMode::Off;
         }
     })
     .await?;

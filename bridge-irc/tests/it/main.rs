@@ -5,4 +5,6 @@ mod dm;
 mod fixture;
 mod lifecycle;
 mod moderation;
+mod plumbing;
 mod portal;
+mod provisioning;

@@ -1,0 +1,139 @@
+//! Libera.Chat's privacy rule for bridges: no IRC traffic reaches a Matrix user in a portal who is not connected to
+//! IRC (in a channel, everyone present can be seen in NAMES; a Matrix reader without a connection would be an
+//! invisible listener). matrix-appservice-irc enforced it by halting whole rooms (its #1564, #1739); here only the
+//! user concerned is affected.
+//!
+//! The rule as the bridge applies it (also in `bridge-irc/README.md`):
+//! - a Matrix user who joins a portal gets a puppet connection; if it is refused outright (the network's
+//!   connection limit) they are removed at once;
+//! - when an attempt to connect fails or the connection is lost, and it has not registered again within the grace
+//!   period (`privacy_grace_secs`), it counts as failed (refused, K-lined, banned, unreachable) and the user is
+//!   removed. A puppet still waiting for its turn to connect (the reconnect cap after a restart) has not failed;
+//! - removing is `kick` (they may rejoin, which tries again) or `block-messages` (banned from the portal, so no
+//!   message reaches them, and unbanned as soon as their connection registers, e.g. after `reconnect` in the admin
+//!   room); `off` leaves them in (for networks without the rule);
+//! - nobody else is affected: the room and everyone connected keep talking throughout.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use lattice_bridge_core::BridgeHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Connection;
+
+/// What happens to a Matrix user in a portal whose IRC connection failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrivacyMode {
+    /// Kicked from the portal with the reason; rejoining tries the connection again.
+    #[default]
+    Kick,
+    /// Banned from the portal with the reason until their connection registers, then unbanned.
+    BlockMessages,
+    /// Left in the room (the network does not ask for the rule).
+    Off,
+}
+
+/// The rule of one network, and the users it currently keeps out.
+#[derive(Clone)]
+pub(crate) struct Privacy {
+    mode: PrivacyMode,
+    grace: Duration,
+    network: String,
+    bridge: BridgeHandle,
+    /// Matrix users banned under `block-messages` → the portal rooms they are banned from.
+    blocked: Arc<DashMap<String, HashSet<String>>>,
+    /// Matrix users whose connection is being watched: one watch at a time, however often it fails meanwhile.
+    watching: Arc<DashMap<String, ()>>,
+}
+
+impl Privacy {
+    /// The rule for the network named `network` (display name, for reasons).
+    pub(crate) fn new(mode: PrivacyMode, grace: Duration, network: &str, bridge: BridgeHandle) -> Self {
+        Self { mode, grace, network: network.to_owned(), bridge, blocked: Arc::default(), watching: Arc::default() }
+    }
+
+    /// Whether the rule applies at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.mode != PrivacyMode::Off
+    }
+
+    /// Removes `user_id` from `rooms` now: their connection was refused for `why`.
+    pub(crate) async fn refused(&self, user_id: &str, rooms: &[String], why: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let reason = match self.mode {
+            PrivacyMode::BlockMessages => format!(
+                "Not connected to {}: {why}. Only people connected to IRC may read its channels; you can come back \
+                 once your connection works (send `reconnect` to the bridge bot).",
+                self.network
+            ),
+            _ => format!(
+                "Not connected to {}: {why}. Only people connected to IRC may read its channels; rejoin to try again.",
+                self.network
+            ),
+        };
+        for room in rooms {
+            let (Ok(room_id), Ok(user)) = (room.parse::<ruma::OwnedRoomId>(), user_id.parse::<ruma::OwnedUserId>())
+            else {
+                continue;
+            };
+            let bot = self.bridge.matrix().bot();
+            let removed = match self.mode {
+                PrivacyMode::BlockMessages => bot.ban(&room_id, &user, Some(&reason)).await,
+                _ => bot.kick(&room_id, &user, Some(&reason)).await,
+            };
+            match removed {
+                Ok(()) => {
+                    tracing::info!(network = %self.network, matrix_user = %user_id, %room, %why,
+                        "removed a Matrix user without an IRC connection from a portal");
+                    if self.mode == PrivacyMode::BlockMessages {
+                        self.blocked.entry(user_id.to_owned()).or_default().insert(room.clone());
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(network = %self.network, matrix_user = %user_id, %room, %error,
+                        "cannot remove a Matrix user without an IRC connection: give the bot power to kick");
+                }
+            }
+        }
+    }
+
+    /// Watches `puppet` for the grace period: if it has not registered by then, its user is removed from `rooms`.
+    pub(crate) fn watch(&self, user_id: &str, puppet: Connection, rooms: Vec<String>) {
+        if !self.enabled() || rooms.is_empty() || self.watching.insert(user_id.to_owned(), ()).is_some() {
+            return;
+        }
+        let privacy = self.clone();
+        let user_id = user_id.to_owned();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + privacy.grace;
+            while !puppet.is_connected() {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    privacy.watching.remove(&user_id);
+                    let why = format!("your connection did not register within {} s", privacy.grace.as_secs());
+                    privacy.refused(&user_id, &rooms, &why).await;
+                    return;
+                }
+                puppet.changed(deadline - now).await;
+            }
+            privacy.watching.remove(&user_id);
+        });
+    }
+
+    /// The connection of `user_id` registered: lifts the bans `block-messages` placed.
+    pub(crate) async fn registered(&self, user_id: &str) {
+        let Some((_, rooms)) = self.blocked.remove(user_id) else { return };
+        let Ok(user) = user_id.parse::<ruma::OwnedUserId>() else { return };
+        for room in rooms {
+            let Ok(room_id) = room.parse::<ruma::OwnedRoomId>() else { continue };
+            let reason = format!("Connected to {} again", self.network);
+            if let Err(error) = self.bridge.matrix().bot().unban(&room_id, &user, Some(&reason)).await {
+                tracing::warn!(network = %self.network, matrix_user = %user_id, %room, %error, "cannot lift a privacy ban");
+            }
+        }
+    }
+}
