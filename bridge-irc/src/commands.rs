@@ -192,6 +192,7 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
         "quit" => match network.puppets.remove(sender) {
             Some((_, puppet)) => {
                 puppet.quit("Disconnected from Matrix");
+                network.puppet_closed(sender, &puppet, "you closed your connection").await;
                 Ok("Disconnected.".into())
             }
             None => Ok("You were not connected.".into()),

@@ -248,6 +248,8 @@ impl Network {
                 network.tell_idle(&user_id, room_id.as_deref(), timeout).await;
                 tracing::info!(network = %network.id, matrix_user = %user_id, "closing an idle puppet connection");
                 puppet.quit("Idle");
+                let why = format!("your connection was closed after {} s unused", timeout.as_secs());
+                network.puppet_closed(&user_id, &puppet, &why).await;
             }
         }
     }
@@ -1032,26 +1034,26 @@ impl Network {
     /// turn to connect (the network's reconnect cap) has not failed and is left alone.
     fn watch_lost_puppet(&self, user_id: &str) {
         let Some(puppet) = self.puppets.get(user_id).map(|entry| entry.clone()) else { return };
-        if !self.privacy.enabled() {
-            return;
+        let keys = self.portal_keys(&puppet);
+        self.privacy.watch(user_id, puppet, keys);
+    }
+
+    /// A puppet was closed on purpose (idle, `quit`): under the privacy rule its user leaves its portals too, for
+    /// `why`; they come back by rejoining (or, under `block-messages`, once connected again).
+    pub(crate) async fn puppet_closed(&self, user_id: &str, puppet: &Connection, why: &str) {
+        if self.privacy.enabled() {
+            let rooms = self.privacy.rooms_of(&self.portal_keys(puppet)).await;
+            self.privacy.refused(user_id, &rooms, why).await;
         }
-        let keys: Vec<String> = puppet
+    }
+
+    /// The portal keys of the channels a puppet is in or wants.
+    fn portal_keys(&self, puppet: &Connection) -> Vec<String> {
+        puppet
             .channels()
             .iter()
             .filter_map(|channel| self.portals.get(&casefold(channel)).map(|key| key.clone()))
-            .collect();
-        let store = self.bridge.store().clone();
-        let privacy = self.privacy.clone();
-        let user_id = user_id.to_owned();
-        tokio::spawn(async move {
-            let mut rooms = Vec::new();
-            for key in keys {
-                if let Ok(Some(portal)) = store.portal_by_key(&key).await {
-                    rooms.push(portal.room_id);
-                }
-            }
-            privacy.watch(&user_id, puppet, rooms);
-        });
+            .collect()
     }
 
     /// Stops every connection of the network.

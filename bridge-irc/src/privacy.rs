@@ -101,9 +101,10 @@ impl Privacy {
         }
     }
 
-    /// Watches `puppet` for the grace period: if it has not registered by then, its user is removed from `rooms`.
-    pub(crate) fn watch(&self, user_id: &str, puppet: Connection, rooms: Vec<String>) {
-        if !self.enabled() || rooms.is_empty() || self.watching.insert(user_id.to_owned(), ()).is_some() {
+    /// Watches `puppet` for the grace period: if it has not registered by then, its user is removed from the rooms of
+    /// the portals `portal_keys`.
+    pub(crate) fn watch(&self, user_id: &str, puppet: Connection, portal_keys: Vec<String>) {
+        if !self.enabled() || portal_keys.is_empty() || self.watching.insert(user_id.to_owned(), ()).is_some() {
             return;
         }
         let privacy = self.clone();
@@ -115,6 +116,7 @@ impl Privacy {
                 if now >= deadline {
                     privacy.watching.remove(&user_id);
                     let why = format!("your connection did not register within {} s", privacy.grace.as_secs());
+                    let rooms = privacy.rooms_of(&portal_keys).await;
                     privacy.refused(&user_id, &rooms, &why).await;
                     return;
                 }
@@ -122,6 +124,19 @@ impl Privacy {
             }
             privacy.watching.remove(&user_id);
         });
+    }
+
+    /// The Matrix rooms of portals, by key.
+    pub(crate) async fn rooms_of(&self, portal_keys: &[String]) -> Vec<String> {
+        let mut rooms = Vec::new();
+        for key in portal_keys {
+            match self.bridge.store().portal_by_key(key).await {
+                Ok(Some(portal)) => rooms.push(portal.room_id),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(network = %self.network, %key, %error, "cannot look a portal up"),
+            }
+        }
+        rooms
     }
 
     /// The connection of `user_id` registered: lifts the bans `block-messages` placed.

@@ -13,9 +13,12 @@ use crate::fixture::{
 
 #[tokio::test]
 async fn an_idle_puppet_quits_after_a_notice_and_comes_back_on_the_next_message() -> anyhow::Result<()> {
+    // With the privacy rule off, alice stays in the room while her puppet is closed (the privacy tests cover removal).
     let fixture = Fixture::configured(|section| {
         section.idle_timeout_secs = 3600;
-        section.networks.get_mut(NET).expect("the test network").idle_timeout_secs = Some(3);
+        let network = section.networks.get_mut(NET).expect("the test network");
+        network.idle_timeout_secs = Some(3);
+        network.privacy = PrivacyMode::Off;
     })
     .await?;
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;

@@ -1,0 +1,144 @@
+//! Libera.Chat's rules end to end: a Matrix user whose IRC connection fails is removed from the portal (kicked, or
+//! banned until it works) while everyone else keeps talking, and per-user spam limits hold messages back with a
+//! notice saying why.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_bridge_irc::config::{PrivacyMode, SpamConfig};
+use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
+use serde_json::Value;
+
+use crate::fixture::{BOT, Fixture, NET, WAIT, alias, is_bot_notice, privmsg_from};
+
+/// How long a test waits to be sure something does not arrive.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// A portal on a network that allows one puppet: alice (connected) in it, and bob on IRC.
+async fn full_portal(
+    privacy: PrivacyMode,
+    channel: &str,
+) -> anyhow::Result<(Fixture, IrcTestClient, MatrixUser, String)> {
+    let fixture = Fixture::configured(|section| {
+        let network = section.networks.get_mut(NET).expect("the test network");
+        network.max_clients = 1;
+        network.privacy = privacy;
+    })
+    .await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join(channel).await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias(channel)).await?;
+    alice.send_text(&room, "I am connected").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", &format!("PRIVMSG {channel} :I am connected"))).await?;
+    Ok((fixture, bob, alice, room))
+}
+
+/// Waits until `witness` sees `user`'s membership in `room` become `membership`, and returns the event.
+async fn membership(witness: &MatrixUser, room: &str, user: &str, membership: &str) -> anyhow::Result<Value> {
+    witness
+        .wait_for_event(room, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == user
+                && event["content"]["membership"] == membership
+        })
+        .await
+        .with_context(|| format!("waiting for {user} to {membership}"))
+}
+
+/// IRC traffic after the removal reaches `connected` but not `removed`, and `connected` keeps talking to IRC.
+async fn others_keep_talking(
+    bob: &IrcTestClient,
+    connected: &MatrixUser,
+    removed: &MatrixUser,
+    room: &str,
+    channel: &str,
+) -> anyhow::Result<()> {
+    bob.send(&format!("PRIVMSG {channel} :only for connected people")).await?;
+    connected.wait_for_message(room, WAIT, "only for connected people").await?;
+    assert!(
+        removed.wait_for_message(room, QUIET, "only for connected people").await.is_err(),
+        "IRC traffic reached a Matrix user without an IRC connection"
+    );
+    connected.send_text(room, "still talking").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", &format!("PRIVMSG {channel} :still talking"))).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_user_whose_connection_is_refused_is_kicked_while_the_others_keep_talking() -> anyhow::Result<()> {
+    let (fixture, bob, alice, room) = full_portal(PrivacyMode::Kick, "#private").await?;
+    let carol = fixture.user("carol").await?;
+    carol.join(&room).await?;
+    let kick = membership(&alice, &room, carol.user_id(), "leave").await?;
+    assert_eq!(kick["sender"], BOT);
+    let reason = kick["content"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("Not connected to Test IRC") && reason.contains("limit"), "{reason}");
+    assert!(reason.contains("rejoin to try again"), "{reason}");
+    others_keep_talking(&bob, &alice, &carol, &room, "#private").await
+}
+
+#[tokio::test]
+async fn block_messages_bans_a_user_until_their_connection_works() -> anyhow::Result<()> {
+    let (fixture, bob, alice, room) = full_portal(PrivacyMode::BlockMessages, "#blocked").await?;
+    let carol = fixture.user("carol").await?;
+    carol.join(&room).await?;
+    let ban = membership(&alice, &room, carol.user_id(), "ban").await?;
+    let reason = ban["content"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("limit") && reason.contains("send `reconnect`"), "{reason}");
+    others_keep_talking(&bob, &alice, &carol, &room, "#blocked").await?;
+
+    // alice closes her connection, which frees the only slot and, under the rule, bans her too.
+    let alice_admin = crate::auth::admin_room(&alice).await?;
+    assert_eq!(crate::auth::command(&alice, &alice_admin, "quit").await?, "Disconnected.");
+    let ban = membership(&alice, &room, alice.user_id(), "ban").await.context("alice is banned after quitting")?;
+    let reason = ban["content"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("you closed your connection"), "{reason}");
+
+    // carol's `reconnect` connects her, which lifts her ban: she can join and read again.
+    let carol_admin = crate::auth::admin_room(&carol).await?;
+    crate::auth::command(&carol, &carol_admin, "reconnect").await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(error) = carol.join(&room).await {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "carol's ban was never lifted: {error:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bob.send("PRIVMSG #blocked :welcome back").await?;
+    carol.wait_for_message(&room, WAIT, "welcome back").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn spam_limits_hold_messages_back_with_a_notice_saying_why() -> anyhow::Result<()> {
+    let fixture = Fixture::configured(|section| {
+        section.networks.get_mut(NET).expect("the test network").spam =
+            SpamConfig { messages_per_minute: 1.0, burst: 2, max_lines_per_message: 3 };
+    })
+    .await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#spam").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#spam")).await?;
+
+    alice.send_text(&room, "line 1\nline 2\nline 3\nline 4").await?;
+    let notice = alice
+        .wait_for_event(&room, WAIT, |event| is_bot_notice(event, "not delivered to IRC"))
+        .await
+        .context("a message of too many lines is held back with a notice")?;
+    let body = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(body.contains(alice.user_id()) && body.contains("it has 4 lines and Test IRC takes at most 3"), "{body}");
+
+    for text in ["first", "second", "third"] {
+        alice.send_text(&room, text).await?;
+    }
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #spam :first")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #spam :second")).await?;
+    let notice = alice
+        .wait_for_event(&room, WAIT, |event| is_bot_notice(event, "not delivered to IRC"))
+        .await
+        .context("a message over the rate is held back with a notice")?;
+    let body = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(body.contains("more than 2 messages in a row") && body.contains("1 per minute"), "{body}");
+    assert!(bob.wait_for(QUIET, |line| line.contains("third") || line.contains("line 1")).await.is_err());
+    Ok(())
+}
