@@ -348,6 +348,11 @@ mod tests {
         assert_eq!(config.appservice.bot.localpart, "ircbot");
         assert_eq!(config.bridge.idle_timeout_secs, 0);
         assert_eq!(config.bridge.networks["libera"].idle_timeout_secs, None);
+        let libera = &config.bridge.networks["libera"];
+        assert_eq!((libera.privacy, libera.privacy_grace_secs), (PrivacyMode::Kick, 60));
+        assert_eq!(libera.plumbing, PlumbingConfig::default());
+        assert_eq!(libera.spam, SpamConfig { messages_per_minute: 20.0, burst: 5, max_lines_per_message: 10 });
+        assert!(!config.bridge.provisioning.enabled);
     }
 
     #[test]
