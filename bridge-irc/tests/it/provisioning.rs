@@ -72,6 +72,16 @@ async fn each_provisioning_route_works_behind_the_shared_secret() -> anyhow::Res
     assert_eq!(served.status(), StatusCode::OK);
     assert_eq!(served.text().await?, include_str!("../../src/provisioning/openapi.yaml"));
 
+    // Until the networks have started, the API says so (503) rather than guess.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = api.call("GET", "limits", Some(SECRET), None).await?;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the networks never started: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let networks = api.ok("GET", "querynetworks", None).await?;
     assert_eq!(networks["servers"][0]["network_id"], NET, "{networks}");
     assert_eq!(networks["servers"][0]["desc"], "Test IRC", "{networks}");
