@@ -1052,6 +1052,7 @@ impl Network {
                             &text,
                             sent.clone(),
                             puppet.has_cap("labeled-response"),
+                            Duration::from_secs_f64(1.0 / self.config.flood.lines_per_second.max(0.01)),
                             tokio::time::Instant::now(),
                         ),
                         _ => None,

@@ -4,8 +4,10 @@
 //! A line a puppet sends for a Matrix message is delivered when the server echoes it back: the echo carries the
 //! line's `label` (with `labeled-response`) or, without labels, the same target and text, and its `msgid`, which the
 //! bridge then records in the message map. An error reply with the label (`404 ERR_CANNOTSENDTOCHAN`, a `FAIL`), or
-//! no echo within the timeout, means the line did not arrive: the Matrix sender is told. [`Echoes`] holds the
-//! waiting lines, free of I/O.
+//! no echo within the timeout, means the line did not arrive: the Matrix sender is told. The timeout counts from
+//! when the line can leave the connection's flood throttle (each line waiting ahead of it from the same puppet
+//! adds one throttle interval), so a burst of messages is not reported late. [`Echoes`] holds the waiting lines,
+//! free of I/O.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -30,7 +32,10 @@ pub(crate) struct Sent {
 #[derive(Debug)]
 struct Waiting {
     sent: Sent,
-    since: Instant,
+    /// The puppet's owner.
+    owner: String,
+    /// When the line is late.
+    deadline: Instant,
 }
 
 /// Lines waiting for their echo, across a network's puppets.
@@ -40,8 +45,8 @@ pub(crate) struct Echoes {
     next_label: u64,
     /// By label.
     labelled: HashMap<String, Waiting>,
-    /// Without labels: (puppet owner, target, text), oldest first.
-    unlabelled: VecDeque<(String, String, String, Waiting)>,
+    /// Without labels: (target, text), oldest first.
+    unlabelled: VecDeque<(String, String, Waiting)>,
 }
 
 impl Echoes {
@@ -50,8 +55,9 @@ impl Echoes {
         Self { timeout, next_label: 0, labelled: HashMap::new(), unlabelled: VecDeque::new() }
     }
 
-    /// Notes a line about to be sent; returns the label to tag it with when `labels` (the connection negotiated
-    /// `labeled-response`).
+    /// Notes a line about to be sent by `owner`'s puppet, whose throttle lets a line out every `interval`;
+    /// returns the label to tag it with when `labels` (the connection negotiated `labeled-response`).
+    #[allow(clippy::too_many_arguments)] // One line's facts; a struct for them would only be built here.
     pub(crate) fn expect(
         &mut self,
         owner: &str,
@@ -59,16 +65,20 @@ impl Echoes {
         text: &str,
         sent: Sent,
         labels: bool,
+        interval: Duration,
         now: Instant,
     ) -> Option<String> {
-        let waiting = Waiting { sent, since: now };
+        let ahead = self.labelled.values().chain(self.unlabelled.iter().map(|(.., waiting)| waiting));
+        let ahead = ahead.filter(|waiting| waiting.owner == owner).count();
+        let queued = interval.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX));
+        let waiting = Waiting { sent, owner: owner.to_owned(), deadline: now + self.timeout + queued };
         if labels {
             self.next_label += 1;
             let label = format!("lt{}", self.next_label);
             self.labelled.insert(label.clone(), waiting);
             Some(label)
         } else {
-            self.unlabelled.push_back((owner.to_owned(), target.to_owned(), text.to_owned(), waiting));
+            self.unlabelled.push_back((target.to_owned(), text.to_owned(), waiting));
             None
         }
     }
@@ -78,11 +88,10 @@ impl Echoes {
         if let Some(label) = label {
             return self.labelled.remove(label).map(|waiting| waiting.sent);
         }
-        let index = self
-            .unlabelled
-            .iter()
-            .position(|(who, to, line, _)| who == owner && to.eq_ignore_ascii_case(target) && line == text)?;
-        self.unlabelled.remove(index).map(|(_, _, _, waiting)| waiting.sent)
+        let index = self.unlabelled.iter().position(|(to, line, waiting)| {
+            waiting.owner == owner && to.eq_ignore_ascii_case(target) && line == text
+        })?;
+        self.unlabelled.remove(index).map(|(_, _, waiting)| waiting.sent)
     }
 
     /// An error reply carrying `label` arrived: the Matrix message failed; its other lines are not waited for.
@@ -94,8 +103,7 @@ impl Echoes {
 
     /// Messages with a line not echoed within the timeout, once each.
     pub(crate) fn expired(&mut self, now: Instant) -> Vec<Sent> {
-        let timeout = self.timeout;
-        let late = |waiting: &Waiting| now.duration_since(waiting.since) >= timeout;
+        let late = |waiting: &Waiting| now >= waiting.deadline;
         let mut out: Vec<Sent> = self.labelled.values().filter(|w| late(w)).map(|w| w.sent.clone()).collect();
         out.extend(self.unlabelled.iter().filter(|(.., w)| late(w)).map(|(.., w)| w.sent.clone()));
         out.sort_by(|a, b| a.event_id.cmp(&b.event_id));
@@ -130,9 +138,9 @@ mod tests {
     fn labelled_echoes_and_errors_settle_their_message() {
         let now = Instant::now();
         let mut echoes = Echoes::new(Duration::from_secs(10));
-        let first = echoes.expect("@a:x", "#c", "one", sent("$1"), true, now).unwrap();
-        let second = echoes.expect("@a:x", "#c", "two", sent("$2"), true, now).unwrap();
-        let third = echoes.expect("@a:x", "#c", "two, line 2", sent("$2"), true, now).unwrap();
+        let first = echoes.expect("@a:x", "#c", "one", sent("$1"), true, Duration::ZERO, now).unwrap();
+        let second = echoes.expect("@a:x", "#c", "two", sent("$2"), true, Duration::ZERO, now).unwrap();
+        let third = echoes.expect("@a:x", "#c", "two, line 2", sent("$2"), true, Duration::ZERO, now).unwrap();
         assert_ne!(first, second);
         assert_eq!(echoes.echoed("@a:x", Some(&first), "#c", "one"), Some(sent("$1")));
         assert_eq!(echoes.echoed("@a:x", Some(&first), "#c", "one"), None, "settled once");
@@ -145,13 +153,28 @@ mod tests {
     fn unlabelled_echoes_match_by_target_and_text_and_late_ones_expire() {
         let now = Instant::now();
         let mut echoes = Echoes::new(Duration::from_secs(10));
-        assert_eq!(echoes.expect("@a:x", "#c", "hi", sent("$1"), false, now), None);
-        echoes.expect("@a:x", "#c", "hi", sent("$2"), false, now);
-        echoes.expect("@b:x", "#c", "late", sent("$3"), false, now);
+        assert_eq!(echoes.expect("@a:x", "#c", "hi", sent("$1"), false, Duration::ZERO, now), None);
+        echoes.expect("@a:x", "#c", "hi", sent("$2"), false, Duration::ZERO, now);
+        echoes.expect("@b:x", "#c", "late", sent("$3"), false, Duration::ZERO, now);
         assert_eq!(echoes.echoed("@a:x", None, "#C", "hi"), Some(sent("$1")), "oldest first");
         assert_eq!(echoes.echoed("@a:x", None, "#c", "other"), None);
         assert!(echoes.expired(now + Duration::from_secs(5)).is_empty());
         assert_eq!(echoes.expired(now + Duration::from_secs(11)), [sent("$2"), sent("$3")]);
         assert!(echoes.is_idle());
+    }
+
+    #[test]
+    fn lines_queued_behind_others_get_their_throttle_time() {
+        let now = Instant::now();
+        let mut echoes = Echoes::new(Duration::from_secs(10));
+        let interval = Duration::from_secs(1);
+        for index in 0..30 {
+            echoes.expect("@a:x", "#c", "burst", sent(&format!("${index:02}")), true, interval, now);
+        }
+        echoes.expect("@b:x", "#c", "other puppet", sent("$b"), true, interval, now);
+        // The first line and the other puppet's are late after the timeout; the 30th line only 29 s later.
+        assert_eq!(echoes.expired(now + Duration::from_secs(10)), [sent("$00"), sent("$b")]);
+        assert_eq!(echoes.expired(now + Duration::from_secs(38)).len(), 28);
+        assert_eq!(echoes.expired(now + Duration::from_secs(39)), [sent("$29")]);
     }
 }
