@@ -1,5 +1,5 @@
-//! One IRC connection, kept alive: connects (TCP or TLS), registers (with SASL PLAIN sequenced by hand before
-//! `CAP END`, or NickServ after), answers PINGs, retries taken nicks, joins its channels and rejoins them after every
+//! One IRC connection, kept alive: connects (TCP or TLS), registers (negotiating IRCv3 capabilities with
+//! `CAP LS 302` and logging in with SASL before `CAP END`, see [`crate::ircv3::cap`], or with NickServ after), answers PINGs, retries taken nicks, joins its channels and rejoins them after every
 //! reconnect, and reconnects with exponential backoff and jitter while a per-network semaphore caps how many
 //! connections register at once. What the owner must see is forwarded as [`ConnEvent`]s.
 
@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use base64::Engine as _;
 use irc::proto::{Command, Message, Response};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
@@ -22,6 +21,10 @@ use crate::{
     config::{AuthMethod, FloodConfig, ReconnectConfig, ServerConfig},
     ident::{IdentEntry, IdentRegistry},
     ids::{casefold, next_nick},
+    ircv3::{
+        cap::{CapNegotiation, CapSet, CapStep},
+        sasl, tags,
+    },
     line::{Line, worst_case_prefix},
 };
 
@@ -122,6 +125,8 @@ struct Shared {
     settings: Mutex<Settings>,
     session: Mutex<Option<SessionHandle>>,
     channels: Mutex<HashMap<String, ChannelState>>,
+    /// The IRCv3 capabilities the current connection negotiated.
+    caps: Mutex<CapSet>,
     stop: watch::Sender<bool>,
     reconnect_now: Notify,
     /// Wakes whoever waits for the connection's state (registration, joins) to change.
@@ -152,6 +157,7 @@ impl Connection {
             settings: Mutex::new(settings),
             session: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
+            caps: Mutex::new(CapSet::default()),
             stop,
             reconnect_now: Notify::new(),
             changed: Notify::new(),
@@ -163,6 +169,11 @@ impl Connection {
     /// The nick the connection is registered as, while it is.
     pub(crate) fn nick(&self) -> Option<String> {
         lock(&self.shared.session).as_ref().map(|session| session.nick.clone())
+    }
+
+    /// Whether the current connection negotiated the IRCv3 capability `cap`.
+    pub(crate) fn has_cap(&self, cap: &str) -> bool {
+        lock(&self.shared.caps).has(cap)
     }
 
     /// Whether the connection is registered.
@@ -296,6 +307,7 @@ async fn supervise(shared: Arc<Shared>, events: mpsc::Sender<ConnEvent>, connect
             _ = stop.wait_for(|stopped| *stopped) => Ok(true),
         };
         let nick = lock(&shared.session).take().map(|session| session.nick).unwrap_or_default();
+        *lock(&shared.caps) = CapSet::default();
         for state in lock(&shared.channels).values_mut() {
             state.joined = false;
             state.join_sent = false;
@@ -431,10 +443,10 @@ async fn session(
     if let Some(password) = &server.password {
         urgent(Line::new("PASS", &[], Some(password)));
     }
-    let sasl = settings.login.as_ref().filter(|login| login.method == AuthMethod::Sasl);
-    if sasl.is_some() {
-        urgent(Line::new("CAP", &["REQ"], Some("sasl")));
-    }
+    let sasl_login = settings.login.as_ref().filter(|login| login.method == AuthMethod::Sasl);
+    // Every connection asks for capabilities; a server without CAP ignores the line and registers us plainly.
+    let mut caps = CapNegotiation::new(sasl::mechanisms(false, sasl_login.is_some()));
+    urgent(Line::new("CAP", &["LS", "302"], None));
     let mut registration =
         Registration { nick: settings.nick.clone(), attempt: 0, max_nick_length: settings.max_nick_length };
     urgent(Line::new("NICK", &[&registration.nick], None));
@@ -495,6 +507,7 @@ async fn session(
             Command::PING(token, _) => urgent(Line::new("PONG", &[], Some(token))),
             Command::Response(Response::RPL_WELCOME, params) => {
                 registered = true;
+                caps.registered();
                 permit.take();
                 let nick = params.first().cloned().unwrap_or_else(|| registration.nick.clone());
                 // The owner hears of the nick before any JOIN goes out, so it never mistakes our own lines for
@@ -507,7 +520,7 @@ async fn session(
                     prefix_len: worst_case_prefix(&nick),
                 });
                 tracing::info!(network = %settings.network, owner = %settings.owner, %nick, server = %server.host,
-                    "IRC connection registered");
+                    caps = %caps.enabled().list(), "IRC connection registered");
                 if let Some(login) = settings.login.as_ref().filter(|login| login.method == AuthMethod::Nickserv) {
                     urgent(Line::new(
                         "PRIVMSG",
@@ -559,35 +572,46 @@ async fn session(
                 tracing::debug!(%refused, next = %registration.nick, "nick refused, trying another");
                 urgent(Line::new("NICK", &[&registration.nick], None));
             }
-            Command::CAP(_, irc::proto::CapSubCommand::ACK, _, _) if sasl.is_some() => {
-                urgent(Line::new("AUTHENTICATE", &["PLAIN"], None));
-            }
-            Command::CAP(_, irc::proto::CapSubCommand::NAK, _, _) => {
-                tracing::warn!(network = %settings.network, owner = %settings.owner, "the server has no SASL");
-                urgent(Line::new("CAP", &["END"], None));
+            Command::CAP(_, subcommand, first, second) => {
+                let params: Vec<&str> = [first, second].into_iter().flatten().map(String::as_str).collect();
+                let steps = caps.on_cap(subcommand.to_str(), &params);
+                *lock(&shared.caps) = caps.enabled().clone();
+                for step in steps {
+                    match step {
+                        CapStep::Request(list) => urgent(Line::new("CAP", &["REQ"], Some(&list))),
+                        CapStep::Authenticate(mechanism) => urgent(Line::new("AUTHENTICATE", &[&mechanism], None)),
+                        CapStep::End => {
+                            if sasl_login.is_some() && caps.mechanism().is_none() {
+                                tracing::warn!(network = %settings.network, owner = %settings.owner,
+                                    "the server offers no SASL mechanism the login can use");
+                            }
+                            urgent(Line::new("CAP", &["END"], None));
+                        }
+                    }
+                }
             }
             Command::AUTHENTICATE(challenge) if challenge == "+" => {
-                if let Some(login) = sasl {
-                    let payload = format!("{}\0{}\0{}", login.account, login.account, login.password);
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
-                    for chunk in encoded.as_bytes().chunks(400) {
-                        urgent(Line::new("AUTHENTICATE", &[std::str::from_utf8(chunk).unwrap_or("*")], None));
-                    }
-                    if encoded.len() % 400 == 0 {
-                        urgent(Line::new("AUTHENTICATE", &["+"], None));
+                if let (Some(login), Some(mechanism)) = (sasl_login, caps.mechanism()) {
+                    for chunk in sasl::response(mechanism, &login.account, &login.password) {
+                        urgent(Line::new("AUTHENTICATE", &[&chunk], None));
                     }
                 }
             }
             Command::Response(Response::RPL_SASLSUCCESS, _) => {
-                tracing::info!(network = %settings.network, owner = %settings.owner, "SASL login succeeded");
-                urgent(Line::new("CAP", &["END"], None));
+                tracing::info!(network = %settings.network, owner = %settings.owner, mechanism = ?caps.mechanism(),
+                    "SASL login succeeded");
+                if caps.sasl_done().contains(&CapStep::End) {
+                    urgent(Line::new("CAP", &["END"], None));
+                }
             }
             Command::Response(
                 Response::ERR_SASLFAIL | Response::ERR_SASLTOOLONG | Response::ERR_SASLABORT | Response::ERR_NICKLOCKED,
                 _,
             ) => {
                 tracing::warn!(network = %settings.network, owner = %settings.owner, "SASL login failed");
-                urgent(Line::new("CAP", &["END"], None));
+                if caps.sasl_done().contains(&CapStep::End) {
+                    urgent(Line::new("CAP", &["END"], None));
+                }
             }
             Command::JOIN(channel, _, _) if from_self => {
                 if let Some(state) = lock(&shared.channels).get_mut(&casefold(channel)) {
@@ -650,9 +674,15 @@ async fn session(
 /// Whether the owner asked for `message` (see [`Forward`]).
 fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
     let own = casefold(own_nick);
+    // Answers to what the owner sent: echoes (`echo-message`) and replies carrying a `label`.
+    let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == own);
+    if forward == Forward::Own && (tags::get(message, "label").is_some() || from_self) {
+        return !matches!(message.command, Command::JOIN(..) | Command::PART(..) | Command::QUIT(..));
+    }
     match forward {
         Forward::All => true,
         Forward::Own => match &message.command {
+            Command::Raw(command, _) if command == "FAIL" => true,
             Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => casefold(target) == own,
             Command::KICK(_, kicked, _) => casefold(kicked) == own,
             Command::NICK(_) => message.source_nickname().is_some_and(|nick| casefold(nick) == own),
@@ -664,6 +694,7 @@ fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
                     | Response::RPL_WHOISIDLE
                     | Response::RPL_ENDOFWHOIS
                     | Response::ERR_NOSUCHNICK
+                    | Response::ERR_CANNOTSENDTOCHAN
                     | Response::ERR_NICKNAMEINUSE
                     | Response::ERR_ERRONEOUSNICKNAME
             ),

@@ -88,7 +88,16 @@ impl Connector for IrcConnector {
     }
 
     fn capabilities(&self, _portal: &Portal) -> Capabilities {
-        Capabilities { max_text_length: 4096, formatting: true, edits: true, replies: true, ..Capabilities::default() }
+        Capabilities {
+            max_text_length: 4096,
+            formatting: true,
+            edits: true,
+            replies: true,
+            // IRCv3 +draft/react and +typing, on connections that negotiated message-tags.
+            reactions: true,
+            typing: true,
+            ..Capabilities::default()
+        }
     }
 
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {

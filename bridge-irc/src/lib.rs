@@ -11,6 +11,7 @@ pub mod connector;
 mod ghosts;
 mod ident;
 mod ids;
+mod ircv3;
 mod line;
 mod mirc;
 mod network;

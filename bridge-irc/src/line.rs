@@ -62,6 +62,18 @@ impl Line {
         Ok(Self(out))
     }
 
+    /// The same line with IRCv3 message tags in front (see [`crate::ircv3::tags::prefix`]); tags do not count
+    /// against the 512 bytes of the message itself.
+    pub(crate) fn tagged(self, tags: &[(&str, Option<&str>)]) -> Result<Self, crate::ircv3::tags::TagError> {
+        let prefix = crate::ircv3::tags::prefix(tags)?;
+        if prefix.is_empty() {
+            return Ok(self);
+        }
+        let mut out = prefix.into_bytes();
+        out.extend_from_slice(&self.0);
+        Ok(Self(out))
+    }
+
     /// The bytes to write.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    str::FromStr as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -28,6 +29,12 @@ use crate::{
         Template, casefold, dm_key, is_valid_channel, is_valid_nick, portal_key, sanitise_nick, sanitise_username,
         split_dm_key, split_portal_key, unescape_nick,
     },
+    ircv3::{
+        batch::{Batch, BatchTracker, Fed},
+        echo::{Echoes, Sent},
+        netsplit::{Netsplits, split_servers},
+        server_time, tags,
+    },
     line::{Line, TextKind, text_lines},
     mirc,
     privacy::Privacy,
@@ -39,6 +46,14 @@ use crate::{
 const BOT_OWNER: &str = "";
 /// How long a Matrix message waits for its puppet to connect and join before the runtime retries it later.
 const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// How long a line a puppet sent may go without its echo before its Matrix sender hears it was not delivered.
+const ECHO_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a room's netsplit (or netjoin) notice waits for the rest of the burst.
+const NETSPLIT_DEBOUNCE: Duration = Duration::from_secs(2);
+/// How long ghosts that quit in a netsplit stay in their rooms waiting for the netjoin.
+const NETSPLIT_HOLD: Duration = Duration::from_secs(120);
+/// How often timers (echo timeouts, netsplit notices) are looked at.
+const TICK: Duration = Duration::from_millis(250);
 /// How much of a long message's first line goes before the link to the whole text.
 const LONG_PREVIEW_CHARS: usize = 80;
 /// The user setting holding a Matrix user's chosen nick on a network: `irc.nick.{network}`.
@@ -108,6 +123,12 @@ pub(crate) struct Network {
     pub(crate) privacy: Privacy,
     /// Per-user spam limits on Matrix → IRC messages.
     spam: SpamGuard,
+    /// Lines puppets sent, waiting for their echo (`echo-message`).
+    echoes: Mutex<Echoes>,
+    /// People gone in a netsplit, and the notices being collected.
+    netsplits: Mutex<Netsplits>,
+    /// Room ID → the Matrix users whose typing was last sent to IRC there.
+    typing: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// A puppet's last use.
@@ -176,6 +197,9 @@ impl Network {
                 privacy_bridge,
             ),
             spam: SpamGuard::new(config.spam, &config.name),
+            echoes: Mutex::new(Echoes::new(ECHO_TIMEOUT)),
+            netsplits: Mutex::new(Netsplits::new(NETSPLIT_DEBOUNCE, NETSPLIT_HOLD)),
+            typing: Mutex::new(HashMap::new()),
         });
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
@@ -342,14 +366,37 @@ impl Network {
     }
 
     async fn push(&self, portal: &str, sender: Option<GhostSpec>, remote_id: Option<String>, kind: RemoteEventKind) {
-        let event = RemoteEvent { portal: portal.to_owned(), sender, remote_id, timestamp_ms: None, kind };
+        self.push_at(portal, sender, remote_id, None, kind).await;
+    }
+
+    /// Pushes an event that happened at `timestamp_ms` on IRC (`server-time`).
+    async fn push_at(
+        &self,
+        portal: &str,
+        sender: Option<GhostSpec>,
+        remote_id: Option<String>,
+        timestamp_ms: Option<u64>,
+        kind: RemoteEventKind,
+    ) {
+        let event = RemoteEvent { portal: portal.to_owned(), sender, remote_id, timestamp_ms, kind };
         if let Err(error) = self.bridge.push(event).await {
             tracing::error!(network = %self.id, %portal, %error, "cannot queue an IRC event for Matrix");
         }
     }
 
     async fn process(self: Arc<Self>, mut receiver: mpsc::Receiver<ConnEvent>) {
-        while let Some(event) = receiver.recv().await {
+        let mut batches = BatchTracker::default();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                event = receiver.recv() => event,
+                _ = tick.tick() => {
+                    self.on_tick().await;
+                    continue;
+                }
+            };
+            let Some(event) = event else { return };
             match event {
                 ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
                     self.puppet_nicks.insert(casefold(&nick), owner.clone());
@@ -361,16 +408,106 @@ impl Network {
                     self.puppet_nicks.remove_if(&casefold(&nick), |_, user| *user == owner);
                     self.watch_lost_puppet(&owner);
                 }
-                ConnEvent::Disconnected { .. } => lock(&self.members).clear(),
+                ConnEvent::Disconnected { nick, .. } => {
+                    lock(&self.members).clear();
+                    // What an unfinished batch held is still news.
+                    for batch in batches.drain() {
+                        self.on_batch(&nick, batch).await;
+                    }
+                }
                 ConnEvent::Message { owner, nick, message } if owner == BOT_OWNER => {
                     if self.taps.receiver_count() > 0 {
                         let _ = self.taps.send(Arc::new((*message).clone()));
                     }
-                    self.on_listener(&nick, *message).await;
+                    match batches.feed(*message) {
+                        Fed::Pass(message) => self.on_listener(&nick, message).await,
+                        Fed::Held => {}
+                        Fed::Done(batch) => self.on_batch(&nick, batch).await,
+                    }
                 }
                 ConnEvent::Message { owner, nick, message } => self.on_puppet(&owner, &nick, *message).await,
             }
         }
+    }
+
+    /// The portal of a (bridged) channel.
+    fn portal_of(&self, channel: &str) -> Option<String> {
+        self.portals.get(&casefold(channel)).map(|entry| entry.clone())
+    }
+
+    /// Timers: lines whose echo never came, netsplit notices whose burst is over, people not back from a split.
+    async fn on_tick(&self) {
+        let now = tokio::time::Instant::now();
+        let late = {
+            let mut echoes = lock(&self.echoes);
+            if echoes.is_idle() { Vec::new() } else { echoes.expired(now) }
+        };
+        for sent in late {
+            self.tell_undelivered(&sent, "the IRC server did not confirm it in time").await;
+        }
+        let due = {
+            let mut netsplits = lock(&self.netsplits);
+            if netsplits.is_idle() { Default::default() } else { netsplits.due(now) }
+        };
+        for (channel, body) in due.notices {
+            if let Some(portal) = self.portal_of(&channel) {
+                let kind = RemoteEventKind::Message { msgtype: MessageType::Notice, body, html: None, reply_to: None };
+                self.push(&portal, None, None, kind).await;
+            }
+        }
+        for (nick, channels) in due.gone {
+            let ghost = self.ghost(&nick).await;
+            for channel in channels {
+                if let Some(portal) = self.portal_of(&channel) {
+                    let kind = RemoteEventKind::Leave { reason: Some("Netsplit".into()) };
+                    self.push(&portal, Some(ghost.clone()), None, kind).await;
+                }
+            }
+        }
+    }
+
+    /// Tells a Matrix sender, in the room, that a message of theirs did not reach IRC.
+    async fn tell_undelivered(&self, sent: &Sent, reason: &str) {
+        let text = format!("⚠ {}: your message was not delivered to {}: {reason}", sent.matrix_user, self.config.name);
+        if let Err(error) = self.bridge.notice(&sent.room_id, &text).await {
+            tracing::warn!(network = %self.id, room_id = %sent.room_id, %error, "cannot send a delivery-failure notice");
+        }
+    }
+
+    /// A closed batch (IRCv3 `batch`): a netsplit's quits are collapsed, anything else is handled line by line.
+    async fn on_batch(&self, own_nick: &str, batch: Batch) {
+        if batch.kind == "netsplit" {
+            let servers = batch.params.join(" ");
+            for message in batch.messages() {
+                if let (Command::QUIT(_), Some(nick)) = (&message.command, message.source_nickname()) {
+                    self.split_quit(nick, &servers);
+                }
+            }
+            return;
+        }
+        // netjoin: the joins find their people in the netsplit tracker and are swallowed there.
+        for message in batch.messages() {
+            self.on_listener(own_nick, message.clone()).await;
+        }
+    }
+
+    /// Someone quit in a netsplit: their ghost stays in its rooms until the netjoin (or the hold runs out).
+    fn split_quit(&self, nick: &str, servers: &str) {
+        let folded = casefold(nick);
+        let channels: Vec<String> = lock(&self.members)
+            .iter_mut()
+            .filter_map(|(channel, members)| members.remove(&folded).then(|| channel.clone()))
+            .collect();
+        if !channels.is_empty() {
+            lock(&self.netsplits).split(&folded, nick, channels, servers, tokio::time::Instant::now());
+        }
+    }
+
+    /// The message-map ID of the message a received line names in `+draft/reply` (IRCv3 `message-tags`).
+    async fn replied_to(&self, portal: &str, message: &Message) -> Option<String> {
+        let msgid = tags::get(message, "+draft/reply").filter(|msgid| !msgid.is_empty())?;
+        let found = self.bridge.store().remote_id_by_suffix(portal, &format!("/{msgid}")).await;
+        found.inspect_err(|error| tracing::warn!(network = %self.id, %error, "cannot look up a reply target")).ok()?
     }
 
     /// What the bridge bot hears in its channels.
@@ -385,8 +522,34 @@ impl Network {
                 let Some((msgtype, text)) = classify(text, notice) else { return };
                 let (body, html) = self.irc_to_matrix(text);
                 let remote_id = remote_message_id(&nick, &message);
-                let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
-                self.push(&portal, Some(self.ghost(&nick).await), Some(remote_id), kind).await;
+                let reply_to = self.replied_to(&portal, &message).await;
+                let kind = RemoteEventKind::Message { msgtype, body, html, reply_to };
+                let at = server_time::timestamp_ms(&message);
+                self.push_at(&portal, Some(self.ghost(&nick).await), Some(remote_id), at, kind).await;
+            }
+            Command::Raw(command, params) if command == "TAGMSG" && !from_ours => {
+                let Some(portal) = params.first().and_then(|target| self.portal_of(target)) else { return };
+                let nick = source.unwrap_or_default();
+                let at = server_time::timestamp_ms(&message);
+                if let Some(state) = tags::get(&message, "+typing") {
+                    let kind = RemoteEventKind::Typing { typing: state == "active" };
+                    self.push_at(&portal, Some(self.ghost(&nick).await), None, at, kind).await;
+                }
+                if let Some(key) = tags::get(&message, "+draft/react").filter(|key| !key.is_empty())
+                    && let Some(target) = self.replied_to(&portal, &message).await
+                {
+                    let kind = RemoteEventKind::Reaction { target, key: key.to_owned() };
+                    let remote_id = remote_message_id(&nick, &message);
+                    self.push_at(&portal, Some(self.ghost(&nick).await), Some(remote_id), at, kind).await;
+                }
+            }
+            Command::Raw(command, params) if command == "REDACT" && !from_ours && params.len() >= 2 => {
+                // draft/message-redaction: `REDACT <target> <msgid> [:reason]`.
+                let Some(portal) = self.portal_of(&params[0]) else { return };
+                let found = self.bridge.store().remote_id_by_suffix(&portal, &format!("/{}", params[1])).await;
+                let Ok(Some(target)) = found else { return };
+                let kind = RemoteEventKind::Redaction { target, reason: params.get(2).cloned() };
+                self.push(&portal, Some(self.ghost(&source.unwrap_or_default()).await), None, kind).await;
             }
             Command::JOIN(..) if from_ours => {
                 if let Some(irc::proto::Prefix::Nickname(nick, user, host)) = &message.prefix {
@@ -397,6 +560,10 @@ impl Network {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
                 let nick = source.unwrap_or_default();
                 lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(&nick));
+                if lock(&self.netsplits).rejoin(&casefold(&nick), &casefold(channel), tokio::time::Instant::now()) {
+                    // Back from a netsplit: the ghost never left.
+                    return;
+                }
                 self.push(&portal, Some(self.ghost(&nick).await), None, RemoteEventKind::Join).await;
             }
             Command::PART(channel, reason) if !from_ours => {
@@ -409,6 +576,10 @@ impl Network {
                 self.push(&portal, Some(self.ghost(&nick).await), None, kind).await;
             }
             Command::QUIT(reason) if !from_ours => {
+                if let Some((from, to)) = reason.as_deref().and_then(split_servers) {
+                    self.split_quit(source.as_deref().unwrap_or_default(), &format!("{from} {to}"));
+                    return;
+                }
                 let nick = casefold(&source.unwrap_or_default());
                 let channels: Vec<String> = lock(&self.members)
                     .iter_mut()
@@ -579,6 +750,39 @@ impl Network {
 
     /// What a puppet hears about itself: private messages become Matrix DMs, server replies go to whoever asked.
     async fn on_puppet(&self, matrix_user: &str, own_nick: &str, message: Message) {
+        let label = tags::get(&message, "label");
+        let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(own_nick));
+        match &message.command {
+            // echo-message: our own line came back, so it was delivered; its msgid names it from now on.
+            Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if from_self => {
+                let sent = lock(&self.echoes).echoed(matrix_user, label, target, text);
+                if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
+                    let mapping = MessageMapping {
+                        event_id: sent.event_id,
+                        room_id: sent.room_id,
+                        portal_key: sent.portal_key,
+                        remote_id: format!("{own_nick}/{msgid}"),
+                    };
+                    if let Err(error) = self.bridge.store().map_message(&mapping).await {
+                        tracing::warn!(network = %self.id, %error, "cannot record an echoed message's msgid");
+                    }
+                }
+                return;
+            }
+            Command::Raw(_, _) | Command::Response(..) if !from_self && label.is_some() => {
+                // labeled-response: an error reply to a labelled line (404 ERR_CANNOTSENDTOCHAN, FAIL …).
+                let failed = lock(&self.echoes).failed(label.unwrap_or_default());
+                if let Some(sent) = failed {
+                    let reason = match &message.command {
+                        Command::Response(_, params) | Command::Raw(_, params) => params.last().cloned(),
+                        _ => None,
+                    };
+                    self.tell_undelivered(&sent, reason.as_deref().unwrap_or("the IRC server refused it")).await;
+                    return;
+                }
+            }
+            _ => {}
+        }
         match &message.command {
             Command::NICK(new) => {
                 self.puppet_nicks.remove(&casefold(own_nick));
@@ -785,6 +989,10 @@ impl Network {
     /// Handles a Matrix event in one of this network's portals (or, with `portal` `None`, a room that may become
     /// one).
     pub(crate) async fn matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
+        if let (MatrixEventKind::Typing { user_ids }, Some(portal)) = (&event.kind, portal) {
+            self.matrix_typing(portal, &event.room_id, user_ids).await;
+            return Ok(());
+        }
         let Some(sender) = event.sender.as_deref() else { return Ok(()) };
         let Some(portal) = portal else { return self.maybe_direct_chat(event, sender).await };
         if self.puppets.contains_key(sender)
@@ -854,8 +1062,45 @@ impl Network {
                     lines = text_lines(target.name(), kind, &short, puppet.prefix_len())
                         .map_err(|error| ConnectorError::permanent(error.to_string()))?;
                 }
-                for line in lines {
-                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                let reply_msgid = message.reply_to.as_ref().and_then(|reply| irc_msgid(&reply.remote_ids));
+                let sent = event.event_id.as_ref().filter(|_| puppet.has_cap("echo-message")).map(|event_id| Sent {
+                    event_id: event_id.clone(),
+                    room_id: event.room_id.clone(),
+                    portal_key: portal.remote_key.clone(),
+                    matrix_user: sender.to_owned(),
+                });
+                for (index, line) in lines.into_iter().enumerate() {
+                    let mut line_tags: Vec<(&str, Option<&str>)> = Vec::new();
+                    if index == 0
+                        && puppet.has_cap("message-tags")
+                        && let Some(msgid) = &reply_msgid
+                    {
+                        line_tags.push(("+draft/reply", Some(msgid)));
+                    }
+                    // echo-message: wait for the line to come back, by label when the server has labeled-response.
+                    let label = match (&sent, sent_text(&line)) {
+                        (Some(sent), Some((to, text))) => lock(&self.echoes).expect(
+                            sender,
+                            &to,
+                            &text,
+                            sent.clone(),
+                            puppet.has_cap("labeled-response"),
+                            Duration::from_secs_f64(1.0 / self.config.flood.lines_per_second.max(0.01)),
+                            tokio::time::Instant::now(),
+                        ),
+                        _ => None,
+                    };
+                    if let Some(label) = &label {
+                        line_tags.push(("label", Some(label)));
+                    }
+                    let line = line.tagged(&line_tags).map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                    if let Err(error) = puppet.send(line).await {
+                        // The runtime sends the whole message again later: stop waiting for this attempt's echoes.
+                        if let Some(event_id) = &event.event_id {
+                            lock(&self.echoes).forget(event_id);
+                        }
+                        return Err(transient(error.to_string()));
+                    }
                 }
                 self.touch(sender, Some(&event.room_id));
                 if let (Some(event_id), Some(nick)) = (&event.event_id, puppet.nick()) {
@@ -898,7 +1143,36 @@ impl Network {
                 }
                 Ok(())
             }
-            MatrixEventKind::Redaction { target: redacted, .. } => {
+            MatrixEventKind::Reaction { target: reacted, key } => {
+                // +draft/react (IRCv3 message-tags): a TAGMSG naming the message by its msgid.
+                let Some(msgid) = irc_msgid(&reacted.remote_ids) else { return Ok(()) };
+                let puppet = self.puppet(sender, None).await?;
+                if let Target::Channel(channel) = &target {
+                    self.joined(&puppet, channel).await?;
+                } else if !puppet.is_connected() {
+                    puppet.changed(JOIN_WAIT).await;
+                }
+                if !puppet.has_cap("message-tags") {
+                    return Ok(());
+                }
+                let line = Line::new("TAGMSG", &[target.name()], None)
+                    .map_err(|error| ConnectorError::permanent(error.to_string()))?
+                    .tagged(&[("+draft/react", Some(key)), ("+draft/reply", Some(&msgid))])
+                    .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                Ok(())
+            }
+            MatrixEventKind::Redaction { target: redacted, reason } => {
+                // draft/message-redaction, where the server offers it, removes the line on IRC too.
+                if let Some(msgid) = irc_msgid(&redacted.remote_ids)
+                    && let Some(puppet) = self.puppets.get(sender).map(|entry| entry.clone())
+                    && puppet.has_cap("draft/message-redaction")
+                {
+                    let line = Line::new("REDACT", &[target.name(), &msgid], reason.as_deref())
+                        .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+                    return Ok(());
+                }
                 // IRC cannot unsay a line; a notice at most, and only for what reached IRC.
                 if self.config.messages.redactions == RedactionStyle::Ignore || redacted.remote_ids.is_empty() {
                     return Ok(());
@@ -958,6 +1232,28 @@ impl Network {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Matrix typing (`m.typing`) as `+typing` TAGMSGs (IRCv3 typing client tag) from the puppets of those who
+    /// started or stopped; only puppets already in the channel take part, no connection is made for typing.
+    async fn matrix_typing(&self, portal: &Portal, room_id: &str, user_ids: &[String]) {
+        let Some((_, channel)) = split_portal_key(&portal.remote_key) else { return };
+        let channel = Self::channel_name(portal, channel);
+        let now: HashSet<String> = user_ids.iter().filter(|user| self.puppets.contains_key(*user)).cloned().collect();
+        let before = lock(&self.typing).insert(room_id.to_owned(), now.clone()).unwrap_or_default();
+        let started = now.difference(&before).map(|user| (user, "active"));
+        let stopped = before.difference(&now).map(|user| (user, "done"));
+        for (user, state) in started.chain(stopped) {
+            let Some(puppet) = self.puppets.get(user).map(|entry| entry.clone()) else { continue };
+            if !puppet.has_cap("message-tags") || puppet.channel_status(&channel) != ChannelStatus::Joined {
+                continue;
+            }
+            let line = Line::new("TAGMSG", &[&channel], None).map(|line| line.tagged(&[("+typing", Some(state))]));
+            if let Ok(Ok(line)) = line {
+                // Typing is a hint: a connection that is down just misses it.
+                let _ = puppet.send(line).await;
+            }
         }
     }
 
@@ -1098,6 +1394,26 @@ fn remote_message_id(nick: &str, message: &Message) -> String {
         .and_then(|tag| tag.1.clone())
         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     format!("{nick}/{msgid}")
+}
+
+/// The IRCv3 msgid among a Matrix event's remote IDs (`nick/msgid`), leaving out the IDs recorded before the
+/// echo came (`nick/$event_id`).
+fn irc_msgid(remote_ids: &[String]) -> Option<String> {
+    remote_ids
+        .iter()
+        .rev()
+        .filter_map(|id| id.split_once('/').map(|(_, msgid)| msgid))
+        .find(|msgid| !msgid.starts_with('$'))
+        .map(str::to_owned)
+}
+
+/// The target and text of a PRIVMSG or NOTICE line we are about to send, as its echo will carry them.
+fn sent_text(line: &Line) -> Option<(String, String)> {
+    let text = String::from_utf8_lossy(line.as_bytes());
+    match Message::from_str(text.trim_end_matches(['\r', '\n'])).ok()?.command {
+        Command::PRIVMSG(target, text) | Command::NOTICE(target, text) => Some((target, text)),
+        _ => None,
+    }
 }
 
 /// Whether an IRC ban mask (`*` and `?` wildcards, RFC 1459 case folding) matches `nick!user@host`.

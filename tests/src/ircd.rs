@@ -250,6 +250,16 @@ general {{ commit_interval = 5; }};
     }
 }
 
+/// The command (or numeric) of a received IRC line, after its IRCv3 tags and source.
+pub fn command_of(line: &str) -> Option<&str> {
+    let line = match line.strip_prefix('@') {
+        Some(tagged) => tagged.split_once(' ')?.1,
+        None => line,
+    };
+    let line = if line.starts_with(':') { line.split_once(' ')?.1 } else { line };
+    line.split(' ').next()
+}
+
 /// Lets every user create files in `dir` (atheme runs as nobody in a root-owned test folder).
 fn make_world_writable(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -275,6 +285,12 @@ impl std::fmt::Debug for IrcTestClient {
 impl IrcTestClient {
     /// Connects to 127.0.0.1:`port` as `nick` and waits for the welcome (001).
     pub async fn connect(port: u16, nick: &str) -> anyhow::Result<Self> {
+        Self::connect_with_caps(port, nick, &[]).await
+    }
+
+    /// Connects as `nick` with the IRCv3 capabilities `caps` requested (`CAP REQ` before registering; the server
+    /// must offer them all) and waits for the welcome (001).
+    pub async fn connect_with_caps(port: u16, nick: &str, caps: &[&str]) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.context("connecting to the IRC server")?;
         let (reader, writer) = stream.into_split();
         let client = Self {
@@ -296,9 +312,19 @@ impl IrcTestClient {
                 arrived.notify_waiters();
             }
         });
+        if !caps.is_empty() {
+            client.send(&format!("CAP REQ :{}", caps.join(" "))).await?;
+        }
         client.send(&format!("NICK {nick}")).await?;
         client.send(&format!("USER {nick} 0 * :Lattice test user")).await?;
-        client.wait_for(Duration::from_secs(30), |line| line.split(' ').nth(1) == Some("001")).await?;
+        if !caps.is_empty() {
+            client
+                .wait_for(Duration::from_secs(30), |line| line.contains(" CAP ") && line.contains(" ACK "))
+                .await
+                .context("waiting for the server to acknowledge the capabilities")?;
+            client.send("CAP END").await?;
+        }
+        client.wait_for(Duration::from_secs(30), |line| command_of(line) == Some("001")).await?;
         Ok(client)
     }
 
@@ -315,7 +341,7 @@ impl IrcTestClient {
     /// Joins `channel` and waits for the end of its names list.
     pub async fn join(&self, channel: &str) -> anyhow::Result<()> {
         self.send(&format!("JOIN {channel}")).await?;
-        self.wait_for(Duration::from_secs(30), |line| line.split(' ').nth(1) == Some("366")).await?;
+        self.wait_for(Duration::from_secs(30), |line| command_of(line) == Some("366")).await?;
         Ok(())
     }
 

@@ -46,6 +46,19 @@ impl Store {
             .await?)
     }
 
+    /// The remote ID in a portal that ends with `suffix`, for networks whose own references name a message by
+    /// only part of the ID the connector records (the most recent such message if several do).
+    pub async fn remote_id_by_suffix(&self, portal_key: &str, suffix: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT remote_id FROM message_map WHERE portal_key = $1 AND length(remote_id) >= length($2) \
+             AND substr(remote_id, length(remote_id) - length($2) + 1) = $2 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(portal_key)
+        .bind(suffix)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// The remote messages a Matrix event became, in the order they were recorded.
     pub async fn remotes_for_event(&self, event_id: &str) -> Result<Vec<MessageMapping>> {
         let rows = sqlx::query(

@@ -182,6 +182,9 @@ async fn messages_map_both_ways(store: Store, _url: String) {
     assert_eq!(remotes, ["line-1", "line-2"]);
     assert_eq!(store.event_for_remote("p", "line-2").await.unwrap().as_deref(), Some("$split"));
     assert_eq!(store.event_for_remote("other", "line-2").await.unwrap(), None);
+    assert_eq!(store.remote_id_by_suffix("p", "-2").await.unwrap().as_deref(), Some("line-2"));
+    assert_eq!(store.remote_id_by_suffix("p", "xline-2").await.unwrap(), None);
+    assert_eq!(store.remote_id_by_suffix("other", "-2").await.unwrap(), None);
 }
 
 async fn credentials_are_encrypted_at_rest(store: Store, url: String) {

@@ -3,6 +3,7 @@
 mod auth;
 mod dm;
 mod fixture;
+mod ircv3;
 mod libera;
 mod lifecycle;
 mod moderation;

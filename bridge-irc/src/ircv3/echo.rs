@@ -1,0 +1,180 @@
+//! Delivery confirmation through `echo-message` (<https://ircv3.net/specs/extensions/echo-message>) and
+//! `labeled-response` (<https://ircv3.net/specs/extensions/labeled-response>).
+//!
+//! A line a puppet sends for a Matrix message is delivered when the server echoes it back: the echo carries the
+//! line's `label` (with `labeled-response`) or, without labels, the same target and text, and its `msgid`, which the
+//! bridge then records in the message map. An error reply with the label (`404 ERR_CANNOTSENDTOCHAN`, a `FAIL`), or
+//! no echo within the timeout, means the line did not arrive: the Matrix sender is told. The timeout counts from
+//! when the line can leave the connection's flood throttle (each line waiting ahead of it from the same puppet
+//! adds one throttle interval), so a burst of messages is not reported late. [`Echoes`] holds the waiting lines,
+//! free of I/O.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+/// The Matrix message a line belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// The Matrix event.
+    pub(crate) event_id: String,
+    /// Its room.
+    pub(crate) room_id: String,
+    /// The portal's remote key.
+    pub(crate) portal_key: String,
+    /// Who sent it on Matrix.
+    pub(crate) matrix_user: String,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    sent: Sent,
+    /// The puppet's owner.
+    owner: String,
+    /// When the line is late.
+    deadline: Instant,
+}
+
+/// Lines waiting for their echo, across a network's puppets.
+#[derive(Debug)]
+pub(crate) struct Echoes {
+    timeout: Duration,
+    next_label: u64,
+    /// By label.
+    labelled: HashMap<String, Waiting>,
+    /// Without labels: (target, text), oldest first.
+    unlabelled: VecDeque<(String, String, Waiting)>,
+}
+
+impl Echoes {
+    /// Waits `timeout` for each echo.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self { timeout, next_label: 0, labelled: HashMap::new(), unlabelled: VecDeque::new() }
+    }
+
+    /// Notes a line about to be sent by `owner`'s puppet, whose throttle lets a line out every `interval`;
+    /// returns the label to tag it with when `labels` (the connection negotiated `labeled-response`).
+    #[allow(clippy::too_many_arguments)] // One line's facts; a struct for them would only be built here.
+    pub(crate) fn expect(
+        &mut self,
+        owner: &str,
+        target: &str,
+        text: &str,
+        sent: Sent,
+        labels: bool,
+        interval: Duration,
+        now: Instant,
+    ) -> Option<String> {
+        let ahead = self.labelled.values().chain(self.unlabelled.iter().map(|(.., waiting)| waiting));
+        let ahead = ahead.filter(|waiting| waiting.owner == owner).count();
+        let queued = interval.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX));
+        let waiting = Waiting { sent, owner: owner.to_owned(), deadline: now + self.timeout + queued };
+        if labels {
+            self.next_label += 1;
+            let label = format!("lt{}", self.next_label);
+            self.labelled.insert(label.clone(), waiting);
+            Some(label)
+        } else {
+            self.unlabelled.push_back((target.to_owned(), text.to_owned(), waiting));
+            None
+        }
+    }
+
+    /// An echo of one of `owner`'s lines arrived: the Matrix message it belonged to, if we were waiting for it.
+    pub(crate) fn echoed(&mut self, owner: &str, label: Option<&str>, target: &str, text: &str) -> Option<Sent> {
+        if let Some(label) = label {
+            return self.labelled.remove(label).map(|waiting| waiting.sent);
+        }
+        let index = self.unlabelled.iter().position(|(to, line, waiting)| {
+            waiting.owner == owner && to.eq_ignore_ascii_case(target) && line == text
+        })?;
+        self.unlabelled.remove(index).map(|(_, _, waiting)| waiting.sent)
+    }
+
+    /// An error reply carrying `label` arrived: the Matrix message failed; its other lines are not waited for.
+    pub(crate) fn failed(&mut self, label: &str) -> Option<Sent> {
+        let sent = self.labelled.remove(label)?.sent;
+        self.forget(&sent.event_id);
+        Some(sent)
+    }
+
+    /// Messages with a line not echoed within the timeout, once each.
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Sent> {
+        let late = |waiting: &Waiting| now >= waiting.deadline;
+        let mut out: Vec<Sent> = self.labelled.values().filter(|w| late(w)).map(|w| w.sent.clone()).collect();
+        out.extend(self.unlabelled.iter().filter(|(.., w)| late(w)).map(|(.., w)| w.sent.clone()));
+        out.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        out.dedup_by(|a, b| a.event_id == b.event_id);
+        for sent in &out {
+            self.forget(&sent.event_id);
+        }
+        out
+    }
+
+    /// Whether nothing is waiting.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.labelled.is_empty() && self.unlabelled.is_empty()
+    }
+
+    /// Stops waiting for a Matrix message's lines (they could not be sent; the message is retried as a whole).
+    pub(crate) fn forget(&mut self, event_id: &str) {
+        self.labelled.retain(|_, waiting| waiting.sent.event_id != event_id);
+        self.unlabelled.retain(|(.., waiting)| waiting.sent.event_id != event_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(event_id: &str) -> Sent {
+        Sent { event_id: event_id.into(), room_id: "!r".into(), portal_key: "p".into(), matrix_user: "@a:x".into() }
+    }
+
+    #[test]
+    fn labelled_echoes_and_errors_settle_their_message() {
+        let now = Instant::now();
+        let mut echoes = Echoes::new(Duration::from_secs(10));
+        let first = echoes.expect("@a:x", "#c", "one", sent("$1"), true, Duration::ZERO, now).unwrap();
+        let second = echoes.expect("@a:x", "#c", "two", sent("$2"), true, Duration::ZERO, now).unwrap();
+        let third = echoes.expect("@a:x", "#c", "two, line 2", sent("$2"), true, Duration::ZERO, now).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(echoes.echoed("@a:x", Some(&first), "#c", "one"), Some(sent("$1")));
+        assert_eq!(echoes.echoed("@a:x", Some(&first), "#c", "one"), None, "settled once");
+        assert_eq!(echoes.failed(&second), Some(sent("$2")));
+        assert_eq!(echoes.failed(&third), None, "the message's other lines are forgotten");
+        assert!(echoes.is_idle());
+    }
+
+    #[test]
+    fn unlabelled_echoes_match_by_target_and_text_and_late_ones_expire() {
+        let now = Instant::now();
+        let mut echoes = Echoes::new(Duration::from_secs(10));
+        assert_eq!(echoes.expect("@a:x", "#c", "hi", sent("$1"), false, Duration::ZERO, now), None);
+        echoes.expect("@a:x", "#c", "hi", sent("$2"), false, Duration::ZERO, now);
+        echoes.expect("@b:x", "#c", "late", sent("$3"), false, Duration::ZERO, now);
+        assert_eq!(echoes.echoed("@a:x", None, "#C", "hi"), Some(sent("$1")), "oldest first");
+        assert_eq!(echoes.echoed("@a:x", None, "#c", "other"), None);
+        assert!(echoes.expired(now + Duration::from_secs(5)).is_empty());
+        assert_eq!(echoes.expired(now + Duration::from_secs(11)), [sent("$2"), sent("$3")]);
+        assert!(echoes.is_idle());
+    }
+
+    #[test]
+    fn lines_queued_behind_others_get_their_throttle_time() {
+        let now = Instant::now();
+        let mut echoes = Echoes::new(Duration::from_secs(10));
+        let interval = Duration::from_secs(1);
+        for index in 0..30 {
+            echoes.expect("@a:x", "#c", "burst", sent(&format!("${index:02}")), true, interval, now);
+        }
+        echoes.expect("@b:x", "#c", "other puppet", sent("$b"), true, interval, now);
+        // The first line and the other puppet's are late after the timeout; the 30th line only 29 s later.
+        assert_eq!(echoes.expired(now + Duration::from_secs(10)), [sent("$00"), sent("$b")]);
+        assert_eq!(echoes.expired(now + Duration::from_secs(38)).len(), 28);
+        assert_eq!(echoes.expired(now + Duration::from_secs(39)), [sent("$29")]);
+    }
+}

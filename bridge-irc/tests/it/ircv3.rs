@@ -1,0 +1,240 @@
+//! IRCv3 against InspIRCd: server-time → `ts`, msgid replies and reactions both ways, typing both ways, delivery
+//! confirmed by echo (and refused lines reported to their Matrix sender), netsplits collapsed into one notice per
+//! room.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message};
+
+/// What the test IRC people ask the server for.
+const CAPS: &[&str] = &["message-tags", "server-time", "echo-message"];
+
+/// An IRC line without its tags.
+fn untagged(line: &str) -> &str {
+    match line.strip_prefix('@') {
+        Some(tagged) => tagged.split_once(' ').map_or("", |(_, rest)| rest),
+        None => line,
+    }
+}
+
+/// A tag's value on a received IRC line (unescaped as far as these tests need: none of their values hold escapes).
+fn tag(line: &str, key: &str) -> Option<String> {
+    let tags = line.strip_prefix('@')?.split_once(' ')?.0;
+    tags.split(';').find_map(|tag| match tag.split_once('=') {
+        Some((name, value)) if name == key => Some(value.to_owned()),
+        None if tag == key => Some(String::new()),
+        _ => None,
+    })
+}
+
+/// Whether `line` is `nick`'s and ends with `rest`, whatever its tags.
+fn from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
+    move |line: &str| untagged(line).starts_with(&format!(":{nick}!")) && line.ends_with(rest)
+}
+
+/// Whether `line` is a TAGMSG from `nick` to `target` (InspIRCd sends the target as a trailing parameter).
+fn is_tagmsg_from(line: &str, nick: &str, target: &str) -> bool {
+    let line = untagged(line);
+    line.starts_with(&format!(":{nick}!"))
+        && (line.ends_with(&format!(" TAGMSG {target}")) || line.ends_with(&format!(" TAGMSG :{target}")))
+}
+
+/// Milliseconds since the epoch of an IRCv3 `time` tag, as GNU date reads it.
+fn epoch_ms(time: &str) -> anyhow::Result<u64> {
+    let output = std::process::Command::new("date").args(["-u", "-d", time, "+%s%3N"]).output()?;
+    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
+}
+
+async fn set_typing(user: &MatrixUser, room: &str) -> anyhow::Result<Value> {
+    let path = ["_matrix", "client", "v3", "rooms", room, "typing", user.user_id()];
+    user.call(Method::PUT, &path, &[], Some(&json!({"typing": true, "timeout": 30000}))).await
+}
+
+#[tokio::test]
+async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let bob = IrcTestClient::connect_with_caps(fixture.ircd.port(), "bob", CAPS).await?;
+    bob.join("#v3").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#v3")).await?;
+
+    // Matrix → IRC: alice's line carries the server's msgid.
+    let from_alice = alice.send_text(&room, "hello from matrix").await?;
+    let line = bob.wait_for(WAIT, from("alice", "PRIVMSG #v3 :hello from matrix")).await?;
+    let alice_msgid = tag(&line, "msgid").context("no msgid on alice's line")?;
+
+    // IRC → Matrix: a reply by msgid becomes m.in_reply_to, and the event's ts is the server's time.
+    bob.send(&format!("@+draft/reply={alice_msgid} PRIVMSG #v3 :hi alice")).await?;
+    let echo = bob.wait_for(WAIT, from("bob", "PRIVMSG #v3 :hi alice")).await?;
+    let bob_msgid = tag(&echo, "msgid").context("no msgid on bob's echo")?;
+    let time = tag(&echo, "time").context("no time on bob's echo")?;
+    let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "hi alice")).await?;
+    assert_eq!(event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], from_alice, "{event}");
+    assert_eq!(event["origin_server_ts"].as_u64(), Some(epoch_ms(&time)?), "{event}");
+    let bob_event = event["event_id"].as_str().context("no event ID")?.to_owned();
+
+    // Matrix → IRC: a reply names bob's msgid.
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "> <@irc_test_bob:localhost> hi alice\n\nhi bob",
+        "m.relates_to": {"m.in_reply_to": {"event_id": bob_event}},
+    });
+    alice.send_message(&room, reply).await?;
+    let line = bob.wait_for(WAIT, |line| from("alice", "hi bob")(line) && line.contains(" PRIVMSG #v3 :")).await?;
+    assert_eq!(tag(&line, "+draft/reply").as_deref(), Some(bob_msgid.as_str()), "{line}");
+
+    // Reactions both ways.
+    bob.send(&format!("@+draft/react=👍;+draft/reply={alice_msgid} TAGMSG #v3")).await?;
+    let reaction = alice
+        .wait_for_event(&room, WAIT, |event| event["type"] == "m.reaction" && event["sender"] == ghost("bob"))
+        .await?;
+    assert_eq!(reaction["content"]["m.relates_to"]["event_id"], from_alice, "{reaction}");
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍", "{reaction}");
+    let annotation = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": bob_event, "key": "🎉"}});
+    alice.send_event(&room, "m.reaction", annotation).await?;
+    let line =
+        bob.wait_for(WAIT, |line| is_tagmsg_from(line, "alice", "#v3") && line.contains("+draft/react=")).await?;
+    assert_eq!(tag(&line, "+draft/react").as_deref(), Some("🎉"), "{line}");
+    assert_eq!(tag(&line, "+draft/reply").as_deref(), Some(bob_msgid.as_str()), "{line}");
+
+    // Typing both ways.
+    bob.send("@+typing=active TAGMSG #v3").await?;
+    alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["type"] == "m.typing"
+                && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| *id == ghost("bob")))
+        })
+        .await
+        .context("waiting for bob's typing in Matrix")?;
+    set_typing(&alice, &room).await?;
+    bob.wait_for(WAIT, |line| {
+        is_tagmsg_from(line, "alice", "#v3") && tag(line, "+typing").as_deref() == Some("active")
+    })
+    .await
+    .context("waiting for alice's typing on IRC")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_line_the_server_refuses_is_reported_to_its_matrix_sender() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#quiet").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#quiet")).await?;
+    alice.send_text(&room, "before the mute").await?;
+    bob.wait_for(WAIT, from("alice", "PRIVMSG #quiet :before the mute")).await?;
+    // Delivered (echoed): no failure notice for it.
+    bob.send("MODE #quiet +m").await?;
+    bob.wait_for(WAIT, |line| line.contains(" MODE #quiet ") && line.ends_with("+m")).await?;
+
+    alice.send_text(&room, "muted words").await?;
+    let notice = alice
+        .wait_for_event(&room, WAIT, |event| {
+            event["sender"] == "@ircbot:localhost"
+                && event["content"]["body"].as_str().is_some_and(|body| body.contains("not delivered"))
+        })
+        .await
+        .context("waiting for the failure notice")?;
+    let body = notice["content"]["body"].as_str().unwrap_or_default();
+    assert!(body.contains("@alice:localhost") && body.contains("+m (moderated)"), "{body}");
+    assert_eq!(notice["content"]["msgtype"], "m.notice");
+    // Only one notice: the earlier, delivered message raised none.
+    assert!(
+        alice
+            .wait_for_event(&room, Duration::ZERO, |event| event["content"]["body"]
+                .as_str()
+                .is_some_and(|body| body.contains("not delivered")))
+            .await
+            .is_err()
+    );
+    assert!(!bob.pending().iter().any(|line| line.contains("muted words")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let port = fixture.ircd.port();
+    let nicks = ["split1", "split2", "split3"];
+    let channels = ["#ns1", "#ns2"];
+    let alice = fixture.user("alice").await?;
+    let mut rooms = Vec::new();
+    for channel in channels {
+        rooms.push(alice.join(&alias(channel)).await?);
+    }
+    let connect_all = || async {
+        let clients = futures_join(nicks.iter().map(|nick| IrcTestClient::connect(port, nick))).await?;
+        for client in &clients {
+            for channel in channels {
+                client.join(channel).await?;
+            }
+        }
+        anyhow::Ok(clients)
+    };
+    let clients = connect_all().await?;
+    for room in &rooms {
+        for nick in nicks {
+            alice
+                .wait_for_event(room, WAIT, |event| {
+                    event["type"] == "m.room.member"
+                        && event["state_key"] == ghost(nick)
+                        && event["content"]["membership"] == "join"
+                })
+                .await?;
+        }
+    }
+
+    // The link to the leaf breaks: everyone behind it quits with the two server names.
+    for client in &clients {
+        client.send("QUIT :irc.hub.example irc.leaf.example").await?;
+    }
+    for room in &rooms {
+        let body = body_starting(&alice, room, "netsplit").await?;
+        assert!(body.starts_with("netsplit (irc.hub.example irc.leaf.example): "), "{body}");
+        assert!(nicks.iter().all(|nick| body.contains(nick)), "{body}");
+    }
+
+    // They come back.
+    let _clients = connect_all().await?;
+    for room in &rooms {
+        let body = body_starting(&alice, room, "netjoin").await?;
+        assert!(nicks.iter().all(|nick| body.contains(nick)) && body.ends_with("are back"), "{body}");
+        // Nobody left or joined again on Matrix meanwhile: two notices were all.
+        let membership = alice
+            .wait_for_event(room, Duration::ZERO, |event| {
+                event["type"] == "m.room.member" && nicks.iter().any(|nick| event["state_key"] == ghost(nick))
+            })
+            .await;
+        assert!(membership.is_err(), "a ghost's membership changed: {membership:?}");
+    }
+    Ok(())
+}
+
+/// The body of the next event in `room` whose body starts with `start`.
+async fn body_starting(user: &MatrixUser, room: &str, start: &str) -> anyhow::Result<String> {
+    let event = user
+        .wait_for_event(room, WAIT, |event| {
+            event["content"]["body"].as_str().is_some_and(|body| body.starts_with(start))
+        })
+        .await?;
+    Ok(event["content"]["body"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Runs the connections at once: InspIRCd takes about a second to register each.
+async fn futures_join<F>(connects: impl Iterator<Item = F>) -> anyhow::Result<Vec<IrcTestClient>>
+where
+    F: Future<Output = anyhow::Result<IrcTestClient>> + Send + 'static,
+{
+    let tasks: Vec<_> = connects.map(tokio::spawn).collect();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await??);
+    }
+    Ok(clients)
+}
