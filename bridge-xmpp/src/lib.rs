@@ -14,5 +14,6 @@ pub mod hosted;
 pub mod media;
 pub mod muc;
 pub mod styling;
+pub mod xep;
 
 pub use self::{config::XmppSection, connector::XmppConnector};
