@@ -12,6 +12,7 @@ pub mod connector;
 pub mod direct;
 pub mod hosted;
 pub mod media;
+pub mod messages;
 pub mod muc;
 pub mod styling;
 pub mod xep;

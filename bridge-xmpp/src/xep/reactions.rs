@@ -12,13 +12,13 @@ pub const MAX_REACTIONS: usize = 32;
 /// Longest reaction key kept, in characters (an emoji sequence is a handful).
 pub const MAX_KEY_CHARS: usize = 64;
 
-/// A received set cleaned up: keys trimmed, empty, overlong and repeated ones dropped, at most [`MAX_REACTIONS`],
+/// A set cleaned up: keys trimmed; empty, overlong, repeated and control-character keys dropped, at most [`MAX_REACTIONS`],
 /// in the order given.
 pub fn normalise<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut set: Vec<String> = Vec::new();
     for key in keys {
         let key = key.trim();
-        if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.contains('\n') {
+        if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.chars().any(char::is_control) {
             continue;
         }
         if !set.iter().any(|known| known == key) {
@@ -46,6 +46,36 @@ pub fn keys_of(reactions: &Reactions) -> Vec<String> {
 /// The `<reactions/>` element carrying a whole set for the message `id`.
 pub fn reactions_element(id: &str, keys: &[String]) -> Reactions {
     Reactions { id: id.to_owned(), reactions: keys.iter().map(|key| Reaction { emoji: key.clone() }).collect() }
+}
+
+/// One person's reaction to one message, as the message map names it: a Matrix reaction event maps to the reaction
+/// it stands for (not to an XMPP message — XEP-0444 has no per-reaction ID), so its redaction can withdraw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionRef {
+    /// The Matrix user (a real user or an XMPP user's ghost) who reacted.
+    pub user_id: String,
+    /// The remote ID of the message reacted to.
+    pub target: String,
+    /// The reaction key.
+    pub key: String,
+}
+
+/// Marks a message-map remote ID as a [`ReactionRef`]; the unit separator never occurs in Matrix IDs or keys.
+const REACTION_PREFIX: &str = "lattice-reaction\u{1f}";
+
+impl ReactionRef {
+    /// The remote ID the reaction is mapped under.
+    pub fn encode(&self) -> String {
+        format!("{REACTION_PREFIX}{}\u{1f}{}\u{1f}{}", self.user_id, self.key, self.target)
+    }
+
+    /// Reads a remote ID written by [`ReactionRef::encode`]; `None` for any other remote ID.
+    pub fn decode(remote_id: &str) -> Option<Self> {
+        let rest = remote_id.strip_prefix(REACTION_PREFIX)?;
+        let (user_id, rest) = rest.split_once('\u{1f}')?;
+        let (key, target) = rest.split_once('\u{1f}')?;
+        Some(Self { user_id: user_id.to_owned(), target: target.to_owned(), key: key.to_owned() })
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +108,13 @@ mod tests {
     }
 
     proptest! {
+        /// Reaction references survive the message map, whatever the message ID holds.
+        #[test]
+        fn reaction_refs_round_trip(user in "@[a-z]{1,8}:[a-z]{1,8}", target in "\\PC{0,40}", key in key_set()) {
+            let reference = ReactionRef { user_id: user, target, key: key.concat() };
+            prop_assert_eq!(ReactionRef::decode(&reference.encode()), Some(reference));
+        }
+
         /// Applying the diff to the old set gives the new set, and nothing is both added and removed.
         #[test]
         fn diff_applied_to_old_gives_new(old in key_set(), new in key_set()) {
