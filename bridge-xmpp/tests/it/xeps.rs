@@ -216,3 +216,117 @@ async fn a_restart_between_a_message_and_its_correction_keeps_the_mapping() -> a
     assert!(corrected.has_child("replace", CORRECT), "{corrected:?}");
     Ok(())
 }
+
+/// Where an XMPP user talks with a Matrix user: a direct chat or a gateway MUC.
+struct Conversation {
+    /// `chat` or `groupchat`.
+    kind: &'static str,
+    /// The JID the XMPP user writes to and hears from.
+    jid: String,
+    /// Who stamps stanza-ids in it (the gateway MUC); `None` when messages are named by their own ID (chats).
+    stamped_by: Option<String>,
+}
+
+impl Conversation {
+    /// How the XMPP side names a message it received.
+    fn name_of(&self, stanza: &Element) -> Option<String> {
+        match &self.stamped_by {
+            Some(by) => stanza_id(stanza, by),
+            None => stanza.attr("id").map(str::to_owned),
+        }
+    }
+}
+
+/// The XEP mappings both ways in a conversation where Xavier's message `c-1` ("one") became `first` in Matrix.
+async fn xeps_both_ways(
+    conversation: &Conversation,
+    xavier: &mut XmppClient,
+    alice: &MatrixUser,
+    room_id: &str,
+    first: &Value,
+) -> anyhow::Result<()> {
+    let (kind, jid) = (conversation.kind, conversation.jid.as_str());
+    let first_id = first["event_id"].as_str().context("event ID")?.to_owned();
+    let name = match &conversation.stamped_by {
+        Some(_) => {
+            let reflection = xavier.wait_for_message_from(jid, WAIT, |stanza| body_of(stanza) == "one").await?;
+            conversation.name_of(&reflection).context("the gateway MUC stamps a stanza-id")?
+        }
+        None => "c-1".to_owned(),
+    };
+    // XMPP → Matrix.
+    let correction = format!("<replace xmlns='{CORRECT}' id='c-1'/>");
+    xavier.send_message_with(kind, jid, "c-2", Some("one, fixed"), &correction).await?;
+    let edit = alice.wait_for_event(room_id, WAIT, |event| relates_to(event, "m.replace", &first_id).is_some()).await?;
+    assert_eq!(edit["content"]["m.new_content"]["body"], "one, fixed");
+    xavier.send_message_with(kind, jid, "c-3", None, &reactions_xml(&name, &["👍"])).await?;
+    let reaction = alice
+        .wait_for_event(room_id, WAIT, |event| {
+            event["type"] == "m.reaction" && relates_to(event, "m.annotation", &first_id).is_some()
+        })
+        .await?;
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
+    let quote = "> alice: one\n";
+    let reply = format!(
+        "<reply xmlns='{REPLY}' id='{name}'/><fallback xmlns='{FALLBACK}' for='{REPLY}'><body start='0' end='{}'/>\
+         </fallback>",
+        quote.chars().count()
+    );
+    xavier.send_message_with(kind, jid, "c-4", Some(&format!("{quote}a reply")), &reply).await?;
+    let answer = alice.wait_for_message(room_id, WAIT, "a reply").await?;
+    assert_eq!(answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], first_id.as_str());
+    let retract = format!("<retract xmlns='{RETRACT}' id='{name}'/>");
+    xavier.send_message_with(kind, jid, "c-5", Some("retracted"), &retract).await?;
+    alice.wait_for_event(room_id, WAIT, |event| is_redaction_of(event, &first_id)).await?;
+
+    // Matrix → XMPP.
+    let event_id = alice.send_text(room_id, "two").await?;
+    let sent = xavier.wait_for_message_from(jid, WAIT, |stanza| body_of(stanza) == "two").await?;
+    let sent_name = conversation.name_of(&sent).context("a name for Alice's message")?;
+    let sent_id = sent.attr("id").context("an ID")?.to_owned();
+    alice.send_message(room_id, edit_of(&event_id, "two, fixed")).await?;
+    let correction = xavier.wait_for_message_from(jid, WAIT, |stanza| body_of(stanza) == "two, fixed").await?;
+    assert_eq!(correction.get_child("replace", CORRECT).and_then(|r| r.attr("id")), Some(sent_id.as_str()));
+    let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": "🎉"}});
+    alice.send_event(room_id, "m.reaction", content).await?;
+    // (A gateway MUC reflects Xavier's own reactions and retractions to him too: look for Alice's.)
+    let set = xavier
+        .wait_for_message_from(jid, WAIT, |stanza| reaction_keys(stanza).is_some_and(|(id, _)| id == sent_name))
+        .await?;
+    assert_eq!(reaction_keys(&set), Some((sent_name.clone(), vec!["🎉".to_owned()])));
+    alice.redact(room_id, &event_id, None).await?;
+    xavier
+        .wait_for_message_from(jid, WAIT, |stanza| {
+            stanza.get_child("retract", RETRACT).and_then(|r| r.attr("id")) == Some(sent_name.as_str())
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn direct_chat_xeps_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let conversation =
+        Conversation { kind: "chat", jid: r"alice\40localhost@bridge.localhost".into(), stamped_by: None };
+    xavier.send_message_with("chat", &conversation.jid, "c-1", Some("one"), "").await?;
+    let room_id = alice.wait_for_invite(WAIT).await?;
+    alice.join(&room_id).await?;
+    let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
+    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
+}
+
+#[tokio::test]
+async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = alice.create_room(json!({"preset": "public_chat", "room_alias_name": "xeps"})).await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let room = "#xeps#localhost@bridge.localhost";
+    xavier.join_muc(room, "Xavier").await?;
+    let conversation = Conversation { kind: "groupchat", jid: room.into(), stamped_by: Some(room.into()) };
+    xavier.send_message_with("groupchat", room, "c-1", Some("one"), "").await?;
+    let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
+    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
+}
