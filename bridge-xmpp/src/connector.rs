@@ -170,11 +170,15 @@ impl Connector for XmppConnector {
             replies: true,
             reactions: true,
             redactions: true,
-            ..Capabilities::default()
+            typing: true,
+            receipts: true,
         }
     }
 
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
+        if let (MatrixEventKind::Typing { .. } | MatrixEventKind::Receipts(_), Some(portal)) = (&event.kind, portal) {
+            return self.gateway()?.ephemeral(portal, event).await;
+        }
         let Some(sender) = event.sender.as_deref() else { return Ok(()) };
         let Some(portal) = portal else {
             // A Matrix user opening a direct chat with an XMPP ghost.

@@ -3,6 +3,11 @@
 //! payloads a Matrix event becomes. The XEPs themselves live in [`xep`](crate::xep); this module resolves the
 //! messages they name through the store's message map and remote ID aliases, so every mapping survives a restart.
 
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Mutex,
+};
+
 use lattice_bridge_core::{
     connector::{ConnectorResult, GhostSpec},
     event::{MatrixEvent, MatrixEventKind, MessageType, Relation, RemoteEvent, RemoteEventKind},
@@ -41,6 +46,27 @@ pub(crate) struct Inbound<'a> {
     pub(crate) sender: Option<GhostSpec>,
     /// When it was sent, for history.
     pub(crate) timestamp_ms: Option<u64>,
+}
+
+/// Who was typing in each Matrix room when the last `m.typing` came. Memory only: after a restart the first
+/// `m.typing` is taken as the full change.
+#[derive(Debug, Default)]
+pub(crate) struct TypingState {
+    rooms: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl TypingState {
+    /// Records who types in a room now; returns who started and who stopped.
+    fn change(&self, room_id: &str, now: BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = rooms.remove(room_id).unwrap_or_default();
+        let started = now.difference(&before).cloned().collect();
+        let stopped = before.difference(&now).cloned().collect();
+        if !now.is_empty() {
+            rooms.insert(room_id.to_owned(), now);
+        }
+        (started, stopped)
+    }
 }
 
 /// What a Matrix event becomes on XMPP.
@@ -107,6 +133,12 @@ impl Gateway {
             }
             store.set_reactions(portal, &target, &ghost.user_id, &new).await?;
             return Ok(());
+        }
+        if let Some(read) = message.payloads.iter().find_map(chat_states::acknowledged)
+            && inbound.sender.is_some()
+        {
+            let kind = RemoteEventKind::Receipt { target: store.resolve_remote(portal, read).await? };
+            return self.bridge.push(push(inbound.sender, None, kind)).await;
         }
         let Some((_, body)) = message.get_best_body_cloned(vec![]) else {
             if let Some(state) = payload::<ChatState>(&message.payloads)
@@ -294,5 +326,74 @@ impl Gateway {
             payload: request.into(),
         };
         self.send(iq).await
+    }
+
+    /// Typing notifications and read receipts (ephemeral events) in a portal: XEP-0085 chat states from the
+    /// Matrix users who started or stopped typing (in a MUC only from occupants already joined), and XEP-0333
+    /// displayed markers for what the Matrix user of a direct chat read.
+    pub(crate) async fn ephemeral(&self, portal: &Portal, event: &MatrixEvent) -> ConnectorResult<()> {
+        let direct = crate::direct::portal_parties(portal);
+        match &event.kind {
+            MatrixEventKind::Typing { user_ids } => {
+                let people = user_ids
+                    .iter()
+                    .filter(|user| !self.addressing.is_ghost(user) && !self.bridge.is_bridge_user(user))
+                    .cloned()
+                    .collect();
+                let (started, stopped) = self.typing.change(&event.room_id, people);
+                let changes =
+                    started.into_iter().map(|user| (user, true)).chain(stopped.into_iter().map(|u| (u, false)));
+                for (user, typing) in changes {
+                    let state: Element = chat_states::state_of(typing).into();
+                    if let Some((jid, dm_user)) = &direct {
+                        if *dm_user == user {
+                            self.send_chat(jid, &user, None, vec![state]).await?;
+                        }
+                    } else if let Some(room) = crate::muc::portal_room(portal)
+                        && let Some(occupant) = self.joined_occupant(&room, &user)
+                    {
+                        let mut message = Message::groupchat(Some(room.into()));
+                        message.from = Some(occupant.into());
+                        message.id = Some(Id(crate::muc::new_id()));
+                        message.payloads.push(state);
+                        self.send(message).await?;
+                    }
+                }
+            }
+            MatrixEventKind::Receipts(receipts) => {
+                let Some((jid, dm_user)) = &direct else { return Ok(()) };
+                for (event_id, user) in receipts.iter().filter(|(_, user)| user == dm_user) {
+                    // Sending moves the sender's own receipt too: only what the XMPP side wrote gets a marker.
+                    if self.author_of(&event.room_id, event_id).await.as_deref() == Some(user.as_str()) {
+                        continue;
+                    }
+                    let mapped = self.bridge.store().remotes_for_event(event_id).await?;
+                    let Some(read) = mapped.into_iter().rev().find(|mapping| mapping.portal_key == portal.remote_key)
+                    else {
+                        continue;
+                    };
+                    self.send_chat(jid, user, None, vec![chat_states::displayed(&read.remote_id)]).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_changes_are_who_started_and_who_stopped() {
+        let state = TypingState::default();
+        let set = |users: &[&str]| users.iter().map(|user| (*user).to_owned()).collect::<BTreeSet<_>>();
+        let list = |users: &[&str]| users.iter().map(|user| (*user).to_owned()).collect::<Vec<_>>();
+        assert_eq!(state.change("!r", set(&["@a:hs", "@b:hs"])), (list(&["@a:hs", "@b:hs"]), list(&[])));
+        assert_eq!(state.change("!r", set(&["@b:hs", "@c:hs"])), (list(&["@c:hs"]), list(&["@a:hs"])));
+        assert_eq!(state.change("!other", set(&[])), (list(&[]), list(&[])));
+        assert_eq!(state.change("!r", set(&[])), (list(&[]), list(&["@b:hs", "@c:hs"])));
+        assert_eq!(state.change("!r", set(&[])), (list(&[]), list(&[])), "nothing left to stop");
     }
 }

@@ -173,6 +173,8 @@ pub struct Gateway {
     acks: Mutex<HashMap<String, AckWaiter>>,
     /// One join at a time per MUC, so concurrent callers never send two joins for one occupant.
     join_locks: Mutex<HashMap<BareJid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Who was typing in each Matrix room, to send XMPP chat states only for changes.
+    pub(crate) typing: crate::messages::TypingState,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -230,6 +232,7 @@ impl Gateway {
             joins: Mutex::default(),
             acks: Mutex::default(),
             join_locks: Mutex::default(),
+            typing: crate::messages::TypingState::default(),
         }
     }
 
@@ -250,6 +253,18 @@ impl Gateway {
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomState>> {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A Matrix user's occupant in a MUC if it is joined on the current connection (ephemeral traffic such as chat
+    /// states never makes the gateway join).
+    pub(crate) fn joined_occupant(&self, room: &BareJid, user_id: &str) -> Option<FullJid> {
+        let generation = self.link.state().generation;
+        let rooms = self.rooms();
+        let puppet = rooms.get(room)?.puppets.get(user_id)?;
+        if puppet.joined_generation != Some(generation) {
+            return None;
+        }
+        room.with_resource_str(&puppet.nick).ok()
     }
 
     /// Whether a JID is one of the MUCs the gateway bridges (its private messages are not direct chats).

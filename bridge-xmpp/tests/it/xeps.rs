@@ -330,3 +330,59 @@ async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
     let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
     xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
 }
+
+/// XEP-0085 chat states ⇄ typing and XEP-0333 displayed markers ⇄ read receipts in a direct chat.
+#[tokio::test]
+async fn direct_chat_typing_and_read_markers_both_ways() -> anyhow::Result<()> {
+    const STATES: &str = "http://jabber.org/protocol/chatstates";
+    const MARKERS: &str = "urn:xmpp:chat-markers:0";
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let gateway_jid = r"alice\40localhost@bridge.localhost";
+    let ghost = "@_xmpp_xavier=40localhost:localhost";
+    xavier.send_message_with("chat", gateway_jid, "t-1", Some("are you there?"), "").await?;
+    let room_id = alice.wait_for_invite(WAIT).await?;
+    alice.join(&room_id).await?;
+    let question = alice.wait_for_message(&room_id, WAIT, "are you there?").await?;
+
+    // XMPP → Matrix: composing is typing, active is not.
+    xavier.send_message_with("chat", gateway_jid, "t-2", None, &format!("<composing xmlns='{STATES}'/>")).await?;
+    let typing = |expected: bool| {
+        move |event: &Value| {
+            event["type"] == "m.typing"
+                && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == ghost))
+                    == expected
+        }
+    };
+    alice.wait_for_event(&room_id, WAIT, typing(true)).await?;
+    xavier.send_message_with("chat", gateway_jid, "t-3", None, &format!("<active xmlns='{STATES}'/>")).await?;
+    alice.wait_for_event(&room_id, WAIT, typing(false)).await?;
+
+    // Matrix → XMPP: Alice typing is composing; her read receipt on Xavier's message is a displayed marker.
+    let typing_path = ["_matrix", "client", "v3", "rooms", room_id.as_str(), "typing", alice.user_id()];
+    let body = json!({"typing": true, "timeout": 30_000});
+    alice.call(reqwest::Method::PUT, &typing_path, &[], Some(&body)).await?;
+    xavier.wait_for_message_from(gateway_jid, WAIT, |stanza| stanza.has_child("composing", STATES)).await?;
+    let question_id = question["event_id"].as_str().context("event ID")?;
+    let receipt_path = ["_matrix", "client", "v3", "rooms", room_id.as_str(), "receipt", "m.read", question_id];
+    alice.call(reqwest::Method::POST, &receipt_path, &[], Some(&json!({}))).await?;
+    let marker =
+        xavier.wait_for_message_from(gateway_jid, WAIT, |stanza| stanza.has_child("displayed", MARKERS)).await?;
+    assert_eq!(marker.get_child("displayed", MARKERS).and_then(|d| d.attr("id")), Some("t-1"));
+
+    // XMPP → Matrix: Xavier's displayed marker on Alice's message is his ghost's read receipt.
+    let answer = alice.send_text(&room_id, "yes").await?;
+    let sent = xavier.wait_for_message_from(gateway_jid, WAIT, |stanza| body_of(stanza) == "yes").await?;
+    let sent_id = sent.attr("id").context("an ID")?;
+    xavier
+        .send_message_with("chat", gateway_jid, "t-4", None, &format!("<displayed xmlns='{MARKERS}' id='{sent_id}'/>"))
+        .await?;
+    alice
+        .wait_for_event(&room_id, WAIT, |event| {
+            event["type"] == "m.receipt" && event["content"][answer.as_str()]["m.read"].get(ghost).is_some()
+        })
+        .await
+        .context("Xavier's ghost's read receipt")?;
+    Ok(())
+}
