@@ -215,6 +215,12 @@ pub trait Connector: Send + Sync + 'static {
     /// valid for the life of the process.
     fn start(&self, bridge: BridgeHandle) -> impl Future<Output = ConnectorResult<()>> + Send;
 
+    /// Stops the connector's network work: called once when the bridge stops serving, so its connections close
+    /// (and a bridge started again on the same network is not refused as a duplicate).
+    fn stop(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// What a portal supports.
     fn capabilities(&self, portal: &Portal) -> Capabilities {
         let _ = portal;

@@ -401,6 +401,11 @@ pub enum RemoteEventKind {
     },
     /// The sender's profile changed.
     Profile,
+    /// The sender read the conversation up to a message (their read receipt moves there).
+    Receipt {
+        /// The remote ID of the message read.
+        target: String,
+    },
     /// The sender started or stopped typing.
     Typing {
         /// Typing now.
@@ -423,6 +428,20 @@ mod tests {
 
     fn parse(raw: Value) -> MatrixEventKind {
         MatrixEvent::parse(raw).expect("parses").kind
+    }
+
+    #[test]
+    fn receipts_survive_the_remote_queue() {
+        let event = RemoteEvent {
+            portal: "p".into(),
+            sender: None,
+            remote_id: None,
+            timestamp_ms: None,
+            kind: RemoteEventKind::Receipt { target: "m1".into() },
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains(r#""kind":"receipt""#), "{json}");
+        assert_eq!(serde_json::from_str::<RemoteEvent>(&json).unwrap(), event);
     }
 
     #[test]

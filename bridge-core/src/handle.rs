@@ -427,6 +427,13 @@ async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) 
             store.set_portal_topic(&portal.remote_key, Some(topic)).await?;
             Some(event_id)
         }
+        RemoteEventKind::Receipt { target } => {
+            if let Some(read) = store.event_for_remote(&portal.remote_key, target).await? {
+                let read: OwnedEventId = parse_id("event ID", &read)?;
+                intent.read_receipt(&room_id, &read).await?;
+            }
+            None
+        }
         RemoteEventKind::Typing { typing } => {
             intent.typing(&room_id, *typing, TYPING_TIMEOUT).await?;
             None

@@ -195,6 +195,7 @@ impl<C: Connector> Bridge<C> {
             .await
             .map_err(|source| Error::Io { context: "the appservice listener failed".into(), source })?;
         runtime.shutdown.send_replace(true);
+        runtime.connector.stop().await;
         runtime.handle.store().close().await;
         tracing::info!("bridge stopped");
         Ok(())

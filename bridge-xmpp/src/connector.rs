@@ -2,12 +2,12 @@
 //! feeds the server's stanzas to the MUC gateway ([`muc`]) one at a time, rejoins every MUC on each new connection,
 //! and turns Matrix events in portals into MUC traffic.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
     connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
-    event::{MatrixEvent, MatrixEventKind, MessageType},
+    event::{MatrixEvent, MatrixEventKind},
     store::Portal,
 };
 use serde_json::{Value, json};
@@ -19,25 +19,34 @@ use crate::{
     component,
     config::XmppSection,
     direct, hosted,
+    messages::Outgoing,
     muc::{self, Gateway},
-    styling::render_styling,
 };
 
 /// How many stanzas from the server may wait for the bridge before the connection stops being read.
 const INBOUND_CAPACITY: usize = 1024;
+
+/// The gateway while the connector runs, and the tasks that feed it. Stopping drops both, which drops the last
+/// handle on the component link, so the supervisor closes the connection.
+#[derive(Debug, Default)]
+struct Running {
+    started: bool,
+    gateway: Option<Arc<Gateway>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
 /// The XMPP connector.
 #[derive(Debug, Clone)]
 pub struct XmppConnector {
     section: XmppSection,
     appservice_token: Option<String>,
-    gateway: Arc<OnceLock<Arc<Gateway>>>,
+    running: Arc<Mutex<Running>>,
 }
 
 impl XmppConnector {
     /// A connector for the configured component.
     pub fn new(section: XmppSection) -> Self {
-        Self { section, appservice_token: None, gateway: Arc::default() }
+        Self { section, appservice_token: None, running: Arc::default() }
     }
 
     /// Gives the connector the appservice token (`as_token`), with which it reads a Matrix room's history and
@@ -48,8 +57,16 @@ impl XmppConnector {
         self
     }
 
-    fn gateway(&self) -> ConnectorResult<&Arc<Gateway>> {
-        self.gateway.get().ok_or_else(|| ConnectorError::transient("the XMPP connector is starting"))
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn try_gateway(&self) -> Option<Arc<Gateway>> {
+        self.running().gateway.clone()
+    }
+
+    fn gateway(&self) -> ConnectorResult<Arc<Gateway>> {
+        self.try_gateway().ok_or_else(|| ConnectorError::transient("the XMPP connector is not running"))
     }
 
     fn addressing(&self, server_name: &str) -> Addressing {
@@ -65,32 +82,17 @@ impl XmppConnector {
         sender: &str,
         event: &MatrixEvent,
     ) -> ConnectorResult<()> {
+        if sender != user {
+            return Ok(());
+        }
         let gateway = self.gateway()?;
-        match &event.kind {
-            MatrixEventKind::Message(message) if sender == user => {
-                let (body, oob) = match &message.media {
-                    Some(media) => {
-                        let (url, oob) = gateway.publish_media(media).await?;
-                        (url, Some(oob))
-                    }
-                    None if message.msgtype == MessageType::Emote => {
-                        (format!("/me {}", render_styling(&message.text)), None)
-                    }
-                    None => (render_styling(&message.text), None),
-                };
-                let id = gateway.send_chat(jid, sender, body, None, oob).await?;
-                if let Some(event_id) = &event.event_id {
-                    gateway.map_sent(portal, event_id, id).await?;
-                }
+        if let Some(Outgoing::Message { body, payloads, map_as }) =
+            gateway.outgoing(portal, sender, event, false).await?
+        {
+            let id = gateway.send_chat(jid, sender, body, payloads).await?;
+            if let Some(event_id) = &event.event_id {
+                gateway.map_sent(portal, event_id, map_as.unwrap_or(id)).await?;
             }
-            MatrixEventKind::Edit { target, new_content } if sender == user => {
-                let original = target.remote_ids.last().cloned();
-                let id = gateway.send_chat(jid, sender, render_styling(&new_content.text), original, None).await?;
-                if let Some(event_id) = &event.event_id {
-                    gateway.map_sent(portal, event_id, id).await?;
-                }
-            }
-            _ => {}
         }
         Ok(())
     }
@@ -116,18 +118,20 @@ impl Connector for XmppConnector {
             .clone()
             .map(|token| hosted::MatrixApi::new(bridge.matrix().homeserver_url().clone(), token));
         let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone(), matrix_api));
-        if self.gateway.set(Arc::clone(&gateway)).is_err() {
+        let mut running = self.running();
+        if std::mem::replace(&mut running.started, true) {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
+        running.gateway = Some(Arc::clone(&gateway));
         let handler = Arc::clone(&gateway);
-        tokio::spawn(async move {
+        let handler = tokio::spawn(async move {
             while let Some(stanza) = inbound.recv().await {
                 handler.handle_stanza(stanza).await;
             }
         });
         // Every new connection is a fresh stream: rejoin every MUC on it.
         let mut state = link.subscribe();
-        tokio::spawn(async move {
+        let rejoiner = tokio::spawn(async move {
             let mut rejoined = 0;
             loop {
                 let current = *state.borrow_and_update();
@@ -141,9 +145,21 @@ impl Connector for XmppConnector {
                 }
             }
         });
+        running.tasks = vec![handler, rejoiner];
         tracing::info!(domain = %self.section.component.domain, server = %self.section.component.server,
             "XMPP component supervisor started");
         Ok(())
+    }
+
+    async fn stop(&self) {
+        let stopped = {
+            let mut running = self.running();
+            running.gateway = None;
+            std::mem::take(&mut running.tasks)
+        };
+        for task in stopped {
+            task.abort();
+        }
     }
 
     fn capabilities(&self, _portal: &Portal) -> Capabilities {
@@ -151,11 +167,18 @@ impl Connector for XmppConnector {
             max_text_length: self.section.max_message_bytes,
             formatting: true,
             edits: true,
-            ..Capabilities::default()
+            replies: true,
+            reactions: true,
+            redactions: true,
+            typing: true,
+            receipts: true,
         }
     }
 
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
+        if let (MatrixEventKind::Typing { .. } | MatrixEventKind::Receipts(_), Some(portal)) = (&event.kind, portal) {
+            return self.gateway()?.ephemeral(portal, event).await;
+        }
         let Some(sender) = event.sender.as_deref() else { return Ok(()) };
         let Some(portal) = portal else {
             // A Matrix user opening a direct chat with an XMPP ghost.
@@ -167,39 +190,27 @@ impl Connector for XmppConnector {
             return Ok(());
         };
         if let Some(room) = hosted::portal_room(portal) {
-            return self.gateway()?.hosted_matrix_event(&room, sender, event).await;
+            return self.gateway()?.hosted_matrix_event(&room, portal, sender, event).await;
         }
         if let Some((jid, user)) = direct::portal_parties(portal) {
             return self.handle_direct_event(portal, &jid, &user, sender, event).await;
         }
         let Some(room) = muc::portal_room(portal) else { return Ok(()) };
         let gateway = self.gateway()?;
+        match gateway.outgoing(portal, sender, event, true).await? {
+            Some(Outgoing::Message { body, payloads, map_as }) => {
+                let id = gateway.send_groupchat(&room, portal, sender, body, payloads).await?;
+                if let Some(event_id) = &event.event_id {
+                    gateway.map_sent(portal, event_id, map_as.unwrap_or(id)).await?;
+                }
+                return Ok(());
+            }
+            Some(Outgoing::Moderate(request)) => {
+                return gateway.request_moderation(&room, portal, sender, request).await;
+            }
+            None => {}
+        }
         match &event.kind {
-            MatrixEventKind::Message(message) => {
-                let (body, oob) = match &message.media {
-                    // XEP-0066: clients show the file when the body is exactly the OOB URL.
-                    Some(media) => {
-                        let (url, oob) = gateway.publish_media(media).await?;
-                        (url, Some(oob))
-                    }
-                    None if message.msgtype == MessageType::Emote => {
-                        (format!("/me {}", render_styling(&message.text)), None)
-                    }
-                    None => (render_styling(&message.text), None),
-                };
-                let id = gateway.send_groupchat(&room, portal, sender, body, None, oob).await?;
-                if let Some(event_id) = &event.event_id {
-                    gateway.map_sent(portal, event_id, id).await?;
-                }
-            }
-            MatrixEventKind::Edit { target, new_content } => {
-                let body = render_styling(&new_content.text);
-                let original = target.remote_ids.last().cloned();
-                let id = gateway.send_groupchat(&room, portal, sender, body, original, None).await?;
-                if let Some(event_id) = &event.event_id {
-                    gateway.map_sent(portal, event_id, id).await?;
-                }
-            }
             MatrixEventKind::Membership { user_id, membership, displayname, .. } if user_id == sender => {
                 match membership.as_str() {
                     "join" => {
@@ -219,7 +230,7 @@ impl Connector for XmppConnector {
     }
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
-        let Some(gateway) = self.gateway.get() else { return Ok(None) };
+        let Some(gateway) = self.try_gateway() else { return Ok(None) };
         let Some(identity) = gateway.addressing().identity_of_ghost(user_id) else { return Ok(None) };
         let displayname = match &identity {
             crate::addressing::XmppIdentity::Account(jid) => jid.to_string(),
@@ -239,8 +250,7 @@ impl Connector for XmppConnector {
     }
 
     async fn portal_created(&self, portal: &Portal) -> ConnectorResult<()> {
-        let (Some(room), Some(gateway)) = (muc::portal_room(portal), self.gateway.get()) else { return Ok(()) };
-        let gateway = Arc::clone(gateway);
+        let (Some(room), Some(gateway)) = (muc::portal_room(portal), self.try_gateway()) else { return Ok(()) };
         let portal = portal.clone();
         tokio::spawn(async move {
             if let Err(error) = gateway.ensure_listening(&room, &portal).await {

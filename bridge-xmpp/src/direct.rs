@@ -10,22 +10,20 @@ use std::str::FromStr;
 use lattice_bridge_core::{
     ConnectorError,
     connector::{BridgeInfoSpec, ConnectorResult, DirectChat, GhostSpec, PortalSpec},
-    event::{MessageType, RemoteEvent, RemoteEventKind},
     store::Portal,
 };
 use serde_json::json;
 use tokio_xmpp::parsers::{
     jid::{BareJid, Jid},
     message::{Id, Lang, Message, MessageType as XmppMessageType},
-    message_correct::Replace,
-    ns,
-    oob::Oob,
+    minidom::Element,
 };
 
 use crate::{
     addressing::XmppIdentity,
-    muc::{Gateway, find_payload, new_id, transient},
-    styling::parse_styling,
+    messages::Inbound,
+    muc::{Gateway, new_id, transient},
+    xep::ids::MessageIds,
 };
 
 /// The resource Matrix users' chat messages come from.
@@ -84,28 +82,12 @@ impl Gateway {
             return Ok(());
         }
         let Some(matrix_user) = self.addressing.matrix_user_of(&to.to_bare()) else { return Ok(()) };
-        let Some((_, body)) = message.get_best_body_cloned(vec![]) else { return Ok(()) };
         let Some(ghost) = ghost_of(self, &sender) else { return Ok(()) };
         let portal = self.bridge.ensure_portal(&direct_spec(&sender, &matrix_user, ghost.clone())).await?;
         self.ensure_dm_member(&portal, &ghost, &matrix_user).await?;
-        let remote_id = message.id.clone().map(|id| id.0);
-        if let Some(kind) = self.oob_media(&message.payloads, &body).await {
-            let event =
-                RemoteEvent { portal: portal.remote_key, sender: Some(ghost), remote_id, timestamp_ms: None, kind };
-            return self.bridge.push(event).await;
-        }
-        let (msgtype, text) = match body.strip_prefix("/me ") {
-            Some(action) => (MessageType::Emote, action.to_owned()),
-            None => (MessageType::Text, body),
-        };
-        let (body, html) = parse_styling(&text).to_message();
-        let kind = match find_payload::<Replace>(&message.payloads, "replace", ns::MESSAGE_CORRECT) {
-            Some(replace) => RemoteEventKind::Edit { target: replace.id.0, body, html },
-            None => RemoteEventKind::Message { msgtype, body, html, reply_to: None },
-        };
-        self.bridge
-            .push(RemoteEvent { portal: portal.remote_key, sender: Some(ghost), remote_id, timestamp_ms: None, kind })
-            .await
+        let ids = MessageIds::of(&message, None);
+        let inbound = Inbound { portal: &portal.remote_key, sender: Some(ghost), timestamp_ms: None };
+        self.push_inbound(inbound, &message, &ids).await
     }
 
     /// Invites the Matrix user back into the DM room when they left it. Asked of the homeserver on every message
@@ -163,16 +145,18 @@ impl Gateway {
         Ok(())
     }
 
-    /// Sends a Matrix user's message in a DM to the XMPP account as a `chat` message from their gateway JID.
+    /// Sends a Matrix user's message in a DM to the XMPP account as a `chat` message from their gateway JID;
+    /// returns its ID.
     pub async fn send_chat(
         &self,
         to: &BareJid,
         user_id: &str,
-        body: String,
-        replace: Option<String>,
-        oob: Option<Oob>,
+        body: Option<String>,
+        payloads: Vec<Element>,
     ) -> ConnectorResult<String> {
-        self.section.check_message_size(&body)?;
+        if let Some(body) = &body {
+            self.section.check_message_size(body)?;
+        }
         let from = self
             .addressing
             .puppet_jid(user_id)
@@ -182,16 +166,19 @@ impl Gateway {
             return Err(transient("the XMPP component is reconnecting"));
         }
         let id = new_id();
-        let mut message = Message::new(Some(Jid::from(to.clone()))).with_body(Lang::new(), body);
+        let mut message = Message::new(Some(Jid::from(to.clone())));
+        if let Some(body) = body {
+            message = message.with_body(Lang::new(), body);
+            // Ask for displayed markers (XEP-0333) on what people write, not on reactions or retractions.
+            if payloads.is_empty() {
+                message.payloads.push(crate::xep::chat_states::markable());
+            }
+        }
         message.type_ = XmppMessageType::Chat;
         message.from = Some(from.into());
         message.id = Some(Id(id.clone()));
-        if let Some(original) = replace {
-            message = message.with_payload(Replace { id: Id(original) });
-        }
-        if let Some(oob) = oob {
-            message = message.with_payload(oob);
-        }
+        message.payloads.push(crate::xep::ids::origin_id(&id).into());
+        message.payloads.extend(payloads);
         self.send(message).await?;
         Ok(id)
     }

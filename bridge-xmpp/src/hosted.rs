@@ -15,7 +15,7 @@ use std::{
 use lattice_bridge_core::{
     ConnectorError,
     connector::{ConnectorResult, GhostSpec},
-    event::{MessageType, RemoteEvent, RemoteEventKind},
+    event::{RemoteEvent, RemoteEventKind},
     formatting::RichText,
     store::Portal,
 };
@@ -27,16 +27,23 @@ use tokio_xmpp::parsers::{
     iq::Iq,
     jid::{BareJid, FullJid, Jid},
     message::{Id, Lang, Message, MessageType as XmppMessageType},
+    minidom::Element,
     muc::user::{Affiliation, Item, MucUser, Role, Status},
     ns,
     presence::{Presence, Type as PresenceType},
     stanza_error::{DefinedCondition, ErrorType, StanzaError},
+    stanza_id::StanzaId,
 };
 
 use crate::{
     addressing::XmppIdentity,
-    muc::{Gateway, transient},
-    styling::{parse_styling, render_styling},
+    messages::{Inbound, Outgoing},
+    muc::{Gateway, new_id, transient},
+    styling::render_styling,
+    xep::{
+        ids::MessageIds,
+        retract::{FALLBACK_BODY, Moderated, Retract},
+    },
 };
 
 /// How many recent Matrix messages a joiner receives as history.
@@ -365,6 +372,9 @@ impl Gateway {
                 message.from = Some(occupant.into());
                 if let Some(event_id) = event.get("event_id").and_then(Value::as_str) {
                     message.id = Some(Id(event_id.to_owned()));
+                    message.payloads.push(StanzaId { id: event_id.to_owned(), by: room.clone().into() }.into());
+                    // Known by its event ID, so reactions, replies and retractions can name it.
+                    self.map_sent(&portal, event_id, event_id.to_owned()).await?;
                 }
                 let stamp = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp);
                 if let Some(stamp) = stamp {
@@ -479,8 +489,9 @@ impl Gateway {
             return Ok(());
         };
         let Ok(occupant) = room.with_resource_str(&nick) else { return Ok(()) };
-        let Some((_, body)) = message.get_best_body_cloned(vec![]) else { return Ok(()) };
-        if body.len() > self.section.max_message_bytes {
+        if let Some((_, body)) = message.get_best_body_cloned(vec![])
+            && body.len() > self.section.max_message_bytes
+        {
             let mut error = Message::new(Some(from.clone().into()));
             error.type_ = XmppMessageType::Error;
             error.from = Some(room.into());
@@ -490,26 +501,25 @@ impl Gateway {
             let _ = self.send(error).await;
             return Ok(());
         }
+        // The gateway is the MUC: it stamps the stanza-id (XEP-0359) everyone refers to the message by, and
+        // reflects the message with its payloads (corrections, replies, reactions, retractions, chat states).
+        let mut ids = MessageIds::of(&message, None);
+        let stanza_id = new_id();
+        ids.stanza_id = Some(stanza_id.clone());
+        let mut payloads: Vec<Element> =
+            message.payloads.iter().filter(|element| !element.is("stanza-id", ns::SID)).cloned().collect();
+        payloads.push(StanzaId { id: stanza_id, by: room.clone().into() }.into());
         for jid in occupants {
-            let mut reflection = Message::groupchat(Some(jid.into())).with_body(Lang::new(), body.clone());
+            let mut reflection = Message::groupchat(Some(jid.into()));
+            reflection.bodies = message.bodies.clone();
             reflection.from = Some(occupant.clone().into());
             reflection.id = message.id.clone();
+            reflection.payloads = payloads.clone();
             let _ = self.send(reflection).await;
         }
-        let (msgtype, text) = match body.strip_prefix("/me ") {
-            Some(action) => (MessageType::Emote, action.to_owned()),
-            None => (MessageType::Text, body),
-        };
-        let (body, html) = parse_styling(&text).to_message();
-        let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
-        let event = RemoteEvent {
-            portal: portal_key(&room_id),
-            sender: self.hosted_ghost(&from, &nick),
-            remote_id: message.id.map(|id| id.0),
-            timestamp_ms: None,
-            kind,
-        };
-        self.bridge.push(event).await
+        let portal = portal_key(&room_id);
+        let inbound = Inbound { portal: &portal, sender: self.hosted_ghost(&from, &nick), timestamp_ms: None };
+        self.push_inbound(inbound, &message, &ids).await
     }
 
     /// disco#info on a gateway MUC: a public, open, non-anonymous text conference.
@@ -551,6 +561,7 @@ impl Gateway {
     pub async fn hosted_matrix_event(
         &self,
         room: &BareJid,
+        portal: &Portal,
         sender: &str,
         event: &lattice_bridge_core::event::MatrixEvent,
     ) -> ConnectorResult<()> {
@@ -561,25 +572,41 @@ impl Gateway {
             return Ok(());
         }
         match &event.kind {
-            MatrixEventKind::Message(_) => {
-                let Some(text) = event.raw.get("content").and_then(content_text) else { return Ok(()) };
-                let text = match &event.kind {
-                    MatrixEventKind::Message(message) if message.media.is_some() => {
-                        let media = message.media.as_ref().expect("checked above");
-                        self.publish_media(media).await?.0
-                    }
-                    _ => text,
-                };
+            MatrixEventKind::Message(_)
+            | MatrixEventKind::Edit { .. }
+            | MatrixEventKind::Reaction { .. }
+            | MatrixEventKind::Redaction { .. } => {
+                let Some(event_id) = event.event_id.clone() else { return Ok(()) };
+                let Some(outgoing) = self.outgoing(portal, sender, event, true).await? else { return Ok(()) };
                 let nick = self.hosted_nick(room, sender).await;
                 let occupant = room
                     .with_resource_str(&nick)
                     .map_err(|error| ConnectorError::permanent(format!("{nick:?} is not a valid nick: {error}")))?;
+                let (body, mut payloads, map_as) = match outgoing {
+                    Outgoing::Message { body, payloads, map_as } => (body, payloads, map_as),
+                    // The gateway is the MUC: a Matrix moderator's redaction is announced as the MUC's own.
+                    Outgoing::Moderate(request) => {
+                        let moderated = Moderated { by: Some(occupant.clone().into()) };
+                        let retract = Retract { id: request.id, moderated: Some(moderated), reason: request.reason };
+                        (Some(FALLBACK_BODY.to_owned()), vec![retract.into()], None)
+                    }
+                };
+                if let Some(body) = &body {
+                    self.section.check_message_size(body)?;
+                }
+                // Matrix events are known to XMPP by their event ID: it is the message's ID and its stanza-id.
+                payloads.push(StanzaId { id: event_id.clone(), by: room.clone().into() }.into());
                 for jid in occupants {
-                    let mut message = Message::groupchat(Some(jid.into())).with_body(Lang::new(), text.clone());
+                    let mut message = Message::groupchat(Some(jid.into()));
+                    if let Some(body) = &body {
+                        message = message.with_body(Lang::new(), body.clone());
+                    }
                     message.from = Some(occupant.clone().into());
-                    message.id = event.event_id.clone().map(Id);
+                    message.id = Some(Id(event_id.clone()));
+                    message.payloads = payloads.clone();
                     self.send(message).await?;
                 }
+                self.map_sent(portal, &event_id, map_as.unwrap_or_else(|| event_id.clone())).await?;
             }
             MatrixEventKind::Topic(topic) => {
                 for jid in occupants {

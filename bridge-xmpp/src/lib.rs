@@ -12,7 +12,9 @@ pub mod connector;
 pub mod direct;
 pub mod hosted;
 pub mod media;
+pub mod messages;
 pub mod muc;
 pub mod styling;
+pub mod xep;
 
 pub use self::{config::XmppSection, connector::XmppConnector};

@@ -17,7 +17,7 @@ use std::{
 use lattice_bridge_core::{
     BridgeHandle, ConnectorError,
     connector::{BridgeInfoSpec, ConnectorResult, GhostSpec, PortalSpec},
-    event::{Media, MessageType, RemoteEvent, RemoteEventKind},
+    event::{Media, RemoteEvent, RemoteEventKind},
     store::{MessageMapping, Portal},
 };
 use serde_json::json;
@@ -31,7 +31,6 @@ use tokio_xmpp::{
         iq::Iq,
         jid::{BareJid, FullJid, Jid},
         message::{Id, Lang, Message, MessageType as XmppMessageType},
-        message_correct::Replace,
         minidom::Element,
         muc::{
             Muc,
@@ -49,7 +48,8 @@ use crate::{
     addressing::{Addressing, XmppIdentity},
     component::{Link, LinkState},
     config::XmppSection,
-    styling::parse_styling,
+    messages::Inbound,
+    xep::ids::MessageIds,
 };
 
 /// The resource of the listener occupant and of Matrix users' occupants.
@@ -154,7 +154,8 @@ impl RoomState {
 }
 
 type JoinWaiter = oneshot::Sender<Result<String, JoinError>>;
-type AckWaiter = oneshot::Sender<Result<(), StanzaError>>;
+/// Answered with the stanza-id the MUC stamped on the reflection, if it stamped one.
+type AckWaiter = oneshot::Sender<Result<Option<String>, StanzaError>>;
 
 /// The MUC side of the gateway: state of each bridged MUC, and the waits for the server's answers.
 pub struct Gateway {
@@ -172,6 +173,8 @@ pub struct Gateway {
     acks: Mutex<HashMap<String, AckWaiter>>,
     /// One join at a time per MUC, so concurrent callers never send two joins for one occupant.
     join_locks: Mutex<HashMap<BareJid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Who was typing in each Matrix room, to send XMPP chat states only for changes.
+    pub(crate) typing: crate::messages::TypingState,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -229,6 +232,7 @@ impl Gateway {
             joins: Mutex::default(),
             acks: Mutex::default(),
             join_locks: Mutex::default(),
+            typing: crate::messages::TypingState::default(),
         }
     }
 
@@ -249,6 +253,18 @@ impl Gateway {
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomState>> {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A Matrix user's occupant in a MUC if it is joined on the current connection (ephemeral traffic such as chat
+    /// states never makes the gateway join).
+    pub(crate) fn joined_occupant(&self, room: &BareJid, user_id: &str) -> Option<FullJid> {
+        let generation = self.link.state().generation;
+        let rooms = self.rooms();
+        let puppet = rooms.get(room)?.puppets.get(user_id)?;
+        if puppet.joined_generation != Some(generation) {
+            return None;
+        }
+        room.with_resource_str(&puppet.nick).ok()
     }
 
     /// Whether a JID is one of the MUCs the gateway bridges (its private messages are not direct chats).
@@ -433,30 +449,32 @@ impl Gateway {
         self.send(Presence::unavailable().with_from(from).with_to(to)).await
     }
 
-    /// Sends a groupchat message from a Matrix user and waits for the MUC to reflect it. Returns the stanza ID.
+    /// Sends a groupchat message from a Matrix user and waits for the MUC to reflect it. Returns its remote ID:
+    /// the stanza-id the MUC stamped (the bridge's own ID recorded as its alias), else the bridge's own ID.
     pub async fn send_groupchat(
         &self,
         room: &BareJid,
         portal: &Portal,
         user_id: &str,
-        body: String,
-        replace: Option<String>,
-        oob: Option<Oob>,
+        body: Option<String>,
+        payloads: Vec<Element>,
     ) -> ConnectorResult<String> {
-        self.section.check_message_size(&body)?;
+        if let Some(body) = &body {
+            self.section.check_message_size(body)?;
+        }
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
         let id = new_id();
-        let mut message = Message::groupchat(Some(Jid::from(room.clone()))).with_body(Lang::new(), body);
+        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
+        if let Some(body) = body {
+            message = message.with_body(Lang::new(), body);
+        }
         message.from = Some(occupant.into());
         message.id = Some(Id(id.clone()));
-        if let Some(original) = replace {
-            message = message.with_payload(Replace { id: Id(original) });
-        }
-        if let Some(oob) = oob {
-            message = message.with_payload(oob);
-        }
-        self.send_awaiting_reflection(room, user_id, message, &id).await?;
-        Ok(id)
+        message.payloads.push(crate::xep::ids::origin_id(&id).into());
+        message.payloads.extend(payloads);
+        let Some(stanza_id) = self.send_awaiting_reflection(room, user_id, message, &id).await? else { return Ok(id) };
+        self.bridge.store().alias_remote(&portal.remote_key, &id, &stanza_id).await?;
+        Ok(stanza_id)
     }
 
     /// Sends a subject change from a Matrix user.
@@ -484,7 +502,7 @@ impl Gateway {
         user_id: &str,
         message: Message,
         id: &str,
-    ) -> ConnectorResult<()> {
+    ) -> ConnectorResult<Option<String>> {
         let (sender, receiver) = oneshot::channel();
         self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_owned(), sender);
         let sent = self.send(message).await;
@@ -496,7 +514,7 @@ impl Gateway {
             }
         };
         match outcome {
-            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Ok(stanza_id))) => Ok(stanza_id),
             Ok(Ok(Err(error))) => {
                 // Not (or no longer) an occupant: join again on the next attempt.
                 if matches!(error.defined_condition, DefinedCondition::NotAcceptable | DefinedCondition::ItemNotFound) {
@@ -599,9 +617,10 @@ impl Gateway {
             return Ok(());
         }
         let nick = from.resource().map(|resource| resource.to_string());
+        let ids = MessageIds::of(&message, Some(&room));
         // The reflection of a Matrix user's message, on whichever occupant it reaches first.
         if let Some(waiter) = id.as_ref().and_then(|id| self.take_ack(id)) {
-            let _ = waiter.send(Ok(()));
+            let _ = waiter.send(Ok(ids.stanza_id.clone()));
         }
         if message.to.as_ref().map(Jid::as_str) != Some(self.listener_jid().as_str()) {
             return Ok(());
@@ -642,21 +661,8 @@ impl Gateway {
         };
         let portal = portal_key(&room);
         let timestamp_ms = delay.as_ref().and_then(|delay| u64::try_from(delay.stamp.0.timestamp_millis()).ok());
-        if let Some((_, body)) = message.get_best_body_cloned(vec![]) {
-            if let Some(kind) = self.oob_media(&message.payloads, &body).await {
-                return self.bridge.push(RemoteEvent { portal, sender, remote_id: id, timestamp_ms, kind }).await;
-            }
-            let (msgtype, text) = match body.strip_prefix("/me ") {
-                Some(action) => (MessageType::Emote, action.to_owned()),
-                None => (MessageType::Text, body),
-            };
-            let (body, html) = parse_styling(&text).to_message();
-            let kind = match find_payload::<Replace>(&message.payloads, "replace", ns::MESSAGE_CORRECT) {
-                Some(replace) => RemoteEventKind::Edit { target: replace.id.0, body, html },
-                None => RemoteEventKind::Message { msgtype, body, html, reply_to: None },
-            };
-            self.bridge.push(RemoteEvent { portal, sender, remote_id: id, timestamp_ms, kind }).await?;
-        } else if let Some((_, subject)) = message.get_best_subject_cloned(vec![]) {
+        let subject = message.get_best_subject_cloned(vec![]).filter(|_| message.bodies.is_empty());
+        if let Some((_, subject)) = subject {
             if portal_topic.as_deref().unwrap_or_default() == subject {
                 return Ok(());
             }
@@ -665,8 +671,9 @@ impl Gateway {
             }
             let kind = RemoteEventKind::Topic { topic: subject };
             self.bridge.push(RemoteEvent { portal, sender, remote_id: None, timestamp_ms, kind }).await?;
+            return Ok(());
         }
-        Ok(())
+        self.push_inbound(Inbound { portal: &portal, sender, timestamp_ms }, &message, &ids).await
     }
 
     fn take_ack(&self, id: &str) -> Option<AckWaiter> {

@@ -67,6 +67,10 @@ VirtualHost "localhost"
 Component "conference.localhost" "muc"
     muc_room_locking = false
     muc_room_default_public = true
+    -- XEP-0313 archives (kept in memory for the test's lifetime): stanza-ids on messages and MAM queries.
+    modules_enabled = {{ "muc_mam" }}
+    muc_log_by_default = true
+    storage = {{ muc_log = "memory" }}
 
 Component "{component}"
     component_secret = "{component_secret}"

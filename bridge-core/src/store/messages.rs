@@ -37,13 +37,17 @@ impl Store {
         Ok(())
     }
 
-    /// The Matrix event a remote message became.
+    /// The Matrix event a remote message became; the latest one when the remote ID was used again (a reaction
+    /// withdrawn and given again).
     pub async fn event_for_remote(&self, portal_key: &str, remote_id: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT event_id FROM message_map WHERE portal_key = $1 AND remote_id = $2 LIMIT 1")
-            .bind(portal_key)
-            .bind(remote_id)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM message_map WHERE portal_key = $1 AND remote_id = $2 \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(portal_key)
+        .bind(remote_id)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// The remote ID in a portal that ends with `suffix`, for networks whose own references name a message by
@@ -78,5 +82,44 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Records that the network also calls a message `alias` (e.g. the sender's own ID of a message the server
+    /// stamped with its own ID); the first record of an alias stays.
+    pub async fn alias_remote(&self, portal_key: &str, alias: &str, remote_id: &str) -> Result<()> {
+        if alias == remote_id {
+            return Ok(());
+        }
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO remote_aliases (portal_key, alias, remote_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (portal_key, alias) DO NOTHING",
+        )
+        .bind(portal_key)
+        .bind(alias)
+        .bind(remote_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The remote ID a message is mapped under, given any of its names: the alias's target, or the name itself.
+    pub async fn resolve_remote(&self, portal_key: &str, name: &str) -> Result<String> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT remote_id FROM remote_aliases WHERE portal_key = $1 AND alias = $2")
+                .bind(portal_key)
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(found.unwrap_or_else(|| name.to_owned()))
+    }
+
+    /// The other names of a remote message, in no particular order.
+    pub async fn remote_aliases(&self, portal_key: &str, remote_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT alias FROM remote_aliases WHERE portal_key = $1 AND remote_id = $2")
+            .bind(portal_key)
+            .bind(remote_id)
+            .fetch_all(self.pool())
+            .await?)
     }
 }

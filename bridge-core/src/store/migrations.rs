@@ -108,6 +108,26 @@ CREATE TABLE published_media (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        name: "reaction sets and remote ID aliases",
+        sql: r#"
+CREATE TABLE reactions (
+    portal_key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    reaction_keys TEXT NOT NULL,
+    PRIMARY KEY (portal_key, target, user_id)
+);
+CREATE TABLE remote_aliases (
+    portal_key TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    remote_id TEXT NOT NULL,
+    PRIMARY KEY (portal_key, alias)
+);
+CREATE INDEX remote_aliases_by_remote ON remote_aliases (portal_key, remote_id);
+"#,
+    },
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -10,6 +10,7 @@ mod messages;
 mod migrations;
 mod portals;
 mod queue;
+mod reactions;
 mod users;
 
 use std::{

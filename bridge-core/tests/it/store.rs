@@ -187,6 +187,41 @@ async fn messages_map_both_ways(store: Store, _url: String) {
     assert_eq!(store.remote_id_by_suffix("other", "-2").await.unwrap(), None);
 }
 
+async fn remote_aliases_resolve(store: Store, _url: String) {
+    store.alias_remote("p", "origin-1", "stanza-1").await.unwrap();
+    store.alias_remote("p", "origin-1", "stanza-2").await.unwrap();
+    store.alias_remote("p", "same", "same").await.unwrap();
+    assert_eq!(store.resolve_remote("p", "origin-1").await.unwrap(), "stanza-1", "the first record stays");
+    assert_eq!(store.resolve_remote("p", "stanza-1").await.unwrap(), "stanza-1");
+    assert_eq!(store.resolve_remote("other", "origin-1").await.unwrap(), "origin-1");
+    assert_eq!(store.remote_aliases("p", "stanza-1").await.unwrap(), ["origin-1"]);
+    assert!(store.remote_aliases("p", "same").await.unwrap().is_empty());
+    // A remote ID used again maps to the latest event.
+    for event_id in ["$first", "$second"] {
+        let mapping = MessageMapping {
+            event_id: event_id.into(),
+            room_id: "!r".into(),
+            portal_key: "p".into(),
+            remote_id: "r".into(),
+        };
+        store.map_message(&mapping).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.event_for_remote("p", "r").await.unwrap().as_deref(), Some("$second"));
+}
+
+async fn reaction_sets_are_replaced_whole(store: Store, _url: String) {
+    assert!(store.reactions("p", "m", "@a:hs").await.unwrap().is_empty());
+    let keys = |keys: &[&str]| keys.iter().map(|key| (*key).to_owned()).collect::<Vec<_>>();
+    store.set_reactions("p", "m", "@a:hs", &keys(&["👍", "❤️", "bad\nkey"])).await.unwrap();
+    assert_eq!(store.reactions("p", "m", "@a:hs").await.unwrap(), ["👍", "❤️"]);
+    assert!(store.reactions("p", "m", "@b:hs").await.unwrap().is_empty());
+    store.set_reactions("p", "m", "@a:hs", &keys(&["❤️"])).await.unwrap();
+    assert_eq!(store.reactions("p", "m", "@a:hs").await.unwrap(), ["❤️"]);
+    store.set_reactions("p", "m", "@a:hs", &[]).await.unwrap();
+    assert!(store.reactions("p", "m", "@a:hs").await.unwrap().is_empty());
+}
+
 async fn credentials_are_encrypted_at_rest(store: Store, url: String) {
     store.store_credential("@alice:hs", "libera", "correct horse battery staple").await.unwrap();
     assert_eq!(store.credential("@alice:hs", "libera").await.unwrap().as_deref(), Some("correct horse battery staple"));
@@ -223,6 +258,8 @@ on_both_backends! {
     portals_map_both_ways => super::portals_map_both_ways;
     ghosts_follow_their_remote_identity => super::ghosts_follow_their_remote_identity;
     messages_map_both_ways => super::messages_map_both_ways;
+    remote_aliases_resolve => super::remote_aliases_resolve;
+    reaction_sets_are_replaced_whole => super::reaction_sets_are_replaced_whole;
     credentials_are_encrypted_at_rest => super::credentials_are_encrypted_at_rest;
     settings_and_admin_rooms => super::settings_and_admin_rooms;
 }

@@ -193,12 +193,7 @@ impl XmppClient {
     /// Sends a groupchat message with a fresh ID.
     pub async fn send_groupchat(&mut self, room: &str, body: &str) -> anyhow::Result<()> {
         let id = format!("test-{:016x}", rand::random::<u64>());
-        self.send_raw(&format!(
-            "<message type='groupchat' to='{}' id='{id}'><body>{}</body></message>",
-            escape(room),
-            escape(body)
-        ))
-        .await
+        self.send_message_with("groupchat", room, &id, Some(body), "").await
     }
 
     /// Waits for a groupchat message from `room` whose body `predicate` holds for; returns (nick, body, stanza).
@@ -227,12 +222,7 @@ impl XmppClient {
     /// Sends a one-to-one `chat` message with a fresh ID.
     pub async fn send_chat(&mut self, to: &str, body: &str) -> anyhow::Result<()> {
         let id = format!("test-{:016x}", rand::random::<u64>());
-        self.send_raw(&format!(
-            "<message type='chat' to='{}' id='{id}'><body>{}</body></message>",
-            escape(to),
-            escape(body)
-        ))
-        .await
+        self.send_message_with("chat", to, &id, Some(body), "").await
     }
 
     /// Waits for a `chat` message from the bare JID `from` whose body `predicate` holds for; returns the body.
@@ -243,15 +233,57 @@ impl XmppClient {
         predicate: impl Fn(&str) -> bool,
     ) -> anyhow::Result<String> {
         let stanza = self
-            .wait_for(timeout, |stanza| {
-                stanza.name() == "message"
-                    && stanza.attr("type") == Some("chat")
-                    && stanza.attr("from").is_some_and(|jid| jid.split('/').next() == Some(from))
+            .wait_for_message_from(from, timeout, |stanza| {
+                stanza.attr("type") == Some("chat")
                     && stanza.get_child("body", CLIENT_NS).is_some_and(|body| predicate(&body.text()))
             })
             .await?;
         Ok(stanza.get_child("body", CLIENT_NS).map(Element::text).unwrap_or_default())
     }
+}
+
+impl XmppClient {
+    /// Sends a message of `kind` (`groupchat`, `chat`) with the given ID, an optional body and extra payload XML.
+    pub async fn send_message_with(
+        &mut self,
+        kind: &str,
+        to: &str,
+        id: &str,
+        body: Option<&str>,
+        payloads: &str,
+    ) -> anyhow::Result<()> {
+        let body = body.map(|body| format!("<body>{}</body>", escape(body))).unwrap_or_default();
+        self.send_raw(&format!(
+            "<message type='{kind}' to='{}' id='{}'>{body}{payloads}</message>",
+            escape(to),
+            escape(id)
+        ))
+        .await
+    }
+
+    /// Waits for a message from `from` (a bare JID, or a MUC whose occupants send) that `predicate` holds for.
+    pub async fn wait_for_message_from(
+        &mut self,
+        from: &str,
+        timeout: Duration,
+        predicate: impl Fn(&Element) -> bool,
+    ) -> anyhow::Result<Element> {
+        self.wait_for(timeout, |stanza| {
+            stanza.name() == "message"
+                && stanza.attr("from").is_some_and(|jid| jid.split('/').next() == Some(from))
+                && predicate(stanza)
+        })
+        .await
+    }
+}
+
+/// The `<stanza-id/>` a message carries from `by`.
+pub fn stanza_id(stanza: &Element, by: &str) -> Option<String> {
+    stanza
+        .children()
+        .find(|child| child.is("stanza-id", "urn:xmpp:sid:0") && child.attr("by") == Some(by))
+        .and_then(|child| child.attr("id"))
+        .map(str::to_owned)
 }
 
 /// Whether a MUC presence carries status 110 (it is about the receiver).

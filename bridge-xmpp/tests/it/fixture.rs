@@ -23,9 +23,35 @@ const COMPONENT: &str = "bridge.localhost";
 pub struct Fixture {
     trigger: ShutdownTrigger,
     task: JoinHandle<lattice_bridge_core::Result<()>>,
+    /// What the bridge is built from, to build it again in [`Fixture::restart_bridge`].
+    parts: BridgeParts,
     pub synapse: Synapse,
     pub prosody: Prosody,
     _dir: tempfile::TempDir,
+}
+
+/// Everything a bridge is made of but its store connection and listener.
+struct BridgeParts {
+    settings: RuntimeSettings,
+    registration: lattice_registration::AppserviceRegistration,
+    section: XmppSection,
+    store_url: String,
+    address: std::net::SocketAddr,
+}
+
+impl BridgeParts {
+    async fn serve(
+        &self,
+        listener: TcpListener,
+    ) -> anyhow::Result<(ShutdownTrigger, JoinHandle<lattice_bridge_core::Result<()>>)> {
+        // A fixed key: the store outlives a restart, and sealed credentials must open again.
+        let store = Store::connect(&self.store_url, 4, Cipher::new(&[3; 32])).await?;
+        let connector = XmppConnector::new(self.section.clone())
+            .with_appservice_token(self.registration.registration().as_token.clone());
+        let bridge = Bridge::from_parts(self.settings.clone(), self.registration.clone(), store, connector)?;
+        let trigger = bridge.shutdown_trigger();
+        Ok((trigger, tokio::spawn(bridge.serve(listener))))
+    }
 }
 
 impl Drop for Fixture {
@@ -61,7 +87,6 @@ impl Fixture {
         .await?;
 
         let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
-        let store = Store::connect(&store_url, 4, Cipher::random()).await?;
         let settings = RuntimeSettings {
             homeserver_url: synapse.url().parse()?,
             server_name: "localhost".into(),
@@ -82,11 +107,21 @@ impl Fixture {
             ..XmppSection::default()
         };
         configure(&mut section);
-        let connector = XmppConnector::new(section).with_appservice_token(registration.registration().as_token.clone());
-        let bridge = Bridge::from_parts(settings, registration, store, connector)?;
-        let trigger = bridge.shutdown_trigger();
-        let task = tokio::spawn(bridge.serve(listener));
-        Ok(Self { trigger, task, synapse, prosody, _dir: dir })
+        let parts = BridgeParts { settings, registration, section, store_url, address };
+        let (trigger, task) = parts.serve(listener).await?;
+        Ok(Self { trigger, task, parts, synapse, prosody, _dir: dir })
+    }
+
+    /// Stops the bridge and starts it again on the same store and address, as an operator's restart does.
+    pub async fn restart_bridge(&mut self) -> anyhow::Result<()> {
+        self.trigger.trigger();
+        let stopped = tokio::time::timeout(WAIT, &mut self.task).await;
+        if stopped.is_err() {
+            self.task.abort();
+        }
+        let listener = TcpListener::bind(self.parts.address).await.context("binding the appservice address again")?;
+        (self.trigger, self.task) = self.parts.serve(listener).await?;
+        Ok(())
     }
 
     /// A new Matrix user.

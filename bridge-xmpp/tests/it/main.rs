@@ -7,3 +7,4 @@ mod fixture;
 mod hosted;
 mod media;
 mod muc;
+mod xeps;

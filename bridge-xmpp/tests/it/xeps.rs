@@ -1,0 +1,388 @@
+//! Message XEPs both ways through real Prosody (with `muc_mam`, so the MUC stamps stanza-ids) and Synapse:
+//! XEP-0308 corrections, XEP-0424 retractions, XEP-0444 reactions and XEP-0461 replies with XEP-0428 fallbacks, in
+//! MUC portals, gateway MUCs and direct chats; and a bridge restart between a message and its correction.
+
+use anyhow::Context as _;
+use lattice_e2e::MatrixUser;
+use serde_json::{Value, json};
+use xmpp_parsers::minidom::Element;
+
+use crate::{
+    client::{XmppClient, stanza_id},
+    fixture::{Fixture, WAIT},
+    muc::join_portal,
+};
+
+const REACTIONS: &str = "urn:xmpp:reactions:0";
+const RETRACT: &str = "urn:xmpp:message-retract:1";
+const REPLY: &str = "urn:xmpp:reply:0";
+const FALLBACK: &str = "urn:xmpp:fallback:0";
+const CORRECT: &str = "urn:xmpp:message-correct:0";
+const BODY_NS: &str = "jabber:client";
+
+fn body_of(stanza: &Element) -> String {
+    stanza.get_child("body", BODY_NS).map(Element::text).unwrap_or_default()
+}
+
+fn reaction_keys(stanza: &Element) -> Option<(String, Vec<String>)> {
+    let reactions = stanza.get_child("reactions", REACTIONS)?;
+    let keys = reactions.children().filter(|child| child.is("reaction", REACTIONS)).map(Element::text).collect();
+    Some((reactions.attr("id")?.to_owned(), keys))
+}
+
+fn relates_to<'a>(event: &'a Value, rel_type: &str, target: &str) -> Option<&'a Value> {
+    let relation = &event["content"]["m.relates_to"];
+    (relation["rel_type"] == rel_type && relation["event_id"] == target).then_some(event)
+}
+
+/// An `m.replace` edit of `event_id` to `body`.
+fn edit_of(event_id: &str, body: &str) -> Value {
+    json!({"msgtype": "m.text", "body": format!("* {body}"),
+        "m.new_content": {"msgtype": "m.text", "body": body},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}})
+}
+
+fn is_redaction_of(event: &Value, target: &str) -> bool {
+    event["type"] == "m.room.redaction" && (event["redacts"] == target || event["content"]["redacts"] == target)
+}
+
+/// Servers, bridge, an XMPP user in `room` and a Matrix user in its portal.
+async fn muc_with_portal(room: &str) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String)> {
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
+    Ok((fixture, xavier, alice, room_id))
+}
+
+fn reactions_xml(id: &str, keys: &[&str]) -> String {
+    let keys: String = keys.iter().map(|key| format!("<reaction>{key}</reaction>")).collect();
+    format!("<reactions xmlns='{REACTIONS}' id='{id}'>{keys}</reactions>")
+}
+
+/// Every mapping from XMPP to Matrix in a MUC portal, naming messages by the MUC's stanza-id and the sender's ID.
+#[tokio::test]
+async fn muc_corrections_reactions_replies_and_retractions_reach_matrix() -> anyhow::Result<()> {
+    let room = "xeps@conference.localhost";
+    let (_fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+
+    xavier.send_message_with("groupchat", room, "x-1", Some("first words"), "").await?;
+    let original = alice.wait_for_message(&room_id, WAIT, "first words").await?;
+    let original_id = original["event_id"].as_str().context("no event ID")?.to_owned();
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "first words").await?;
+    let stanza = stanza_id(&reflection, room).context("muc_mam stamps a stanza-id")?;
+
+    // XEP-0308 names the sender's ID.
+    let correction = format!("<replace xmlns='{CORRECT}' id='x-1'/>");
+    xavier.send_message_with("groupchat", room, "x-2", Some("better words"), &correction).await?;
+    let edit =
+        alice.wait_for_event(&room_id, WAIT, |event| relates_to(event, "m.replace", &original_id).is_some()).await?;
+    assert_eq!(edit["content"]["m.new_content"]["body"], "better words");
+
+    // XEP-0444 names the stanza-id; each whole set is diffed against the last one.
+    xavier.send_message_with("groupchat", room, "x-3", None, &reactions_xml(&stanza, &["👍", "🎉"])).await?;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let reaction = alice
+            .wait_for_event(&room_id, WAIT, |event| {
+                event["type"] == "m.reaction" && relates_to(event, "m.annotation", &original_id).is_some()
+            })
+            .await?;
+        seen.push((reaction["content"]["m.relates_to"]["key"].as_str().unwrap_or_default().to_owned(), reaction));
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(), ["🎉", "👍"]);
+    let thumbs = seen[1].1["event_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(seen[1].1["sender"], "@_xmpp_xeps=40conference.localhost=2f_xavier:localhost");
+    xavier.send_message_with("groupchat", room, "x-4", None, &reactions_xml(&stanza, &["🎉"])).await?;
+    alice
+        .wait_for_event(&room_id, WAIT, |event| is_redaction_of(event, &thumbs))
+        .await
+        .context("withdrawing 👍 redacts its reaction")?;
+
+    // XEP-0461 with a XEP-0428 fallback: the quote is cut out, the reply relates to the original.
+    let quote = "> Xavier: first words\n";
+    let reply = format!(
+        "<reply xmlns='{REPLY}' id='{stanza}' to='{room}/Xavier'/><fallback xmlns='{FALLBACK}' for='{REPLY}'>\
+         <body start='0' end='{}'/></fallback>",
+        quote.chars().count()
+    );
+    xavier.send_message_with("groupchat", room, "x-5", Some(&format!("{quote}my answer")), &reply).await?;
+    let answer = alice.wait_for_message(&room_id, WAIT, "my answer").await?;
+    assert_eq!(answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], original_id.as_str());
+
+    // XEP-0424 retraction redacts the original.
+    let retract = format!("<retract xmlns='{RETRACT}' id='{stanza}'/>");
+    xavier.send_message_with("groupchat", room, "x-6", Some("retracted"), &retract).await?;
+    alice
+        .wait_for_event(&room_id, WAIT, |event| is_redaction_of(event, &original_id))
+        .await
+        .context("the retraction redacts the message")?;
+    Ok(())
+}
+
+/// Every mapping from Matrix to XMPP in a MUC portal: the XMPP side names Matrix messages by the MUC's stanza-id
+/// and corrections by the bridge's own ID.
+#[tokio::test]
+async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc() -> anyhow::Result<()> {
+    let room = "xeps-out@conference.localhost";
+    let (_fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+
+    let event_id = alice.send_text(&room_id, "from matrix").await?;
+    let sent = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "from matrix").await?;
+    let stanza = stanza_id(&sent, room).context("muc_mam stamps a stanza-id")?;
+    let own_id = sent.attr("id").context("the message has an ID")?.to_owned();
+
+    alice.send_message(&room_id, edit_of(&event_id, "from matrix, fixed")).await?;
+    let correction = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "from matrix, fixed").await?;
+    assert_eq!(correction.get_child("replace", CORRECT).and_then(|r| r.attr("id")), Some(own_id.as_str()));
+
+    let reaction = alice
+        .send_event(
+            &room_id,
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": "👍"}}),
+        )
+        .await?;
+    let set = xavier.wait_for_message_from(room, WAIT, |stanza| reaction_keys(stanza).is_some()).await?;
+    assert_eq!(reaction_keys(&set), Some((stanza.clone(), vec!["👍".to_owned()])));
+    alice.redact(&room_id, &reaction, None).await?;
+    let set = xavier.wait_for_message_from(room, WAIT, |stanza| reaction_keys(stanza).is_some()).await?;
+    assert_eq!(reaction_keys(&set), Some((stanza.clone(), vec![])), "withdrawn: the whole set is now empty");
+
+    // A reply to Xavier's message names its stanza-id and quotes it as a marked fallback.
+    xavier.send_message_with("groupchat", room, "x-1", Some("question?"), "").await?;
+    let question = alice.wait_for_message(&room_id, WAIT, "question?").await?;
+    let asked = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "question?").await?;
+    let asked_id = stanza_id(&asked, room).context("stanza-id")?;
+    alice
+        .send_message(
+            &room_id,
+            json!({"msgtype": "m.text", "body": "answer!",
+                "m.relates_to": {"m.in_reply_to": {"event_id": question["event_id"]}}}),
+        )
+        .await?;
+    let reply = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza).ends_with("answer!")).await?;
+    assert_eq!(reply.get_child("reply", REPLY).and_then(|r| r.attr("id")), Some(asked_id.as_str()));
+    let body = body_of(&reply);
+    assert!(body.starts_with("> ") && body.contains("question?"), "{body}");
+    let range = reply.get_child("fallback", FALLBACK).and_then(|f| f.get_child("body", FALLBACK)).context("range")?;
+    let end: usize = range.attr("end").context("end")?.parse()?;
+    assert_eq!(body.chars().skip(end).collect::<String>(), "answer!");
+
+    // Alice's redaction of her own message retracts it by stanza-id.
+    alice.redact(&room_id, &event_id, None).await?;
+    let retraction = xavier.wait_for_message_from(room, WAIT, |stanza| stanza.has_child("retract", RETRACT)).await?;
+    assert_eq!(retraction.get_child("retract", RETRACT).and_then(|r| r.attr("id")), Some(stanza.as_str()));
+    Ok(())
+}
+
+/// The maps are in the store: a correction and a retraction after a bridge restart still find their message.
+#[tokio::test]
+async fn a_restart_between_a_message_and_its_correction_keeps_the_mapping() -> anyhow::Result<()> {
+    let room = "xeps-restart@conference.localhost";
+    let (mut fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+    xavier.send_message_with("groupchat", room, "r-1", Some("before restart"), "").await?;
+    let original = alice.wait_for_message(&room_id, WAIT, "before restart").await?;
+    let original_id = original["event_id"].as_str().context("event ID")?.to_owned();
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "before restart").await?;
+    let stanza = stanza_id(&reflection, room).context("stanza-id")?;
+    let event_id = alice.send_text(&room_id, "mine before restart").await?;
+    xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "mine before restart").await?;
+
+    fixture.restart_bridge().await?;
+    // The restarted bridge rejoins the MUC; wait for its listener before speaking.
+    xavier
+        .wait_for(WAIT, |stanza| {
+            stanza.name() == "presence"
+                && stanza.attr("type").is_none()
+                && stanza.attr("from") == Some(format!("{room}/Matrix bridge").as_str())
+        })
+        .await
+        .context("the restarted bridge rejoins")?;
+
+    let correction = format!("<replace xmlns='{CORRECT}' id='r-1'/>");
+    xavier.send_message_with("groupchat", room, "r-2", Some("after restart"), &correction).await?;
+    let edit =
+        alice.wait_for_event(&room_id, WAIT, |event| relates_to(event, "m.replace", &original_id).is_some()).await?;
+    assert_eq!(edit["content"]["m.new_content"]["body"], "after restart");
+    let retract = format!("<retract xmlns='{RETRACT}' id='{stanza}'/>");
+    xavier.send_message_with("groupchat", room, "r-3", Some("retracted"), &retract).await?;
+    alice.wait_for_event(&room_id, WAIT, |event| is_redaction_of(event, &original_id)).await?;
+    // And the other way: Alice's edit of her message from before the restart corrects it on XMPP.
+    alice.send_message(&room_id, edit_of(&event_id, "mine, edited")).await?;
+    let corrected = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "mine, edited").await?;
+    assert!(corrected.has_child("replace", CORRECT), "{corrected:?}");
+    Ok(())
+}
+
+/// Where an XMPP user talks with a Matrix user: a direct chat or a gateway MUC.
+struct Conversation {
+    /// `chat` or `groupchat`.
+    kind: &'static str,
+    /// The JID the XMPP user writes to and hears from.
+    jid: String,
+    /// Who stamps stanza-ids in it (the gateway MUC); `None` when messages are named by their own ID (chats).
+    stamped_by: Option<String>,
+}
+
+impl Conversation {
+    /// How the XMPP side names a message it received.
+    fn name_of(&self, stanza: &Element) -> Option<String> {
+        match &self.stamped_by {
+            Some(by) => stanza_id(stanza, by),
+            None => stanza.attr("id").map(str::to_owned),
+        }
+    }
+}
+
+/// The XEP mappings both ways in a conversation where Xavier's message `c-1` ("one") became `first` in Matrix.
+async fn xeps_both_ways(
+    conversation: &Conversation,
+    xavier: &mut XmppClient,
+    alice: &MatrixUser,
+    room_id: &str,
+    first: &Value,
+) -> anyhow::Result<()> {
+    let (kind, jid) = (conversation.kind, conversation.jid.as_str());
+    let first_id = first["event_id"].as_str().context("event ID")?.to_owned();
+    let name = match &conversation.stamped_by {
+        Some(_) => {
+            let reflection = xavier.wait_for_message_from(jid, WAIT, |stanza| body_of(stanza) == "one").await?;
+            conversation.name_of(&reflection).context("the gateway MUC stamps a stanza-id")?
+        }
+        None => "c-1".to_owned(),
+    };
+    // XMPP → Matrix.
+    let correction = format!("<replace xmlns='{CORRECT}' id='c-1'/>");
+    xavier.send_message_with(kind, jid, "c-2", Some("one, fixed"), &correction).await?;
+    let edit = alice.wait_for_event(room_id, WAIT, |event| relates_to(event, "m.replace", &first_id).is_some()).await?;
+    assert_eq!(edit["content"]["m.new_content"]["body"], "one, fixed");
+    xavier.send_message_with(kind, jid, "c-3", None, &reactions_xml(&name, &["👍"])).await?;
+    let reaction = alice
+        .wait_for_event(room_id, WAIT, |event| {
+            event["type"] == "m.reaction" && relates_to(event, "m.annotation", &first_id).is_some()
+        })
+        .await?;
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "👍");
+    let quote = "> alice: one\n";
+    let reply = format!(
+        "<reply xmlns='{REPLY}' id='{name}'/><fallback xmlns='{FALLBACK}' for='{REPLY}'><body start='0' end='{}'/>\
+         </fallback>",
+        quote.chars().count()
+    );
+    xavier.send_message_with(kind, jid, "c-4", Some(&format!("{quote}a reply")), &reply).await?;
+    let answer = alice.wait_for_message(room_id, WAIT, "a reply").await?;
+    assert_eq!(answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], first_id.as_str());
+    let retract = format!("<retract xmlns='{RETRACT}' id='{name}'/>");
+    xavier.send_message_with(kind, jid, "c-5", Some("retracted"), &retract).await?;
+    alice.wait_for_event(room_id, WAIT, |event| is_redaction_of(event, &first_id)).await?;
+
+    // Matrix → XMPP.
+    let event_id = alice.send_text(room_id, "two").await?;
+    let sent = xavier.wait_for_message_from(jid, WAIT, |stanza| body_of(stanza) == "two").await?;
+    let sent_name = conversation.name_of(&sent).context("a name for Alice's message")?;
+    let sent_id = sent.attr("id").context("an ID")?.to_owned();
+    alice.send_message(room_id, edit_of(&event_id, "two, fixed")).await?;
+    let correction = xavier.wait_for_message_from(jid, WAIT, |stanza| body_of(stanza) == "two, fixed").await?;
+    assert_eq!(correction.get_child("replace", CORRECT).and_then(|r| r.attr("id")), Some(sent_id.as_str()));
+    let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": "🎉"}});
+    alice.send_event(room_id, "m.reaction", content).await?;
+    // (A gateway MUC reflects Xavier's own reactions and retractions to him too: look for Alice's.)
+    let set = xavier
+        .wait_for_message_from(jid, WAIT, |stanza| reaction_keys(stanza).is_some_and(|(id, _)| id == sent_name))
+        .await?;
+    assert_eq!(reaction_keys(&set), Some((sent_name.clone(), vec!["🎉".to_owned()])));
+    alice.redact(room_id, &event_id, None).await?;
+    xavier
+        .wait_for_message_from(jid, WAIT, |stanza| {
+            stanza.get_child("retract", RETRACT).and_then(|r| r.attr("id")) == Some(sent_name.as_str())
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn direct_chat_xeps_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let conversation =
+        Conversation { kind: "chat", jid: r"alice\40localhost@bridge.localhost".into(), stamped_by: None };
+    xavier.send_message_with("chat", &conversation.jid, "c-1", Some("one"), "").await?;
+    let room_id = alice.wait_for_invite(WAIT).await?;
+    alice.join(&room_id).await?;
+    let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
+    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
+}
+
+#[tokio::test]
+async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = alice.create_room(json!({"preset": "public_chat", "room_alias_name": "xeps"})).await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let room = "#xeps#localhost@bridge.localhost";
+    xavier.join_muc(room, "Xavier").await?;
+    let conversation = Conversation { kind: "groupchat", jid: room.into(), stamped_by: Some(room.into()) };
+    xavier.send_message_with("groupchat", room, "c-1", Some("one"), "").await?;
+    let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
+    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
+}
+
+/// XEP-0085 chat states ⇄ typing and XEP-0333 displayed markers ⇄ read receipts in a direct chat.
+#[tokio::test]
+async fn direct_chat_typing_and_read_markers_both_ways() -> anyhow::Result<()> {
+    const STATES: &str = "http://jabber.org/protocol/chatstates";
+    const MARKERS: &str = "urn:xmpp:chat-markers:0";
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let gateway_jid = r"alice\40localhost@bridge.localhost";
+    let ghost = "@_xmpp_xavier=40localhost:localhost";
+    xavier.send_message_with("chat", gateway_jid, "t-1", Some("are you there?"), "").await?;
+    let room_id = alice.wait_for_invite(WAIT).await?;
+    alice.join(&room_id).await?;
+    let question = alice.wait_for_message(&room_id, WAIT, "are you there?").await?;
+
+    // XMPP → Matrix: composing is typing, active is not.
+    xavier.send_message_with("chat", gateway_jid, "t-2", None, &format!("<composing xmlns='{STATES}'/>")).await?;
+    let typing = |expected: bool| {
+        move |event: &Value| {
+            event["type"] == "m.typing"
+                && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == ghost))
+                    == expected
+        }
+    };
+    alice.wait_for_event(&room_id, WAIT, typing(true)).await?;
+    xavier.send_message_with("chat", gateway_jid, "t-3", None, &format!("<active xmlns='{STATES}'/>")).await?;
+    alice.wait_for_event(&room_id, WAIT, typing(false)).await?;
+
+    // Matrix → XMPP: Alice typing is composing; her read receipt on Xavier's message is a displayed marker.
+    let typing_path = ["_matrix", "client", "v3", "rooms", room_id.as_str(), "typing", alice.user_id()];
+    let body = json!({"typing": true, "timeout": 30_000});
+    alice.call(reqwest::Method::PUT, &typing_path, &[], Some(&body)).await?;
+    xavier.wait_for_message_from(gateway_jid, WAIT, |stanza| stanza.has_child("composing", STATES)).await?;
+    let question_id = question["event_id"].as_str().context("event ID")?;
+    let receipt_path = ["_matrix", "client", "v3", "rooms", room_id.as_str(), "receipt", "m.read", question_id];
+    alice.call(reqwest::Method::POST, &receipt_path, &[], Some(&json!({}))).await?;
+    let marker =
+        xavier.wait_for_message_from(gateway_jid, WAIT, |stanza| stanza.has_child("displayed", MARKERS)).await?;
+    assert_eq!(marker.get_child("displayed", MARKERS).and_then(|d| d.attr("id")), Some("t-1"));
+
+    // XMPP → Matrix: Xavier's displayed marker on Alice's message is his ghost's read receipt.
+    let answer = alice.send_text(&room_id, "yes").await?;
+    let sent = xavier.wait_for_message_from(gateway_jid, WAIT, |stanza| body_of(stanza) == "yes").await?;
+    let sent_id = sent.attr("id").context("an ID")?;
+    xavier
+        .send_message_with("chat", gateway_jid, "t-4", None, &format!("<displayed xmlns='{MARKERS}' id='{sent_id}'/>"))
+        .await?;
+    alice
+        .wait_for_event(&room_id, WAIT, |event| {
+            event["type"] == "m.receipt" && event["content"][answer.as_str()]["m.read"].get(ghost).is_some()
+        })
+        .await
+        .context("Xavier's ghost's read receipt")?;
+    Ok(())
+}
