@@ -6,6 +6,8 @@
 #   postgres  Debian's postgresql-15
 #   ircd      Debian's ngircd, inspircd and atheme-services
 #   prosody   Debian's prosody
+#   heisenbridge  heisenbridge $HEISENBRIDGE_VERSION from PyPI in a venv at $LATTICE_CACHE/heisenbridge-venv
+#             (a peer IRC bridge the benchmarks measure beside Lattice; not part of `all`)
 # Does nothing for what is already there (dpkg -s; the venv imports synapse at the pinned
 # version), and runs `apt-get update` once, only when a Debian package is missing.
 # Env: LATTICE_CACHE (default <repo>/.cache).
@@ -19,6 +21,7 @@ usage() {
 }
 
 want_synapse=false
+want_heisenbridge=false
 debs=()
 (($# > 0)) || set -- all
 for what in "$@"; do
@@ -27,6 +30,7 @@ for what in "$@"; do
     postgres) debs+=(postgresql-15) ;;
     ircd) debs+=(ngircd inspircd atheme-services) ;;
     prosody) debs+=(prosody) ;;
+    heisenbridge) want_heisenbridge=true ;;
     all)
         want_synapse=true
         debs+=(postgresql-15 ngircd inspircd atheme-services prosody)
@@ -59,34 +63,40 @@ apt_install() {
     apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-synapse_ok() {
+# venv_ok VENV PACKAGE VERSION MODULE: true when VENV's Python imports MODULE and has PACKAGE at VERSION.
+venv_ok() {
     # synapse.__version__ gets git details when run inside a git checkout: ask the package metadata.
-    "$SYNAPSE_VENV/bin/python" -c '
-import importlib.metadata, sys, synapse
-sys.exit(importlib.metadata.version("matrix-synapse") != sys.argv[1])' "$SYNAPSE_VERSION" 2>/dev/null
+    "$1/bin/python" -c '
+import importlib, importlib.metadata, sys
+importlib.import_module(sys.argv[3])
+sys.exit(importlib.metadata.version(sys.argv[1]) != sys.argv[2])' "$2" "$3" "$4" 2>/dev/null
 }
 
-install_synapse() {
-    if synapse_ok; then
+# install_venv VENV PACKAGE VERSION MODULE: PACKAGE==VERSION from PyPI in its own venv, unless already there.
+install_venv() {
+    local venv=$1 package=$2 version=$3 module=$4
+    if venv_ok "$venv" "$package" "$version" "$module"; then
         return 0
     fi
-    log "installing matrix-synapse $SYNAPSE_VERSION into $SYNAPSE_VENV (about a minute)"
+    log "installing $package $version into $venv (about a minute)"
     local python=python3
     if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
         apt_install python3-venv
         python=/usr/bin/python3
     fi
-    rm -rf "$SYNAPSE_VENV"
-    "$python" -m venv "$SYNAPSE_VENV"
-    "$SYNAPSE_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        "matrix-synapse==$SYNAPSE_VERSION"
-    synapse_ok || die "matrix-synapse $SYNAPSE_VERSION does not import from $SYNAPSE_VENV"
-    log "matrix-synapse $SYNAPSE_VERSION installed"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$package==$version"
+    venv_ok "$venv" "$package" "$version" "$module" || die "$package $version does not import from $venv"
+    log "$package $version installed"
 }
 
 if ((${#debs[@]} > 0)); then
     apt_install "${debs[@]}"
 fi
 if $want_synapse; then
-    install_synapse
+    install_venv "$SYNAPSE_VENV" matrix-synapse "$SYNAPSE_VERSION" synapse
+fi
+if $want_heisenbridge; then
+    install_venv "$HEISENBRIDGE_VENV" heisenbridge "$HEISENBRIDGE_VERSION" heisenbridge
 fi

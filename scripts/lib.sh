@@ -7,6 +7,8 @@
 #   LATTICE_CACHE         cache and state dir (env LATTICE_CACHE, default $LATTICE_ROOT/.cache)
 #   SYNAPSE_VERSION       the matrix-synapse version install.sh pins
 #   SYNAPSE_VENV          $LATTICE_CACHE/synapse-venv
+#   HEISENBRIDGE_VERSION  the heisenbridge version install.sh pins (a peer bridge for the benchmarks)
+#   HEISENBRIDGE_VENV     $LATTICE_CACHE/heisenbridge-venv
 #   log MSG… / die MSG…   messages on stderr
 #   wait_for_tcp HOST PORT TIMEOUT_S     until something accepts connections
 #   wait_for_http URL TIMEOUT_S          until URL answers 2xx
@@ -25,6 +27,11 @@ export LATTICE_ROOT LATTICE_CACHE
 SYNAPSE_VERSION=1.163.2
 SYNAPSE_VENV=$LATTICE_CACHE/synapse-venv
 export SYNAPSE_VERSION SYNAPSE_VENV
+
+# The release anchors.md measured.
+HEISENBRIDGE_VERSION=1.15.4
+HEISENBRIDGE_VENV=$LATTICE_CACHE/heisenbridge-venv
+export HEISENBRIDGE_VERSION HEISENBRIDGE_VENV
 
 log() {
     printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0")" "$*" >&2

@@ -1,0 +1,100 @@
+//! `lattice-bench`: the performance figures of issue 4 (IRC: P1 memory per idle puppet, P2 Matrix → IRC
+//! throughput, P3 latency) and issue 6 (XMPP: P6), each measured against real servers (Synapse, ngircd, Prosody)
+//! beside a baseline measured in the same run. It prints figures and asserts nothing.
+//!
+//! ```text
+//! lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] [--p3-samples N]
+//!               [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p6|all]…
+//! ```
+//!
+//! The bridges run as their own processes from `--bin-dir` (default `target/release`): build them with
+//! `cargo build --release -p lattice-bridge-irc -p lattice-bridge-xmpp`, or run `scripts/bench.sh`, which does.
+
+mod appservice;
+mod bridge;
+mod irc;
+mod p1;
+mod p2;
+mod p3;
+mod p6;
+mod rig;
+mod stats;
+mod xmpp;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+
+const USAGE: &str = "usage: lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] \
+                     [--p3-samples N] [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p6|all]…";
+
+struct Args {
+    bin_dir: PathBuf,
+    which: Vec<String>,
+    puppets: usize,
+    p2: p2::P2,
+    p3_samples: usize,
+    p6: p6::P6,
+}
+
+impl Args {
+    fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
+        let mut parsed = Self {
+            bin_dir: lattice_e2e::workspace_root().join("target/release"),
+            which: Vec::new(),
+            puppets: 1000,
+            p2: p2::P2 { senders: 20, messages: 20_000 },
+            p3_samples: 200,
+            p6: p6::P6 { messages: 10_000, users: 1000, stanzas: 1000 },
+        };
+        while let Some(arg) = args.next() {
+            let mut number = |flag: &str| -> anyhow::Result<usize> {
+                let value = args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+                value.parse().with_context(|| format!("{flag} {value}: not a count"))
+            };
+            match arg.as_str() {
+                "--bin-dir" => parsed.bin_dir = args.next().context(USAGE)?.into(),
+                "--puppets" => parsed.puppets = number(&arg)?,
+                "--p2-senders" => parsed.p2.senders = number(&arg)?.max(1),
+                "--p2-messages" => parsed.p2.messages = number(&arg)?,
+                "--p3-samples" => parsed.p3_samples = number(&arg)?,
+                "--p6-messages" => parsed.p6.messages = number(&arg)?,
+                "--p6-users" => parsed.p6.users = number(&arg)?,
+                "--p6-stanzas" => parsed.p6.stanzas = number(&arg)?.max(1),
+                "p1" | "p2" | "p3" | "p6" => parsed.which.push(arg),
+                "all" => parsed.which.extend(["p2", "p1", "p3", "p6"].map(String::from)),
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                _ => bail!("unknown argument {arg:?}\n{USAGE}"),
+            }
+        }
+        if parsed.which.is_empty() {
+            parsed.which.extend(["p2", "p1", "p3", "p6"].map(String::from));
+        }
+        Ok(parsed)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("raw-idle") {
+        // The child process of P1 that measures bare connections.
+        let [_, port, count] = argv.as_slice() else { bail!("usage: lattice-bench raw-idle PORT COUNT") };
+        return p1::raw_idle(port.parse()?, count.parse()?).await;
+    }
+    let args = Args::parse(argv.into_iter())?;
+    println!("# lattice-bench: bridges from {}", args.bin_dir.display());
+    for which in &args.which {
+        match which.as_str() {
+            "p1" => p1::run(&args.bin_dir, args.puppets).await?,
+            "p2" => p2::run(&args.bin_dir, &args.p2).await?,
+            "p3" => p3::run(&args.bin_dir, args.p3_samples).await?,
+            "p6" => p6::run(&args.bin_dir, &args.p6).await?,
+            other => println!("\n## {other}: not built yet"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! P6, the XMPP bridge against Prosody (which serves MUCs on one core):
+//! - Matrix → XMPP messages/s: transactions pushed to `lattice-xmpp` (as Synapse sends them) from Matrix users in a
+//!   MUC portal, counted by an XMPP client in the MUC. The limit, in the same run: a raw XEP-0114 component joined
+//!   as an occupant writing the same messages to the same MUC.
+//! - XMPP → Matrix: the bridge's CPU time (utime + stime) per groupchat stanza carried into Matrix, beside
+//!   Synapse's CPU time per event over the same interval.
+//! - Memory: growth of the bridge's settled `VmRSS` per Matrix user joined to the MUC (an occupant each).
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use lattice_e2e::{StateDir, Synapse, prosody::Prosody};
+
+use crate::{
+    appservice::{Pusher, join_event, message_event},
+    bridge::{BridgeSetup, Flavour, cpu_secs},
+    p3::SyncRecorder,
+    xmpp::{RawXmpp, XmlTally},
+};
+
+/// Sizes of a P6 run.
+pub(crate) struct P6 {
+    /// Messages Matrix → XMPP (and raw).
+    pub(crate) messages: usize,
+    /// Matrix users joined to the MUC.
+    pub(crate) users: usize,
+    /// Stanzas XMPP → Matrix.
+    pub(crate) stanzas: usize,
+}
+
+/// Senders of the Matrix → XMPP messages, taken from the joined users.
+const SENDERS: usize = 20;
+const MARKER: &str = "<body>p6 to xmpp ";
+
+pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
+    println!(
+        "\n## P6 XMPP ({} messages Matrix → XMPP, {} stanzas XMPP → Matrix, {} Matrix users in one MUC, Prosody)",
+        size.messages, size.stanzas, size.users
+    );
+    let wait = Duration::from_secs(120 + (size.messages + size.users) as u64 / 20);
+    let prosody = Prosody::start("bridge.localhost").await?;
+    let room = format!("p6@{}", prosody.muc_domain());
+    prosody.register("p6obs", "p6obs").await?;
+    let observer = RawXmpp::client(
+        prosody.c2s_port(),
+        "p6obs",
+        "p6obs",
+        XmlTally::new(&[MARKER, &format!("{room}/p6u"), "code='110'"]),
+    )
+    .await?;
+    observer
+        .send(&format!("<presence to='{room}/observer'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
+        .await?;
+    observer.tally.wait(2, 1, wait, "the observer joining the MUC").await?;
+
+    // The limit: a raw component occupant writes the same messages, 100 per write.
+    let raw_secs = {
+        let component = RawXmpp::component(
+            &prosody.component_address(),
+            prosody.component(),
+            prosody.component_secret(),
+            XmlTally::new(&["code='110'"]),
+        )
+        .await?;
+        let from = format!("raw@{}/r", prosody.component());
+        component
+            .send(&format!(
+                "<presence from='{from}' to='{room}/rawsender'><x xmlns='http://jabber.org/protocol/muc'>\
+                 <history maxstanzas='0'/></x></presence>"
+            ))
+            .await?;
+        component.tally.wait(0, 1, wait, "the raw component joining the MUC").await?;
+        let started = Instant::now();
+        let lines: Vec<String> = (0..size.messages)
+            .map(|seq| {
+                format!(
+                    "<message from='{from}' to='{room}' type='groupchat' id='raw{seq}'><body>p6 to xmpp {seq}</body></message>"
+                )
+            })
+            .collect();
+        for chunk in lines.chunks(100) {
+            component.send(&chunk.concat()).await?;
+        }
+        observer.tally.wait(0, size.messages, wait, "raw messages reaching the observer").await?;
+        (observer.tally.last_first().context("a message arrived")? - started).as_secs_f64()
+    };
+
+    // The bridge takes the component domain over.
+    let dir = StateDir::new("bench-xmpp-")?;
+    let setup = BridgeSetup::new(bin_dir, dir.path(), xmpp_flavour(&prosody))?;
+    let synapse = Synapse::start(std::slice::from_ref(&setup.registration)).await?;
+    let bridge = setup.start(synapse.url()).await?;
+    let pusher = Pusher::new(&setup.url, &setup.hs_token)?;
+    let admin = synapse.register_user("admin", false).await?;
+    let portal = admin.join(&format!("#_xmpp_{room}:localhost")).await.context("joining the MUC portal")?;
+    let sync = SyncRecorder::start(admin.clone()).await?;
+
+    let before = bridge.settled_rss_kib().await?;
+    let users = size.users.max(SENDERS);
+    let joins = (0..users).map(|i| join_event(&portal, &format!("@p6u{i}:localhost"), &format!("p6u{i}"))).collect();
+    pusher.push_all(joins).await?;
+    observer.tally.wait(1, users, wait, "Matrix users joining the MUC").await?;
+    let after = bridge.settled_rss_kib().await?;
+
+    let events = (0..size.messages)
+        .map(|seq| message_event(&portal, &format!("@p6u{}:localhost", seq % SENDERS), &format!("p6 to xmpp {seq}")))
+        .collect();
+    let started = Instant::now();
+    pusher.push_all(events).await?;
+    observer.tally.wait(0, 2 * size.messages, wait, "bridged messages reaching the observer").await?;
+    let bridge_secs = (observer.tally.last_first().context("a message arrived")? - started).as_secs_f64();
+
+    // XMPP → Matrix: the observer speaks; the admin's /sync sees the last stanza arrive.
+    let synapse_pid = pid_with_argument(&synapse.dir().join("homeserver.yaml").display().to_string());
+    let synapse_before = synapse_pid.map(cpu_secs).transpose()?;
+    let cpu_before = bridge.cpu_secs()?;
+    let stanzas: Vec<String> = (0..size.stanzas)
+        .map(|seq| {
+            format!("<message to='{room}' type='groupchat' id='s{seq}'><body>p6 to matrix {seq}</body></message>")
+        })
+        .collect();
+    for chunk in stanzas.chunks(100) {
+        observer.send(&chunk.concat()).await?;
+    }
+    let last = format!("p6 to matrix {}", size.stanzas.saturating_sub(1));
+    sync.arrival(&last, wait)
+        .await
+        .with_context(|| format!("last lines of the bridge's log:\n{}", bridge.log_tail(20)))?;
+    let cpu = bridge.cpu_secs()? - cpu_before;
+    let synapse_cpu = match (synapse_pid, synapse_before) {
+        (Some(pid), Some(before)) => Some(cpu_secs(pid)? - before),
+        _ => None,
+    };
+
+    let (raw_rate, bridge_rate) = (size.messages as f64 / raw_secs, size.messages as f64 / bridge_secs);
+    println!("| figure | lattice-xmpp | baseline (same run) |");
+    println!("|---|---|---|");
+    println!(
+        "| Matrix → XMPP MUC messages/s | {bridge_rate:.0} ({:.2} × limit) | raw component occupant: {raw_rate:.0} |",
+        bridge_rate / raw_rate
+    );
+    let per_stanza = cpu * 1e6 / size.stanzas as f64;
+    let synapse_text = synapse_cpu.map_or_else(
+        || "Synapse: not found".to_owned(),
+        |cpu| format!("Synapse: {:.0} µs per event", cpu * 1e6 / size.stanzas as f64),
+    );
+    println!("| XMPP → Matrix CPU per stanza | {per_stanza:.0} µs | {synapse_text} |");
+    println!(
+        "| RSS per Matrix user in the MUC | {:.1} KiB ({before} → {after} KiB for {users}) | (matrix-bifrost ≈ 400 KiB, measured earlier) |",
+        (after as f64 - before as f64) / users as f64
+    );
+    Ok(())
+}
+
+/// The `lattice-xmpp` config: the component on the run's Prosody.
+fn xmpp_flavour(prosody: &Prosody) -> Flavour<'static> {
+    Flavour {
+        binary: "lattice-xmpp",
+        id: "lattice-xmpp-bench",
+        bot_localpart: "xmppbot",
+        section: format!(
+            "  component:\n    domain: {}\n    server: {}\n    secret: \"{}\"\n",
+            prosody.component(),
+            prosody.component_address(),
+            prosody.component_secret()
+        ),
+    }
+}
+
+/// The process whose command line has `argument` (Synapse's, by its config path).
+fn pid_with_argument(argument: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        cmdline.split(|b| *b == 0).any(|arg| arg == argument.as_bytes()).then_some(pid)
+    })
+}

@@ -1,0 +1,71 @@
+//! The servers an IRC benchmark runs against: ngircd with every flood limit off, a Synapse that loads the bridge's
+//! registration (and any other given), and `lattice-irc` as its own process with flood control off.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use lattice_e2e::{MatrixUser, StateDir, Synapse, ircd::Ircd};
+
+use crate::{
+    appservice::Pusher,
+    bridge::{BridgeProcess, BridgeSetup, Flavour},
+};
+
+/// The network ID in the benchmarks' config.
+pub(crate) const NET: &str = "bench";
+
+/// ngircd, Synapse and the IRC bridge.
+pub(crate) struct IrcRig {
+    // Field order is drop order: the bridge quits before the servers stop.
+    pub(crate) bridge: BridgeProcess,
+    pub(crate) synapse: Synapse,
+    pub(crate) ircd: Ircd,
+    pub(crate) pusher: Pusher,
+    _dir: StateDir,
+}
+
+/// How the bridge is configured for a run.
+pub(crate) struct IrcOptions {
+    /// `reconnect.max_concurrent`: connections of the network registering at once.
+    pub(crate) max_concurrent: usize,
+    /// More registrations for Synapse to load (a stub appservice, Heisenbridge).
+    pub(crate) extra_registrations: Vec<PathBuf>,
+}
+
+impl IrcRig {
+    /// Starts ngircd, Synapse and the bridge.
+    pub(crate) async fn start(bin_dir: &Path, options: IrcOptions) -> anyhow::Result<Self> {
+        let ircd = Ircd::ngircd().await?;
+        let dir = StateDir::new("bench-irc-")?;
+        let setup = BridgeSetup::new(bin_dir, dir.path(), irc_flavour(ircd.port(), options.max_concurrent))?;
+        let mut registrations = vec![setup.registration.clone()];
+        registrations.extend(options.extra_registrations);
+        let synapse = Synapse::start(&registrations).await?;
+        let bridge = setup.start(synapse.url()).await?;
+        let pusher = Pusher::new(&setup.url, &setup.hs_token)?;
+        Ok(Self { bridge, synapse, ircd, pusher, _dir: dir })
+    }
+
+    /// A Matrix user joins the portal of `channel` (its alias makes the bridge create it) and the room ID.
+    pub(crate) async fn portal(&self, user: &MatrixUser, channel: &str) -> anyhow::Result<String> {
+        user.join(&format!("#irc_{NET}_{channel}:localhost"))
+            .await
+            .with_context(|| format!("joining the portal of {channel}"))
+    }
+}
+
+/// The `lattice-irc` config: one network on the local ngircd, flood control off (a line bucket of a million, refilled
+/// a million per second), nicks up to 30 characters, quick reconnects.
+pub(crate) fn irc_flavour(port: u16, max_concurrent: usize) -> Flavour<'static> {
+    Flavour {
+        binary: "lattice-irc",
+        id: "lattice-irc-bench",
+        bot_localpart: "ircbot",
+        section: format!(
+            "  networks:\n    {NET}:\n      name: Bench\n      servers:\n        - host: 127.0.0.1\n          port: {port}\n          \
+             tls: false\n      bot_nick: latticebot\n      max_nick_length: 30\n      auth: none\n      \
+             flood:\n        burst: 1000000\n        lines_per_second: 1000000.0\n      \
+             reconnect:\n        initial_delay_ms: 200\n        max_delay_secs: 5\n        max_concurrent: {max_concurrent}\n"
+        ),
+    }
+}
