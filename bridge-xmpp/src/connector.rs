@@ -52,6 +52,14 @@ impl XmppConnector {
         self.gateway.get().ok_or_else(|| ConnectorError::transient("the XMPP connector is starting"))
     }
 
+    /// Closes the component connection for good, for a clean shutdown: the XMPP server drops the component at
+    /// once instead of waiting for a timeout. Gateway MUC occupants stay stored and are served again after a start.
+    pub fn shutdown(&self) {
+        if let Some(gateway) = self.gateway.get() {
+            gateway.link.close();
+        }
+    }
+
     fn addressing(&self, server_name: &str) -> Addressing {
         Addressing::new(&self.section, server_name)
     }
@@ -116,6 +124,8 @@ impl Connector for XmppConnector {
             .clone()
             .map(|token| hosted::MatrixApi::new(bridge.matrix().homeserver_url().clone(), token));
         let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone(), matrix_api));
+        // Before any Matrix event is handled (they wait for the gateway), so none misses a restored occupant.
+        gateway.restore_hosted().await;
         if self.gateway.set(Arc::clone(&gateway)).is_err() {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
@@ -125,6 +135,7 @@ impl Connector for XmppConnector {
                 handler.handle_stanza(stanza).await;
             }
         });
+        tokio::spawn(Arc::clone(&gateway).run_self_pings());
         // Every new connection is a fresh stream: rejoin every MUC on it.
         let mut state = link.subscribe();
         tokio::spawn(async move {

@@ -7,7 +7,10 @@ use lattice_bridge_core::{
     Bridge, RuntimeSettings, ShutdownTrigger,
     store::{Cipher, Store},
 };
-use lattice_bridge_xmpp::{XmppConnector, XmppSection, config::ComponentConfig};
+use lattice_bridge_xmpp::{
+    XmppConnector, XmppSection,
+    config::{ComponentConfig, MucConfig},
+};
 use lattice_config::{Permissions, PermissionsConfig, Secret};
 use lattice_e2e::{MatrixUser, Synapse, prosody::Prosody};
 use lattice_registration::RegistrationTemplate;
@@ -23,13 +26,39 @@ const COMPONENT: &str = "bridge.localhost";
 pub struct Fixture {
     trigger: ShutdownTrigger,
     task: JoinHandle<lattice_bridge_core::Result<()>>,
+    connector: XmppConnector,
+    boot: Boot,
     pub synapse: Synapse,
     pub prosody: Prosody,
     _dir: tempfile::TempDir,
 }
 
+/// What the bridge is started from, kept to start it again.
+struct Boot {
+    settings: RuntimeSettings,
+    registration: lattice_registration::AppserviceRegistration,
+    store_url: String,
+    section: XmppSection,
+    address: std::net::SocketAddr,
+}
+
+impl Boot {
+    fn run(
+        &self,
+        store: Store,
+        listener: TcpListener,
+    ) -> anyhow::Result<(ShutdownTrigger, JoinHandle<lattice_bridge_core::Result<()>>, XmppConnector)> {
+        let connector = XmppConnector::new(self.section.clone())
+            .with_appservice_token(self.registration.registration().as_token.clone());
+        let bridge = Bridge::from_parts(self.settings.clone(), self.registration.clone(), store, connector.clone())?;
+        let trigger = bridge.shutdown_trigger();
+        Ok((trigger, tokio::spawn(bridge.serve(listener)), connector))
+    }
+}
+
 impl Drop for Fixture {
     fn drop(&mut self) {
+        self.connector.shutdown();
         self.trigger.trigger();
         self.task.abort();
     }
@@ -79,14 +108,25 @@ impl Fixture {
                 response_timeout_secs: 5,
                 max_reconnect_delay_secs: 2,
             },
+            muc: MucConfig { self_ping_interval_secs: 2, ..MucConfig::default() },
             ..XmppSection::default()
         };
         configure(&mut section);
-        let connector = XmppConnector::new(section).with_appservice_token(registration.registration().as_token.clone());
-        let bridge = Bridge::from_parts(settings, registration, store, connector)?;
-        let trigger = bridge.shutdown_trigger();
-        let task = tokio::spawn(bridge.serve(listener));
-        Ok(Self { trigger, task, synapse, prosody, _dir: dir })
+        let boot = Boot { settings, registration, store_url, section, address };
+        let (trigger, task, connector) = boot.run(store, listener)?;
+        Ok(Self { trigger, task, connector, boot, synapse, prosody, _dir: dir })
+    }
+
+    /// Stops the bridge (its component connection closes) and starts it again on the same store and address.
+    pub async fn restart_bridge(&mut self) -> anyhow::Result<()> {
+        self.connector.shutdown();
+        self.trigger.trigger();
+        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
+        self.task.abort();
+        let listener = lattice_e2e::bind_again(self.boot.address).await?;
+        let store = Store::connect(&self.boot.store_url, 4, Cipher::random()).await?;
+        (self.trigger, self.task, self.connector) = self.boot.run(store, listener)?;
+        Ok(())
     }
 
     /// A new Matrix user.

@@ -37,6 +37,19 @@ pub(crate) async fn join_portal(
     Ok(room_id)
 }
 
+/// The usual start of a MUC portal test: Xavier in the MUC `room` as `Xavier`, and Alice in its portal; returns
+/// both and the portal's room ID.
+pub(crate) async fn xavier_and_alice_in_portal(
+    fixture: &Fixture,
+    room: &str,
+) -> anyhow::Result<(XmppClient, MatrixUser, String)> {
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
+    Ok((xavier, alice, room_id))
+}
+
 fn is_message_with_prefix(event: &Value, prefix: &str) -> bool {
     event["type"] == "m.room.message" && event["content"]["body"].as_str().is_some_and(|body| body.starts_with(prefix))
 }
