@@ -19,6 +19,7 @@ use crate::{
     component,
     config::XmppSection,
     direct, hosted,
+    lanes::Lanes,
     muc::{self, Gateway},
     styling::render_styling,
 };
@@ -131,8 +132,16 @@ impl Connector for XmppConnector {
         }
         let handler = Arc::clone(&gateway);
         tokio::spawn(async move {
+            let lane_handler = Arc::clone(&handler);
+            let lanes = Lanes::new(move |stanza| {
+                let gateway = Arc::clone(&lane_handler);
+                async move { gateway.handle_stanza(stanza).await }
+            });
             while let Some(stanza) = inbound.recv().await {
-                handler.handle_stanza(stanza).await;
+                match handler.lane_of(&stanza) {
+                    Some(lane) => lanes.dispatch(lane, stanza).await,
+                    None => handler.handle_stanza(stanza).await,
+                }
             }
         });
         tokio::spawn(Arc::clone(&gateway).run_self_pings());

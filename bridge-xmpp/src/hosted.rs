@@ -30,6 +30,7 @@ use tokio_xmpp::parsers::{
     message::{Id, Lang, Message, MessageType as XmppMessageType},
     muc::user::{Affiliation, Item, MucUser, Role, Status},
     ns,
+    oob::Oob,
     presence::{Presence, Type as PresenceType},
     stanza_error::{DefinedCondition, ErrorType, StanzaError},
 };
@@ -37,7 +38,7 @@ use tokio_xmpp::parsers::{
 use crate::{
     addressing::XmppIdentity,
     affiliations::{RoomPower, rank_of},
-    muc::{Gateway, transient},
+    muc::{Gateway, find_payload, transient},
     styling::{parse_styling, render_styling},
 };
 
@@ -600,7 +601,17 @@ impl Gateway {
             let mut reflection = Message::groupchat(Some(jid.into())).with_body(Lang::new(), body.clone());
             reflection.from = Some(occupant.clone().into());
             reflection.id = message.id.clone();
+            if let Some(oob) = find_payload::<Oob>(&message.payloads, "x", ns::OOB) {
+                reflection = reflection.with_payload(oob);
+            }
             let _ = self.send(reflection).await;
+        }
+        // A file (XEP-0066): fetched and uploaded to the room, as from MUC portals.
+        if let Some(kind) = self.oob_media(&message.payloads, &body).await {
+            let sender = self.hosted_ghost(&from, &nick);
+            let remote_id = message.id.map(|id| id.0);
+            let event = RemoteEvent { portal: portal_key(&room_id), sender, remote_id, timestamp_ms: None, kind };
+            return self.bridge.push(event).await;
         }
         let (msgtype, text) = match body.strip_prefix("/me ") {
             Some(action) => (MessageType::Emote, action.to_owned()),
@@ -681,12 +692,14 @@ impl Gateway {
         match &event.kind {
             MatrixEventKind::Message(_) => {
                 let Some(text) = event.raw.get("content").and_then(content_text) else { return Ok(()) };
-                let text = match &event.kind {
+                // A file: the same XEP-0066 link to the bridge's media endpoint as in MUC portals.
+                let (text, oob) = match &event.kind {
                     MatrixEventKind::Message(message) if message.media.is_some() => {
                         let media = message.media.as_ref().expect("checked above");
-                        self.publish_media(media).await?.0
+                        let (url, oob) = self.publish_media(media).await?;
+                        (url, Some(oob))
                     }
-                    _ => text,
+                    _ => (text, None),
                 };
                 let nick = self.hosted_nick(room, sender).await;
                 let occupant = room
@@ -696,6 +709,9 @@ impl Gateway {
                     let mut message = Message::groupchat(Some(jid.into())).with_body(Lang::new(), text.clone());
                     message.from = Some(occupant.clone().into());
                     message.id = event.event_id.clone().map(Id);
+                    if let Some(oob) = &oob {
+                        message = message.with_payload(oob.clone());
+                    }
                     self.send(message).await?;
                 }
             }

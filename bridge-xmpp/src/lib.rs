@@ -13,6 +13,7 @@ pub mod connector;
 pub mod direct;
 pub mod disco;
 pub mod hosted;
+pub mod lanes;
 pub mod media;
 pub mod muc;
 pub mod self_ping;

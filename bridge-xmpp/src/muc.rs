@@ -580,16 +580,24 @@ impl Gateway {
         }
     }
 
-    /// Handles one stanza from the server. Called in the server's order, one at a time.
-    pub async fn handle_stanza(&self, stanza: Stanza) {
-        let hosted = match &stanza {
+    /// Whether a stanza is addressed to a gateway MUC (or one of its occupants).
+    pub(crate) fn addresses_hosted(&self, stanza: &Stanza) -> bool {
+        match stanza {
             Stanza::Message(message) => message.to.as_ref(),
             Stanza::Presence(presence) => presence.to.as_ref(),
-            Stanza::Iq(iq) => match iq {
-                Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => to.as_ref(),
-            },
+            Stanza::Iq(iq) => iq.to(),
         }
-        .is_some_and(|to| self.is_hosted_jid(to));
+        .is_some_and(|to| self.is_hosted_jid(to))
+    }
+
+    /// The conversation whose lane a stanza is handled in ([`crate::lanes`]).
+    pub fn lane_of(&self, stanza: &Stanza) -> Option<BareJid> {
+        crate::lanes::lane_of(stanza, self.addresses_hosted(stanza))
+    }
+
+    /// Handles one stanza from the server. Called in the server's order within each conversation (its lane).
+    pub async fn handle_stanza(&self, stanza: Stanza) {
+        let hosted = self.addresses_hosted(&stanza);
         self.note_heard(&stanza);
         let outcome = match stanza {
             Stanza::Presence(presence) if !hosted && crate::subscription::is_subscription(&presence.type_) => {
