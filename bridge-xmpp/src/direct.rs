@@ -25,7 +25,7 @@ use tokio_xmpp::parsers::{
 use crate::{
     addressing::XmppIdentity,
     muc::{Gateway, find_payload, new_id, transient},
-    styling::parse_styling,
+    xhtml::incoming_text,
 };
 
 /// The resource Matrix users' chat messages come from.
@@ -98,7 +98,7 @@ impl Gateway {
             Some(action) => (MessageType::Emote, action.to_owned()),
             None => (MessageType::Text, body),
         };
-        let (body, html) = parse_styling(&text).to_message();
+        let (body, html) = incoming_text(&message.payloads, &text);
         let kind = match find_payload::<Replace>(&message.payloads, "replace", ns::MESSAGE_CORRECT) {
             Some(replace) => RemoteEventKind::Edit { target: replace.id.0, body, html },
             None => RemoteEventKind::Message { msgtype, body, html, reply_to: None },

@@ -39,7 +39,8 @@ use crate::{
     addressing::XmppIdentity,
     affiliations::{RoomPower, rank_of},
     muc::{Gateway, find_payload, transient},
-    styling::{parse_styling, render_styling},
+    styling::render_styling,
+    xhtml::incoming_text,
 };
 
 /// How many recent Matrix messages a joiner receives as history.
@@ -617,7 +618,7 @@ impl Gateway {
             Some(action) => (MessageType::Emote, action.to_owned()),
             None => (MessageType::Text, body),
         };
-        let (body, html) = parse_styling(&text).to_message();
+        let (body, html) = incoming_text(&message.payloads, &text);
         let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
         let event = RemoteEvent {
             portal: portal_key(&room_id),

@@ -19,5 +19,6 @@ pub mod muc;
 pub mod self_ping;
 pub mod styling;
 pub mod subscription;
+pub mod xhtml;
 
 pub use self::{config::XmppSection, connector::XmppConnector};

@@ -49,7 +49,7 @@ use crate::{
     addressing::{Addressing, XmppIdentity},
     component::{Link, LinkState},
     config::XmppSection,
-    styling::parse_styling,
+    xhtml::incoming_text,
 };
 
 /// The resource of the listener occupant and of Matrix users' occupants.
@@ -711,7 +711,7 @@ impl Gateway {
                 Some(action) => (MessageType::Emote, action.to_owned()),
                 None => (MessageType::Text, body),
             };
-            let (body, html) = parse_styling(&text).to_message();
+            let (body, html) = incoming_text(&message.payloads, &text);
             let kind = match find_payload::<Replace>(&message.payloads, "replace", ns::MESSAGE_CORRECT) {
                 Some(replace) => RemoteEventKind::Edit { target: replace.id.0, body, html },
                 None => RemoteEventKind::Message { msgtype, body, html, reply_to: None },

@@ -244,3 +244,24 @@ async fn hostile_nicks_and_display_names() -> anyhow::Result<()> {
     assert_eq!(nick, format!("{hostile} [m]"), "a taken nick gets the conflict suffix");
     Ok(())
 }
+
+#[tokio::test]
+async fn xhtml_im_formatting_reaches_matrix_sanitised() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let room = "xhtml@conference.localhost";
+    let (mut xavier, alice, room_id) = xavier_and_alice_in_portal(&fixture, room).await?;
+    // As Gajim sends it: a plain body beside XEP-0071 markup with CSS emphasis, and markup that must not pass.
+    xavier
+        .send_raw(&format!(
+            "<message type='groupchat' to='{room}' id='x1'><body>tea is *hot* and sweet</body>\
+             <html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'>\
+             <p>tea is <strong>hot</strong> and <span style='font-style: italic'>sweet</span>\
+             <script>alert(1)</script><a href='javascript:alert(2)'>!</a></p></body></html></message>"
+        ))
+        .await?;
+    let message = alice.wait_for_event(&room_id, WAIT, |event| is_message_with_prefix(event, "tea is")).await?;
+    let html = message["content"]["formatted_body"].as_str().unwrap_or_default();
+    assert!(html.contains("<strong>hot</strong>") && html.contains("<em>sweet</em>"), "{html}");
+    assert!(!html.contains("script") && !html.contains("javascript") && !html.contains("alert"), "{html}");
+    Ok(())
+}
