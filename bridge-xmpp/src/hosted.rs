@@ -268,7 +268,9 @@ impl Gateway {
         match presence.type_ {
             PresenceType::None => {
                 let Some(nick) = to.resource().map(|nick| nick.to_string()) else { return Ok(()) };
-                if let Err(error) = self.hosted_join(&room, &from, &nick).await {
+                // A join carries `<x xmlns='…/muc'/>`; without it, it is a status change of an occupant.
+                let joining = presence.payloads.iter().any(|payload| payload.is("x", ns::MUC));
+                if let Err(error) = self.hosted_join(&room, &from, &nick, joining).await {
                     tracing::warn!(%room, %from, %error, "cannot let an XMPP user into a Matrix room");
                     let condition = match &error {
                         ConnectorError::Permanent { .. } => DefinedCondition::ItemNotFound,
@@ -283,7 +285,9 @@ impl Gateway {
         Ok(())
     }
 
-    async fn hosted_join(&self, room: &BareJid, from: &FullJid, nick: &str) -> ConnectorResult<()> {
+    /// Lets `from` into the room as `nick`. An occupant who joins again (a client that thinks it dropped out) gets
+    /// the whole join again, but the others are not told of a new arrival.
+    async fn hosted_join(&self, room: &BareJid, from: &FullJid, nick: &str, joining: bool) -> ConnectorResult<()> {
         let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         let Ok(occupant_jid) = room.with_resource_str(nick) else {
             return Err(ConnectorError::permanent(format!("{nick:?} is not a valid nick")));
@@ -294,7 +298,7 @@ impl Gateway {
                 state.occupants.iter().any(|(jid, taken)| taken == nick && jid != from),
             )
         });
-        if already {
+        if already && !joining {
             return Ok(());
         }
         if taken {
@@ -381,7 +385,7 @@ impl Gateway {
             self.send(presence).await?;
         }
         let own_item = ranked_item(self.xmpp_occupant_level(&power, from), Some(from.clone()));
-        for (jid, _) in &others {
+        for (jid, _) in others.iter().filter(|_| !already) {
             let presence = Presence::available()
                 .with_from(occupant_jid.clone())
                 .with_to(jid.clone())
@@ -834,6 +838,25 @@ mod tests {
             assert_eq!(node, node.to_lowercase(), "nodeprep must not change {node}");
             assert_eq!(alias_of_room(&node).as_deref(), Some(alias));
         }
+    }
+
+    #[test]
+    fn stored_occupants_read_back_and_bad_entries_are_skipped() {
+        let portal = Portal {
+            remote_key: portal_key("!r"),
+            room_id: "!r".into(),
+            alias: None,
+            name: None,
+            topic: None,
+            metadata: json!({"hosted": "#r#s.org@g.org", "occupants": [
+                {"jid": "x@y.org/phone", "nick": "X"},
+                {"jid": "no resource@y.org", "nick": "Y"}
+            ]}),
+        };
+        let occupants = stored_occupants(&portal);
+        assert_eq!(occupants.len(), 1);
+        assert_eq!(occupants.get(&FullJid::from_str("x@y.org/phone").unwrap()).map(String::as_str), Some("X"));
+        assert!(stored_occupants(&Portal { metadata: json!({"hosted": "#r#s.org@g.org"}), ..portal }).is_empty());
     }
 
     #[test]

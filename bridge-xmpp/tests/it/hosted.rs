@@ -122,6 +122,8 @@ async fn gateway_muc_occupants_stay_across_a_bridge_restart() -> anyhow::Result<
     // Xavier is still an occupant: his self-ping succeeds, Matrix messages reach him, his reach Matrix.
     let own = xavier.iq("get", &format!("{room}/Xavier"), "<ping xmlns='urn:xmpp:ping'/>").await?;
     assert_eq!(own.attr("type"), Some("result"), "{}", to_xml(&own));
+    // A client unsure of its state joins again: it gets the whole join (self-presence) again.
+    xavier.join_muc(room, "Xavier").await?;
     alice.send_text(&room_id, "after the restart").await?;
     let (nick, _, _) = xavier.wait_for_groupchat(room, WAIT, |body| body == "after the restart").await?;
     assert_eq!(nick, "alice");
