@@ -93,6 +93,8 @@ def main() -> int:
         "enable_registration": True,
         "enable_registration_without_verification": True,
         "presence": {"enabled": False},
+        # Anyone may publish a room in the directory (Synapse's default lets nobody), as on open homeservers.
+        "room_list_publication_rules": [{"action": "allow"}],
         "app_service_config_files": [os.path.abspath(r) for r in args.registrations],
         **RATE_LIMITS,
     }

@@ -7,7 +7,7 @@
 //! its MUCs. Stanzas queued for a connection that died are dropped, not sent on the next one: whoever queued them
 //! waits for an answer that never comes and retries after the gateway has rejoined.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::{
@@ -48,6 +48,7 @@ pub struct Link {
     outbound: mpsc::Sender<(u64, Stanza)>,
     state: watch::Receiver<LinkState>,
     server: String,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Link {
@@ -71,6 +72,16 @@ impl Link {
         self.outbound.send((state.generation, stanza.into())).await.map_err(|_| offline())
     }
 
+    /// Closes the connection for good (a bridge shutting down): the stream is ended cleanly and not reconnected.
+    pub fn close(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Whether [`Link::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     /// Waits until the component is online (or `timeout` passes).
     pub async fn wait_online(&self, timeout: Duration) -> Result<LinkState, Offline> {
         let mut state = self.subscribe();
@@ -85,6 +96,7 @@ impl Link {
 pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Stanza>) -> Link {
     let (outbound, outbound_receiver) = mpsc::channel(OUTBOUND_CAPACITY);
     let (state_sender, state) = watch::channel(LinkState::default());
+    let (stop, stopped) = watch::channel(false);
     let supervisor = Supervisor {
         domain: config.domain.clone(),
         server: config.server.clone(),
@@ -94,8 +106,8 @@ pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Sta
         max_delay: Duration::from_secs(config.max_reconnect_delay_secs),
         ping_target: ping_target(&config.domain),
     };
-    tokio::spawn(supervisor.run(outbound_receiver, state_sender, inbound));
-    Link { outbound, state, server: config.server.clone() }
+    tokio::spawn(supervisor.run(outbound_receiver, state_sender, inbound, stopped));
+    Link { outbound, state, server: config.server.clone(), stop: Arc::new(stop) }
 }
 
 /// The server the component pings: the parent domain of the component (`bridge.example.org` → `example.org`),
@@ -120,10 +132,14 @@ impl Supervisor {
         mut outbound: mpsc::Receiver<(u64, Stanza)>,
         state: watch::Sender<LinkState>,
         inbound: mpsc::Sender<Stanza>,
+        mut stop: watch::Receiver<bool>,
     ) {
         let mut failures: u32 = 0;
         let mut generation = 0;
         loop {
+            if *stop.borrow_and_update() {
+                return;
+            }
             let timeouts = Timeouts {
                 // Pings keep the stream busy; silence longer than two ping intervals is a dead stream.
                 read_timeout: self.ping_interval * 2 + self.response_timeout,
@@ -138,10 +154,10 @@ impl Supervisor {
                     // Stanzas queued for the previous connection are stale: their senders retry.
                     while outbound.try_recv().is_ok() {}
                     state.send_replace(LinkState { generation, online: true });
-                    let reason = self.serve(component, generation, &mut outbound, &inbound).await;
+                    let reason = self.serve(component, generation, &mut outbound, &inbound, &mut stop).await;
                     state.send_replace(LinkState { generation, online: false });
                     tracing::warn!(domain = %self.domain, generation, %reason, "XMPP component disconnected");
-                    if inbound.is_closed() {
+                    if inbound.is_closed() || *stop.borrow() {
                         return;
                     }
                 }
@@ -153,7 +169,10 @@ impl Supervisor {
                 }
             }
             failures = failures.saturating_add(1);
-            tokio::time::sleep(backoff(failures, self.max_delay)).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff(failures, self.max_delay)) => {}
+                _ = stop.changed() => return,
+            }
         }
     }
 
@@ -164,6 +183,7 @@ impl Supervisor {
         generation: u64,
         outbound: &mut mpsc::Receiver<(u64, Stanza)>,
         inbound: &mpsc::Sender<Stanza>,
+        stop: &mut watch::Receiver<bool>,
     ) -> String {
         let (mut sink, mut stream) = component.split();
         let mut ping_timer = tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
@@ -172,6 +192,11 @@ impl Supervisor {
         loop {
             let ping_deadline = pending_ping.as_ref().map(|(_, deadline)| *deadline);
             tokio::select! {
+                _ = stop.changed() => {
+                    // Ends the stream with `</stream:stream>` so the server drops the component at once.
+                    let _ = tokio::time::timeout(self.response_timeout, sink.close()).await;
+                    return "the bridge is stopping".into();
+                }
                 stanza = stream.next() => {
                     let Some(stanza) = stanza else { return "the stream ended".into() };
                     if let Stanza::Iq(Iq::Result { id, .. } | Iq::Error { id, .. }) = &stanza

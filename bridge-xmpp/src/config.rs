@@ -50,11 +50,18 @@ pub struct MucConfig {
     pub listener_nick: String,
     /// Suffix added to a Matrix user's display name when their nick is taken in a MUC.
     pub nick_conflict_suffix: String,
+    /// Seconds of silence from a bridged MUC after which the bridge checks with an XEP-0410 self-ping that it is
+    /// still an occupant, and rejoins if the MUC forgot it (a restart of a remote MUC service is not announced).
+    pub self_ping_interval_secs: u64,
 }
 
 impl Default for MucConfig {
     fn default() -> Self {
-        Self { listener_nick: "Matrix bridge".into(), nick_conflict_suffix: " [m]".into() }
+        Self {
+            listener_nick: "Matrix bridge".into(),
+            nick_conflict_suffix: " [m]".into(),
+            self_ping_interval_secs: 300,
+        }
     }
 }
 
@@ -133,6 +140,7 @@ impl Validate for XmppSection {
             ("component.max_reconnect_delay_secs", self.component.max_reconnect_delay_secs),
             ("media.max_download_bytes", self.media.max_download_bytes),
             ("media.download_timeout_secs", self.media.download_timeout_secs),
+            ("muc.self_ping_interval_secs", self.muc.self_ping_interval_secs),
         ] {
             if value == 0 {
                 errors.push(FieldError::new(field, "must be at least 1"));

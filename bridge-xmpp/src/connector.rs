@@ -19,6 +19,7 @@ use crate::{
     component,
     config::XmppSection,
     direct, hosted,
+    lanes::Lanes,
     messages::Outgoing,
     muc::{self, Gateway},
 };
@@ -118,17 +119,27 @@ impl Connector for XmppConnector {
             .clone()
             .map(|token| hosted::MatrixApi::new(bridge.matrix().homeserver_url().clone(), token));
         let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone(), matrix_api));
-        let mut running = self.running();
-        if std::mem::replace(&mut running.started, true) {
+        if std::mem::replace(&mut self.running().started, true) {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
-        running.gateway = Some(Arc::clone(&gateway));
+        // Before any Matrix event is handled (they wait for the gateway), so none misses a restored occupant.
+        gateway.restore_hosted().await;
+        self.running().gateway = Some(Arc::clone(&gateway));
         let handler = Arc::clone(&gateway);
         let handler = tokio::spawn(async move {
+            let lane_handler = Arc::clone(&handler);
+            let lanes = Lanes::new(move |stanza| {
+                let gateway = Arc::clone(&lane_handler);
+                async move { gateway.handle_stanza(stanza).await }
+            });
             while let Some(stanza) = inbound.recv().await {
-                handler.handle_stanza(stanza).await;
+                match handler.lane_of(&stanza) {
+                    Some(lane) => lanes.dispatch(lane, stanza).await,
+                    None => handler.handle_stanza(stanza).await,
+                }
             }
         });
+        let self_pings = tokio::spawn(Arc::clone(&gateway).run_self_pings());
         // Every new connection is a fresh stream: rejoin every MUC on it.
         let mut state = link.subscribe();
         let rejoiner = tokio::spawn(async move {
@@ -145,7 +156,7 @@ impl Connector for XmppConnector {
                 }
             }
         });
-        running.tasks = vec![handler, rejoiner];
+        self.running().tasks = vec![handler, rejoiner, self_pings];
         tracing::info!(domain = %self.section.component.domain, server = %self.section.component.server,
             "XMPP component supervisor started");
         Ok(())
@@ -154,7 +165,10 @@ impl Connector for XmppConnector {
     async fn stop(&self) {
         let stopped = {
             let mut running = self.running();
-            running.gateway = None;
+            // Closed at once, so the XMPP server drops the component now rather than after a timeout.
+            if let Some(gateway) = running.gateway.take() {
+                gateway.link.close();
+            }
             std::mem::take(&mut running.tasks)
         };
         for task in stopped {

@@ -19,11 +19,12 @@ use lattice_bridge_core::{
     formatting::RichText,
     store::Portal,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_xmpp::parsers::{
     date::DateTime,
     delay::Delay,
-    disco::{DiscoInfoResult, Identity},
+    disco::{DiscoInfoResult, DiscoItemsResult, Identity},
     iq::Iq,
     jid::{BareJid, FullJid, Jid},
     message::{Id, Lang, Message, MessageType as XmppMessageType},
@@ -37,6 +38,7 @@ use tokio_xmpp::parsers::{
 
 use crate::{
     addressing::XmppIdentity,
+    affiliations::{RoomPower, rank_of},
     messages::{Inbound, Outgoing},
     muc::{Gateway, new_id, transient},
     styling::render_styling,
@@ -102,24 +104,43 @@ pub fn portal_room(portal: &Portal) -> Option<BareJid> {
 
 /// One hosted room: who is in it on the XMPP side, and the Matrix members' names.
 #[derive(Debug, Default)]
-struct HostedRoom {
-    room_id: String,
+pub(crate) struct HostedRoom {
+    pub(crate) room_id: String,
     /// XMPP occupants: real full JID → nick.
-    occupants: HashMap<FullJid, String>,
+    pub(crate) occupants: HashMap<FullJid, String>,
     /// Matrix members (not the bridge's ghosts) → display name.
-    members: HashMap<String, String>,
+    pub(crate) members: HashMap<String, String>,
+    /// Who holds which power level, for the occupants' affiliations and roles.
+    pub(crate) power: RoomPower,
 }
 
-/// The gateway MUCs currently occupied by XMPP users. Memory only: XMPP clients join again after a restart.
+/// One XMPP occupant of a gateway MUC as the portal's metadata keeps it (`occupants`), so the occupancy outlives a
+/// restart of the bridge: XMPP clients are never told the gateway went away, and must keep receiving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOccupant {
+    /// The occupant's real full JID.
+    pub jid: String,
+    /// Their nick in the room.
+    pub nick: String,
+}
+
+/// The gateway MUCs currently occupied by XMPP users; each hosted portal's metadata holds its occupants too.
 #[derive(Debug, Default)]
 pub struct Hosted {
     rooms: Mutex<HashMap<BareJid, HostedRoom>>,
 }
 
 impl Hosted {
-    fn lock(&self) -> MutexGuard<'_, HashMap<BareJid, HostedRoom>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<BareJid, HostedRoom>> {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The occupants a hosted portal's metadata lists; entries that do not parse are skipped.
+pub fn stored_occupants(portal: &Portal) -> HashMap<FullJid, String> {
+    let stored: Vec<StoredOccupant> =
+        portal.metadata.get("occupants").and_then(|list| serde_json::from_value(list.clone()).ok()).unwrap_or_default();
+    stored.into_iter().filter_map(|occupant| Some((FullJid::from_str(&occupant.jid).ok()?, occupant.nick))).collect()
 }
 
 /// Raw client-server calls the runtime's Matrix client does not offer (history, members with names).
@@ -137,7 +158,7 @@ impl MatrixApi {
         Self { http, homeserver, token }
     }
 
-    async fn get(&self, path: &[&str], query: &[(&str, &str)], as_user: &str) -> Result<Value, String> {
+    pub(crate) async fn get(&self, path: &[&str], query: &[(&str, &str)], as_user: &str) -> Result<Value, String> {
         let mut url = self.homeserver.clone();
         url.path_segments_mut().map_err(|()| "bad homeserver URL".to_owned())?.pop_if_empty().extend(path);
         url.query_pairs_mut().extend_pairs(query).append_pair("user_id", as_user);
@@ -161,6 +182,12 @@ impl MatrixApi {
             .collect())
     }
 
+    /// The room's current state events (`GET /rooms/{roomId}/state`).
+    pub(crate) async fn room_state(&self, room_id: &str, as_user: &str) -> Result<Vec<Value>, String> {
+        let body = self.get(&["_matrix", "client", "v3", "rooms", room_id, "state"], &[], as_user).await?;
+        Ok(body.as_array().cloned().unwrap_or_default())
+    }
+
     /// The last `limit` message events, oldest first (`GET /rooms/{roomId}/messages?dir=b`).
     async fn recent_messages(&self, room_id: &str, as_user: &str, limit: usize) -> Result<Vec<Value>, String> {
         let limit = limit.to_string();
@@ -179,6 +206,16 @@ fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
 
 fn localpart(user_id: &str) -> String {
     user_id.trim_start_matches('@').split(':').next().unwrap_or(user_id).to_owned()
+}
+
+/// The `<item/>` of an occupant at Matrix power `level`, with their real JID when they are an XMPP user.
+fn ranked_item(level: i64, jid: Option<FullJid>) -> Item {
+    let (affiliation, role) = rank_of(level);
+    let item = Item::new(affiliation, role);
+    match jid {
+        Some(jid) => item.with_jid(jid),
+        None => item,
+    }
 }
 
 fn muc_user(items: Vec<Item>, status: Vec<Status>) -> MucUser {
@@ -236,7 +273,9 @@ impl Gateway {
         match presence.type_ {
             PresenceType::None => {
                 let Some(nick) = to.resource().map(|nick| nick.to_string()) else { return Ok(()) };
-                if let Err(error) = self.hosted_join(&room, &from, &nick).await {
+                // A join carries `<x xmlns='…/muc'/>`; without it, it is a status change of an occupant.
+                let joining = presence.payloads.iter().any(|payload| payload.is("x", ns::MUC));
+                if let Err(error) = self.hosted_join(&room, &from, &nick, joining).await {
                     tracing::warn!(%room, %from, %error, "cannot let an XMPP user into a Matrix room");
                     let condition = match &error {
                         ConnectorError::Permanent { .. } => DefinedCondition::ItemNotFound,
@@ -251,7 +290,9 @@ impl Gateway {
         Ok(())
     }
 
-    async fn hosted_join(&self, room: &BareJid, from: &FullJid, nick: &str) -> ConnectorResult<()> {
+    /// Lets `from` into the room as `nick`. An occupant who joins again (a client that thinks it dropped out) gets
+    /// the whole join again, but the others are not told of a new arrival.
+    async fn hosted_join(&self, room: &BareJid, from: &FullJid, nick: &str, joining: bool) -> ConnectorResult<()> {
         let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         let Ok(occupant_jid) = room.with_resource_str(nick) else {
             return Err(ConnectorError::permanent(format!("{nick:?} is not a valid nick")));
@@ -262,7 +303,7 @@ impl Gateway {
                 state.occupants.iter().any(|(jid, taken)| taken == nick && jid != from),
             )
         });
-        if already {
+        if already && !joining {
             return Ok(());
         }
         if taken {
@@ -312,53 +353,54 @@ impl Gateway {
             .into_iter()
             .filter(|(user, _)| !self.addressing.is_ghost(user) && !self.bridge.is_bridge_user(user))
             .collect();
+        let power = match &self.matrix_api {
+            Some(api) => RoomPower::from_state(&api.room_state(room_id.as_str(), &bot_id).await.map_err(transient)?),
+            None => RoomPower::default().with_levels(bot.power_levels(&room_id).await?.into_content()),
+        };
         let others: Vec<(FullJid, String)> = {
             let mut hosted = self.hosted();
             let state = hosted.entry(room.clone()).or_default();
             state.room_id = room_id.to_string();
             state.members = members.clone();
+            state.power = power.clone();
             let others = state.occupants.iter().filter(|(jid, _)| *jid != from).map(|(j, n)| (j.clone(), n.clone()));
             let others = others.collect();
             state.occupants.insert(from.clone(), nick.to_owned());
             others
         };
+        self.persist_occupants(room).await;
         // 1. Everyone already in the room, 2. the joiner's own presence (110), to them and to the others.
-        let participant = |jid: Option<FullJid>| {
-            let item = Item::new(Affiliation::Member, Role::Participant);
-            match jid {
-                Some(jid) => item.with_jid(jid),
-                None => item,
-            }
-        };
-        let mut names: Vec<&String> = members.values().collect();
+        let mut names: Vec<(&String, &String)> = members.iter().map(|(user, name)| (name, user)).collect();
         names.sort();
-        for name in names {
+        for (name, user) in names {
             let Ok(occupant) = room.with_resource_str(name) else { continue };
             let presence = Presence::available()
                 .with_from(occupant)
                 .with_to(from.clone())
-                .with_payload(muc_user(vec![participant(None)], vec![]));
+                .with_payload(muc_user(vec![ranked_item(power.level(user), None)], vec![]));
             self.send(presence).await?;
         }
         for (jid, other_nick) in &others {
             let Ok(occupant) = room.with_resource_str(other_nick) else { continue };
+            let item = ranked_item(self.xmpp_occupant_level(&power, jid), Some(jid.clone()));
             let presence = Presence::available()
                 .with_from(occupant)
                 .with_to(from.clone())
-                .with_payload(muc_user(vec![participant(Some(jid.clone()))], vec![]));
+                .with_payload(muc_user(vec![item], vec![]));
             self.send(presence).await?;
         }
-        for (jid, _) in &others {
+        let own_item = ranked_item(self.xmpp_occupant_level(&power, from), Some(from.clone()));
+        for (jid, _) in others.iter().filter(|_| !already) {
             let presence = Presence::available()
                 .with_from(occupant_jid.clone())
                 .with_to(jid.clone())
-                .with_payload(muc_user(vec![participant(Some(from.clone()))], vec![]));
+                .with_payload(muc_user(vec![own_item.clone()], vec![]));
             self.send(presence).await?;
         }
-        let own = Presence::available().with_from(occupant_jid).with_to(from.clone()).with_payload(muc_user(
-            vec![participant(Some(from.clone()))],
-            vec![Status::NonAnonymousRoom, Status::SelfPresence],
-        ));
+        let own = Presence::available()
+            .with_from(occupant_jid)
+            .with_to(from.clone())
+            .with_payload(muc_user(vec![own_item], vec![Status::NonAnonymousRoom, Status::SelfPresence]));
         self.send(own).await?;
         // 3. History, with delay stamps, then 4. the subject.
         if let Some(api) = &self.matrix_api {
@@ -409,6 +451,73 @@ impl Gateway {
         Ok(())
     }
 
+    /// The power level of an XMPP occupant's ghost.
+    fn xmpp_occupant_level(&self, power: &RoomPower, jid: &FullJid) -> i64 {
+        self.addressing.ghost_for(&XmppIdentity::Account(jid.to_bare())).map_or(0, |ghost| power.level(&ghost))
+    }
+
+    /// Writes the room's XMPP occupants into its portal's metadata. A failure is logged, not returned: the
+    /// occupancy in memory is right, and the next join or leave writes it again.
+    async fn persist_occupants(&self, room: &BareJid) {
+        let Some((room_id, stored)) = self.hosted().get(room).map(|state| {
+            let stored: Vec<StoredOccupant> = state
+                .occupants
+                .iter()
+                .map(|(jid, nick)| StoredOccupant { jid: jid.to_string(), nick: nick.clone() })
+                .collect();
+            (state.room_id.clone(), stored)
+        }) else {
+            return;
+        };
+        let store = self.bridge.store();
+        let outcome = async {
+            let Some(mut portal) = store.portal_by_key(&portal_key(&room_id)).await? else { return Ok(()) };
+            portal.metadata["occupants"] = json!(stored);
+            store.upsert_portal(&portal).await
+        };
+        if let Err(error) = outcome.await {
+            tracing::warn!(%room, %error, "cannot store the XMPP occupants of a gateway MUC");
+        }
+    }
+
+    /// Loads the XMPP occupants of every gateway MUC from the store, after a restart, with the rooms' members and
+    /// power levels. Runs before the gateway handles anything.
+    pub(crate) async fn restore_hosted(&self) {
+        let portals = match self.bridge.store().portals().await {
+            Ok(portals) => portals,
+            Err(error) => {
+                tracing::error!(%error, "cannot list portals to restore gateway MUC occupants");
+                return;
+            }
+        };
+        let bot_id = self.bridge.bot_user_id();
+        for portal in portals {
+            let Some(room) = portal_room(&portal) else { continue };
+            let occupants = stored_occupants(&portal);
+            if occupants.is_empty() {
+                continue;
+            }
+            let (mut members, mut power) = (HashMap::new(), RoomPower::default());
+            if let Some(api) = &self.matrix_api {
+                match api.members(&portal.room_id, &bot_id).await {
+                    Ok(found) => {
+                        members = found
+                            .into_iter()
+                            .filter(|(user, _)| !self.addressing.is_ghost(user) && !self.bridge.is_bridge_user(user))
+                            .collect();
+                    }
+                    Err(error) => tracing::warn!(%room, %error, "cannot read the members of a gateway MUC"),
+                }
+                match api.room_state(&portal.room_id, &bot_id).await {
+                    Ok(state) => power = RoomPower::from_state(&state),
+                    Err(error) => tracing::warn!(%room, %error, "cannot read the power levels of a gateway MUC"),
+                }
+            }
+            tracing::info!(%room, occupants = occupants.len(), "restored the XMPP occupants of a gateway MUC");
+            self.hosted().insert(room, HostedRoom { room_id: portal.room_id.clone(), occupants, members, power });
+        }
+    }
+
     fn hosted_ghost(&self, from: &FullJid, nick: &str) -> Option<GhostSpec> {
         let identity = XmppIdentity::Account(from.to_bare());
         Some(GhostSpec {
@@ -453,6 +562,7 @@ impl Gateway {
             let _ = self.send(presence).await;
         }
         let room_id = self.hosted().get(room).map(|state| state.room_id.clone()).unwrap_or_default();
+        self.persist_occupants(room).await;
         if let Some(ghost) = self.hosted_ghost(from, &nick) {
             let kind = RemoteEventKind::Leave { reason: None };
             let event = RemoteEvent {
@@ -525,9 +635,14 @@ impl Gateway {
     /// disco#info on a gateway MUC: a public, open, non-anonymous text conference.
     pub(crate) fn hosted_disco_info(&self, room: &BareJid) -> DiscoInfoResult {
         let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
+        // What Gajim, Dino and Conversations look for; `muc#stable_id` because a reflection keeps the sender's
+        // message ID. No MAM: the room's history is served on join only.
         let features = [
             ns::DISCO_INFO,
+            ns::DISCO_ITEMS,
             ns::MUC,
+            "http://jabber.org/protocol/muc#stable_id",
+            ns::PING,
             "muc_public",
             "muc_open",
             "muc_unmoderated",
@@ -548,8 +663,15 @@ impl Gateway {
         let Iq::Get { from: Some(from), to: Some(to), id, payload } = iq else { return };
         let reply = if payload.is("query", ns::DISCO_INFO) {
             Iq::from_result(id, Some(self.hosted_disco_info(&to.to_bare()))).with_from(to).with_to(from)
+        } else if payload.is("query", ns::DISCO_ITEMS) {
+            // XEP-0045 §6.5 lets a room keep its occupant list private; joining shows it.
+            let items = DiscoItemsResult { node: None, items: Vec::new(), rsm: None };
+            Iq::from_result(id, Some(items)).with_from(to).with_to(from)
         } else if payload.is("ping", ns::PING) {
-            Iq::Result { from: Some(to), to: Some(from), id, payload: None }
+            match from.try_into_full() {
+                Ok(from) => self.hosted_ping_reply(&from, &to, id),
+                Err(from) => Iq::Result { from: Some(to), to: Some(from.into()), id, payload: None },
+            }
         } else {
             let error = stanza_error(DefinedCondition::ServiceUnavailable, "not supported");
             Iq::Error { from: Some(to), to: Some(from), id, error, payload: None }
@@ -633,8 +755,9 @@ impl Gateway {
                     }
                 }
                 let Ok(occupant) = room.with_resource_str(&nick) else { return Ok(()) };
-                let role = if joined { Role::Participant } else { Role::None };
-                let item = Item::new(Affiliation::Member, role);
+                let level = self.hosted().get(room).map_or(0, |state| state.power.level(user_id));
+                let (affiliation, role) = rank_of(level);
+                let item = Item::new(affiliation, if joined { role } else { Role::None });
                 for jid in occupants {
                     let presence = if joined { Presence::available() } else { Presence::unavailable() };
                     let presence = presence
@@ -644,7 +767,55 @@ impl Gateway {
                     self.send(presence).await?;
                 }
             }
+            MatrixEventKind::Other
+                if event.event_type == "m.room.power_levels"
+                    && event.raw.get("state_key").and_then(Value::as_str) == Some("") =>
+            {
+                let content = event.raw.get("content").and_then(Value::as_object).cloned().unwrap_or_default();
+                self.hosted_power_changed(room, content).await?;
+            }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// `m.room.power_levels` changed: every occupant whose affiliation or role changed with it is announced
+    /// again to the XMPP occupants (XEP-0045 §9.3–9.8), with status 110 to the occupant it is about.
+    async fn hosted_power_changed(
+        &self,
+        room: &BareJid,
+        content: serde_json::Map<String, Value>,
+    ) -> ConnectorResult<()> {
+        let (changes, occupants) = {
+            let mut hosted = self.hosted();
+            let Some(state) = hosted.get_mut(room) else { return Ok(()) };
+            let new = state.power.with_levels(content);
+            let mut changes: Vec<(String, i64, Option<FullJid>)> = state
+                .power
+                .changed_ranks(&new, state.members.keys())
+                .into_iter()
+                .filter_map(|user| Some((state.members.get(&user)?.clone(), new.level(&user), None)))
+                .collect();
+            for (jid, nick) in &state.occupants {
+                let (old_level, new_level) =
+                    (self.xmpp_occupant_level(&state.power, jid), self.xmpp_occupant_level(&new, jid));
+                if rank_of(old_level) != rank_of(new_level) {
+                    changes.push((nick.clone(), new_level, Some(jid.clone())));
+                }
+            }
+            state.power = new;
+            (changes, state.occupants.keys().cloned().collect::<Vec<_>>())
+        };
+        for (nick, level, real_jid) in changes {
+            let Ok(occupant) = room.with_resource_str(&nick) else { continue };
+            for to in &occupants {
+                let status = if real_jid.as_ref() == Some(to) { vec![Status::SelfPresence] } else { vec![] };
+                let presence = Presence::available()
+                    .with_from(occupant.clone())
+                    .with_to(to.clone())
+                    .with_payload(muc_user(vec![ranked_item(level, real_jid.clone())], status));
+                self.send(presence).await?;
+            }
         }
         Ok(())
     }
@@ -677,6 +848,25 @@ mod tests {
             assert_eq!(node, node.to_lowercase(), "nodeprep must not change {node}");
             assert_eq!(alias_of_room(&node).as_deref(), Some(alias));
         }
+    }
+
+    #[test]
+    fn stored_occupants_read_back_and_bad_entries_are_skipped() {
+        let portal = Portal {
+            remote_key: portal_key("!r"),
+            room_id: "!r".into(),
+            alias: None,
+            name: None,
+            topic: None,
+            metadata: json!({"hosted": "#r#s.org@g.org", "occupants": [
+                {"jid": "x@y.org/phone", "nick": "X"},
+                {"jid": "no resource@y.org", "nick": "Y"}
+            ]}),
+        };
+        let occupants = stored_occupants(&portal);
+        assert_eq!(occupants.len(), 1);
+        assert_eq!(occupants.get(&FullJid::from_str("x@y.org/phone").unwrap()).map(String::as_str), Some("X"));
+        assert!(stored_occupants(&Portal { metadata: json!({"hosted": "#r#s.org@g.org"}), ..portal }).is_empty());
     }
 
     #[test]

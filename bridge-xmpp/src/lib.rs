@@ -6,15 +6,21 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod addressing;
+pub mod affiliations;
 pub mod component;
 pub mod config;
 pub mod connector;
 pub mod direct;
+pub mod disco;
 pub mod hosted;
+pub mod lanes;
 pub mod media;
 pub mod messages;
 pub mod muc;
+pub mod self_ping;
 pub mod styling;
+pub mod subscription;
 pub mod xep;
+pub mod xhtml;
 
 pub use self::{config::XmppSection, connector::XmppConnector};

@@ -26,7 +26,7 @@ use tokio_xmpp::parsers::{
 
 use crate::{
     muc::Gateway,
-    styling::{parse_styling, render_styling},
+    styling::render_styling,
     xep::{
         chat_states,
         ids::MessageIds,
@@ -35,6 +35,7 @@ use crate::{
         reply::{self, Fallback, Reply},
         retract::{self, ModerateRequest, Retract},
     },
+    xhtml::incoming_text,
 };
 
 /// Who an incoming message is from and where it goes.
@@ -165,7 +166,7 @@ impl Gateway {
             Some(action) => (MessageType::Emote, action.to_owned()),
             None => (MessageType::Text, body),
         };
-        let (body, html) = parse_styling(&text).to_message();
+        let (body, html) = incoming_text(&message.payloads, &text);
         let kind = match payload::<Replace>(&message.payloads) {
             Some(replace) => {
                 RemoteEventKind::Edit { target: store.resolve_remote(portal, &replace.id.0).await?, body, html }

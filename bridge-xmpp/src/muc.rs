@@ -27,7 +27,7 @@ use tokio_xmpp::{
     parsers::{
         date::DateTime,
         delay::Delay,
-        disco::{DiscoInfoQuery, DiscoInfoResult, Identity},
+        disco::DiscoInfoQuery,
         iq::Iq,
         jid::{BareJid, FullJid, Jid},
         message::{Id, Lang, Message, MessageType as XmppMessageType},
@@ -131,6 +131,8 @@ struct RoomState {
     recent_set: HashSet<String>,
     last_seen: Option<DateTime>,
     topic: Option<String>,
+    /// The power level last given to each ghost in the portal, by Matrix user ID.
+    levels: crate::affiliations::KnownLevels,
 }
 
 impl RoomState {
@@ -167,7 +169,9 @@ pub struct Gateway {
     pub(crate) hosted: crate::hosted::Hosted,
     /// History and member names for gateway MUCs; `None` when the bridge has no appservice token to ask with.
     pub(crate) matrix_api: Option<crate::hosted::MatrixApi>,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
+    /// XEP-0410 self-pings in flight and when each MUC was last heard from.
+    pub(crate) self_pings: crate::self_ping::SelfPings,
     rooms: Mutex<HashMap<BareJid, RoomState>>,
     joins: Mutex<HashMap<(BareJid, FullJid), JoinWaiter>>,
     acks: Mutex<HashMap<String, AckWaiter>>,
@@ -224,6 +228,7 @@ impl Gateway {
             hosted: crate::hosted::Hosted::default(),
             matrix_api,
             timeout: Duration::from_secs(section.component.response_timeout_secs),
+            self_pings: crate::self_ping::SelfPings::default(),
             addressing,
             section,
             bridge,
@@ -241,7 +246,7 @@ impl Gateway {
         &self.addressing
     }
 
-    fn listener_jid(&self) -> FullJid {
+    pub(crate) fn listener_jid(&self) -> FullJid {
         BareJid::from_str(self.addressing.gateway())
             .and_then(|jid| jid.with_resource_str(LISTENER_RESOURCE))
             .expect("the gateway domain was validated")
@@ -545,42 +550,77 @@ impl Gateway {
         for portal in portals {
             let Some(room) = portal_room(&portal) else { continue };
             let gateway = Arc::clone(self);
-            tasks.push(tokio::spawn(async move {
-                if let Err(error) = gateway.ensure_listening(&room, &portal).await {
-                    tracing::warn!(%room, %error, "cannot rejoin the MUC");
-                    return;
-                }
-                let puppets: Vec<(String, String)> = gateway
-                    .rooms()
-                    .get(&room)
-                    .map(|state| {
-                        state.puppets.iter().map(|(user, puppet)| (user.clone(), puppet.nick.clone())).collect()
-                    })
-                    .unwrap_or_default();
-                for (user_id, nick) in puppets {
-                    if let Err(error) = gateway.ensure_puppet(&room, &portal, &user_id, Some(&nick)).await {
-                        tracing::warn!(%room, %user_id, %error, "cannot rejoin a Matrix user to the MUC");
-                    }
-                }
-                tracing::info!(%room, "rejoined the MUC");
-            }));
+            tasks.push(tokio::spawn(async move { gateway.rejoin_room(&room, &portal).await }));
         }
         for task in tasks {
             let _ = task.await;
         }
     }
 
-    /// Handles one stanza from the server. Called in the server's order, one at a time.
-    pub async fn handle_stanza(&self, stanza: Stanza) {
-        let hosted = match &stanza {
+    /// Joins one portal's MUC again, then the Matrix users who were in it.
+    pub(crate) async fn rejoin_room(&self, room: &BareJid, portal: &Portal) {
+        if let Err(error) = self.ensure_listening(room, portal).await {
+            tracing::warn!(%room, %error, "cannot rejoin the MUC");
+            return;
+        }
+        let puppets: Vec<(String, String)> = self
+            .rooms()
+            .get(room)
+            .map(|state| state.puppets.iter().map(|(user, puppet)| (user.clone(), puppet.nick.clone())).collect())
+            .unwrap_or_default();
+        for (user_id, nick) in puppets {
+            if let Err(error) = self.ensure_puppet(room, portal, &user_id, Some(&nick)).await {
+                tracing::warn!(%room, %user_id, %error, "cannot rejoin a Matrix user to the MUC");
+            }
+        }
+        tracing::info!(%room, "rejoined the MUC");
+    }
+
+    /// The listener's occupant JID in each MUC it joined on connection `generation`.
+    pub(crate) fn listening_occupants(&self, generation: u64) -> Vec<(BareJid, FullJid)> {
+        self.rooms()
+            .iter()
+            .filter(|(_, state)| state.listener_generation == Some(generation))
+            .filter_map(|(room, state)| {
+                let occupant = room.with_resource_str(state.listener_nick.as_deref()?).ok()?;
+                Some((room.clone(), occupant))
+            })
+            .collect()
+    }
+
+    /// The MUC forgot the bridge: its listener and every Matrix user's occupant must join again.
+    pub(crate) fn forget_listening(&self, room: &BareJid) {
+        if let Some(state) = self.rooms().get_mut(room) {
+            state.listener_generation = None;
+            for puppet in state.puppets.values_mut() {
+                puppet.joined_generation = None;
+            }
+        }
+    }
+
+    /// Whether a stanza is addressed to a gateway MUC (or one of its occupants).
+    pub(crate) fn addresses_hosted(&self, stanza: &Stanza) -> bool {
+        match stanza {
             Stanza::Message(message) => message.to.as_ref(),
             Stanza::Presence(presence) => presence.to.as_ref(),
-            Stanza::Iq(iq) => match iq {
-                Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => to.as_ref(),
-            },
+            Stanza::Iq(iq) => iq.to(),
         }
-        .is_some_and(|to| self.is_hosted_jid(to));
+        .is_some_and(|to| self.is_hosted_jid(to))
+    }
+
+    /// The conversation whose lane a stanza is handled in ([`crate::lanes`]).
+    pub fn lane_of(&self, stanza: &Stanza) -> Option<BareJid> {
+        crate::lanes::lane_of(stanza, self.addresses_hosted(stanza))
+    }
+
+    /// Handles one stanza from the server. Called in the server's order within each conversation (its lane).
+    pub async fn handle_stanza(&self, stanza: Stanza) {
+        let hosted = self.addresses_hosted(&stanza);
+        self.note_heard(&stanza);
         let outcome = match stanza {
+            Stanza::Presence(presence) if !hosted && crate::subscription::is_subscription(&presence.type_) => {
+                self.on_subscription(presence).await
+            }
             Stanza::Message(message) if hosted => self.on_hosted_message(message).await,
             Stanza::Presence(presence) if hosted => self.on_hosted_presence(presence).await,
             Stanza::Iq(iq) if hosted => {
@@ -593,6 +633,27 @@ impl Gateway {
         };
         if let Err(error) = outcome {
             tracing::warn!(%error, "cannot bridge a stanza from XMPP");
+        }
+    }
+
+    /// A message or presence from a bridged MUC to the listener proves the MUC still has it (XEP-0410).
+    fn note_heard(&self, stanza: &Stanza) {
+        let (from, to, error) = match stanza {
+            Stanza::Message(message) => {
+                (message.from.as_ref(), message.to.as_ref(), message.type_ == XmppMessageType::Error)
+            }
+            Stanza::Presence(presence) => {
+                (presence.from.as_ref(), presence.to.as_ref(), presence.type_ == PresenceType::Error)
+            }
+            Stanza::Iq(_) => return,
+        };
+        let (Some(from), Some(to)) = (from, to) else { return };
+        if error || to.as_str() != self.listener_jid().as_str() {
+            return;
+        }
+        let room = from.to_bare();
+        if self.is_bridged_muc(&room) {
+            self.self_pings.heard_from(&room);
         }
     }
 
@@ -733,7 +794,9 @@ impl Gateway {
             },
         };
         let portal = portal_key(&room);
+        let level = item.as_ref().map_or(0, |item| crate::affiliations::level_of(&item.affiliation, &item.role));
         let mut events = Vec::new();
+        let mut level_change = None;
         {
             let mut rooms = self.rooms();
             let Some(state) = rooms.get_mut(&room) else { return Ok(()) };
@@ -782,6 +845,17 @@ impl Gateway {
                     }
                 }
             }
+            // The affiliation outlives the visit, so a leave keeps the level; any presence while in the room
+            // carries the current affiliation and role.
+            let current = state.occupants.values().find(|occupant| occupant.identity == identity).or_else(|| {
+                item.as_ref().and_then(|item| item.nick.as_ref()).and_then(|new_nick| state.occupants.get(new_nick))
+            });
+            if let Some(user_id) = current.and_then(|occupant| self.addressing.ghost_for(&occupant.identity))
+                && state.levels.get(&user_id).copied().unwrap_or(0) != level
+            {
+                state.levels.insert(user_id.clone(), level);
+                level_change = Some(RemoteEventKind::PowerLevel { user_id, level });
+            }
         }
         for (sender, kind) in events {
             if sender.is_none() {
@@ -790,6 +864,10 @@ impl Gateway {
             self.bridge
                 .push(RemoteEvent { portal: portal.clone(), sender, remote_id: None, timestamp_ms: None, kind })
                 .await?;
+        }
+        // After the join, from the bridge bot: ghosts have no power to give themselves any.
+        if let Some(kind) = level_change {
+            self.bridge.push(RemoteEvent { portal, sender: None, remote_id: None, timestamp_ms: None, kind }).await?;
         }
         Ok(())
     }
@@ -813,22 +891,22 @@ impl Gateway {
     }
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
+        if self.self_pings.answer(&iq) {
+            return Ok(());
+        }
         let Iq::Get { from, to, id, payload } = iq else { return Ok(()) };
         let Some(from) = from else { return Ok(()) };
+        let to = to.unwrap_or_else(|| self.gateway_jid());
         let reply = if payload.is("ping", ns::PING) {
-            Iq::Result { from: to, to: Some(from), id, payload: None }
+            Iq::Result { from: Some(to), to: Some(from), id, payload: None }
         } else if payload.is("query", ns::DISCO_INFO) && DiscoInfoQuery::try_from(payload.clone()).is_ok() {
-            let info = DiscoInfoResult {
-                node: None,
-                identities: vec![Identity::new("gateway", "matrix", "en", "Matrix")],
-                features: [ns::DISCO_INFO, ns::PING, ns::MUC].into_iter().map(str::to_owned).collect(),
-                extensions: Vec::new(),
-            };
-            Iq::from_result(id, Some(info)).with_from(to.unwrap_or_else(|| self.gateway_jid())).with_to(from)
+            Iq::from_result(id, Some(self.disco_info(&to))).with_from(to).with_to(from)
+        } else if payload.is("query", ns::DISCO_ITEMS) {
+            Iq::from_result(id, Some(self.disco_items(&to).await)).with_from(to).with_to(from)
         } else {
             let error =
                 StanzaError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "en", "not supported");
-            Iq::Error { from: to, to: Some(from), id, error, payload: None }
+            Iq::Error { from: Some(to), to: Some(from), id, error, payload: None }
         };
         let _ = self.link.send(reply).await;
         Ok(())

@@ -57,6 +57,22 @@ pub fn test_state_dir() -> PathBuf {
     }
 }
 
+/// Binds `address` again for a restarted bridge, retrying for up to 5 s while the stopped bridge's listener still
+/// holds the port.
+pub async fn bind_again(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(error).context(format!("binding {address} again")));
+            }
+            // Waiting for the port to be released, not for a test event.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on now.
 ///
 /// The kernel picks it (bind to port 0); this process never hands out the same port twice, so

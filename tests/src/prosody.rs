@@ -56,7 +56,7 @@ c2s_ports = {{ {c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 component_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {component_port} }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix"; "admin_shell" }}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
@@ -143,6 +143,41 @@ Component "{component}"
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
+        }
+        Ok(())
+    }
+
+    /// Runs one command of Prosody's admin shell (`prosodyctl shell`, over the admin socket in the data folder)
+    /// and returns what it printed; `> lua` evaluates Lua inside the running server.
+    pub async fn shell(&self, command: &str) -> anyhow::Result<String> {
+        let output = tokio::process::Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["shell", command])
+            .output()
+            .await
+            .context("running prosodyctl shell")?;
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() || printed.contains("Error") {
+            bail!("prosodyctl shell {command:?} failed ({}): {printed}", output.status);
+        }
+        Ok(printed)
+    }
+
+    /// Makes the MUC `room` (a bare JID on the MUC service) forget the occupant whose real JID is `real_jid`
+    /// without telling anyone, as a MUC service restarted behind a server-to-server link does. Fails when the
+    /// room has no such occupant.
+    pub async fn forget_muc_occupant(&self, room: &str, real_jid: &str) -> anyhow::Result<()> {
+        let lua = format!(
+            "> local room = prosody.hosts[{muc:?}].modules.muc.get_room_from_jid({room:?}); \
+             local occupant = room and room:get_occupant_by_real_jid({real_jid:?}); \
+             if not occupant then return 'no such occupant' end; \
+             room._occupants[occupant.nick] = nil; room._jid_nick[{real_jid:?}] = nil; return 'forgotten'",
+            muc = self.muc_domain(),
+        );
+        let printed = self.shell(&lua).await?;
+        if !printed.contains("forgotten") {
+            bail!("Prosody did not forget {real_jid} in {room}: {printed}");
         }
         Ok(())
     }

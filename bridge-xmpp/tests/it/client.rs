@@ -275,6 +275,37 @@ impl XmppClient {
         })
         .await
     }
+
+    /// Sends an IQ of `kind` (`get` or `set`) to `to` with `payload` (raw XML) and waits for its answer.
+    pub async fn iq(&mut self, kind: &str, to: &str, payload: &str) -> anyhow::Result<Element> {
+        let id = format!("iq-{:016x}", rand::random::<u64>());
+        self.send_raw(&format!("<iq type='{kind}' to='{}' id='{id}'>{payload}</iq>", escape(to))).await?;
+        self.wait_for(Duration::from_secs(30), |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id.as_str()))
+            .await
+    }
+
+    /// Fetches the roster, as clients do after login: only then does the server pass subscription answers and
+    /// roster pushes on to this session (RFC 6121 §2.1.6 "interested resources").
+    pub async fn request_roster(&mut self) -> anyhow::Result<Element> {
+        let id = format!("roster-{:016x}", rand::random::<u64>());
+        self.send_raw(&format!("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>")).await?;
+        self.wait_for(Duration::from_secs(30), |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id.as_str()))
+            .await
+    }
+
+    /// Waits for a presence from `from` (a full or bare JID, compared exactly) whose type `predicate` holds for
+    /// (`None` is available).
+    pub async fn wait_for_presence(
+        &mut self,
+        from: &str,
+        timeout: Duration,
+        predicate: impl Fn(Option<&str>) -> bool,
+    ) -> anyhow::Result<Element> {
+        self.wait_for(timeout, |stanza| {
+            stanza.name() == "presence" && stanza.attr("from") == Some(from) && predicate(stanza.attr("type"))
+        })
+        .await
+    }
 }
 
 /// The `<stanza-id/>` a message carries from `by`.
@@ -284,6 +315,14 @@ pub fn stanza_id(stanza: &Element, by: &str) -> Option<String> {
         .find(|child| child.is("stanza-id", "urn:xmpp:sid:0") && child.attr("by") == Some(by))
         .and_then(|child| child.attr("id"))
         .map(str::to_owned)
+}
+
+/// The `affiliation` and `role` of the MUC `<item/>` in a presence.
+pub fn muc_item(presence: &Element) -> Option<(String, String)> {
+    let item = presence
+        .get_child("x", "http://jabber.org/protocol/muc#user")?
+        .get_child("item", "http://jabber.org/protocol/muc#user")?;
+    Some((item.attr("affiliation")?.to_owned(), item.attr("role")?.to_owned()))
 }
 
 /// Whether a MUC presence carries status 110 (it is about the receiver).

@@ -7,7 +7,10 @@ use lattice_bridge_core::{
     Bridge, RuntimeSettings, ShutdownTrigger,
     store::{Cipher, Store},
 };
-use lattice_bridge_xmpp::{XmppConnector, XmppSection, config::ComponentConfig};
+use lattice_bridge_xmpp::{
+    XmppConnector, XmppSection,
+    config::{ComponentConfig, MucConfig},
+};
 use lattice_config::{Permissions, PermissionsConfig, Secret};
 use lattice_e2e::{MatrixUser, Synapse, prosody::Prosody};
 use lattice_registration::RegistrationTemplate;
@@ -104,6 +107,7 @@ impl Fixture {
                 response_timeout_secs: 5,
                 max_reconnect_delay_secs: 2,
             },
+            muc: MucConfig { self_ping_interval_secs: 2, ..MucConfig::default() },
             ..XmppSection::default()
         };
         configure(&mut section);
@@ -119,7 +123,7 @@ impl Fixture {
         if stopped.is_err() {
             self.task.abort();
         }
-        let listener = TcpListener::bind(self.parts.address).await.context("binding the appservice address again")?;
+        let listener = lattice_e2e::bind_again(self.parts.address).await?;
         (self.trigger, self.task) = self.parts.serve(listener).await?;
         Ok(())
     }

@@ -92,3 +92,49 @@ async fn matrix_room_as_gateway_muc_with_history_both_ways() -> anyhow::Result<(
     assert_eq!(refusal.attr("type"), Some("error"), "{}", to_xml(&refusal));
     Ok(())
 }
+
+#[tokio::test]
+async fn gateway_muc_occupants_stay_across_a_bridge_restart() -> anyhow::Result<()> {
+    let mut fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = alice.create_room(json!({"preset": "public_chat", "room_alias_name": "Sturdy"})).await?;
+    let room = "#^sturdy#localhost@bridge.localhost";
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    let ghost = "@_xmpp_xavier=40localhost:localhost";
+    alice
+        .wait_for_event(&room_id, WAIT, |event| {
+            event["type"] == "m.room.member" && event["state_key"] == ghost && event["content"]["membership"] == "join"
+        })
+        .await?;
+    alice.send_text(&room_id, "before the restart").await?;
+    xavier.wait_for_groupchat(room, WAIT, |body| body == "before the restart").await?;
+
+    fixture.restart_bridge().await?;
+    // The gateway answers pings again once the restarted bridge handles stanzas.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while xavier.iq("get", "bridge.localhost", "<ping xmlns='urn:xmpp:ping'/>").await?.attr("type") != Some("result") {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the restarted bridge never answered a ping");
+        // Polling a restarting component for readiness, not synchronising test events.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Xavier is still an occupant: his self-ping succeeds, Matrix messages reach him, his reach Matrix.
+    let own = xavier.iq("get", &format!("{room}/Xavier"), "<ping xmlns='urn:xmpp:ping'/>").await?;
+    assert_eq!(own.attr("type"), Some("result"), "{}", to_xml(&own));
+    // A client unsure of its state joins again: it gets the whole join (self-presence) again.
+    xavier.join_muc(room, "Xavier").await?;
+    alice.send_text(&room_id, "after the restart").await?;
+    let (nick, _, _) = xavier.wait_for_groupchat(room, WAIT, |body| body == "after the restart").await?;
+    assert_eq!(nick, "alice");
+    xavier.send_groupchat(room, "still here").await?;
+    let message = alice.wait_for_message(&room_id, WAIT, "still here").await?;
+    assert_eq!(message["sender"], ghost);
+    let left = alice
+        .wait_for_event(&room_id, std::time::Duration::from_millis(500), |event| {
+            event["type"] == "m.room.member" && event["state_key"] == ghost && event["content"]["membership"] == "leave"
+        })
+        .await;
+    assert!(left.is_err(), "Xavier's ghost left the room: {left:?}");
+    Ok(())
+}

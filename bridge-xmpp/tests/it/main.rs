@@ -1,10 +1,14 @@
 //! End-to-end tests of `lattice-xmpp` against a real Prosody and a real Synapse, one module per area. Each test
 //! starts its own servers, users and rooms, so tests run in parallel and never depend on order.
 
+mod affiliations;
 mod client;
 mod direct;
+mod disco;
 mod fixture;
 mod hosted;
 mod media;
 mod muc;
+mod self_ping;
+mod subscription;
 mod xeps;

@@ -37,6 +37,19 @@ pub(crate) async fn join_portal(
     Ok(room_id)
 }
 
+/// The usual start of a MUC portal test: Xavier in the MUC `room` as `Xavier`, and Alice in its portal; returns
+/// both and the portal's room ID.
+pub(crate) async fn xavier_and_alice_in_portal(
+    fixture: &Fixture,
+    room: &str,
+) -> anyhow::Result<(XmppClient, MatrixUser, String)> {
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
+    Ok((xavier, alice, room_id))
+}
+
 fn is_message_with_prefix(event: &Value, prefix: &str) -> bool {
     event["type"] == "m.room.message" && event["content"]["body"].as_str().is_some_and(|body| body.starts_with(prefix))
 }
@@ -229,5 +242,26 @@ async fn hostile_nicks_and_display_names() -> anyhow::Result<()> {
     carol.send_text(&carol_room, "carol speaks").await?;
     let (nick, _, _) = mallory.wait_for_groupchat(room, WAIT, |body| body == "carol speaks").await?;
     assert_eq!(nick, format!("{hostile} [m]"), "a taken nick gets the conflict suffix");
+    Ok(())
+}
+
+#[tokio::test]
+async fn xhtml_im_formatting_reaches_matrix_sanitised() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let room = "xhtml@conference.localhost";
+    let (mut xavier, alice, room_id) = xavier_and_alice_in_portal(&fixture, room).await?;
+    // As Gajim sends it: a plain body beside XEP-0071 markup with CSS emphasis, and markup that must not pass.
+    xavier
+        .send_raw(&format!(
+            "<message type='groupchat' to='{room}' id='x1'><body>tea is *hot* and sweet</body>\
+             <html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'>\
+             <p>tea is <strong>hot</strong> and <span style='font-style: italic'>sweet</span>\
+             <script>alert(1)</script><a href='javascript:alert(2)'>!</a></p></body></html></message>"
+        ))
+        .await?;
+    let message = alice.wait_for_event(&room_id, WAIT, |event| is_message_with_prefix(event, "tea is")).await?;
+    let html = message["content"]["formatted_body"].as_str().unwrap_or_default();
+    assert!(html.contains("<strong>hot</strong>") && html.contains("<em>sweet</em>"), "{html}");
+    assert!(!html.contains("script") && !html.contains("javascript") && !html.contains("alert"), "{html}");
     Ok(())
 }

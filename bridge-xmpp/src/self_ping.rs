@@ -1,0 +1,219 @@
+//! [XEP-0410: MUC Self-Ping (Schrödinger's Chat)](https://xmpp.org/extensions/xep-0410.html), both sides.
+//!
+//! A MUC service that restarts, or a server-to-server link that drops, can forget the bridge's occupant without a
+//! word: the portal then silently stops receiving. After `muc.self_ping_interval_secs` without a stanza from a
+//! bridged MUC the gateway pings its own listener occupant (`room@muc/nick`); the MUC answers for it while it is an
+//! occupant, and says `not-acceptable` (or nothing) once it forgot it, and then the gateway joins again. Traffic
+//! from the MUC already proves membership, so a busy room is never pinged.
+//!
+//! The other side: XMPP clients (Conversations, Dino, Gajim) self-ping their occupant in a gateway MUC; the gateway
+//! answers for occupants it knows and refuses the others with `not-acceptable`, so a client that the bridge forgot
+//! rejoins on its own.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{sync::oneshot, time::Instant};
+use tokio_xmpp::parsers::{
+    iq::Iq,
+    jid::{BareJid, FullJid, Jid},
+    ping::Ping,
+    stanza_error::{DefinedCondition, ErrorType, StanzaError},
+};
+
+use crate::muc::{Gateway, new_id};
+
+/// What a self-ping found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingOutcome {
+    /// The MUC still has the occupant.
+    Joined,
+    /// The MUC no longer knows the occupant: join again.
+    NotJoined,
+    /// The MUC's server could not be reached: ask again later rather than rejoin into a void.
+    Unreachable,
+}
+
+/// Reads an answer to a self-ping as XEP-0410 §3 says: a result, or an error the occupant's own client would give
+/// (`service-unavailable`, `feature-not-implemented`), means joined; `remote-server-*` means the MUC's server is
+/// not reachable now; any other error, and silence, means the occupant is gone.
+pub fn outcome_of(answer: Option<Result<(), DefinedCondition>>) -> PingOutcome {
+    match answer {
+        Some(Ok(())) => PingOutcome::Joined,
+        Some(Err(DefinedCondition::ServiceUnavailable | DefinedCondition::FeatureNotImplemented)) => {
+            PingOutcome::Joined
+        }
+        Some(Err(DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout)) => {
+            PingOutcome::Unreachable
+        }
+        Some(Err(_)) | None => PingOutcome::NotJoined,
+    }
+}
+
+type PingWaiter = oneshot::Sender<Result<(), DefinedCondition>>;
+
+/// The gateway's self-ping state: pings awaiting an answer, and when each bridged MUC was last heard from.
+#[derive(Debug, Default)]
+pub struct SelfPings {
+    pending: Mutex<HashMap<String, PingWaiter>>,
+    heard: Mutex<HashMap<BareJid, Instant>>,
+}
+
+impl SelfPings {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, PingWaiter>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn heard(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, Instant>> {
+        self.heard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes a stanza from `room` (or one of its occupants): proof that the MUC still routes to the gateway.
+    pub fn heard_from(&self, room: &BareJid) {
+        self.heard().insert(room.clone(), Instant::now());
+    }
+
+    /// Whether `room` has been silent for `idle` (or never heard from).
+    fn is_idle(&self, room: &BareJid, idle: Duration) -> bool {
+        self.heard().get(room).is_none_or(|heard| heard.elapsed() >= idle)
+    }
+
+    /// Hands an IQ answer to the self-ping waiting for it; false when it answers something else.
+    pub fn answer(&self, iq: &Iq) -> bool {
+        let (id, outcome) = match iq {
+            Iq::Result { id, .. } => (id, Ok(())),
+            Iq::Error { id, error, .. } => (id, Err(error.defined_condition.clone())),
+            Iq::Get { .. } | Iq::Set { .. } => return false,
+        };
+        match self.pending().remove(id) {
+            Some(waiter) => {
+                let _ = waiter.send(outcome);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Gateway {
+    /// Pings idle MUCs' listener occupants until the link is closed. Runs as one task per gateway.
+    pub(crate) async fn run_self_pings(self: Arc<Self>) {
+        let idle = Duration::from_secs(self.section.muc.self_ping_interval_secs);
+        let mut ticks = tokio::time::interval((idle / 2).max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if self.link.is_closed() {
+                return;
+            }
+            let state = self.link.state();
+            if !state.online {
+                continue;
+            }
+            for (room, occupant) in self.listening_occupants(state.generation) {
+                if !self.self_pings.is_idle(&room, idle) {
+                    continue;
+                }
+                let gateway = Arc::clone(&self);
+                tokio::spawn(async move { gateway.self_ping(room, occupant).await });
+            }
+        }
+    }
+
+    /// Pings the listener's occupant JID in `room`; rejoins when the MUC no longer knows it.
+    async fn self_ping(&self, room: BareJid, occupant: FullJid) {
+        let id = new_id();
+        let (sender, receiver) = oneshot::channel();
+        self.self_pings.pending().insert(id.clone(), sender);
+        let ping = Iq::from_get(id.clone(), Ping).with_from(self.listener_jid().into()).with_to(occupant.into());
+        if self.send(ping).await.is_err() {
+            self.self_pings.pending().remove(&id);
+            return;
+        }
+        let answer = tokio::time::timeout(self.timeout, receiver).await.ok().and_then(Result::ok);
+        self.self_pings.pending().remove(&id);
+        match outcome_of(answer) {
+            PingOutcome::Joined => self.self_pings.heard_from(&room),
+            PingOutcome::Unreachable => tracing::info!(%room, "the MUC's server is unreachable; pinging again later"),
+            PingOutcome::NotJoined => {
+                tracing::warn!(%room, "the MUC forgot the bridge's occupant (XEP-0410 self-ping); joining again");
+                self.forget_listening(&room);
+                // Counts as heard: the rejoin itself is the check until the next idle period.
+                self.self_pings.heard_from(&room);
+                match self.bridge.store().portal_by_key(&crate::muc::portal_key(&room)).await {
+                    Ok(Some(portal)) => self.rejoin_room(&room, &portal).await,
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%room, %error, "cannot read the portal of a MUC to rejoin it"),
+                }
+            }
+        }
+    }
+
+    /// The answer to a ping sent to an occupant of a gateway MUC (`#room#server@gateway/nick`) or to the room: a
+    /// result when `from` is an occupant and the target exists, `not-acceptable` when `from` is not an occupant
+    /// (XEP-0410: the client then joins again), `item-not-found` for a nick nobody has.
+    pub(crate) fn hosted_ping_reply(&self, from: &FullJid, to: &Jid, id: String) -> Iq {
+        let room = to.to_bare();
+        let condition = {
+            let hosted = self.hosted.lock();
+            let state = hosted.get(&room);
+            let sender_nick = state.and_then(|state| state.occupants.get(from));
+            match (sender_nick, to.resource()) {
+                (None, _) => Some((DefinedCondition::NotAcceptable, "You are not currently connected to this chat")),
+                (Some(_), None) => None,
+                (Some(own), Some(nick)) if own == nick.as_str() => None,
+                (Some(_), Some(nick)) => {
+                    let state = state.expect("the sender's nick came from it");
+                    let present = state.occupants.values().any(|other| other == nick.as_str())
+                        || state.members.values().any(|name| name == nick.as_str());
+                    (!present).then_some((DefinedCondition::ItemNotFound, "Recipient not in room"))
+                }
+            }
+        };
+        match condition {
+            None => Iq::Result { from: Some(to.clone()), to: Some(from.clone().into()), id, payload: None },
+            Some((condition, text)) => Iq::Error {
+                from: Some(to.clone()),
+                to: Some(from.clone().into()),
+                id,
+                error: StanzaError::new(ErrorType::Cancel, condition, "en", text),
+                payload: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_read_as_xep_0410_says() {
+        for (answer, outcome) in [
+            (Some(Ok(())), PingOutcome::Joined),
+            (Some(Err(DefinedCondition::ServiceUnavailable)), PingOutcome::Joined),
+            (Some(Err(DefinedCondition::FeatureNotImplemented)), PingOutcome::Joined),
+            (Some(Err(DefinedCondition::NotAcceptable)), PingOutcome::NotJoined),
+            (Some(Err(DefinedCondition::ItemNotFound)), PingOutcome::NotJoined),
+            (Some(Err(DefinedCondition::RemoteServerNotFound)), PingOutcome::Unreachable),
+            (Some(Err(DefinedCondition::RemoteServerTimeout)), PingOutcome::Unreachable),
+            (None, PingOutcome::NotJoined),
+        ] {
+            assert_eq!(outcome_of(answer.clone()), outcome, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn only_awaited_answers_are_taken() {
+        let pings = SelfPings::default();
+        let (sender, mut receiver) = oneshot::channel();
+        pings.pending().insert("p1".into(), sender);
+        assert!(!pings.answer(&Iq::Result { from: None, to: None, id: "other".into(), payload: None }));
+        assert!(pings.answer(&Iq::Result { from: None, to: None, id: "p1".into(), payload: None }));
+        assert_eq!(receiver.try_recv(), Ok(Ok(())));
+        assert!(!pings.answer(&Iq::Result { from: None, to: None, id: "p1".into(), payload: None }));
+    }
+}
