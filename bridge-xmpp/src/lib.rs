@@ -10,6 +10,7 @@ pub mod component;
 pub mod config;
 pub mod connector;
 pub mod direct;
+pub mod history;
 pub mod hosted;
 pub mod media;
 pub mod messages;

@@ -4,6 +4,7 @@
 mod client;
 mod direct;
 mod fixture;
+mod history;
 mod hosted;
 mod media;
 mod muc;

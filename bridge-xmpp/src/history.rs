@@ -1,0 +1,230 @@
+//! [XEP-0313: Message Archive Management](https://xmpp.org/extensions/xep-0313.html) with
+//! [XEP-0059: Result Set Management](https://xmpp.org/extensions/xep-0059.html) paging, served on gateway MUCs from
+//! the Matrix room's history (`GET /rooms/{roomId}/messages` and `/context/{eventId}`, as the bridge bot).
+//!
+//! Archive IDs are Matrix event IDs (the same names the gateway MUC stamps as stanza-ids), so `<before/>` and
+//! `<after/>` point at events: the page starts at the event's pagination token from `/context`. Only messages are
+//! archived; the total `count` is left out (RSM makes it optional, and Matrix can only count by reading everything).
+
+use serde_json::{Value, json};
+use tokio_xmpp::parsers::{
+    delay::Delay,
+    forwarding::Forwarded,
+    iq::Iq,
+    jid::{BareJid, Jid},
+    mam::{Fin, Query, QueryId, Result_},
+    message::{Id, Lang, Message, MessageType},
+    minidom::{Element, Node},
+    rsm::{First, SetQuery, SetResult},
+    stanza_error::{DefinedCondition, ErrorType, StanzaError},
+};
+
+use crate::{
+    hosted::{MatrixApi, alias_of_room, content_text, stamp},
+    muc::Gateway,
+};
+
+/// Page size when the query names none.
+pub const DEFAULT_PAGE: usize = 50;
+/// Largest page served.
+pub const MAX_PAGE: usize = 250;
+
+/// Where a page of history starts and which way it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Page {
+    /// The oldest messages (no RSM position given).
+    Oldest,
+    /// The newest messages (`<before/>` empty).
+    Newest,
+    /// The messages just before an event.
+    Before(String),
+    /// The messages just after an event.
+    After(String),
+}
+
+impl Page {
+    /// The page an RSM query asks for, and its size.
+    pub fn of(set: Option<&SetQuery>) -> (Self, usize) {
+        let max = set.and_then(|set| set.max).unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+        let page = match set {
+            Some(SetQuery { before: Some(before), .. }) if before.is_empty() => Self::Newest,
+            Some(SetQuery { before: Some(before), .. }) => Self::Before(before.clone()),
+            Some(SetQuery { after: Some(after), .. }) => Self::After(after.clone()),
+            _ => Self::Oldest,
+        };
+        (page, max)
+    }
+
+    /// Whether the page runs backwards in time from its anchor (and must be reversed to be served oldest first).
+    pub fn backwards(&self) -> bool {
+        matches!(self, Self::Newest | Self::Before(_))
+    }
+}
+
+impl MatrixApi {
+    /// One page of a room's messages, oldest first, and whether the history ends there.
+    async fn page(&self, room_id: &str, as_user: &str, page: &Page, max: usize) -> Result<(Vec<Value>, bool), String> {
+        let from = match page {
+            Page::Before(event_id) | Page::After(event_id) => {
+                let context = self
+                    .get(
+                        &["_matrix", "client", "v3", "rooms", room_id, "context", event_id],
+                        &[("limit", "0")],
+                        as_user,
+                    )
+                    .await?;
+                let token = if page.backwards() { "start" } else { "end" };
+                Some(context.get(token).and_then(Value::as_str).ok_or("no pagination token")?.to_owned())
+            }
+            Page::Oldest | Page::Newest => None,
+        };
+        let limit = max.to_string();
+        let filter = json!({"types": ["m.room.message"]}).to_string();
+        let dir = if page.backwards() { "b" } else { "f" };
+        let mut query = vec![("dir", dir), ("limit", limit.as_str()), ("filter", filter.as_str())];
+        if let Some(from) = &from {
+            query.push(("from", from.as_str()));
+        }
+        let body = self.get(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query, as_user).await?;
+        let mut events = body.get("chunk").and_then(Value::as_array).cloned().unwrap_or_default();
+        let complete = body.get("end").is_none() || events.len() < max;
+        if page.backwards() {
+            events.reverse();
+        }
+        Ok((events, complete))
+    }
+}
+
+impl Gateway {
+    /// Answers a MAM query to a gateway MUC: the page as `<result/>` messages, then `<fin/>` in the IQ result.
+    pub(crate) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
+        let answer = match Query::try_from(payload.clone()) {
+            Ok(query) => self.archive_page(from, &to.to_bare(), query).await,
+            Err(error) => {
+                Err(StanzaError::new(ErrorType::Modify, DefinedCondition::BadRequest, "en", error.to_string()))
+            }
+        };
+        let reply = match answer {
+            Ok(fin) => Iq::from_result(id, Some(fin)).with_from(to.clone()).with_to(from.clone()),
+            Err(error) => {
+                Iq::Error { from: Some(to.clone()), to: Some(from.clone()), id: id.to_owned(), error, payload: None }
+            }
+        };
+        let _ = self.send(reply).await;
+    }
+
+    async fn archive_page(&self, requester: &Jid, room: &BareJid, query: Query) -> Result<Fin, StanzaError> {
+        let failure = |condition, text: String| StanzaError::new(ErrorType::Cancel, condition, "en", text);
+        let api = self
+            .matrix_api
+            .as_ref()
+            .ok_or_else(|| failure(DefinedCondition::FeatureNotImplemented, "the bridge cannot read history".into()))?;
+        let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
+        let alias_id = ruma::OwnedRoomAliasId::try_from(alias.as_str())
+            .map_err(|_| failure(DefinedCondition::ItemNotFound, format!("{alias} is not a Matrix room alias")))?;
+        let room_id =
+            self.bridge.matrix().resolve_alias(&alias_id).await.ok().flatten().ok_or_else(|| {
+                failure(DefinedCondition::ItemNotFound, format!("no Matrix room has the alias {alias}"))
+            })?;
+        let (page, max) = Page::of(query.set.as_ref());
+        let (events, complete) = api
+            .page(room_id.as_str(), &self.bridge.bot_user_id(), &page, max)
+            .await
+            .map_err(|error| failure(DefinedCondition::ItemNotFound, error))?;
+        let mut ids = Vec::new();
+        for event in events {
+            let (Some(event_id), Some(text)) =
+                (event.get("event_id").and_then(Value::as_str), event.get("content").and_then(content_text))
+            else {
+                continue;
+            };
+            let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
+            let Ok(occupant) = room.with_resource_str(&self.hosted_nick(room, sender).await) else { continue };
+            let mut archived = Message::groupchat(None::<Jid>).with_body(Lang::new(), text);
+            archived.from = Some(occupant.into());
+            archived.id = Some(Id(event_id.to_owned()));
+            let delay = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp).map(|stamp| Delay {
+                from: None,
+                stamp,
+                data: None,
+            });
+            let result = Result_ {
+                id: event_id.to_owned(),
+                queryid: query.queryid.as_ref().map(|queryid| QueryId(queryid.0.clone())),
+                forwarded: Forwarded { delay, message: archived },
+            };
+            let mut envelope = Message::new(Some(requester.clone()));
+            envelope.payloads.push(in_client_namespace(result.into()));
+            envelope.type_ = MessageType::Normal;
+            envelope.from = Some(room.clone().into());
+            if self.send(envelope).await.is_err() {
+                return Err(failure(DefinedCondition::ServiceUnavailable, "the XMPP link dropped".into()));
+            }
+            ids.push(event_id.to_owned());
+        }
+        let set = SetResult {
+            first: ids.first().map(|item| First { index: None, item: item.clone() }),
+            last: ids.last().cloned(),
+            count: None,
+        };
+        Ok(Fin { complete, set })
+    }
+}
+
+/// The component build serialises stanzas in `jabber:component:accept`; a stanza forwarded to a client inside
+/// another (XEP-0297) must be in `jabber:client`, the namespace clients parse it in.
+fn in_client_namespace(element: Element) -> Element {
+    let namespace = match element.ns().as_str() {
+        COMPONENT_NS => CLIENT_NS.to_owned(),
+        other => other.to_owned(),
+    };
+    let mut rewritten = Element::bare(element.name(), namespace);
+    *rewritten.attrs_mut() = element.attrs().clone();
+    for node in element.nodes() {
+        match node {
+            Node::Element(child) => {
+                rewritten.append_child(in_client_namespace(child.clone()));
+            }
+            Node::Text(text) => rewritten.append_text_node(text.clone()),
+        }
+    }
+    rewritten
+}
+
+const COMPONENT_NS: &str = "jabber:component:accept";
+const CLIENT_NS: &str = "jabber:client";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(max: Option<usize>, before: Option<&str>, after: Option<&str>) -> SetQuery {
+        SetQuery { max, after: after.map(str::to_owned), before: before.map(str::to_owned), index: None }
+    }
+
+    #[test]
+    fn rsm_positions_become_pages() {
+        let table = [
+            (None, (Page::Oldest, DEFAULT_PAGE)),
+            (Some(set(Some(2), Some(""), None)), (Page::Newest, 2)),
+            (Some(set(None, Some("$e"), None)), (Page::Before("$e".into()), DEFAULT_PAGE)),
+            (Some(set(Some(10_000), None, Some("$e"))), (Page::After("$e".into()), MAX_PAGE)),
+            (Some(set(Some(5), None, None)), (Page::Oldest, 5)),
+        ];
+        for (query, expected) in table {
+            assert_eq!(Page::of(query.as_ref()), expected, "{query:?}");
+        }
+        assert!(Page::Newest.backwards() && Page::Before("$e".into()).backwards());
+        assert!(!Page::Oldest.backwards() && !Page::After("$e".into()).backwards());
+    }
+
+    #[test]
+    fn forwarded_stanzas_are_in_the_client_namespace() {
+        let message = Message::groupchat(None::<Jid>).with_body(Lang::new(), "hi".into());
+        let forwarded = Forwarded { delay: None, message };
+        let element = in_client_namespace(forwarded.into());
+        let inner = element.get_child("message", CLIENT_NS).expect("the message is in jabber:client");
+        assert_eq!(inner.get_child("body", CLIENT_NS).map(Element::text).as_deref(), Some("hi"));
+        assert_eq!(element.ns(), "urn:xmpp:forward:0", "other namespaces stay");
+    }
+}
