@@ -2,11 +2,19 @@
 //! [XEP-0059: Result Set Management](https://xmpp.org/extensions/xep-0059.html) paging, served on gateway MUCs from
 //! the Matrix room's history (`GET /rooms/{roomId}/messages` and `/context/{eventId}`, as the bridge bot).
 //!
+//! In the other direction, a new MUC portal is first filled from the MUC's own archive (Prosody's `muc_mam`):
+//! the newest [`BACKFILL_MESSAGES`] messages reach Matrix with their original time, and the first join then asks
+//! the MUC only for history after them.
+//!
 //! Archive IDs are Matrix event IDs (the same names the gateway MUC stamps as stanza-ids), so `<before/>` and
 //! `<after/>` point at events: the page starts at the event's pagination token from `/context`. Only messages are
 //! archived; the total `count` is left out (RSM makes it optional, and Matrix can only count by reading everything).
 
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use lattice_bridge_core::{ConnectorError, connector::ConnectorResult, store::Portal};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use tokio_xmpp::parsers::{
     delay::Delay,
     forwarding::Forwarded,
@@ -15,14 +23,73 @@ use tokio_xmpp::parsers::{
     mam::{Fin, Query, QueryId, Result_},
     message::{Id, Lang, Message, MessageType},
     minidom::{Element, Node},
+    muc::user::MucUser,
+    ns,
     rsm::{First, SetQuery, SetResult},
     stanza_error::{DefinedCondition, ErrorType, StanzaError},
 };
 
 use crate::{
+    addressing::XmppIdentity,
     hosted::{MatrixApi, alias_of_room, content_text, stamp},
+    messages::Inbound,
     muc::Gateway,
+    xep::ids::MessageIds,
 };
+
+/// How many archived messages a new portal is filled with.
+pub const BACKFILL_MESSAGES: usize = 50;
+
+/// What one archive query has gathered so far, and who waits for it.
+#[derive(Debug)]
+struct PendingQuery {
+    results: Vec<Result_>,
+    done: oneshot::Sender<Result<Vec<Result_>, String>>,
+}
+
+/// Archive queries the gateway sent to MUCs, by query ID (also the IQ's ID): the MUC sends each result as a
+/// message, then answers the IQ.
+#[derive(Debug, Default)]
+pub struct ArchiveQueries {
+    pending: Mutex<HashMap<String, PendingQuery>>,
+}
+
+impl ArchiveQueries {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingQuery>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a message that is a result of one of the gateway's queries; false for any other message.
+    pub(crate) fn collect(&self, message: &Message) -> bool {
+        let Some(result) = message
+            .payloads
+            .iter()
+            .find(|element| element.is("result", ns::MAM))
+            .and_then(|element| Result_::try_from(in_component_namespace(element.clone())).ok())
+        else {
+            return false;
+        };
+        let Some(queryid) = &result.queryid else { return false };
+        let mut pending = self.pending();
+        let Some(query) = pending.get_mut(&queryid.0) else { return false };
+        if query.results.len() < MAX_PAGE {
+            query.results.push(result);
+        }
+        true
+    }
+
+    /// Ends a query on the MUC's answer to its IQ; false for any other IQ.
+    pub(crate) fn finish(&self, iq: &Iq) -> bool {
+        let (id, outcome) = match iq {
+            Iq::Result { id, .. } => (id, Ok(())),
+            Iq::Error { id, error, .. } => (id, Err(format!("{:?}", error.defined_condition))),
+            _ => return false,
+        };
+        let Some(query) = self.pending().remove(id) else { return false };
+        let _ = query.done.send(outcome.map(|()| query.results));
+        true
+    }
+}
 
 /// Page size when the query names none.
 pub const DEFAULT_PAGE: usize = 50;
@@ -96,6 +163,64 @@ impl MatrixApi {
 }
 
 impl Gateway {
+    /// Fills a new portal from its MUC's archive, before the first join: the newest messages, oldest first, with
+    /// their original time. A MUC without an archive (or one that refuses) leaves the portal as it is.
+    pub async fn backfill(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
+        let id = crate::muc::new_id();
+        let (done, answer) = oneshot::channel();
+        self.archive.pending().insert(id.clone(), PendingQuery { results: Vec::new(), done });
+        let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
+        let query =
+            Query { queryid: Some(QueryId(id.clone())), node: None, form: None, set: Some(set), flip_page: false };
+        let listener = Jid::new(&format!("{}/{}", self.addressing.gateway(), crate::muc::LISTENER_RESOURCE))
+            .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+        let iq = Iq::from_set(id.clone(), query).with_from(listener).with_to(room.clone().into());
+        self.send(iq).await?;
+        let results =
+            match tokio::time::timeout(Duration::from_secs(self.section.component.response_timeout_secs), answer).await
+            {
+                Ok(Ok(Ok(results))) => results,
+                Ok(Ok(Err(condition))) => {
+                    tracing::info!(%room, %condition, "the MUC has no archive to fill the new portal from");
+                    return Ok(());
+                }
+                _ => {
+                    self.archive.pending().remove(&id);
+                    tracing::warn!(%room, "the MUC did not answer the archive query; the portal starts empty");
+                    return Ok(());
+                }
+            };
+        let count = results.len();
+        for result in results {
+            let Forwarded { delay, message } = result.forwarded;
+            let (Some(delay), Some(from)) = (delay, message.from.clone()) else { continue };
+            let Some(nick) = from.resource().map(|nick| nick.to_string()) else { continue };
+            let key = format!("{nick}\u{0}{}", message.id.as_ref().map_or(result.id.as_str(), |id| id.0.as_str()));
+            if !self.note_archived(room, key, delay.stamp.clone()) {
+                continue;
+            }
+            let real_jid = crate::xep::payload::<MucUser>(&message.payloads)
+                .and_then(|user| user.items.into_iter().next())
+                .and_then(|item| item.jid);
+            // The bridge's own occupants' messages came from Matrix: they are there already.
+            if real_jid.as_ref().is_some_and(|jid| self.addressing.is_gateway_domain(jid.domain().as_str())) {
+                continue;
+            }
+            let identity = match (real_jid, from.try_into_full()) {
+                (Some(jid), _) => XmppIdentity::Account(jid.into_bare()),
+                (None, Ok(occupant)) => XmppIdentity::Occupant(occupant),
+                (None, Err(_)) => continue,
+            };
+            let mut ids = MessageIds::of(&message, None);
+            ids.stanza_id = Some(result.id.clone());
+            let timestamp_ms = u64::try_from(delay.stamp.0.timestamp_millis()).ok();
+            let inbound = Inbound { portal: &portal.remote_key, sender: self.ghost(&identity, &nick), timestamp_ms };
+            self.push_inbound(inbound, &message, &ids).await.map_err(crate::hosted::core_error)?;
+        }
+        tracing::info!(%room, count, "filled the new portal from the MUC's archive");
+        Ok(())
+    }
+
     /// Answers a MAM query to a gateway MUC: the page as `<result/>` messages, then `<fin/>` in the IQ result.
     pub(crate) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
         let answer = match Query::try_from(payload.clone()) {
@@ -174,16 +299,23 @@ impl Gateway {
 /// The component build serialises stanzas in `jabber:component:accept`; a stanza forwarded to a client inside
 /// another (XEP-0297) must be in `jabber:client`, the namespace clients parse it in.
 fn in_client_namespace(element: Element) -> Element {
-    let namespace = match element.ns().as_str() {
-        COMPONENT_NS => CLIENT_NS.to_owned(),
-        other => other.to_owned(),
-    };
+    renamespace(element, COMPONENT_NS, CLIENT_NS)
+}
+
+/// A forwarded stanza from a server's archive is in `jabber:client`; the component build parses stanzas in
+/// `jabber:component:accept`.
+fn in_component_namespace(element: Element) -> Element {
+    renamespace(element, CLIENT_NS, COMPONENT_NS)
+}
+
+fn renamespace(element: Element, from: &str, to: &str) -> Element {
+    let namespace = if element.ns() == from { to.to_owned() } else { element.ns() };
     let mut rewritten = Element::bare(element.name(), namespace);
     *rewritten.attrs_mut() = element.attrs().clone();
     for node in element.nodes() {
         match node {
             Node::Element(child) => {
-                rewritten.append_child(in_client_namespace(child.clone()));
+                rewritten.append_child(renamespace(child.clone(), from, to));
             }
             Node::Text(text) => rewritten.append_text_node(text.clone()),
         }
@@ -226,5 +358,7 @@ mod tests {
         let inner = element.get_child("message", CLIENT_NS).expect("the message is in jabber:client");
         assert_eq!(inner.get_child("body", CLIENT_NS).map(Element::text).as_deref(), Some("hi"));
         assert_eq!(element.ns(), "urn:xmpp:forward:0", "other namespaces stay");
+        let back = Forwarded::try_from(in_component_namespace(element)).expect("parses in the component build");
+        assert_eq!(back.message.bodies.values().next().map(String::as_str), Some("hi"));
     }
 }

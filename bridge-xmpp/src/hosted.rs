@@ -173,7 +173,7 @@ impl MatrixApi {
     }
 }
 
-fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
+pub(crate) fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
     if error.is_transient() { transient(error.to_string()) } else { ConnectorError::permanent(error.to_string()) }
 }
 

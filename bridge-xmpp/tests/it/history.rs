@@ -97,3 +97,35 @@ async fn gateway_muc_archive_pages_through_matrix_history() -> anyhow::Result<()
     assert_eq!(fin.attr("complete"), Some("true"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_new_portal_is_filled_from_the_muc_archive_with_original_times() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let room = "archived@conference.localhost";
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    for index in 1..=3 {
+        xavier.send_groupchat(room, &format!("before the portal {index}")).await?;
+        xavier.wait_for_groupchat(room, WAIT, |body| body == format!("before the portal {index}")).await?;
+    }
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = crate::muc::join_portal(&alice, &mut xavier, room, "Xavier").await?;
+    let created = alice.wait_for_event(&room_id, WAIT, |event| event["type"] == "m.room.create").await?;
+    let created_at = created["origin_server_ts"].as_u64().context("creation time")?;
+    for index in 1..=3 {
+        let message = alice.wait_for_message(&room_id, WAIT, &format!("before the portal {index}")).await?;
+        // A semi-anonymous MUC: the ghost stands for the occupant, as for live messages.
+        assert_eq!(message["sender"], "@_xmpp_archived=40conference.localhost=2f_xavier:localhost");
+        let sent_at = message["origin_server_ts"].as_u64().context("message time")?;
+        assert!(
+            sent_at <= created_at,
+            "message {index} keeps its XMPP time ({sent_at}), before the portal ({created_at})"
+        );
+    }
+    // Live traffic follows, and the join's history did not bring the archived messages again.
+    xavier.send_groupchat(room, "after the portal").await?;
+    alice.wait_for_message(&room_id, WAIT, "after the portal").await?;
+    let again = alice.wait_for_message(&room_id, std::time::Duration::from_millis(500), "before the portal 3").await;
+    assert!(again.is_err(), "an archived message arrived twice: {again:?}");
+    Ok(())
+}
