@@ -387,6 +387,11 @@ impl Gateway {
             .with_to(to)
             .with_id(new_id())
             .with_payload(Muc::new().with_history(history));
+        // A Matrix user's occupant says what its gateway JID can do (XEP-0115); the listener is the gateway itself.
+        let presence = match occupant.node() {
+            Some(_) => presence.with_payload(crate::xep::caps::user_caps()),
+            None => presence,
+        };
         self.send(presence).await?;
         match tokio::time::timeout(self.timeout, receiver).await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -833,6 +838,10 @@ impl Gateway {
         if self.archive.finish(&iq) {
             return Ok(());
         }
+        if let Some(answer) = self.identity_answer(&iq) {
+            let _ = self.link.send(answer).await;
+            return Ok(());
+        }
         let Iq::Get { from, to, id, payload } = iq else { return Ok(()) };
         let Some(from) = from else { return Ok(()) };
         let reply = if payload.is("ping", ns::PING) {
@@ -841,7 +850,7 @@ impl Gateway {
             let info = DiscoInfoResult {
                 node: None,
                 identities: vec![Identity::new("gateway", "matrix", "en", "Matrix")],
-                features: [ns::DISCO_INFO, ns::PING, ns::MUC].into_iter().map(str::to_owned).collect(),
+                features: [ns::DISCO_INFO, ns::PING, ns::MUC, ns::VERSION].into_iter().map(str::to_owned).collect(),
                 extensions: Vec::new(),
             };
             Iq::from_result(id, Some(info)).with_from(to.unwrap_or_else(|| self.gateway_jid())).with_to(from)
