@@ -267,6 +267,10 @@ impl Connector for XmppConnector {
         let (Some(room), Some(gateway)) = (muc::portal_room(portal), self.try_gateway()) else { return Ok(()) };
         let portal = portal.clone();
         tokio::spawn(async move {
+            // A new portal: first its MUC's recent archive, then the join asks for history after it.
+            if let Err(error) = gateway.backfill(&room, &portal).await {
+                tracing::warn!(%room, %error, "cannot fill the new portal from the MUC's archive");
+            }
             if let Err(error) = gateway.ensure_listening(&room, &portal).await {
                 tracing::warn!(%room, %error, "cannot join the MUC of a new portal yet; it is joined on reconnection");
             }

@@ -20,7 +20,7 @@ use crate::{hosted::room_node_of_alias, muc::Gateway};
 pub const MAX_LISTED_ROOMS: usize = 200;
 
 /// The features the gateway domain offers.
-const GATEWAY_FEATURES: [&str; 4] = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::MUC, ns::PING];
+const GATEWAY_FEATURES: [&str; 5] = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::MUC, ns::PING, ns::VERSION];
 
 /// The gateway MUC item of one `publicRooms` entry: `#alias#server@gateway` named by the room's name. Rooms without
 /// a canonical alias have no gateway JID and are left out.

@@ -200,7 +200,7 @@ impl MatrixApi {
     }
 }
 
-fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
+pub(crate) fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
     if error.is_transient() { transient(error.to_string()) } else { ConnectorError::permanent(error.to_string()) }
 }
 
@@ -227,7 +227,7 @@ fn stanza_error(condition: DefinedCondition, text: &str) -> StanzaError {
 }
 
 /// XEP-0082 stamp from milliseconds since the epoch.
-fn stamp(ms: u64) -> Option<DateTime> {
+pub(crate) fn stamp(ms: u64) -> Option<DateTime> {
     let seconds = i64::try_from(ms / 1000).ok()?;
     let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (year, month, day) = crate::muc::civil_from_days(days);
@@ -236,7 +236,7 @@ fn stamp(ms: u64) -> Option<DateTime> {
 }
 
 /// A Matrix message's content as XEP-0393 text, `/me` for emotes, the URL for files.
-fn content_text(content: &Value) -> Option<String> {
+pub(crate) fn content_text(content: &Value) -> Option<String> {
     let body = content.get("body")?.as_str()?;
     let msgtype = content.get("msgtype").and_then(Value::as_str).unwrap_or("m.text");
     let format = content.get("format").and_then(Value::as_str);
@@ -529,7 +529,7 @@ impl Gateway {
     }
 
     /// The nick a Matrix user has in a gateway MUC: their display name in the room.
-    async fn hosted_nick(&self, room: &BareJid, user_id: &str) -> String {
+    pub(crate) async fn hosted_nick(&self, room: &BareJid, user_id: &str) -> String {
         if let Some(name) = self.hosted().get(room).and_then(|state| state.members.get(user_id).cloned()) {
             return name;
         }
@@ -636,7 +636,7 @@ impl Gateway {
     pub(crate) fn hosted_disco_info(&self, room: &BareJid) -> DiscoInfoResult {
         let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         // What Gajim, Dino and Conversations look for; `muc#stable_id` because a reflection keeps the sender's
-        // message ID. No MAM: the room's history is served on join only.
+        // message ID; MAM because the room's Matrix history is served as its archive.
         let features = [
             ns::DISCO_INFO,
             ns::DISCO_ITEMS,
@@ -649,6 +649,7 @@ impl Gateway {
             "muc_nonanonymous",
             "muc_persistent",
             "muc_unsecured",
+            ns::MAM,
         ];
         DiscoInfoResult {
             node: None,
@@ -660,6 +661,11 @@ impl Gateway {
 
     /// Replies to an IQ to a gateway MUC.
     pub(crate) async fn on_hosted_iq(&self, iq: Iq) {
+        if let Iq::Set { from: Some(from), to: Some(to), id, payload } = &iq
+            && payload.is("query", ns::MAM)
+        {
+            return self.serve_archive(from, to, id, payload).await;
+        }
         let Iq::Get { from: Some(from), to: Some(to), id, payload } = iq else { return };
         let reply = if payload.is("query", ns::DISCO_INFO) {
             Iq::from_result(id, Some(self.hosted_disco_info(&to.to_bare()))).with_from(to).with_to(from)

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connector;
 pub mod direct;
 pub mod disco;
+pub mod history;
 pub mod hosted;
 pub mod lanes;
 pub mod media;

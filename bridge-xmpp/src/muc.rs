@@ -53,7 +53,7 @@ use crate::{
 };
 
 /// The resource of the listener occupant and of Matrix users' occupants.
-const LISTENER_RESOURCE: &str = "lattice";
+pub(crate) const LISTENER_RESOURCE: &str = "lattice";
 const PUPPET_RESOURCE: &str = "matrix";
 /// How many recent message keys per MUC are remembered to drop history replayed after a rejoin.
 const RECENT_KEYS: usize = 2048;
@@ -179,6 +179,8 @@ pub struct Gateway {
     join_locks: Mutex<HashMap<BareJid, Arc<tokio::sync::Mutex<()>>>>,
     /// Who was typing in each Matrix room, to send XMPP chat states only for changes.
     pub(crate) typing: crate::messages::TypingState,
+    /// Archive queries to MUCs waiting for their results.
+    pub(crate) archive: crate::history::ArchiveQueries,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -238,6 +240,7 @@ impl Gateway {
             acks: Mutex::default(),
             join_locks: Mutex::default(),
             typing: crate::messages::TypingState::default(),
+            archive: crate::history::ArchiveQueries::default(),
         }
     }
 
@@ -258,6 +261,17 @@ impl Gateway {
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomState>> {
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a message taken from the MUC's archive before the first join: remembered so the join's history does
+    /// not bring it again, and the join asks for history since it. False when it was seen already.
+    pub(crate) fn note_archived(&self, room: &BareJid, key: String, stamp: DateTime) -> bool {
+        let mut rooms = self.rooms();
+        let state = rooms.entry(room.clone()).or_default();
+        if state.last_seen.as_ref().is_none_or(|seen| seen.0 < stamp.0) {
+            state.last_seen = Some(stamp);
+        }
+        state.remember(key)
     }
 
     /// A Matrix user's occupant in a MUC if it is joined on the current connection (ephemeral traffic such as chat
@@ -378,6 +392,11 @@ impl Gateway {
             .with_to(to)
             .with_id(new_id())
             .with_payload(Muc::new().with_history(history));
+        // A Matrix user's occupant says what its gateway JID can do (XEP-0115); the listener is the gateway itself.
+        let presence = match occupant.node() {
+            Some(_) => presence.with_payload(crate::xep::caps::user_caps()),
+            None => presence,
+        };
         self.send(presence).await?;
         match tokio::time::timeout(self.timeout, receiver).await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -659,6 +678,9 @@ impl Gateway {
 
     async fn on_message(&self, message: Message) -> lattice_bridge_core::Result<()> {
         let Some(from) = message.from.clone() else { return Ok(()) };
+        if self.archive.collect(&message) {
+            return Ok(());
+        }
         let room = from.to_bare();
         let id = message.id.as_ref().map(|id| id.0.clone());
         if message.type_ == XmppMessageType::Error {
@@ -741,7 +763,7 @@ impl Gateway {
         self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id)
     }
 
-    fn ghost(&self, identity: &XmppIdentity, nick: &str) -> Option<GhostSpec> {
+    pub(crate) fn ghost(&self, identity: &XmppIdentity, nick: &str) -> Option<GhostSpec> {
         let user_id = self.addressing.ghost_for(identity)?;
         Some(GhostSpec {
             user_id,
@@ -891,7 +913,11 @@ impl Gateway {
     }
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
-        if self.self_pings.answer(&iq) {
+        if self.self_pings.answer(&iq) || self.archive.finish(&iq) {
+            return Ok(());
+        }
+        if let Some(answer) = self.identity_answer(&iq) {
+            let _ = self.link.send(answer).await;
             return Ok(());
         }
         let Iq::Get { from, to, id, payload } = iq else { return Ok(()) };

@@ -6,6 +6,7 @@ mod client;
 mod direct;
 mod disco;
 mod fixture;
+mod history;
 mod hosted;
 mod media;
 mod muc;

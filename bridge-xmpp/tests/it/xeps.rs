@@ -386,3 +386,48 @@ async fn direct_chat_typing_and_read_markers_both_ways() -> anyhow::Result<()> {
         .context("Xavier's ghost's read receipt")?;
     Ok(())
 }
+
+/// XEP-0115 caps in a Matrix user's occupant presence hash exactly the features their gateway JID's XEP-0030
+/// disco#info lists, and XEP-0092 names the software.
+#[tokio::test]
+async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
+    use xmpp_parsers::{caps, disco::DiscoInfoResult, hashes::Algo};
+    let room = "caps@conference.localhost";
+    let (_fixture, mut xavier, _alice, _room_id) = muc_with_portal(room).await?;
+    let occupant = format!("{room}/alice");
+    let presence = xavier
+        .wait_for(WAIT, |stanza| stanza.name() == "presence" && stanza.attr("from") == Some(occupant.as_str()))
+        .await?;
+    let c = presence.get_child("c", "http://jabber.org/protocol/caps").context("no caps in the presence")?;
+    let (node, ver) = (c.attr("node").context("node")?, c.attr("ver").context("ver")?);
+    assert_eq!(c.attr("hash"), Some("sha-1"));
+    let user = r"alice\40localhost@bridge.localhost";
+    xavier
+        .send_raw(&format!(
+            "<iq type='get' to='{}' id='caps1'><query xmlns='http://jabber.org/protocol/disco#info' node='{}'/></iq>",
+            crate::client::escape(user),
+            crate::client::escape(&format!("{node}#{ver}"))
+        ))
+        .await?;
+    let answer = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("caps1")).await?;
+    let query = answer.get_child("query", "http://jabber.org/protocol/disco#info").context("no disco#info")?;
+    let info = DiscoInfoResult::try_from(query.clone())?;
+    for feature in [REACTIONS, RETRACT, REPLY, CORRECT, "urn:xmpp:chat-markers:0", "jabber:iq:version"] {
+        assert!(info.features.iter().any(|known| known == feature), "{feature} missing from {:?}", info.features);
+    }
+    let hash = caps::hash_caps(&caps::compute_disco(&info), Algo::Sha_1).map_err(anyhow::Error::msg)?;
+    use base64::Engine as _;
+    assert_eq!(base64::engine::general_purpose::STANDARD.encode(hash.hash), ver, "the caps hash matches disco#info");
+
+    xavier
+        .send_raw(&format!(
+            "<iq type='get' to='{}' id='version1'><query xmlns='jabber:iq:version'/></iq>",
+            crate::client::escape(user)
+        ))
+        .await?;
+    let version = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("version1")).await?;
+    let name =
+        version.get_child("query", "jabber:iq:version").and_then(|query| query.get_child("name", "jabber:iq:version"));
+    assert_eq!(name.map(Element::text).as_deref(), Some("Lattice"));
+    Ok(())
+}

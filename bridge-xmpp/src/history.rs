@@ -1,0 +1,364 @@
+//! [XEP-0313: Message Archive Management](https://xmpp.org/extensions/xep-0313.html) with
+//! [XEP-0059: Result Set Management](https://xmpp.org/extensions/xep-0059.html) paging, served on gateway MUCs from
+//! the Matrix room's history (`GET /rooms/{roomId}/messages` and `/context/{eventId}`, as the bridge bot).
+//!
+//! In the other direction, a new MUC portal is first filled from the MUC's own archive (Prosody's `muc_mam`):
+//! the newest [`BACKFILL_MESSAGES`] messages reach Matrix with their original time, and the first join then asks
+//! the MUC only for history after them.
+//!
+//! Archive IDs are Matrix event IDs (the same names the gateway MUC stamps as stanza-ids), so `<before/>` and
+//! `<after/>` point at events: the page starts at the event's pagination token from `/context`. Only messages are
+//! archived; the total `count` is left out (RSM makes it optional, and Matrix can only count by reading everything).
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use lattice_bridge_core::{ConnectorError, connector::ConnectorResult, store::Portal};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio_xmpp::parsers::{
+    delay::Delay,
+    forwarding::Forwarded,
+    iq::Iq,
+    jid::{BareJid, Jid},
+    mam::{Fin, Query, QueryId, Result_},
+    message::{Id, Lang, Message, MessageType},
+    minidom::{Element, Node},
+    muc::user::MucUser,
+    ns,
+    rsm::{First, SetQuery, SetResult},
+    stanza_error::{DefinedCondition, ErrorType, StanzaError},
+};
+
+use crate::{
+    addressing::XmppIdentity,
+    hosted::{MatrixApi, alias_of_room, content_text, stamp},
+    messages::Inbound,
+    muc::Gateway,
+    xep::ids::MessageIds,
+};
+
+/// How many archived messages a new portal is filled with.
+pub const BACKFILL_MESSAGES: usize = 50;
+
+/// What one archive query has gathered so far, and who waits for it.
+#[derive(Debug)]
+struct PendingQuery {
+    results: Vec<Result_>,
+    done: oneshot::Sender<Result<Vec<Result_>, String>>,
+}
+
+/// Archive queries the gateway sent to MUCs, by query ID (also the IQ's ID): the MUC sends each result as a
+/// message, then answers the IQ.
+#[derive(Debug, Default)]
+pub struct ArchiveQueries {
+    pending: Mutex<HashMap<String, PendingQuery>>,
+}
+
+impl ArchiveQueries {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingQuery>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a message that is a result of one of the gateway's queries; false for any other message.
+    pub(crate) fn collect(&self, message: &Message) -> bool {
+        let Some(result) = message
+            .payloads
+            .iter()
+            .find(|element| element.is("result", ns::MAM))
+            .and_then(|element| Result_::try_from(in_component_namespace(element.clone())).ok())
+        else {
+            return false;
+        };
+        let Some(queryid) = &result.queryid else { return false };
+        let mut pending = self.pending();
+        let Some(query) = pending.get_mut(&queryid.0) else { return false };
+        if query.results.len() < MAX_PAGE {
+            query.results.push(result);
+        }
+        true
+    }
+
+    /// Ends a query on the MUC's answer to its IQ; false for any other IQ.
+    pub(crate) fn finish(&self, iq: &Iq) -> bool {
+        let (id, outcome) = match iq {
+            Iq::Result { id, .. } => (id, Ok(())),
+            Iq::Error { id, error, .. } => (id, Err(format!("{:?}", error.defined_condition))),
+            _ => return false,
+        };
+        let Some(query) = self.pending().remove(id) else { return false };
+        let _ = query.done.send(outcome.map(|()| query.results));
+        true
+    }
+}
+
+/// Page size when the query names none.
+pub const DEFAULT_PAGE: usize = 50;
+/// Largest page served.
+pub const MAX_PAGE: usize = 250;
+
+/// Where a page of history starts and which way it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Page {
+    /// The oldest messages (no RSM position given).
+    Oldest,
+    /// The newest messages (`<before/>` empty).
+    Newest,
+    /// The messages just before an event.
+    Before(String),
+    /// The messages just after an event.
+    After(String),
+}
+
+impl Page {
+    /// The page an RSM query asks for, and its size.
+    pub fn of(set: Option<&SetQuery>) -> (Self, usize) {
+        let max = set.and_then(|set| set.max).unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+        let page = match set {
+            Some(SetQuery { before: Some(before), .. }) if before.is_empty() => Self::Newest,
+            Some(SetQuery { before: Some(before), .. }) => Self::Before(before.clone()),
+            Some(SetQuery { after: Some(after), .. }) => Self::After(after.clone()),
+            _ => Self::Oldest,
+        };
+        (page, max)
+    }
+
+    /// Whether the page runs backwards in time from its anchor (and must be reversed to be served oldest first).
+    pub fn backwards(&self) -> bool {
+        matches!(self, Self::Newest | Self::Before(_))
+    }
+}
+
+impl MatrixApi {
+    /// One page of a room's messages, oldest first, and whether the history ends there.
+    async fn page(&self, room_id: &str, as_user: &str, page: &Page, max: usize) -> Result<(Vec<Value>, bool), String> {
+        let from = match page {
+            Page::Before(event_id) | Page::After(event_id) => {
+                let context = self
+                    .get(
+                        &["_matrix", "client", "v3", "rooms", room_id, "context", event_id],
+                        &[("limit", "0")],
+                        as_user,
+                    )
+                    .await?;
+                let token = if page.backwards() { "start" } else { "end" };
+                Some(context.get(token).and_then(Value::as_str).ok_or("no pagination token")?.to_owned())
+            }
+            Page::Oldest | Page::Newest => None,
+        };
+        let limit = max.to_string();
+        let filter = json!({"types": ["m.room.message"]}).to_string();
+        let dir = if page.backwards() { "b" } else { "f" };
+        let mut query = vec![("dir", dir), ("limit", limit.as_str()), ("filter", filter.as_str())];
+        if let Some(from) = &from {
+            query.push(("from", from.as_str()));
+        }
+        let body = self.get(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query, as_user).await?;
+        let mut events = body.get("chunk").and_then(Value::as_array).cloned().unwrap_or_default();
+        let complete = body.get("end").is_none() || events.len() < max;
+        if page.backwards() {
+            events.reverse();
+        }
+        Ok((events, complete))
+    }
+}
+
+impl Gateway {
+    /// Fills a new portal from its MUC's archive, before the first join: the newest messages, oldest first, with
+    /// their original time. A MUC without an archive (or one that refuses) leaves the portal as it is.
+    pub async fn backfill(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
+        let id = crate::muc::new_id();
+        let (done, answer) = oneshot::channel();
+        self.archive.pending().insert(id.clone(), PendingQuery { results: Vec::new(), done });
+        let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
+        let query =
+            Query { queryid: Some(QueryId(id.clone())), node: None, form: None, set: Some(set), flip_page: false };
+        let listener = Jid::new(&format!("{}/{}", self.addressing.gateway(), crate::muc::LISTENER_RESOURCE))
+            .map_err(|error| ConnectorError::permanent(error.to_string()))?;
+        let iq = Iq::from_set(id.clone(), query).with_from(listener).with_to(room.clone().into());
+        self.send(iq).await?;
+        let results =
+            match tokio::time::timeout(Duration::from_secs(self.section.component.response_timeout_secs), answer).await
+            {
+                Ok(Ok(Ok(results))) => results,
+                Ok(Ok(Err(condition))) => {
+                    tracing::info!(%room, %condition, "the MUC has no archive to fill the new portal from");
+                    return Ok(());
+                }
+                _ => {
+                    self.archive.pending().remove(&id);
+                    tracing::warn!(%room, "the MUC did not answer the archive query; the portal starts empty");
+                    return Ok(());
+                }
+            };
+        let count = results.len();
+        for result in results {
+            let Forwarded { delay, message } = result.forwarded;
+            let (Some(delay), Some(from)) = (delay, message.from.clone()) else { continue };
+            let Some(nick) = from.resource().map(|nick| nick.to_string()) else { continue };
+            let key = format!("{nick}\u{0}{}", message.id.as_ref().map_or(result.id.as_str(), |id| id.0.as_str()));
+            if !self.note_archived(room, key, delay.stamp.clone()) {
+                continue;
+            }
+            let real_jid = crate::xep::payload::<MucUser>(&message.payloads)
+                .and_then(|user| user.items.into_iter().next())
+                .and_then(|item| item.jid);
+            // The bridge's own occupants' messages came from Matrix: they are there already.
+            if real_jid.as_ref().is_some_and(|jid| self.addressing.is_gateway_domain(jid.domain().as_str())) {
+                continue;
+            }
+            let identity = match (real_jid, from.try_into_full()) {
+                (Some(jid), _) => XmppIdentity::Account(jid.into_bare()),
+                (None, Ok(occupant)) => XmppIdentity::Occupant(occupant),
+                (None, Err(_)) => continue,
+            };
+            let mut ids = MessageIds::of(&message, None);
+            ids.stanza_id = Some(result.id.clone());
+            let timestamp_ms = u64::try_from(delay.stamp.0.timestamp_millis()).ok();
+            let inbound = Inbound { portal: &portal.remote_key, sender: self.ghost(&identity, &nick), timestamp_ms };
+            self.push_inbound(inbound, &message, &ids).await.map_err(crate::hosted::core_error)?;
+        }
+        tracing::info!(%room, count, "filled the new portal from the MUC's archive");
+        Ok(())
+    }
+
+    /// Answers a MAM query to a gateway MUC: the page as `<result/>` messages, then `<fin/>` in the IQ result.
+    pub(crate) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
+        let answer = match Query::try_from(payload.clone()) {
+            Ok(query) => self.archive_page(from, &to.to_bare(), query).await,
+            Err(error) => {
+                Err(StanzaError::new(ErrorType::Modify, DefinedCondition::BadRequest, "en", error.to_string()))
+            }
+        };
+        let reply = match answer {
+            Ok(fin) => Iq::from_result(id, Some(fin)).with_from(to.clone()).with_to(from.clone()),
+            Err(error) => {
+                Iq::Error { from: Some(to.clone()), to: Some(from.clone()), id: id.to_owned(), error, payload: None }
+            }
+        };
+        let _ = self.send(reply).await;
+    }
+
+    async fn archive_page(&self, requester: &Jid, room: &BareJid, query: Query) -> Result<Fin, StanzaError> {
+        let failure = |condition, text: String| StanzaError::new(ErrorType::Cancel, condition, "en", text);
+        let api = self
+            .matrix_api
+            .as_ref()
+            .ok_or_else(|| failure(DefinedCondition::FeatureNotImplemented, "the bridge cannot read history".into()))?;
+        let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
+        let alias_id = ruma::OwnedRoomAliasId::try_from(alias.as_str())
+            .map_err(|_| failure(DefinedCondition::ItemNotFound, format!("{alias} is not a Matrix room alias")))?;
+        let room_id =
+            self.bridge.matrix().resolve_alias(&alias_id).await.ok().flatten().ok_or_else(|| {
+                failure(DefinedCondition::ItemNotFound, format!("no Matrix room has the alias {alias}"))
+            })?;
+        let (page, max) = Page::of(query.set.as_ref());
+        let (events, complete) = api
+            .page(room_id.as_str(), &self.bridge.bot_user_id(), &page, max)
+            .await
+            .map_err(|error| failure(DefinedCondition::ItemNotFound, error))?;
+        let mut ids = Vec::new();
+        for event in events {
+            let (Some(event_id), Some(text)) =
+                (event.get("event_id").and_then(Value::as_str), event.get("content").and_then(content_text))
+            else {
+                continue;
+            };
+            let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
+            let Ok(occupant) = room.with_resource_str(&self.hosted_nick(room, sender).await) else { continue };
+            let mut archived = Message::groupchat(None::<Jid>).with_body(Lang::new(), text);
+            archived.from = Some(occupant.into());
+            archived.id = Some(Id(event_id.to_owned()));
+            let delay = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp).map(|stamp| Delay {
+                from: None,
+                stamp,
+                data: None,
+            });
+            let result = Result_ {
+                id: event_id.to_owned(),
+                queryid: query.queryid.as_ref().map(|queryid| QueryId(queryid.0.clone())),
+                forwarded: Forwarded { delay, message: archived },
+            };
+            let mut envelope = Message::new(Some(requester.clone()));
+            envelope.payloads.push(in_client_namespace(result.into()));
+            envelope.type_ = MessageType::Normal;
+            envelope.from = Some(room.clone().into());
+            if self.send(envelope).await.is_err() {
+                return Err(failure(DefinedCondition::ServiceUnavailable, "the XMPP link dropped".into()));
+            }
+            ids.push(event_id.to_owned());
+        }
+        let set = SetResult {
+            first: ids.first().map(|item| First { index: None, item: item.clone() }),
+            last: ids.last().cloned(),
+            count: None,
+        };
+        Ok(Fin { complete, set })
+    }
+}
+
+/// The component build serialises stanzas in `jabber:component:accept`; a stanza forwarded to a client inside
+/// another (XEP-0297) must be in `jabber:client`, the namespace clients parse it in.
+fn in_client_namespace(element: Element) -> Element {
+    renamespace(element, COMPONENT_NS, CLIENT_NS)
+}
+
+/// A forwarded stanza from a server's archive is in `jabber:client`; the component build parses stanzas in
+/// `jabber:component:accept`.
+fn in_component_namespace(element: Element) -> Element {
+    renamespace(element, CLIENT_NS, COMPONENT_NS)
+}
+
+fn renamespace(element: Element, from: &str, to: &str) -> Element {
+    let namespace = if element.ns() == from { to.to_owned() } else { element.ns() };
+    let mut rewritten = Element::bare(element.name(), namespace);
+    *rewritten.attrs_mut() = element.attrs().clone();
+    for node in element.nodes() {
+        match node {
+            Node::Element(child) => {
+                rewritten.append_child(renamespace(child.clone(), from, to));
+            }
+            Node::Text(text) => rewritten.append_text_node(text.clone()),
+        }
+    }
+    rewritten
+}
+
+const COMPONENT_NS: &str = "jabber:component:accept";
+const CLIENT_NS: &str = "jabber:client";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(max: Option<usize>, before: Option<&str>, after: Option<&str>) -> SetQuery {
+        SetQuery { max, after: after.map(str::to_owned), before: before.map(str::to_owned), index: None }
+    }
+
+    #[test]
+    fn rsm_positions_become_pages() {
+        let table = [
+            (None, (Page::Oldest, DEFAULT_PAGE)),
+            (Some(set(Some(2), Some(""), None)), (Page::Newest, 2)),
+            (Some(set(None, Some("$e"), None)), (Page::Before("$e".into()), DEFAULT_PAGE)),
+            (Some(set(Some(10_000), None, Some("$e"))), (Page::After("$e".into()), MAX_PAGE)),
+            (Some(set(Some(5), None, None)), (Page::Oldest, 5)),
+        ];
+        for (query, expected) in table {
+            assert_eq!(Page::of(query.as_ref()), expected, "{query:?}");
+        }
+        assert!(Page::Newest.backwards() && Page::Before("$e".into()).backwards());
+        assert!(!Page::Oldest.backwards() && !Page::After("$e".into()).backwards());
+    }
+
+    #[test]
+    fn forwarded_stanzas_are_in_the_client_namespace() {
+        let message = Message::groupchat(None::<Jid>).with_body(Lang::new(), "hi".into());
+        let forwarded = Forwarded { delay: None, message };
+        let element = in_client_namespace(forwarded.into());
+        let inner = element.get_child("message", CLIENT_NS).expect("the message is in jabber:client");
+        assert_eq!(inner.get_child("body", CLIENT_NS).map(Element::text).as_deref(), Some("hi"));
+        assert_eq!(element.ns(), "urn:xmpp:forward:0", "other namespaces stay");
+        let back = Forwarded::try_from(in_component_namespace(element)).expect("parses in the component build");
+        assert_eq!(back.message.bodies.values().next().map(String::as_str), Some("hi"));
+    }
+}
