@@ -618,6 +618,7 @@ impl Network {
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
                 self.push(&portal.remote_key, Some(ghost), Some(remote_message_id(&nick, &message)), kind).await;
             }
+            Command::ERROR(reason) => self.privacy.closed_by_server(matrix_user, reason),
             Command::Response(..) => {
                 if let Some(sender) = self.pending_replies.get(matrix_user).map(|entry| entry.clone()) {
                     let _ = sender.try_send(message);

@@ -46,12 +46,22 @@ pub(crate) struct Privacy {
     blocked: Arc<DashMap<String, HashSet<String>>>,
     /// Matrix users whose connection is being watched: one watch at a time, however often it fails meanwhile.
     watching: Arc<DashMap<String, ()>>,
+    /// What the server last said closing a Matrix user's connection (`ERROR`), to tell them why they were removed.
+    closed_because: Arc<DashMap<String, String>>,
 }
 
 impl Privacy {
     /// The rule for the network named `network` (display name, for reasons).
     pub(crate) fn new(mode: PrivacyMode, grace: Duration, network: &str, bridge: BridgeHandle) -> Self {
-        Self { mode, grace, network: network.to_owned(), bridge, blocked: Arc::default(), watching: Arc::default() }
+        Self {
+            mode,
+            grace,
+            network: network.to_owned(),
+            bridge,
+            blocked: Arc::default(),
+            watching: Arc::default(),
+            closed_because: Arc::default(),
+        }
     }
 
     /// Whether the rule applies at all.
@@ -115,7 +125,10 @@ impl Privacy {
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     privacy.watching.remove(&user_id);
-                    let why = format!("your connection did not register within {} s", privacy.grace.as_secs());
+                    let why = match privacy.closed_because.get(&user_id) {
+                        Some(reason) => format!("the IRC server closed your connection ({})", reason.as_str()),
+                        None => format!("your connection did not register within {} s", privacy.grace.as_secs()),
+                    };
                     let rooms = privacy.rooms_of(&portal_keys).await;
                     privacy.refused(&user_id, &rooms, &why).await;
                     return;
@@ -139,8 +152,14 @@ impl Privacy {
         rooms
     }
 
+    /// The server closed the connection of `user_id` saying `reason` (`ERROR`).
+    pub(crate) fn closed_by_server(&self, user_id: &str, reason: &str) {
+        self.closed_because.insert(user_id.to_owned(), reason.to_owned());
+    }
+
     /// The connection of `user_id` registered: lifts the bans `block-messages` placed.
     pub(crate) async fn registered(&self, user_id: &str) {
+        self.closed_because.remove(user_id);
         let Some((_, rooms)) = self.blocked.remove(user_id) else { return };
         let Ok(user) = user_id.parse::<ruma::OwnedUserId>() else { return };
         for room in rooms {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lattice_bridge_irc::config::{PrivacyMode, SpamConfig};
-use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
+use lattice_e2e::{
+    MatrixUser,
+    ircd::{IrcTestClient, Ircd},
+};
 use serde_json::Value;
 
 use crate::fixture::{BOT, Fixture, NET, WAIT, alias, is_bot_notice, privmsg_from};
@@ -25,13 +28,19 @@ async fn full_portal(
         network.privacy = privacy;
     })
     .await?;
+    let (bob, alice, room) = connected_portal(&fixture, channel).await?;
+    Ok((fixture, bob, alice, room))
+}
+
+/// bob on IRC in `channel`, and alice in its portal with a working puppet.
+async fn connected_portal(fixture: &Fixture, channel: &str) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
     bob.join(channel).await?;
     let alice = fixture.user("alice").await?;
     let room = alice.join(&alias(channel)).await?;
     alice.send_text(&room, "I am connected").await?;
     bob.wait_for(WAIT, privmsg_from("alice", &format!("PRIVMSG {channel} :I am connected"))).await?;
-    Ok((fixture, bob, alice, room))
+    Ok((bob, alice, room))
 }
 
 /// Waits until `witness` sees `user`'s membership in `room` become `membership`, and returns the event.
@@ -141,4 +150,28 @@ async fn spam_limits_hold_messages_back_with_a_notice_saying_why() -> anyhow::Re
     assert!(body.contains("more than 2 messages in a row") && body.contains("1 per minute"), "{body}");
     assert!(bob.wait_for(QUIET, |line| line.contains("third") || line.contains("line 1")).await.is_err());
     Ok(())
+}
+
+#[tokio::test]
+async fn a_user_whose_connection_is_k_lined_is_kicked_with_the_servers_reason() -> anyhow::Result<()> {
+    // Matrix users named `banned` get the IRC username `banned`, which this server K-lines.
+    let ircd = Ircd::inspircd_with(r#"<badhost host="*banned@*" reason="No Matrix bans wanted here">"#).await?;
+    let fixture = Fixture::on(ircd, |section| {
+        let network = section.networks.get_mut(NET).expect("the test network");
+        network.privacy = PrivacyMode::Kick;
+        network.privacy_grace_secs = 2;
+    })
+    .await?;
+    let (bob, alice, room) = connected_portal(&fixture, "#kline").await?;
+
+    let banned = fixture.user("banned").await?;
+    banned.join(&room).await?;
+    let kick = membership(&alice, &room, banned.user_id(), "leave").await?;
+    assert_eq!(kick["sender"], BOT);
+    let reason = kick["content"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the IRC server closed your connection") && reason.contains("No Matrix bans wanted here"),
+        "{reason}"
+    );
+    others_keep_talking(&bob, &alice, &banned, &room, "#kline").await
 }
