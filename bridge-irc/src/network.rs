@@ -80,7 +80,7 @@ pub(crate) struct Network {
     users: Template,
     aliases: Template,
     pub(crate) listener: Connection,
-    pub(crate) puppets: DashMap<String, Connection>,
+    pub(crate) puppets: Arc<DashMap<String, Connection>>,
     /// Casefolded nicks of puppets → their Matrix users: their lines are ours, never bridged back.
     puppet_nicks: DashMap<String, String>,
     /// IRC people seen this session, by casefolded current nick: a nick change keeps the ghost.
@@ -148,6 +148,7 @@ impl Network {
             Arc::clone(&connecting),
         );
         let privacy_bridge = bridge.clone();
+        let puppets = Arc::new(DashMap::new());
         let network = Arc::new(Self {
             id: id.into(),
             config: config.clone(),
@@ -155,7 +156,7 @@ impl Network {
             aliases: Template::new(&section.alias_template, "{channel}", id, &server_name),
             bridge,
             listener,
-            puppets: DashMap::new(),
+            puppets: Arc::clone(&puppets),
             puppet_nicks: DashMap::new(),
             puppet_masks: DashMap::new(),
             ghosts: Mutex::new(HashMap::new()),
@@ -174,6 +175,7 @@ impl Network {
                 Duration::from_secs(config.privacy_grace_secs),
                 &config.name,
                 privacy_bridge,
+                puppets,
             ),
             spam: SpamGuard::new(config.spam, &config.name),
         });
@@ -1059,7 +1061,7 @@ impl Network {
 
     /// Stops every connection of the network.
     pub(crate) fn shutdown(&self) {
-        for puppet in &self.puppets {
+        for puppet in self.puppets.iter() {
             puppet.quit("Bridge shutting down");
         }
         self.listener.quit("Bridge shutting down");

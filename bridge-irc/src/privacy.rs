@@ -48,11 +48,20 @@ pub(crate) struct Privacy {
     watching: Arc<DashMap<String, ()>>,
     /// What the server last said closing a Matrix user's connection (`ERROR`), to tell them why they were removed.
     closed_because: Arc<DashMap<String, String>>,
+    /// The network's puppets, by Matrix user: a failed one is closed once its user is removed, so a K-lined
+    /// connection does not knock at the server forever. The user's next `reconnect` or join starts a new one.
+    puppets: Arc<DashMap<String, Connection>>,
 }
 
 impl Privacy {
     /// The rule for the network named `network` (display name, for reasons).
-    pub(crate) fn new(mode: PrivacyMode, grace: Duration, network: &str, bridge: BridgeHandle) -> Self {
+    pub(crate) fn new(
+        mode: PrivacyMode,
+        grace: Duration,
+        network: &str,
+        bridge: BridgeHandle,
+        puppets: Arc<DashMap<String, Connection>>,
+    ) -> Self {
         Self {
             mode,
             grace,
@@ -61,6 +70,7 @@ impl Privacy {
             blocked: Arc::default(),
             watching: Arc::default(),
             closed_because: Arc::default(),
+            puppets,
         }
     }
 
@@ -131,6 +141,10 @@ impl Privacy {
                     };
                     let rooms = privacy.rooms_of(&portal_keys).await;
                     privacy.refused(&user_id, &rooms, &why).await;
+                    let failed = privacy.puppets.remove_if(&user_id, |_, current| !current.is_connected());
+                    if let Some((_, failed)) = failed {
+                        failed.quit("Not connected");
+                    }
                     return;
                 }
                 puppet.changed(deadline - now).await;

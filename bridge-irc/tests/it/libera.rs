@@ -156,8 +156,11 @@ async fn spam_limits_hold_messages_back_with_a_notice_saying_why() -> anyhow::Re
 async fn a_user_whose_connection_is_k_lined_is_kicked_with_the_servers_reason() -> anyhow::Result<()> {
     // Matrix users named `banned` get the IRC username `banned`, which this server K-lines.
     let ircd = Ircd::inspircd_with(r#"<badhost host="*banned@*" reason="No Matrix bans wanted here">"#).await?;
+    // The bridge reaches the server through a relay that counts its connection attempts.
+    let counter = ConnectionCounter::to(ircd.port()).await?;
     let fixture = Fixture::on(ircd, |section| {
         let network = section.networks.get_mut(NET).expect("the test network");
+        network.servers[0].port = counter.port;
         network.privacy = PrivacyMode::Kick;
         network.privacy_grace_secs = 2;
     })
@@ -173,5 +176,41 @@ async fn a_user_whose_connection_is_k_lined_is_kicked_with_the_servers_reason() 
         reason.contains("the IRC server closed your connection") && reason.contains("No Matrix bans wanted here"),
         "{reason}"
     );
-    others_keep_talking(&bob, &alice, &banned, &room, "#kline").await
+    others_keep_talking(&bob, &alice, &banned, &room, "#kline").await?;
+
+    // The failed puppet is closed rather than knocking at the K-line forever: no more connection attempts.
+    let before = counter.count();
+    tokio::time::sleep(QUIET + Duration::from_secs(1)).await;
+    assert_eq!(counter.count(), before, "the K-lined puppet kept reconnecting");
+    Ok(())
+}
+
+/// A TCP relay to the IRC server that counts the connections made through it.
+struct ConnectionCounter {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectionCounter {
+    async fn to(server_port: u16) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Ok(Self { port, connections })
+    }
+
+    fn count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
