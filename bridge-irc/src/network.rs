@@ -1012,6 +1012,7 @@ impl Network {
         };
         self.touch(user_id, Some(room_id));
         puppet.want_channel(channel);
+        self.privacy.watch_join(user_id, puppet, channel, room_id);
         Ok(())
     }
 

@@ -9,6 +9,8 @@
 //! - when an attempt to connect fails or the connection is lost, and it has not registered again within the grace
 //!   period (`privacy_grace_secs`), it counts as failed (refused, K-lined, banned, unreachable) and the user is
 //!   removed. A puppet still waiting for its turn to connect (the reconnect cap after a restart) has not failed;
+//! - a puppet closed on purpose (idle reaping, `quit`) removes its user too;
+//! - a puppet the channel refuses (invite-only, banned, full, a key) gets its user kicked from that portal;
 //! - removing is `kick` (they may rejoin, which tries again) or `block-messages` (banned from the portal, so no
 //!   message reaches them, and unbanned as soon as their connection registers, e.g. after `reconnect` in the admin
 //!   room); `off` leaves them in (for networks without the rule);
@@ -20,7 +22,10 @@ use dashmap::DashMap;
 use lattice_bridge_core::BridgeHandle;
 use serde::{Deserialize, Serialize};
 
-use crate::client::Connection;
+use crate::client::{ChannelStatus, Connection};
+
+/// How long a join is watched for a refusal at least (the connection may first wait for its turn to connect).
+const JOIN_WATCH: Duration = Duration::from_secs(300);
 
 /// What happens to a Matrix user in a portal whose IRC connection failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,12 +84,16 @@ impl Privacy {
         self.mode != PrivacyMode::Off
     }
 
-    /// Removes `user_id` from `rooms` now: their connection was refused for `why`.
+    /// Removes `user_id` from `rooms` now, as the mode says: their connection was refused for `why`.
     pub(crate) async fn refused(&self, user_id: &str, rooms: &[String], why: &str) {
+        self.remove(self.mode, user_id, rooms, why).await;
+    }
+
+    async fn remove(&self, mode: PrivacyMode, user_id: &str, rooms: &[String], why: &str) {
         if !self.enabled() {
             return;
         }
-        let reason = match self.mode {
+        let reason = match mode {
             PrivacyMode::BlockMessages => format!(
                 "Not connected to {}: {why}. Only people connected to IRC may read its channels; you can come back \
                  once your connection works (send `reconnect` to the bridge bot).",
@@ -101,7 +110,7 @@ impl Privacy {
                 continue;
             };
             let bot = self.bridge.matrix().bot();
-            let removed = match self.mode {
+            let removed = match mode {
                 PrivacyMode::BlockMessages => bot.ban(&room_id, &user, Some(&reason)).await,
                 _ => bot.kick(&room_id, &user, Some(&reason)).await,
             };
@@ -109,7 +118,7 @@ impl Privacy {
                 Ok(()) => {
                     tracing::info!(network = %self.network, matrix_user = %user_id, %room, %why,
                         "removed a Matrix user without an IRC connection from a portal");
-                    if self.mode == PrivacyMode::BlockMessages {
+                    if mode == PrivacyMode::BlockMessages {
                         self.blocked.entry(user_id.to_owned()).or_default().insert(room.clone());
                     }
                 }
@@ -150,6 +159,35 @@ impl Privacy {
                 puppet.changed(deadline - now).await;
             }
             privacy.watching.remove(&user_id);
+        });
+    }
+
+    /// Watches `puppet` join `channel`: if the server refuses it (invite-only, banned, full, a key), its user is
+    /// kicked from `room` — in either mode, since no reconnect lifts a channel's refusal; only its operators can.
+    /// A join still pending when the watch ends is left to the connection's own watch.
+    pub(crate) fn watch_join(&self, user_id: &str, puppet: Connection, channel: &str, room: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let (privacy, user_id, channel, room) = (self.clone(), user_id.to_owned(), channel.to_owned(), room.to_owned());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + privacy.grace.max(JOIN_WATCH);
+            loop {
+                match puppet.channel_status(&channel) {
+                    ChannelStatus::Joined | ChannelStatus::Unknown => return,
+                    ChannelStatus::Refused(reason) => {
+                        let why = format!("IRC refused to let you into {channel} ({reason})");
+                        privacy.remove(PrivacyMode::Kick, &user_id, &[room], &why).await;
+                        return;
+                    }
+                    ChannelStatus::Pending => {}
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                puppet.changed(deadline - now).await;
+            }
         });
     }
 

@@ -88,6 +88,21 @@ async fn a_user_whose_connection_is_refused_is_kicked_while_the_others_keep_talk
 }
 
 #[tokio::test]
+async fn a_user_the_channel_refuses_is_kicked_from_its_portal() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let (bob, alice, room) = connected_portal(&fixture, "#vip").await?;
+    // bob opened #vip, so he is its operator; he bans carol's puppet before she arrives.
+    bob.send("MODE #vip +b carol!*@*").await?;
+    bob.wait_for(WAIT, |line| line.contains("MODE #vip +b carol!*@*")).await?;
+    let carol = fixture.user("carol").await?;
+    carol.join(&room).await?;
+    let kick = membership(&alice, &room, carol.user_id(), "leave").await?;
+    let reason = kick["content"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("IRC refused to let you into #vip") && reason.contains("+b"), "{reason}");
+    others_keep_talking(&bob, &alice, &carol, &room, "#vip").await
+}
+
+#[tokio::test]
 async fn block_messages_bans_a_user_until_their_connection_works() -> anyhow::Result<()> {
     let (fixture, bob, alice, room) = full_portal(PrivacyMode::BlockMessages, "#blocked").await?;
     let carol = fixture.user("carol").await?;
