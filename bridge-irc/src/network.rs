@@ -809,7 +809,7 @@ impl Network {
         match &event.kind {
             MatrixEventKind::Message(message) => {
                 let lines = render_plain(&message.text).lines().count();
-                self.spam.admit(sender, lines).map_err(|held| ConnectorError::permanent(held.to_string()))?;
+                self.spam.admit(sender, lines)?;
                 let puppet = self.puppet(sender, None).await?;
                 if let Target::Channel(channel) = &target {
                     self.joined(&puppet, channel).await?;
@@ -880,6 +880,8 @@ impl Network {
                 if edit_style == EditStyle::Ignore {
                     return Ok(());
                 }
+                // An edit is one more line on IRC, so it counts against the sender's rate like a message.
+                self.spam.admit(sender, 1)?;
                 let puppet = self.puppet(sender, None).await?;
                 if let Target::Channel(channel) = &target {
                     self.joined(&puppet, channel).await?;

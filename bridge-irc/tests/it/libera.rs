@@ -10,7 +10,7 @@ use lattice_e2e::{
     MatrixUser,
     ircd::{IrcTestClient, Ircd},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::fixture::{BOT, Fixture, NET, WAIT, alias, is_bot_notice, privmsg_from};
 
@@ -152,7 +152,8 @@ async fn spam_limits_hold_messages_back_with_a_notice_saying_why() -> anyhow::Re
     let body = notice["content"]["body"].as_str().unwrap_or_default();
     assert!(body.contains(alice.user_id()) && body.contains("it has 4 lines and Test IRC takes at most 3"), "{body}");
 
-    for text in ["first", "second", "third"] {
+    let first_event = alice.send_text(&room, "first").await?;
+    for text in ["second", "third"] {
         alice.send_text(&room, text).await?;
     }
     bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #spam :first")).await?;
@@ -163,7 +164,23 @@ async fn spam_limits_hold_messages_back_with_a_notice_saying_why() -> anyhow::Re
         .context("a message over the rate is held back with a notice")?;
     let body = notice["content"]["body"].as_str().unwrap_or_default();
     assert!(body.contains("more than 2 messages in a row") && body.contains("1 per minute"), "{body}");
-    assert!(bob.wait_for(QUIET, |line| line.contains("third") || line.contains("line 1")).await.is_err());
+    // An edit is one more IRC line: it counts against the rate too.
+    alice
+        .send_message(
+            &room,
+            json!({"msgtype": "m.text", "body": "* first!", "m.new_content": {"msgtype": "m.text", "body": "first!"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": first_event}}),
+        )
+        .await?;
+    alice
+        .wait_for_event(&room, WAIT, |event| is_bot_notice(event, "more than 2 messages in a row"))
+        .await
+        .context("an edit over the rate is held back with a notice")?;
+    assert!(
+        bob.wait_for(QUIET, |line| line.contains("third") || line.contains("line 1") || line.contains("first!"))
+            .await
+            .is_err()
+    );
     Ok(())
 }
 
