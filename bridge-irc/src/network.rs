@@ -260,9 +260,14 @@ impl Network {
     async fn tell_idle(&self, user_id: &str, room_id: Option<&str>, timeout: Duration) {
         let admin_room = self.bridge.store().admin_room(user_id).await.ok().flatten();
         let Some(room) = admin_room.as_deref().or(room_id) else { return };
+        let comeback = if self.privacy.enabled() {
+            // The privacy rule removes the user from the portals too (see `puppet_closed`).
+            "you leave its rooms too, as only people connected to IRC may read them; rejoin one to reconnect"
+        } else {
+            "it reconnects when you next send a message"
+        };
         let text = format!(
-            "Your IRC connection to {} was unused for {} s and is being closed; it reconnects when you next send a \
-             message.",
+            "Your IRC connection to {} was unused for {} s and is being closed; {comeback}.",
             self.config.name,
             timeout.as_secs()
         );
@@ -354,9 +359,8 @@ impl Network {
         while let Some(event) = receiver.recv().await {
             match event {
                 ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
-                    self.puppet_nicks.insert(casefold(&nick), owner.clone());
-                    let privacy = self.privacy.clone();
-                    tokio::spawn(async move { privacy.registered(&owner).await });
+                    self.privacy.registered(&owner);
+                    self.puppet_nicks.insert(casefold(&nick), owner);
                 }
                 ConnEvent::Registered { .. } => {}
                 ConnEvent::Disconnected { owner, nick } if owner != BOT_OWNER => {
@@ -697,13 +701,9 @@ impl Network {
         let username = store.user_setting(user_id, &username_setting(&self.id)).await?;
         let username = sanitise_username(username.as_deref().unwrap_or(localpart));
         let login = self.login(user_id).await?;
-        let max_clients = self.config.max_clients;
-        if max_clients > 0 && self.puppets.len() >= max_clients {
+        if let Some(why) = self.limit_reached(user_id) {
             // A network's connection limit is the operator's rule: say so rather than queue forever.
-            return Err(ConnectorError::permanent(format!(
-                "the bridge already holds {max_clients} connections to {}, its limit; try again later",
-                self.config.name
-            )));
+            return Err(ConnectorError::permanent(why));
         }
         let puppet = self
             .puppets
@@ -731,6 +731,17 @@ impl Network {
             })
             .clone();
         Ok(puppet)
+    }
+
+    /// Why no new puppet can be opened for `user_id` now, if the network's connection limit is reached.
+    fn limit_reached(&self, user_id: &str) -> Option<String> {
+        let max_clients = self.config.max_clients;
+        (max_clients > 0 && !self.puppets.contains_key(user_id) && self.puppets.len() >= max_clients).then(|| {
+            format!(
+                "the bridge already holds {max_clients} connections to {}, its limit; try again later",
+                self.config.name
+            )
+        })
     }
 
     /// The stored login of a Matrix user on this network, if the network uses one.
@@ -1004,14 +1015,13 @@ impl Network {
         room_id: &str,
         channel: &str,
     ) -> ConnectorResult<()> {
-        let puppet = match self.puppet(user_id, displayname).await {
-            Ok(puppet) => puppet,
-            Err(ConnectorError::Permanent { message }) if self.privacy.enabled() => {
-                self.privacy.refused(user_id, &[room_id.to_owned()], &message).await;
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-        };
+        if self.privacy.enabled()
+            && let Some(why) = self.limit_reached(user_id)
+        {
+            self.privacy.refused(user_id, &[room_id.to_owned()], &why).await;
+            return Ok(());
+        }
+        let puppet = self.puppet(user_id, displayname).await?;
         self.touch(user_id, Some(room_id));
         puppet.want_channel(channel);
         self.privacy.watch_join(user_id, puppet, channel, room_id);

@@ -209,17 +209,20 @@ impl Privacy {
         self.closed_because.insert(user_id.to_owned(), reason.to_owned());
     }
 
-    /// The connection of `user_id` registered: lifts the bans `block-messages` placed.
-    pub(crate) async fn registered(&self, user_id: &str) {
+    /// The connection of `user_id` registered: lifts the bans `block-messages` placed (in the background).
+    pub(crate) fn registered(&self, user_id: &str) {
         self.closed_because.remove(user_id);
         let Some((_, rooms)) = self.blocked.remove(user_id) else { return };
         let Ok(user) = user_id.parse::<ruma::OwnedUserId>() else { return };
-        for room in rooms {
-            let Ok(room_id) = room.parse::<ruma::OwnedRoomId>() else { continue };
-            let reason = format!("Connected to {} again", self.network);
-            if let Err(error) = self.bridge.matrix().bot().unban(&room_id, &user, Some(&reason)).await {
-                tracing::warn!(network = %self.network, matrix_user = %user_id, %room, %error, "cannot lift a privacy ban");
+        let (bridge, network) = (self.bridge.clone(), self.network.clone());
+        tokio::spawn(async move {
+            for room in rooms {
+                let Ok(room_id) = room.parse::<ruma::OwnedRoomId>() else { continue };
+                let reason = format!("Connected to {network} again");
+                if let Err(error) = bridge.matrix().bot().unban(&room_id, &user, Some(&reason)).await {
+                    tracing::warn!(%network, matrix_user = %user, %room, %error, "cannot lift a privacy ban");
+                }
             }
-        }
+        });
     }
 }

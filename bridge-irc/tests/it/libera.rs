@@ -103,6 +103,28 @@ async fn a_user_the_channel_refuses_is_kicked_from_its_portal() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn an_idle_user_leaves_the_portal_with_their_connection() -> anyhow::Result<()> {
+    let fixture = Fixture::configured(|section| {
+        section.networks.get_mut(NET).expect("the test network").idle_timeout_secs = Some(3);
+    })
+    .await?;
+    let (bob, alice, room) = connected_portal(&fixture, "#sleepy").await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" QUIT ")).await?;
+    alice
+        .wait_for_event(&room, WAIT, |event| is_bot_notice(event, "you leave its rooms too"))
+        .await
+        .context("alice is told why she leaves")?;
+    let kick = membership(&alice, &room, alice.user_id(), "leave").await?;
+    let reason = kick["content"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("closed after 3 s unused"), "{reason}");
+
+    // Rejoining reconnects her.
+    alice.join(&room).await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" JOIN ")).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn block_messages_bans_a_user_until_their_connection_works() -> anyhow::Result<()> {
     let (fixture, bob, alice, room) = full_portal(PrivacyMode::BlockMessages, "#blocked").await?;
     let carol = fixture.user("carol").await?;
