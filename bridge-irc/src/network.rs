@@ -179,14 +179,25 @@ impl Network {
             ),
             spam: SpamGuard::new(config.spam, &config.name),
         });
+        let mut channel_portals = Vec::new();
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
                 && network_id == id
             {
                 network.add_channel(&portal, channel);
+                channel_portals.push((portal.room_id.clone(), Self::channel_name(&portal, channel)));
             }
         }
         tokio::spawn(Arc::clone(&network).process(receiver));
+        if network.privacy.enabled() {
+            // Under the privacy rule everyone in a portal is connected or removed, also after a restart.
+            let restoring = Arc::clone(&network);
+            tokio::spawn(async move {
+                for (room_id, channel) in channel_portals {
+                    restoring.connect_members(&room_id, &channel).await;
+                }
+            });
+        }
         if let Some(timeout) = network.idle_timeout {
             tokio::spawn(Self::reap_idle(Arc::downgrade(&network), timeout));
         }
@@ -1028,7 +1039,8 @@ impl Network {
         Ok(())
     }
 
-    /// The Matrix members of a newly linked portal get their puppets (see [`Network::member_joined`]).
+    /// The Matrix members of a portal get their puppets (see [`Network::member_joined`]): when it is linked, and at
+    /// start under the privacy rule.
     pub(crate) async fn connect_members(&self, room_id: &str, channel: &str) {
         let Ok(room) = room_id.parse::<ruma::OwnedRoomId>() else { return };
         let members = match self.bridge.matrix().bot().joined_members(&room).await {

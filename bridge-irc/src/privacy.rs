@@ -4,8 +4,8 @@
 //! user concerned is affected.
 //!
 //! The rule as the bridge applies it (also in `bridge-irc/README.md`):
-//! - a Matrix user who joins a portal gets a puppet connection; if it is refused outright (the network's
-//!   connection limit) they are removed at once;
+//! - a Matrix user who joins a portal (or is in one when it is linked or the bridge starts) gets a puppet
+//!   connection; if it is refused outright (the network's connection limit) they are removed at once;
 //! - when an attempt to connect fails or the connection is lost, and it has not registered again within the grace
 //!   period (`privacy_grace_secs`), it counts as failed (refused, K-lined, banned, unreachable) and the user is
 //!   removed. A puppet still waiting for its turn to connect (the reconnect cap after a restart) has not failed;

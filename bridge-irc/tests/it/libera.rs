@@ -125,6 +125,18 @@ async fn an_idle_user_leaves_the_portal_with_their_connection() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn after_a_restart_everyone_in_a_portal_is_connected_again() -> anyhow::Result<()> {
+    let mut fixture = Fixture::start().await?;
+    let (bob, _alice, _room) = connected_portal(&fixture, "#again").await?;
+    fixture.restart_bridge().await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" QUIT ")).await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" JOIN "))
+        .await
+        .context("alice's puppet is back in the channel without her saying anything")?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn block_messages_bans_a_user_until_their_connection_works() -> anyhow::Result<()> {
     let (fixture, bob, alice, room) = full_portal(PrivacyMode::BlockMessages, "#blocked").await?;
     let carol = fixture.user("carol").await?;
