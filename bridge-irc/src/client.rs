@@ -686,6 +686,8 @@ fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
             Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => casefold(target) == own,
             Command::KICK(_, kicked, _) => casefold(kicked) == own,
             Command::NICK(_) => message.source_nickname().is_some_and(|nick| casefold(nick) == own),
+            // Why the server closed the connection (a K-line, a ban), for the user's removal notice.
+            Command::ERROR(_) => true,
             Command::Response(response, _) => matches!(
                 response,
                 Response::RPL_WHOISUSER
@@ -727,6 +729,7 @@ mod tests {
         assert!(wants(Forward::Own, &parse(":op!o@h KICK #chan alice :bye"), "alice"));
         assert!(!wants(Forward::Own, &parse(":op!o@h KICK #chan bob :bye"), "alice"));
         assert!(wants(Forward::Own, &parse(":alice!a@h NICK alice2"), "alice"));
+        assert!(wants(Forward::Own, &parse("ERROR :Closing link: (alice@h) [K-Lined: spam]"), "alice"));
         assert!(wants(Forward::All, &parse(":bob!b@h PRIVMSG #chan :hi"), "alice"));
     }
 }

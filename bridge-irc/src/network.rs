@@ -95,7 +95,7 @@ pub(crate) struct Network {
     users: Template,
     aliases: Template,
     pub(crate) listener: Connection,
-    pub(crate) puppets: DashMap<String, Connection>,
+    pub(crate) puppets: Arc<DashMap<String, Connection>>,
     /// Casefolded nicks of puppets → their Matrix users: their lines are ours, never bridged back.
     puppet_nicks: DashMap<String, String>,
     /// IRC people seen this session, by casefolded current nick: a nick change keeps the ghost.
@@ -169,6 +169,7 @@ impl Network {
             Arc::clone(&connecting),
         );
         let privacy_bridge = bridge.clone();
+        let puppets = Arc::new(DashMap::new());
         let network = Arc::new(Self {
             id: id.into(),
             config: config.clone(),
@@ -176,7 +177,7 @@ impl Network {
             aliases: Template::new(&section.alias_template, "{channel}", id, &server_name),
             bridge,
             listener,
-            puppets: DashMap::new(),
+            puppets: Arc::clone(&puppets),
             puppet_nicks: DashMap::new(),
             puppet_masks: DashMap::new(),
             ghosts: Mutex::new(HashMap::new()),
@@ -195,20 +196,32 @@ impl Network {
                 Duration::from_secs(config.privacy_grace_secs),
                 &config.name,
                 privacy_bridge,
+                puppets,
             ),
             spam: SpamGuard::new(config.spam, &config.name),
             echoes: Mutex::new(Echoes::new(ECHO_TIMEOUT)),
             netsplits: Mutex::new(Netsplits::new(NETSPLIT_DEBOUNCE, NETSPLIT_HOLD)),
             typing: Mutex::new(HashMap::new()),
         });
+        let mut channel_portals = Vec::new();
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
                 && network_id == id
             {
                 network.add_channel(&portal, channel);
+                channel_portals.push((portal.room_id.clone(), Self::channel_name(&portal, channel)));
             }
         }
         tokio::spawn(Arc::clone(&network).process(receiver));
+        if network.privacy.enabled() {
+            // Under the privacy rule everyone in a portal is connected or removed, also after a restart.
+            let restoring = Arc::clone(&network);
+            tokio::spawn(async move {
+                for (room_id, channel) in channel_portals {
+                    restoring.connect_members(&room_id, &channel).await;
+                }
+            });
+        }
         if let Some(timeout) = network.idle_timeout {
             tokio::spawn(Self::reap_idle(Arc::downgrade(&network), timeout));
         }
@@ -282,9 +295,14 @@ impl Network {
     async fn tell_idle(&self, user_id: &str, room_id: Option<&str>, timeout: Duration) {
         let admin_room = self.bridge.store().admin_room(user_id).await.ok().flatten();
         let Some(room) = admin_room.as_deref().or(room_id) else { return };
+        let comeback = if self.privacy.enabled() {
+            // The privacy rule removes the user from the portals too (see `puppet_closed`).
+            "you leave its rooms too, as only people connected to IRC may read them; rejoin one to reconnect"
+        } else {
+            "it reconnects when you next send a message"
+        };
         let text = format!(
-            "Your IRC connection to {} was unused for {} s and is being closed; it reconnects when you next send a \
-             message.",
+            "Your IRC connection to {} was unused for {} s and is being closed; {comeback}.",
             self.config.name,
             timeout.as_secs()
         );
@@ -399,9 +417,8 @@ impl Network {
             let Some(event) = event else { return };
             match event {
                 ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
-                    self.puppet_nicks.insert(casefold(&nick), owner.clone());
-                    let privacy = self.privacy.clone();
-                    tokio::spawn(async move { privacy.registered(&owner).await });
+                    self.privacy.registered(&owner);
+                    self.puppet_nicks.insert(casefold(&nick), owner);
                 }
                 ConnEvent::Registered { .. } => {}
                 ConnEvent::Disconnected { owner, nick } if owner != BOT_OWNER => {
@@ -822,6 +839,7 @@ impl Network {
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
                 self.push(&portal.remote_key, Some(ghost), Some(remote_message_id(&nick, &message)), kind).await;
             }
+            Command::ERROR(reason) => self.privacy.closed_by_server(matrix_user, reason),
             Command::Response(..) => {
                 if let Some(sender) = self.pending_replies.get(matrix_user).map(|entry| entry.clone()) {
                     let _ = sender.try_send(message);
@@ -898,13 +916,9 @@ impl Network {
         let username = store.user_setting(user_id, &username_setting(&self.id)).await?;
         let username = sanitise_username(username.as_deref().unwrap_or(localpart));
         let login = self.login(user_id).await?;
-        let max_clients = self.config.max_clients;
-        if max_clients > 0 && self.puppets.len() >= max_clients {
+        if let Some(why) = self.limit_reached(user_id) {
             // A network's connection limit is the operator's rule: say so rather than queue forever.
-            return Err(ConnectorError::permanent(format!(
-                "the bridge already holds {max_clients} connections to {}, its limit; try again later",
-                self.config.name
-            )));
+            return Err(ConnectorError::permanent(why));
         }
         let puppet = self
             .puppets
@@ -932,6 +946,17 @@ impl Network {
             })
             .clone();
         Ok(puppet)
+    }
+
+    /// Why no new puppet can be opened for `user_id` now, if the network's connection limit is reached.
+    fn limit_reached(&self, user_id: &str) -> Option<String> {
+        let max_clients = self.config.max_clients;
+        (max_clients > 0 && !self.puppets.contains_key(user_id) && self.puppets.len() >= max_clients).then(|| {
+            format!(
+                "the bridge already holds {max_clients} connections to {}, its limit; try again later",
+                self.config.name
+            )
+        })
     }
 
     /// The stored login of a Matrix user on this network, if the network uses one.
@@ -1014,7 +1039,7 @@ impl Network {
         match &event.kind {
             MatrixEventKind::Message(message) => {
                 let lines = render_plain(&message.text).lines().count();
-                self.spam.admit(sender, lines).map_err(|held| ConnectorError::permanent(held.to_string()))?;
+                self.spam.admit(sender, lines)?;
                 let puppet = self.puppet(sender, None).await?;
                 if let Target::Channel(channel) = &target {
                     self.joined(&puppet, channel).await?;
@@ -1122,6 +1147,8 @@ impl Network {
                 if edit_style == EditStyle::Ignore {
                     return Ok(());
                 }
+                // An edit is one more line on IRC, so it counts against the sender's rate like a message.
+                self.spam.admit(sender, 1)?;
                 let puppet = self.puppet(sender, None).await?;
                 if let Target::Channel(channel) = &target {
                     self.joined(&puppet, channel).await?;
@@ -1295,20 +1322,21 @@ impl Network {
         room_id: &str,
         channel: &str,
     ) -> ConnectorResult<()> {
-        let puppet = match self.puppet(user_id, displayname).await {
-            Ok(puppet) => puppet,
-            Err(ConnectorError::Permanent { message }) if self.privacy.enabled() => {
-                self.privacy.refused(user_id, &[room_id.to_owned()], &message).await;
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-        };
+        if self.privacy.enabled()
+            && let Some(why) = self.limit_reached(user_id)
+        {
+            self.privacy.refused(user_id, &[room_id.to_owned()], &why).await;
+            return Ok(());
+        }
+        let puppet = self.puppet(user_id, displayname).await?;
         self.touch(user_id, Some(room_id));
         puppet.want_channel(channel);
+        self.privacy.watch_join(user_id, puppet, channel, room_id);
         Ok(())
     }
 
-    /// The Matrix members of a newly linked portal get their puppets (see [`Network::member_joined`]).
+    /// The Matrix members of a portal get their puppets (see [`Network::member_joined`]): when it is linked, and at
+    /// start under the privacy rule.
     pub(crate) async fn connect_members(&self, room_id: &str, channel: &str) {
         let Ok(room) = room_id.parse::<ruma::OwnedRoomId>() else { return };
         let members = match self.bridge.matrix().bot().joined_members(&room).await {
@@ -1354,7 +1382,7 @@ impl Network {
 
     /// Stops every connection of the network.
     pub(crate) fn shutdown(&self) {
-        for puppet in &self.puppets {
+        for puppet in self.puppets.iter() {
             puppet.quit("Bridge shutting down");
         }
         self.listener.quit("Bridge shutting down");

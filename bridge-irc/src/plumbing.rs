@@ -157,10 +157,7 @@ pub(crate) async fn names(network: &Network, channel: &str) -> Result<Vec<(Strin
             Command::Response(Response::RPL_NAMREPLY, params)
                 if params.len() >= 4 && casefold(&params[2]) == folded =>
             {
-                for entry in params[3].split_whitespace() {
-                    let nick = entry.trim_start_matches(['~', '&', '@', '%', '+']);
-                    members.push((nick.to_owned(), entry[..entry.len() - nick.len()].to_owned()));
-                }
+                members.extend(params[3].split_whitespace().map(names_entry));
             }
             Command::Response(Response::RPL_ENDOFNAMES, params)
                 if params.get(1).map(|c| casefold(c)) == Some(folded.clone()) =>
@@ -172,6 +169,19 @@ pub(crate) async fn names(network: &Network, channel: &str) -> Result<Vec<(Strin
     }
 }
 
+/// One entry of a `RPL_NAMREPLY` as nick and prefixes: `@+alice` (IRCv3 `multi-prefix`), or `@alice!a@host` (IRCv3
+/// `userhost-in-names`).
+fn names_entry(entry: &str) -> (String, String) {
+    let nick = entry.trim_start_matches(['~', '&', '@', '%', '+']);
+    let prefixes = entry[..entry.len() - nick.len()].to_owned();
+    (nick.split('!').next().unwrap_or(nick).to_owned(), prefixes)
+}
+
+/// Whether a member with these channel prefixes may approve links: operators and above, half-operators if allowed.
+fn may_approve(prefixes: &str, halfops: bool) -> bool {
+    prefixes.contains(['~', '&', '@']) || (halfops && prefixes.contains('%'))
+}
+
 /// The nicks that may approve links to `channel`: operators and above, and half-operators where allowed. The bridge
 /// bot is left out.
 pub(crate) async fn operators(network: &Network, channel: &str) -> Result<Vec<String>, PlumbingError> {
@@ -180,7 +190,7 @@ pub(crate) async fn operators(network: &Network, channel: &str) -> Result<Vec<St
     Ok(names(network, channel)
         .await?
         .into_iter()
-        .filter(|(_, prefixes)| prefixes.contains(['~', '&', '@']) || (halfops && prefixes.contains('%')))
+        .filter(|(_, prefixes)| may_approve(prefixes, halfops))
         .filter(|(nick, _)| own.as_deref() != Some(casefold(nick).as_str()))
         .map(|(nick, _)| nick)
         .collect())
@@ -396,6 +406,23 @@ mod tests {
             ("yes please", None),
         ] {
             assert_eq!(answer(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn names_entries_give_nick_and_prefixes_and_only_operators_approve() {
+        for (entry, nick, prefixes, op, halfop) in [
+            ("@carol", "carol", "@", true, true),
+            ("@+carol", "carol", "@+", true, true),
+            ("~founder", "founder", "~", true, true),
+            ("%helper!h@host", "helper", "%", false, true),
+            ("+voiced", "voiced", "+", false, false),
+            ("plain!p@127.0.0.1", "plain", "", false, false),
+        ] {
+            let (parsed_nick, parsed_prefixes) = names_entry(entry);
+            assert_eq!((parsed_nick.as_str(), parsed_prefixes.as_str()), (nick, prefixes), "{entry}");
+            assert_eq!(may_approve(&parsed_prefixes, false), op, "{entry} without half-ops");
+            assert_eq!(may_approve(&parsed_prefixes, true), halfop, "{entry} with half-ops");
         }
     }
 

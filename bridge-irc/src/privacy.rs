@@ -4,11 +4,13 @@
 //! user concerned is affected.
 //!
 //! The rule as the bridge applies it (also in `bridge-irc/README.md`):
-//! - a Matrix user who joins a portal gets a puppet connection; if it is refused outright (the network's
-//!   connection limit) they are removed at once;
+//! - a Matrix user who joins a portal (or is in one when it is linked or the bridge starts) gets a puppet
+//!   connection; if it is refused outright (the network's connection limit) they are removed at once;
 //! - when an attempt to connect fails or the connection is lost, and it has not registered again within the grace
 //!   period (`privacy_grace_secs`), it counts as failed (refused, K-lined, banned, unreachable) and the user is
 //!   removed. A puppet still waiting for its turn to connect (the reconnect cap after a restart) has not failed;
+//! - a puppet closed on purpose (idle reaping, `quit`) removes its user too;
+//! - a puppet the channel refuses (invite-only, banned, full, a key) gets its user kicked from that portal;
 //! - removing is `kick` (they may rejoin, which tries again) or `block-messages` (banned from the portal, so no
 //!   message reaches them, and unbanned as soon as their connection registers, e.g. after `reconnect` in the admin
 //!   room); `off` leaves them in (for networks without the rule);
@@ -20,7 +22,10 @@ use dashmap::DashMap;
 use lattice_bridge_core::BridgeHandle;
 use serde::{Deserialize, Serialize};
 
-use crate::client::Connection;
+use crate::client::{ChannelStatus, Connection};
+
+/// How long a join is watched for a refusal at least (the connection may first wait for its turn to connect).
+const JOIN_WATCH: Duration = Duration::from_secs(300);
 
 /// What happens to a Matrix user in a portal whose IRC connection failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +51,32 @@ pub(crate) struct Privacy {
     blocked: Arc<DashMap<String, HashSet<String>>>,
     /// Matrix users whose connection is being watched: one watch at a time, however often it fails meanwhile.
     watching: Arc<DashMap<String, ()>>,
+    /// What the server last said closing a Matrix user's connection (`ERROR`), to tell them why they were removed.
+    closed_because: Arc<DashMap<String, String>>,
+    /// The network's puppets, by Matrix user: a failed one is closed once its user is removed, so a K-lined
+    /// connection does not knock at the server forever. The user's next `reconnect` or join starts a new one.
+    puppets: Arc<DashMap<String, Connection>>,
 }
 
 impl Privacy {
     /// The rule for the network named `network` (display name, for reasons).
-    pub(crate) fn new(mode: PrivacyMode, grace: Duration, network: &str, bridge: BridgeHandle) -> Self {
-        Self { mode, grace, network: network.to_owned(), bridge, blocked: Arc::default(), watching: Arc::default() }
+    pub(crate) fn new(
+        mode: PrivacyMode,
+        grace: Duration,
+        network: &str,
+        bridge: BridgeHandle,
+        puppets: Arc<DashMap<String, Connection>>,
+    ) -> Self {
+        Self {
+            mode,
+            grace,
+            network: network.to_owned(),
+            bridge,
+            blocked: Arc::default(),
+            watching: Arc::default(),
+            closed_because: Arc::default(),
+            puppets,
+        }
     }
 
     /// Whether the rule applies at all.
@@ -59,12 +84,16 @@ impl Privacy {
         self.mode != PrivacyMode::Off
     }
 
-    /// Removes `user_id` from `rooms` now: their connection was refused for `why`.
+    /// Removes `user_id` from `rooms` now, as the mode says: their connection was refused for `why`.
     pub(crate) async fn refused(&self, user_id: &str, rooms: &[String], why: &str) {
+        self.remove(self.mode, user_id, rooms, why).await;
+    }
+
+    async fn remove(&self, mode: PrivacyMode, user_id: &str, rooms: &[String], why: &str) {
         if !self.enabled() {
             return;
         }
-        let reason = match self.mode {
+        let reason = match mode {
             PrivacyMode::BlockMessages => format!(
                 "Not connected to {}: {why}. Only people connected to IRC may read its channels; you can come back \
                  once your connection works (send `reconnect` to the bridge bot).",
@@ -81,7 +110,7 @@ impl Privacy {
                 continue;
             };
             let bot = self.bridge.matrix().bot();
-            let removed = match self.mode {
+            let removed = match mode {
                 PrivacyMode::BlockMessages => bot.ban(&room_id, &user, Some(&reason)).await,
                 _ => bot.kick(&room_id, &user, Some(&reason)).await,
             };
@@ -89,7 +118,7 @@ impl Privacy {
                 Ok(()) => {
                     tracing::info!(network = %self.network, matrix_user = %user_id, %room, %why,
                         "removed a Matrix user without an IRC connection from a portal");
-                    if self.mode == PrivacyMode::BlockMessages {
+                    if mode == PrivacyMode::BlockMessages {
                         self.blocked.entry(user_id.to_owned()).or_default().insert(room.clone());
                     }
                 }
@@ -115,14 +144,50 @@ impl Privacy {
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     privacy.watching.remove(&user_id);
-                    let why = format!("your connection did not register within {} s", privacy.grace.as_secs());
+                    let why = match privacy.closed_because.get(&user_id) {
+                        Some(reason) => format!("the IRC server closed your connection ({})", reason.as_str()),
+                        None => format!("your connection did not register within {} s", privacy.grace.as_secs()),
+                    };
                     let rooms = privacy.rooms_of(&portal_keys).await;
                     privacy.refused(&user_id, &rooms, &why).await;
+                    let failed = privacy.puppets.remove_if(&user_id, |_, current| !current.is_connected());
+                    if let Some((_, failed)) = failed {
+                        failed.quit("Not connected");
+                    }
                     return;
                 }
                 puppet.changed(deadline - now).await;
             }
             privacy.watching.remove(&user_id);
+        });
+    }
+
+    /// Watches `puppet` join `channel`: if the server refuses it (invite-only, banned, full, a key), its user is
+    /// kicked from `room` — in either mode, since no reconnect lifts a channel's refusal; only its operators can.
+    /// A join still pending when the watch ends is left to the connection's own watch.
+    pub(crate) fn watch_join(&self, user_id: &str, puppet: Connection, channel: &str, room: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let (privacy, user_id, channel, room) = (self.clone(), user_id.to_owned(), channel.to_owned(), room.to_owned());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + privacy.grace.max(JOIN_WATCH);
+            loop {
+                match puppet.channel_status(&channel) {
+                    ChannelStatus::Joined | ChannelStatus::Unknown => return,
+                    ChannelStatus::Refused(reason) => {
+                        let why = format!("IRC refused to let you into {channel} ({reason})");
+                        privacy.remove(PrivacyMode::Kick, &user_id, &[room], &why).await;
+                        return;
+                    }
+                    ChannelStatus::Pending => {}
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                puppet.changed(deadline - now).await;
+            }
         });
     }
 
@@ -139,16 +204,25 @@ impl Privacy {
         rooms
     }
 
-    /// The connection of `user_id` registered: lifts the bans `block-messages` placed.
-    pub(crate) async fn registered(&self, user_id: &str) {
+    /// The server closed the connection of `user_id` saying `reason` (`ERROR`).
+    pub(crate) fn closed_by_server(&self, user_id: &str, reason: &str) {
+        self.closed_because.insert(user_id.to_owned(), reason.to_owned());
+    }
+
+    /// The connection of `user_id` registered: lifts the bans `block-messages` placed (in the background).
+    pub(crate) fn registered(&self, user_id: &str) {
+        self.closed_because.remove(user_id);
         let Some((_, rooms)) = self.blocked.remove(user_id) else { return };
         let Ok(user) = user_id.parse::<ruma::OwnedUserId>() else { return };
-        for room in rooms {
-            let Ok(room_id) = room.parse::<ruma::OwnedRoomId>() else { continue };
-            let reason = format!("Connected to {} again", self.network);
-            if let Err(error) = self.bridge.matrix().bot().unban(&room_id, &user, Some(&reason)).await {
-                tracing::warn!(network = %self.network, matrix_user = %user_id, %room, %error, "cannot lift a privacy ban");
+        let (bridge, network) = (self.bridge.clone(), self.network.clone());
+        tokio::spawn(async move {
+            for room in rooms {
+                let Ok(room_id) = room.parse::<ruma::OwnedRoomId>() else { continue };
+                let reason = format!("Connected to {network} again");
+                if let Err(error) = bridge.matrix().bot().unban(&room_id, &user, Some(&reason)).await {
+                    tracing::warn!(%network, matrix_user = %user, %room, %error, "cannot lift a privacy ban");
+                }
             }
-        }
+        });
     }
 }

@@ -37,6 +37,13 @@ pub(crate) enum Held {
     Lines { network: String, lines: usize, max: usize },
 }
 
+impl From<Held> for lattice_bridge_core::ConnectorError {
+    /// Permanent: the runtime sets the message aside and tells the sender why, rather than retrying it later.
+    fn from(held: Held) -> Self {
+        Self::permanent(held.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,

@@ -71,6 +71,12 @@ impl Ircd {
     /// Accounts are made as people do: `PRIVMSG NickServ :REGISTER password x@example.com`
     /// ([`IrcTestClient::register_account`]).
     pub async fn inspircd() -> anyhow::Result<Self> {
+        Self::inspircd_with("").await
+    }
+
+    /// [`Ircd::inspircd`] with `extra` appended to InspIRCd's config, e.g. a K-line:
+    /// `<badhost host="*banned@*" reason="…">`.
+    pub async fn inspircd_with(extra: &str) -> anyhow::Result<Self> {
         let dir = StateDir::new("inspircd-")?;
         // atheme runs as nobody (it refuses root) and writes its database and log here.
         make_world_writable(dir.path())?;
@@ -120,6 +126,7 @@ impl Ircd {
 <link name="services.localhost" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
   sendpass="{LINK_PASSWORD}" recvpass="{LINK_PASSWORD}">
 <uline server="services.localhost" silent="yes">
+{extra}
 "#,
             pid = path("inspircd.pid"),
             log = path("inspircd-server.log"),

@@ -72,6 +72,11 @@ impl Fixture {
         Self::start_with(Ircd::inspircd().await?, auth, |_| {}).await
     }
 
+    /// The bridge on a server the test started, with the test config changed by `configure`.
+    pub(crate) async fn on(ircd: Ircd, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
+        Self::start_with(ircd, AuthMethod::None, configure).await
+    }
+
     async fn start_with(ircd: Ircd, auth: AuthMethod, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
