@@ -33,6 +33,7 @@ use crate::{
         batch::{Batch, BatchTracker, Fed},
         echo::{Echoes, Sent},
         netsplit::{Netsplits, split_servers},
+        people::{self, People},
         server_time, tags,
     },
     line::{Line, TextKind, text_lines},
@@ -62,6 +63,10 @@ pub(crate) fn nick_setting(network: &str) -> String {
 pub(crate) fn username_setting(network: &str) -> String {
     format!("irc.username.{network}")
 }
+
+/// The setting, kept under a ghost's Matrix user ID, naming the services account its IRC person is logged in to
+/// (IRCv3 account-tag, account-notify, extended-join).
+pub(crate) const GHOST_ACCOUNT_SETTING: &str = "irc.ghost.account";
 
 pub(crate) fn account_setting(network: &str) -> String {
     format!("irc.account.{network}")
@@ -118,6 +123,8 @@ pub(crate) struct Network {
     netsplits: Mutex<Netsplits>,
     /// Room ID → the Matrix users whose typing was last sent to IRC there.
     typing: Mutex<HashMap<String, HashSet<String>>>,
+    /// Accounts, away messages, real names and hosts of the IRC people in bridged channels.
+    people: Mutex<People>,
 }
 
 /// A puppet's last use.
@@ -179,6 +186,7 @@ impl Network {
             echoes: Mutex::new(Echoes::new(ECHO_TIMEOUT)),
             netsplits: Mutex::new(Netsplits::new(NETSPLIT_DEBOUNCE, NETSPLIT_HOLD)),
             typing: Mutex::new(HashMap::new()),
+            people: Mutex::new(People::default()),
         });
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
@@ -479,10 +487,40 @@ impl Network {
         found.inspect_err(|error| tracing::warn!(network = %self.id, %error, "cannot look up a reply target")).ok()?
     }
 
+    /// What the bridge knows about the IRC person using `nick`, for `whois`.
+    pub(crate) fn describe_person(&self, nick: &str) -> Option<String> {
+        lock(&self.people).get(&casefold(nick)).map(people::Person::describe)
+    }
+
+    /// Notes what a line tells about its sender (account, away, real name, host); a changed account is stored
+    /// under the ghost's Matrix user ID, so it outlives the session.
+    async fn note_person(&self, nick: &str, message: &Message) {
+        let folded = casefold(nick);
+        let account = {
+            let mut people = lock(&self.people);
+            let changed = people.apply(&folded, people::updates(message));
+            changed.then(|| people.get(&folded).and_then(|person| person.account.clone()))
+        };
+        if let Some(account) = account {
+            let ghost = self.ghost(nick).await;
+            let stored =
+                self.bridge.store().set_user_setting(&ghost.user_id, GHOST_ACCOUNT_SETTING, account.as_deref());
+            if let Err(error) = stored.await {
+                tracing::warn!(network = %self.id, %nick, %error, "cannot store a ghost's account");
+            }
+        }
+    }
+
     /// What the bridge bot hears in its channels.
     async fn on_listener(&self, own_nick: &str, message: Message) {
         let source = message.source_nickname().map(str::to_owned);
         let from_ours = source.as_deref().is_none_or(|nick| self.is_ours(nick));
+        if let Some(nick) = source.as_deref().filter(|_| {
+            !from_ours
+                && message.prefix.as_ref().is_some_and(|prefix| matches!(prefix, irc::proto::Prefix::Nickname(..)))
+        }) {
+            self.note_person(nick, &message).await;
+        }
         match &message.command {
             Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(target)).map(|entry| entry.clone()) else { return };
@@ -550,6 +588,7 @@ impl Network {
                     return;
                 }
                 let nick = casefold(&source.unwrap_or_default());
+                lock(&self.people).remove(&nick);
                 let channels: Vec<String> = lock(&self.members)
                     .iter_mut()
                     .filter_map(|(channel, members)| members.remove(&nick).then(|| channel.clone()))
@@ -591,6 +630,7 @@ impl Network {
             }
             Command::NICK(new) if !from_ours => {
                 let old = casefold(&source.unwrap_or_default());
+                lock(&self.people).rename(&old, &casefold(new));
                 let mut ghost = self.ghost(&old).await;
                 ghost.displayname = Some(new.clone());
                 ghost.remote_id = ghosts::remote_id(&self.id, new);

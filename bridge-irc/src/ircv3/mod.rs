@@ -6,6 +6,7 @@ pub(crate) mod batch;
 pub(crate) mod cap;
 pub(crate) mod echo;
 pub(crate) mod netsplit;
+pub(crate) mod people;
 pub(crate) mod sasl;
 pub(crate) mod server_time;
 pub(crate) mod tags;

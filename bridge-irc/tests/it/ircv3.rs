@@ -9,7 +9,10 @@ use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message};
+use crate::{
+    auth::{admin_room, command},
+    fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message},
+};
 
 /// What the test IRC people ask the server for.
 const CAPS: &[&str] = &["message-tags", "server-time", "echo-message"];
@@ -123,12 +126,7 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
 #[tokio::test]
 async fn a_line_the_server_refuses_is_reported_to_its_matrix_sender() -> anyhow::Result<()> {
     let fixture = Fixture::inspircd(AuthMethod::None).await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#quiet").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#quiet")).await?;
-    alice.send_text(&room, "before the mute").await?;
-    bob.wait_for(WAIT, from("alice", "PRIVMSG #quiet :before the mute")).await?;
+    let (bob, alice, room) = talking(&fixture, "bob", "#quiet").await?;
     // Delivered (echoed): no failure notice for it.
     bob.send("MODE #quiet +m").await?;
     bob.wait_for(WAIT, |line| line.contains(" MODE #quiet ") && line.ends_with("+m")).await?;
@@ -216,6 +214,17 @@ async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `nick` on IRC and alice in the portal of `channel`, alice's puppet in the channel: her first line reached `nick`.
+async fn talking(fixture: &Fixture, nick: &str, channel: &str) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
+    let client = IrcTestClient::connect(fixture.ircd.port(), nick).await?;
+    client.join(channel).await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias(channel)).await?;
+    alice.send_text(&room, "first words").await?;
+    client.wait_for(WAIT, from("alice", &format!("PRIVMSG {channel} :first words"))).await?;
+    Ok((client, alice, room))
+}
+
 /// The body of the next event in `room` whose body starts with `start`.
 async fn body_starting(user: &MatrixUser, room: &str, start: &str) -> anyhow::Result<String> {
     let event = user
@@ -237,4 +246,20 @@ where
         clients.push(task.await??);
     }
     Ok(clients)
+}
+
+#[tokio::test]
+async fn accounts_and_away_messages_reach_whois() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let (carol, alice, room) = talking(&fixture, "carol", "#acc").await?;
+
+    // account-notify and away-notify tell the bridge, in order, before carol's next line.
+    carol.register_account("carol-pass-1", "carol@example.com").await?;
+    carol.send("AWAY :at lunch").await?;
+    carol.send("PRIVMSG #acc :back soon").await?;
+    alice.wait_for_message(&room, WAIT, "back soon").await?;
+    let admin = admin_room(&alice).await?;
+    let answer = command(&alice, &admin, "whois carol").await?;
+    assert!(answer.contains("The bridge knows carol as: logged in as carol, away (at lunch)"), "{answer}");
+    Ok(())
 }
