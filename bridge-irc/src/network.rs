@@ -32,6 +32,7 @@ use crate::{
     ircv3::{
         batch::{Batch, BatchTracker, Fed},
         echo::{Echoes, Sent},
+        multiline,
         netsplit::{Netsplits, split_servers},
         people::{self, People},
         server_time, tags,
@@ -487,6 +488,19 @@ impl Network {
         found.inspect_err(|error| tracing::warn!(network = %self.id, %error, "cannot look up a reply target")).ok()?
     }
 
+    /// Records the msgid a delivered Matrix message got on IRC, so IRC replies and reactions can name it.
+    async fn record_echo(&self, sent: Sent, own_nick: &str, msgid: &str) {
+        let mapping = MessageMapping {
+            event_id: sent.event_id,
+            room_id: sent.room_id,
+            portal_key: sent.portal_key,
+            remote_id: format!("{own_nick}/{msgid}"),
+        };
+        if let Err(error) = self.bridge.store().map_message(&mapping).await {
+            tracing::warn!(network = %self.id, %error, "cannot record an echoed message's msgid");
+        }
+    }
+
     /// What the bridge knows about the IRC person using `nick`, for `whois`.
     pub(crate) fn describe_person(&self, nick: &str) -> Option<String> {
         lock(&self.people).get(&casefold(nick)).map(people::Person::describe)
@@ -762,19 +776,22 @@ impl Network {
         let label = tags::get(&message, "label");
         let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(own_nick));
         match &message.command {
+            // The echo of a draft/multiline batch: its opener carries the label and the msgid.
+            Command::BATCH(reference, ..) if from_self => {
+                let sent = match reference.starts_with('+') {
+                    true => label.and_then(|label| lock(&self.echoes).echoed(matrix_user, Some(label), "", "")),
+                    false => None,
+                };
+                if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
+                    self.record_echo(sent, own_nick, msgid).await;
+                }
+                return;
+            }
             // echo-message: our own line came back, so it was delivered; its msgid names it from now on.
             Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if from_self => {
                 let sent = lock(&self.echoes).echoed(matrix_user, label, target, text);
                 if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
-                    let mapping = MessageMapping {
-                        event_id: sent.event_id,
-                        room_id: sent.room_id,
-                        portal_key: sent.portal_key,
-                        remote_id: format!("{own_nick}/{msgid}"),
-                    };
-                    if let Err(error) = self.bridge.store().map_message(&mapping).await {
-                        tracing::warn!(network = %self.id, %error, "cannot record an echoed message's msgid");
-                    }
+                    self.record_echo(sent, own_nick, msgid).await;
                 }
                 return;
             }
@@ -1058,7 +1075,26 @@ impl Network {
                 }
                 let mut lines = text_lines(target.name(), kind, &text, puppet.prefix_len())
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                if message.media.is_none() && lines.len() > self.config.max_lines.max(1) {
+                let reply_msgid = message.reply_to.as_ref().and_then(|reply| irc_msgid(&reply.remote_ids));
+                let sent = event.event_id.as_ref().filter(|_| puppet.has_cap("echo-message")).map(|event_id| Sent {
+                    event_id: event_id.clone(),
+                    room_id: event.room_id.clone(),
+                    portal_key: portal.remote_key.clone(),
+                    matrix_user: sender.to_owned(),
+                });
+                // draft/multiline, where offered, carries several lines as one message.
+                let batch = match message.media.is_none() && lines.len() > 1 {
+                    true => self.multiline_batch(
+                        &puppet,
+                        kind,
+                        target.name(),
+                        &text,
+                        sent.as_ref(),
+                        reply_msgid.as_deref(),
+                    )?,
+                    false => None,
+                };
+                if batch.is_none() && message.media.is_none() && lines.len() > self.config.max_lines.max(1) {
                     // Too long for the channel: one line with a link to the whole text.
                     let full = render_plain(&message.text);
                     let url = self.bridge.publish_text(&full, "message.txt").await.map_err(core_error)?;
@@ -1069,38 +1105,11 @@ impl Network {
                     lines = text_lines(target.name(), kind, &short, puppet.prefix_len())
                         .map_err(|error| ConnectorError::permanent(error.to_string()))?;
                 }
-                let reply_msgid = message.reply_to.as_ref().and_then(|reply| irc_msgid(&reply.remote_ids));
-                let sent = event.event_id.as_ref().filter(|_| puppet.has_cap("echo-message")).map(|event_id| Sent {
-                    event_id: event_id.clone(),
-                    room_id: event.room_id.clone(),
-                    portal_key: portal.remote_key.clone(),
-                    matrix_user: sender.to_owned(),
-                });
-                for (index, line) in lines.into_iter().enumerate() {
-                    let mut line_tags: Vec<(&str, Option<&str>)> = Vec::new();
-                    if index == 0
-                        && puppet.has_cap("message-tags")
-                        && let Some(msgid) = &reply_msgid
-                    {
-                        line_tags.push(("+draft/reply", Some(msgid)));
-                    }
-                    // echo-message: wait for the line to come back, by label when the server has labeled-response.
-                    let label = match (&sent, sent_text(&line)) {
-                        (Some(sent), Some((to, text))) => lock(&self.echoes).expect(
-                            sender,
-                            &to,
-                            &text,
-                            sent.clone(),
-                            puppet.has_cap("labeled-response"),
-                            Duration::from_secs_f64(1.0 / self.config.flood.lines_per_second.max(0.01)),
-                            tokio::time::Instant::now(),
-                        ),
-                        _ => None,
-                    };
-                    if let Some(label) = &label {
-                        line_tags.push(("label", Some(label)));
-                    }
-                    let line = line.tagged(&line_tags).map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                let lines = match batch {
+                    Some(batch) => batch,
+                    None => self.tag_lines(&puppet, lines, sent.as_ref(), reply_msgid.as_deref())?,
+                };
+                for line in lines {
                     if let Err(error) = puppet.send(line).await {
                         // The runtime sends the whole message again later: stop waiting for this attempt's echoes.
                         if let Some(event_id) = &event.event_id {
@@ -1242,6 +1251,103 @@ impl Network {
             }
             _ => Ok(()),
         }
+    }
+
+    /// How long the flood throttle of a connection on this network takes per line.
+    fn line_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.config.flood.lines_per_second.max(0.01))
+    }
+
+    /// Tags a Matrix message's lines: the first with `+draft/reply` (message-tags), each with a `label` when the
+    /// puppet's echoes are awaited (echo-message, labeled-response; without labels they are matched by text).
+    fn tag_lines(
+        &self,
+        puppet: &Connection,
+        lines: Vec<Line>,
+        sent: Option<&Sent>,
+        reply_msgid: Option<&str>,
+    ) -> ConnectorResult<Vec<Line>> {
+        let owner = sent.map(|sent| sent.matrix_user.as_str()).unwrap_or_default();
+        let mut tagged = Vec::with_capacity(lines.len());
+        for (index, line) in lines.into_iter().enumerate() {
+            let mut line_tags: Vec<(&str, Option<&str>)> = Vec::new();
+            if index == 0
+                && puppet.has_cap("message-tags")
+                && let Some(msgid) = reply_msgid
+            {
+                line_tags.push(("+draft/reply", Some(msgid)));
+            }
+            let label = match (sent, sent_text(&line)) {
+                (Some(sent), Some((to, text))) => lock(&self.echoes).expect(
+                    owner,
+                    &to,
+                    &text,
+                    sent.clone(),
+                    puppet.has_cap("labeled-response"),
+                    self.line_interval(),
+                    tokio::time::Instant::now(),
+                ),
+                _ => None,
+            };
+            if let Some(label) = &label {
+                line_tags.push(("label", Some(label)));
+            }
+            tagged.push(line.tagged(&line_tags).map_err(|error| ConnectorError::permanent(error.to_string()))?);
+        }
+        Ok(tagged)
+    }
+
+    /// A Matrix message of several lines as one `draft/multiline` batch, when the puppet's server offers it and the
+    /// text is within its limits; its echo is awaited by the opener's label.
+    fn multiline_batch(
+        &self,
+        puppet: &Connection,
+        kind: TextKind,
+        target: &str,
+        text: &str,
+        sent: Option<&Sent>,
+        reply_msgid: Option<&str>,
+    ) -> ConnectorResult<Option<Vec<Line>>> {
+        let command = match kind {
+            TextKind::Privmsg => "PRIVMSG",
+            TextKind::Notice => "NOTICE",
+            // CTCP ACTION has no multiline form.
+            TextKind::Action => return Ok(None),
+        };
+        let Some(limits) = multiline::limits(puppet.cap_value("draft/multiline").as_deref()) else { return Ok(None) };
+        if !puppet.has_cap("batch") {
+            return Ok(None);
+        }
+        let label = match sent {
+            Some(sent) if puppet.has_cap("labeled-response") => lock(&self.echoes).expect(
+                &sent.matrix_user,
+                target,
+                text,
+                sent.clone(),
+                true,
+                self.line_interval(),
+                tokio::time::Instant::now(),
+            ),
+            // An echoed batch cannot be matched without a label: send the usual way.
+            Some(_) => return Ok(None),
+            None => None,
+        };
+        let mut opener: Vec<(&str, Option<&str>)> = Vec::new();
+        if let Some(msgid) = reply_msgid.filter(|_| puppet.has_cap("message-tags")) {
+            opener.push(("+draft/reply", Some(msgid)));
+        }
+        if let Some(label) = &label {
+            opener.push(("label", Some(label)));
+        }
+        let reference = format!("ml{:08x}", rand::random::<u32>());
+        let built = multiline::batch(command, target, text, puppet.prefix_len(), &reference, limits, &opener);
+        let batch = built.map_err(|error| ConnectorError::permanent(error.to_string()))?;
+        if batch.is_none()
+            && let Some(sent) = sent
+        {
+            lock(&self.echoes).forget(&sent.event_id);
+        }
+        Ok(batch)
     }
 
     /// Matrix typing (`m.typing`) as `+typing` TAGMSGs (IRCv3 typing client tag) from the puppets of those who

@@ -5,6 +5,7 @@
 pub(crate) mod batch;
 pub(crate) mod cap;
 pub(crate) mod echo;
+pub(crate) mod multiline;
 pub(crate) mod netsplit;
 pub(crate) mod people;
 pub(crate) mod sasl;
