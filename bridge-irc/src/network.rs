@@ -31,6 +31,7 @@ use crate::{
     },
     ircv3::{
         batch::{Batch, BatchTracker, Fed},
+        chathistory,
         echo::{Echoes, Sent},
         multiline,
         netsplit::{Netsplits, split_servers},
@@ -126,6 +127,8 @@ pub(crate) struct Network {
     typing: Mutex<HashMap<String, HashSet<String>>>,
     /// Accounts, away messages, real names and hosts of the IRC people in bridged channels.
     people: Mutex<People>,
+    /// Casefolded channel → the msgid of the last message the listener heard there (for chathistory backfill).
+    last_msgid: DashMap<String, String>,
 }
 
 /// A puppet's last use.
@@ -188,6 +191,7 @@ impl Network {
             netsplits: Mutex::new(Netsplits::new(NETSPLIT_DEBOUNCE, NETSPLIT_HOLD)),
             typing: Mutex::new(HashMap::new()),
             people: Mutex::new(People::default()),
+            last_msgid: DashMap::new(),
         });
         for portal in network.bridge.store().portals().await? {
             if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
@@ -463,6 +467,20 @@ impl Network {
             }
             return;
         }
+        if batch.kind == "chathistory" {
+            // Backfill: what is not in the message map yet, in order, with its own server-time.
+            for message in batch.messages().into_iter().filter(|message| chathistory::replayable(message)) {
+                let (Some(nick), Some(target)) = (message.source_nickname(), backfill_target(message)) else {
+                    continue;
+                };
+                let Some(portal) = self.portal_of(target) else { continue };
+                let known = self.bridge.store().event_for_remote(&portal, &remote_message_id(nick, message)).await;
+                if tags::get(message, "msgid").is_some() && matches!(known, Ok(None)) {
+                    self.on_listener(own_nick, message.clone()).await;
+                }
+            }
+            return;
+        }
         // netjoin: the joins find their people in the netsplit tracker and are swallowed there.
         for message in batch.messages() {
             self.on_listener(own_nick, message.clone()).await;
@@ -543,6 +561,9 @@ impl Network {
                 let Some((msgtype, text)) = classify(text, notice) else { return };
                 let (body, html) = self.irc_to_matrix(text);
                 let remote_id = remote_message_id(&nick, &message);
+                if let Some(msgid) = tags::get(&message, "msgid") {
+                    self.last_msgid.insert(casefold(target), msgid.to_owned());
+                }
                 let reply_to = self.replied_to(&portal, &message).await;
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to };
                 let at = server_time::timestamp_ms(&message);
@@ -572,9 +593,19 @@ impl Network {
                 let kind = RemoteEventKind::Redaction { target, reason: params.get(2).cloned() };
                 self.push(&portal, Some(self.ghost(&source.unwrap_or_default()).await), None, kind).await;
             }
-            Command::JOIN(..) if from_ours => {
+            Command::JOIN(channel, _, _) if from_ours => {
                 if let Some(irc::proto::Prefix::Nickname(nick, user, host)) = &message.prefix {
                     self.puppet_masks.insert(casefold(nick), format!("{nick}!{user}@{host}"));
+                }
+                // The bridge bot (re)joined a bridged channel: ask for what was said meanwhile, where offered.
+                if source.as_deref().is_some_and(|nick| casefold(nick) == casefold(own_nick))
+                    && self.portal_of(channel).is_some()
+                    && self.listener.has_cap("draft/chathistory")
+                {
+                    let after = self.last_msgid.get(&casefold(channel)).map(|entry| entry.clone());
+                    if let Ok(line) = chathistory::request(channel, after.as_deref()) {
+                        let _ = self.listener.send(line).await;
+                    }
                 }
             }
             Command::JOIN(channel, _, _) if !from_ours => {
@@ -1453,6 +1484,14 @@ fn irc_msgid(remote_ids: &[String]) -> Option<String> {
         .filter_map(|id| id.split_once('/').map(|(_, msgid)| msgid))
         .find(|msgid| !msgid.starts_with('$'))
         .map(str::to_owned)
+}
+
+/// The channel a backfilled PRIVMSG or NOTICE was said in.
+fn backfill_target(message: &Message) -> Option<&str> {
+    match &message.command {
+        Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => Some(target),
+        _ => None,
+    }
 }
 
 /// The target and text of a PRIVMSG or NOTICE line we are about to send, as its echo will carry them.
