@@ -60,7 +60,7 @@ async fn set_typing(user: &MatrixUser, room: &str) -> anyhow::Result<Value> {
 
 #[tokio::test]
 async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> anyhow::Result<()> {
-    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let mut fixture = Fixture::inspircd(AuthMethod::None).await?;
     let bob = IrcTestClient::connect_with_caps(fixture.ircd.port(), "bob", CAPS).await?;
     bob.join("#v3").await?;
     let alice = fixture.user("alice").await?;
@@ -120,6 +120,15 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
     })
     .await
     .context("waiting for alice's typing on IRC")?;
+
+    // The msgid map is in the store: after a restart, a reply to alice's first line still finds it.
+    let bot_joins = |line: &str| untagged(line).starts_with(":lattice!") && line.contains(" JOIN ");
+    bob.wait_for(WAIT, bot_joins).await.context("the bot joined before the restart")?;
+    fixture.restart_bridge().await?;
+    bob.wait_for(WAIT, bot_joins).await.context("the bot rejoins after the restart")?;
+    bob.send(&format!("@+draft/reply={alice_msgid} PRIVMSG #v3 :still there?")).await?;
+    let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "still there?")).await?;
+    assert_eq!(event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], from_alice, "{event}");
     Ok(())
 }
 
