@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
+use lattice_e2e::{
+    MatrixUser,
+    ircd::{IrcTestClient, Leaf},
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -165,9 +168,21 @@ async fn a_line_the_server_refuses_is_reported_to_its_matrix_sender() -> anyhow:
 }
 
 #[tokio::test]
-async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
+async fn quits_naming_two_servers_are_one_notice_per_room_each_way() -> anyhow::Result<()> {
+    netsplit_is_collapsed(false).await
+}
+
+#[tokio::test]
+async fn a_leaf_server_splitting_off_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
+    netsplit_is_collapsed(true).await
+}
+
+/// Three people in two channels split off and come back: on a `linked` leaf InspIRCd that is stopped and started
+/// again, or by quitting with two server names as their reason (servers without netsplit batches).
+async fn netsplit_is_collapsed(linked: bool) -> anyhow::Result<()> {
     let fixture = Fixture::inspircd(AuthMethod::None).await?;
-    let port = fixture.ircd.port();
+    let mut leaf = if linked { Some(fixture.ircd.start_leaf().await?) } else { None };
+    let port = leaf.as_ref().map_or(fixture.ircd.port(), Leaf::port);
     let nicks = ["split1", "split2", "split3"];
     let channels = ["#ns1", "#ns2"];
     let alice = fixture.user("alice").await?;
@@ -198,16 +213,28 @@ async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
     }
 
     // The link to the leaf breaks: everyone behind it quits with the two server names.
-    for client in &clients {
-        client.send("QUIT :irc.hub.example irc.leaf.example").await?;
-    }
+    let servers = match &mut leaf {
+        Some(leaf) => {
+            leaf.stop();
+            "irc.localhost leaf.localhost"
+        }
+        None => {
+            for client in &clients {
+                client.send("QUIT :irc.hub.example irc.leaf.example").await?;
+            }
+            "irc.hub.example irc.leaf.example"
+        }
+    };
     for room in &rooms {
         let body = body_starting(&alice, room, "netsplit").await?;
-        assert!(body.starts_with("netsplit (irc.hub.example irc.leaf.example): "), "{body}");
+        assert!(body.starts_with(&format!("netsplit ({servers}): ")), "{body}");
         assert!(nicks.iter().all(|nick| body.contains(nick)), "{body}");
     }
 
     // They come back.
+    if let Some(leaf) = &mut leaf {
+        leaf.start().await?;
+    }
     let _clients = connect_all().await?;
     for room in &rooms {
         let body = body_starting(&alice, room, "netjoin").await?;
