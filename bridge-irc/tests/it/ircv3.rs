@@ -299,3 +299,29 @@ async fn accounts_and_away_messages_reach_whois() -> anyhow::Result<()> {
     assert!(answer.contains("The bridge knows carol as: logged in as carol, away (at lunch)"), "{answer}");
     Ok(())
 }
+
+#[tokio::test]
+async fn on_a_server_without_capabilities_the_conversation_is_plain_irc() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let (bob, alice, room) = talking(&fixture, "bob", "#plain").await?;
+    assert!(!bob.pending().iter().any(|line| line.starts_with('@')), "tags from ngircd: {:?}", bob.pending());
+
+    bob.send("PRIVMSG #plain :hi alice").await?;
+    let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "hi alice")).await?;
+    let bob_event = event["event_id"].as_str().context("no event ID")?.to_owned();
+    // No msgid to name: reactions and typing stay on Matrix; a reply falls back to quoting.
+    let annotation = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": bob_event, "key": "👍"}});
+    alice.send_event(&room, "m.reaction", annotation).await?;
+    set_typing(&alice, &room).await?;
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "> <@irc_test_bob:localhost> hi alice\n\nhi bob",
+        "m.relates_to": {"m.in_reply_to": {"event_id": bob_event}},
+    });
+    alice.send_message(&room, reply).await?;
+    let line = bob.wait_for(WAIT, |line| from("alice", "hi bob")(line)).await?;
+    assert!(line.starts_with(":alice!") && line.contains("PRIVMSG #plain :bob"), "{line}");
+    assert!(!bob.pending().iter().any(|line| line.contains("TAGMSG")), "{:?}", bob.pending());
+
+    Ok(())
+}
