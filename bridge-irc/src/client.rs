@@ -176,6 +176,11 @@ impl Connection {
         lock(&self.shared.caps).has(cap)
     }
 
+    /// The value the current connection's server offered an enabled capability with.
+    pub(crate) fn cap_value(&self, cap: &str) -> Option<String> {
+        lock(&self.shared.caps).value(cap).map(str::to_owned)
+    }
+
     /// Whether the connection is registered.
     pub(crate) fn is_connected(&self) -> bool {
         lock(&self.shared.session).is_some()

@@ -161,6 +161,9 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
             }
             network.pending_replies.remove(sender);
             sent.map_err(|error| ConnectorError::transient(error.to_string()))?;
+            if let Some(known) = network.describe_person(nick) {
+                answer.push(format!("The bridge knows {nick} as: {known}"));
+            }
             Ok(if answer.is_empty() { format!("No answer about {nick}.") } else { answer.join("\n") })
         }
         "storepass" => {

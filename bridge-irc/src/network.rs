@@ -31,8 +31,11 @@ use crate::{
     },
     ircv3::{
         batch::{Batch, BatchTracker, Fed},
+        chathistory,
         echo::{Echoes, Sent},
+        multiline,
         netsplit::{Netsplits, split_servers},
+        people::{self, People},
         server_time, tags,
     },
     line::{Line, TextKind, text_lines},
@@ -65,6 +68,10 @@ pub(crate) fn nick_setting(network: &str) -> String {
 pub(crate) fn username_setting(network: &str) -> String {
     format!("irc.username.{network}")
 }
+
+/// The setting, kept under a ghost's Matrix user ID, naming the services account its IRC person is logged in to
+/// (IRCv3 account-tag, account-notify, extended-join).
+pub(crate) const GHOST_ACCOUNT_SETTING: &str = "irc.ghost.account";
 
 pub(crate) fn account_setting(network: &str) -> String {
     format!("irc.account.{network}")
@@ -129,6 +136,10 @@ pub(crate) struct Network {
     netsplits: Mutex<Netsplits>,
     /// Room ID → the Matrix users whose typing was last sent to IRC there.
     typing: Mutex<HashMap<String, HashSet<String>>>,
+    /// Accounts, away messages, real names and hosts of the IRC people in bridged channels.
+    people: Mutex<People>,
+    /// Casefolded channel → the msgid of the last message the listener heard there (for chathistory backfill).
+    last_msgid: DashMap<String, String>,
 }
 
 /// A puppet's last use.
@@ -202,6 +213,8 @@ impl Network {
             echoes: Mutex::new(Echoes::new(ECHO_TIMEOUT)),
             netsplits: Mutex::new(Netsplits::new(NETSPLIT_DEBOUNCE, NETSPLIT_HOLD)),
             typing: Mutex::new(HashMap::new()),
+            people: Mutex::new(People::default()),
+            last_msgid: DashMap::new(),
         });
         let mut channel_portals = Vec::new();
         for portal in network.bridge.store().portals().await? {
@@ -502,6 +515,20 @@ impl Network {
             }
             return;
         }
+        if batch.kind == "chathistory" {
+            // Backfill: what is not in the message map yet, in order, with its own server-time.
+            for message in batch.messages().into_iter().filter(|message| chathistory::replayable(message)) {
+                let (Some(nick), Some(target)) = (message.source_nickname(), backfill_target(message)) else {
+                    continue;
+                };
+                let Some(portal) = self.portal_of(target) else { continue };
+                let known = self.bridge.store().event_for_remote(&portal, &remote_message_id(nick, message)).await;
+                if tags::get(message, "msgid").is_some() && matches!(known, Ok(None)) {
+                    self.on_listener(own_nick, message.clone()).await;
+                }
+            }
+            return;
+        }
         // netjoin: the joins find their people in the netsplit tracker and are swallowed there.
         for message in batch.messages() {
             self.on_listener(own_nick, message.clone()).await;
@@ -527,10 +554,53 @@ impl Network {
         found.inspect_err(|error| tracing::warn!(network = %self.id, %error, "cannot look up a reply target")).ok()?
     }
 
+    /// Records the msgid a delivered Matrix message got on IRC, so IRC replies and reactions can name it.
+    async fn record_echo(&self, sent: Sent, own_nick: &str, msgid: &str) {
+        let mapping = MessageMapping {
+            event_id: sent.event_id,
+            room_id: sent.room_id,
+            portal_key: sent.portal_key,
+            remote_id: format!("{own_nick}/{msgid}"),
+        };
+        if let Err(error) = self.bridge.store().map_message(&mapping).await {
+            tracing::warn!(network = %self.id, %error, "cannot record an echoed message's msgid");
+        }
+    }
+
+    /// What the bridge knows about the IRC person using `nick`, for `whois`.
+    pub(crate) fn describe_person(&self, nick: &str) -> Option<String> {
+        lock(&self.people).get(&casefold(nick)).map(people::Person::describe)
+    }
+
+    /// Notes what a line tells about its sender (account, away, real name, host); a changed account is stored
+    /// under the ghost's Matrix user ID, so it outlives the session.
+    async fn note_person(&self, nick: &str, message: &Message) {
+        let folded = casefold(nick);
+        let account = {
+            let mut people = lock(&self.people);
+            let changed = people.apply(&folded, people::updates(message));
+            changed.then(|| people.get(&folded).and_then(|person| person.account.clone()))
+        };
+        if let Some(account) = account {
+            let ghost = self.ghost(nick).await;
+            let stored =
+                self.bridge.store().set_user_setting(&ghost.user_id, GHOST_ACCOUNT_SETTING, account.as_deref());
+            if let Err(error) = stored.await {
+                tracing::warn!(network = %self.id, %nick, %error, "cannot store a ghost's account");
+            }
+        }
+    }
+
     /// What the bridge bot hears in its channels.
     async fn on_listener(&self, own_nick: &str, message: Message) {
         let source = message.source_nickname().map(str::to_owned);
         let from_ours = source.as_deref().is_none_or(|nick| self.is_ours(nick));
+        if let Some(nick) = source.as_deref().filter(|_| {
+            !from_ours
+                && message.prefix.as_ref().is_some_and(|prefix| matches!(prefix, irc::proto::Prefix::Nickname(..)))
+        }) {
+            self.note_person(nick, &message).await;
+        }
         match &message.command {
             Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(target)).map(|entry| entry.clone()) else { return };
@@ -539,6 +609,9 @@ impl Network {
                 let Some((msgtype, text)) = classify(text, notice) else { return };
                 let (body, html) = self.irc_to_matrix(text);
                 let remote_id = remote_message_id(&nick, &message);
+                if let Some(msgid) = tags::get(&message, "msgid") {
+                    self.last_msgid.insert(casefold(target), msgid.to_owned());
+                }
                 let reply_to = self.replied_to(&portal, &message).await;
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to };
                 let at = server_time::timestamp_ms(&message);
@@ -568,9 +641,19 @@ impl Network {
                 let kind = RemoteEventKind::Redaction { target, reason: params.get(2).cloned() };
                 self.push(&portal, Some(self.ghost(&source.unwrap_or_default()).await), None, kind).await;
             }
-            Command::JOIN(..) if from_ours => {
+            Command::JOIN(channel, _, _) if from_ours => {
                 if let Some(irc::proto::Prefix::Nickname(nick, user, host)) = &message.prefix {
                     self.puppet_masks.insert(casefold(nick), format!("{nick}!{user}@{host}"));
+                }
+                // The bridge bot (re)joined a bridged channel: ask for what was said meanwhile, where offered.
+                if source.as_deref().is_some_and(|nick| casefold(nick) == casefold(own_nick))
+                    && self.portal_of(channel).is_some()
+                    && self.listener.has_cap("draft/chathistory")
+                {
+                    let after = self.last_msgid.get(&casefold(channel)).map(|entry| entry.clone());
+                    if let Ok(line) = chathistory::request(channel, after.as_deref()) {
+                        let _ = self.listener.send(line).await;
+                    }
                 }
             }
             Command::JOIN(channel, _, _) if !from_ours => {
@@ -598,6 +681,7 @@ impl Network {
                     return;
                 }
                 let nick = casefold(&source.unwrap_or_default());
+                lock(&self.people).remove(&nick);
                 let channels: Vec<String> = lock(&self.members)
                     .iter_mut()
                     .filter_map(|(channel, members)| members.remove(&nick).then(|| channel.clone()))
@@ -639,6 +723,7 @@ impl Network {
             }
             Command::NICK(new) if !from_ours => {
                 let old = casefold(&source.unwrap_or_default());
+                lock(&self.people).rename(&old, &casefold(new));
                 let mut ghost = self.ghost(&old).await;
                 ghost.displayname = Some(new.clone());
                 ghost.remote_id = ghosts::remote_id(&self.id, new);
@@ -770,19 +855,22 @@ impl Network {
         let label = tags::get(&message, "label");
         let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(own_nick));
         match &message.command {
+            // The echo of a draft/multiline batch: its opener carries the label and the msgid.
+            Command::BATCH(reference, ..) if from_self => {
+                let sent = match reference.starts_with('+') {
+                    true => label.and_then(|label| lock(&self.echoes).echoed(matrix_user, Some(label), "", "")),
+                    false => None,
+                };
+                if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
+                    self.record_echo(sent, own_nick, msgid).await;
+                }
+                return;
+            }
             // echo-message: our own line came back, so it was delivered; its msgid names it from now on.
             Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if from_self => {
                 let sent = lock(&self.echoes).echoed(matrix_user, label, target, text);
                 if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
-                    let mapping = MessageMapping {
-                        event_id: sent.event_id,
-                        room_id: sent.room_id,
-                        portal_key: sent.portal_key,
-                        remote_id: format!("{own_nick}/{msgid}"),
-                    };
-                    if let Err(error) = self.bridge.store().map_message(&mapping).await {
-                        tracing::warn!(network = %self.id, %error, "cannot record an echoed message's msgid");
-                    }
+                    self.record_echo(sent, own_nick, msgid).await;
                 }
                 return;
             }
@@ -1076,7 +1164,26 @@ impl Network {
                 }
                 let mut lines = text_lines(target.name(), kind, &text, puppet.prefix_len())
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                if message.media.is_none() && lines.len() > self.config.max_lines.max(1) {
+                let reply_msgid = message.reply_to.as_ref().and_then(|reply| irc_msgid(&reply.remote_ids));
+                let sent = event.event_id.as_ref().filter(|_| puppet.has_cap("echo-message")).map(|event_id| Sent {
+                    event_id: event_id.clone(),
+                    room_id: event.room_id.clone(),
+                    portal_key: portal.remote_key.clone(),
+                    matrix_user: sender.to_owned(),
+                });
+                // draft/multiline, where offered, carries several lines as one message.
+                let batch = match message.media.is_none() && lines.len() > 1 {
+                    true => self.multiline_batch(
+                        &puppet,
+                        kind,
+                        target.name(),
+                        &text,
+                        sent.as_ref(),
+                        reply_msgid.as_deref(),
+                    )?,
+                    false => None,
+                };
+                if batch.is_none() && message.media.is_none() && lines.len() > self.config.max_lines.max(1) {
                     // Too long for the channel: one line with a link to the whole text.
                     let full = render_plain(&message.text);
                     let url = self.bridge.publish_text(&full, "message.txt").await.map_err(core_error)?;
@@ -1087,38 +1194,11 @@ impl Network {
                     lines = text_lines(target.name(), kind, &short, puppet.prefix_len())
                         .map_err(|error| ConnectorError::permanent(error.to_string()))?;
                 }
-                let reply_msgid = message.reply_to.as_ref().and_then(|reply| irc_msgid(&reply.remote_ids));
-                let sent = event.event_id.as_ref().filter(|_| puppet.has_cap("echo-message")).map(|event_id| Sent {
-                    event_id: event_id.clone(),
-                    room_id: event.room_id.clone(),
-                    portal_key: portal.remote_key.clone(),
-                    matrix_user: sender.to_owned(),
-                });
-                for (index, line) in lines.into_iter().enumerate() {
-                    let mut line_tags: Vec<(&str, Option<&str>)> = Vec::new();
-                    if index == 0
-                        && puppet.has_cap("message-tags")
-                        && let Some(msgid) = &reply_msgid
-                    {
-                        line_tags.push(("+draft/reply", Some(msgid)));
-                    }
-                    // echo-message: wait for the line to come back, by label when the server has labeled-response.
-                    let label = match (&sent, sent_text(&line)) {
-                        (Some(sent), Some((to, text))) => lock(&self.echoes).expect(
-                            sender,
-                            &to,
-                            &text,
-                            sent.clone(),
-                            puppet.has_cap("labeled-response"),
-                            Duration::from_secs_f64(1.0 / self.config.flood.lines_per_second.max(0.01)),
-                            tokio::time::Instant::now(),
-                        ),
-                        _ => None,
-                    };
-                    if let Some(label) = &label {
-                        line_tags.push(("label", Some(label)));
-                    }
-                    let line = line.tagged(&line_tags).map_err(|error| ConnectorError::permanent(error.to_string()))?;
+                let lines = match batch {
+                    Some(batch) => batch,
+                    None => self.tag_lines(&puppet, lines, sent.as_ref(), reply_msgid.as_deref())?,
+                };
+                for line in lines {
                     if let Err(error) = puppet.send(line).await {
                         // The runtime sends the whole message again later: stop waiting for this attempt's echoes.
                         if let Some(event_id) = &event.event_id {
@@ -1260,6 +1340,103 @@ impl Network {
             }
             _ => Ok(()),
         }
+    }
+
+    /// How long the flood throttle of a connection on this network takes per line.
+    fn line_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.config.flood.lines_per_second.max(0.01))
+    }
+
+    /// Tags a Matrix message's lines: the first with `+draft/reply` (message-tags), each with a `label` when the
+    /// puppet's echoes are awaited (echo-message, labeled-response; without labels they are matched by text).
+    fn tag_lines(
+        &self,
+        puppet: &Connection,
+        lines: Vec<Line>,
+        sent: Option<&Sent>,
+        reply_msgid: Option<&str>,
+    ) -> ConnectorResult<Vec<Line>> {
+        let owner = sent.map(|sent| sent.matrix_user.as_str()).unwrap_or_default();
+        let mut tagged = Vec::with_capacity(lines.len());
+        for (index, line) in lines.into_iter().enumerate() {
+            let mut line_tags: Vec<(&str, Option<&str>)> = Vec::new();
+            if index == 0
+                && puppet.has_cap("message-tags")
+                && let Some(msgid) = reply_msgid
+            {
+                line_tags.push(("+draft/reply", Some(msgid)));
+            }
+            let label = match (sent, sent_text(&line)) {
+                (Some(sent), Some((to, text))) => lock(&self.echoes).expect(
+                    owner,
+                    &to,
+                    &text,
+                    sent.clone(),
+                    puppet.has_cap("labeled-response"),
+                    self.line_interval(),
+                    tokio::time::Instant::now(),
+                ),
+                _ => None,
+            };
+            if let Some(label) = &label {
+                line_tags.push(("label", Some(label)));
+            }
+            tagged.push(line.tagged(&line_tags).map_err(|error| ConnectorError::permanent(error.to_string()))?);
+        }
+        Ok(tagged)
+    }
+
+    /// A Matrix message of several lines as one `draft/multiline` batch, when the puppet's server offers it and the
+    /// text is within its limits; its echo is awaited by the opener's label.
+    fn multiline_batch(
+        &self,
+        puppet: &Connection,
+        kind: TextKind,
+        target: &str,
+        text: &str,
+        sent: Option<&Sent>,
+        reply_msgid: Option<&str>,
+    ) -> ConnectorResult<Option<Vec<Line>>> {
+        let command = match kind {
+            TextKind::Privmsg => "PRIVMSG",
+            TextKind::Notice => "NOTICE",
+            // CTCP ACTION has no multiline form.
+            TextKind::Action => return Ok(None),
+        };
+        let Some(limits) = multiline::limits(puppet.cap_value("draft/multiline").as_deref()) else { return Ok(None) };
+        if !puppet.has_cap("batch") {
+            return Ok(None);
+        }
+        let label = match sent {
+            Some(sent) if puppet.has_cap("labeled-response") => lock(&self.echoes).expect(
+                &sent.matrix_user,
+                target,
+                text,
+                sent.clone(),
+                true,
+                self.line_interval(),
+                tokio::time::Instant::now(),
+            ),
+            // An echoed batch cannot be matched without a label: send the usual way.
+            Some(_) => return Ok(None),
+            None => None,
+        };
+        let mut opener: Vec<(&str, Option<&str>)> = Vec::new();
+        if let Some(msgid) = reply_msgid.filter(|_| puppet.has_cap("message-tags")) {
+            opener.push(("+draft/reply", Some(msgid)));
+        }
+        if let Some(label) = &label {
+            opener.push(("label", Some(label)));
+        }
+        let reference = format!("ml{:08x}", rand::random::<u32>());
+        let built = multiline::batch(command, target, text, puppet.prefix_len(), &reference, limits, &opener);
+        let batch = built.map_err(|error| ConnectorError::permanent(error.to_string()))?;
+        if batch.is_none()
+            && let Some(sent) = sent
+        {
+            lock(&self.echoes).forget(&sent.event_id);
+        }
+        Ok(batch)
     }
 
     /// Matrix typing (`m.typing`) as `+typing` TAGMSGs (IRCv3 typing client tag) from the puppets of those who
@@ -1433,6 +1610,14 @@ fn irc_msgid(remote_ids: &[String]) -> Option<String> {
         .filter_map(|id| id.split_once('/').map(|(_, msgid)| msgid))
         .find(|msgid| !msgid.starts_with('$'))
         .map(str::to_owned)
+}
+
+/// The channel a backfilled PRIVMSG or NOTICE was said in.
+fn backfill_target(message: &Message) -> Option<&str> {
+    match &message.command {
+        Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => Some(target),
+        _ => None,
+    }
 }
 
 /// The target and text of a PRIVMSG or NOTICE line we are about to send, as its echo will carry them.

@@ -81,57 +81,17 @@ impl Ircd {
         // atheme runs as nobody (it refuses root) and writes its database and log here.
         make_world_writable(dir.path())?;
         let (port, link_port) = (free_port(), free_port());
-        let path = |name: &str| dir.join(name).display().to_string();
-        std::fs::write(dir.join("motd.txt"), "Lattice test\n").context("writing the InspIRCd motd")?;
-        let modules = [
-            "cap",
-            "ircv3",
-            "ircv3_accounttag",
-            "ircv3_batch",
-            "ircv3_capnotify",
-            "ircv3_chghost",
-            "ircv3_ctctags",
-            "ircv3_echomessage",
-            "ircv3_invitenotify",
-            "ircv3_labeledresponse",
-            "ircv3_msgid",
-            "ircv3_servertime",
-            "namesx",
-            "uhnames",
-            "monitor",
-            "setname",
-            "services_account",
-            "sasl",
-            "spanningtree",
-        ];
-        let modules: String = modules.iter().map(|name| format!("<module name=\"{name}\">\n")).collect();
-        let config = format!(
-            r#"<server name="irc.localhost" description="Lattice test server" id="001" network="Lattice">
-<admin name="Lattice" nick="admin" email="admin@example.com">
-<bind address="127.0.0.1" port="{port}" type="clients">
-<bind address="127.0.0.1" port="{link_port}" type="servers">
-<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="1048576" softsendq="1048576"
-  recvq="1048576" threshold="1000000" commandrate="1000000" fakelag="no" localmax="1000" globalmax="1000"
-  resolvehostnames="no" useident="no" limit="5000" maxchans="100">
-<performance netbuffersize="65534" somaxconn="128" softlimit="5000" clonesonconnect="no" timeskipwarn="0">
-<security hideserver="" hidesplits="no" hideulines="no" hidebans="no" maxtargets="20"
-  restrictbannedusers="no" genericoper="no" announceinvites="dynamic">
-<limits maxnick="30" maxchan="64" maxmodes="20" maxident="10" maxhost="64" maxquit="255" maxtopic="307"
-  maxkick="255" maxreal="128" maxgecos="128" maxaway="200">
-<pid file="{pid}">
-<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{log}">
-<files motd="{motd}">
-<dns timeout="1">
-{modules}<sasl target="services.localhost" requiressl="no">
+        // A leaf server may link later (see [`Ircd::start_leaf`]); the hub only has to know it.
+        let links = format!(
+            r#"<bind address="127.0.0.1" port="{link_port}" type="servers">
 <link name="services.localhost" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
   sendpass="{LINK_PASSWORD}" recvpass="{LINK_PASSWORD}">
-<uline server="services.localhost" silent="yes">
+<link name="{LEAF_NAME}" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
+  sendpass="{LINK_PASSWORD}" recvpass="{LINK_PASSWORD}">
 {extra}
-"#,
-            pid = path("inspircd.pid"),
-            log = path("inspircd-server.log"),
-            motd = path("motd.txt"),
+"#
         );
+        let config = inspircd_config(&dir, HUB_NAME, "001", port, &links)?;
         std::fs::write(dir.join("inspircd.conf"), config).context("writing inspircd.conf")?;
         let services = format!(
             r#"loadmodule "modules/protocol/inspircd";
@@ -170,6 +130,25 @@ general {{ commit_interval = 5; }};
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Starts a second InspIRCd (`leaf.localhost`) linked to this one, and waits until the link is up: people on it
+    /// share channels with people on the hub, and stopping it is a netsplit for everyone on the hub.
+    pub async fn start_leaf(&self) -> anyhow::Result<Leaf> {
+        let Kind::Inspircd { link_port } = self.kind else { bail!("only the InspIRCd test network links a leaf") };
+        let dir = StateDir::new("inspircd-leaf-")?;
+        let port = free_port();
+        let links = format!(
+            r#"<link name="{HUB_NAME}" ipaddr="127.0.0.1" port="{link_port}" sendpass="{LINK_PASSWORD}"
+  recvpass="{LINK_PASSWORD}">
+<autoconnect period="1" server="{HUB_NAME}">
+"#
+        );
+        let config = inspircd_config(&dir, LEAF_NAME, "002", port, &links)?;
+        std::fs::write(dir.join("inspircd.conf"), config).context("writing the leaf's inspircd.conf")?;
+        let mut leaf = Leaf { process: None, dir, port };
+        leaf.start().await?;
+        Ok(leaf)
     }
 
     /// Whether the server has SASL and NickServ (InspIRCd with atheme).
@@ -265,6 +244,118 @@ pub fn command_of(line: &str) -> Option<&str> {
     };
     let line = if line.starts_with(':') { line.split_once(' ')?.1 } else { line };
     line.split(' ').next()
+}
+
+/// The hub InspIRCd's server name (the one the bridge and services connect to).
+const HUB_NAME: &str = "irc.localhost";
+/// The leaf InspIRCd's server name.
+const LEAF_NAME: &str = "leaf.localhost";
+
+/// The modules every InspIRCd of a test network loads (linked servers must agree on them).
+const INSPIRCD_MODULES: &[&str] = &[
+    "cap",
+    "ircv3",
+    "ircv3_accounttag",
+    "ircv3_batch",
+    "ircv3_capnotify",
+    "ircv3_chghost",
+    "ircv3_ctctags",
+    "ircv3_echomessage",
+    "ircv3_invitenotify",
+    "ircv3_labeledresponse",
+    "ircv3_msgid",
+    "ircv3_servertime",
+    "namesx",
+    "uhnames",
+    "monitor",
+    "setname",
+    "services_account",
+    "sasl",
+    "spanningtree",
+];
+
+/// An InspIRCd config for server `name` (`id` its SID) taking clients on `port`, with `links` (server binds, link
+/// blocks) appended, writing its pid, log and motd into `dir`.
+fn inspircd_config(dir: &StateDir, name: &str, id: &str, port: u16, links: &str) -> anyhow::Result<String> {
+    let path = |file: &str| dir.join(file).display().to_string();
+    std::fs::write(dir.join("motd.txt"), "Lattice test\n").context("writing the InspIRCd motd")?;
+    let modules: String = INSPIRCD_MODULES.iter().map(|name| format!("<module name=\"{name}\">\n")).collect();
+    Ok(format!(
+        r#"<server name="{name}" description="Lattice test server" id="{id}" network="Lattice">
+<admin name="Lattice" nick="admin" email="admin@example.com">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="1048576" softsendq="1048576"
+  recvq="1048576" threshold="1000000" commandrate="1000000" fakelag="no" localmax="1000" globalmax="1000"
+  resolvehostnames="no" useident="no" limit="5000" maxchans="100">
+<performance netbuffersize="65534" somaxconn="128" softlimit="5000" clonesonconnect="no" timeskipwarn="0">
+<security hideserver="" hidesplits="no" hideulines="no" hidebans="no" maxtargets="20"
+  restrictbannedusers="no" genericoper="no" announceinvites="dynamic">
+<limits maxnick="30" maxchan="64" maxmodes="20" maxident="10" maxhost="64" maxquit="255" maxtopic="307"
+  maxkick="255" maxreal="128" maxgecos="128" maxaway="200">
+<pid file="{pid}">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{log}">
+<files motd="{motd}">
+<dns timeout="1">
+{modules}<sasl target="services.localhost" requiressl="no">
+<uline server="services.localhost" silent="yes">
+{links}"#,
+        pid = path("inspircd.pid"),
+        log = path("inspircd-server.log"),
+        motd = path("motd.txt"),
+    ))
+}
+
+/// A second InspIRCd linked to the hub of an [`Ircd`] (see [`Ircd::start_leaf`]); stopped when dropped.
+#[derive(Debug)]
+pub struct Leaf {
+    process: Option<ServerProcess>,
+    dir: StateDir,
+    port: u16,
+}
+
+impl Leaf {
+    /// The port clients of the leaf connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the leaf (again, after [`Leaf::stop`]) and waits until it has linked to the hub and burst.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new("inspircd");
+        command.arg(format!("--config={}", self.dir.join("inspircd.conf").display()));
+        command.args(["--nofork", "--runasroot"]);
+        self.process = Some(ServerProcess::spawn("inspircd-leaf", &mut command, &self.dir.join("inspircd.log"))?);
+        let deadline = Instant::now() + START_DEADLINE;
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if let Some(status) = self.process.as_mut().and_then(ServerProcess::exit_status) {
+                bail!("the leaf InspIRCd exited with {status}");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the leaf InspIRCd did not accept connections");
+            // Polling a port that has no event to wait on.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The server log is buffered: ask the leaf itself which servers it sees.
+        let asker = IrcTestClient::connect(self.port, "linkcheck").await?;
+        loop {
+            asker.send("LINKS").await?;
+            asker.wait_for(START_DEADLINE, |line| command_of(line) == Some("365")).await?;
+            let links = asker.pending();
+            if links.iter().any(|line| command_of(line) == Some("364") && line.contains(HUB_NAME)) {
+                asker.send("QUIT").await?;
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the leaf InspIRCd did not link within {START_DEADLINE:?}");
+            // The autoconnect runs once a second.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the leaf: the link breaks and everyone on it quits, as the hub sees it, in a netsplit.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop(Duration::from_secs(5));
+        }
+    }
 }
 
 /// Lets every user create files in `dir` (atheme runs as nobody in a root-owned test folder).

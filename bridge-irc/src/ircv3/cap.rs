@@ -7,7 +7,7 @@
 //! `DEL` after registration change the set as the server says. [`CapNegotiation`] is the state machine, free of I/O,
 //! so the connection only writes the [`CapStep`]s it returns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The capabilities the bridge uses, each requested when offered.
 ///
@@ -32,19 +32,25 @@ pub(crate) const WANTED: &[&str] = &[
     "setname",
 ];
 
-/// The capabilities a connection negotiated, as the server acknowledged them.
+/// The capabilities a connection negotiated, as the server acknowledged them, with the values it offered them
+/// with (`draft/multiline` → `max-bytes=4096,max-lines=24`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct CapSet(BTreeSet<String>);
+pub(crate) struct CapSet(BTreeMap<String, Option<String>>);
 
 impl CapSet {
     /// Whether `cap` is enabled.
     pub(crate) fn has(&self, cap: &str) -> bool {
-        self.0.contains(cap)
+        self.0.contains_key(cap)
+    }
+
+    /// The value an enabled capability was offered with.
+    pub(crate) fn value(&self, cap: &str) -> Option<&str> {
+        self.0.get(cap).and_then(Option::as_deref)
     }
 
     /// The enabled capabilities, sorted, space-separated (for logs).
     pub(crate) fn list(&self) -> String {
-        self.0.iter().map(String::as_str).collect::<Vec<_>>().join(" ")
+        self.0.keys().map(String::as_str).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -143,7 +149,8 @@ impl CapNegotiation {
                             self.enabled.0.remove(disabled);
                         }
                         None => {
-                            self.enabled.0.insert(cap);
+                            let value = self.offered.get(&cap).cloned().flatten();
+                            self.enabled.0.insert(cap, value);
                         }
                     }
                 }
@@ -275,6 +282,7 @@ mod tests {
             [CapStep::Authenticate("PLAIN".into())]
         );
         assert!(negotiation.enabled().has("server-time"));
+        assert_eq!(negotiation.enabled().value("sasl"), Some("EXTERNAL,PLAIN"));
         assert_eq!(negotiation.sasl_done(), [CapStep::End]);
         assert_eq!(negotiation.sasl_done(), []);
     }

@@ -4,8 +4,11 @@
 
 pub(crate) mod batch;
 pub(crate) mod cap;
+pub(crate) mod chathistory;
 pub(crate) mod echo;
+pub(crate) mod multiline;
 pub(crate) mod netsplit;
+pub(crate) mod people;
 pub(crate) mod sasl;
 pub(crate) mod server_time;
 pub(crate) mod tags;

@@ -5,11 +5,17 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
+use lattice_e2e::{
+    MatrixUser,
+    ircd::{IrcTestClient, Leaf},
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message};
+use crate::{
+    auth::{admin_room, command},
+    fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message},
+};
 
 /// What the test IRC people ask the server for.
 const CAPS: &[&str] = &["message-tags", "server-time", "echo-message"];
@@ -57,7 +63,7 @@ async fn set_typing(user: &MatrixUser, room: &str) -> anyhow::Result<Value> {
 
 #[tokio::test]
 async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> anyhow::Result<()> {
-    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let mut fixture = Fixture::inspircd(AuthMethod::None).await?;
     let bob = IrcTestClient::connect_with_caps(fixture.ircd.port(), "bob", CAPS).await?;
     bob.join("#v3").await?;
     let alice = fixture.user("alice").await?;
@@ -117,18 +123,22 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
     })
     .await
     .context("waiting for alice's typing on IRC")?;
+
+    // The msgid map is in the store: after a restart, a reply to alice's first line still finds it.
+    let bot_joins = |line: &str| untagged(line).starts_with(":lattice!") && line.contains(" JOIN ");
+    bob.wait_for(WAIT, bot_joins).await.context("the bot joined before the restart")?;
+    fixture.restart_bridge().await?;
+    bob.wait_for(WAIT, bot_joins).await.context("the bot rejoins after the restart")?;
+    bob.send(&format!("@+draft/reply={alice_msgid} PRIVMSG #v3 :still there?")).await?;
+    let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "still there?")).await?;
+    assert_eq!(event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], from_alice, "{event}");
     Ok(())
 }
 
 #[tokio::test]
 async fn a_line_the_server_refuses_is_reported_to_its_matrix_sender() -> anyhow::Result<()> {
     let fixture = Fixture::inspircd(AuthMethod::None).await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#quiet").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#quiet")).await?;
-    alice.send_text(&room, "before the mute").await?;
-    bob.wait_for(WAIT, from("alice", "PRIVMSG #quiet :before the mute")).await?;
+    let (bob, alice, room) = talking(&fixture, "bob", "#quiet").await?;
     // Delivered (echoed): no failure notice for it.
     bob.send("MODE #quiet +m").await?;
     bob.wait_for(WAIT, |line| line.contains(" MODE #quiet ") && line.ends_with("+m")).await?;
@@ -158,9 +168,21 @@ async fn a_line_the_server_refuses_is_reported_to_its_matrix_sender() -> anyhow:
 }
 
 #[tokio::test]
-async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
+async fn quits_naming_two_servers_are_one_notice_per_room_each_way() -> anyhow::Result<()> {
+    netsplit_is_collapsed(false).await
+}
+
+#[tokio::test]
+async fn a_leaf_server_splitting_off_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
+    netsplit_is_collapsed(true).await
+}
+
+/// Three people in two channels split off and come back: on a `linked` leaf InspIRCd that is stopped and started
+/// again, or by quitting with two server names as their reason (servers without netsplit batches).
+async fn netsplit_is_collapsed(linked: bool) -> anyhow::Result<()> {
     let fixture = Fixture::inspircd(AuthMethod::None).await?;
-    let port = fixture.ircd.port();
+    let mut leaf = if linked { Some(fixture.ircd.start_leaf().await?) } else { None };
+    let port = leaf.as_ref().map_or(fixture.ircd.port(), Leaf::port);
     let nicks = ["split1", "split2", "split3"];
     let channels = ["#ns1", "#ns2"];
     let alice = fixture.user("alice").await?;
@@ -191,16 +213,28 @@ async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
     }
 
     // The link to the leaf breaks: everyone behind it quits with the two server names.
-    for client in &clients {
-        client.send("QUIT :irc.hub.example irc.leaf.example").await?;
-    }
+    let servers = match &mut leaf {
+        Some(leaf) => {
+            leaf.stop();
+            "irc.localhost leaf.localhost"
+        }
+        None => {
+            for client in &clients {
+                client.send("QUIT :irc.hub.example irc.leaf.example").await?;
+            }
+            "irc.hub.example irc.leaf.example"
+        }
+    };
     for room in &rooms {
         let body = body_starting(&alice, room, "netsplit").await?;
-        assert!(body.starts_with("netsplit (irc.hub.example irc.leaf.example): "), "{body}");
+        assert!(body.starts_with(&format!("netsplit ({servers}): ")), "{body}");
         assert!(nicks.iter().all(|nick| body.contains(nick)), "{body}");
     }
 
     // They come back.
+    if let Some(leaf) = &mut leaf {
+        leaf.start().await?;
+    }
     let _clients = connect_all().await?;
     for room in &rooms {
         let body = body_starting(&alice, room, "netjoin").await?;
@@ -214,6 +248,17 @@ async fn a_netsplit_is_one_notice_per_room_each_way() -> anyhow::Result<()> {
         assert!(membership.is_err(), "a ghost's membership changed: {membership:?}");
     }
     Ok(())
+}
+
+/// `nick` on IRC and alice in the portal of `channel`, alice's puppet in the channel: her first line reached `nick`.
+async fn talking(fixture: &Fixture, nick: &str, channel: &str) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
+    let client = IrcTestClient::connect(fixture.ircd.port(), nick).await?;
+    client.join(channel).await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias(channel)).await?;
+    alice.send_text(&room, "first words").await?;
+    client.wait_for(WAIT, from("alice", &format!("PRIVMSG {channel} :first words"))).await?;
+    Ok((client, alice, room))
 }
 
 /// The body of the next event in `room` whose body starts with `start`.
@@ -237,4 +282,46 @@ where
         clients.push(task.await??);
     }
     Ok(clients)
+}
+
+#[tokio::test]
+async fn accounts_and_away_messages_reach_whois() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let (carol, alice, room) = talking(&fixture, "carol", "#acc").await?;
+
+    // account-notify and away-notify tell the bridge, in order, before carol's next line.
+    carol.register_account("carol-pass-1", "carol@example.com").await?;
+    carol.send("AWAY :at lunch").await?;
+    carol.send("PRIVMSG #acc :back soon").await?;
+    alice.wait_for_message(&room, WAIT, "back soon").await?;
+    let admin = admin_room(&alice).await?;
+    let answer = command(&alice, &admin, "whois carol").await?;
+    assert!(answer.contains("The bridge knows carol as: logged in as carol, away (at lunch)"), "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_a_server_without_capabilities_the_conversation_is_plain_irc() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let (bob, alice, room) = talking(&fixture, "bob", "#plain").await?;
+    assert!(!bob.pending().iter().any(|line| line.starts_with('@')), "tags from ngircd: {:?}", bob.pending());
+
+    bob.send("PRIVMSG #plain :hi alice").await?;
+    let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "hi alice")).await?;
+    let bob_event = event["event_id"].as_str().context("no event ID")?.to_owned();
+    // No msgid to name: reactions and typing stay on Matrix; a reply falls back to quoting.
+    let annotation = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": bob_event, "key": "👍"}});
+    alice.send_event(&room, "m.reaction", annotation).await?;
+    set_typing(&alice, &room).await?;
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "> <@irc_test_bob:localhost> hi alice\n\nhi bob",
+        "m.relates_to": {"m.in_reply_to": {"event_id": bob_event}},
+    });
+    alice.send_message(&room, reply).await?;
+    let line = bob.wait_for(WAIT, |line| from("alice", "hi bob")(line)).await?;
+    assert!(line.starts_with(":alice!") && line.contains("PRIVMSG #plain :bob"), "{line}");
+    assert!(!bob.pending().iter().any(|line| line.contains("TAGMSG")), "{:?}", bob.pending());
+
+    Ok(())
 }
