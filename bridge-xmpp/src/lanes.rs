@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_xmpp::{
     Stanza,
-    parsers::{iq::Iq, jid::BareJid},
+    parsers::{iq::Iq, jid::BareJid, ns},
 };
 
 /// Stanzas one conversation may have waiting before reading from the server waits for it.
@@ -28,9 +28,13 @@ const LANE_IDLE: Duration = Duration::from_secs(60);
 /// The conversation a stanza belongs to: the addressed gateway MUC for stanzas to one (`hosted`), else the
 /// sender's bare JID (a MUC, or an XMPP account in a direct chat). `None` for a stanza without a sender, and for
 /// answers to the gateway's IQs: they only wake their waiter, which a slow lane must not hold up (a self-ping
-/// answer stuck behind a download would read as a MUC that forgot the bridge).
+/// answer stuck behind a download would read as a MUC that forgot the bridge). XEP-0313 archive results are such
+/// answers too: they must be collected before the IQ that ends their query, which skips the lanes.
 pub fn lane_of(stanza: &Stanza, hosted: bool) -> Option<BareJid> {
     let (from, to) = match stanza {
+        Stanza::Message(message) if message.payloads.iter().any(|payload| payload.is("result", ns::MAM)) => {
+            return None;
+        }
         Stanza::Message(message) => (message.from.as_ref(), message.to.as_ref()),
         Stanza::Presence(presence) => (presence.from.as_ref(), presence.to.as_ref()),
         Stanza::Iq(Iq::Result { .. } | Iq::Error { .. }) => return None,
