@@ -71,7 +71,7 @@ impl SelfPings {
         self.heard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notes a stanza from `room` (or one of its occupants): proof that the MUC still routes to the gateway.
+    /// Notes a stanza from `room` to the listener (proof that the MUC still routes to it) or a check of it.
     pub fn heard_from(&self, room: &BareJid) {
         self.heard().insert(room.clone(), Instant::now());
     }
@@ -117,6 +117,8 @@ impl Gateway {
                 if !self.self_pings.is_idle(&room, idle) {
                     continue;
                 }
+                // Counts as a check from now on: one ping per idle period, however long its answer takes.
+                self.self_pings.heard_from(&room);
                 let gateway = Arc::clone(&self);
                 tokio::spawn(async move { gateway.self_ping(room, occupant).await });
             }
