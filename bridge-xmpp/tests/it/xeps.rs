@@ -328,7 +328,33 @@ async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
     let conversation = Conversation { kind: "groupchat", jid: room.into(), stamped_by: Some(room.into()) };
     xavier.send_message_with("groupchat", room, "c-1", Some("one"), "").await?;
     let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
-    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
+    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await?;
+
+    // The gateway is the MUC: Alice (the room's admin) redacting Xavier's message is a XEP-0425 moderation.
+    xavier.send_message_with("groupchat", room, "c-9", Some("spam"), "").await?;
+    let spam = alice.wait_for_message(&room_id, WAIT, "spam").await?;
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "spam").await?;
+    let spam_name = conversation.name_of(&reflection).context("stanza-id")?;
+    alice.redact(&room_id, spam["event_id"].as_str().context("event ID")?, Some("no spam")).await?;
+    let moderation = xavier
+        .wait_for_message_from(room, WAIT, |stanza| {
+            stanza.get_child("retract", RETRACT).and_then(|r| r.attr("id")) == Some(spam_name.as_str())
+        })
+        .await?;
+    let retract = moderation.get_child("retract", RETRACT).context("retract")?;
+    assert!(retract.has_child("moderated", "urn:xmpp:message-moderate:1"), "{moderation:?}");
+    assert_eq!(retract.get_child("reason", RETRACT).map(Element::text).as_deref(), Some("no spam"));
+    // An XMPP occupant asking to moderate is refused, not left waiting.
+    xavier
+        .send_raw(&format!(
+            "<iq type='set' to='{room}' id='mod1'><moderate xmlns='urn:xmpp:message-moderate:1' id='{spam_name}'>\
+             <retract xmlns='{RETRACT}'/></moderate></iq>"
+        ))
+        .await?;
+    let refusal = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("mod1")).await?;
+    assert_eq!(refusal.attr("type"), Some("error"));
+    assert!(crate::client::to_xml(&refusal).contains("forbidden"), "{}", crate::client::to_xml(&refusal));
+    Ok(())
 }
 
 /// XEP-0085 chat states ⇄ typing and XEP-0333 displayed markers ⇄ read receipts in a direct chat.
