@@ -177,6 +177,8 @@ pub struct Gateway {
     pub(crate) typing: crate::messages::TypingState,
     /// Archive queries to MUCs waiting for their results.
     pub(crate) archive: crate::history::ArchiveQueries,
+    /// Matrix users' avatars, by URI.
+    pub(crate) avatars: crate::xep::avatar::AvatarCache,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -236,6 +238,7 @@ impl Gateway {
             join_locks: Mutex::default(),
             typing: crate::messages::TypingState::default(),
             archive: crate::history::ArchiveQueries::default(),
+            avatars: crate::xep::avatar::AvatarCache::default(),
         }
     }
 
@@ -387,9 +390,18 @@ impl Gateway {
             .with_to(to)
             .with_id(new_id())
             .with_payload(Muc::new().with_history(history));
-        // A Matrix user's occupant says what its gateway JID can do (XEP-0115); the listener is the gateway itself.
-        let presence = match occupant.node() {
-            Some(_) => presence.with_payload(crate::xep::caps::user_caps()),
+        // A Matrix user's occupant says what its gateway JID can do (XEP-0115) and names its avatar (XEP-0153); the
+        // listener is the gateway itself.
+        let user = occupant.node().and_then(|_| self.addressing.matrix_user_of(&occupant.to_bare()));
+        let presence = match user {
+            Some(user) => {
+                let avatar = self.matrix_avatar(&user).await;
+                let mut presence = presence.with_payload(crate::xep::caps::user_caps());
+                if let Some(avatar) = avatar {
+                    presence.payloads.push(avatar.update().into());
+                }
+                presence
+            }
             None => presence,
         };
         self.send(presence).await?;
@@ -836,6 +848,10 @@ impl Gateway {
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
         if self.archive.finish(&iq) {
+            return Ok(());
+        }
+        if let Some(answer) = self.vcard_answer(&iq).await {
+            let _ = self.link.send(answer).await;
             return Ok(());
         }
         if let Some(answer) = self.identity_answer(&iq) {

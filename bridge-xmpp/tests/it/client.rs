@@ -277,6 +277,14 @@ impl XmppClient {
     }
 }
 
+impl XmppClient {
+    /// Sends an IQ of `kind` (`get`, `set`) with the payload XML and waits for its answer.
+    pub async fn iq(&mut self, kind: &str, to: &str, id: &str, payload: &str) -> anyhow::Result<Element> {
+        self.send_raw(&format!("<iq type='{kind}' to='{}' id='{}'>{payload}</iq>", escape(to), escape(id))).await?;
+        self.wait_for(Duration::from_secs(30), |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id)).await
+    }
+}
+
 /// The `<stanza-id/>` a message carries from `by`.
 pub fn stanza_id(stanza: &Element, by: &str) -> Option<String> {
     stanza

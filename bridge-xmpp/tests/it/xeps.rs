@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use xmpp_parsers::minidom::Element;
 
 use crate::{
-    client::{XmppClient, stanza_id},
+    client::{XmppClient, escape, stanza_id},
     fixture::{Fixture, WAIT},
     muc::join_portal,
 };
@@ -345,13 +345,10 @@ async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
     assert!(retract.has_child("moderated", "urn:xmpp:message-moderate:1"), "{moderation:?}");
     assert_eq!(retract.get_child("reason", RETRACT).map(Element::text).as_deref(), Some("no spam"));
     // An XMPP occupant asking to moderate is refused, not left waiting.
-    xavier
-        .send_raw(&format!(
-            "<iq type='set' to='{room}' id='mod1'><moderate xmlns='urn:xmpp:message-moderate:1' id='{spam_name}'>\
-             <retract xmlns='{RETRACT}'/></moderate></iq>"
-        ))
-        .await?;
-    let refusal = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("mod1")).await?;
+    let moderate = format!(
+        "<moderate xmlns='urn:xmpp:message-moderate:1' id='{spam_name}'><retract xmlns='{RETRACT}'/></moderate>"
+    );
+    let refusal = xavier.iq("set", room, "mod1", &moderate).await?;
     assert_eq!(refusal.attr("type"), Some("error"));
     assert!(crate::client::to_xml(&refusal).contains("forbidden"), "{}", crate::client::to_xml(&refusal));
     Ok(())
@@ -428,14 +425,9 @@ async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
     let (node, ver) = (c.attr("node").context("node")?, c.attr("ver").context("ver")?);
     assert_eq!(c.attr("hash"), Some("sha-1"));
     let user = r"alice\40localhost@bridge.localhost";
-    xavier
-        .send_raw(&format!(
-            "<iq type='get' to='{}' id='caps1'><query xmlns='http://jabber.org/protocol/disco#info' node='{}'/></iq>",
-            crate::client::escape(user),
-            crate::client::escape(&format!("{node}#{ver}"))
-        ))
-        .await?;
-    let answer = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("caps1")).await?;
+    let query =
+        format!("<query xmlns='http://jabber.org/protocol/disco#info' node='{}'/>", escape(&format!("{node}#{ver}")));
+    let answer = xavier.iq("get", user, "caps1", &query).await?;
     let query = answer.get_child("query", "http://jabber.org/protocol/disco#info").context("no disco#info")?;
     let info = DiscoInfoResult::try_from(query.clone())?;
     for feature in [REACTIONS, RETRACT, REPLY, CORRECT, "urn:xmpp:chat-markers:0", "jabber:iq:version"] {
@@ -445,15 +437,54 @@ async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
     use base64::Engine as _;
     assert_eq!(base64::engine::general_purpose::STANDARD.encode(hash.hash), ver, "the caps hash matches disco#info");
 
-    xavier
-        .send_raw(&format!(
-            "<iq type='get' to='{}' id='version1'><query xmlns='jabber:iq:version'/></iq>",
-            crate::client::escape(user)
-        ))
-        .await?;
-    let version = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("version1")).await?;
+    let version = xavier.iq("get", user, "version1", "<query xmlns='jabber:iq:version'/>").await?;
     let name =
         version.get_child("query", "jabber:iq:version").and_then(|query| query.get_child("name", "jabber:iq:version"));
     assert_eq!(name.map(Element::text).as_deref(), Some("Lattice"));
+    Ok(())
+}
+
+/// A Matrix user's avatar reaches XMPP: its XEP-0153 hash in their occupant's presence, the picture in the
+/// XEP-0054 vCard of their gateway JID.
+#[tokio::test]
+async fn matrix_avatars_are_vcard_photos_on_xmpp() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    const VCARD: &str = "vcard-temp";
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let picture = b"\x89PNG\r\n\x1a\n not really a picture, but bytes are bytes".to_vec();
+    let mxc = alice.upload(picture.clone(), "image/png", "alice.png").await?;
+    let path = ["_matrix", "client", "v3", "profile", alice.user_id(), "avatar_url"];
+    alice.call(reqwest::Method::PUT, &path, &[], Some(&json!({"avatar_url": mxc}))).await?;
+    let room = "avatars@conference.localhost";
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    join_portal(&alice, &mut xavier, room, "Xavier").await?;
+
+    let occupant = format!("{room}/alice");
+    let presence = xavier
+        .wait_for(WAIT, |stanza| stanza.name() == "presence" && stanza.attr("from") == Some(occupant.as_str()))
+        .await?;
+    let hash = presence
+        .get_child("x", "vcard-temp:x:update")
+        .and_then(|x| x.get_child("photo", "vcard-temp:x:update"))
+        .map(Element::text)
+        .context("no XEP-0153 photo hash")?;
+    let expected: String = xmpp_parsers::caps::hash_caps(&picture, xmpp_parsers::hashes::Algo::Sha_1)
+        .map_err(anyhow::Error::msg)?
+        .hash
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(hash, expected);
+
+    let user = r"alice\40localhost@bridge.localhost";
+    let answer = xavier.iq("get", user, "vc1", &format!("<vCard xmlns='{VCARD}'/>")).await?;
+    let photo =
+        answer.get_child("vCard", VCARD).and_then(|vcard| vcard.get_child("PHOTO", VCARD)).context("no PHOTO")?;
+    assert_eq!(photo.get_child("TYPE", VCARD).map(Element::text).as_deref(), Some("image/png"));
+    let binval = photo.get_child("BINVAL", VCARD).map(Element::text).context("no BINVAL")?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(binval.split_whitespace().collect::<String>())?;
+    assert_eq!(bytes, picture);
     Ok(())
 }
