@@ -126,6 +126,9 @@ impl Connector for XmppConnector {
         let handler = Arc::clone(&gateway);
         let handler = tokio::spawn(async move {
             while let Some(stanza) = inbound.recv().await {
+                if let tokio_xmpp::Stanza::Presence(presence) = &stanza {
+                    handler.sync_occupant_avatar(presence);
+                }
                 handler.handle_stanza(stanza).await;
             }
         });

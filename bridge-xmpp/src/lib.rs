@@ -15,6 +15,7 @@ pub mod hosted;
 pub mod media;
 pub mod messages;
 pub mod muc;
+pub mod requests;
 pub mod styling;
 pub mod xep;
 

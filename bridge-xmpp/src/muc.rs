@@ -179,6 +179,8 @@ pub struct Gateway {
     pub(crate) archive: crate::history::ArchiveQueries,
     /// Matrix users' avatars, by URI.
     pub(crate) avatars: crate::xep::avatar::AvatarCache,
+    /// IQs the gateway sent and waits for.
+    pub(crate) requests: crate::requests::IqRequests,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -239,6 +241,7 @@ impl Gateway {
             typing: crate::messages::TypingState::default(),
             archive: crate::history::ArchiveQueries::default(),
             avatars: crate::xep::avatar::AvatarCache::default(),
+            requests: crate::requests::IqRequests::default(),
         }
     }
 
@@ -270,6 +273,11 @@ impl Gateway {
             state.last_seen = Some(stamp);
         }
         state.remember(key)
+    }
+
+    /// Whether a nick in a MUC is one of the bridge's own occupants.
+    pub(crate) fn is_own_nick(&self, room: &BareJid, nick: &str) -> bool {
+        self.rooms().get(room).is_some_and(|state| state.is_ours(nick))
     }
 
     /// A Matrix user's occupant in a MUC if it is joined on the current connection (ephemeral traffic such as chat
@@ -847,7 +855,7 @@ impl Gateway {
     }
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
-        if self.archive.finish(&iq) {
+        if self.archive.finish(&iq) || self.requests.finish(&iq) {
             return Ok(());
         }
         if let Some(answer) = self.vcard_answer(&iq).await {

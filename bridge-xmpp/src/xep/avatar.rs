@@ -1,18 +1,26 @@
-//! Matrix avatars for gateway user JIDs: [XEP-0054: vcard-temp](https://xmpp.org/extensions/xep-0054.html) answers
-//! with the picture, and [XEP-0153: vCard-Based Avatars](https://xmpp.org/extensions/xep-0153.html) photo hashes
-//! in their MUC presence, so XMPP clients show (and cache by hash) the Matrix user's avatar.
+//! Avatars both ways with [XEP-0054: vcard-temp](https://xmpp.org/extensions/xep-0054.html) and
+//! [XEP-0153: vCard-Based Avatars](https://xmpp.org/extensions/xep-0153.html).
 //!
-//! Pictures are fetched from the homeserver once per `mxc://` URI and kept by URI: a Matrix avatar never changes
-//! behind its URI, and an unchanged avatar is neither downloaded nor hashed again.
+//! Matrix → XMPP: gateway user JIDs answer vCard queries with the Matrix user's picture and name its hash in their
+//! MUC presence. Pictures are fetched once per `mxc://` URI (a Matrix avatar never changes behind its URI).
+//!
+//! XMPP → Matrix: an occupant's presence names its picture's SHA-1; a hash the ghost does not have yet (recorded
+//! per ghost in the store, so a restart fetches nothing again) makes the gateway fetch the vCard through the MUC,
+//! upload the picture once per hash and set it as the ghost's avatar.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use lattice_bridge_core::connector::GhostSpec;
 use xmpp_parsers::{
     caps,
     hashes::Algo,
     iq::Iq,
+    jid::{FullJid, Jid},
     ns,
-    vcard::{Binval, Photo, Type, VCard},
+    presence::Presence,
+    vcard::{Binval, Photo, Type, VCard, VCardQuery},
     vcard_update::{Photo as UpdatePhoto, VCardUpdate},
 };
 
@@ -54,13 +62,81 @@ pub fn sha1(bytes: &[u8]) -> [u8; 20] {
     hash.try_into().expect("SHA-1 is 20 bytes")
 }
 
-/// Avatars by `mxc://` URI.
+/// Avatars by `mxc://` URI (Matrix pictures), and uploads by SHA-1 (XMPP pictures).
 #[derive(Debug, Default)]
 pub struct AvatarCache {
     by_mxc: DashMap<String, Avatar>,
+    uploaded: DashMap<[u8; 20], String>,
+}
+
+/// The user setting that records which XMPP picture (SHA-1, hex) a ghost's avatar is.
+const AVATAR_SETTING: &str = "xmpp.avatar_sha1";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 impl crate::muc::Gateway {
+    /// Brings a MUC occupant's ghost avatar in line with the picture its presence names (XEP-0153), in its own
+    /// task: the vCard answer arrives on the stanza loop this is called from.
+    pub(crate) fn sync_occupant_avatar(self: &Arc<Self>, presence: &Presence) {
+        let (Some(from), Some(to)) = (presence.from.clone(), presence.to.as_ref()) else { return };
+        let Some(update) = presence.payloads.iter().find_map(|element| VCardUpdate::try_from(element.clone()).ok())
+        else {
+            return;
+        };
+        let Some(Some(sha1)) = update.photo.map(|photo| photo.data) else { return };
+        let (Ok(occupant), Some(nick)) = (from.clone().try_into_full(), from.resource().map(|nick| nick.to_string()))
+        else {
+            return;
+        };
+        let room = occupant.to_bare();
+        if !self.is_bridged_muc(&room) || self.is_own_nick(&room, &nick) || to.node().is_some() {
+            return;
+        }
+        let Some(identity) = self.occupant_identity(&presence.payloads, occupant.clone()) else { return };
+        let Some(ghost) = self.ghost(&identity, &nick) else { return };
+        let gateway = Arc::clone(self);
+        let listener = to.clone();
+        tokio::spawn(async move {
+            if let Err(error) = gateway.sync_ghost_avatar(ghost, listener, occupant, sha1).await {
+                tracing::info!(%error, "cannot bring an XMPP avatar to Matrix");
+            }
+        });
+    }
+
+    async fn sync_ghost_avatar(
+        &self,
+        ghost: GhostSpec,
+        listener: Jid,
+        occupant: FullJid,
+        named: [u8; 20],
+    ) -> lattice_bridge_core::Result<()> {
+        let store = self.bridge.store();
+        if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.as_deref() == Some(hex(&named).as_str()) {
+            return Ok(());
+        }
+        let mxc = match self.avatars.uploaded.get(&named).map(|known| known.clone()) {
+            Some(mxc) => mxc,
+            None => {
+                // The MUC passes vCard queries to an occupant on to their account (the bare JID).
+                let query = Iq::from_get(String::new(), VCardQuery).with_from(listener).with_to(occupant.into());
+                let Some(Iq::Result { payload: Some(payload), .. }) = self.request(query).await else { return Ok(()) };
+                let Some(photo) = VCard::try_from(payload).ok().and_then(|vcard| vcard.photo) else { return Ok(()) };
+                if photo.binval.data.len() > MAX_AVATAR_BYTES || sha1(&photo.binval.data) != named {
+                    return Ok(());
+                }
+                let bytes = Bytes::from(photo.binval.data);
+                let mxc = self.bridge.matrix().upload_media(bytes, &photo.type_.data, None).await?.to_string();
+                self.avatars.uploaded.insert(named, mxc.clone());
+                mxc
+            }
+        };
+        self.bridge.sync_ghost(&GhostSpec { avatar_url: Some(mxc), ..ghost.clone() }).await?;
+        store.set_user_setting(&ghost.user_id, AVATAR_SETTING, Some(&hex(&named))).await?;
+        Ok(())
+    }
+
     /// A Matrix user's avatar, fetched once per URI; `None` without one (or when it cannot be fetched).
     pub(crate) async fn matrix_avatar(&self, user_id: &str) -> Option<Avatar> {
         let user = ruma::OwnedUserId::try_from(user_id).ok()?;
@@ -110,8 +186,7 @@ mod tests {
     fn pictures_are_named_by_their_sha1() {
         // SHA-1("abc"), FIPS 180-2 appendix A.1.
         let expected = "a9993e364706816aba3e25717850c26c9cd0d89d";
-        let hex: String = sha1(b"abc").iter().map(|byte| format!("{byte:02x}")).collect();
-        assert_eq!(hex, expected);
+        assert_eq!(hex(&sha1(b"abc")), expected);
         let avatar = Avatar::new(Bytes::from_static(b"abc"), Some("image/jpeg".into()));
         let update = Element::from(avatar.update());
         assert_eq!(update.get_child("photo", ns::VCARD_UPDATE).map(Element::text).as_deref(), Some(expected));

@@ -173,8 +173,13 @@ impl XmppClient {
 
     /// Joins a MUC as `nick` (with the MUC's default history) and waits for the self-presence.
     pub async fn join_muc(&mut self, room: &str, nick: &str) -> anyhow::Result<()> {
+        self.join_muc_with(room, nick, "").await
+    }
+
+    /// Like [`XmppClient::join_muc`], with more payload XML in the join presence.
+    pub async fn join_muc_with(&mut self, room: &str, nick: &str, payloads: &str) -> anyhow::Result<()> {
         self.send_raw(&format!(
-            "<presence to='{}'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+            "<presence to='{}'><x xmlns='http://jabber.org/protocol/muc'/>{payloads}</presence>",
             escape(&format!("{room}/{nick}"))
         ))
         .await?;

@@ -42,6 +42,12 @@ fn edit_of(event_id: &str, body: &str) -> Value {
         "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}})
 }
 
+/// A picture's SHA-1 in hex, as XEP-0153 names it.
+fn sha1_hex(bytes: &[u8]) -> anyhow::Result<String> {
+    let hash = xmpp_parsers::caps::hash_caps(bytes, xmpp_parsers::hashes::Algo::Sha_1).map_err(anyhow::Error::msg)?;
+    Ok(hash.hash.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 fn is_redaction_of(event: &Value, target: &str) -> bool {
     event["type"] == "m.room.redaction" && (event["redacts"] == target || event["content"]["redacts"] == target)
 }
@@ -470,12 +476,7 @@ async fn matrix_avatars_are_vcard_photos_on_xmpp() -> anyhow::Result<()> {
         .and_then(|x| x.get_child("photo", "vcard-temp:x:update"))
         .map(Element::text)
         .context("no XEP-0153 photo hash")?;
-    let expected: String = xmpp_parsers::caps::hash_caps(&picture, xmpp_parsers::hashes::Algo::Sha_1)
-        .map_err(anyhow::Error::msg)?
-        .hash
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let expected = sha1_hex(&picture)?;
     assert_eq!(hash, expected);
 
     let user = r"alice\40localhost@bridge.localhost";
@@ -486,5 +487,38 @@ async fn matrix_avatars_are_vcard_photos_on_xmpp() -> anyhow::Result<()> {
     let binval = photo.get_child("BINVAL", VCARD).map(Element::text).context("no BINVAL")?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(binval.split_whitespace().collect::<String>())?;
     assert_eq!(bytes, picture);
+    Ok(())
+}
+
+/// An XMPP occupant's XEP-0153 avatar becomes their ghost's Matrix avatar, the picture fetched from their vCard.
+#[tokio::test]
+async fn xmpp_avatars_become_ghost_avatars() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let picture = b"GIF89a a tiny picture of xavier".to_vec();
+    let binval = base64::engine::general_purpose::STANDARD.encode(&picture);
+    let vcard =
+        format!("<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/gif</TYPE><BINVAL>{binval}</BINVAL></PHOTO></vCard>");
+    let stored = xavier.iq("set", "xavier@localhost", "vc-set", &vcard).await?;
+    assert_eq!(stored.attr("type"), Some("result"), "{}", crate::client::to_xml(&stored));
+    let hash = sha1_hex(&picture)?;
+    let room = "faces@conference.localhost";
+    let update = format!("<x xmlns='vcard-temp:x:update'><photo>{hash}</photo></x>");
+    xavier.join_muc_with(room, "Xavier", &update).await?;
+    let alice = fixture.matrix_user("alice").await?;
+    // (The ghost may join with the avatar already set, or set it later: either member event shows it.)
+    let room_id = alice.join("#_xmpp_faces@conference.localhost:localhost").await?;
+    let ghost = "@_xmpp_faces=40conference.localhost=2f_xavier:localhost";
+    let member = alice
+        .wait_for_event(&room_id, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == ghost
+                && event["content"]["avatar_url"].as_str().is_some_and(|url| url.starts_with("mxc://"))
+        })
+        .await
+        .context("the ghost's avatar")?;
+    let mxc = member["content"]["avatar_url"].as_str().context("avatar_url")?;
+    assert_eq!(alice.download(mxc).await?, picture);
     Ok(())
 }
