@@ -133,6 +133,9 @@ impl Connector for XmppConnector {
                 async move { gateway.handle_stanza(stanza).await }
             });
             while let Some(stanza) = inbound.recv().await {
+                if let tokio_xmpp::Stanza::Presence(presence) = &stanza {
+                    handler.sync_occupant_avatar(presence);
+                }
                 match handler.lane_of(&stanza) {
                     Some(lane) => lanes.dispatch(lane, stanza).await,
                     None => handler.handle_stanza(stanza).await,

@@ -23,14 +23,12 @@ use tokio_xmpp::parsers::{
     mam::{Fin, Query, QueryId, Result_},
     message::{Id, Lang, Message, MessageType},
     minidom::{Element, Node},
-    muc::user::MucUser,
     ns,
     rsm::{First, SetQuery, SetResult},
     stanza_error::{DefinedCondition, ErrorType, StanzaError},
 };
 
 use crate::{
-    addressing::XmppIdentity,
     hosted::{MatrixApi, alias_of_room, content_text, stamp},
     messages::Inbound,
     muc::Gateway,
@@ -199,18 +197,9 @@ impl Gateway {
             if !self.note_archived(room, key, delay.stamp.clone()) {
                 continue;
             }
-            let real_jid = crate::xep::payload::<MucUser>(&message.payloads)
-                .and_then(|user| user.items.into_iter().next())
-                .and_then(|item| item.jid);
             // The bridge's own occupants' messages came from Matrix: they are there already.
-            if real_jid.as_ref().is_some_and(|jid| self.addressing.is_gateway_domain(jid.domain().as_str())) {
-                continue;
-            }
-            let identity = match (real_jid, from.try_into_full()) {
-                (Some(jid), _) => XmppIdentity::Account(jid.into_bare()),
-                (None, Ok(occupant)) => XmppIdentity::Occupant(occupant),
-                (None, Err(_)) => continue,
-            };
+            let Ok(occupant) = from.try_into_full() else { continue };
+            let Some(identity) = self.occupant_identity(&message.payloads, occupant) else { continue };
             let mut ids = MessageIds::of(&message, None);
             ids.stanza_id = Some(result.id.clone());
             let timestamp_ms = u64::try_from(delay.stamp.0.timestamp_millis()).ok();

@@ -666,6 +666,19 @@ impl Gateway {
         {
             return self.serve_archive(from, to, id, payload).await;
         }
+        if let Iq::Set { from: Some(from), to: Some(to), id, payload } = &iq {
+            // Every set gets an answer (RFC 6120 §8.2.3). XMPP occupants cannot moderate: their ghosts hold no
+            // power in the Matrix room.
+            let error = if payload.is("moderate", crate::xep::retract::NS_MODERATE) {
+                stanza_error(DefinedCondition::Forbidden, "only Matrix moderators moderate this room")
+            } else {
+                stanza_error(DefinedCondition::ServiceUnavailable, "not supported")
+            };
+            let reply =
+                Iq::Error { from: Some(to.clone()), to: Some(from.clone()), id: id.clone(), error, payload: None };
+            let _ = self.send(reply).await;
+            return;
+        }
         let Iq::Get { from: Some(from), to: Some(to), id, payload } = iq else { return };
         let reply = if payload.is("query", ns::DISCO_INFO) {
             Iq::from_result(id, Some(self.hosted_disco_info(&to.to_bare()))).with_from(to).with_to(from)

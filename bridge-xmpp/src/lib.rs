@@ -18,6 +18,7 @@ pub mod lanes;
 pub mod media;
 pub mod messages;
 pub mod muc;
+pub mod requests;
 pub mod self_ping;
 pub mod styling;
 pub mod subscription;

@@ -181,6 +181,10 @@ pub struct Gateway {
     pub(crate) typing: crate::messages::TypingState,
     /// Archive queries to MUCs waiting for their results.
     pub(crate) archive: crate::history::ArchiveQueries,
+    /// Matrix users' avatars, by URI.
+    pub(crate) avatars: crate::xep::avatar::AvatarCache,
+    /// IQs the gateway sent and waits for.
+    pub(crate) requests: crate::requests::IqRequests,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -241,6 +245,8 @@ impl Gateway {
             join_locks: Mutex::default(),
             typing: crate::messages::TypingState::default(),
             archive: crate::history::ArchiveQueries::default(),
+            avatars: crate::xep::avatar::AvatarCache::default(),
+            requests: crate::requests::IqRequests::default(),
         }
     }
 
@@ -272,6 +278,11 @@ impl Gateway {
             state.last_seen = Some(stamp);
         }
         state.remember(key)
+    }
+
+    /// Whether a nick in a MUC is one of the bridge's own occupants.
+    pub(crate) fn is_own_nick(&self, room: &BareJid, nick: &str) -> bool {
+        self.rooms().get(room).is_some_and(|state| state.is_ours(nick))
     }
 
     /// A Matrix user's occupant in a MUC if it is joined on the current connection (ephemeral traffic such as chat
@@ -392,9 +403,18 @@ impl Gateway {
             .with_to(to)
             .with_id(new_id())
             .with_payload(Muc::new().with_history(history));
-        // A Matrix user's occupant says what its gateway JID can do (XEP-0115); the listener is the gateway itself.
-        let presence = match occupant.node() {
-            Some(_) => presence.with_payload(crate::xep::caps::user_caps()),
+        // A Matrix user's occupant says what its gateway JID can do (XEP-0115) and names its avatar (XEP-0153); the
+        // listener is the gateway itself.
+        let user = occupant.node().and_then(|_| self.addressing.matrix_user_of(&occupant.to_bare()));
+        let presence = match user {
+            Some(user) => {
+                let avatar = self.matrix_avatar(&user).await;
+                let mut presence = presence.with_payload(crate::xep::caps::user_caps());
+                if let Some(avatar) = avatar {
+                    presence.payloads.push(avatar.update().into());
+                }
+                presence
+            }
             None => presence,
         };
         self.send(presence).await?;
@@ -913,7 +933,11 @@ impl Gateway {
     }
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
-        if self.self_pings.answer(&iq) || self.archive.finish(&iq) {
+        if self.self_pings.answer(&iq) || self.archive.finish(&iq) || self.requests.finish(&iq) {
+            return Ok(());
+        }
+        if let Some(answer) = self.vcard_answer(&iq).await {
+            let _ = self.link.send(answer).await;
             return Ok(());
         }
         if let Some(answer) = self.identity_answer(&iq) {

@@ -8,13 +8,16 @@
 //! and replies in a MUC name the stanza-id.
 
 use xmpp_parsers::{
-    jid::BareJid,
+    jid::{BareJid, FullJid},
     message::Message,
+    minidom::Element,
+    muc::user::MucUser,
     occupant_id::OccupantId,
     stanza_id::{OriginId, StanzaId},
 };
 
 use super::payload;
+use crate::addressing::XmppIdentity;
 
 /// The names of one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +59,20 @@ impl MessageIds {
         match (&self.stanza_id, &self.sender_id) {
             (Some(stanza_id), Some(sender_id)) if stanza_id != sender_id => Some(sender_id),
             _ => None,
+        }
+    }
+}
+
+impl crate::muc::Gateway {
+    /// Who a MUC occupant is: their account when the stanza shows the real JID (non-anonymous rooms), else the
+    /// occupant JID itself; `None` for the bridge's own occupants, which stand for Matrix users.
+    pub(crate) fn occupant_identity(&self, payloads: &[Element], occupant: FullJid) -> Option<XmppIdentity> {
+        let real_jid =
+            payload::<MucUser>(payloads).and_then(|user| user.items.into_iter().next()).and_then(|item| item.jid);
+        match real_jid {
+            Some(jid) if self.addressing.is_gateway_domain(jid.domain().as_str()) => None,
+            Some(jid) => Some(XmppIdentity::Account(jid.into_bare())),
+            None => Some(XmppIdentity::Occupant(occupant)),
         }
     }
 }

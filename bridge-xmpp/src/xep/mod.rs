@@ -2,6 +2,7 @@
 //! minidom's builder, parsed with `TryFrom<Element>`) and the pure logic around them. The stanza paths in
 //! [`muc`](crate::muc), [`hosted`](crate::hosted) and [`direct`](crate::direct) use them.
 
+pub mod avatar;
 pub mod caps;
 pub mod chat_states;
 pub mod ids;

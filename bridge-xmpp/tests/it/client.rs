@@ -173,8 +173,13 @@ impl XmppClient {
 
     /// Joins a MUC as `nick` (with the MUC's default history) and waits for the self-presence.
     pub async fn join_muc(&mut self, room: &str, nick: &str) -> anyhow::Result<()> {
+        self.join_muc_with(room, nick, "").await
+    }
+
+    /// Like [`XmppClient::join_muc`], with more payload XML in the join presence.
+    pub async fn join_muc_with(&mut self, room: &str, nick: &str, payloads: &str) -> anyhow::Result<()> {
         self.send_raw(&format!(
-            "<presence to='{}'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+            "<presence to='{}'><x xmlns='http://jabber.org/protocol/muc'/>{payloads}</presence>",
             escape(&format!("{room}/{nick}"))
         ))
         .await?;
@@ -279,9 +284,13 @@ impl XmppClient {
     /// Sends an IQ of `kind` (`get` or `set`) to `to` with `payload` (raw XML) and waits for its answer.
     pub async fn iq(&mut self, kind: &str, to: &str, payload: &str) -> anyhow::Result<Element> {
         let id = format!("iq-{:016x}", rand::random::<u64>());
-        self.send_raw(&format!("<iq type='{kind}' to='{}' id='{id}'>{payload}</iq>", escape(to))).await?;
-        self.wait_for(Duration::from_secs(30), |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id.as_str()))
-            .await
+        self.iq_with_id(kind, to, &id, payload).await
+    }
+
+    /// [`XmppClient::iq`] with the given IQ ID (a MAM query names its results after it).
+    pub async fn iq_with_id(&mut self, kind: &str, to: &str, id: &str, payload: &str) -> anyhow::Result<Element> {
+        self.send_raw(&format!("<iq type='{kind}' to='{}' id='{}'>{payload}</iq>", escape(to), escape(id))).await?;
+        self.wait_for(Duration::from_secs(30), |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id)).await
     }
 
     /// Fetches the roster, as clients do after login: only then does the server pass subscription answers and

@@ -5,7 +5,7 @@ use serde_json::json;
 use xmpp_parsers::minidom::Element;
 
 use crate::{
-    client::{XmppClient, escape},
+    client::XmppClient,
     fixture::{Fixture, WAIT},
 };
 
@@ -21,13 +21,8 @@ async fn query_page(
     id: &str,
     set: &str,
 ) -> anyhow::Result<(Vec<(String, String)>, Element)> {
-    xavier
-        .send_raw(&format!(
-            "<iq type='set' to='{}' id='{id}'><query xmlns='{MAM}' queryid='q-{id}'>{set}</query></iq>",
-            escape(room)
-        ))
-        .await?;
-    let answer = xavier.wait_for(WAIT, |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id)).await?;
+    let answer =
+        xavier.iq_with_id("set", room, id, &format!("<query xmlns='{MAM}' queryid='q-{id}'>{set}</query>")).await?;
     let fin = answer
         .get_child("fin", MAM)
         .with_context(|| format!("no <fin/> in {}", crate::client::to_xml(&answer)))?

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use xmpp_parsers::minidom::Element;
 
 use crate::{
-    client::{XmppClient, stanza_id},
+    client::{XmppClient, escape, stanza_id},
     fixture::{Fixture, WAIT},
     muc::join_portal,
 };
@@ -40,6 +40,12 @@ fn edit_of(event_id: &str, body: &str) -> Value {
     json!({"msgtype": "m.text", "body": format!("* {body}"),
         "m.new_content": {"msgtype": "m.text", "body": body},
         "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}})
+}
+
+/// A picture's SHA-1 in hex, as XEP-0153 names it.
+fn sha1_hex(bytes: &[u8]) -> anyhow::Result<String> {
+    let hash = xmpp_parsers::caps::hash_caps(bytes, xmpp_parsers::hashes::Algo::Sha_1).map_err(anyhow::Error::msg)?;
+    Ok(hash.hash.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 fn is_redaction_of(event: &Value, target: &str) -> bool {
@@ -328,7 +334,30 @@ async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
     let conversation = Conversation { kind: "groupchat", jid: room.into(), stamped_by: Some(room.into()) };
     xavier.send_message_with("groupchat", room, "c-1", Some("one"), "").await?;
     let first = alice.wait_for_message(&room_id, WAIT, "one").await?;
-    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
+    xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await?;
+
+    // The gateway is the MUC: Alice (the room's admin) redacting Xavier's message is a XEP-0425 moderation.
+    xavier.send_message_with("groupchat", room, "c-9", Some("spam"), "").await?;
+    let spam = alice.wait_for_message(&room_id, WAIT, "spam").await?;
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "spam").await?;
+    let spam_name = conversation.name_of(&reflection).context("stanza-id")?;
+    alice.redact(&room_id, spam["event_id"].as_str().context("event ID")?, Some("no spam")).await?;
+    let moderation = xavier
+        .wait_for_message_from(room, WAIT, |stanza| {
+            stanza.get_child("retract", RETRACT).and_then(|r| r.attr("id")) == Some(spam_name.as_str())
+        })
+        .await?;
+    let retract = moderation.get_child("retract", RETRACT).context("retract")?;
+    assert!(retract.has_child("moderated", "urn:xmpp:message-moderate:1"), "{moderation:?}");
+    assert_eq!(retract.get_child("reason", RETRACT).map(Element::text).as_deref(), Some("no spam"));
+    // An XMPP occupant asking to moderate is refused, not left waiting.
+    let moderate = format!(
+        "<moderate xmlns='urn:xmpp:message-moderate:1' id='{spam_name}'><retract xmlns='{RETRACT}'/></moderate>"
+    );
+    let refusal = xavier.iq_with_id("set", room, "mod1", &moderate).await?;
+    assert_eq!(refusal.attr("type"), Some("error"));
+    assert!(crate::client::to_xml(&refusal).contains("forbidden"), "{}", crate::client::to_xml(&refusal));
+    Ok(())
 }
 
 /// XEP-0085 chat states ⇄ typing and XEP-0333 displayed markers ⇄ read receipts in a direct chat.
@@ -402,14 +431,9 @@ async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
     let (node, ver) = (c.attr("node").context("node")?, c.attr("ver").context("ver")?);
     assert_eq!(c.attr("hash"), Some("sha-1"));
     let user = r"alice\40localhost@bridge.localhost";
-    xavier
-        .send_raw(&format!(
-            "<iq type='get' to='{}' id='caps1'><query xmlns='http://jabber.org/protocol/disco#info' node='{}'/></iq>",
-            crate::client::escape(user),
-            crate::client::escape(&format!("{node}#{ver}"))
-        ))
-        .await?;
-    let answer = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("caps1")).await?;
+    let query =
+        format!("<query xmlns='http://jabber.org/protocol/disco#info' node='{}'/>", escape(&format!("{node}#{ver}")));
+    let answer = xavier.iq_with_id("get", user, "caps1", &query).await?;
     let query = answer.get_child("query", "http://jabber.org/protocol/disco#info").context("no disco#info")?;
     let info = DiscoInfoResult::try_from(query.clone())?;
     for feature in [REACTIONS, RETRACT, REPLY, CORRECT, "urn:xmpp:chat-markers:0", "jabber:iq:version"] {
@@ -419,15 +443,82 @@ async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
     use base64::Engine as _;
     assert_eq!(base64::engine::general_purpose::STANDARD.encode(hash.hash), ver, "the caps hash matches disco#info");
 
-    xavier
-        .send_raw(&format!(
-            "<iq type='get' to='{}' id='version1'><query xmlns='jabber:iq:version'/></iq>",
-            crate::client::escape(user)
-        ))
-        .await?;
-    let version = xavier.wait_for(WAIT, |stanza| stanza.attr("id") == Some("version1")).await?;
+    let version = xavier.iq_with_id("get", user, "version1", "<query xmlns='jabber:iq:version'/>").await?;
     let name =
         version.get_child("query", "jabber:iq:version").and_then(|query| query.get_child("name", "jabber:iq:version"));
     assert_eq!(name.map(Element::text).as_deref(), Some("Lattice"));
+    Ok(())
+}
+
+/// A Matrix user's avatar reaches XMPP: its XEP-0153 hash in their occupant's presence, the picture in the
+/// XEP-0054 vCard of their gateway JID.
+#[tokio::test]
+async fn matrix_avatars_are_vcard_photos_on_xmpp() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    const VCARD: &str = "vcard-temp";
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let picture = b"\x89PNG\r\n\x1a\n not really a picture, but bytes are bytes".to_vec();
+    let mxc = alice.upload(picture.clone(), "image/png", "alice.png").await?;
+    let path = ["_matrix", "client", "v3", "profile", alice.user_id(), "avatar_url"];
+    alice.call(reqwest::Method::PUT, &path, &[], Some(&json!({"avatar_url": mxc}))).await?;
+    let room = "avatars@conference.localhost";
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.join_muc(room, "Xavier").await?;
+    join_portal(&alice, &mut xavier, room, "Xavier").await?;
+
+    let occupant = format!("{room}/alice");
+    let presence = xavier
+        .wait_for(WAIT, |stanza| stanza.name() == "presence" && stanza.attr("from") == Some(occupant.as_str()))
+        .await?;
+    let hash = presence
+        .get_child("x", "vcard-temp:x:update")
+        .and_then(|x| x.get_child("photo", "vcard-temp:x:update"))
+        .map(Element::text)
+        .context("no XEP-0153 photo hash")?;
+    let expected = sha1_hex(&picture)?;
+    assert_eq!(hash, expected);
+
+    let user = r"alice\40localhost@bridge.localhost";
+    let answer = xavier.iq_with_id("get", user, "vc1", &format!("<vCard xmlns='{VCARD}'/>")).await?;
+    let photo =
+        answer.get_child("vCard", VCARD).and_then(|vcard| vcard.get_child("PHOTO", VCARD)).context("no PHOTO")?;
+    assert_eq!(photo.get_child("TYPE", VCARD).map(Element::text).as_deref(), Some("image/png"));
+    let binval = photo.get_child("BINVAL", VCARD).map(Element::text).context("no BINVAL")?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(binval.split_whitespace().collect::<String>())?;
+    assert_eq!(bytes, picture);
+    Ok(())
+}
+
+/// An XMPP occupant's XEP-0153 avatar becomes their ghost's Matrix avatar, the picture fetched from their vCard.
+#[tokio::test]
+async fn xmpp_avatars_become_ghost_avatars() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let fixture = Fixture::start().await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let picture = b"GIF89a a tiny picture of xavier".to_vec();
+    let binval = base64::engine::general_purpose::STANDARD.encode(&picture);
+    let vcard =
+        format!("<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/gif</TYPE><BINVAL>{binval}</BINVAL></PHOTO></vCard>");
+    let stored = xavier.iq_with_id("set", "xavier@localhost", "vc-set", &vcard).await?;
+    assert_eq!(stored.attr("type"), Some("result"), "{}", crate::client::to_xml(&stored));
+    let hash = sha1_hex(&picture)?;
+    let room = "faces@conference.localhost";
+    let update = format!("<x xmlns='vcard-temp:x:update'><photo>{hash}</photo></x>");
+    xavier.join_muc_with(room, "Xavier", &update).await?;
+    let alice = fixture.matrix_user("alice").await?;
+    // (The ghost may join with the avatar already set, or set it later: either member event shows it.)
+    let room_id = alice.join("#_xmpp_faces@conference.localhost:localhost").await?;
+    let ghost = "@_xmpp_faces=40conference.localhost=2f_xavier:localhost";
+    let member = alice
+        .wait_for_event(&room_id, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == ghost
+                && event["content"]["avatar_url"].as_str().is_some_and(|url| url.starts_with("mxc://"))
+        })
+        .await
+        .context("the ghost's avatar")?;
+    let mxc = member["content"]["avatar_url"].as_str().context("avatar_url")?;
+    assert_eq!(alice.download(mxc).await?, picture);
     Ok(())
 }
