@@ -1,7 +1,8 @@
 //! One IRC connection, kept alive: connects (TCP or TLS), registers (negotiating IRCv3 capabilities with
-//! `CAP LS 302` and logging in with SASL before `CAP END`, see [`crate::ircv3::cap`], or with NickServ after), answers PINGs, retries taken nicks, joins its channels and rejoins them after every
-//! reconnect, and reconnects with exponential backoff and jitter while a per-network semaphore caps how many
-//! connections register at once. What the owner must see is forwarded as [`ConnEvent`]s.
+//! `CAP LS 302` and logging in with SASL before `CAP END`, see [`crate::ircv3::cap`], or with NickServ after),
+//! answers PINGs, retries taken nicks, joins its channels and rejoins them after every reconnect, and reconnects
+//! with exponential backoff and jitter while a per-network semaphore caps how many connections register at once.
+//! What the owner must see is forwarded as [`ConnEvent`]s.
 
 use std::{
     collections::HashMap,

@@ -440,7 +440,9 @@ impl Network {
         for (nick, channels) in due.gone {
             let ghost = self.ghost(&nick).await;
             for channel in channels {
-                if let Some(portal) = self.portal_of(&channel) {
+                let present =
+                    lock(&self.members).get(&channel).is_some_and(|members| members.contains(&casefold(&nick)));
+                if !present && let Some(portal) = self.portal_of(&channel) {
                     let kind = RemoteEventKind::Leave { reason: Some("Netsplit".into()) };
                     self.push(&portal, Some(ghost.clone()), None, kind).await;
                 }
@@ -728,7 +730,14 @@ impl Network {
                     let modes = &entry[..entry.len() - nick.len()];
                     let fresh = lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(nick));
                     let ghost = self.ghost(nick).await;
-                    if fresh {
+                    // Back from a netsplit (seen in the names after our own reconnect): the ghost never left.
+                    let returned = fresh
+                        && lock(&self.netsplits).rejoin(
+                            &casefold(nick),
+                            &casefold(channel),
+                            tokio::time::Instant::now(),
+                        );
+                    if fresh && !returned {
                         self.push(&portal, Some(ghost.clone()), None, RemoteEventKind::Join).await;
                     }
                     let level = power_level(modes);
@@ -824,6 +833,11 @@ impl Network {
                 if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
                     self.record_echo(sent, own_nick, msgid).await;
                 }
+                return;
+            }
+            // labeled-response: `ACK` means the server took the line and has nothing to say (no echo will come).
+            Command::Raw(command, _) if command == "ACK" && label.is_some() => {
+                lock(&self.echoes).echoed(matrix_user, label, "", "");
                 return;
             }
             Command::Raw(_, _) | Command::Response(..) if !from_self && label.is_some() => {
