@@ -623,8 +623,16 @@ impl Network {
             Command::PART(channel, reason) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
                 let nick = source.unwrap_or_default();
-                if let Some(members) = lock(&self.members).get_mut(&casefold(channel)) {
-                    members.remove(&casefold(&nick));
+                let still_seen = {
+                    let mut members = lock(&self.members);
+                    if let Some(members) = members.get_mut(&casefold(channel)) {
+                        members.remove(&casefold(&nick));
+                    }
+                    members.values().any(|members| members.contains(&casefold(&nick)))
+                };
+                if !still_seen {
+                    // Out of every bridged channel: the bridge hears no more about them.
+                    lock(&self.people).remove(&casefold(&nick));
                 }
                 let kind = RemoteEventKind::Leave { reason: reason.clone() };
                 self.push(&portal, Some(self.ghost(&nick).await), None, kind).await;
