@@ -90,6 +90,10 @@ pub struct NetworkConfig {
     /// their message was not delivered. Networks limit connections per host: ask the operators for an exemption.
     #[serde(default)]
     pub max_clients: usize,
+    /// A PEM file of certificates to trust besides the Mozilla roots, for networks with their own certificate
+    /// authority (or a self-signed server certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
 }
 
 /// How Matrix replies, edits and redactions are shown on IRC.
@@ -203,6 +207,7 @@ impl NetworkConfig {
             idle_timeout_secs: None,
             messages: MessageStyle::default(),
             max_clients: 0,
+            tls_ca_file: None,
         }
     }
 }

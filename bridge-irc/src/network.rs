@@ -70,6 +70,11 @@ pub(crate) fn username_setting(network: &str) -> String {
 /// (IRCv3 account-tag, account-notify, extended-join).
 pub(crate) const GHOST_ACCOUNT_SETTING: &str = "irc.ghost.account";
 
+/// The credential-store key of a Matrix user's TLS client certificate (CertFP) for a network.
+pub(crate) fn certfp_credential(network: &str) -> String {
+    format!("{network}/certfp")
+}
+
 pub(crate) fn account_setting(network: &str) -> String {
     format!("irc.account.{network}")
 }
@@ -155,6 +160,7 @@ impl Network {
                 owner: BOT_OWNER.into(),
                 network: id.into(),
                 servers: config.servers.clone(),
+                ca_file: config.tls_ca_file.clone(),
                 nick: config.bot_nick.clone(),
                 max_nick_length: config.max_nick_length.max(config.bot_nick.len()),
                 username: sanitise_username(&config.bot_nick),
@@ -995,6 +1001,7 @@ impl Network {
                         owner: user_id.to_owned(),
                         network: self.id.clone(),
                         servers: self.config.servers.clone(),
+                        ca_file: self.config.tls_ca_file.clone(),
                         nick,
                         max_nick_length: self.config.max_nick_length,
                         username,
@@ -1019,7 +1026,14 @@ impl Network {
             return Ok(None);
         }
         let store = self.bridge.store();
-        let Some(password) = store.credential(user_id, &self.id).await? else { return Ok(None) };
+        let password = store.credential(user_id, &self.id).await?;
+        let certificate = match self.config.auth {
+            AuthMethod::Sasl => store.credential(user_id, &certfp_credential(&self.id)).await?,
+            _ => None,
+        };
+        if password.is_none() && certificate.is_none() {
+            return Ok(None);
+        }
         let account = match store.user_setting(user_id, &account_setting(&self.id)).await? {
             Some(account) => account,
             None => match self.puppets.get(user_id).and_then(|puppet| puppet.nick()) {
@@ -1027,7 +1041,7 @@ impl Network {
                 None => sanitise_nick(user_id.trim_start_matches('@'), self.config.max_nick_length),
             },
         };
-        Ok(Some(Login { method: self.config.auth, account, password }))
+        Ok(Some(Login { method: self.config.auth, account, password: password.unwrap_or_default(), certificate }))
     }
 
     /// Waits until `puppet` is in `channel`, asking it to join; transient while it connects, permanent if the

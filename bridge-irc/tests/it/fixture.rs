@@ -70,6 +70,24 @@ impl Fixture {
         Self::start_with(Ircd::inspircd().await?, auth, |_| {}).await
     }
 
+    /// The bridge on InspIRCd with atheme over TLS (trusting the test network's CA, which asks for client
+    /// certificates: CertFP); puppets log in with stored credentials by `auth`.
+    pub(crate) async fn inspircd_tls(auth: AuthMethod) -> anyhow::Result<Self> {
+        let ircd = Ircd::inspircd().await?;
+        let port = ircd.tls_port().context("the InspIRCd test network has a TLS port")?;
+        let ca_file = ircd.ca_file().display().to_string();
+        Self::start_with(ircd, auth, move |section| {
+            for network in section.networks.values_mut() {
+                for server in &mut network.servers {
+                    server.port = port;
+                    server.tls = true;
+                }
+                network.tls_ca_file = Some(ca_file.clone());
+            }
+        })
+        .await
+    }
+
     async fn start_with(ircd: Ircd, auth: AuthMethod, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
