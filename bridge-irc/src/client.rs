@@ -1,7 +1,8 @@
 //! One IRC connection, kept alive: connects (TCP or TLS), registers (negotiating IRCv3 capabilities with
-//! `CAP LS 302` and logging in with SASL before `CAP END`, see [`crate::ircv3::cap`], or with NickServ after), answers PINGs, retries taken nicks, joins its channels and rejoins them after every
-//! reconnect, and reconnects with exponential backoff and jitter while a per-network semaphore caps how many
-//! connections register at once. What the owner must see is forwarded as [`ConnEvent`]s.
+//! `CAP LS 302` and logging in with SASL before `CAP END`, see [`crate::ircv3::cap`], or with NickServ after),
+//! answers PINGs, retries taken nicks, joins its channels and rejoins them after every reconnect, and reconnects
+//! with exponential backoff and jitter while a per-network semaphore caps how many connections register at once.
+//! What the owner must see is forwarded as [`ConnEvent`]s.
 
 use std::{
     collections::HashMap,
@@ -40,12 +41,20 @@ const MAX_READ_LINE: usize = 16 * 1024;
 pub(crate) struct Login {
     pub(crate) method: AuthMethod,
     pub(crate) account: String,
+    /// The password for SASL PLAIN or NickServ; empty when only a certificate logs in.
     pub(crate) password: String,
+    /// A TLS client certificate and its key (PEM) for SASL EXTERNAL (CertFP), see [`crate::ircv3::certfp`].
+    pub(crate) certificate: Option<String>,
 }
 
 impl std::fmt::Debug for Login {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Login").field("method", &self.method).field("account", &self.account).finish()
+        formatter
+            .debug_struct("Login")
+            .field("method", &self.method)
+            .field("account", &self.account)
+            .field("certificate", &self.certificate.is_some())
+            .finish()
     }
 }
 
@@ -65,6 +74,8 @@ pub(crate) struct Settings {
     pub(crate) owner: String,
     pub(crate) network: String,
     pub(crate) servers: Vec<ServerConfig>,
+    /// Certificates to trust besides the Mozilla roots (PEM file).
+    pub(crate) ca_file: Option<String>,
     pub(crate) nick: String,
     pub(crate) max_nick_length: usize,
     pub(crate) username: String,
@@ -353,13 +364,27 @@ async fn connect(server: &ServerConfig, settings: &Settings) -> std::io::Result<
     if !server.tls {
         return Ok((Box::new(tcp), ident));
     }
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
     use tokio_rustls::rustls::{self, pki_types::ServerName};
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = &settings.ca_file {
+        let pem = tokio::fs::read(path).await?;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(certificate.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(std::io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    // CertFP: the login's certificate is presented in the handshake, and SASL EXTERNAL names it.
+    let config = match settings.login.as_ref().and_then(|login| login.certificate.as_deref()) {
+        Some(pem) => {
+            let (chain, key) = crate::ircv3::certfp::parse(pem).map_err(std::io::Error::other)?;
+            builder.with_client_auth_cert(chain, key).map_err(std::io::Error::other)?
+        }
+        None => builder.with_no_client_auth(),
+    };
     let name = ServerName::try_from(server.host.clone()).map_err(std::io::Error::other)?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
     Ok((Box::new(tls), ident))
@@ -450,7 +475,9 @@ async fn session(
     }
     let sasl_login = settings.login.as_ref().filter(|login| login.method == AuthMethod::Sasl);
     // Every connection asks for capabilities; a server without CAP ignores the line and registers us plainly.
-    let mut caps = CapNegotiation::new(sasl::mechanisms(false, sasl_login.is_some()));
+    let has_certificate = server.tls && sasl_login.is_some_and(|login| login.certificate.is_some());
+    let has_password = sasl_login.is_some_and(|login| !login.password.is_empty());
+    let mut caps = CapNegotiation::new(sasl::mechanisms(has_certificate, has_password));
     urgent(Line::new("CAP", &["LS", "302"], None));
     let mut registration =
         Registration { nick: settings.nick.clone(), attempt: 0, max_nick_length: settings.max_nick_length };

@@ -14,7 +14,7 @@ use crate::{
     IrcConnector,
     ids::{is_valid_channel, is_valid_nick, sanitise_nick, sanitise_username},
     line::Line,
-    network::{Network, account_setting, core_error, nick_setting, username_setting},
+    network::{Network, account_setting, certfp_credential, core_error, nick_setting, username_setting},
     plumbing::{self, LinkRequest, Requested},
 };
 
@@ -35,6 +35,7 @@ pub(crate) const SPECS: &[CommandSpec] = &[
     user("whois", "[network] <nick>", "Ask the IRC server about a nick"),
     user("storepass", "[network] [account:]<password>", "Store your IRC password (encrypted) and log in with it"),
     user("removepass", "[network]", "Forget your stored IRC password"),
+    user("certfp", "[network]", "Make (once) your TLS client certificate for SASL EXTERNAL and show its fingerprint"),
     user("reconnect", "[network]", "Drop and re-establish your IRC connection"),
     user("quit", "[network]", "Close your IRC connection until you next speak"),
     user("listrooms", "[network]", "List the channels your IRC connection is in"),
@@ -165,6 +166,29 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
                 answer.push(format!("The bridge knows {nick} as: {known}"));
             }
             Ok(if answer.is_empty() { format!("No answer about {nick}.") } else { answer.join("\n") })
+        }
+        "certfp" => {
+            let [] = args else { return Err(fail("usage: certfp [network]")) };
+            let key = certfp_credential(&network.id);
+            let pem = match store.credential(sender, &key).await? {
+                Some(pem) => pem,
+                None => {
+                    let name = sender.trim_start_matches('@').split(':').next().unwrap_or("matrix");
+                    let pem = crate::ircv3::certfp::generate(name).map_err(|error| fail(error.to_string()))?;
+                    store.store_credential(sender, &key, &pem).await?;
+                    pem
+                }
+            };
+            let fingerprint = crate::ircv3::certfp::fingerprint(&pem).map_err(|error| fail(error.to_string()))?;
+            if let Some(puppet) = network.puppets.get(sender).map(|entry| entry.clone()) {
+                puppet.set_login(network.login(sender).await?);
+            }
+            Ok(format!(
+                "Your certificate for {} has the fingerprint {fingerprint}. Add it to your account \
+                 (/msg NickServ CERT ADD {fingerprint}); over TLS your connection then logs in with SASL EXTERNAL \
+                 (`reconnect` to use it now).",
+                network.config.name
+            ))
         }
         "storepass" => {
             let [secret] = args else { return Err(fail("usage: storepass [network] [account:]<password>")) };

@@ -109,6 +109,10 @@ pub struct NetworkConfig {
     /// Per-Matrix-user spam limits on what goes to IRC.
     #[serde(default)]
     pub spam: SpamConfig,
+    /// A PEM file of certificates to trust besides the Mozilla roots, for networks with their own certificate
+    /// authority (or a self-signed server certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
 }
 
 fn default_privacy_grace_secs() -> u64 {
@@ -230,6 +234,7 @@ impl NetworkConfig {
             privacy_grace_secs: default_privacy_grace_secs(),
             plumbing: PlumbingConfig::default(),
             spam: SpamConfig::default(),
+            tls_ca_file: None,
         }
     }
 }

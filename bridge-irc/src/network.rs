@@ -73,6 +73,11 @@ pub(crate) fn username_setting(network: &str) -> String {
 /// (IRCv3 account-tag, account-notify, extended-join).
 pub(crate) const GHOST_ACCOUNT_SETTING: &str = "irc.ghost.account";
 
+/// The credential-store key of a Matrix user's TLS client certificate (CertFP) for a network.
+pub(crate) fn certfp_credential(network: &str) -> String {
+    format!("{network}/certfp")
+}
+
 pub(crate) fn account_setting(network: &str) -> String {
     format!("irc.account.{network}")
 }
@@ -166,6 +171,7 @@ impl Network {
                 owner: BOT_OWNER.into(),
                 network: id.into(),
                 servers: config.servers.clone(),
+                ca_file: config.tls_ca_file.clone(),
                 nick: config.bot_nick.clone(),
                 max_nick_length: config.max_nick_length.max(config.bot_nick.len()),
                 username: sanitise_username(&config.bot_nick),
@@ -488,7 +494,9 @@ impl Network {
         for (nick, channels) in due.gone {
             let ghost = self.ghost(&nick).await;
             for channel in channels {
-                if let Some(portal) = self.portal_of(&channel) {
+                let present =
+                    lock(&self.members).get(&channel).is_some_and(|members| members.contains(&casefold(&nick)));
+                if !present && let Some(portal) = self.portal_of(&channel) {
                     let kind = RemoteEventKind::Leave { reason: Some("Netsplit".into()) };
                     self.push(&portal, Some(ghost.clone()), None, kind).await;
                 }
@@ -669,8 +677,16 @@ impl Network {
             Command::PART(channel, reason) if !from_ours => {
                 let Some(portal) = self.portals.get(&casefold(channel)).map(|entry| entry.clone()) else { return };
                 let nick = source.unwrap_or_default();
-                if let Some(members) = lock(&self.members).get_mut(&casefold(channel)) {
-                    members.remove(&casefold(&nick));
+                let still_seen = {
+                    let mut members = lock(&self.members);
+                    if let Some(members) = members.get_mut(&casefold(channel)) {
+                        members.remove(&casefold(&nick));
+                    }
+                    members.values().any(|members| members.contains(&casefold(&nick)))
+                };
+                if !still_seen {
+                    // Out of every bridged channel: the bridge hears no more about them.
+                    lock(&self.people).remove(&casefold(&nick));
                 }
                 let kind = RemoteEventKind::Leave { reason: reason.clone() };
                 self.push(&portal, Some(self.ghost(&nick).await), None, kind).await;
@@ -776,7 +792,14 @@ impl Network {
                     let modes = &entry[..entry.len() - nick.len()];
                     let fresh = lock(&self.members).entry(casefold(channel)).or_default().insert(casefold(nick));
                     let ghost = self.ghost(nick).await;
-                    if fresh {
+                    // Back from a netsplit (seen in the names after our own reconnect): the ghost never left.
+                    let returned = fresh
+                        && lock(&self.netsplits).rejoin(
+                            &casefold(nick),
+                            &casefold(channel),
+                            tokio::time::Instant::now(),
+                        );
+                    if fresh && !returned {
                         self.push(&portal, Some(ghost.clone()), None, RemoteEventKind::Join).await;
                     }
                     let level = power_level(modes);
@@ -872,6 +895,11 @@ impl Network {
                 if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
                     self.record_echo(sent, own_nick, msgid).await;
                 }
+                return;
+            }
+            // labeled-response: `ACK` means the server took the line and has nothing to say (no echo will come).
+            Command::Raw(command, _) if command == "ACK" && label.is_some() => {
+                lock(&self.echoes).echoed(matrix_user, label, "", "");
                 return;
             }
             Command::Raw(_, _) | Command::Response(..) if !from_self && label.is_some() => {
@@ -1018,6 +1046,7 @@ impl Network {
                         owner: user_id.to_owned(),
                         network: self.id.clone(),
                         servers: self.config.servers.clone(),
+                        ca_file: self.config.tls_ca_file.clone(),
                         nick,
                         max_nick_length: self.config.max_nick_length,
                         username,
@@ -1053,7 +1082,14 @@ impl Network {
             return Ok(None);
         }
         let store = self.bridge.store();
-        let Some(password) = store.credential(user_id, &self.id).await? else { return Ok(None) };
+        let password = store.credential(user_id, &self.id).await?;
+        let certificate = match self.config.auth {
+            AuthMethod::Sasl => store.credential(user_id, &certfp_credential(&self.id)).await?,
+            _ => None,
+        };
+        if password.is_none() && certificate.is_none() {
+            return Ok(None);
+        }
         let account = match store.user_setting(user_id, &account_setting(&self.id)).await? {
             Some(account) => account,
             None => match self.puppets.get(user_id).and_then(|puppet| puppet.nick()) {
@@ -1061,7 +1097,7 @@ impl Network {
                 None => sanitise_nick(user_id.trim_start_matches('@'), self.config.max_nick_length),
             },
         };
-        Ok(Some(Login { method: self.config.auth, account, password }))
+        Ok(Some(Login { method: self.config.auth, account, password: password.unwrap_or_default(), certificate }))
     }
 
     /// Waits until `puppet` is in `channel`, asking it to join; transient while it connects, permanent if the

@@ -30,9 +30,10 @@ const SERVICES_SYNCED: &str = "finished synching with uplink";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ngircd,
-    /// InspIRCd, with atheme linked on `link_port`.
+    /// InspIRCd, with atheme linked on `link_port`, and TLS clients on `tls_port`.
     Inspircd {
         link_port: u16,
+        tls_port: u16,
     },
 }
 
@@ -80,7 +81,7 @@ impl Ircd {
         let dir = StateDir::new("inspircd-")?;
         // atheme runs as nobody (it refuses root) and writes its database and log here.
         make_world_writable(dir.path())?;
-        let (port, link_port) = (free_port(), free_port());
+        let (port, link_port, tls_port) = (free_port(), free_port(), free_port());
         // A leaf server may link later (see [`Ircd::start_leaf`]); the hub only has to know it.
         let links = format!(
             r#"<bind address="127.0.0.1" port="{link_port}" type="servers">
@@ -92,6 +93,7 @@ impl Ircd {
 "#
         );
         let config = inspircd_config(&dir, HUB_NAME, "001", port, &links)?;
+        let config = format!("{config}{}", tls_listener(&dir, tls_port)?);
         std::fs::write(dir.join("inspircd.conf"), config).context("writing inspircd.conf")?;
         let services = format!(
             r#"loadmodule "modules/protocol/inspircd";
@@ -103,6 +105,8 @@ loadmodule "modules/nickserv/identify";
 loadmodule "modules/nickserv/help";
 loadmodule "modules/saslserv/main";
 loadmodule "modules/saslserv/plain";
+loadmodule "modules/saslserv/external";
+loadmodule "modules/nickserv/cert";
 serverinfo {{
   name = "services.localhost"; desc = "Lattice test services"; numeric = "00A"; recontime = 1;
   netname = "Lattice"; hidehostsuffix = "users.localhost"; adminname = "Lattice";
@@ -119,7 +123,7 @@ general {{ commit_interval = 5; }};
 "#
         );
         std::fs::write(dir.join("atheme.conf"), services).context("writing atheme.conf")?;
-        let mut ircd = Self { services: None, process: None, dir, port, kind: Kind::Inspircd { link_port } };
+        let mut ircd = Self { services: None, process: None, dir, port, kind: Kind::Inspircd { link_port, tls_port } };
         if let Err(error) = ircd.start().await {
             ircd.dir.keep();
             return Err(error);
@@ -135,7 +139,7 @@ general {{ commit_interval = 5; }};
     /// Starts a second InspIRCd (`leaf.localhost`) linked to this one, and waits until the link is up: people on it
     /// share channels with people on the hub, and stopping it is a netsplit for everyone on the hub.
     pub async fn start_leaf(&self) -> anyhow::Result<Leaf> {
-        let Kind::Inspircd { link_port } = self.kind else { bail!("only the InspIRCd test network links a leaf") };
+        let Kind::Inspircd { link_port, .. } = self.kind else { bail!("only the InspIRCd test network links a leaf") };
         let dir = StateDir::new("inspircd-leaf-")?;
         let port = free_port();
         let links = format!(
@@ -145,10 +149,25 @@ general {{ commit_interval = 5; }};
 "#
         );
         let config = inspircd_config(&dir, LEAF_NAME, "002", port, &links)?;
+        // Linked servers load the same modules, and InspIRCd's TLS module wants a profile to serve.
+        let config = format!("{config}{}", tls_listener(&dir, free_port())?);
         std::fs::write(dir.join("inspircd.conf"), config).context("writing the leaf's inspircd.conf")?;
         let mut leaf = Leaf { process: None, dir, port };
         leaf.start().await?;
         Ok(leaf)
+    }
+
+    /// The port TLS clients connect to (InspIRCd; it asks them for a client certificate, for CertFP).
+    pub fn tls_port(&self) -> Option<u16> {
+        match self.kind {
+            Kind::Inspircd { tls_port, .. } => Some(tls_port),
+            Kind::Ngircd => None,
+        }
+    }
+
+    /// The PEM file of the certificate authority that signed the TLS port's certificate (for `127.0.0.1`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// Whether the server has SASL and NickServ (InspIRCd with atheme).
@@ -272,6 +291,8 @@ const INSPIRCD_MODULES: &[&str] = &[
     "services_account",
     "sasl",
     "spanningtree",
+    "ssl_gnutls",
+    "sslinfo",
 ];
 
 /// An InspIRCd config for server `name` (`id` its SID) taking clients on `port`, with `links` (server binds, link
@@ -356,6 +377,65 @@ impl Leaf {
             process.stop(Duration::from_secs(5));
         }
     }
+}
+
+/// A TLS client listener on `port` with a certificate for 127.0.0.1 signed by a test CA (`ca.pem` in `dir`),
+/// asking clients for their certificate and showing its SHA-256 fingerprint (CertFP).
+fn tls_listener(dir: &StateDir, port: u16) -> anyhow::Result<String> {
+    let path = |file: &str| dir.join(file).display().to_string();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:irc.localhost\n")?;
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<String>; 3] = [
+        ["req", "-x509"]
+            .iter()
+            .chain(&ec)
+            .map(|a| (*a).to_owned())
+            .chain(
+                ["-keyout", &path("ca.key"), "-out", &path("ca.pem"), "-days", "2", "-subj", "/CN=Lattice test CA"]
+                    .map(str::to_owned),
+            )
+            .collect(),
+        ["req"]
+            .iter()
+            .chain(&ec)
+            .map(|a| (*a).to_owned())
+            .chain(
+                ["-keyout", &path("key.pem"), "-out", &path("server.csr"), "-subj", "/CN=irc.localhost"]
+                    .map(str::to_owned),
+            )
+            .collect(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &path("cert.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &path("san.ext"),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for args in steps {
+        let output = Command::new("openssl").args(&args).output().context("running openssl")?;
+        anyhow::ensure!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(format!(
+        r#"<sslprofile name="tls" provider="gnutls" certfile="{cert}" keyfile="{key}" requestclientcert="yes"
+  hash="sha256">
+<bind address="127.0.0.1" port="{port}" type="clients" sslprofile="tls">
+"#,
+        cert = path("cert.pem"),
+        key = path("key.pem"),
+    ))
 }
 
 /// Lets every user create files in `dir` (atheme runs as nobody in a root-owned test folder).

@@ -4,6 +4,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod cap;
+pub(crate) mod certfp;
 pub(crate) mod chathistory;
 pub(crate) mod echo;
 pub(crate) mod multiline;

@@ -96,3 +96,41 @@ async fn storepass_then_reconnect_logs_in(auth: AuthMethod) -> anyhow::Result<()
     bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.ends_with("PRIVMSG #auth :logged in now")).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_certificate_made_by_certfp_logs_in_with_sasl_external() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd_tls(AuthMethod::Sasl).await?;
+    let owner = IrcTestClient::connect(fixture.ircd.port(), "alice").await?;
+    owner.register_account("s3cret-pass", "alice@example.com").await?;
+    let alice = fixture.user("alice").await?;
+    let admin = admin_room(&alice).await?;
+    let answer = command(&alice, &admin, "certfp").await?;
+    let fingerprint = answer
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|word| word.len() == 64)
+        .with_context(|| format!("no fingerprint in {answer:?}"))?
+        .to_owned();
+    // The account's owner adds it, from a client logged in to the account.
+    owner.send(&format!("PRIVMSG NickServ :CERT ADD {fingerprint}")).await?;
+    owner
+        .wait_for(WAIT, |line| line.starts_with(":NickServ!") && line.to_lowercase().contains(&fingerprint))
+        .await
+        .context("waiting for NickServ to add the fingerprint")?;
+    owner.send("QUIT :done").await?;
+    owner.wait_for(WAIT, |line| line.starts_with("ERROR")).await?;
+
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#certfp").await?;
+    let portal = alice.join(&alias("#certfp")).await?;
+    alice.send_text(&portal, "logged in by certificate").await?;
+    bob.wait_for(WAIT, |line| {
+        line.starts_with(":alice!") && line.ends_with("PRIVMSG #certfp :logged in by certificate")
+    })
+    .await?;
+    bob.send("WHOIS alice").await?;
+    let account = bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("330")).await?;
+    assert!(account.contains(" alice alice :"), "{account}");
+    let certfp = bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("276")).await?;
+    assert!(certfp.contains(&fingerprint), "{certfp}");
+    Ok(())
+}

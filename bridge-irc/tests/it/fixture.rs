@@ -72,6 +72,24 @@ impl Fixture {
         Self::start_with(Ircd::inspircd().await?, auth, |_| {}).await
     }
 
+    /// The bridge on InspIRCd with atheme over TLS (trusting the test network's CA, which asks for client
+    /// certificates: CertFP); puppets log in with stored credentials by `auth`.
+    pub(crate) async fn inspircd_tls(auth: AuthMethod) -> anyhow::Result<Self> {
+        let ircd = Ircd::inspircd().await?;
+        let port = ircd.tls_port().context("the InspIRCd test network has a TLS port")?;
+        let ca_file = ircd.ca_file().display().to_string();
+        Self::start_with(ircd, auth, move |section| {
+            for network in section.networks.values_mut() {
+                for server in &mut network.servers {
+                    server.port = port;
+                    server.tls = true;
+                }
+                network.tls_ca_file = Some(ca_file.clone());
+            }
+        })
+        .await
+    }
+
     /// The bridge on a server the test started, with the test config changed by `configure`.
     pub(crate) async fn on(ircd: Ircd, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
         Self::start_with(ircd, AuthMethod::None, configure).await
