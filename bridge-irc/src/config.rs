@@ -312,6 +312,19 @@ impl Validate for IrcSection {
             if network.max_lines == 0 {
                 errors.push(FieldError::new(format!("{field}.max_lines"), "must be at least 1"));
             }
+            let rate = network.spam.messages_per_minute;
+            if rate.is_nan() || rate < 0.0 {
+                errors.push(FieldError::new(format!("{field}.spam.messages_per_minute"), "must be 0 (off) or above"));
+            }
+            if rate > 0.0 && network.spam.burst == 0 {
+                errors.push(FieldError::new(format!("{field}.spam.burst"), "must be at least 1 when a rate is set"));
+            }
+            if network.plumbing.require_approval && network.plumbing.approval_timeout_secs == 0 {
+                errors.push(FieldError::new(
+                    format!("{field}.plumbing.approval_timeout_secs"),
+                    "must be at least 1 (seconds an operator has to answer)",
+                ));
+            }
             if network.reconnect.max_concurrent == 0 {
                 errors.push(FieldError::new(format!("{field}.reconnect.max_concurrent"), "must be at least 1"));
             }
@@ -372,6 +385,27 @@ mod tests {
         assert_eq!(network.idle_timeout(&section), Some(std::time::Duration::from_secs(5)));
         network.idle_timeout_secs = Some(0);
         assert_eq!(network.idle_timeout(&section), None);
+    }
+
+    #[test]
+    fn spam_and_plumbing_limits_are_checked() {
+        let server = ServerConfig { host: "irc.example".into(), port: 6697, tls: true, password: None };
+        let mut network = NetworkConfig::new("x", vec![server]);
+        network.spam = SpamConfig { messages_per_minute: f64::NAN, burst: 0, max_lines_per_message: 0 };
+        network.plumbing.approval_timeout_secs = 0;
+        let mut section = IrcSection::default();
+        section.networks.insert("net".into(), network.clone());
+        let mut errors = Vec::new();
+        section.validate(&mut errors);
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, ["networks.net.spam.messages_per_minute", "networks.net.plumbing.approval_timeout_secs"]);
+
+        network.spam.messages_per_minute = 10.0;
+        section.networks.insert("net".into(), network);
+        errors.clear();
+        section.validate(&mut errors);
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, ["networks.net.spam.burst", "networks.net.plumbing.approval_timeout_secs"]);
     }
 
     #[test]

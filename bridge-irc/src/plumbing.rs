@@ -351,8 +351,30 @@ pub(crate) async fn link_room(network: &Network, room_id: &str, channel: &str) -
             " (The bridge-info state could not be set: {error}. Give the bot power to send state events.)"
         ));
     }
+    if network.privacy.enabled() && !bot_may_remove(network, room_id).await {
+        reply.push_str(
+            " (The bot cannot kick or ban here: give it the power to, or people without an IRC connection cannot be \
+             removed as the network's privacy rule requires.)",
+        );
+    }
     network.connect_members(room_id, channel).await;
     Ok(reply)
+}
+
+/// Whether the bridge bot has the power to kick and ban in `room_id`, which the privacy rule needs.
+async fn bot_may_remove(network: &Network, room_id: &str) -> bool {
+    let Ok(room) = room_id.parse::<ruma::OwnedRoomId>() else { return false };
+    let bot = network.bridge().matrix().bot();
+    match bot.power_levels(&room).await {
+        Ok(levels) => {
+            let own = levels.user_level(bot.user_id());
+            own >= levels.action_level("kick") && own >= levels.action_level("ban")
+        }
+        Err(error) => {
+            tracing::warn!(network = %network.id, %room_id, %error, "cannot read a linked room's power levels");
+            false
+        }
+    }
 }
 
 /// Stops `portal` bridging its channel: the store forgets it, the bot parts, the bridge-info state is emptied.

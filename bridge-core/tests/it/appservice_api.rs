@@ -65,6 +65,31 @@ async fn unknown_paths_and_methods_are_unrecognized() {
 }
 
 #[tokio::test]
+async fn a_connectors_own_routes_are_served_beside_the_appservice_api() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let own = bridge.http.get(format!("{}/_test/own", bridge.url)).send().await.unwrap();
+    assert_eq!(own.status(), StatusCode::OK, "served without the homeserver's token");
+    assert_eq!(own.text().await.unwrap(), "the connector's own route");
+    let wrong_method = bridge.http.post(format!("{}/_test/own", bridge.url)).send().await.unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let unknown = bridge.http.get(format!("{}/_test/other", bridge.url)).send().await.unwrap();
+    assert_eq!(
+        error_body(unknown).await,
+        (StatusCode::NOT_FOUND, "M_UNRECOGNIZED".into()),
+        "the fallback still answers"
+    );
+    let guarded =
+        bridge.http.post(format!("{}/_matrix/app/v1/ping", bridge.url)).json(&json!({})).send().await.unwrap();
+    assert_eq!(
+        error_body(guarded).await,
+        (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED".into()),
+        "the AS API keeps its guard"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn ping_and_queries_answer() {
     let (store, _dir) = sqlite_store().await;
     let bridge = TestBridge::start(store, registration()).await;

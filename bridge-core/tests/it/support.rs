@@ -67,6 +67,11 @@ impl Connector for Recorder {
         Some(json!({"user_fields": ["nick"], "location_fields": ["channel"], "instances": []}))
     }
 
+    /// One route of the connector's own, which the homeserver's token does not guard.
+    fn http_routes(&self) -> Option<axum::Router> {
+        Some(axum::Router::new().route("/_test/own", axum::routing::get(|| async { "the connector's own route" })))
+    }
+
     async fn thirdparty_locations(
         &self,
         fields: &std::collections::BTreeMap<String, String>,

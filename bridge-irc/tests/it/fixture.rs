@@ -191,14 +191,20 @@ impl Fixture {
     }
 }
 
-/// A private room `owner` creates with the bridge bot invited (power level 50), once the bot has joined.
+/// A private room `owner` creates with the bridge bot invited (power level 50: it may kick and ban), once the bot
+/// has joined.
 pub(crate) async fn room_with_bot(owner: &MatrixUser, name: &str) -> anyhow::Result<String> {
+    room_with_bot_at(owner, name, 50).await
+}
+
+/// [`room_with_bot`] with the bot at power level `level`.
+pub(crate) async fn room_with_bot_at(owner: &MatrixUser, name: &str, level: i64) -> anyhow::Result<String> {
     let room = owner
         .create_room(serde_json::json!({
             "preset": "private_chat",
             "name": name,
             "invite": [BOT],
-            "power_level_content_override": {"users": {BOT: 50}},
+            "power_level_content_override": {"users": {BOT: level}},
         }))
         .await?;
     owner

@@ -9,6 +9,7 @@ use lattice_e2e::ircd::IrcTestClient;
 
 use crate::fixture::{
     ADMIN, BOT, Fixture, NET, WAIT, alias, assert_bridged, ghost, is_bot_notice, privmsg_from, room_with_bot,
+    room_with_bot_at,
 };
 
 #[tokio::test]
@@ -122,6 +123,16 @@ async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow
         bob.wait_for(quiet, |line| line.contains("matrix after unlink")).await.is_err(),
         "the room still reaches IRC"
     );
+
+    // A room where the bot cannot remove people is linked with a warning: the privacy rule needs that power.
+    let weak = room_with_bot_at(&admin, "Bot without power", 0).await?;
+    admin.send_text(&weak, "!irc link test #weak").await?;
+    admin
+        .wait_for_event(&weak, WAIT, |event| {
+            is_bot_notice(event, "now bridged to #weak") && is_bot_notice(event, "The bot cannot kick or ban here")
+        })
+        .await
+        .context("the admin is warned that the bot lacks power")?;
     Ok(())
 }
 

@@ -70,12 +70,14 @@ async fn an_operator_approves_a_link_by_private_message_and_a_non_operator_canno
     carol.send("PRIVMSG lattice :maybe").await?;
     carol.wait_for(WAIT, privmsg_from("lattice", "PRIVMSG carol :Please reply yes or no.")).await?;
     carol.send("PRIVMSG lattice :yes").await?;
-    admin
+    let approved = admin
         .wait_for_event(&room, WAIT, |event| {
             is_bot_notice(event, "carol approved") && is_bot_notice(event, "now bridged to #plumbed")
         })
         .await
         .context("the requester hears of the approval")?;
+    let approved = approved["content"]["body"].as_str().unwrap_or_default();
+    assert!(!approved.contains("cannot kick"), "the bot has the power to kick and ban: {approved}");
     carol
         .wait_for(
             WAIT,
