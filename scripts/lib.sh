@@ -16,6 +16,7 @@
 #   start_bg PIDFILE LOGFILE CMD…        run CMD in the background, record it in PIDFILE
 #   stop_bg PIDFILE [TIMEOUT_S]          stop what start_bg recorded (and nothing else)
 #   is_running PIDFILE                   true when PIDFILE's process is still the one we started
+#   kill_leftovers DIR                   kill what still runs with DIR/ on its command line (servers of a run)
 
 LATTICE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LATTICE_CACHE=${LATTICE_CACHE:-$LATTICE_ROOT/.cache}
@@ -122,4 +123,29 @@ stop_bg() {
         fi
     fi
     rm -f "$pidfile"
+}
+
+# Kills processes whose command line mentions the state dir DIR: servers a test or benchmark started
+# and did not stop (a binary that crashed or was killed).
+kill_leftovers() {
+    local dir=$1 pids=() proc pid cmdline
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        [[ $pid != "$$" && $pid != "$BASHPID" ]] || continue
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+        [[ $cmdline == *"$dir/"* ]] && pids+=("$pid")
+    done
+    ((${#pids[@]} > 0)) || return 0
+    log "stopping ${#pids[@]} leftover test server process(es): ${pids[*]}"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + 5))
+    while ((SECONDS < deadline)); do
+        local alive=()
+        for pid in "${pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+        done
+        ((${#alive[@]} > 0)) || return 0
+        sleep 0.1
+    done
+    kill -KILL "${alive[@]}" 2>/dev/null || true
 }

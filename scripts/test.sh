@@ -23,32 +23,6 @@ export LATTICE_SYNAPSE_PYTHON=$SYNAPSE_VENV/bin/python
 cargo_log=$(mktemp)
 postgres_was_started=false
 
-# Kills processes whose command line mentions the state dir DIR: servers a test started and did
-# not stop (a test binary that crashed or was killed).
-# shellcheck disable=SC2317 # called from the EXIT trap
-kill_leftovers() {
-    local dir=$1 pids=() proc pid cmdline
-    for proc in /proc/[0-9]*; do
-        pid=${proc#/proc/}
-        [[ $pid != "$$" && $pid != "$BASHPID" ]] || continue
-        cmdline=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
-        [[ $cmdline == *"$dir/"* ]] && pids+=("$pid")
-    done
-    ((${#pids[@]} > 0)) || return 0
-    log "stopping ${#pids[@]} leftover test server process(es): ${pids[*]}"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while ((SECONDS < deadline)); do
-        local alive=()
-        for pid in "${pids[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
-        done
-        ((${#alive[@]} > 0)) || return 0
-        sleep 0.1
-    done
-    kill -KILL "${alive[@]}" 2>/dev/null || true
-}
-
 # shellcheck disable=SC2317 # the EXIT trap
 cleanup() {
     kill_leftovers "$LATTICE_TEST_STATE_DIR"

@@ -35,6 +35,9 @@ const READ_IDLE: Duration = Duration::from_secs(90);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest line read (IRCv3 tags may take 8 KiB on top of the 512 bytes of the message).
 const MAX_READ_LINE: usize = 16 * 1024;
+/// The read buffer of a connection. Small on purpose: an idle puppet holds it for as long as it lives, and a bridge
+/// holds thousands (tokio's 8 KiB default was 40% of a puppet's memory); longer lines are read in several fills.
+const READ_BUFFER: usize = 1024;
 
 /// An account login for a connection.
 #[derive(Clone)]
@@ -484,7 +487,7 @@ async fn session(
     urgent(Line::new("NICK", &[&registration.nick], None));
     urgent(Line::new("USER", &[&settings.username, "0", "*"], Some(&settings.realname)));
 
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut buffer = Vec::with_capacity(1024);
     let mut registered = false;
     let mut pinged = false;

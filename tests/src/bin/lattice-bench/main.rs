@@ -12,6 +12,7 @@
 
 mod appservice;
 mod bridge;
+mod heisenbridge;
 mod irc;
 mod p1;
 mod p2;
@@ -45,7 +46,7 @@ impl Args {
             puppets: 1000,
             p2: p2::P2 { senders: 20, messages: 20_000 },
             p3_samples: 200,
-            p6: p6::P6 { messages: 10_000, users: 1000, stanzas: 1000 },
+            p6: p6::P6 { messages: 1000, users: 1000, stanzas: 1000 },
         };
         while let Some(arg) = args.next() {
             let mut number = |flag: &str| -> anyhow::Result<usize> {

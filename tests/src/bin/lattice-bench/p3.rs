@@ -19,6 +19,7 @@ use reqwest::Method;
 
 use crate::{
     appservice::StubAppservice,
+    heisenbridge::{self, HeisenbridgeSetup},
     irc::{RawIrc, Tally},
     rig::{IrcOptions, IrcRig},
     stats::p50_p99,
@@ -37,11 +38,11 @@ pub(crate) struct Direction {
 }
 
 impl Direction {
-    fn row(&self, name: &str) {
+    fn row(&self, bridge: &str, direction: &str) {
         let (e50, e99) = p50_p99(&self.end_to_end);
         let (f50, f99) = p50_p99(&self.floor);
         let (a50, a99) = if self.added.is_empty() { (e50 - f50, e99 - f99) } else { p50_p99(&self.added) };
-        println!("| {name} | {e50:.1} / {e99:.1} | {f50:.1} / {f99:.1} | {a50:.1} / {a99:.1} |");
+        println!("| {bridge} | {direction} | {e50:.1} / {e99:.1} | {f50:.1} / {f99:.1} | {a50:.1} / {a99:.1} |");
     }
 }
 
@@ -64,8 +65,13 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     let dir = StateDir::new("bench-p3-")?;
     let (stub, stub_url) = StubAppservice::start().await?;
     let (stub_registration, stub_token) = stub_registration(dir.path(), &stub_url)?;
-    let options = IrcOptions { max_concurrent: 5, extra_registrations: vec![stub_registration] };
-    let rig = IrcRig::start(bin_dir, options).await?;
+    let heisenbridge = match heisenbridge::python() {
+        Some(python) => Some(HeisenbridgeSetup::new(python, dir.path())?),
+        None => None,
+    };
+    let mut extra_registrations = vec![stub_registration];
+    extra_registrations.extend(heisenbridge.as_ref().map(|setup| setup.registration.clone()));
+    let rig = IrcRig::start(bin_dir, IrcOptions { max_concurrent: 5, extra_registrations }).await?;
     let irc = RawIrc::connect(rig.ircd.port(), "p3irc", &["#p3"], Tally::new("p3", "", true)).await?;
     let alice = rig.synapse.register_user("alice", false).await?;
     let room = rig.portal(&alice, "#p3").await?;
@@ -73,18 +79,52 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     let stub_user = stub_joins(&rig.synapse, &stub_token, &alice, &room).await?;
 
     // Warm-up: the puppet connects and the IRC person's ghost joins the room; neither is timed.
-    alice.send_text(&room, "p3 warm-up").await?;
-    irc.tally.wait(WAIT, "the warm-up reaching IRC", |t| t.arrival("p3 warm-up").is_some()).await?;
-    irc.send_raw(b"PRIVMSG #p3 :p3 warm-up back\r\n").await?;
-    sync.arrival("p3 warm-up back", WAIT).await?;
-
+    warm_up(&irc, "#p3", &alice, &room, &sync).await?;
+    let floor = Floor { stub: &stub, user: &stub_user };
     let (to_irc, to_matrix) =
-        measure(samples, &irc, "#p3", &alice, &room, &stub, &stub_user, &sync, Duration::ZERO).await?;
-    println!("milliseconds, p50 / p99; the floor is Synapse alone (stub appservice), measured in the same run");
-    println!("| lattice-irc | end to end | Synapse floor | bridge adds |");
-    println!("|---|---|---|---|");
-    to_irc.row("Matrix → IRC");
-    to_matrix.row("IRC → Matrix");
+        measure("lattice", samples, &irc, "#p3", &alice, &room, Some(floor), &sync, Duration::ZERO).await?;
+    println!("milliseconds, p50 / p99; the floor is Synapse alone (a stub appservice in the same room), same run");
+    println!("| bridge | direction | end to end | Synapse floor | bridge adds |");
+    println!("|---|---|---|---|---|");
+    to_irc.row("lattice-irc", "Matrix → IRC");
+    to_matrix.row("lattice-irc", "IRC → Matrix");
+
+    let Some(setup) = heisenbridge else {
+        println!("Heisenbridge: not installed (scripts/install.sh heisenbridge), skipped");
+        return Ok(());
+    };
+    // Heisenbridge throttles a connection that sends more than one line a second: space its samples out.
+    let hb_samples = samples.min(40);
+    let owner = rig.synapse.register_user("hbowner", false).await?;
+    let _process = setup.start(&rig.synapse, owner.user_id(), &dir.join("heisenbridge.log")).await?;
+    let irc = RawIrc::connect(rig.ircd.port(), "p3hbirc", &["#p3hb"], Tally::new("p3", "", true)).await?;
+    let room = heisenbridge::join_channel(&owner, rig.ircd.port(), "hbowner", "#p3hb").await?;
+    let sync = SyncRecorder::start(owner.clone()).await?;
+    warm_up(&irc, "#p3hb", &owner, &room, &sync).await?;
+    let (mut hb_to_irc, mut hb_to_matrix) =
+        measure("hb", hb_samples, &irc, "#p3hb", &owner, &room, None, &sync, Duration::from_millis(1500)).await?;
+    // Its rooms let only the bot invite, so the stub cannot join: the floor is the one measured above, same Synapse.
+    (hb_to_irc.floor, hb_to_matrix.floor) = (to_irc.floor, to_matrix.floor);
+    hb_to_irc.row("Heisenbridge 1.15.4", "Matrix → IRC");
+    hb_to_matrix.row("Heisenbridge 1.15.4", "IRC → Matrix");
+    println!("(Heisenbridge: {hb_samples} samples 1.5 s apart, below its throttle; its floor is lattice-irc's above)");
+    Ok(())
+}
+
+/// One message each way, untimed: puppets connect, ghosts join.
+async fn warm_up(
+    irc: &RawIrc,
+    channel: &str,
+    matrix: &MatrixUser,
+    room: &str,
+    sync: &SyncRecorder,
+) -> anyhow::Result<()> {
+    let body = format!("p3 warm-up {channel}");
+    matrix.send_text(room, &body).await?;
+    irc.tally.wait(WAIT, "the warm-up reaching IRC", |t| t.arrival(&body).is_some()).await?;
+    let back = format!("p3 warm-up back {channel}");
+    irc.send_raw(format!("PRIVMSG {channel} :{back}\r\n").as_bytes()).await?;
+    sync.arrival(&back, WAIT).await?;
     Ok(())
 }
 
@@ -98,43 +138,52 @@ async fn stub_joins(synapse: &Synapse, token: &str, member: &MatrixUser, room: &
     Ok(stub_user)
 }
 
-/// Sends `samples` messages each way, one at a time, `gap` apart.
+/// What measures the homeserver's floor: the stub appservice in the room, and its bot as a client.
+pub(crate) struct Floor<'a> {
+    pub(crate) stub: &'a StubAppservice,
+    pub(crate) user: &'a MatrixUser,
+}
+
+/// Sends `samples` messages each way, one at a time, a round every `gap` at most; bodies start with `label`. With a `floor`, the
+/// homeserver's floor is measured beside each message.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn measure(
+    label: &str,
     samples: usize,
     irc: &RawIrc,
     channel: &str,
     matrix: &MatrixUser,
     room: &str,
-    stub: &StubAppservice,
-    stub_user: &MatrixUser,
+    floor: Option<Floor<'_>>,
     sync: &SyncRecorder,
     gap: Duration,
 ) -> anyhow::Result<(Direction, Direction)> {
     let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1000.0;
     let (mut to_irc, mut to_matrix) = (Direction::default(), Direction::default());
     for i in 0..samples {
-        let body = format!("p3 to irc {i}");
+        let body = format!("p3 {label} to irc {i}");
         let sent = Instant::now();
         matrix.send_text(room, &body).await?;
         irc.tally.wait(WAIT, &format!("{body:?} reaching IRC"), |t| t.arrival(&body).is_some()).await?;
         let seen = irc.tally.arrival(&body).context("arrived")?;
-        let floor = stub.arrival(&body, WAIT).await?;
         to_irc.end_to_end.push(ms(sent, seen));
-        to_irc.floor.push(ms(sent, floor));
-        to_irc.added.push(ms(floor, seen) * if seen >= floor { 1.0 } else { -1.0 });
-        if i == 0 || !gap.is_zero() {
-            tokio::time::sleep(gap).await;
+        if let Some(floor) = &floor {
+            let reached = floor.stub.arrival(&body, WAIT).await?;
+            to_irc.floor.push(ms(sent, reached));
+            // Signed: the stub may hear of the event after the bridge has already delivered it.
+            to_irc.added.push(if seen >= reached { ms(reached, seen) } else { -ms(seen, reached) });
         }
 
-        let body = format!("p3 to matrix {i}");
+        let body = format!("p3 {label} to matrix {i}");
         let sent = Instant::now();
         irc.send_raw(format!("PRIVMSG {channel} :{body}\r\n").as_bytes()).await?;
         to_matrix.end_to_end.push(ms(sent, sync.arrival(&body, WAIT).await?));
-        let body = format!("p3 floor {i}");
-        let sent = Instant::now();
-        stub_user.send_text(room, &body).await?;
-        to_matrix.floor.push(ms(sent, sync.arrival(&body, WAIT).await?));
+        if let Some(floor) = &floor {
+            let body = format!("p3 {label} floor {i}");
+            let sent = Instant::now();
+            floor.user.send_text(room, &body).await?;
+            to_matrix.floor.push(ms(sent, sync.arrival(&body, WAIT).await?));
+        }
         tokio::time::sleep(gap).await;
     }
     Ok((to_irc, to_matrix))
