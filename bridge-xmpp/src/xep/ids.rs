@@ -67,9 +67,8 @@ impl crate::muc::Gateway {
     /// Who a MUC occupant is: their account when the stanza shows the real JID (non-anonymous rooms), else the
     /// occupant JID itself; `None` for the bridge's own occupants, which stand for Matrix users.
     pub(crate) fn occupant_identity(&self, payloads: &[Element], occupant: FullJid) -> Option<XmppIdentity> {
-        let real_jid = payload::<MucUser>(payloads)
-            .and_then(|user| user.items.into_iter().next())
-            .and_then(|item| item.jid);
+        let real_jid =
+            payload::<MucUser>(payloads).and_then(|user| user.items.into_iter().next()).and_then(|item| item.jid);
         match real_jid {
             Some(jid) if self.addressing.is_gateway_domain(jid.domain().as_str()) => None,
             Some(jid) => Some(XmppIdentity::Account(jid.into_bare())),
