@@ -854,7 +854,7 @@ impl Gateway {
     }
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
-        if self.archive.finish(&iq) || self.requests.finish(&iq) {
+        if self.requests.finish(&iq) {
             return Ok(());
         }
         if let Some(answer) = self.vcard_answer(&iq).await {
