@@ -10,11 +10,10 @@
 //! `<after/>` point at events: the page starts at the event's pagination token from `/context`. Only messages are
 //! archived; the total `count` is left out (RSM makes it optional, and Matrix can only count by reading everything).
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, sync::Mutex};
 
 use lattice_bridge_core::{ConnectorError, connector::ConnectorResult, store::Portal};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use tokio_xmpp::parsers::{
     delay::Delay,
     forwarding::Forwarded,
@@ -38,23 +37,16 @@ use crate::{
 /// How many archived messages a new portal is filled with.
 pub const BACKFILL_MESSAGES: usize = 50;
 
-/// What one archive query has gathered so far, and who waits for it.
-#[derive(Debug)]
-struct PendingQuery {
-    results: Vec<Result_>,
-    done: oneshot::Sender<Result<Vec<Result_>, String>>,
-}
-
-/// Archive queries the gateway sent to MUCs, by query ID (also the IQ's ID): the MUC sends each result as a
-/// message, then answers the IQ.
+/// Results of the gateway's archive queries to MUCs, by query ID, gathered until the MUC answers the query's
+/// IQ (which [`IqRequests`](crate::requests::IqRequests) waits for): the MUC sends each result as a message first.
 #[derive(Debug, Default)]
 pub struct ArchiveQueries {
-    pending: Mutex<HashMap<String, PendingQuery>>,
+    results: Mutex<HashMap<String, Vec<Result_>>>,
 }
 
 impl ArchiveQueries {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingQuery>> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn results(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Result_>>> {
+        self.results.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a message that is a result of one of the gateway's queries; false for any other message.
@@ -68,23 +60,11 @@ impl ArchiveQueries {
             return false;
         };
         let Some(queryid) = &result.queryid else { return false };
-        let mut pending = self.pending();
-        let Some(query) = pending.get_mut(&queryid.0) else { return false };
-        if query.results.len() < MAX_PAGE {
-            query.results.push(result);
+        let mut queries = self.results();
+        let Some(results) = queries.get_mut(&queryid.0) else { return false };
+        if results.len() < MAX_PAGE {
+            results.push(result);
         }
-        true
-    }
-
-    /// Ends a query on the MUC's answer to its IQ; false for any other IQ.
-    pub(crate) fn finish(&self, iq: &Iq) -> bool {
-        let (id, outcome) = match iq {
-            Iq::Result { id, .. } => (id, Ok(())),
-            Iq::Error { id, error, .. } => (id, Err(format!("{:?}", error.defined_condition))),
-            _ => return false,
-        };
-        let Some(query) = self.pending().remove(id) else { return false };
-        let _ = query.done.send(outcome.map(|()| query.results));
         true
     }
 }
@@ -164,30 +144,27 @@ impl Gateway {
     /// Fills a new portal from its MUC's archive, before the first join: the newest messages, oldest first, with
     /// their original time. A MUC without an archive (or one that refuses) leaves the portal as it is.
     pub async fn backfill(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
-        let id = crate::muc::new_id();
-        let (done, answer) = oneshot::channel();
-        self.archive.pending().insert(id.clone(), PendingQuery { results: Vec::new(), done });
+        let queryid = crate::muc::new_id();
+        self.archive.results().insert(queryid.clone(), Vec::new());
         let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
         let query =
-            Query { queryid: Some(QueryId(id.clone())), node: None, form: None, set: Some(set), flip_page: false };
+            Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
         let listener = Jid::new(&format!("{}/{}", self.addressing.gateway(), crate::muc::LISTENER_RESOURCE))
             .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-        let iq = Iq::from_set(id.clone(), query).with_from(listener).with_to(room.clone().into());
-        self.send(iq).await?;
-        let results =
-            match tokio::time::timeout(Duration::from_secs(self.section.component.response_timeout_secs), answer).await
-            {
-                Ok(Ok(Ok(results))) => results,
-                Ok(Ok(Err(condition))) => {
-                    tracing::info!(%room, %condition, "the MUC has no archive to fill the new portal from");
-                    return Ok(());
-                }
-                _ => {
-                    self.archive.pending().remove(&id);
-                    tracing::warn!(%room, "the MUC did not answer the archive query; the portal starts empty");
-                    return Ok(());
-                }
-            };
+        let iq = Iq::from_set(String::new(), query).with_from(listener).with_to(room.clone().into());
+        let answer = self.request(iq).await;
+        let results = self.archive.results().remove(&queryid).unwrap_or_default();
+        match answer {
+            Some(Iq::Result { .. }) => {}
+            Some(Iq::Error { error, .. }) => {
+                tracing::info!(%room, condition = ?error.defined_condition, "the MUC has no archive to fill the new portal from");
+                return Ok(());
+            }
+            _ => {
+                tracing::warn!(%room, "the MUC did not answer the archive query; the portal starts empty");
+                return Ok(());
+            }
+        }
         let count = results.len();
         for result in results {
             let Forwarded { delay, message } = result.forwarded;

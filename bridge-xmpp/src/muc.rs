@@ -285,16 +285,15 @@ impl Gateway {
         self.rooms().get(room).is_some_and(|state| state.is_ours(nick))
     }
 
-    /// A Matrix user's occupant in a MUC if it is joined on the current connection (ephemeral traffic such as chat
-    /// states never makes the gateway join).
+    /// The gateway JID a Matrix user speaks from in a MUC, if their occupant is joined on the current connection
+    /// (ephemeral traffic such as chat states never makes the gateway join).
     pub(crate) fn joined_occupant(&self, room: &BareJid, user_id: &str) -> Option<FullJid> {
         let generation = self.link.state().generation;
-        let rooms = self.rooms();
-        let puppet = rooms.get(room)?.puppets.get(user_id)?;
-        if puppet.joined_generation != Some(generation) {
+        let joined = self.rooms().get(room)?.puppets.get(user_id)?.joined_generation == Some(generation);
+        if !joined {
             return None;
         }
-        room.with_resource_str(&puppet.nick).ok()
+        self.addressing.puppet_jid(user_id)?.with_resource_str(PUPPET_RESOURCE).ok()
     }
 
     /// Whether a JID is one of the MUCs the gateway bridges (its private messages are not direct chats).
@@ -933,7 +932,7 @@ impl Gateway {
     }
 
     async fn on_iq(&self, iq: Iq) -> lattice_bridge_core::Result<()> {
-        if self.self_pings.answer(&iq) || self.archive.finish(&iq) || self.requests.finish(&iq) {
+        if self.self_pings.answer(&iq) || self.requests.finish(&iq) {
             return Ok(());
         }
         if let Some(answer) = self.vcard_answer(&iq).await {

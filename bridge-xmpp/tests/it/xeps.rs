@@ -522,3 +522,32 @@ async fn xmpp_avatars_become_ghost_avatars() -> anyhow::Result<()> {
     assert_eq!(alice.download(mxc).await?, picture);
     Ok(())
 }
+
+/// XEP-0085 chat states in a MUC portal: an occupant composing is their ghost typing, and a Matrix user typing is
+/// their occupant composing.
+#[tokio::test]
+async fn muc_chat_states_both_ways() -> anyhow::Result<()> {
+    const STATES: &str = "http://jabber.org/protocol/chatstates";
+    let room = "typing@conference.localhost";
+    let (_fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+    let ghost = "@_xmpp_typing=40conference.localhost=2f_xavier:localhost";
+    xavier.send_message_with("groupchat", room, "s-1", None, &format!("<composing xmlns='{STATES}'/>")).await?;
+    alice
+        .wait_for_event(&room_id, WAIT, |event| {
+            event["type"] == "m.typing"
+                && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == ghost))
+        })
+        .await?;
+    let typing_path = ["_matrix", "client", "v3", "rooms", room_id.as_str(), "typing", alice.user_id()];
+    alice.call(reqwest::Method::PUT, &typing_path, &[], Some(&json!({"typing": true, "timeout": 30_000}))).await?;
+    // (The MUC reflects Xavier's own chat state to him too: look for Alice's occupant.)
+    let from_alice = format!("{room}/alice");
+    let state_of_alice = |state: &'static str| {
+        let from_alice = from_alice.clone();
+        move |stanza: &Element| stanza.attr("from") == Some(from_alice.as_str()) && stanza.has_child(state, STATES)
+    };
+    xavier.wait_for_message_from(room, WAIT, state_of_alice("composing")).await?;
+    alice.call(reqwest::Method::PUT, &typing_path, &[], Some(&json!({"typing": false}))).await?;
+    xavier.wait_for_message_from(room, WAIT, state_of_alice("active")).await?;
+    Ok(())
+}
