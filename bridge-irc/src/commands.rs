@@ -181,7 +181,7 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
             };
             let fingerprint = crate::ircv3::certfp::fingerprint(&pem).map_err(|error| fail(error.to_string()))?;
             if let Some(puppet) = network.puppets.get(sender).map(|entry| entry.clone()) {
-                puppet.set_login(network.login(sender).await?);
+                puppet.set_login(network.login(sender, None).await?);
             }
             Ok(format!(
                 "Your certificate for {} has the fingerprint {fingerprint}. Add it to your account \
@@ -199,7 +199,7 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
             store.store_credential(sender, &network.id, password).await?;
             store.set_user_setting(sender, &account_setting(&network.id), account).await?;
             if let Some(puppet) = network.puppets.get(sender).map(|entry| entry.clone()) {
-                puppet.set_login(network.login(sender).await?);
+                puppet.set_login(network.login(sender, None).await?);
                 puppet.reconnect();
             }
             Ok(format!("Password stored (encrypted) for {}; your connection logs in with it.", network.config.name))

@@ -1031,7 +1031,7 @@ impl Network {
         let nick = sanitise_nick(&wanted, self.config.max_nick_length);
         let username = store.user_setting(user_id, &username_setting(&self.id)).await?;
         let username = sanitise_username(username.as_deref().unwrap_or(localpart));
-        let login = self.login(user_id).await?;
+        let login = self.login(user_id, Some(&nick)).await?;
         if let Some(why) = self.limit_reached(user_id) {
             // A network's connection limit is the operator's rule: say so rather than queue forever.
             return Err(ConnectorError::permanent(why));
@@ -1076,8 +1076,9 @@ impl Network {
         })
     }
 
-    /// The stored login of a Matrix user on this network, if the network uses one.
-    pub(crate) async fn login(&self, user_id: &str) -> ConnectorResult<Option<Login>> {
+    /// The stored login of a Matrix user on this network, if the network uses one. Without a stored account name
+    /// the account is the puppet's nick: `nick` for a puppet about to start, else the running puppet's.
+    pub(crate) async fn login(&self, user_id: &str, nick: Option<&str>) -> ConnectorResult<Option<Login>> {
         if self.config.auth == AuthMethod::None {
             return Ok(None);
         }
@@ -1092,10 +1093,12 @@ impl Network {
         }
         let account = match store.user_setting(user_id, &account_setting(&self.id)).await? {
             Some(account) => account,
-            None => match self.puppets.get(user_id).and_then(|puppet| puppet.nick()) {
-                Some(nick) => nick,
-                None => sanitise_nick(user_id.trim_start_matches('@'), self.config.max_nick_length),
-            },
+            None => {
+                match nick.map(str::to_owned).or_else(|| self.puppets.get(user_id).and_then(|puppet| puppet.nick())) {
+                    Some(nick) => nick,
+                    None => sanitise_nick(user_id.trim_start_matches('@'), self.config.max_nick_length),
+                }
+            }
         };
         Ok(Some(Login { method: self.config.auth, account, password: password.unwrap_or_default(), certificate }))
     }

@@ -127,6 +127,9 @@ struct RoomState {
     listener_generation: Option<u64>,
     occupants: HashMap<String, Occupant>,
     puppets: HashMap<String, Puppet>,
+    /// Nicks the bridge's own occupants are joining with: the MUC may announce such a join to the listener before
+    /// it answers the joiner, and the bridge must not mistake its own occupant for an XMPP person.
+    joining: HashSet<String>,
     recent: VecDeque<String>,
     recent_set: HashSet<String>,
     last_seen: Option<DateTime>,
@@ -137,7 +140,9 @@ struct RoomState {
 
 impl RoomState {
     fn is_ours(&self, nick: &str) -> bool {
-        self.listener_nick.as_deref() == Some(nick) || self.puppets.values().any(|puppet| puppet.nick == nick)
+        self.listener_nick.as_deref() == Some(nick)
+            || self.joining.contains(nick)
+            || self.puppets.values().any(|puppet| puppet.nick == nick)
     }
 
     /// Remembers a message key; false when it was seen before.
@@ -343,6 +348,7 @@ impl Gateway {
         let nick = self.join_with_nicks(room, &self.listener_jid(), &base, history).await?;
         let mut rooms = self.rooms();
         let entry = rooms.entry(room.clone()).or_default();
+        entry.joining.remove(&nick);
         entry.listener_nick = Some(nick);
         entry.listener_generation = Some(state.generation);
         Ok(())
@@ -393,6 +399,7 @@ impl Gateway {
             .with_resource_str(nick)
             .map_err(|error| ConnectorError::permanent(format!("{nick:?} is not a valid nick: {error}")))?;
         let (sender, receiver) = oneshot::channel();
+        self.rooms().entry(room.clone()).or_default().joining.insert(nick.to_owned());
         self.joins
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -416,17 +423,30 @@ impl Gateway {
             }
             None => presence,
         };
-        self.send(presence).await?;
-        match tokio::time::timeout(self.timeout, receiver).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            _ => {
-                self.joins
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .remove(&(room.clone(), occupant.clone()));
-                Err(transient(format!("the MUC {room} did not confirm the join of {occupant}")))
-            }
+        let outcome = match self.send(presence).await {
+            Ok(()) => tokio::time::timeout(self.timeout, receiver)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| transient(format!("the MUC {room} did not confirm the join of {occupant}"))),
+            Err(error) => Err(error),
+        };
+        // The nick the MUC gave stays in `joining` until the caller records whose it is.
+        if !matches!(&outcome, Ok(Ok(given)) if given == nick) {
+            self.forget_joining(room, nick);
         }
+        if let Ok(Ok(given)) = &outcome
+            && given != nick
+        {
+            self.rooms().entry(room.clone()).or_default().joining.insert(given.clone());
+        }
+        if outcome.is_err() {
+            self.joins
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&(room.clone(), occupant.clone()));
+        }
+        outcome
     }
 
     /// Makes sure a Matrix user is an occupant of the MUC on the current connection; returns their nick.
@@ -468,6 +488,7 @@ impl Gateway {
             .or_default()
             .puppets
             .insert(user_id.to_owned(), Puppet { nick: nick.clone(), joined_generation: Some(state.generation) });
+        self.forget_joining(room, &nick);
         Ok((occupant, nick))
     }
 
@@ -918,6 +939,12 @@ impl Gateway {
     }
 
     /// The MUC removed one of the bridge's occupants (kick, shutdown): join again on next use.
+    fn forget_joining(&self, room: &BareJid, nick: &str) {
+        if let Some(state) = self.rooms().get_mut(room) {
+            state.joining.remove(nick);
+        }
+    }
+
     fn forget_own_occupant(&self, room: &BareJid, occupant: &FullJid) {
         let mut rooms = self.rooms();
         let Some(state) = rooms.get_mut(room) else { return };
