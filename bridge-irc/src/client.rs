@@ -206,7 +206,16 @@ impl Connection {
             send
         };
         if send_join && let Ok(line) = Line::new("JOIN", &[channel], None) {
-            self.send_urgent(line);
+            self.send_join(line);
+        }
+    }
+
+    /// Queues a JOIN without ever dropping it: a bridge starting with thousands of portals wants their channels
+    /// faster than the urgent queue drains, and a JOIN marked as sent but dropped would never be sent again.
+    fn send_join(&self, line: Line) {
+        let Some(sender) = lock(&self.shared.session).as_ref().map(|session| session.urgent.clone()) else { return };
+        if let Err(mpsc::error::TrySendError::Full(line)) = sender.try_send(line) {
+            tokio::spawn(async move { sender.send(line).await });
         }
     }
 
