@@ -7,6 +7,7 @@
 #   scripts/bench.sh p1 --puppets 5000
 #   scripts/bench.sh p2 --p2-senders 50 --p2-messages 50000
 # Flags: --puppets N (P1, default 1000), --p2-senders N (20), --p2-messages N (20000), --p3-samples N (200),
+# --p5-portals N (1000), --p5-puppets N (300),
 # --p6-messages N (1000), --p6-users N (1000), --p6-stanzas N (1000).
 #
 # Each run keeps its servers' state in $LATTICE_CACHE/bench-state/run-PID and kills what is left there at the end.

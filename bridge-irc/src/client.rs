@@ -233,7 +233,16 @@ impl Connection {
             send
         };
         if send_join && let Ok(line) = Line::new("JOIN", &[channel], None) {
-            self.send_urgent(line);
+            self.send_join(line);
+        }
+    }
+
+    /// Queues a JOIN without ever dropping it: a bridge starting with thousands of portals wants their channels
+    /// faster than the urgent queue drains, and a JOIN marked as sent but dropped would never be sent again.
+    fn send_join(&self, line: Line) {
+        let Some(sender) = lock(&self.shared.session).as_ref().map(|session| session.urgent.clone()) else { return };
+        if let Err(mpsc::error::TrySendError::Full(line)) = sender.try_send(line) {
+            tokio::spawn(async move { sender.send(line).await });
         }
     }
 
@@ -574,8 +583,12 @@ async fn session(
                         })
                         .collect()
                 };
-                for channel in joins {
-                    urgent(Line::new("JOIN", &[&channel], None));
+                for line in join_lines(&joins) {
+                    // Awaited, not try_send: a bridge with thousands of portals has more JOINs than the urgent queue
+                    // holds, and a JOIN dropped here would never be sent again.
+                    if urgent_tx.send(line).await.is_err() {
+                        break;
+                    }
                 }
                 shared.changed.notify_waiters();
                 continue;
@@ -740,8 +753,48 @@ fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
     }
 }
 
+/// Channel lists per JOIN line: the longest list of channel names, in bytes, one `JOIN` carries (RFC 2812 3.2.1
+/// allows a comma-separated list; a line must stay within 512 bytes with the server's prefix on it).
+const JOIN_LIST_BYTES: usize = 400;
+
+/// `JOIN` lines for `channels`, several channels to a line, so rejoining thousands of channels takes a few hundred
+/// lines rather than thousands.
+fn join_lines(channels: &[String]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut list = String::new();
+    for channel in channels {
+        if !list.is_empty() && list.len() + 1 + channel.len() > JOIN_LIST_BYTES {
+            lines.extend(Line::new("JOIN", &[&list], None));
+            list.clear();
+        }
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(channel);
+    }
+    if !list.is_empty() {
+        lines.extend(Line::new("JOIN", &[&list], None));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rejoins_go_several_channels_to_a_line() {
+        let text = |lines: Vec<Line>| -> Vec<String> {
+            lines.iter().map(|line| String::from_utf8_lossy(line.as_bytes()).into_owned()).collect()
+        };
+        assert!(join_lines(&[]).is_empty());
+        assert_eq!(text(join_lines(&["#a".into(), "#b".into()])), ["JOIN #a,#b\r\n"]);
+        let many: Vec<String> = (0..1000).map(|i| format!("#channel{i}")).collect();
+        let lines = text(join_lines(&many));
+        assert!(lines.len() < 40, "{} lines", lines.len());
+        assert!(lines.iter().all(|line| line.len() <= JOIN_LIST_BYTES + 7));
+        let joined: Vec<&str> =
+            lines.iter().flat_map(|line| line.trim_end().trim_start_matches("JOIN ").split(',')).collect();
+        assert_eq!(joined, many.iter().map(String::as_str).collect::<Vec<_>>());
+    }
     use super::*;
 
     #[test]

@@ -49,7 +49,7 @@ pub struct Ircd {
 }
 
 impl Ircd {
-    /// Starts ngircd (`-n`, foreground) with every flood limit off and nicks up to 30 characters.
+    /// Starts ngircd (`-n`, foreground) with every flood limit off, nicks up to 30 characters and `LIST` unbounded.
     pub async fn ngircd() -> anyhow::Result<Self> {
         let dir = StateDir::new("ngircd-")?;
         let port = free_port();
@@ -57,7 +57,7 @@ impl Ircd {
             "[Global]\nName = irc.localhost\nInfo = Lattice test server\nListen = 127.0.0.1\nPorts = {port}\n\
              MotdPhrase = \"Lattice test\"\n\
              [Limits]\nMaxConnections = 0\nMaxConnectionsIP = 0\nMaxJoins = 0\nMaxNickLength = 30\n\
-             MaxPenaltyTime = 0\nPingTimeout = 120\nPongTimeout = 60\n\
+             MaxPenaltyTime = 0\nMaxListSize = 100000\nPingTimeout = 120\nPongTimeout = 60\n\
              [Options]\nDNS = no\nIdent = no\nPAM = no\n"
         );
         std::fs::write(dir.join("ngircd.conf"), config).context("writing ngircd.conf")?;

@@ -101,9 +101,9 @@ impl BridgeSetup {
         let mut command = Command::new(&self.binary);
         command.args(["run", "-c"]).arg(self.config_path());
         let name = self.binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let started = Instant::now();
         let mut process = ServerProcess::spawn(&name, &mut command, &self.dir.join("bridge.log"))?;
         let http = reqwest::Client::builder().no_proxy().build()?;
-        let started = Instant::now();
         let live = format!("{}/health/live", self.url);
         loop {
             if let Some(status) = process.exit_status() {
@@ -118,16 +118,22 @@ impl BridgeSetup {
             // Polling a starting process that has nothing to wait on.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(BridgeProcess { process })
+        Ok(BridgeProcess { process, started })
     }
 }
 
 /// A running bridge.
 pub(crate) struct BridgeProcess {
     process: ServerProcess,
+    started: Instant,
 }
 
 impl BridgeProcess {
+    /// When the process was spawned.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The process ID.
     pub(crate) fn pid(&self) -> u32 {
         self.process.id()

@@ -28,6 +28,13 @@ pub(crate) struct Tally {
     messages: AtomicUsize,
     /// JOIN lines of nicks starting with the join prefix.
     joins: AtomicUsize,
+    /// From the last LUSERS: users on the server (251) and channels formed (254).
+    users: AtomicUsize,
+    channels: AtomicUsize,
+    /// From the last complete LIST: channels with at least two members.
+    shared_channels: AtomicUsize,
+    listing: AtomicUsize,
+    lists: AtomicUsize,
     /// When the last counted PRIVMSG arrived.
     last_message: Mutex<Option<Instant>>,
     /// Arrival times by message text, when recording.
@@ -64,6 +71,28 @@ impl Tally {
             "366" => {
                 self.joined.fetch_add(1, Ordering::Relaxed);
             }
+            // `:server 251 nick :There are N users and M services on K servers`
+            "251" => {
+                let count = line.split(" :There are ").nth(1).and_then(|rest| rest.split(' ').next());
+                self.users.store(count.and_then(|n| n.parse().ok()).unwrap_or(0), Ordering::Relaxed);
+            }
+            // `:server 254 nick N :channels formed`
+            "254" => {
+                let count = words.nth(1).and_then(|rest| rest.split(' ').next()).and_then(|n| n.parse().ok());
+                self.channels.store(count.unwrap_or(0), Ordering::Relaxed);
+            }
+            // `:server 322 nick #channel USERS :topic`
+            "322" => {
+                let users = words.nth(1).and_then(|rest| rest.split(' ').nth(1)).and_then(|n| n.parse::<usize>().ok());
+                if users.unwrap_or(0) >= 2 {
+                    self.listing.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            "323" => {
+                self.shared_channels.store(self.listing.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                self.lists.fetch_add(1, Ordering::Relaxed);
+            }
             "PRIVMSG" => {
                 let text = words.nth(1).unwrap_or_default().strip_prefix(':').unwrap_or_default();
                 if !text.starts_with(&self.marker) {
@@ -93,6 +122,21 @@ impl Tally {
     /// Counted joins so far.
     pub(crate) fn joins(&self) -> usize {
         self.joins.load(Ordering::Relaxed)
+    }
+
+    /// Users on the server, by the last LUSERS answer.
+    pub(crate) fn users(&self) -> usize {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Channels formed on the server, by the last LUSERS answer.
+    pub(crate) fn channels(&self) -> usize {
+        self.channels.load(Ordering::Relaxed)
+    }
+
+    /// Channels with two members or more, by the last complete LIST answer; and how many LISTs completed.
+    pub(crate) fn shared_channels(&self) -> (usize, usize) {
+        (self.shared_channels.load(Ordering::Relaxed), self.lists.load(Ordering::Relaxed))
     }
 
     /// When the last counted message arrived.

@@ -1,10 +1,11 @@
 //! `lattice-bench`: the performance figures of issue 4 (IRC: P1 memory per idle puppet, P2 Matrix → IRC
-//! throughput, P3 latency) and issue 6 (XMPP: P6), each measured against real servers (Synapse, ngircd, Prosody)
+//! throughput, P3 latency, P5 cold start) and issue 6 (XMPP: P6), each measured against real servers (Synapse, ngircd, Prosody)
 //! beside a baseline measured in the same run. It prints figures and asserts nothing.
 //!
 //! ```text
 //! lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] [--p3-samples N]
-//!               [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p6|all]…
+//!               [--p5-portals N] [--p5-puppets N]
+//!               [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p5|p6|all]…
 //! ```
 //!
 //! The bridges run as their own processes from `--bin-dir` (default `target/release`): build them with
@@ -17,6 +18,7 @@ mod irc;
 mod p1;
 mod p2;
 mod p3;
+mod p5;
 mod p6;
 mod rig;
 mod stats;
@@ -27,7 +29,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 const USAGE: &str = "usage: lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] \
-                     [--p3-samples N] [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p6|all]…";
+                     [--p3-samples N] [--p5-portals N] [--p5-puppets N] [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p5|p6|all]…";
 
 struct Args {
     bin_dir: PathBuf,
@@ -35,6 +37,7 @@ struct Args {
     puppets: usize,
     p2: p2::P2,
     p3_samples: usize,
+    p5: p5::P5,
     p6: p6::P6,
 }
 
@@ -46,6 +49,7 @@ impl Args {
             puppets: 1000,
             p2: p2::P2 { senders: 20, messages: 20_000 },
             p3_samples: 200,
+            p5: p5::P5 { portals: 1000, puppets: 300 },
             p6: p6::P6 { messages: 1000, users: 1000, stanzas: 1000 },
         };
         while let Some(arg) = args.next() {
@@ -59,11 +63,13 @@ impl Args {
                 "--p2-senders" => parsed.p2.senders = number(&arg)?.max(1),
                 "--p2-messages" => parsed.p2.messages = number(&arg)?,
                 "--p3-samples" => parsed.p3_samples = number(&arg)?,
+                "--p5-portals" => parsed.p5.portals = number(&arg)?.max(1),
+                "--p5-puppets" => parsed.p5.puppets = number(&arg)?,
                 "--p6-messages" => parsed.p6.messages = number(&arg)?,
                 "--p6-users" => parsed.p6.users = number(&arg)?,
                 "--p6-stanzas" => parsed.p6.stanzas = number(&arg)?.max(1),
-                "p1" | "p2" | "p3" | "p6" => parsed.which.push(arg),
-                "all" => parsed.which.extend(["p2", "p1", "p3", "p6"].map(String::from)),
+                "p1" | "p2" | "p3" | "p5" | "p6" => parsed.which.push(arg),
+                "all" => parsed.which.extend(["p2", "p1", "p3", "p5", "p6"].map(String::from)),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -72,7 +78,7 @@ impl Args {
             }
         }
         if parsed.which.is_empty() {
-            parsed.which.extend(["p2", "p1", "p3", "p6"].map(String::from));
+            parsed.which.extend(["p2", "p1", "p3", "p5", "p6"].map(String::from));
         }
         Ok(parsed)
     }
@@ -93,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             "p1" => p1::run(&args.bin_dir, args.puppets).await?,
             "p2" => p2::run(&args.bin_dir, &args.p2).await?,
             "p3" => p3::run(&args.bin_dir, args.p3_samples).await?,
+            "p5" => p5::run(&args.bin_dir, &args.p5).await?,
             "p6" => p6::run(&args.bin_dir, &args.p6).await?,
             other => println!("\n## {other}: not built yet"),
         }

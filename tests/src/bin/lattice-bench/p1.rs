@@ -27,7 +27,8 @@ use crate::{
 
 pub(crate) async fn run(bin_dir: &Path, puppets: usize) -> anyhow::Result<()> {
     println!("\n## P1 memory per idle puppet ({puppets} puppets in one channel, ngircd)");
-    let rig = IrcRig::start(bin_dir, IrcOptions { max_concurrent: 50, extra_registrations: vec![] }).await?;
+    let rig =
+        IrcRig::start(bin_dir, IrcOptions { max_concurrent: 50, extra_registrations: vec![], seed_portals: 0 }).await?;
     let port = rig.ircd.port();
     let observer = RawIrc::connect(port, "p1obs", &["#p1"], Tally::new("\u{0}", "p1u", false)).await?;
     let admin = rig.synapse.register_user("admin", false).await?;
@@ -43,12 +44,12 @@ pub(crate) async fn run(bin_dir: &Path, puppets: usize) -> anyhow::Result<()> {
     let after = rig.bridge.settled_rss_kib().await?;
     let per_puppet = (after as f64 - before as f64) / puppets as f64;
 
-    let (raw_before, raw_after) = raw_idle_in_child(port, puppets).await?;
-    let per_raw = (raw_after as f64 - raw_before as f64) / puppets as f64;
     println!("{puppets} puppets connected and joined in {:.1} s", joined.as_secs_f64());
     println!("| process | RSS before | RSS after | per connection |");
     println!("|---|---|---|---|");
     println!("| lattice-irc, {puppets} idle puppets | {before} KiB | {after} KiB | {per_puppet:.1} KiB |");
+    let (raw_before, raw_after) = raw_idle_in_child(port, puppets).await?;
+    let per_raw = (raw_after as f64 - raw_before as f64) / puppets as f64;
     println!("| bare idle tokio IRC clients (the floor) | {raw_before} KiB | {raw_after} KiB | {per_raw:.1} KiB |");
     println!("(measured elsewhere on this machine: matrix-appservice-irc 110–150 KiB, Heisenbridge 558 KiB)");
     Ok(())

@@ -71,7 +71,7 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     };
     let mut extra_registrations = vec![stub_registration];
     extra_registrations.extend(heisenbridge.as_ref().map(|setup| setup.registration.clone()));
-    let rig = IrcRig::start(bin_dir, IrcOptions { max_concurrent: 5, extra_registrations }).await?;
+    let rig = IrcRig::start(bin_dir, IrcOptions { max_concurrent: 5, extra_registrations, seed_portals: 0 }).await?;
     let irc = RawIrc::connect(rig.ircd.port(), "p3irc", &["#p3"], Tally::new("p3", "", true)).await?;
     let alice = rig.synapse.register_user("alice", false).await?;
     let room = rig.portal(&alice, "#p3").await?;

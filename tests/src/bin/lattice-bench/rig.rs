@@ -30,6 +30,8 @@ pub(crate) struct IrcOptions {
     pub(crate) max_concurrent: usize,
     /// More registrations for Synapse to load (a stub appservice, Heisenbridge).
     pub(crate) extra_registrations: Vec<PathBuf>,
+    /// Channel portals written into the store before the bridge starts (P5).
+    pub(crate) seed_portals: usize,
 }
 
 impl IrcRig {
@@ -41,6 +43,10 @@ impl IrcRig {
         let mut registrations = vec![setup.registration.clone()];
         registrations.extend(options.extra_registrations);
         let synapse = Synapse::start(&registrations).await?;
+        if options.seed_portals > 0 {
+            let url = format!("sqlite://{}", dir.join("bridge.db").display());
+            crate::p5::seed(&url, &dir.join("bridge.key"), options.seed_portals).await?;
+        }
         let bridge = setup.start(synapse.url()).await?;
         let pusher = Pusher::new(&setup.url, &setup.hs_token)?;
         Ok(Self { bridge, synapse, ircd, pusher, _dir: dir })
