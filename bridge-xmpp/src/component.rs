@@ -11,14 +11,16 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::{
+    io::BufStream,
+    net::TcpStream,
     sync::{mpsc, watch},
     time::Instant,
 };
 use tokio_xmpp::{
     Component, Stanza,
-    connect::DnsConfig,
+    connect::{DnsConfig, ServerConnector},
     parsers::{iq::Iq, jid::Jid, ping::Ping},
-    xmlstream::Timeouts,
+    xmlstream::{PendingFeaturesRecv, StreamHeader, Timeouts, initiate_stream},
 };
 
 use crate::config::ComponentConfig;
@@ -145,7 +147,8 @@ impl Supervisor {
                 read_timeout: self.ping_interval * 2 + self.response_timeout,
                 response_timeout: self.response_timeout,
             };
-            let connect = Component::new_plaintext(&self.domain, &self.secret, DnsConfig::addr(&self.server), timeouts);
+            let connector = NoDelayConnector(DnsConfig::addr(&self.server));
+            let connect = Component::new_with_connector(&self.domain, &self.secret, connector, timeouts);
             match tokio::time::timeout(self.response_timeout * 2, connect).await {
                 Ok(Ok(component)) => {
                     generation += 1;
@@ -179,7 +182,7 @@ impl Supervisor {
     /// Pumps one connection until it ends; returns why it ended.
     async fn serve(
         &self,
-        component: Component<tokio_xmpp::connect::TcpServerConnector>,
+        component: Component<NoDelayConnector>,
         generation: u64,
         outbound: &mut mpsc::Receiver<(u64, Stanza)>,
         inbound: &mpsc::Sender<Stanza>,
@@ -234,6 +237,29 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// Plain TCP to the XMPP server (XEP-0114 runs on loopback or a private link), with Nagle's algorithm off: the
+/// bridge sends one small stanza and waits for the MUC to reflect it before the next, and Nagle's algorithm together
+/// with the server's delayed ACKs would hold each such exchange back by tens of milliseconds.
+#[derive(Debug, Clone)]
+pub(crate) struct NoDelayConnector(DnsConfig);
+
+impl ServerConnector for NoDelayConnector {
+    type Stream = BufStream<TcpStream>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, sasl::common::ChannelBinding), tokio_xmpp::Error> {
+        let tcp = self.0.resolve().await?;
+        tcp.set_nodelay(true)?;
+        let header = StreamHeader { to: Some(jid.domain().as_str().to_owned().into()), from: None, id: None };
+        let stream = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
+        Ok((stream, sasl::common::ChannelBinding::None))
     }
 }
 
