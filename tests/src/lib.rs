@@ -14,6 +14,7 @@
 //! - `LATTICE_TEST_POSTGRES_URL`: a PostgreSQL for tests that need one (`scripts/postgres.sh url`).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bridge;
 pub mod ircd;
 mod matrix_user;
 mod process;

@@ -3,20 +3,15 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lattice_bridge_core::{
-    Bridge, RuntimeSettings, ShutdownTrigger,
-    store::{Cipher, Store},
-};
 pub(crate) use lattice_bridge_irc::config::AuthMethod;
 use lattice_bridge_irc::{
     IrcConnector, IrcSection,
     config::{NetworkConfig, ServerConfig},
 };
-use lattice_config::{Permissions, PermissionsConfig};
-use lattice_e2e::{MatrixUser, Synapse, ircd::Ircd};
-use lattice_registration::{AppserviceRegistration, RegistrationTemplate, template_regex};
+use lattice_config::PermissionsConfig;
+use lattice_e2e::{MatrixUser, Synapse, bridge::RunningBridge, ircd::Ircd};
+use lattice_registration::{RegistrationTemplate, template_regex};
 use serde_json::Value;
-use tokio::{net::TcpListener, task::JoinHandle};
 
 /// How long anyone waits for what the bridge should make visible.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
@@ -27,32 +22,16 @@ pub(crate) const NET: &str = "test";
 /// The bridge bot.
 pub(crate) const BOT: &str = "@ircbot:localhost";
 
-#[derive(Clone)]
-struct Boot {
-    settings: RuntimeSettings,
-    registration: AppserviceRegistration,
-    store_url: String,
-    section: IrcSection,
-    address: std::net::SocketAddr,
-}
-
-/// Synapse, ngircd and the bridge; the bridge stops first when dropped.
+/// Synapse, the IRC server and the bridge; the bridge stops first when dropped.
 pub(crate) struct Fixture {
-    trigger: ShutdownTrigger,
-    task: JoinHandle<lattice_bridge_core::Result<()>>,
-    connector: IrcConnector,
-    /// What starting the bridge again (on the same store and address) takes.
-    boot: Boot,
+    bridge: RunningBridge<IrcConnector>,
     pub(crate) ircd: Ircd,
     pub(crate) synapse: Synapse,
-    _dir: tempfile::TempDir,
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.connector.shutdown();
-        self.trigger.trigger();
-        self.task.abort();
+        self.bridge.connector().shutdown();
     }
 }
 
@@ -96,9 +75,6 @@ impl Fixture {
     }
 
     async fn start_with(ircd: Ircd, auth: AuthMethod, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
-        let address = listener.local_addr()?;
         let mut section = IrcSection::default();
         let mut network = NetworkConfig::new(
             "Test IRC",
@@ -112,82 +88,36 @@ impl Fixture {
         network.auth = auth;
         section.networks.insert(NET.into(), network);
         configure(&mut section);
-        let (synapse, registration) = Synapse::start_for_appservice(
-            dir.path(),
-            &RegistrationTemplate {
-                id: "lattice-irc-test".into(),
-                url: format!("http://{address}").parse()?,
-                sender_localpart: "ircbot".into(),
-                user_regexes: vec![template_regex(&section.user_template, "localhost")],
-                alias_regexes: vec![template_regex(&section.alias_template, "localhost")],
-                protocols: vec!["irc".into()],
-                receive_ephemeral: true,
-            },
-        )
-        .await?;
-
-        let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
-        let store = Store::connect(&store_url, 4, Cipher::random()).await?;
-        let settings = RuntimeSettings {
-            homeserver_url: synapse.url().parse()?,
-            server_name: "localhost".into(),
-            permissions: Permissions::new(&PermissionsConfig {
-                admins: vec![ADMIN.into()],
-                ..PermissionsConfig::default()
-            })?,
-            metrics_enabled: false,
-            media_base_url: format!("http://{address}").parse()?,
-            bot_displayname: None,
+        let user_regexes = vec![template_regex(&section.user_template, "localhost")];
+        let alias_regexes = vec![template_regex(&section.alias_template, "localhost")];
+        let template = |url| RegistrationTemplate {
+            id: "lattice-irc-test".into(),
+            url,
+            sender_localpart: "ircbot".into(),
+            user_regexes,
+            alias_regexes,
+            protocols: vec!["irc".into()],
+            receive_ephemeral: true,
         };
-        let boot = Boot { settings, registration, store_url, section, address };
-        let (trigger, task, connector) = boot.run(store, listener)?;
-        Ok(Self { trigger, task, connector, boot, ircd, synapse, _dir: dir })
+        let permissions = PermissionsConfig { admins: vec![ADMIN.into()], ..PermissionsConfig::default() };
+        let (synapse, bridge) =
+            RunningBridge::start(template, &permissions, move |_| IrcConnector::new(section.clone())).await?;
+        Ok(Self { bridge, ircd, synapse })
     }
 
     /// Stops the bridge (its IRC connections quit) and starts it again on the same store and address.
     pub(crate) async fn restart_bridge(&mut self) -> anyhow::Result<()> {
-        self.connector.shutdown();
-        self.trigger.trigger();
-        let _ = tokio::time::timeout(WAIT, &mut self.task).await;
-        self.task.abort();
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(self.boot.address).await {
-                Ok(listener) => break listener,
-                Err(_) if attempts < 50 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => return Err(error).context("binding the appservice address again"),
-            }
-        };
-        let store = Store::connect(&self.boot.store_url, 4, Cipher::random()).await?;
-        (self.trigger, self.task, self.connector) = self.boot.run(store, listener)?;
-        Ok(())
+        self.bridge.connector().shutdown();
+        self.bridge.restart().await
     }
-}
 
-impl Boot {
-    fn run(
-        &self,
-        store: Store,
-        listener: TcpListener,
-    ) -> anyhow::Result<(ShutdownTrigger, JoinHandle<lattice_bridge_core::Result<()>>, IrcConnector)> {
-        let connector = IrcConnector::new(self.section.clone());
-        let bridge = Bridge::from_parts(self.settings.clone(), self.registration.clone(), store, connector.clone())?;
-        let trigger = bridge.shutdown_trigger();
-        Ok((trigger, tokio::spawn(bridge.serve(listener)), connector))
-    }
-}
-
-impl Fixture {
     pub(crate) async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
         self.synapse.register_user(localpart, false).await
     }
 
     /// The bridge's HTTP base URL (appservice API, provisioning API).
     pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.boot.address)
+        self.bridge.url()
     }
 }
 

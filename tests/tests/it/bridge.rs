@@ -9,16 +9,18 @@ use std::{
 
 use anyhow::Context as _;
 use lattice_bridge_core::{
-    Bridge, BridgeHandle, Connector, RuntimeSettings, ShutdownTrigger,
+    BridgeHandle, Connector,
     connector::{BridgeInfoSpec, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
     event::{MatrixEvent, MessageType, RemoteEvent, RemoteEventKind},
-    store::{Cipher, Portal, Store},
+    store::Portal,
 };
-use lattice_config::{Permissions, PermissionsConfig};
-use lattice_e2e::{MatrixUser, Synapse};
-use lattice_registration::RegistrationTemplate;
+use lattice_config::PermissionsConfig;
+use lattice_e2e::{
+    MatrixUser, Synapse,
+    bridge::{RunningBridge, registration},
+};
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::sync::Notify;
 
 /// How long a user waits for what the bridge should make visible.
 const WAIT: Duration = Duration::from_secs(30);
@@ -114,64 +116,26 @@ impl Connector for E2eConnector {
     }
 }
 
-/// A Synapse and a bridge registered with it, both stopped when dropped (the bridge first, in `drop`).
+/// A Synapse and a bridge registered with it; the bridge stops first when dropped.
 struct Fixture {
-    trigger: ShutdownTrigger,
-    task: JoinHandle<lattice_bridge_core::Result<()>>,
-    handle: BridgeHandle,
-    connector: E2eConnector,
+    bridge: RunningBridge<E2eConnector>,
     synapse: Synapse,
-    bridge_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.trigger.trigger();
-        self.task.abort();
-    }
 }
 
 impl Fixture {
     async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
-        // Bound before Synapse starts, so the URL in the registration is ours from the first moment.
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
-        let address = listener.local_addr()?;
-        let (synapse, registration) = Synapse::start_for_appservice(
-            dir.path(),
-            &RegistrationTemplate {
-                id: APPSERVICE_ID.into(),
-                url: format!("http://{address}").parse()?,
-                sender_localpart: "_e2e_bot".into(),
-                user_regexes: vec!["^@_e2e_.*:localhost$".into()],
-                alias_regexes: vec!["^#_e2e_.*:localhost$".into()],
-                protocols: vec!["e2e".into()],
-                receive_ephemeral: true,
-            },
-        )
-        .await?;
-
-        let store_url = format!("sqlite://{}", dir.path().join("lattice.db").display());
-        let store = Store::connect(&store_url, 4, Cipher::random()).await?;
-        let settings = RuntimeSettings {
-            homeserver_url: synapse.url().parse()?,
-            server_name: "localhost".into(),
-            permissions: Permissions::new(&PermissionsConfig::default())?,
-            metrics_enabled: false,
-            media_base_url: format!("http://{address}").parse()?,
-            bot_displayname: None,
-        };
-        let connector = E2eConnector::default();
-        let bridge = Bridge::from_parts(settings, registration, store, connector.clone())?;
-        let handle = bridge.handle();
-        let trigger = bridge.shutdown_trigger();
-        let task = tokio::spawn(bridge.serve(listener));
-        Ok(Self { trigger, task, handle, connector, synapse, bridge_url: format!("http://{address}"), _dir: dir })
+        let template = registration(APPSERVICE_ID, "_e2e_bot", "_e2e_", "e2e");
+        let (synapse, bridge) =
+            RunningBridge::start(template, &PermissionsConfig::default(), |_| E2eConnector::default()).await?;
+        Ok(Self { bridge, synapse })
     }
 
     async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
         self.synapse.register_user(localpart, false).await
+    }
+
+    fn handle(&self) -> &BridgeHandle {
+        self.bridge.handle()
     }
 }
 
@@ -229,7 +193,8 @@ async fn alias_portal_with_bridge_info() -> anyhow::Result<()> {
 
     let sent = alice.send_text(&room, "hello, lobby").await?;
     let (portal, event) = fixture
-        .connector
+        .bridge
+        .connector()
         .recorder
         .wait_for(WAIT, |event| event.raw.pointer("/content/body") == Some(&json!("hello, lobby")))
         .await?;
@@ -248,13 +213,13 @@ async fn ghost_posts_with_timestamp_in_order() -> anyhow::Result<()> {
 
     let fixture = Fixture::start().await?;
     let alice = fixture.user("alice").await?;
-    let portal = fixture.handle.ensure_portal(&portal_spec("plaza")).await?;
+    let portal = fixture.handle().ensure_portal(&portal_spec("plaza")).await?;
     alice.join(&portal.room_id).await?;
 
     let bob = ghost(BOB).context("bob is a ghost")?;
     for i in 0..COUNT {
         fixture
-            .handle
+            .handle()
             .push(RemoteEvent {
                 portal: portal.remote_key.clone(),
                 sender: Some(bob.clone()),
@@ -290,12 +255,12 @@ async fn remote_edits_redactions_kicks_and_bans_reach_matrix() -> anyhow::Result
     let fixture = Fixture::start().await?;
     let alice = fixture.user("alice").await?;
     let carol = fixture.user("carol").await?;
-    let portal = fixture.handle.ensure_portal(&portal_spec("moderated")).await?;
+    let portal = fixture.handle().ensure_portal(&portal_spec("moderated")).await?;
     alice.join(&portal.room_id).await?;
     carol.join(&portal.room_id).await?;
     let bob = ghost(BOB).context("bob is a ghost")?;
     let push = |remote_id: Option<&str>, kind: RemoteEventKind| {
-        fixture.handle.push(RemoteEvent {
+        fixture.handle().push(RemoteEvent {
             portal: portal.remote_key.clone(),
             sender: Some(bob.clone()),
             remote_id: remote_id.map(Into::into),
@@ -335,7 +300,7 @@ async fn remote_edits_redactions_kicks_and_bans_reach_matrix() -> anyhow::Result
     assert_ne!(kicked["sender"], alice.user_id(), "alice was kicked, she did not leave: {kicked}");
     // Carol's own sync no longer shows the room once she is banned: read the state as the bot, until the deadline.
     let room: ruma::OwnedRoomId = portal.room_id.as_str().try_into()?;
-    let bot = fixture.handle.matrix().bot();
+    let bot = fixture.handle().matrix().bot();
     let deadline = tokio::time::Instant::now() + WAIT;
     let banned = loop {
         let member = bot.get_state_event(&room, "m.room.member", carol.user_id()).await?;
@@ -355,7 +320,7 @@ async fn remote_edits_redactions_kicks_and_bans_reach_matrix() -> anyhow::Result
 async fn media_round_trip() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
     let alice = fixture.user("alice").await?;
-    let matrix = fixture.handle.matrix();
+    let matrix = fixture.handle().matrix();
     matrix.bot().ensure_registered().await?;
 
     // Bridge → Matrix user.
@@ -376,11 +341,11 @@ async fn media_round_trip() -> anyhow::Result<()> {
 #[tokio::test]
 async fn published_text_is_served_through_the_bridge() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
-    fixture.handle.matrix().bot().ensure_registered().await?;
+    fixture.handle().matrix().bot().ensure_registered().await?;
     let text = "line one\nline two <b>not html</b>\n".repeat(50);
-    let url = fixture.handle.publish_text(&text, "long message.txt").await?;
+    let url = fixture.handle().publish_text(&text, "long message.txt").await?;
     assert!(
-        url.starts_with(&format!("{}/_lattice/media/", fixture.bridge_url)) && url.ends_with("/long%20message.txt"),
+        url.starts_with(&format!("{}/_lattice/media/", fixture.bridge.url())) && url.ends_with("/long%20message.txt"),
         "{url}"
     );
     let response = reqwest::get(&url).await?;
@@ -400,7 +365,7 @@ async fn homeserver_ping_reaches_the_bridge() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
     let started = Instant::now();
     let deadline = started + WAIT;
-    while !fixture.handle.homeserver_reachable() {
+    while !fixture.handle().homeserver_reachable() {
         anyhow::ensure!(Instant::now() < deadline, "the homeserver did not reach the bridge within {WAIT:?}");
         // Polling a flag the runtime sets; nothing to wait on instead.
         tokio::time::sleep(Duration::from_millis(20)).await;
