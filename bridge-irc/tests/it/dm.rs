@@ -1,19 +1,12 @@
 //! Direct messages: an IRC user's PRIVMSG to a puppet becomes a Matrix DM from their ghost, and the Matrix user's
 //! answer goes back as a PRIVMSG from the puppet.
 
-use lattice_e2e::ircd::IrcTestClient;
-
-use crate::fixture::{Fixture, WAIT, alias, ghost};
+use crate::fixture::{Fixture, WAIT, ghost};
 
 #[tokio::test]
 async fn direct_messages_both_ways() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#meet").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#meet")).await?;
-    alice.send_text(&room, "hi all").await?;
-    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.ends_with("PRIVMSG #meet :hi all")).await?;
+    let (bob, alice, _room) = fixture.talking("bob", "alice", "#meet", "hi all").await?;
 
     bob.send("PRIVMSG alice :psst, \x02secret\x02").await?;
     let dm = alice.wait_for_invite(WAIT).await?;

@@ -9,7 +9,11 @@ use lattice_bridge_irc::{
     config::{NetworkConfig, ServerConfig},
 };
 use lattice_config::PermissionsConfig;
-use lattice_e2e::{MatrixUser, Synapse, bridge::RunningBridge, ircd::Ircd};
+use lattice_e2e::{
+    MatrixUser, Synapse,
+    bridge::RunningBridge,
+    ircd::{IrcTestClient, Ircd},
+};
 use lattice_registration::{RegistrationTemplate, template_regex};
 use serde_json::Value;
 
@@ -115,6 +119,36 @@ impl Fixture {
         self.synapse.register_user(localpart, false).await
     }
 
+    /// `nick` on IRC in `channel`, and the new Matrix user `localpart` in its portal room.
+    pub(crate) async fn meet(
+        &self,
+        nick: &str,
+        localpart: &str,
+        channel: &str,
+    ) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
+        let irc = IrcTestClient::connect(self.ircd.port(), nick).await?;
+        irc.join(channel).await?;
+        let user = self.user(localpart).await?;
+        let room = user.join(&alias(channel)).await.context("joining the portal by alias")?;
+        Ok((irc, user, room))
+    }
+
+    /// [`Fixture::meet`], and the Matrix user's puppet in the channel: their `first_words` reached `nick`.
+    pub(crate) async fn talking(
+        &self,
+        nick: &str,
+        localpart: &str,
+        channel: &str,
+        first_words: &str,
+    ) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
+        let (irc, user, room) = self.meet(nick, localpart, channel).await?;
+        user.send_text(&room, first_words).await?;
+        irc.wait_for(WAIT, privmsg_from(localpart, &format!("PRIVMSG {channel} :{first_words}")))
+            .await
+            .context("the Matrix user's first words reach IRC")?;
+        Ok((irc, user, room))
+    }
+
     /// The bridge's HTTP base URL (appservice API, provisioning API).
     pub(crate) fn url(&self) -> String {
         self.bridge.url()
@@ -149,7 +183,7 @@ pub(crate) async fn room_with_bot_at(owner: &MatrixUser, name: &str, level: i64)
 /// Checks that `room` and `channel` are bridged both ways: a line from `irc` reaches `user` from its ghost, and a
 /// message from `user` reaches IRC from their puppet (named after their localpart).
 pub(crate) async fn assert_bridged(
-    irc: &lattice_e2e::ircd::IrcTestClient,
+    irc: &IrcTestClient,
     user: &MatrixUser,
     room: &str,
     channel: &str,
@@ -164,6 +198,37 @@ pub(crate) async fn assert_bridged(
     irc.wait_for(WAIT, privmsg_from(localpart, &format!("PRIVMSG {channel} :{from_matrix}")))
         .await
         .context("the Matrix message reaches IRC")?;
+    Ok(())
+}
+
+/// Waits until `witness` sees `member`'s membership in `room` become `membership`, and returns the event.
+pub(crate) async fn wait_for_member(
+    witness: &MatrixUser,
+    room: &str,
+    member: &str,
+    membership: &str,
+) -> anyhow::Result<Value> {
+    witness
+        .wait_for_event(room, WAIT, |event| {
+            event["type"] == "m.room.member"
+                && event["state_key"] == member
+                && event["content"]["membership"] == membership
+        })
+        .await
+        .with_context(|| format!("waiting for {member} to {membership}"))
+}
+
+/// `irc` changes its nick to `new`, and `user` sees the display name of its ghost (named after the nick it
+/// connected with) follow in `room`.
+pub(crate) async fn change_nick(irc: &IrcTestClient, new: &str, user: &MatrixUser, room: &str) -> anyhow::Result<()> {
+    irc.send(&format!("NICK {new}")).await?;
+    user.wait_for_event(room, WAIT, |event| {
+        event["type"] == "m.room.member"
+            && event["state_key"] == ghost(irc.nick())
+            && event["content"]["displayname"] == new
+    })
+    .await
+    .context("the ghost's display name follows the nick")?;
     Ok(())
 }
 
@@ -189,7 +254,15 @@ pub(crate) fn is_message(event: &Value, sender: &str, body: &str) -> bool {
     event["type"] == "m.room.message" && event["sender"] == sender && event["content"]["body"] == body
 }
 
-/// Matches an IRC line from `nick` that ends with `rest` (e.g. `PRIVMSG #chan :text`).
+/// Matches an IRC line from `nick` that ends with `rest` (e.g. `PRIVMSG #chan :text`), whatever its IRCv3 tags.
 pub(crate) fn privmsg_from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
-    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
+    move |line: &str| untagged(line).starts_with(&format!(":{nick}!")) && line.ends_with(rest)
+}
+
+/// An IRC line without its IRCv3 tags.
+pub(crate) fn untagged(line: &str) -> &str {
+    match line.strip_prefix('@') {
+        Some(tagged) => tagged.split_once(' ').map_or("", |(_, rest)| rest),
+        None => line,
+    }
 }

@@ -14,19 +14,11 @@ use serde_json::{Value, json};
 
 use crate::{
     auth::{admin_room, command},
-    fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message},
+    fixture::{AuthMethod, Fixture, WAIT, alias, ghost, is_message, privmsg_from, untagged, wait_for_member},
 };
 
 /// What the test IRC people ask the server for.
 const CAPS: &[&str] = &["message-tags", "server-time", "echo-message"];
-
-/// An IRC line without its tags.
-fn untagged(line: &str) -> &str {
-    match line.strip_prefix('@') {
-        Some(tagged) => tagged.split_once(' ').map_or("", |(_, rest)| rest),
-        None => line,
-    }
-}
 
 /// A tag's value on a received IRC line (unescaped as far as these tests need: none of their values hold escapes).
 fn tag(line: &str, key: &str) -> Option<String> {
@@ -36,11 +28,6 @@ fn tag(line: &str, key: &str) -> Option<String> {
         None if tag == key => Some(String::new()),
         _ => None,
     })
-}
-
-/// Whether `line` is `nick`'s and ends with `rest`, whatever its tags.
-fn from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
-    move |line: &str| untagged(line).starts_with(&format!(":{nick}!")) && line.ends_with(rest)
 }
 
 /// Whether `line` is a TAGMSG from `nick` to `target` (InspIRCd sends the target as a trailing parameter).
@@ -71,12 +58,12 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
 
     // Matrix → IRC: alice's line carries the server's msgid.
     let from_alice = alice.send_text(&room, "hello from matrix").await?;
-    let line = bob.wait_for(WAIT, from("alice", "PRIVMSG #v3 :hello from matrix")).await?;
+    let line = bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #v3 :hello from matrix")).await?;
     let alice_msgid = tag(&line, "msgid").context("no msgid on alice's line")?;
 
     // IRC → Matrix: a reply by msgid becomes m.in_reply_to, and the event's ts is the server's time.
     bob.send(&format!("@+draft/reply={alice_msgid} PRIVMSG #v3 :hi alice")).await?;
-    let echo = bob.wait_for(WAIT, from("bob", "PRIVMSG #v3 :hi alice")).await?;
+    let echo = bob.wait_for(WAIT, privmsg_from("bob", "PRIVMSG #v3 :hi alice")).await?;
     let bob_msgid = tag(&echo, "msgid").context("no msgid on bob's echo")?;
     let time = tag(&echo, "time").context("no time on bob's echo")?;
     let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "hi alice")).await?;
@@ -91,7 +78,8 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
         "m.relates_to": {"m.in_reply_to": {"event_id": bob_event}},
     });
     alice.send_message(&room, reply).await?;
-    let line = bob.wait_for(WAIT, |line| from("alice", "hi bob")(line) && line.contains(" PRIVMSG #v3 :")).await?;
+    let line =
+        bob.wait_for(WAIT, |line| privmsg_from("alice", "hi bob")(line) && line.contains(" PRIVMSG #v3 :")).await?;
     assert_eq!(tag(&line, "+draft/reply").as_deref(), Some(bob_msgid.as_str()), "{line}");
 
     // Reactions both ways.
@@ -202,13 +190,7 @@ async fn netsplit_is_collapsed(linked: bool) -> anyhow::Result<()> {
     let clients = connect_all().await?;
     for room in &rooms {
         for nick in nicks {
-            alice
-                .wait_for_event(room, WAIT, |event| {
-                    event["type"] == "m.room.member"
-                        && event["state_key"] == ghost(nick)
-                        && event["content"]["membership"] == "join"
-                })
-                .await?;
+            wait_for_member(&alice, room, &ghost(nick), "join").await?;
         }
     }
 
@@ -252,13 +234,7 @@ async fn netsplit_is_collapsed(linked: bool) -> anyhow::Result<()> {
 
 /// `nick` on IRC and alice in the portal of `channel`, alice's puppet in the channel: her first line reached `nick`.
 async fn talking(fixture: &Fixture, nick: &str, channel: &str) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
-    let client = IrcTestClient::connect(fixture.ircd.port(), nick).await?;
-    client.join(channel).await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias(channel)).await?;
-    alice.send_text(&room, "first words").await?;
-    client.wait_for(WAIT, from("alice", &format!("PRIVMSG {channel} :first words"))).await?;
-    Ok((client, alice, room))
+    fixture.talking(nick, "alice", channel, "first words").await
 }
 
 /// The body of the next event in `room` whose body starts with `start`.
@@ -319,7 +295,7 @@ async fn on_a_server_without_capabilities_the_conversation_is_plain_irc() -> any
         "m.relates_to": {"m.in_reply_to": {"event_id": bob_event}},
     });
     alice.send_message(&room, reply).await?;
-    let line = bob.wait_for(WAIT, |line| from("alice", "hi bob")(line)).await?;
+    let line = bob.wait_for(WAIT, |line| privmsg_from("alice", "hi bob")(line)).await?;
     assert!(line.starts_with(":alice!") && line.contains("PRIVMSG #plain :bob"), "{line}");
     assert!(!bob.pending().iter().any(|line| line.contains("TAGMSG")), "{:?}", bob.pending());
 

@@ -10,9 +10,9 @@ use lattice_e2e::{
     MatrixUser,
     ircd::{IrcTestClient, Ircd},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::fixture::{BOT, Fixture, NET, WAIT, alias, is_bot_notice, privmsg_from};
+use crate::fixture::{BOT, Fixture, NET, WAIT, is_bot_notice, privmsg_from, wait_for_member};
 
 /// How long a test waits to be sure something does not arrive.
 const QUIET: Duration = Duration::from_secs(2);
@@ -34,25 +34,7 @@ async fn full_portal(
 
 /// bob on IRC in `channel`, and alice in its portal with a working puppet.
 async fn connected_portal(fixture: &Fixture, channel: &str) -> anyhow::Result<(IrcTestClient, MatrixUser, String)> {
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join(channel).await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias(channel)).await?;
-    alice.send_text(&room, "I am connected").await?;
-    bob.wait_for(WAIT, privmsg_from("alice", &format!("PRIVMSG {channel} :I am connected"))).await?;
-    Ok((bob, alice, room))
-}
-
-/// Waits until `witness` sees `user`'s membership in `room` become `membership`, and returns the event.
-async fn membership(witness: &MatrixUser, room: &str, user: &str, membership: &str) -> anyhow::Result<Value> {
-    witness
-        .wait_for_event(room, WAIT, |event| {
-            event["type"] == "m.room.member"
-                && event["state_key"] == user
-                && event["content"]["membership"] == membership
-        })
-        .await
-        .with_context(|| format!("waiting for {user} to {membership}"))
+    fixture.talking("bob", "alice", channel, "I am connected").await
 }
 
 /// IRC traffic after the removal reaches `connected` but not `removed`, and `connected` keeps talking to IRC.
@@ -79,7 +61,7 @@ async fn a_user_whose_connection_is_refused_is_kicked_while_the_others_keep_talk
     let (fixture, bob, alice, room) = full_portal(PrivacyMode::Kick, "#private").await?;
     let carol = fixture.user("carol").await?;
     carol.join(&room).await?;
-    let kick = membership(&alice, &room, carol.user_id(), "leave").await?;
+    let kick = wait_for_member(&alice, &room, carol.user_id(), "leave").await?;
     assert_eq!(kick["sender"], BOT);
     let reason = kick["content"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("Not connected to Test IRC") && reason.contains("limit"), "{reason}");
@@ -96,7 +78,7 @@ async fn a_user_the_channel_refuses_is_kicked_from_its_portal() -> anyhow::Resul
     bob.wait_for(WAIT, |line| line.contains("MODE #vip +b carol!*@*")).await?;
     let carol = fixture.user("carol").await?;
     carol.join(&room).await?;
-    let kick = membership(&alice, &room, carol.user_id(), "leave").await?;
+    let kick = wait_for_member(&alice, &room, carol.user_id(), "leave").await?;
     let reason = kick["content"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("IRC refused to let you into #vip") && reason.contains("+b"), "{reason}");
     others_keep_talking(&bob, &alice, &carol, &room, "#vip").await
@@ -114,7 +96,7 @@ async fn an_idle_user_leaves_the_portal_with_their_connection() -> anyhow::Resul
         .wait_for_event(&room, WAIT, |event| is_bot_notice(event, "you leave its rooms too"))
         .await
         .context("alice is told why she leaves")?;
-    let kick = membership(&alice, &room, alice.user_id(), "leave").await?;
+    let kick = wait_for_member(&alice, &room, alice.user_id(), "leave").await?;
     let reason = kick["content"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("closed after 3 s unused"), "{reason}");
 
@@ -141,7 +123,7 @@ async fn block_messages_bans_a_user_until_their_connection_works() -> anyhow::Re
     let (fixture, bob, alice, room) = full_portal(PrivacyMode::BlockMessages, "#blocked").await?;
     let carol = fixture.user("carol").await?;
     carol.join(&room).await?;
-    let ban = membership(&alice, &room, carol.user_id(), "ban").await?;
+    let ban = wait_for_member(&alice, &room, carol.user_id(), "ban").await?;
     let reason = ban["content"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("limit") && reason.contains("send `reconnect`"), "{reason}");
     others_keep_talking(&bob, &alice, &carol, &room, "#blocked").await?;
@@ -149,7 +131,7 @@ async fn block_messages_bans_a_user_until_their_connection_works() -> anyhow::Re
     // alice closes her connection, which frees the only slot and, under the rule, bans her too.
     let alice_admin = crate::auth::admin_room(&alice).await?;
     assert_eq!(crate::auth::command(&alice, &alice_admin, "quit").await?, "Disconnected.");
-    let ban = membership(&alice, &room, alice.user_id(), "ban").await.context("alice is banned after quitting")?;
+    let ban = wait_for_member(&alice, &room, alice.user_id(), "ban").await.context("alice is banned after quitting")?;
     let reason = ban["content"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("you closed your connection"), "{reason}");
 
@@ -173,10 +155,7 @@ async fn spam_limits_hold_messages_back_with_a_notice_saying_why() -> anyhow::Re
             SpamConfig { messages_per_minute: 1.0, burst: 2, max_lines_per_message: 3 };
     })
     .await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#spam").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#spam")).await?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#spam").await?;
 
     alice.send_text(&room, "line 1\nline 2\nline 3\nline 4").await?;
     let notice = alice
@@ -235,7 +214,7 @@ async fn a_user_whose_connection_is_k_lined_is_kicked_with_the_servers_reason() 
 
     let banned = fixture.user("banned").await?;
     banned.join(&room).await?;
-    let kick = membership(&alice, &room, banned.user_id(), "leave").await?;
+    let kick = wait_for_member(&alice, &room, banned.user_id(), "leave").await?;
     assert_eq!(kick["sender"], BOT);
     let reason = kick["content"]["reason"].as_str().unwrap_or_default();
     assert!(

@@ -8,8 +8,8 @@ use lattice_bridge_irc::config::PrivacyMode;
 use lattice_e2e::ircd::IrcTestClient;
 
 use crate::fixture::{
-    ADMIN, BOT, Fixture, NET, WAIT, alias, assert_bridged, ghost, is_bot_notice, privmsg_from, room_with_bot,
-    room_with_bot_at,
+    ADMIN, BOT, Fixture, NET, WAIT, alias, assert_bridged, change_nick, ghost, is_bot_notice, privmsg_from,
+    room_with_bot, room_with_bot_at, wait_for_member,
 };
 
 #[tokio::test]
@@ -22,12 +22,7 @@ async fn an_idle_puppet_quits_after_a_notice_and_comes_back_on_the_next_message(
         network.privacy = PrivacyMode::Off;
     })
     .await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#idle").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#idle")).await?;
-    alice.send_text(&room, "first").await?;
-    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #idle :first")).await?;
+    let (bob, alice, room) = fixture.talking("bob", "alice", "#idle", "first").await?;
 
     bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" QUIT "))
         .await
@@ -48,28 +43,11 @@ async fn an_idle_puppet_quits_after_a_notice_and_comes_back_on_the_next_message(
 #[tokio::test]
 async fn a_ghost_keeps_its_matrix_user_across_a_nick_change_and_a_bridge_restart() -> anyhow::Result<()> {
     let mut fixture = Fixture::start().await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#persist").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#persist")).await?;
-    alice
-        .wait_for_event(&room, WAIT, |event| {
-            event["type"] == "m.room.member"
-                && event["state_key"] == ghost("bob")
-                && event["content"]["membership"] == "join"
-        })
-        .await?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#persist").await?;
+    wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
     let bot_joins = |line: &str| line.starts_with(":lattice") && line.contains(" JOIN ");
     bob.wait_for(WAIT, bot_joins).await?;
-    bob.send("NICK robert").await?;
-    alice
-        .wait_for_event(&room, WAIT, |event| {
-            event["type"] == "m.room.member"
-                && event["state_key"] == ghost("bob")
-                && event["content"]["displayname"] == "robert"
-        })
-        .await
-        .context("the ghost's display name follows the nick")?;
+    change_nick(&bob, "robert", &alice, &room).await?;
 
     fixture.restart_bridge().await?;
     bob.wait_for(WAIT, |line| line.starts_with(":lattice") && line.contains(" QUIT ")).await?;
@@ -139,10 +117,7 @@ async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow
 #[tokio::test]
 async fn the_username_command_reconnects_the_puppet_with_the_new_ident() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#names").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#names")).await?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#names").await?;
     alice.send_text(&room, "first").await?;
     bob.wait_for(WAIT, |line| line.starts_with(":alice!~alice@") && line.ends_with("PRIVMSG #names :first")).await?;
 

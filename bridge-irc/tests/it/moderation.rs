@@ -1,24 +1,11 @@
 //! Kicks, bans and topics both ways between a portal room and its channel.
 
 use anyhow::Context as _;
-use lattice_e2e::{MatrixUser, ircd::IrcTestClient};
+use lattice_e2e::ircd::IrcTestClient;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::fixture::{Fixture, WAIT, alias, ghost};
-
-fn from<'a>(nick: &'a str, rest: &'a str) -> impl Fn(&str) -> bool + 'a {
-    move |line: &str| line.starts_with(&format!(":{nick}!")) && line.ends_with(rest)
-}
-
-async fn membership(user: &MatrixUser, room: &str, member: &str, membership: &str) -> anyhow::Result<()> {
-    user.wait_for_event(room, WAIT, |event| {
-        event["type"] == "m.room.member" && event["state_key"] == member && event["content"]["membership"] == membership
-    })
-    .await
-    .with_context(|| format!("waiting for {member} to {membership}"))?;
-    Ok(())
-}
+use crate::fixture::{Fixture, WAIT, alias, ghost, privmsg_from, wait_for_member};
 
 #[tokio::test]
 async fn topics_kicks_and_bans_both_ways() -> anyhow::Result<()> {
@@ -34,9 +21,9 @@ async fn topics_kicks_and_bans_both_ways() -> anyhow::Result<()> {
     dave.join("#mod").await?;
     let alice = fixture.user("alice").await?;
     let room = alice.join(&alias("#mod")).await?;
-    membership(&alice, &room, &ghost("dave"), "join").await?;
+    wait_for_member(&alice, &room, &ghost("dave"), "join").await?;
     alice.send_text(&room, "hello").await?;
-    bob.wait_for(WAIT, from("alice", "PRIVMSG #mod :hello")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #mod :hello")).await?;
 
     // IRC → Matrix topic.
     bob.send("TOPIC #mod :set on irc").await?;
@@ -58,7 +45,7 @@ async fn topics_kicks_and_bans_both_ways() -> anyhow::Result<()> {
 
     // Matrix → IRC topic.
     alice.send_state(&room, "m.room.topic", "", json!({"topic": "set on matrix"})).await?;
-    bob.wait_for(WAIT, from("alice", "TOPIC #mod :set on matrix")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "TOPIC #mod :set on matrix")).await?;
 
     // Matrix → IRC kick and ban.
     alice
@@ -69,7 +56,7 @@ async fn topics_kicks_and_bans_both_ways() -> anyhow::Result<()> {
             Some(&json!({"user_id": ghost("carol"), "reason": "calm down"})),
         )
         .await?;
-    bob.wait_for(WAIT, from("alice", "KICK #mod carol :calm down")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "KICK #mod carol :calm down")).await?;
     alice
         .call(
             Method::POST,
@@ -78,13 +65,13 @@ async fn topics_kicks_and_bans_both_ways() -> anyhow::Result<()> {
             Some(&json!({"user_id": ghost("dave"), "reason": "spam"})),
         )
         .await?;
-    bob.wait_for(WAIT, from("alice", "MODE #mod +b dave!*@*")).await?;
-    bob.wait_for(WAIT, from("alice", "KICK #mod dave :spam")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "MODE #mod +b dave!*@*")).await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "KICK #mod dave :spam")).await?;
     dave.send("JOIN #mod").await?;
     dave.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("474")).await.context("dave is banned on IRC")?;
 
     // IRC → Matrix ban of alice's puppet.
     bob.send("MODE #mod +b alice!*@*").await?;
-    membership(&alice, &room, alice.user_id(), "ban").await?;
+    wait_for_member(&alice, &room, alice.user_id(), "ban").await?;
     Ok(())
 }

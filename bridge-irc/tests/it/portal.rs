@@ -5,28 +5,12 @@ use lattice_bridge_irc::config::{EditStyle, RedactionStyle};
 use lattice_e2e::ircd::IrcTestClient;
 use serde_json::json;
 
-use crate::fixture::{Fixture, WAIT, alias, ghost, is_message, privmsg_from};
-
-async fn wait_for_member(
-    user: &lattice_e2e::MatrixUser,
-    room: &str,
-    member: &str,
-    membership: &str,
-) -> anyhow::Result<serde_json::Value> {
-    user.wait_for_event(room, WAIT, |event| {
-        event["type"] == "m.room.member" && event["state_key"] == member && event["content"]["membership"] == membership
-    })
-    .await
-    .with_context(|| format!("waiting for {member} to {membership}"))
-}
+use crate::fixture::{Fixture, WAIT, change_nick, ghost, is_message, privmsg_from, wait_for_member};
 
 #[tokio::test]
 async fn talk_both_ways_with_formatting_and_emotes() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#lobby").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#lobby")).await.context("joining the portal by alias")?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#lobby").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
 
     // IRC → Matrix: formatting, /me and notices.
@@ -91,10 +75,7 @@ async fn nick_change_part_and_kick_are_reflected() -> anyhow::Result<()> {
     // carol creates the channel, so she is its operator.
     let carol = IrcTestClient::connect(fixture.ircd.port(), "carol").await?;
     carol.join("#hall").await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#hall").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#hall")).await?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#hall").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
     let carol_member = wait_for_member(&alice, &room, &ghost("carol"), "join").await?;
     assert_eq!(carol_member["content"]["displayname"], "carol");
@@ -105,15 +86,7 @@ async fn nick_change_part_and_kick_are_reflected() -> anyhow::Result<()> {
         .await
         .context("carol's op becomes power level 50")?;
 
-    bob.send("NICK robert").await?;
-    alice
-        .wait_for_event(&room, WAIT, |event| {
-            event["type"] == "m.room.member"
-                && event["state_key"] == ghost("bob")
-                && event["content"]["displayname"] == "robert"
-        })
-        .await
-        .context("the ghost's display name follows the nick")?;
+    change_nick(&bob, "robert", &alice, &room).await?;
     bob.send("PRIVMSG #hall :renamed").await?;
     let seen = alice.wait_for_message(&room, WAIT, "renamed").await?;
     assert_eq!(seen["sender"], ghost("bob"), "the ghost keeps its identity across nicks");
@@ -144,12 +117,7 @@ async fn messages_sent_during_an_ircd_restart_arrive_in_order() -> anyhow::Resul
         }
     })
     .await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#ops").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#ops")).await?;
-    alice.send_text(&room, "before").await?;
-    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #ops :before")).await?;
+    let (_bob, alice, room) = fixture.talking("bob", "alice", "#ops", "before").await?;
 
     fixture.ircd.stop();
     for i in 0..5 {
@@ -182,12 +150,7 @@ async fn messages_sent_during_an_ircd_restart_arrive_in_order() -> anyhow::Resul
 #[tokio::test]
 async fn a_long_message_becomes_one_line_with_a_working_link() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#long").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#long")).await?;
-    alice.send_text(&room, "short").await?;
-    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #long :short")).await?;
+    let (bob, alice, room) = fixture.talking("bob", "alice", "#long", "short").await?;
 
     // Five lines: more than the default limit of three.
     let text = "first line of a long story\nsecond\nthird\nfourth ünïcödé\nfifth and last";
@@ -219,10 +182,7 @@ async fn replies_edits_and_redactions_follow_the_configured_style() -> anyhow::R
         }
     })
     .await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#style").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#style")).await?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#style").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
 
     bob.send("PRIVMSG #style :shall we meet at noon on the bridge?").await?;
@@ -265,10 +225,7 @@ async fn replies_edits_and_redactions_follow_the_configured_style() -> anyhow::R
 #[tokio::test]
 async fn files_become_working_links_and_nicks_become_pills() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
-    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
-    bob.join("#files").await?;
-    let alice = fixture.user("alice").await?;
-    let room = alice.join(&alias("#files")).await?;
+    let (bob, alice, room) = fixture.meet("bob", "alice", "#files").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
 
     // A Matrix file reaches IRC as its name and a link on the bridge that works without Matrix credentials.
