@@ -105,7 +105,10 @@ mkdir -p "$DEMO" "$RUN" "$LOGS"
 scripts/install.sh synapse ircd prosody
 log "building the bridges (release)"
 cargo build --release --quiet -p lattice-bridge-irc -p lattice-bridge-xmpp
+cargo build --release --quiet -p lattice-e2e --bin lattice-server-config
 BIN=${CARGO_TARGET_DIR:-$LATTICE_ROOT/target}/release
+# The configs the tests run (tests/src/ircd.rs, tests/src/prosody.rs), with the demo's folders, ports and passwords.
+server_config() { "$BIN/lattice-server-config" "$@"; }
 
 for port in $SYNAPSE_PORT $IRC_PORT $IRC_LINK_PORT $XMPP_C2S_PORT $XMPP_COMPONENT_PORT 29331 29332; do
     if tcp_open 127.0.0.1 "$port"; then
@@ -158,64 +161,13 @@ IRCD_DIR=$DEMO/inspircd
 mkdir -p "$IRCD_DIR"
 printf '%s\n' "Lattice demo: join a channel, then DM @$IRC_BOT:localhost on Matrix" \
     "Register an account: /msg NickServ REGISTER <password> <you@example.com>" >"$IRCD_DIR/motd.txt"
-ircd_modules=""
-for module in cap ircv3 ircv3_accounttag ircv3_batch ircv3_capnotify ircv3_chghost ircv3_ctctags \
-    ircv3_echomessage ircv3_invitenotify ircv3_labeledresponse ircv3_msgid ircv3_servertime namesx \
-    uhnames monitor setname services_account sasl spanningtree; do
-    ircd_modules+="<module name=\"$module\">"$'\n'
-done
-cat >"$IRCD_DIR/inspircd.conf" <<CONF
-# Written by scripts/demo.sh
-<server name="irc.localhost" description="Lattice demo IRC server" id="001" network="LatticeDemo">
-<admin name="Lattice" nick="admin" email="admin@example.com">
-<bind address="127.0.0.1" port="$IRC_PORT" type="clients">
-<bind address="127.0.0.1" port="$IRC_LINK_PORT" type="servers">
-<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="1048576" softsendq="1048576"
-  recvq="1048576" threshold="1000000" commandrate="1000000" fakelag="no" localmax="1000" globalmax="1000"
-  resolvehostnames="no" useident="no" limit="5000" maxchans="100">
-<performance netbuffersize="65534" somaxconn="128" softlimit="5000" clonesonconnect="no" timeskipwarn="0">
-<security hideserver="" hidesplits="no" hideulines="no" hidebans="no" maxtargets="20"
-  restrictbannedusers="no" genericoper="no" announceinvites="dynamic">
-<limits maxnick="30" maxchan="64" maxmodes="20" maxident="10" maxhost="64" maxquit="255" maxtopic="307"
-  maxkick="255" maxreal="128" maxgecos="128" maxaway="200">
-<pid file="$IRCD_DIR/inspircd.pid">
-<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$IRCD_DIR/inspircd-server.log">
-<files motd="$IRCD_DIR/motd.txt">
-<dns timeout="1">
-$ircd_modules<sasl target="services.localhost" requiressl="no">
-<link name="services.localhost" ipaddr="127.0.0.1" port="$IRC_LINK_PORT" allowmask="127.0.0.0/8"
-  sendpass="$IRC_LINK_PASSWORD" recvpass="$IRC_LINK_PASSWORD">
-<uline server="services.localhost" silent="yes">
-CONF
+server_config inspircd --dir "$IRCD_DIR" --port "$IRC_PORT" --link-port "$IRC_LINK_PORT" \
+    --link-password "$IRC_LINK_PASSWORD"
 
 # atheme refuses root: it runs as nobody, in a data dir (database, log, pid) that nobody owns.
 ATHEME_DIR=$DEMO/atheme
 mkdir -p "$ATHEME_DIR"
-cat >"$ATHEME_DIR/atheme.conf" <<CONF
-/* Written by scripts/demo.sh */
-loadmodule "modules/protocol/inspircd";
-loadmodule "modules/backend/opensex";
-loadmodule "modules/crypto/pbkdf2v2";
-loadmodule "modules/nickserv/main";
-loadmodule "modules/nickserv/register";
-loadmodule "modules/nickserv/identify";
-loadmodule "modules/nickserv/help";
-loadmodule "modules/saslserv/main";
-loadmodule "modules/saslserv/plain";
-serverinfo {
-  name = "services.localhost"; desc = "Lattice demo services"; numeric = "00A"; recontime = 1;
-  netname = "LatticeDemo"; hidehostsuffix = "users.localhost"; adminname = "Lattice";
-  adminemail = "admin@example.com"; registeremail = "noreply@example.com"; auth = none;
-  casemapping = rfc1459; loglevel = { error; info; }; maxcertfp = 5; maxlogins = 5; maxusers = 50;
-  mdlimit = 30; emaillimit = 1000; emailtime = 300;
-};
-uplink "irc.localhost" {
-  host = "127.0.0.1"; port = $IRC_LINK_PORT; send_password = "$IRC_LINK_PASSWORD"; receive_password = "$IRC_LINK_PASSWORD";
-};
-nickserv { nick = "NickServ"; user = "NickServ"; host = "services.localhost"; real = "Nickname Services"; };
-saslserv { nick = "SaslServ"; user = "SaslServ"; host = "services.localhost"; real = "SASL Agent"; };
-general { commit_interval = 5; };
-CONF
+server_config atheme --dir "$ATHEME_DIR" --link-port "$IRC_LINK_PORT" --link-password "$IRC_LINK_PASSWORD"
 chown -R nobody: "$ATHEME_DIR"
 
 start inspircd inspircd --config="$IRCD_DIR/inspircd.conf" --nofork --runasroot
@@ -232,33 +184,8 @@ until grep -qF "$SERVICES_SYNCED" "$LOGS/atheme.log"; do
 done
 
 # --- Prosody ---------------------------------------------------------------------------------
-mkdir -p "$DEMO/prosody/data" "$DEMO/prosody/certs"
-cat >"$DEMO/prosody/prosody.cfg.lua" <<CONF
--- Written by scripts/demo.sh
-run_as_root = true
-pidfile = "$DEMO/prosody/prosody.pid"
-data_path = "$DEMO/prosody/data"
-log = { { levels = { min = "info" }, to = "console" } }
-interfaces = { "127.0.0.1" }
-c2s_ports = { $XMPP_C2S_PORT }
-c2s_direct_tls_ports = {}
-component_interfaces = { "127.0.0.1" }
-component_ports = { $XMPP_COMPONENT_PORT }
-modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "register"; "posix" }
-modules_disabled = { "s2s" }
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
-
-VirtualHost "localhost"
-
-Component "conference.localhost" "muc"
-    muc_room_locking = false
-    muc_room_default_public = true
-
-Component "bridge.localhost"
-    component_secret = "$LATTICE_XMPP_COMPONENT_SECRET"
-CONF
+server_config prosody --dir "$DEMO/prosody" --c2s-port "$XMPP_C2S_PORT" --component-port "$XMPP_COMPONENT_PORT" \
+    --component bridge.localhost --secret "$LATTICE_XMPP_COMPONENT_SECRET"
 start prosody prosody --config "$DEMO/prosody/prosody.cfg.lua" -F
 prosodyctl --config "$DEMO/prosody/prosody.cfg.lua" register alice localhost alice >/dev/null 2>&1 ||
     log "could not register alice@localhost on Prosody (see prosodyctl)"

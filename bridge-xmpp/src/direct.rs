@@ -15,14 +15,14 @@ use lattice_bridge_core::{
 use serde_json::json;
 use tokio_xmpp::parsers::{
     jid::{BareJid, Jid},
-    message::{Id, Lang, Message, MessageType as XmppMessageType},
+    message::{Message, MessageType as XmppMessageType},
     minidom::Element,
 };
 
 use crate::{
     addressing::XmppIdentity,
     messages::Inbound,
-    muc::{Gateway, new_id, transient},
+    muc::{Gateway, outgoing, transient},
     xep::ids::MessageIds,
 };
 
@@ -154,8 +154,11 @@ impl Gateway {
         body: Option<String>,
         payloads: Vec<Element>,
     ) -> ConnectorResult<String> {
-        if let Some(body) = &body {
-            self.section.check_message_size(body)?;
+        // Ask for displayed markers (XEP-0333) on what people write, not on reactions or retractions.
+        let markable = body.is_some() && payloads.is_empty();
+        let (mut message, id) = outgoing(&self.section, Message::new(Some(Jid::from(to.clone()))), body, payloads)?;
+        if markable {
+            message.payloads.push(crate::xep::chat_states::markable());
         }
         let from = self
             .addressing
@@ -165,20 +168,8 @@ impl Gateway {
         if !self.link.state().online {
             return Err(transient("the XMPP component is reconnecting"));
         }
-        let id = new_id();
-        let mut message = Message::new(Some(Jid::from(to.clone())));
-        if let Some(body) = body {
-            message = message.with_body(Lang::new(), body);
-            // Ask for displayed markers (XEP-0333) on what people write, not on reactions or retractions.
-            if payloads.is_empty() {
-                message.payloads.push(crate::xep::chat_states::markable());
-            }
-        }
         message.type_ = XmppMessageType::Chat;
         message.from = Some(from.into());
-        message.id = Some(Id(id.clone()));
-        message.payloads.push(crate::xep::ids::origin_id(&id).into());
-        message.payloads.extend(payloads);
         self.send(message).await?;
         Ok(id)
     }

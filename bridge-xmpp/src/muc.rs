@@ -206,6 +206,25 @@ pub(crate) fn new_id() -> String {
     format!("lattice-{:016x}", rand::random::<u64>())
 }
 
+/// `message` as a Matrix user's message leaves for XMPP: with `body` (refused when longer than the section allows), a
+/// new ID that is also its XEP-0359 origin-id, and `payloads`. The caller sets who it is from. Returns it and its ID.
+pub(crate) fn outgoing(
+    section: &XmppSection,
+    mut message: Message,
+    body: Option<String>,
+    payloads: Vec<Element>,
+) -> ConnectorResult<(Message, String)> {
+    if let Some(body) = body {
+        section.check_message_size(&body)?;
+        message = message.with_body(Lang::new(), body);
+    }
+    let id = new_id();
+    message.id = Some(Id(id.clone()));
+    message.payloads.push(crate::xep::ids::origin_id(&id).into());
+    message.payloads.extend(payloads);
+    Ok((message, id))
+}
+
 fn error_text(error: &StanzaError) -> String {
     let condition = format!("{:?}", error.defined_condition);
     match error.texts.values().next() {
@@ -523,19 +542,10 @@ impl Gateway {
         body: Option<String>,
         payloads: Vec<Element>,
     ) -> ConnectorResult<String> {
-        if let Some(body) = &body {
-            self.section.check_message_size(body)?;
-        }
+        let groupchat = Message::groupchat(Some(Jid::from(room.clone())));
+        let (mut message, id) = outgoing(&self.section, groupchat, body, payloads)?;
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
-        let id = new_id();
-        let mut message = Message::groupchat(Some(Jid::from(room.clone())));
-        if let Some(body) = body {
-            message = message.with_body(Lang::new(), body);
-        }
         message.from = Some(occupant.into());
-        message.id = Some(Id(id.clone()));
-        message.payloads.push(crate::xep::ids::origin_id(&id).into());
-        message.payloads.extend(payloads);
         let Some(stanza_id) = self.send_awaiting_reflection(room, user_id, message, &id).await? else { return Ok(id) };
         self.bridge.store().alias_remote(&portal.remote_key, &id, &stanza_id).await?;
         Ok(stanza_id)

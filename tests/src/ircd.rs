@@ -4,6 +4,7 @@
 
 use std::{
     collections::VecDeque,
+    path::Path,
     process::Command,
     sync::Arc,
     time::{Duration, Instant},
@@ -83,45 +84,17 @@ impl Ircd {
         make_world_writable(dir.path())?;
         let (port, link_port, tls_port) = (free_port(), free_port(), free_port());
         // A leaf server may link later (see [`Ircd::start_leaf`]); the hub only has to know it.
-        let links = format!(
-            r#"<bind address="127.0.0.1" port="{link_port}" type="servers">
-<link name="services.localhost" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
-  sendpass="{LINK_PASSWORD}" recvpass="{LINK_PASSWORD}">
-<link name="{LEAF_NAME}" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
+        let leaf = format!(
+            r#"<link name="{LEAF_NAME}" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
   sendpass="{LINK_PASSWORD}" recvpass="{LINK_PASSWORD}">
 {extra}
 "#
         );
-        let config = inspircd_config(&dir, HUB_NAME, "001", port, &links)?;
+        write_motd(dir.path())?;
+        let config = inspircd_hub_config(dir.path(), port, link_port, LINK_PASSWORD, &leaf);
         let config = format!("{config}{}", tls_listener(&dir, tls_port)?);
         std::fs::write(dir.join("inspircd.conf"), config).context("writing inspircd.conf")?;
-        let services = format!(
-            r#"loadmodule "modules/protocol/inspircd";
-loadmodule "modules/backend/opensex";
-loadmodule "modules/crypto/pbkdf2v2";
-loadmodule "modules/nickserv/main";
-loadmodule "modules/nickserv/register";
-loadmodule "modules/nickserv/identify";
-loadmodule "modules/nickserv/help";
-loadmodule "modules/saslserv/main";
-loadmodule "modules/saslserv/plain";
-loadmodule "modules/saslserv/external";
-loadmodule "modules/nickserv/cert";
-serverinfo {{
-  name = "services.localhost"; desc = "Lattice test services"; numeric = "00A"; recontime = 1;
-  netname = "Lattice"; hidehostsuffix = "users.localhost"; adminname = "Lattice";
-  adminemail = "admin@example.com"; registeremail = "noreply@example.com"; auth = none;
-  casemapping = rfc1459; loglevel = {{ error; info; }}; maxcertfp = 5; maxlogins = 5; maxusers = 50;
-  mdlimit = 30; emaillimit = 1000; emailtime = 300;
-}};
-uplink "irc.localhost" {{
-  host = "127.0.0.1"; port = {link_port}; send_password = "{LINK_PASSWORD}"; receive_password = "{LINK_PASSWORD}";
-}};
-nickserv {{ nick = "NickServ"; user = "NickServ"; host = "services.localhost"; real = "Nickname Services"; }};
-saslserv {{ nick = "SaslServ"; user = "SaslServ"; host = "services.localhost"; real = "SASL Agent"; }};
-general {{ commit_interval = 5; }};
-"#
-        );
+        let services = atheme_config(link_port, LINK_PASSWORD);
         std::fs::write(dir.join("atheme.conf"), services).context("writing atheme.conf")?;
         let mut ircd = Self { services: None, process: None, dir, port, kind: Kind::Inspircd { link_port, tls_port } };
         if let Err(error) = ircd.start().await {
@@ -148,7 +121,8 @@ general {{ commit_interval = 5; }};
 <autoconnect period="1" server="{HUB_NAME}">
 "#
         );
-        let config = inspircd_config(&dir, LEAF_NAME, "002", port, &links)?;
+        write_motd(dir.path())?;
+        let config = inspircd_config(dir.path(), LEAF_NAME, "002", port, &links);
         // Linked servers load the same modules, and InspIRCd's TLS module wants a profile to serve.
         let config = format!("{config}{}", tls_listener(&dir, free_port())?);
         std::fs::write(dir.join("inspircd.conf"), config).context("writing the leaf's inspircd.conf")?;
@@ -291,18 +265,65 @@ const INSPIRCD_MODULES: &[&str] = &[
     "services_account",
     "sasl",
     "spanningtree",
-    "ssl_gnutls",
-    "sslinfo",
 ];
 
+fn write_motd(dir: &Path) -> anyhow::Result<()> {
+    std::fs::write(dir.join("motd.txt"), "Lattice test\n").context("writing the InspIRCd motd")
+}
+
+/// The config of the InspIRCd hub `irc.localhost` taking clients on `port`, linked to atheme services
+/// (`services.localhost`, see [`atheme_config`]) on `link_port` with `password`, with `extra` appended; it writes its
+/// pid and log into `dir` and reads `motd.txt` there. The tests and `scripts/demo.sh` (through
+/// `lattice-server-config`) run this one config.
+pub fn inspircd_hub_config(dir: &Path, port: u16, link_port: u16, password: &str, extra: &str) -> String {
+    let links = format!(
+        r#"<bind address="127.0.0.1" port="{link_port}" type="servers">
+<link name="services.localhost" ipaddr="127.0.0.1" port="{link_port}" allowmask="127.0.0.0/8"
+  sendpass="{password}" recvpass="{password}">
+{extra}"#
+    );
+    inspircd_config(dir, HUB_NAME, "001", port, &links)
+}
+
+/// The config of atheme services (NickServ, SaslServ with PLAIN and EXTERNAL, CertFP) linking to the InspIRCd hub
+/// of [`inspircd_hub_config`] on `link_port` with `password`.
+pub fn atheme_config(link_port: u16, password: &str) -> String {
+    format!(
+        r#"loadmodule "modules/protocol/inspircd";
+loadmodule "modules/backend/opensex";
+loadmodule "modules/crypto/pbkdf2v2";
+loadmodule "modules/nickserv/main";
+loadmodule "modules/nickserv/register";
+loadmodule "modules/nickserv/identify";
+loadmodule "modules/nickserv/help";
+loadmodule "modules/saslserv/main";
+loadmodule "modules/saslserv/plain";
+loadmodule "modules/saslserv/external";
+loadmodule "modules/nickserv/cert";
+serverinfo {{
+  name = "services.localhost"; desc = "Lattice services"; numeric = "00A"; recontime = 1;
+  netname = "Lattice"; hidehostsuffix = "users.localhost"; adminname = "Lattice";
+  adminemail = "admin@example.com"; registeremail = "noreply@example.com"; auth = none;
+  casemapping = rfc1459; loglevel = {{ error; info; }}; maxcertfp = 5; maxlogins = 5; maxusers = 50;
+  mdlimit = 30; emaillimit = 1000; emailtime = 300;
+}};
+uplink "{HUB_NAME}" {{
+  host = "127.0.0.1"; port = {link_port}; send_password = "{password}"; receive_password = "{password}";
+}};
+nickserv {{ nick = "NickServ"; user = "NickServ"; host = "services.localhost"; real = "Nickname Services"; }};
+saslserv {{ nick = "SaslServ"; user = "SaslServ"; host = "services.localhost"; real = "SASL Agent"; }};
+general {{ commit_interval = 5; }};
+"#
+    )
+}
+
 /// An InspIRCd config for server `name` (`id` its SID) taking clients on `port`, with `links` (server binds, link
-/// blocks) appended, writing its pid, log and motd into `dir`.
-fn inspircd_config(dir: &StateDir, name: &str, id: &str, port: u16, links: &str) -> anyhow::Result<String> {
+/// blocks) appended, writing its pid and log into `dir` and reading `motd.txt` there.
+fn inspircd_config(dir: &Path, name: &str, id: &str, port: u16, links: &str) -> String {
     let path = |file: &str| dir.join(file).display().to_string();
-    std::fs::write(dir.join("motd.txt"), "Lattice test\n").context("writing the InspIRCd motd")?;
     let modules: String = INSPIRCD_MODULES.iter().map(|name| format!("<module name=\"{name}\">\n")).collect();
-    Ok(format!(
-        r#"<server name="{name}" description="Lattice test server" id="{id}" network="Lattice">
+    format!(
+        r#"<server name="{name}" description="Lattice IRC server" id="{id}" network="Lattice">
 <admin name="Lattice" nick="admin" email="admin@example.com">
 <bind address="127.0.0.1" port="{port}" type="clients">
 <connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="1048576" softsendq="1048576"
@@ -323,7 +344,7 @@ fn inspircd_config(dir: &StateDir, name: &str, id: &str, port: u16, links: &str)
         pid = path("inspircd.pid"),
         log = path("inspircd-server.log"),
         motd = path("motd.txt"),
-    ))
+    )
 }
 
 /// A second InspIRCd linked to the hub of an [`Ircd`] (see [`Ircd::start_leaf`]); stopped when dropped.
@@ -429,7 +450,9 @@ fn tls_listener(dir: &StateDir, port: u16) -> anyhow::Result<String> {
         anyhow::ensure!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(format!(
-        r#"<sslprofile name="tls" provider="gnutls" certfile="{cert}" keyfile="{key}" requestclientcert="yes"
+        r#"<module name="ssl_gnutls">
+<module name="sslinfo">
+<sslprofile name="tls" provider="gnutls" certfile="{cert}" keyfile="{key}" requestclientcert="yes"
   hash="sha256">
 <bind address="127.0.0.1" port="{port}" type="clients" sslprofile="tls">
 "#,
@@ -439,7 +462,7 @@ fn tls_listener(dir: &StateDir, port: u16) -> anyhow::Result<String> {
 }
 
 /// Lets every user create files in `dir` (atheme runs as nobody in a root-owned test folder).
-fn make_world_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+fn make_world_writable(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
         .with_context(|| format!("opening {} to the services' user", dir.display()))

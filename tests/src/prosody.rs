@@ -6,7 +6,7 @@
 
 use std::{
     net::TcpStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -19,6 +19,46 @@ use crate::{ServerProcess, StateDir, free_port};
 const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Lines of Prosody's log quoted in an error.
 const LOG_TAIL_LINES: usize = 40;
+
+/// The config of a Prosody on 127.0.0.1 serving `localhost` (clients on `c2s_port`), with MUCs at
+/// `conference.localhost` and the external component `component` on `component_port` with `secret`; its pid, data and
+/// (empty) certs folder are in `dir`. The tests and `scripts/demo.sh` (through `lattice-server-config`) run this one
+/// config.
+pub fn prosody_config(dir: &Path, c2s_port: u16, component_port: u16, component: &str, secret: &str) -> String {
+    format!(
+        r#"-- Written by lattice-e2e.
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+certificates = "{dir}/certs"
+log = {{ {{ levels = {{ min = "info" }}, to = "console" }} }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+c2s_direct_tls_ports = {{ }}
+component_interfaces = {{ "127.0.0.1" }}
+component_ports = {{ {component_port} }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix"; "admin_shell"; "vcard" }}
+modules_disabled = {{ "s2s" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+
+VirtualHost "localhost"
+
+Component "conference.localhost" "muc"
+    muc_room_locking = false
+    muc_room_default_public = true
+    -- XEP-0313 archives (kept in memory while Prosody runs): stanza-ids on messages and MAM queries.
+    modules_enabled = {{ "muc_mam" }}
+    muc_log_by_default = true
+    storage = {{ muc_log = "memory" }}
+
+Component "{component}"
+    component_secret = "{secret}"
+"#,
+        dir = dir.display(),
+    )
+}
 
 /// A Prosody on 127.0.0.1 serving `localhost`, with MUCs at `conference.localhost` and an external component.
 /// Stopped when dropped; its folder is removed then too, unless `LATTICE_KEEP_TEST_STATE` is set.
@@ -44,39 +84,7 @@ impl Prosody {
         std::fs::create_dir_all(dir.join("data")).context("creating Prosody's data folder")?;
         // An empty certs folder next to the config keeps Prosody from looking for certificates elsewhere.
         std::fs::create_dir_all(dir.join("certs")).context("creating Prosody's certs folder")?;
-        let config = format!(
-            r#"-- Written by lattice-e2e for one test.
-run_as_root = true
-pidfile = "{dir}/prosody.pid"
-data_path = "{dir}/data"
-certificates = "{dir}/certs"
-log = {{ {{ levels = {{ min = "info" }}, to = "console" }} }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {c2s_port} }}
-c2s_direct_tls_ports = {{ }}
-component_interfaces = {{ "127.0.0.1" }}
-component_ports = {{ {component_port} }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix"; "admin_shell"; "vcard" }}
-modules_disabled = {{ "s2s" }}
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
-
-VirtualHost "localhost"
-
-Component "conference.localhost" "muc"
-    muc_room_locking = false
-    muc_room_default_public = true
-    -- XEP-0313 archives (kept in memory for the test's lifetime): stanza-ids on messages and MAM queries.
-    modules_enabled = {{ "muc_mam" }}
-    muc_log_by_default = true
-    storage = {{ muc_log = "memory" }}
-
-Component "{component}"
-    component_secret = "{component_secret}"
-"#,
-            dir = dir.path().display(),
-        );
+        let config = prosody_config(dir.path(), c2s_port, component_port, component, &component_secret);
         std::fs::write(dir.join("prosody.cfg.lua"), config).context("writing prosody.cfg.lua")?;
         let mut prosody =
             Self { process: None, dir, c2s_port, component_port, component: component.into(), component_secret };
