@@ -4,7 +4,7 @@
 # Installs the real servers the end-to-end tests and the demo run against, idempotently:
 #   synapse   matrix-synapse $SYNAPSE_VERSION from PyPI in a venv at $LATTICE_CACHE/synapse-venv
 #   postgres  Debian's postgresql-15
-#   ircd      Debian's ngircd, inspircd and atheme-services
+#   ircd      Debian's ngircd, inspircd and atheme-services (and openssl, which makes the test TLS certificates)
 #   prosody   Debian's prosody
 # Does nothing for what is already there (dpkg -s; the venv imports synapse at the pinned
 # version), and runs `apt-get update` once, only when a Debian package is missing.
@@ -25,11 +25,11 @@ for what in "$@"; do
     case $what in
     synapse) want_synapse=true ;;
     postgres) debs+=(postgresql-15) ;;
-    ircd) debs+=(ngircd inspircd atheme-services) ;;
+    ircd) debs+=(ngircd inspircd atheme-services openssl) ;;
     prosody) debs+=(prosody) ;;
     all)
         want_synapse=true
-        debs+=(postgresql-15 ngircd inspircd atheme-services prosody)
+        debs+=(postgresql-15 ngircd inspircd atheme-services openssl prosody)
         ;;
     -h | --help) usage ;;
     *)
