@@ -4,7 +4,7 @@
 # Installs the real servers the end-to-end tests and the demo run against, idempotently:
 #   synapse   matrix-synapse $SYNAPSE_VERSION from PyPI in a venv at $LATTICE_CACHE/synapse-venv
 #   postgres  Debian's postgresql-15
-#   ircd      Debian's ngircd, inspircd and atheme-services
+#   ircd      Debian's ngircd, inspircd and atheme-services (and openssl, which makes the test TLS certificates)
 #   prosody   Debian's prosody
 #   heisenbridge  heisenbridge $HEISENBRIDGE_VERSION from PyPI in a venv at $LATTICE_CACHE/heisenbridge-venv
 #             (a peer IRC bridge the benchmarks measure beside Lattice; not part of `all`)
@@ -28,12 +28,12 @@ for what in "$@"; do
     case $what in
     synapse) want_synapse=true ;;
     postgres) debs+=(postgresql-15) ;;
-    ircd) debs+=(ngircd inspircd atheme-services) ;;
+    ircd) debs+=(ngircd inspircd atheme-services openssl) ;;
     prosody) debs+=(prosody) ;;
     heisenbridge) want_heisenbridge=true ;;
     all)
         want_synapse=true
-        debs+=(postgresql-15 ngircd inspircd atheme-services prosody)
+        debs+=(postgresql-15 ngircd inspircd atheme-services openssl prosody)
         ;;
     -h | --help) usage ;;
     *)
