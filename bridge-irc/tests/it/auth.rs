@@ -134,3 +134,29 @@ async fn a_certificate_made_by_certfp_logs_in_with_sasl_external() -> anyhow::Re
     assert!(certfp.contains(&fingerprint), "{certfp}");
     Ok(())
 }
+
+/// A password stored before the user's first IRC connection logs the new puppet in under its nick: the account name
+/// is the nick the puppet starts with, not a form of the Matrix ID.
+#[tokio::test]
+async fn a_password_stored_before_the_first_connection_logs_in_under_the_nick() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::Sasl).await?;
+    let owner = IrcTestClient::connect(fixture.ircd.port(), "alice").await?;
+    owner.register_account("s3cret-pass", "alice@example.com").await?;
+    owner.send("QUIT :done").await?;
+    owner.wait_for(WAIT, |line| line.starts_with("ERROR")).await?;
+    let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
+    bob.join("#early").await?;
+
+    let alice = fixture.user("alice").await?;
+    let admin = admin_room(&alice).await?;
+    let answer = command(&alice, &admin, "storepass s3cret-pass").await?;
+    assert!(answer.starts_with("Password stored"), "{answer}");
+    let portal = alice.join(&alias("#early")).await?;
+    alice.send_text(&portal, "first words, logged in").await?;
+    bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.ends_with("PRIVMSG #early :first words, logged in"))
+        .await?;
+    bob.send("WHOIS alice").await?;
+    let account = bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("330")).await?;
+    assert!(account.contains(" alice alice :"), "{account}");
+    Ok(())
+}
