@@ -581,6 +581,21 @@ impl IrcTestClient {
         Ok(())
     }
 
+    /// Quits and waits for the server to close the connection (its `ERROR` line).
+    pub async fn quit(&self, reason: &str) -> anyhow::Result<()> {
+        self.send(&format!("QUIT :{reason}")).await?;
+        self.wait_for(Duration::from_secs(30), |line| line.starts_with("ERROR")).await?;
+        Ok(())
+    }
+
+    /// Asks `WHOIS nick` and waits for the line saying which account `nick` is logged in to (`330`).
+    pub async fn whois_account(&self, nick: &str) -> anyhow::Result<String> {
+        self.send(&format!("WHOIS {nick}")).await?;
+        self.wait_for(Duration::from_secs(30), |line| command_of(line) == Some("330"))
+            .await
+            .with_context(|| format!("waiting for the account {nick} is logged in to"))
+    }
+
     /// Every line received and not taken yet.
     pub fn pending(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().cloned().collect()

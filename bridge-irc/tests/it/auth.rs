@@ -61,8 +61,7 @@ async fn storepass_then_reconnect_logs_in(auth: AuthMethod) -> anyhow::Result<()
     // The account exists before the bridge hears of it, registered as anyone would.
     let owner = IrcTestClient::connect(fixture.ircd.port(), "alice").await?;
     owner.register_account("s3cret-pass", "alice@example.com").await?;
-    owner.send("QUIT :done").await?;
-    owner.wait_for(WAIT, |line| line.starts_with("ERROR")).await?;
+    owner.quit("done").await?;
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
     bob.join("#auth").await?;
 
@@ -86,8 +85,7 @@ async fn storepass_then_reconnect_logs_in(auth: AuthMethod) -> anyhow::Result<()
     bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" QUIT ")).await?;
     bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.contains(" JOIN ")).await?;
     let account = if auth == AuthMethod::Sasl {
-        bob.send("WHOIS alice").await?;
-        bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("330")).await?
+        bob.whois_account("alice").await?
     } else {
         wait_until_logged_in(&bob, "alice").await?
     };
@@ -116,8 +114,7 @@ async fn a_certificate_made_by_certfp_logs_in_with_sasl_external() -> anyhow::Re
         .wait_for(WAIT, |line| line.starts_with(":NickServ!") && line.to_lowercase().contains(&fingerprint))
         .await
         .context("waiting for NickServ to add the fingerprint")?;
-    owner.send("QUIT :done").await?;
-    owner.wait_for(WAIT, |line| line.starts_with("ERROR")).await?;
+    owner.quit("done").await?;
 
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
     bob.join("#certfp").await?;
@@ -127,8 +124,7 @@ async fn a_certificate_made_by_certfp_logs_in_with_sasl_external() -> anyhow::Re
         line.starts_with(":alice!") && line.ends_with("PRIVMSG #certfp :logged in by certificate")
     })
     .await?;
-    bob.send("WHOIS alice").await?;
-    let account = bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("330")).await?;
+    let account = bob.whois_account("alice").await?;
     assert!(account.contains(" alice alice :"), "{account}");
     let certfp = bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("276")).await?;
     assert!(certfp.contains(&fingerprint), "{certfp}");
@@ -142,8 +138,7 @@ async fn a_password_stored_before_the_first_connection_logs_in_under_the_nick() 
     let fixture = Fixture::inspircd(AuthMethod::Sasl).await?;
     let owner = IrcTestClient::connect(fixture.ircd.port(), "alice").await?;
     owner.register_account("s3cret-pass", "alice@example.com").await?;
-    owner.send("QUIT :done").await?;
-    owner.wait_for(WAIT, |line| line.starts_with("ERROR")).await?;
+    owner.quit("done").await?;
     let bob = IrcTestClient::connect(fixture.ircd.port(), "bob").await?;
     bob.join("#early").await?;
 
@@ -155,8 +150,7 @@ async fn a_password_stored_before_the_first_connection_logs_in_under_the_nick() 
     alice.send_text(&portal, "first words, logged in").await?;
     bob.wait_for(WAIT, |line| line.starts_with(":alice!") && line.ends_with("PRIVMSG #early :first words, logged in"))
         .await?;
-    bob.send("WHOIS alice").await?;
-    let account = bob.wait_for(WAIT, |line| line.split(' ').nth(1) == Some("330")).await?;
+    let account = bob.whois_account("alice").await?;
     assert!(account.contains(" alice alice :"), "{account}");
     Ok(())
 }
