@@ -296,10 +296,9 @@ impl XmppClient {
     /// Fetches the roster, as clients do after login: only then does the server pass subscription answers and
     /// roster pushes on to this session (RFC 6121 §2.1.6 "interested resources").
     pub async fn request_roster(&mut self) -> anyhow::Result<Element> {
-        let id = format!("roster-{:016x}", rand::random::<u64>());
-        self.send_raw(&format!("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>")).await?;
-        self.wait_for(Duration::from_secs(30), |stanza| stanza.name() == "iq" && stanza.attr("id") == Some(id.as_str()))
-            .await
+        // Addressed to the account's own bare JID, which RFC 6121 §2.1.3 treats as no `to` at all.
+        let account = self.jid.split('/').next().unwrap_or_default().to_owned();
+        self.iq("get", &account, "<query xmlns='jabber:iq:roster'/>").await
     }
 
     /// Waits for a presence from `from` (a full or bare JID, compared exactly) whose type `predicate` holds for
