@@ -27,7 +27,9 @@ pub(crate) async fn handle<C: Connector>(runtime: &Runtime<C>, event: &MatrixEve
         }
         MatrixEventKind::Message(message) if !handle.is_bridge_user(sender) => {
             let store = handle.store();
-            let in_admin_room = store.admin_room_owner(&event.room_id).await?.as_deref() == Some(sender);
+            // A portal is never an admin room, and its (cached) lookup spares the common case a query.
+            let in_admin_room = store.portal_by_room(&event.room_id).await?.is_none()
+                && store.admin_room_owner(&event.room_id).await?.as_deref() == Some(sender);
             let body = crate::formatting::render_plain(&message.text);
             let prefix = handle.core().info.command_prefix;
             let Some(line) = commands::command_line(&body, prefix, in_admin_room) else { return Ok(false) };

@@ -4,6 +4,11 @@
 //! Workers are started on demand by [`Dispatcher::notify`] and end after a quiet spell. At most one worker runs per
 //! key: a worker only leaves the map when no notification arrived since its last look at the queue, and that check
 //! and the notifier's mark happen under the same map shard lock.
+//!
+//! A worker does not wait for each handled item's removal to be committed: it hands the removal to the store's
+//! group commit and reads on after the item's sequence number, so a room's events cost one store read per batch
+//! rather than a write round trip each. Before it ends, a worker waits for its removals to land, so the next worker
+//! for the key (which reads from the start) never sees them again.
 
 use std::{
     future::Future,
@@ -137,12 +142,14 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
 async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<Worker>) {
     let mut shutdown = inner.shutdown.clone();
     let label = inner.queue.kind().label();
+    // The last item this worker settled; later reads start after it.
+    let mut cursor = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
         worker.dirty.store(false, Ordering::SeqCst);
-        let batch = match inner.queue.peek(&key, BATCH).await {
+        let batch = match inner.queue.peek_after(&key, cursor, BATCH).await {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(queue = label, %key, %error, "cannot read the queue; retrying");
@@ -158,6 +165,10 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
                 _ = tokio::time::sleep(IDLE) => {}
                 _ = shutdown.changed() => return,
             }
+            if let Err(error) = inner.queue.settle().await {
+                tracing::warn!(queue = label, %key, %error, "handled items are not yet marked done; staying on");
+                continue;
+            }
             let ended = inner
                 .workers
                 .remove_if(&key, |_, current| Arc::ptr_eq(current, &worker) && !current.dirty.load(Ordering::SeqCst));
@@ -170,6 +181,7 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
             if !handle_until_settled(&inner, &item, &mut shutdown).await {
                 return;
             }
+            cursor = item.seq;
         }
     }
 }
@@ -208,13 +220,8 @@ async fn handle_until_settled<H: Handler>(
         }
     };
     if result == "handled" {
-        // Only the bookkeeping is retried here: the handler's work is done and must not run twice.
-        while let Err(error) = inner.queue.complete(item.seq).await {
-            tracing::warn!(queue = label, seq = item.seq, %error, "cannot mark a queued item done");
-            if pause(shutdown, Duration::from_secs(1)).await {
-                return false;
-            }
-        }
+        // The group commit retries the removal until it lands; the handler's work is done and must not run twice.
+        inner.queue.complete(item.seq);
     }
     inner.metrics.events.with_label_values(&[label, result]).inc();
     inner.metrics.queue_depth.with_label_values(&[label]).dec();

@@ -416,10 +416,25 @@ impl Throttle {
         Self { tokens: burst, burst, rate: config.lines_per_second.max(0.01), last: tokio::time::Instant::now() }
     }
 
-    async fn take(&mut self) {
+    /// Refills the bucket for the time since the last look.
+    fn refill(&mut self) {
         let now = tokio::time::Instant::now();
         self.tokens = (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
+    }
+
+    /// Takes a token if one is there now.
+    fn try_take(&mut self) -> bool {
+        self.refill();
+        let available = self.tokens >= 1.0;
+        if available {
+            self.tokens -= 1.0;
+        }
+        available
+    }
+
+    async fn take(&mut self) {
+        self.refill();
         if self.tokens < 1.0 {
             let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
             tokio::time::sleep(wait).await;
@@ -448,8 +463,41 @@ async fn write_lines(
         };
         let Some(line) = line else { return Ok(()) };
         tracing::trace!(?line, "→ IRC");
-        writer.write_all(line.as_bytes()).await?;
+        let Some(next) = waiting_line(&mut urgent, &mut normal, &mut throttle) else {
+            writer.write_all(line.as_bytes()).await?;
+            continue;
+        };
+        // Lines already waiting go out in one write (a backlog would otherwise cost a system call per line); the
+        // buffer lives only as long as the backlog, so an idle connection holds none.
+        let mut buffer = Vec::with_capacity(WRITE_CHUNK);
+        buffer.extend_from_slice(line.as_bytes());
+        buffer.extend_from_slice(next.as_bytes());
+        while buffer.len() < WRITE_CHUNK
+            && let Some(line) = waiting_line(&mut urgent, &mut normal, &mut throttle)
+        {
+            tracing::trace!(?line, "→ IRC");
+            buffer.extend_from_slice(line.as_bytes());
+        }
+        writer.write_all(&buffer).await?;
     }
+}
+
+/// Bytes gathered into one write at most.
+const WRITE_CHUNK: usize = 16 * 1024;
+
+/// A line that can go out now without waiting: an urgent one, or a normal one the flood bucket has a token for.
+fn waiting_line(
+    urgent: &mut mpsc::Receiver<Line>,
+    normal: &mut mpsc::Receiver<Line>,
+    throttle: &mut Throttle,
+) -> Option<Line> {
+    if let Ok(line) = urgent.try_recv() {
+        return Some(line);
+    }
+    if normal.is_empty() || !throttle.try_take() {
+        return None;
+    }
+    normal.try_recv().ok()
 }
 
 /// Registration progress of one connection attempt.

@@ -563,16 +563,14 @@ impl Network {
     }
 
     /// Records the msgid a delivered Matrix message got on IRC, so IRC replies and reactions can name it.
-    async fn record_echo(&self, sent: Sent, own_nick: &str, msgid: &str) {
+    fn record_echo(&self, sent: Sent, own_nick: &str, msgid: &str) {
         let mapping = MessageMapping {
             event_id: sent.event_id,
             room_id: sent.room_id,
             portal_key: sent.portal_key,
             remote_id: format!("{own_nick}/{msgid}"),
         };
-        if let Err(error) = self.bridge.store().map_message(&mapping).await {
-            tracing::warn!(network = %self.id, %error, "cannot record an echoed message's msgid");
-        }
+        self.bridge.store().map_message(&mapping);
     }
 
     /// What the bridge knows about the IRC person using `nick`, for `whois`.
@@ -885,7 +883,7 @@ impl Network {
                     false => None,
                 };
                 if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
-                    self.record_echo(sent, own_nick, msgid).await;
+                    self.record_echo(sent, own_nick, msgid);
                 }
                 return;
             }
@@ -893,7 +891,7 @@ impl Network {
             Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if from_self => {
                 let sent = lock(&self.echoes).echoed(matrix_user, label, target, text);
                 if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
-                    self.record_echo(sent, own_nick, msgid).await;
+                    self.record_echo(sent, own_nick, msgid);
                 }
                 return;
             }
@@ -1248,15 +1246,12 @@ impl Network {
                 }
                 self.touch(sender, Some(&event.room_id));
                 if let (Some(event_id), Some(nick)) = (&event.event_id, puppet.nick()) {
-                    self.bridge
-                        .store()
-                        .map_message(&MessageMapping {
-                            event_id: event_id.clone(),
-                            room_id: portal.room_id.clone(),
-                            portal_key: portal.remote_key.clone(),
-                            remote_id: format!("{nick}/{event_id}"),
-                        })
-                        .await?;
+                    self.bridge.store().map_message(&MessageMapping {
+                        event_id: event_id.clone(),
+                        room_id: portal.room_id.clone(),
+                        portal_key: portal.remote_key.clone(),
+                        remote_id: format!("{nick}/{event_id}"),
+                    });
                 }
                 Ok(())
             }

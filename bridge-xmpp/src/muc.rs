@@ -1015,15 +1015,12 @@ impl Gateway {
 
     /// Records which XMPP message a Matrix event became, for corrections.
     pub async fn map_sent(&self, portal: &Portal, event_id: &str, stanza_id: String) -> ConnectorResult<()> {
-        self.bridge
-            .store()
-            .map_message(&MessageMapping {
-                event_id: event_id.to_owned(),
-                room_id: portal.room_id.clone(),
-                portal_key: portal.remote_key.clone(),
-                remote_id: stanza_id,
-            })
-            .await?;
+        self.bridge.store().map_message(&MessageMapping {
+            event_id: event_id.to_owned(),
+            room_id: portal.room_id.clone(),
+            portal_key: portal.remote_key.clone(),
+            remote_id: stanza_id,
+        });
         Ok(())
     }
 }

@@ -60,18 +60,25 @@ impl Store {
         .bind(now_ms())
         .execute(self.pool())
         .await?;
+        // The row itself, and any other user's row the remote ID moved away from.
+        self.caches
+            .ghosts_by_user
+            .invalidate(|user_id, known| user_id == ghost.user_id || known.remote_id == ghost.remote_id);
         Ok(())
     }
 
     /// The ghost with this Matrix user ID.
     pub async fn ghost_by_user(&self, user_id: &str) -> Result<Option<Ghost>> {
-        sqlx::query(select_ghosts!("WHERE user_id = $1"))
-            .bind(user_id)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row)
-            .transpose()
+        let load = async {
+            sqlx::query(select_ghosts!("WHERE user_id = $1"))
+                .bind(user_id)
+                .fetch_optional(self.pool())
+                .await?
+                .as_ref()
+                .map(from_row)
+                .transpose()
+        };
+        self.caches.ghosts_by_user.get_or_load(user_id, load).await
     }
 
     /// The ghost standing for this remote person.

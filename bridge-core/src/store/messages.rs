@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Store, now_ms};
+use super::{Result, Store, group::Operation, now_ms};
 
 /// One Matrix event ⇄ one remote message. A long Matrix message split into several remote lines maps to several
 /// remote IDs; several remote messages never share one event.
@@ -20,26 +20,16 @@ pub struct MessageMapping {
 }
 
 impl Store {
-    /// Records a mapping; recording the same pair again is a no-op.
-    pub async fn map_message(&self, mapping: &MessageMapping) -> Result<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, remote_id) DO NOTHING",
-        )
-        .bind(mapping.event_id.as_str())
-        .bind(mapping.room_id.as_str())
-        .bind(mapping.portal_key.as_str())
-        .bind(mapping.remote_id.as_str())
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(())
+    /// Records a mapping; recording the same pair again is a no-op. Handed to the group commit without waiting
+    /// (one write per bridged message would otherwise hold up its room); every read of the map sees it.
+    pub fn map_message(&self, mapping: &MessageMapping) {
+        self.defer(Operation::MapMessage { mapping: mapping.clone(), recorded_at: now_ms() });
     }
 
     /// The Matrix event a remote message became; the latest one when the remote ID was used again (a reaction
     /// withdrawn and given again).
     pub async fn event_for_remote(&self, portal_key: &str, remote_id: &str) -> Result<Option<String>> {
+        self.settle().await?;
         Ok(sqlx::query_scalar(
             "SELECT event_id FROM message_map WHERE portal_key = $1 AND remote_id = $2 \
              ORDER BY created_at DESC LIMIT 1",
@@ -53,6 +43,7 @@ impl Store {
     /// The remote ID in a portal that ends with `suffix`, for networks whose own references name a message by
     /// only part of the ID the connector records (the most recent such message if several do).
     pub async fn remote_id_by_suffix(&self, portal_key: &str, suffix: &str) -> Result<Option<String>> {
+        self.settle().await?;
         Ok(sqlx::query_scalar(
             "SELECT remote_id FROM message_map WHERE portal_key = $1 AND length(remote_id) >= length($2) \
              AND substr(remote_id, length(remote_id) - length($2) + 1) = $2 ORDER BY created_at DESC LIMIT 1",
@@ -65,6 +56,7 @@ impl Store {
 
     /// The remote messages a Matrix event became, in the order they were recorded.
     pub async fn remotes_for_event(&self, event_id: &str) -> Result<Vec<MessageMapping>> {
+        self.settle().await?;
         let rows = sqlx::query(
             "SELECT event_id, room_id, portal_key, remote_id FROM message_map WHERE event_id = $1 \
              ORDER BY created_at, remote_id",

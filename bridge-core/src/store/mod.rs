@@ -3,8 +3,10 @@
 //! The store is the truth; in-memory maps elsewhere are caches. One migration set runs at start on either backend
 //! (see [`migrations`]). Queries use `$n` placeholders, which both backends accept through sqlx's `Any` driver.
 
+mod cache;
 mod crypto;
 mod ghosts;
+mod group;
 mod media;
 mod messages;
 mod migrations;
@@ -133,10 +135,18 @@ pub struct Store {
     /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
     /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
-    /// Queue writes waiting to be committed together (see [`Queue::push`]).
-    pending_writes: Arc<std::sync::Mutex<Vec<queue::PendingWrite>>>,
-    /// Taken by the write that commits the pending group, so concurrent writes share one commit on either backend.
-    group_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Small writes committed together (see [`group`]).
+    group: Arc<group::GroupCommit>,
+    /// Rows read on every event's way through.
+    caches: Arc<Caches>,
+}
+
+/// The store's read caches (see [`cache`]).
+#[derive(Debug, Default)]
+struct Caches {
+    portals_by_key: cache::ReadCache<Portal>,
+    portals_by_room: cache::ReadCache<Portal>,
+    ghosts_by_user: cache::ReadCache<Ghost>,
 }
 
 impl Store {
@@ -180,10 +190,11 @@ impl Store {
             backend,
             cipher,
             sqlite_writer: Arc::default(),
-            pending_writes: Arc::default(),
-            group_turn: Arc::default(),
+            group: Arc::default(),
+            caches: Arc::default(),
         };
         migrations::run(&store).await?;
+        tokio::spawn(Self::flush_deferred(Arc::clone(&store.group), store.clone()));
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_wal(store.pool.clone()));
         }
@@ -239,9 +250,14 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every connection; pending queries finish first.
+    /// Commits what was handed over to the group commit, then closes every connection; pending queries finish
+    /// first.
     pub async fn close(&self) {
+        if let Err(error) = self.settle().await {
+            tracing::warn!(%error, "closing the store with writes it could not commit");
+        }
         self.pool.close().await;
+        self.group.wake_flusher();
     }
 }
 

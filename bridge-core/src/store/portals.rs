@@ -58,29 +58,42 @@ impl Store {
         .bind(now_ms())
         .execute(self.pool())
         .await?;
+        self.forget_cached_portals();
         Ok(())
     }
 
     /// The portal for a remote conversation.
     pub async fn portal_by_key(&self, remote_key: &str) -> Result<Option<Portal>> {
-        sqlx::query(select_portals!("WHERE remote_key = $1"))
-            .bind(remote_key)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row)
-            .transpose()
+        let load = async {
+            sqlx::query(select_portals!("WHERE remote_key = $1"))
+                .bind(remote_key)
+                .fetch_optional(self.pool())
+                .await?
+                .as_ref()
+                .map(from_row)
+                .transpose()
+        };
+        self.caches.portals_by_key.get_or_load(remote_key, load).await
     }
 
     /// The portal bridged to a Matrix room.
     pub async fn portal_by_room(&self, room_id: &str) -> Result<Option<Portal>> {
-        sqlx::query(select_portals!("WHERE room_id = $1"))
-            .bind(room_id)
-            .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row)
-            .transpose()
+        let load = async {
+            sqlx::query(select_portals!("WHERE room_id = $1"))
+                .bind(room_id)
+                .fetch_optional(self.pool())
+                .await?
+                .as_ref()
+                .map(from_row)
+                .transpose()
+        };
+        self.caches.portals_by_room.get_or_load(room_id, load).await
+    }
+
+    /// Empties both portal caches: portals change rarely, and a change may move a portal to another room.
+    fn forget_cached_portals(&self) {
+        self.caches.portals_by_key.invalidate(|_, _| true);
+        self.caches.portals_by_room.invalidate(|_, _| true);
     }
 
     /// Every portal, ordered by remote key.
@@ -93,6 +106,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let result =
             sqlx::query("DELETE FROM portals WHERE remote_key = $1").bind(remote_key).execute(self.pool()).await?;
+        self.forget_cached_portals();
         Ok(result.rows_affected() > 0)
     }
 
@@ -104,6 +118,7 @@ impl Store {
             .bind(remote_key)
             .execute(self.pool())
             .await?;
+        self.forget_cached_portals();
         Ok(())
     }
 }

@@ -6,27 +6,8 @@
 //! a crash at any point replays the unfinished tail in order.
 
 use sqlx::{AssertSqlSafe, Connection, Row};
-use tokio::sync::oneshot;
 
-use super::{Error, Result, Store, now_ms};
-
-/// A queue write waiting for the next group commit.
-#[derive(Debug)]
-pub(crate) struct PendingWrite {
-    kind: QueueKind,
-    operation: Operation,
-    /// Gets the new item's sequence number (a push) or the completed one's (a completion).
-    done: oneshot::Sender<Result<i64>>,
-}
-
-/// What a grouped queue write does.
-#[derive(Debug)]
-enum Operation {
-    /// Appends an item; must be flushed to disk before the pusher hears back.
-    Push { key: String, payload: String },
-    /// Removes a handled item; losing it to a power cut only means handing the item over again.
-    Complete { seq: i64 },
-}
+use super::{Result, Store, group::Operation, now_ms};
 
 /// Which of the two queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +21,7 @@ pub enum QueueKind {
 impl QueueKind {
     /// `template` with `{table}` replaced by this queue's table. The table name comes from this closed enum, never
     /// from input, which is what makes the dynamic SQL safe.
-    fn sql(self, template: &str) -> AssertSqlSafe<String> {
+    pub(super) fn sql(self, template: &str) -> AssertSqlSafe<String> {
         AssertSqlSafe(template.replace("{table}", self.table()))
     }
 
@@ -98,7 +79,7 @@ pub struct Queue {
 const INSERT_CHUNK: usize = 200;
 
 /// A multi-row INSERT template for [`QueueKind::sql`].
-fn insert_statement(rows: usize) -> String {
+pub(super) fn insert_statement(rows: usize) -> String {
     let mut sql = String::from("INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES ");
     for row in 0..rows {
         let first = row * 3 + 1;
@@ -121,6 +102,7 @@ impl Store {
     /// When this returns `Persisted`, the events are durable and the transaction may be acknowledged. A transaction
     /// ID seen before returns `AlreadyProcessed` and queues nothing, across restarts too.
     pub async fn persist_transaction(&self, txn_id: &str, events: &[(String, String)]) -> Result<TransactionOutcome> {
+        let _group_turn = self.group.turn().await;
         let _turn = self.write_turn().await;
         let mut connection = self.durable_connection().await?;
         let mut transaction = connection.begin().await?;
@@ -160,60 +142,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Writes a group of queue writes in one transaction, flushed to disk when it holds a push, and tells each
-    /// writer its outcome.
-    async fn commit_group(&self, group: Vec<PendingWrite>) {
-        let durable = group.iter().any(|write| matches!(write.operation, Operation::Push { .. }));
-        let written = async {
-            let _turn = self.write_turn().await;
-            let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
-            let mut transaction = connection.begin().await?;
-            let mut seqs = Vec::with_capacity(group.len());
-            for write in &group {
-                let seq = match &write.operation {
-                    Operation::Push { key, payload } => {
-                        let sql = write.kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
-                        sqlx::query_scalar(sql)
-                            .bind(key.as_str())
-                            .bind(payload.as_str())
-                            .bind(now_ms())
-                            .fetch_one(&mut *transaction)
-                            .await?
-                    }
-                    Operation::Complete { seq } => {
-                        sqlx::query(write.kind.sql("DELETE FROM {table} WHERE seq = $1"))
-                            .bind(*seq)
-                            .execute(&mut *transaction)
-                            .await?;
-                        *seq
-                    }
-                };
-                seqs.push(seq);
-            }
-            transaction.commit().await?;
-            if durable {
-                self.release_durable(connection).await?;
-            }
-            Ok::<_, Error>(seqs)
-        }
-        .await;
-        match written {
-            Ok(seqs) => {
-                for (write, seq) in group.into_iter().zip(seqs) {
-                    let _ = write.done.send(Ok(seq));
-                }
-            }
-            Err(error) => {
-                let (message, transient) = (error.to_string(), error.is_transient());
-                for write in group {
-                    let _ = write.done.send(Err(Error::GroupCommit { message: message.clone(), transient }));
-                }
-            }
-        }
-    }
-}
-
 impl Queue {
     /// Which queue this is.
     pub fn kind(&self) -> QueueKind {
@@ -222,41 +150,20 @@ impl Queue {
 
     /// Appends an item under `key`; returns its sequence number. Durable (flushed to disk) when this returns.
     ///
-    /// Concurrent pushes are committed together: each joins the pending group, and whichever takes the group turn
-    /// first writes the whole group in one transaction, so N connectors pushing at once pay for one flush, not N.
-    /// Pushes from one task keep their order.
+    /// Concurrent pushes are committed together (see [`group`](super::group)), so N connectors pushing at once pay
+    /// for one flush, not N. Pushes from one task keep their order.
     pub async fn push(&self, key: &str, payload: &str) -> Result<i64> {
-        self.grouped(Operation::Push { key: key.to_owned(), payload: payload.to_owned() }).await
+        let operation = Operation::Push { kind: self.kind, key: key.to_owned(), payload: payload.to_owned() };
+        self.store.grouped(operation).await
     }
 
-    /// Joins the pending group with `operation` and waits until a group commit carried it: this call's own, or
-    /// another's that took it along.
-    async fn grouped(&self, operation: Operation) -> Result<i64> {
-        let (done, mut committed) = oneshot::channel();
-        let write = PendingWrite { kind: self.kind, operation, done };
-        self.store.pending_writes.lock().expect("the pending list is never poisoned").push(write);
-        loop {
-            tokio::select! {
-                // Another push's commit took this one along: no turn needed.
-                result = &mut committed => {
-                    return result.unwrap_or_else(|_| {
-                        Err(Error::GroupCommit { message: "the committing push was cancelled".into(), transient: true })
-                    });
-                }
-                _group_turn = self.store.group_turn.lock() => {
-                    let group = std::mem::take(&mut *self.store.pending_writes.lock().expect("never poisoned"));
-                    if !group.is_empty() {
-                        self.store.commit_group(group).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// The oldest `limit` items under `key`, in order.
-    pub async fn peek(&self, key: &str, limit: i64) -> Result<Vec<QueuedItem>> {
-        let sql = self.kind.sql("SELECT seq, queue_key, payload, attempts, enqueued_at FROM {table} WHERE queue_key = $1 ORDER BY seq LIMIT $2");
-        let rows = sqlx::query(sql).bind(key).bind(limit).fetch_all(self.store.pool()).await?;
+    /// The oldest `limit` items under `key` after sequence number `after` (0: from the start), in order.
+    pub async fn peek_after(&self, key: &str, after: i64, limit: i64) -> Result<Vec<QueuedItem>> {
+        let sql = self.kind.sql(
+            "SELECT seq, queue_key, payload, attempts, enqueued_at FROM {table} WHERE queue_key = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        );
+        let rows = sqlx::query(sql).bind(key).bind(after).bind(limit).fetch_all(self.store.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(QueuedItem {
@@ -270,11 +177,21 @@ impl Queue {
             .collect()
     }
 
-    /// Removes a handled item.
-    ///
-    /// Completions of different keys' workers are committed together like pushes (see [`Queue::push`]).
-    pub async fn complete(&self, seq: i64) -> Result<()> {
-        self.grouped(Operation::Complete { seq }).await.map(drop)
+    /// The oldest `limit` items under `key`, in order.
+    pub async fn peek(&self, key: &str, limit: i64) -> Result<Vec<QueuedItem>> {
+        self.peek_after(key, 0, limit).await
+    }
+
+    /// Removes a handled item, committed with the next group (see [`group`](super::group)). Until then the item
+    /// is still in the table: a worker reads on after it ([`Queue::peek_after`]), and a crash before the commit
+    /// hands it over again, as a crash between handling and removal always could.
+    pub fn complete(&self, seq: i64) {
+        self.store.defer(Operation::Complete { kind: self.kind, seq });
+    }
+
+    /// Waits until the removals made so far are committed.
+    pub async fn settle(&self) -> Result<()> {
+        self.store.settle().await
     }
 
     /// Counts one more failed attempt at an item; returns the new count.

@@ -1,0 +1,247 @@
+//! Group commit: small writes from many tasks share one database transaction.
+//!
+//! A write either waits for the commit that carries it ([`Store::grouped`]: queue pushes, which must be on disk
+//! before the pusher hears back) or is only handed over ([`Store::defer`]: bookkeeping such as marking a queue item
+//! handled or recording a message mapping, which a per-room worker would otherwise wait for once per event). Handed
+//! over writes are committed by a background flusher, in the order they were made; [`Store::settle`] waits until
+//! every write handed over so far is committed, and every read of what they write settles first, so the store never
+//! answers with less than it was told.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use sqlx::Connection;
+use tokio::sync::{Notify, oneshot};
+
+use super::{Error, MessageMapping, QueueKind, Result, Store, now_ms, queue::insert_statement};
+
+/// A write waiting for the next group commit.
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    operation: Operation,
+    /// Gets the write's outcome (a push's new sequence number); `None` for a handed-over write.
+    done: Option<oneshot::Sender<Result<i64>>>,
+}
+
+/// What a grouped write does.
+#[derive(Debug)]
+pub(crate) enum Operation {
+    /// Appends a queue item; the group is flushed to disk before the pusher hears back.
+    Push {
+        /// The queue.
+        kind: QueueKind,
+        /// The ordering key.
+        key: String,
+        /// The item.
+        payload: String,
+    },
+    /// Removes a handled queue item; losing it to a power cut only means handing the item over again.
+    Complete {
+        /// The queue.
+        kind: QueueKind,
+        /// The item's sequence number.
+        seq: i64,
+    },
+    /// Records a Matrix event ⇄ remote message mapping (a second record of the same pair is a no-op).
+    MapMessage {
+        /// The mapping.
+        mapping: MessageMapping,
+        /// When it was handed over, in milliseconds since the Unix epoch: the latest of several mappings of one
+        /// remote ID wins, so the time is the caller's, not the commit's.
+        recorded_at: i64,
+    },
+    /// Writes nothing: committed once every write before it is.
+    Barrier,
+}
+
+/// Writes waiting for a group commit, and the flusher that commits handed-over ones.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    pending: std::sync::Mutex<Vec<PendingWrite>>,
+    /// Taken by whoever commits the pending group, so concurrent writes share one commit on either backend.
+    turn: tokio::sync::Mutex<()>,
+    /// Handed-over writes not yet committed.
+    uncommitted: AtomicUsize,
+    /// Wakes the flusher.
+    flush: Notify,
+}
+
+impl GroupCommit {
+    fn enqueue(&self, write: PendingWrite) {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(write);
+    }
+
+    fn take(&self) -> Vec<PendingWrite> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Puts a group that failed back in front of what arrived meanwhile, so order holds when it is retried.
+    fn put_back(&self, mut group: Vec<PendingWrite>) {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        group.append(&mut pending);
+        *pending = group;
+    }
+
+    /// Wakes the flusher, e.g. to notice that the store closed.
+    pub(crate) fn wake_flusher(&self) {
+        self.flush.notify_one();
+    }
+
+    /// Holds the commit turn; queue inserts outside the group commit take it too, so sequence numbers become
+    /// visible in order on PostgreSQL as well (a per-room worker reads on from the last number it handled).
+    pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+}
+
+impl Store {
+    /// Adds `operation` to the pending group and waits until a group commit carried it: this call's own, or
+    /// another's that took it along.
+    pub(crate) async fn grouped(&self, operation: Operation) -> Result<i64> {
+        let (done, mut committed) = oneshot::channel();
+        self.group.enqueue(PendingWrite { operation, done: Some(done) });
+        loop {
+            tokio::select! {
+                // Another write's commit took this one along: no turn needed.
+                result = &mut committed => {
+                    return result.unwrap_or_else(|_| {
+                        Err(Error::GroupCommit { message: "the committing write was cancelled".into(), transient: true })
+                    });
+                }
+                _turn = self.group.turn() => {
+                    let group = self.group.take();
+                    if !group.is_empty() {
+                        self.commit_group(group).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands `operation` over to be committed soon, without waiting. Reads of what it writes [`settle`] first.
+    ///
+    /// [`settle`]: Store::settle
+    pub(crate) fn defer(&self, operation: Operation) {
+        self.group.uncommitted.fetch_add(1, Ordering::SeqCst);
+        self.group.enqueue(PendingWrite { operation, done: None });
+        self.group.flush.notify_one();
+    }
+
+    /// Waits until every write handed over before this call is committed.
+    pub(crate) async fn settle(&self) -> Result<()> {
+        if self.group.uncommitted.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        self.grouped(Operation::Barrier).await.map(drop)
+    }
+
+    /// Commits handed-over writes in the background until the store closes; a failed group is retried after a
+    /// pause, in order, so nothing handed over is lost while the process lives.
+    pub(crate) async fn flush_deferred(group: Arc<GroupCommit>, store: Store) {
+        loop {
+            group.flush.notified().await;
+            if store.pool().is_closed() {
+                return;
+            }
+            let failed = {
+                let _turn = group.turn().await;
+                let writes = group.take();
+                if writes.is_empty() { false } else { !store.commit_group(writes).await }
+            };
+            if failed {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                group.flush.notify_one();
+            }
+        }
+    }
+
+    /// Writes a group in one transaction, flushed to disk when it holds a push, and tells each waiting writer its
+    /// outcome. A group that fails keeps its handed-over writes for the next try; returns whether it committed.
+    async fn commit_group(&self, group: Vec<PendingWrite>) -> bool {
+        let durable = group.iter().any(|write| matches!(write.operation, Operation::Push { .. }));
+        let written = async {
+            let _turn = self.write_turn().await;
+            let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
+            let mut transaction = connection.begin().await?;
+            let mut outcomes = Vec::with_capacity(group.len());
+            for write in &group {
+                outcomes.push(write.operation.apply(&mut transaction).await?);
+            }
+            transaction.commit().await?;
+            if durable {
+                self.release_durable(connection).await?;
+            }
+            Ok::<_, Error>(outcomes)
+        }
+        .await;
+        match written {
+            Ok(outcomes) => {
+                let handed_over = group.iter().filter(|write| write.done.is_none()).count();
+                for (write, outcome) in group.into_iter().zip(outcomes) {
+                    if let Some(done) = write.done {
+                        let _ = done.send(Ok(outcome));
+                    }
+                }
+                self.group.uncommitted.fetch_sub(handed_over, Ordering::SeqCst);
+                true
+            }
+            Err(error) => {
+                let (message, transient) = (error.to_string(), error.is_transient());
+                tracing::warn!(%message, "a group commit failed");
+                let mut kept = Vec::new();
+                for write in group {
+                    match write.done {
+                        Some(done) => {
+                            let _ = done.send(Err(Error::GroupCommit { message: message.clone(), transient }));
+                        }
+                        None => kept.push(write),
+                    }
+                }
+                if !kept.is_empty() {
+                    self.group.put_back(kept);
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Operation {
+    async fn apply(&self, transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
+        Ok(match self {
+            Self::Push { kind, key, payload } => {
+                let sql = kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
+                sqlx::query_scalar(sql)
+                    .bind(key.as_str())
+                    .bind(payload.as_str())
+                    .bind(now_ms())
+                    .fetch_one(&mut **transaction)
+                    .await?
+            }
+            Self::Complete { kind, seq } => {
+                sqlx::query(kind.sql("DELETE FROM {table} WHERE seq = $1"))
+                    .bind(*seq)
+                    .execute(&mut **transaction)
+                    .await?;
+                *seq
+            }
+            Self::MapMessage { mapping, recorded_at } => {
+                sqlx::query(
+                    "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, remote_id) DO NOTHING",
+                )
+                .bind(mapping.event_id.as_str())
+                .bind(mapping.room_id.as_str())
+                .bind(mapping.portal_key.as_str())
+                .bind(mapping.remote_id.as_str())
+                .bind(*recorded_at)
+                .execute(&mut **transaction)
+                .await?;
+                0
+            }
+            Self::Barrier => 0,
+        })
+    }
+}
