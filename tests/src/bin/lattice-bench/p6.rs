@@ -1,9 +1,9 @@
 //! P6, the XMPP bridge against Prosody (which serves MUCs on one core):
-//! - Matrix → XMPP messages/s: transactions pushed to `lattice-xmpp` (as Synapse sends them) from Matrix users in a
-//!   MUC portal, counted by an XMPP client in the MUC. The limit, in the same run: a raw XEP-0114 component joined
-//!   as an occupant writing the same messages to the same MUC.
-//! - XMPP → Matrix: the bridge's CPU time (utime + stime) per groupchat stanza carried into Matrix, beside
-//!   Synapse's CPU time per event over the same interval.
+//! - Matrix → XMPP messages/s: transactions pushed to `lattice-xmpp` (as Synapse sends them) from 20 Matrix users
+//!   in a MUC portal, counted by an XMPP client in the MUC. The limit, in the same run: a raw XEP-0114 component with
+//!   20 occupants in a MUC of the same size writing the same messages round robin.
+//! - XMPP → Matrix: the bridge's CPU time (utime + stime) per groupchat stanza carried into Matrix (in the small
+//!   MUC), beside Synapse's CPU time per event over the same interval.
 //! - Memory: growth of the bridge's settled `VmRSS` per Matrix user joined to the MUC (an occupant each).
 
 use std::{
@@ -42,21 +42,28 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     );
     let wait = Duration::from_secs(120 + (size.messages + size.users) as u64 / 20);
     let prosody = Prosody::start("bridge.localhost").await?;
-    let room = format!("p6@{}", prosody.muc_domain());
+    // Memory is measured in a big MUC, rates in small ones of the same size for both paths, so each message fans out
+    // to as many occupants on the bridge's path as on the raw one.
+    let big = format!("p6@{}", prosody.muc_domain());
+    let raw_room = format!("p6raw@{}", prosody.muc_domain());
+    let rate_room = format!("p6rate@{}", prosody.muc_domain());
     prosody.register("p6obs", "p6obs").await?;
     let observer = RawXmpp::client(
         prosody.c2s_port(),
         "p6obs",
         "p6obs",
-        XmlTally::new(&[MARKER, &format!("{room}/p6u"), "code='110'"]),
+        XmlTally::new(&[MARKER, &format!("{big}/p6u"), "code='110'", &format!("{rate_room}/p6u")]),
     )
     .await?;
-    observer
-        .send(&format!("<presence to='{room}/observer'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
-        .await?;
-    observer.tally.wait(2, 1, wait, "the observer joining the MUC").await?;
+    for (joined, room) in [&big, &raw_room, &rate_room].into_iter().enumerate() {
+        observer
+            .send(&format!("<presence to='{room}/observer'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
+            .await?;
+        observer.tally.wait(2, joined + 1, wait, "the observer joining the MUCs").await?;
+    }
 
-    // The limit: a raw component occupant writes the same messages, 100 per write.
+    // The limit: a raw component with as many occupants as the bridge's senders writes the same messages, round
+    // robin, 100 per write.
     let raw_secs = {
         let component = RawXmpp::component(
             &prosody.component_address(),
@@ -65,19 +72,23 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
             XmlTally::new(&["code='110'"]),
         )
         .await?;
-        let from = format!("raw@{}/r", prosody.component());
-        component
-            .send(&format!(
-                "<presence from='{from}' to='{room}/rawsender'><x xmlns='http://jabber.org/protocol/muc'>\
-                 <history maxstanzas='0'/></x></presence>"
-            ))
-            .await?;
-        component.tally.wait(0, 1, wait, "the raw component joining the MUC").await?;
+        let from = |sender: usize| format!("raw{sender}@{}/r", prosody.component());
+        for sender in 0..SENDERS {
+            component
+                .send(&format!(
+                    "<presence from='{}' to='{raw_room}/rawsender{sender}'><x xmlns='http://jabber.org/protocol/muc'>\
+                     <history maxstanzas='0'/></x></presence>",
+                    from(sender)
+                ))
+                .await?;
+        }
+        component.tally.wait(0, SENDERS, wait, "the raw component's occupants joining the MUC").await?;
         let started = Instant::now();
         let lines: Vec<String> = (0..size.messages)
             .map(|seq| {
                 format!(
-                    "<message from='{from}' to='{room}' type='groupchat' id='raw{seq}'><body>p6 to xmpp {seq}</body></message>"
+                    "<message from='{}' to='{raw_room}' type='groupchat' id='raw{seq}'><body>p6 to xmpp {seq}</body></message>",
+                    from(seq % SENDERS)
                 )
             })
             .collect();
@@ -95,31 +106,38 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     let bridge = setup.start(synapse.url()).await?;
     let pusher = Pusher::new(&setup.url, &setup.hs_token)?;
     let admin = synapse.register_user("admin", false).await?;
-    let portal = admin.join(&format!("#_xmpp_{room}:localhost")).await.context("joining the MUC portal")?;
+    let portal = admin.join(&format!("#_xmpp_{big}:localhost")).await.context("joining the big MUC's portal")?;
+    let rate_portal =
+        admin.join(&format!("#_xmpp_{rate_room}:localhost")).await.context("joining the small MUC's portal")?;
     let sync = SyncRecorder::start(admin.clone()).await?;
 
     let before = bridge.settled_rss_kib().await?;
     let users = size.users.max(SENDERS);
     let joins = (0..users).map(|i| join_event(&portal, &format!("@p6u{i}:localhost"), &format!("p6u{i}"))).collect();
     pusher.push_all(joins).await?;
-    observer.tally.wait(1, users, wait, "Matrix users joining the MUC").await?;
+    observer.tally.wait(1, users, wait, "Matrix users joining the big MUC").await?;
     let after = bridge.settled_rss_kib().await?;
 
-    let events = (0..size.messages)
-        .map(|seq| message_event(&portal, &format!("@p6u{}:localhost", seq % SENDERS), &format!("p6 to xmpp {seq}")))
-        .collect();
+    let sender = |seq: usize| format!("@p6u{}:localhost", seq % SENDERS);
+    let joins = (0..SENDERS).map(|i| join_event(&rate_portal, &sender(i), &format!("p6u{i}"))).collect();
+    pusher.push_all(joins).await?;
+    observer.tally.wait(3, SENDERS, wait, "the senders joining the small MUC").await?;
+    let events =
+        (0..size.messages).map(|seq| message_event(&rate_portal, &sender(seq), &format!("p6 to xmpp {seq}"))).collect();
+    let cpu_before = bridge.cpu_secs()?;
     let started = Instant::now();
     pusher.push_all(events).await?;
     observer.tally.wait(0, 2 * size.messages, wait, "bridged messages reaching the observer").await?;
     let bridge_secs = (observer.tally.last_first().context("a message arrived")? - started).as_secs_f64();
+    let to_xmpp_cpu = bridge.cpu_secs()? - cpu_before;
 
-    // XMPP → Matrix: the observer speaks; the admin's /sync sees the last stanza arrive.
+    // XMPP → Matrix: the observer speaks in the small MUC; the admin's /sync sees the last stanza arrive.
     let synapse_pid = pid_with_argument(&synapse.dir().join("homeserver.yaml").display().to_string());
     let synapse_before = synapse_pid.map(cpu_secs).transpose()?;
     let cpu_before = bridge.cpu_secs()?;
     let stanzas: Vec<String> = (0..size.stanzas)
         .map(|seq| {
-            format!("<message to='{room}' type='groupchat' id='s{seq}'><body>p6 to matrix {seq}</body></message>")
+            format!("<message to='{rate_room}' type='groupchat' id='s{seq}'><body>p6 to matrix {seq}</body></message>")
         })
         .collect();
     for chunk in stanzas.chunks(100) {
@@ -141,6 +159,10 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     println!(
         "| Matrix → XMPP MUC messages/s | {bridge_rate:.0} ({:.2} × limit) | raw component occupant: {raw_rate:.0} |",
         bridge_rate / raw_rate
+    );
+    println!(
+        "| Matrix → XMPP bridge CPU per message | {:.0} µs | |",
+        to_xmpp_cpu * 1e6 / size.messages as f64
     );
     let per_stanza = cpu * 1e6 / size.stanzas as f64;
     let synapse_text = synapse_cpu.map_or_else(
