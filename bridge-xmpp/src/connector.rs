@@ -134,7 +134,7 @@ impl Connector for XmppConnector {
             });
             while let Some(stanza) = inbound.recv().await {
                 if let tokio_xmpp::Stanza::Presence(presence) = &stanza {
-                    handler.sync_occupant_avatar(presence);
+                    handler.sync_presence_avatar(presence);
                 }
                 match handler.lane_of(&stanza) {
                     Some(lane) => lanes.dispatch(lane, stanza).await,

@@ -86,8 +86,11 @@ impl Gateway {
         let portal = self.bridge.ensure_portal(&direct_spec(&sender, &matrix_user, ghost.clone())).await?;
         self.ensure_dm_member(&portal, &ghost, &matrix_user).await?;
         let ids = MessageIds::of(&message, None);
-        let inbound = Inbound { portal: &portal.remote_key, sender: Some(ghost), timestamp_ms: None };
-        self.push_inbound(inbound, &message, &ids).await
+        let inbound = Inbound { portal: &portal.remote_key, sender: Some(ghost.clone()), timestamp_ms: None };
+        self.push_inbound(inbound, &message, &ids).await?;
+        // The contact's XEP-0084 picture, asked once in a while (after the message: it must not wait for this).
+        self.check_user_avatar(ghost, to, sender).await;
+        Ok(())
     }
 
     /// Invites the Matrix user back into the DM room when they left it. Asked of the homeserver on every message

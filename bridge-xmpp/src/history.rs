@@ -8,7 +8,9 @@
 //!
 //! Archive IDs are Matrix event IDs (the same names the gateway MUC stamps as stanza-ids), so `<before/>` and
 //! `<after/>` point at events: the page starts at the event's pagination token from `/context`. Only messages are
-//! archived; the total `count` is left out (RSM makes it optional, and Matrix can only count by reading everything).
+//! archived. Matrix has no count of a room's messages, so the gateway counts them, reading the history backwards in
+//! large batches, for RSM's `<count/>` (and the first item's `index` where it follows from it); a history longer
+//! than [`MAX_COUNTED`] messages is served without a count rather than with a wrong one.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -69,6 +71,16 @@ impl ArchiveQueries {
     }
 }
 
+/// Most messages counted for an archive's `<count/>`; a longer history is served without one.
+pub const MAX_COUNTED: usize = 10_000;
+/// Events asked for per request while counting.
+const COUNT_BATCH: usize = 1000;
+
+/// An event the archive serves, as its ID and text: a message with an ID and a text (a redacted one has none).
+fn archived(event: &Value) -> Option<(&str, String)> {
+    Some((event.get("event_id")?.as_str()?, event.get("content").and_then(content_text)?))
+}
+
 /// Page size when the query names none.
 pub const DEFAULT_PAGE: usize = 50;
 /// Largest page served.
@@ -107,6 +119,30 @@ impl Page {
 }
 
 impl MatrixApi {
+    /// How many messages a room's archive holds (the events [`archived`] serves); `None` past `limit`.
+    async fn count(&self, room_id: &str, as_user: &str, limit: usize) -> Result<Option<usize>, String> {
+        let batch = COUNT_BATCH.to_string();
+        let filter = json!({"types": ["m.room.message"]}).to_string();
+        let (mut from, mut count): (Option<String>, usize) = (None, 0);
+        loop {
+            let mut query = vec![("dir", "b"), ("limit", batch.as_str()), ("filter", filter.as_str())];
+            if let Some(from) = &from {
+                query.push(("from", from.as_str()));
+            }
+            let body = self.get(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query, as_user).await?;
+            let chunk = body.get("chunk").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            count += chunk.iter().filter(|event| archived(event).is_some()).count();
+            if count > limit {
+                return Ok(None);
+            }
+            // Synapse leaves `end` out once the start of the room is reached.
+            match body.get("end").and_then(Value::as_str) {
+                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+                _ => return Ok(Some(count)),
+            }
+        }
+    }
+
     /// One page of a room's messages, oldest first, and whether the history ends there.
     async fn page(&self, room_id: &str, as_user: &str, page: &Page, max: usize) -> Result<(Vec<Value>, bool), String> {
         let from = match page {
@@ -144,6 +180,8 @@ impl Gateway {
     /// Fills a new portal from its MUC's archive, before the first join: the newest messages, oldest first, with
     /// their original time. A MUC without an archive (or one that refuses) leaves the portal as it is.
     pub async fn backfill(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
+        // Whether archived messages' occupant-ids can be trusted, before the first join asks again.
+        self.learn_muc_features(room).await;
         let queryid = crate::muc::new_id();
         self.archive.results().insert(queryid.clone(), Vec::new());
         let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
@@ -223,17 +261,14 @@ impl Gateway {
             .await
             .map_err(|error| failure(DefinedCondition::ItemNotFound, error))?;
         let mut ids = Vec::new();
-        for event in events {
-            let (Some(event_id), Some(text)) =
-                (event.get("event_id").and_then(Value::as_str), event.get("content").and_then(content_text))
-            else {
-                continue;
-            };
+        for event in &events {
+            let Some((event_id, text)) = archived(event) else { continue };
             let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
             let Ok(occupant) = room.with_resource_str(&self.hosted_nick(room, sender).await) else { continue };
             let mut archived = Message::groupchat(None::<Jid>).with_body(Lang::new(), text);
             archived.from = Some(occupant.into());
             archived.id = Some(Id(event_id.to_owned()));
+            archived.payloads.push(crate::xep::ids::hosted_occupant_id(room, sender).into());
             let delay = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp).map(|stamp| Delay {
                 from: None,
                 stamp,
@@ -253,12 +288,29 @@ impl Gateway {
             }
             ids.push(event_id.to_owned());
         }
+        let count = match api.count(room_id.as_str(), &self.bridge.bot_user_id(), MAX_COUNTED).await {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::info!(%room, %error, "cannot count the messages of a gateway MUC's archive");
+                None
+            }
+        };
         let set = SetResult {
-            first: ids.first().map(|item| First { index: None, item: item.clone() }),
+            first: ids.first().map(|item| First { index: first_index(&page, count, ids.len()), item: item.clone() }),
             last: ids.last().cloned(),
-            count: None,
+            count,
         };
         Ok(Fin { complete, set })
+    }
+}
+
+/// The position of a page's first item in the whole archive, where it is known: 0 for the oldest page, the count
+/// less the page for the newest.
+fn first_index(page: &Page, count: Option<usize>, served: usize) -> Option<usize> {
+    match page {
+        Page::Oldest => Some(0),
+        Page::Newest => count?.checked_sub(served),
+        Page::Before(_) | Page::After(_) => None,
     }
 }
 
@@ -314,6 +366,24 @@ mod tests {
         }
         assert!(Page::Newest.backwards() && Page::Before("$e".into()).backwards());
         assert!(!Page::Oldest.backwards() && !Page::After("$e".into()).backwards());
+    }
+
+    #[test]
+    fn first_items_are_placed_only_where_known() {
+        assert_eq!(first_index(&Page::Oldest, None, 5), Some(0));
+        assert_eq!(first_index(&Page::Newest, Some(12), 5), Some(7));
+        assert_eq!(first_index(&Page::Newest, None, 5), None);
+        assert_eq!(first_index(&Page::Newest, Some(3), 5), None, "a count older than the page is no position");
+        assert_eq!(first_index(&Page::Before("$e".into()), Some(12), 5), None);
+        assert_eq!(first_index(&Page::After("$e".into()), Some(12), 5), None);
+    }
+
+    #[test]
+    fn archived_events_are_messages_with_text() {
+        let message = json!({"event_id": "$m", "content": {"msgtype": "m.text", "body": "hi"}});
+        assert_eq!(archived(&message), Some(("$m", "hi".to_owned())));
+        assert_eq!(archived(&json!({"event_id": "$r", "content": {}})), None, "redacted");
+        assert_eq!(archived(&json!({"content": {"body": "hi"}})), None, "no ID");
     }
 
     #[test]

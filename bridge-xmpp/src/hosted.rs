@@ -43,7 +43,7 @@ use crate::{
     muc::{Gateway, new_id, transient},
     styling::render_styling,
     xep::{
-        ids::MessageIds,
+        ids::{MessageIds, hosted_occupant_id as occupant_id},
         retract::{FALLBACK_BODY, Moderated, Retract},
     },
 };
@@ -377,7 +377,8 @@ impl Gateway {
             let presence = Presence::available()
                 .with_from(occupant)
                 .with_to(from.clone())
-                .with_payload(muc_user(vec![ranked_item(power.level(user), None)], vec![]));
+                .with_payload(muc_user(vec![ranked_item(power.level(user), None)], vec![]))
+                .with_payload(occupant_id(room, user));
             self.send(presence).await?;
         }
         for (jid, other_nick) in &others {
@@ -386,21 +387,25 @@ impl Gateway {
             let presence = Presence::available()
                 .with_from(occupant)
                 .with_to(from.clone())
-                .with_payload(muc_user(vec![item], vec![]));
+                .with_payload(muc_user(vec![item], vec![]))
+                .with_payload(occupant_id(room, jid.to_bare().as_str()));
             self.send(presence).await?;
         }
         let own_item = ranked_item(self.xmpp_occupant_level(&power, from), Some(from.clone()));
+        let own_id = occupant_id(room, from.to_bare().as_str());
         for (jid, _) in others.iter().filter(|_| !already) {
             let presence = Presence::available()
                 .with_from(occupant_jid.clone())
                 .with_to(jid.clone())
-                .with_payload(muc_user(vec![own_item.clone()], vec![]));
+                .with_payload(muc_user(vec![own_item.clone()], vec![]))
+                .with_payload(own_id.clone());
             self.send(presence).await?;
         }
         let own = Presence::available()
             .with_from(occupant_jid)
             .with_to(from.clone())
-            .with_payload(muc_user(vec![own_item], vec![Status::NonAnonymousRoom, Status::SelfPresence]));
+            .with_payload(muc_user(vec![own_item], vec![Status::NonAnonymousRoom, Status::SelfPresence]))
+            .with_payload(own_id);
         self.send(own).await?;
         // 3. History, with delay stamps, then 4. the subject.
         if let Some(api) = &self.matrix_api {
@@ -412,6 +417,7 @@ impl Gateway {
                 let Ok(occupant) = room.with_resource_str(&name) else { continue };
                 let mut message = Message::groupchat(Some(from.clone().into())).with_body(Lang::new(), text);
                 message.from = Some(occupant.into());
+                message.payloads.push(occupant_id(room, sender).into());
                 if let Some(event_id) = event.get("event_id").and_then(Value::as_str) {
                     message.id = Some(Id(event_id.to_owned()));
                     message.payloads.push(StanzaId { id: event_id.to_owned(), by: room.clone().into() }.into());
@@ -549,16 +555,19 @@ impl Gateway {
         };
         let Ok(occupant) = room.with_resource_str(&nick) else { return Ok(()) };
         let item = Item::new(Affiliation::Member, Role::None);
+        let id = occupant_id(room, from.to_bare().as_str());
         let own = Presence::unavailable()
             .with_from(occupant.clone())
             .with_to(from.clone())
-            .with_payload(muc_user(vec![item.clone()], vec![Status::SelfPresence]));
+            .with_payload(muc_user(vec![item.clone()], vec![Status::SelfPresence]))
+            .with_payload(id.clone());
         let _ = self.send(own).await;
         for jid in others {
             let presence = Presence::unavailable()
                 .with_from(occupant.clone())
                 .with_to(jid)
-                .with_payload(muc_user(vec![item.clone()], vec![]));
+                .with_payload(muc_user(vec![item.clone()], vec![]))
+                .with_payload(id.clone());
             let _ = self.send(presence).await;
         }
         let room_id = self.hosted().get(room).map(|state| state.room_id.clone()).unwrap_or_default();
@@ -616,9 +625,15 @@ impl Gateway {
         let mut ids = MessageIds::of(&message, None);
         let stanza_id = new_id();
         ids.stanza_id = Some(stanza_id.clone());
-        let mut payloads: Vec<Element> =
-            message.payloads.iter().filter(|element| !element.is("stanza-id", ns::SID)).cloned().collect();
+        // The sender's own stanza-ids and occupant-ids are not the MUC's: replaced (XEP-0359 §4, XEP-0421 §4).
+        let mut payloads: Vec<Element> = message
+            .payloads
+            .iter()
+            .filter(|element| !element.is("stanza-id", ns::SID) && !element.is("occupant-id", ns::OID))
+            .cloned()
+            .collect();
         payloads.push(StanzaId { id: stanza_id, by: room.clone().into() }.into());
+        payloads.push(occupant_id(&room, from.to_bare().as_str()).into());
         for jid in occupants {
             let mut reflection = Message::groupchat(Some(jid.into()));
             reflection.bodies = message.bodies.clone();
@@ -636,7 +651,8 @@ impl Gateway {
     pub(crate) fn hosted_disco_info(&self, room: &BareJid) -> DiscoInfoResult {
         let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         // What Gajim, Dino and Conversations look for; `muc#stable_id` because a reflection keeps the sender's
-        // message ID; MAM because the room's Matrix history is served as its archive.
+        // message ID; MAM because the room's Matrix history is served as its archive; occupant-id because every
+        // occupant's presence and message carries one (XEP-0421).
         let features = [
             ns::DISCO_INFO,
             ns::DISCO_ITEMS,
@@ -650,6 +666,7 @@ impl Gateway {
             "muc_persistent",
             "muc_unsecured",
             ns::MAM,
+            ns::OID,
         ];
         DiscoInfoResult {
             node: None,
@@ -737,6 +754,7 @@ impl Gateway {
                 }
                 // Matrix events are known to XMPP by their event ID: it is the message's ID and its stanza-id.
                 payloads.push(StanzaId { id: event_id.clone(), by: room.clone().into() }.into());
+                payloads.push(occupant_id(room, sender).into());
                 for jid in occupants {
                     let mut message = Message::groupchat(Some(jid.into()));
                     if let Some(body) = &body {
@@ -782,7 +800,8 @@ impl Gateway {
                     let presence = presence
                         .with_from(occupant.clone())
                         .with_to(jid)
-                        .with_payload(muc_user(vec![item.clone()], vec![]));
+                        .with_payload(muc_user(vec![item.clone()], vec![]))
+                        .with_payload(occupant_id(room, user_id));
                     self.send(presence).await?;
                 }
             }
@@ -798,6 +817,31 @@ impl Gateway {
         Ok(())
     }
 
+    /// An ephemeral payload (a chat state, a displayed marker) from a Matrix member to every XMPP occupant of a
+    /// gateway MUC, from the member's nick.
+    pub(crate) async fn hosted_ephemeral(
+        &self,
+        room: &BareJid,
+        user_id: &str,
+        payload: Element,
+    ) -> ConnectorResult<()> {
+        let occupants: Vec<FullJid> =
+            self.hosted().get(room).map(|state| state.occupants.keys().cloned().collect()).unwrap_or_default();
+        if occupants.is_empty() {
+            return Ok(());
+        }
+        let nick = self.hosted_nick(room, user_id).await;
+        let Ok(occupant) = room.with_resource_str(&nick) else { return Ok(()) };
+        for jid in occupants {
+            let mut message = Message::groupchat(Some(jid.into()));
+            message.from = Some(occupant.clone().into());
+            message.id = Some(Id(new_id()));
+            message.payloads = vec![payload.clone(), occupant_id(room, user_id).into()];
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+
     /// `m.room.power_levels` changed: every occupant whose affiliation or role changed with it is announced
     /// again to the XMPP occupants (XEP-0045 §9.3–9.8), with status 110 to the occupant it is about.
     async fn hosted_power_changed(
@@ -809,30 +853,32 @@ impl Gateway {
             let mut hosted = self.hosted();
             let Some(state) = hosted.get_mut(room) else { return Ok(()) };
             let new = state.power.with_levels(content);
-            let mut changes: Vec<(String, i64, Option<FullJid>)> = state
+            // (nick, person, level, real JID of an XMPP occupant)
+            let mut changes: Vec<(String, String, i64, Option<FullJid>)> = state
                 .power
                 .changed_ranks(&new, state.members.keys())
                 .into_iter()
-                .filter_map(|user| Some((state.members.get(&user)?.clone(), new.level(&user), None)))
+                .filter_map(|user| Some((state.members.get(&user)?.clone(), user.clone(), new.level(&user), None)))
                 .collect();
             for (jid, nick) in &state.occupants {
                 let (old_level, new_level) =
                     (self.xmpp_occupant_level(&state.power, jid), self.xmpp_occupant_level(&new, jid));
                 if rank_of(old_level) != rank_of(new_level) {
-                    changes.push((nick.clone(), new_level, Some(jid.clone())));
+                    changes.push((nick.clone(), jid.to_bare().to_string(), new_level, Some(jid.clone())));
                 }
             }
             state.power = new;
             (changes, state.occupants.keys().cloned().collect::<Vec<_>>())
         };
-        for (nick, level, real_jid) in changes {
+        for (nick, person, level, real_jid) in changes {
             let Ok(occupant) = room.with_resource_str(&nick) else { continue };
             for to in &occupants {
                 let status = if real_jid.as_ref() == Some(to) { vec![Status::SelfPresence] } else { vec![] };
                 let presence = Presence::available()
                     .with_from(occupant.clone())
                     .with_to(to.clone())
-                    .with_payload(muc_user(vec![ranked_item(level, real_jid.clone())], status));
+                    .with_payload(muc_user(vec![ranked_item(level, real_jid.clone())], status))
+                    .with_payload(occupant_id(room, &person));
                 self.send(presence).await?;
             }
         }

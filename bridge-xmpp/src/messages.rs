@@ -329,11 +329,33 @@ impl Gateway {
         self.send(iq).await
     }
 
+    /// Sends an ephemeral payload (a chat state, a displayed marker) from a Matrix user into the conversation of a
+    /// portal: to the XMPP account of a direct chat (from its Matrix user only), from the user's occupant in a MUC
+    /// portal (only one already joined: ephemeral traffic never makes the gateway join), or from the user's nick to
+    /// every occupant of a gateway MUC.
+    async fn send_ephemeral(&self, portal: &Portal, user: &str, payload: Element) -> ConnectorResult<()> {
+        if let Some((jid, dm_user)) = crate::direct::portal_parties(portal) {
+            if dm_user == user {
+                self.send_chat(&jid, user, None, vec![payload]).await?;
+            }
+        } else if let Some(room) = crate::hosted::portal_room(portal) {
+            self.hosted_ephemeral(&room, user, payload).await?;
+        } else if let Some(room) = crate::muc::portal_room(portal)
+            && let Some(occupant) = self.joined_occupant(&room, user)
+        {
+            let mut message = Message::groupchat(Some(room.into()));
+            message.from = Some(occupant.into());
+            message.id = Some(Id(crate::muc::new_id()));
+            message.payloads.push(payload);
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+
     /// Typing notifications and read receipts (ephemeral events) in a portal: XEP-0085 chat states from the
-    /// Matrix users who started or stopped typing (in a MUC only from occupants already joined), and XEP-0333
-    /// displayed markers for what the Matrix user of a direct chat read.
+    /// Matrix users who started or stopped typing, and XEP-0333 displayed markers for what Matrix users read (in
+    /// a MUC named by its stanza-id, as XEP-0333 §3 asks).
     pub(crate) async fn ephemeral(&self, portal: &Portal, event: &MatrixEvent) -> ConnectorResult<()> {
-        let direct = crate::direct::portal_parties(portal);
         match &event.kind {
             MatrixEventKind::Typing { user_ids } => {
                 let people = user_ids
@@ -345,35 +367,25 @@ impl Gateway {
                 let changes =
                     started.into_iter().map(|user| (user, true)).chain(stopped.into_iter().map(|u| (u, false)));
                 for (user, typing) in changes {
-                    let state: Element = chat_states::state_of(typing).into();
-                    if let Some((jid, dm_user)) = &direct {
-                        if *dm_user == user {
-                            self.send_chat(jid, &user, None, vec![state]).await?;
-                        }
-                    } else if let Some(room) = crate::muc::portal_room(portal)
-                        && let Some(occupant) = self.joined_occupant(&room, &user)
-                    {
-                        let mut message = Message::groupchat(Some(room.into()));
-                        message.from = Some(occupant.into());
-                        message.id = Some(Id(crate::muc::new_id()));
-                        message.payloads.push(state);
-                        self.send(message).await?;
-                    }
+                    self.send_ephemeral(portal, &user, chat_states::state_of(typing).into()).await?;
                 }
             }
             MatrixEventKind::Receipts(receipts) => {
-                let Some((jid, dm_user)) = &direct else { return Ok(()) };
-                for (event_id, user) in receipts.iter().filter(|(_, user)| user == dm_user) {
-                    // Sending moves the sender's own receipt too: only what the XMPP side wrote gets a marker.
+                let readers = receipts
+                    .iter()
+                    .filter(|(_, user)| !self.addressing.is_ghost(user) && !self.bridge.is_bridge_user(user));
+                for (event_id, user) in readers {
+                    let mapped = self.bridge.store().remotes_for_event(event_id).await?;
+                    let Some(read) = mapped.into_iter().rev().find(|mapping| {
+                        mapping.portal_key == portal.remote_key && ReactionRef::decode(&mapping.remote_id).is_none()
+                    }) else {
+                        continue;
+                    };
+                    // Sending moves the sender's own receipt too: only what others wrote gets a marker.
                     if self.author_of(&event.room_id, event_id).await.as_deref() == Some(user.as_str()) {
                         continue;
                     }
-                    let mapped = self.bridge.store().remotes_for_event(event_id).await?;
-                    let Some(read) = mapped.into_iter().rev().find(|mapping| mapping.portal_key == portal.remote_key)
-                    else {
-                        continue;
-                    };
-                    self.send_chat(jid, user, None, vec![chat_states::displayed(&read.remote_id)]).await?;
+                    self.send_ephemeral(portal, user, chat_states::displayed(&read.remote_id)).await?;
                 }
             }
             _ => {}

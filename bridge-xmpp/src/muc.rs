@@ -27,7 +27,7 @@ use tokio_xmpp::{
     parsers::{
         date::DateTime,
         delay::Delay,
-        disco::DiscoInfoQuery,
+        disco::{DiscoInfoQuery, DiscoInfoResult},
         iq::Iq,
         jid::{BareJid, FullJid, Jid},
         message::{Id, Lang, Message, MessageType as XmppMessageType},
@@ -136,6 +136,8 @@ struct RoomState {
     topic: Option<String>,
     /// The power level last given to each ghost in the portal, by Matrix user ID.
     levels: crate::affiliations::KnownLevels,
+    /// Whether the MUC's disco#info advertises XEP-0421, so its occupant-ids can be trusted.
+    occupant_ids: bool,
 }
 
 impl RoomState {
@@ -190,6 +192,8 @@ pub struct Gateway {
     pub(crate) avatars: crate::xep::avatar::AvatarCache,
     /// IQs the gateway sent and waits for.
     pub(crate) requests: crate::requests::IqRequests,
+    /// When each XMPP account's XEP-0084 avatar was last asked for.
+    pub(crate) pep_checked: crate::xep::user_avatar::Checked,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -271,6 +275,7 @@ impl Gateway {
             archive: crate::history::ArchiveQueries::default(),
             avatars: crate::xep::avatar::AvatarCache::default(),
             requests: crate::requests::IqRequests::default(),
+            pep_checked: crate::xep::user_avatar::Checked::default(),
         }
     }
 
@@ -320,6 +325,22 @@ impl Gateway {
         self.addressing.puppet_jid(user_id)?.with_resource_str(PUPPET_RESOURCE).ok()
     }
 
+    /// Whether a bridged MUC stamps occupant-ids (XEP-0421) that can be trusted: it said so in its disco#info.
+    pub(crate) fn trusts_occupant_ids(&self, room: &BareJid) -> bool {
+        self.rooms().get(room).is_some_and(|state| state.occupant_ids)
+    }
+
+    /// Asks a MUC what it does (XEP-0030) and notes whether it stamps occupant-ids. Not on the stanza loop.
+    pub(crate) async fn learn_muc_features(&self, room: &BareJid) {
+        let query = Iq::from_get(String::new(), DiscoInfoQuery { node: None })
+            .with_from(self.listener_jid().into())
+            .with_to(room.clone().into());
+        let Some(Iq::Result { payload: Some(payload), .. }) = self.request(query).await else { return };
+        let Ok(info) = DiscoInfoResult::try_from(payload) else { return };
+        let occupant_ids = info.features.iter().any(|feature| feature == ns::OID);
+        self.rooms().entry(room.clone()).or_default().occupant_ids = occupant_ids;
+    }
+
     /// Whether a JID is one of the MUCs the gateway bridges (its private messages are not direct chats).
     pub(crate) fn is_bridged_muc(&self, jid: &BareJid) -> bool {
         self.rooms().contains_key(jid)
@@ -358,6 +379,7 @@ impl Gateway {
         if let Some(state) = self.rooms().get_mut(room) {
             state.occupants.clear();
         }
+        self.learn_muc_features(room).await;
         // History since the last message seen fills the gap of a reconnection; a first join takes none.
         let history = match history {
             Some(since) => History::new().with_since(since),
@@ -728,7 +750,7 @@ impl Gateway {
 
     async fn on_message(&self, message: Message) -> lattice_bridge_core::Result<()> {
         let Some(from) = message.from.clone() else { return Ok(()) };
-        if self.archive.collect(&message) {
+        if self.archive.collect(&message) || self.on_avatar_event(&message).await {
             return Ok(());
         }
         let room = from.to_bare();
@@ -783,11 +805,10 @@ impl Gateway {
                 state.last_seen = Some(delay.stamp.clone());
             }
             let sender = nick.as_ref().and_then(|nick| {
-                let identity = state
-                    .occupants
-                    .get(nick)
-                    .map(|occupant| occupant.identity.clone())
-                    .or_else(|| from.clone().try_into_full().ok().map(XmppIdentity::Occupant))?;
+                let identity = state.occupants.get(nick).map(|occupant| occupant.identity.clone()).or_else(|| {
+                    let occupant = from.clone().try_into_full().ok()?;
+                    crate::xep::ids::identity_of(&self.addressing, &message.payloads, occupant, state.occupant_ids)
+                })?;
                 self.ghost(&identity, nick)
             });
             (sender, state.topic.clone())
@@ -854,17 +875,10 @@ impl Gateway {
         if to != self.listener_jid() {
             return Ok(());
         }
-        let real_jid = item.as_ref().and_then(|item| item.jid.clone());
-        if real_jid.as_ref().is_some_and(|jid| self.addressing.is_gateway_domain(jid.domain().as_str())) {
-            return Ok(());
-        }
-        let identity = match real_jid {
-            Some(jid) => XmppIdentity::Account(jid.into_bare()),
-            None => match from.clone().try_into_full() {
-                Ok(full) => XmppIdentity::Occupant(full),
-                Err(_) => return Ok(()),
-            },
-        };
+        let Ok(occupant) = from.clone().try_into_full() else { return Ok(()) };
+        let Some(identity) = self.occupant_identity(&presence.payloads, occupant.clone()) else { return Ok(()) };
+        // Known by nick only (no real JID, no trusted occupant-id): a new nick is a new person to Matrix.
+        let by_nick = identity == XmppIdentity::Occupant(occupant);
         let portal = portal_key(&room);
         let level = item.as_ref().map_or(0, |item| crate::affiliations::level_of(&item.affiliation, &item.role));
         let mut events = Vec::new();
@@ -887,12 +901,13 @@ impl Gateway {
                     let new_nick = item.as_ref().and_then(|item| item.nick.clone());
                     match new_nick.filter(|_| statuses.contains(&Status::NewNick)) {
                         Some(new_nick) => {
-                            let new_identity = match &identity {
-                                XmppIdentity::Account(_) => identity.clone(),
-                                XmppIdentity::Occupant(_) => match room.with_resource_str(&new_nick) {
+                            let new_identity = if by_nick {
+                                match room.with_resource_str(&new_nick) {
                                     Ok(full) => XmppIdentity::Occupant(full),
                                     Err(_) => return Ok(()),
-                                },
+                                }
+                            } else {
+                                identity.clone()
                             };
                             state.occupants.insert(new_nick.clone(), Occupant { identity: new_identity.clone() });
                             if new_identity == identity {
@@ -972,7 +987,7 @@ impl Gateway {
         if self.self_pings.answer(&iq) || self.requests.finish(&iq) {
             return Ok(());
         }
-        if let Some(answer) = self.vcard_answer(&iq).await {
+        if let Some(answer) = self.avatar_answer(&iq).await {
             let _ = self.link.send(answer).await;
             return Ok(());
         }

@@ -1,8 +1,8 @@
 //! A real Prosody XMPP server for one test: its own folder, ports, accounts and component secret.
 //!
 //! The config follows `../shared/reference/servers.md`: c2s without TLS and with PLAIN allowed (test clients speak
-//! raw XML), a `muc` component whose new rooms are unlocked, and one external component (XEP-0114) for the bridge
-//! with a random secret.
+//! raw XML), a `muc` component whose new rooms are unlocked, PEP (XEP-0163, for XEP-0084 avatars), and one external
+//! component (XEP-0114) for the bridge with a random secret.
 
 use std::{
     net::TcpStream,
@@ -37,7 +37,7 @@ c2s_ports = {{ {c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 component_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {component_port} }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix"; "admin_shell"; "vcard" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "register"; "posix"; "admin_shell"; "vcard"; "pep" }}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true

@@ -1,14 +1,19 @@
 //! Avatars both ways with [XEP-0054: vcard-temp](https://xmpp.org/extensions/xep-0054.html) and
-//! [XEP-0153: vCard-Based Avatars](https://xmpp.org/extensions/xep-0153.html).
+//! [XEP-0153: vCard-Based Avatars](https://xmpp.org/extensions/xep-0153.html); the pieces both these and
+//! [XEP-0084](super::user_avatar) share: Matrix pictures fetched once per `mxc://` URI, XMPP pictures uploaded once
+//! per SHA-1, and the answer to a gateway user JID's avatar queries (vCard or PEP).
 //!
 //! Matrix → XMPP: gateway user JIDs answer vCard queries with the Matrix user's picture and name its hash in their
 //! MUC presence. Pictures are fetched once per `mxc://` URI (a Matrix avatar never changes behind its URI).
 //!
-//! XMPP → Matrix: an occupant's presence names its picture's SHA-1; a hash the ghost does not have yet (recorded
-//! per ghost in the store, so a restart fetches nothing again) makes the gateway fetch the vCard through the MUC,
-//! upload the picture once per hash and set it as the ghost's avatar.
+//! XMPP → Matrix: a presence names its sender's picture's SHA-1 — an occupant's in a bridged MUC, an XMPP user's in
+//! a gateway MUC, or a contact's to a Matrix user's gateway JID. A hash the ghost does not have yet (recorded per
+//! ghost in the store, so a restart fetches nothing again) makes the gateway fetch the vCard (through the MUC for
+//! occupants), upload the picture once per hash (the upload is kept in the store too) and set it as the ghost's
+//! avatar. A presence without a hash from someone whose account is known makes the gateway look for a XEP-0084
+//! picture instead.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -17,14 +22,17 @@ use xmpp_parsers::{
     caps,
     hashes::Algo,
     iq::Iq,
-    jid::{FullJid, Jid},
+    jid::{BareJid, Jid},
     ns,
-    presence::Presence,
+    presence::{Presence, Type as PresenceType},
     vcard::{Binval, Photo, Type, VCard, VCardQuery},
     vcard_update::{Photo as UpdatePhoto, VCardUpdate},
 };
 
-/// Largest avatar served, in bytes (XEP-0153 suggests small pictures; vCards travel inline, base64-encoded).
+use crate::addressing::XmppIdentity;
+
+/// Largest avatar served or taken, in bytes (XEP-0153 suggests small pictures; vCards travel inline,
+/// base64-encoded).
 pub const MAX_AVATAR_BYTES: usize = 256 * 1024;
 
 /// One Matrix avatar, ready to serve.
@@ -34,7 +42,7 @@ pub struct Avatar {
     pub bytes: Bytes,
     /// Its MIME type.
     pub mimetype: String,
-    /// Its SHA-1, as XEP-0153 names pictures.
+    /// Its SHA-1, as XEP-0153 and XEP-0084 name pictures.
     pub sha1: [u8; 20],
 }
 
@@ -56,6 +64,15 @@ impl Avatar {
     }
 }
 
+/// An XMPP person's picture as fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// The picture.
+    pub bytes: Vec<u8>,
+    /// Its MIME type.
+    pub mimetype: String,
+}
+
 /// SHA-1 of a picture (xmpp-parsers' caps module hashes any bytes).
 pub fn sha1(bytes: &[u8]) -> [u8; 20] {
     let hash = caps::hash_caps(bytes, Algo::Sha_1).expect("SHA-1 is one of the caps algorithms").hash;
@@ -71,69 +88,131 @@ pub struct AvatarCache {
 
 /// The user setting that records which XMPP picture (SHA-1, hex) a ghost's avatar is.
 const AVATAR_SETTING: &str = "xmpp.avatar_sha1";
+/// The bridge bot's setting (with the SHA-1 in hex after it) that records where a picture was uploaded.
+const UPLOAD_SETTING_PREFIX: &str = "xmpp.avatar_upload.";
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex digits, as XEP-0153 and XEP-0084 write SHA-1s.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// The SHA-1 a presence names with XEP-0153, if it names one.
+fn named_picture(presence: &Presence) -> Option<[u8; 20]> {
+    let update = presence.payloads.iter().find_map(|element| VCardUpdate::try_from(element.clone()).ok())?;
+    update.photo?.data
+}
+
 impl crate::muc::Gateway {
-    /// Brings a MUC occupant's ghost avatar in line with the picture its presence names (XEP-0153), in its own
-    /// task: the vCard answer arrives on the stanza loop this is called from.
-    pub(crate) fn sync_occupant_avatar(self: &Arc<Self>, presence: &Presence) {
-        let (Some(from), Some(to)) = (presence.from.clone(), presence.to.as_ref()) else { return };
-        let Some(update) = presence.payloads.iter().find_map(|element| VCardUpdate::try_from(element.clone()).ok())
-        else {
-            return;
-        };
-        let Some(Some(sha1)) = update.photo.map(|photo| photo.data) else { return };
-        let (Ok(occupant), Some(nick)) = (from.clone().try_into_full(), from.resource().map(|nick| nick.to_string()))
-        else {
-            return;
-        };
-        let room = occupant.to_bare();
-        if !self.is_bridged_muc(&room) || self.is_own_nick(&room, &nick) || to.node().is_some() {
-            return;
-        }
-        let Some(identity) = self.occupant_identity(&presence.payloads, occupant.clone()) else { return };
-        let Some(ghost) = self.ghost(&identity, &nick) else { return };
-        let gateway = Arc::clone(self);
-        let listener = to.clone();
-        tokio::spawn(async move {
-            if let Err(error) = gateway.sync_ghost_avatar(ghost, listener, occupant, sha1).await {
-                tracing::info!(%error, "cannot bring an XMPP avatar to Matrix");
-            }
-        });
+    /// The ghost of an XMPP account, without a display name (avatars leave the name as it is).
+    pub(crate) fn account_ghost(&self, account: &BareJid) -> Option<GhostSpec> {
+        let identity = XmppIdentity::Account(account.clone());
+        Some(GhostSpec {
+            user_id: self.addressing.ghost_for(&identity)?,
+            remote_id: identity.as_str().to_owned(),
+            displayname: None,
+            avatar_url: None,
+        })
     }
 
-    async fn sync_ghost_avatar(
+    /// Brings a ghost's avatar in line with what a presence says of its sender's picture, in a task of its own:
+    /// the answers to the gateway's queries arrive on the stanza loop this is called from. Presences from occupants
+    /// of bridged MUCs (to the listener), from XMPP users in gateway MUCs and from contacts to gateway user JIDs count.
+    pub(crate) fn sync_presence_avatar(self: &Arc<Self>, presence: &Presence) {
+        let (Some(from), Some(to)) = (presence.from.clone(), presence.to.clone()) else { return };
+        let Ok(sender) = from.try_into_full() else { return };
+        if presence.type_ != PresenceType::None || self.addressing.is_gateway_domain(sender.domain().as_str()) {
+            return;
+        }
+        // Whose ghost, who holds the vCard, who asks, and the account when it is known.
+        let (ghost, holder, asker, account) = if self.is_hosted_jid(&to) {
+            let account = sender.to_bare();
+            let Some(ghost) = self.account_ghost(&account) else { return };
+            (ghost, Jid::from(account.clone()), to, Some(account))
+        } else if self.is_bridged_muc(&sender.to_bare()) {
+            let nick = sender.resource().to_string();
+            if to.node().is_some() || self.is_own_nick(&sender.to_bare(), &nick) {
+                return;
+            }
+            let Some(identity) = self.occupant_identity(&presence.payloads, sender.clone()) else { return };
+            let Some(ghost) = self.ghost(&identity, &nick) else { return };
+            let account = match identity {
+                XmppIdentity::Account(account) => Some(account),
+                XmppIdentity::Occupant(_) => None,
+            };
+            // The MUC passes vCard queries to an occupant on to their account.
+            (ghost, Jid::from(sender), to, account)
+        } else if to.node().is_some() && self.addressing.matrix_user_of(&to.to_bare()).is_some() {
+            let account = sender.to_bare();
+            let Some(ghost) = self.account_ghost(&account) else { return };
+            (ghost, Jid::from(account.clone()), to, Some(account))
+        } else {
+            return;
+        };
+        let gateway = Arc::clone(self);
+        match (named_picture(presence), account) {
+            (Some(named), _) => {
+                tokio::spawn(async move {
+                    let fetch = gateway.vcard_picture(asker, holder);
+                    if let Err(error) = gateway.set_ghost_picture(&ghost, named, fetch).await {
+                        tracing::info!(%error, "cannot bring an XMPP vCard avatar to Matrix");
+                    }
+                });
+            }
+            (None, Some(account)) => {
+                tokio::spawn(async move { gateway.check_user_avatar(ghost, asker, account).await });
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The picture in the vCard `holder` answers `asker` with.
+    async fn vcard_picture(&self, asker: Jid, holder: Jid) -> Option<Picture> {
+        let query = Iq::from_get(String::new(), VCardQuery).with_from(asker).with_to(holder);
+        let Some(Iq::Result { payload: Some(payload), .. }) = self.request(query).await else { return None };
+        let photo = VCard::try_from(payload).ok()?.photo?;
+        Some(Picture { bytes: photo.binval.data, mimetype: photo.type_.data })
+    }
+
+    /// Makes the picture whose SHA-1 is `named` the ghost's avatar, unless it is already. The picture is uploaded
+    /// to Matrix once per SHA-1; `fetch` is awaited only when it was not uploaded before, and what it brings must be
+    /// the named picture and not too large.
+    pub(crate) async fn set_ghost_picture(
         &self,
-        ghost: GhostSpec,
-        listener: Jid,
-        occupant: FullJid,
+        ghost: &GhostSpec,
         named: [u8; 20],
+        fetch: impl Future<Output = Option<Picture>>,
     ) -> lattice_bridge_core::Result<()> {
         let store = self.bridge.store();
-        if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.as_deref() == Some(hex(&named).as_str()) {
+        let id = hex(&named);
+        if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.as_deref() == Some(id.as_str()) {
             return Ok(());
         }
-        let mxc = match self.avatars.uploaded.get(&named).map(|known| known.clone()) {
+        let bot = self.bridge.bot_user_id();
+        let upload_setting = format!("{UPLOAD_SETTING_PREFIX}{id}");
+        let known = match self.avatars.uploaded.get(&named).map(|known| known.clone()) {
+            Some(mxc) => Some(mxc),
+            None => store.user_setting(&bot, &upload_setting).await?,
+        };
+        let mxc = match known {
             Some(mxc) => mxc,
             None => {
-                // The MUC passes vCard queries to an occupant on to their account (the bare JID).
-                let query = Iq::from_get(String::new(), VCardQuery).with_from(listener).with_to(occupant.into());
-                let Some(Iq::Result { payload: Some(payload), .. }) = self.request(query).await else { return Ok(()) };
-                let Some(photo) = VCard::try_from(payload).ok().and_then(|vcard| vcard.photo) else { return Ok(()) };
-                if photo.binval.data.len() > MAX_AVATAR_BYTES || sha1(&photo.binval.data) != named {
+                let Some(picture) = fetch.await else { return Ok(()) };
+                if picture.bytes.len() > MAX_AVATAR_BYTES || sha1(&picture.bytes) != named {
+                    tracing::info!(user_id = %ghost.user_id, %id, "an XMPP avatar is too large or not the picture named");
                     return Ok(());
                 }
-                let bytes = Bytes::from(photo.binval.data);
-                let mxc = self.bridge.matrix().upload_media(bytes, &photo.type_.data, None).await?.to_string();
-                self.avatars.uploaded.insert(named, mxc.clone());
+                let bytes = Bytes::from(picture.bytes);
+                let mxc = self.bridge.matrix().upload_media(bytes, &picture.mimetype, None).await?.to_string();
+                store.set_user_setting(&bot, &upload_setting, Some(&mxc)).await?;
                 mxc
             }
         };
-        self.bridge.sync_ghost(&GhostSpec { avatar_url: Some(mxc), ..ghost.clone() }).await?;
-        store.set_user_setting(&ghost.user_id, AVATAR_SETTING, Some(&hex(&named))).await?;
+        self.avatars.uploaded.insert(named, mxc.clone());
+        // The name stays what the ghost has (a nick in one room must not rename it elsewhere).
+        let displayname = store.ghost_by_user(&ghost.user_id).await?.and_then(|known| known.displayname);
+        let displayname = displayname.or_else(|| ghost.displayname.clone());
+        self.bridge.sync_ghost(&GhostSpec { avatar_url: Some(mxc), displayname, ..ghost.clone() }).await?;
+        store.set_user_setting(&ghost.user_id, AVATAR_SETTING, Some(&id)).await?;
         Ok(())
     }
 
@@ -153,7 +232,7 @@ impl crate::muc::Gateway {
             }
         };
         if bytes.len() > MAX_AVATAR_BYTES {
-            tracing::info!(%user_id, size = bytes.len(), "a Matrix avatar is too large to put in a vCard");
+            tracing::info!(%user_id, size = bytes.len(), "a Matrix avatar is too large to serve on XMPP");
             return None;
         }
         let avatar = Avatar::new(bytes, mimetype);
@@ -161,13 +240,20 @@ impl crate::muc::Gateway {
         Some(avatar)
     }
 
-    /// Answers a vcard-temp query to a gateway user JID with the Matrix user's avatar; `None` for other IQs.
-    pub(crate) async fn vcard_answer(&self, iq: &Iq) -> Option<Iq> {
+    /// Answers an avatar query to a gateway user JID with the Matrix user's picture: a vcard-temp query, or an
+    /// `items` query on a XEP-0084 node; `None` for other IQs.
+    pub(crate) async fn avatar_answer(&self, iq: &Iq) -> Option<Iq> {
         let Iq::Get { from: Some(from), to: Some(to), id, payload } = iq else { return None };
-        if !payload.is("vCard", ns::VCARD) || !self.addressing.is_gateway_domain(to.domain().as_str()) {
+        if !self.addressing.is_gateway_domain(to.domain().as_str()) {
             return None;
         }
         let user = self.addressing.matrix_user_of(&to.to_bare())?;
+        if payload.is("pubsub", ns::PUBSUB) {
+            return self.user_avatar_answer(iq, &user).await;
+        }
+        if !payload.is("vCard", ns::VCARD) {
+            return None;
+        }
         let vcard = match self.matrix_avatar(&user).await {
             Some(avatar) => avatar.vcard(),
             None => VCard { photo: None, payloads: Vec::new() },

@@ -15,7 +15,7 @@ use xmpp_parsers::{
     version::VersionResult,
 };
 
-use super::{chat_states::NS_MARKERS, reply, retract};
+use super::{chat_states::NS_MARKERS, reply, retract, user_avatar};
 
 /// The XEP-0115 node naming the software behind gateway user JIDs.
 pub const CAPS_NODE: &str = "urn:lattice:bridge-xmpp";
@@ -35,6 +35,7 @@ pub const USER_FEATURES: &[&str] = &[
     reply::NS_FALLBACK,
     ns::SID,
     ns::OOB,
+    user_avatar::NOTIFY_METADATA,
 ];
 
 /// The disco#info of a gateway user JID; `node` is echoed for a query on the caps node.

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod reactions;
 pub mod reply;
 pub mod retract;
+pub mod user_avatar;
 
 use xmpp_parsers::minidom::Element;
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     client::{muc_item, to_xml},
     fixture::{Fixture, WAIT},
-    muc::xavier_and_alice_in_portal,
+    muc::{join_portal, occupant_ghost},
 };
 
 fn sets_level(event: &Value, user: &str, level: i64) -> bool {
@@ -18,11 +18,13 @@ async fn muc_owners_admins_and_moderators_get_power_levels() -> anyhow::Result<(
     let fixture = Fixture::start().await?;
     let room = "ranks@conference.localhost";
     // The first occupant creates the room and owns it.
-    let (mut xavier, alice, room_id) = xavier_and_alice_in_portal(&fixture, room).await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let xavier_ghost = occupant_ghost(room, &xavier.join_muc(room, "Xavier").await?)?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
     let mut yvonne = fixture.xmpp_user("yvonne").await?;
-    yvonne.join_muc(room, "Yvonne").await?;
-    let xavier_ghost = "@_xmpp_ranks=40conference.localhost=2f_xavier:localhost";
-    let yvonne_ghost = "@_xmpp_ranks=40conference.localhost=2f_yvonne:localhost";
+    let yvonne_ghost = occupant_ghost(room, &yvonne.join_muc(room, "Yvonne").await?)?;
+    let (xavier_ghost, yvonne_ghost) = (xavier_ghost.as_str(), yvonne_ghost.as_str());
     alice.wait_for_event(&room_id, WAIT, |event| sets_level(event, xavier_ghost, 100)).await?;
 
     // The owner makes Yvonne an admin (a moderator too), then takes it back.

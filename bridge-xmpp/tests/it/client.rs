@@ -171,13 +171,13 @@ impl XmppClient {
         }
     }
 
-    /// Joins a MUC as `nick` (with the MUC's default history) and waits for the self-presence.
-    pub async fn join_muc(&mut self, room: &str, nick: &str) -> anyhow::Result<()> {
+    /// Joins a MUC as `nick` (with the MUC's default history) and waits for the self-presence, which it returns.
+    pub async fn join_muc(&mut self, room: &str, nick: &str) -> anyhow::Result<Element> {
         self.join_muc_with(room, nick, "").await
     }
 
     /// Like [`XmppClient::join_muc`], with more payload XML in the join presence.
-    pub async fn join_muc_with(&mut self, room: &str, nick: &str, payloads: &str) -> anyhow::Result<()> {
+    pub async fn join_muc_with(&mut self, room: &str, nick: &str, payloads: &str) -> anyhow::Result<Element> {
         self.send_raw(&format!(
             "<presence to='{}'><x xmlns='http://jabber.org/protocol/muc'/>{payloads}</presence>",
             escape(&format!("{room}/{nick}"))
@@ -191,7 +191,7 @@ impl XmppClient {
         .await
         .and_then(|presence| match presence.attr("type") {
             Some("error") => bail!("joining {room} as {nick} failed: {}", to_xml(&presence)),
-            _ => Ok(()),
+            _ => Ok(presence),
         })
     }
 

@@ -2,6 +2,7 @@
 //! starts its own servers, users and rooms, so tests run in parallel and never depend on order.
 
 mod affiliations;
+mod avatars;
 mod client;
 mod direct;
 mod disco;

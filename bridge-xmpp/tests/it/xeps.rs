@@ -10,7 +10,7 @@ use xmpp_parsers::minidom::Element;
 use crate::{
     client::{XmppClient, escape, stanza_id},
     fixture::{Fixture, WAIT},
-    muc::join_portal,
+    muc::{join_portal, occupant_ghost},
 };
 
 const REACTIONS: &str = "urn:xmpp:reactions:0";
@@ -52,14 +52,14 @@ fn is_redaction_of(event: &Value, target: &str) -> bool {
     event["type"] == "m.room.redaction" && (event["redacts"] == target || event["content"]["redacts"] == target)
 }
 
-/// Servers, bridge, an XMPP user in `room` and a Matrix user in its portal.
-async fn muc_with_portal(room: &str) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String)> {
+/// Servers, bridge, an XMPP user in `room` and a Matrix user in its portal; the last is Xavier's ghost.
+async fn muc_with_portal(room: &str) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String, String)> {
     let fixture = Fixture::start().await?;
     let mut xavier = fixture.xmpp_user("xavier").await?;
-    xavier.join_muc(room, "Xavier").await?;
+    let ghost = occupant_ghost(room, &xavier.join_muc(room, "Xavier").await?)?;
     let alice = fixture.matrix_user("alice").await?;
     let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
-    Ok((fixture, xavier, alice, room_id))
+    Ok((fixture, xavier, alice, room_id, ghost))
 }
 
 fn reactions_xml(id: &str, keys: &[&str]) -> String {
@@ -71,7 +71,7 @@ fn reactions_xml(id: &str, keys: &[&str]) -> String {
 #[tokio::test]
 async fn muc_corrections_reactions_replies_and_retractions_reach_matrix() -> anyhow::Result<()> {
     let room = "xeps@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal(room).await?;
 
     xavier.send_message_with("groupchat", room, "x-1", Some("first words"), "").await?;
     let original = alice.wait_for_message(&room_id, WAIT, "first words").await?;
@@ -100,7 +100,7 @@ async fn muc_corrections_reactions_replies_and_retractions_reach_matrix() -> any
     seen.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(seen.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(), ["🎉", "👍"]);
     let thumbs = seen[1].1["event_id"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(seen[1].1["sender"], "@_xmpp_xeps=40conference.localhost=2f_xavier:localhost");
+    assert_eq!(seen[1].1["sender"], ghost.as_str());
     xavier.send_message_with("groupchat", room, "x-4", None, &reactions_xml(&stanza, &["🎉"])).await?;
     alice
         .wait_for_event(&room_id, WAIT, |event| is_redaction_of(event, &thumbs))
@@ -133,7 +133,7 @@ async fn muc_corrections_reactions_replies_and_retractions_reach_matrix() -> any
 #[tokio::test]
 async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc() -> anyhow::Result<()> {
     let room = "xeps-out@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+    let (_fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal(room).await?;
 
     let event_id = alice.send_text(&room_id, "from matrix").await?;
     let sent = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "from matrix").await?;
@@ -188,7 +188,7 @@ async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc() -> anyhow
 #[tokio::test]
 async fn a_restart_between_a_message_and_its_correction_keeps_the_mapping() -> anyhow::Result<()> {
     let room = "xeps-restart@conference.localhost";
-    let (mut fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
+    let (mut fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal(room).await?;
     xavier.send_message_with("groupchat", room, "r-1", Some("before restart"), "").await?;
     let original = alice.wait_for_message(&room_id, WAIT, "before restart").await?;
     let original_id = original["event_id"].as_str().context("event ID")?.to_owned();
@@ -422,7 +422,7 @@ async fn direct_chat_typing_and_read_markers_both_ways() -> anyhow::Result<()> {
 async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
     use xmpp_parsers::{caps, disco::DiscoInfoResult, hashes::Algo};
     let room = "caps@conference.localhost";
-    let (_fixture, mut xavier, _alice, _room_id) = muc_with_portal(room).await?;
+    let (_fixture, mut xavier, _alice, _room_id, _ghost) = muc_with_portal(room).await?;
     let occupant = format!("{room}/alice");
     let presence = xavier
         .wait_for(WAIT, |stanza| stanza.name() == "presence" && stanza.attr("from") == Some(occupant.as_str()))
@@ -436,7 +436,8 @@ async fn gateway_user_jids_advertise_what_they_handle() -> anyhow::Result<()> {
     let answer = xavier.iq_with_id("get", user, "caps1", &query).await?;
     let query = answer.get_child("query", "http://jabber.org/protocol/disco#info").context("no disco#info")?;
     let info = DiscoInfoResult::try_from(query.clone())?;
-    for feature in [REACTIONS, RETRACT, REPLY, CORRECT, "urn:xmpp:chat-markers:0", "jabber:iq:version"] {
+    let notify = "urn:xmpp:avatar:metadata+notify";
+    for feature in [REACTIONS, RETRACT, REPLY, CORRECT, "urn:xmpp:chat-markers:0", "jabber:iq:version", notify] {
         assert!(info.features.iter().any(|known| known == feature), "{feature} missing from {:?}", info.features);
     }
     let hash = caps::hash_caps(&caps::compute_disco(&info), Algo::Sha_1).map_err(anyhow::Error::msg)?;
@@ -505,11 +506,10 @@ async fn xmpp_avatars_become_ghost_avatars() -> anyhow::Result<()> {
     let hash = sha1_hex(&picture)?;
     let room = "faces@conference.localhost";
     let update = format!("<x xmlns='vcard-temp:x:update'><photo>{hash}</photo></x>");
-    xavier.join_muc_with(room, "Xavier", &update).await?;
+    let ghost = occupant_ghost(room, &xavier.join_muc_with(room, "Xavier", &update).await?)?;
     let alice = fixture.matrix_user("alice").await?;
     // (The ghost may join with the avatar already set, or set it later: either member event shows it.)
     let room_id = alice.join("#_xmpp_faces@conference.localhost:localhost").await?;
-    let ghost = "@_xmpp_faces=40conference.localhost=2f_xavier:localhost";
     let member = alice
         .wait_for_event(&room_id, WAIT, |event| {
             event["type"] == "m.room.member"
@@ -529,8 +529,8 @@ async fn xmpp_avatars_become_ghost_avatars() -> anyhow::Result<()> {
 async fn muc_chat_states_both_ways() -> anyhow::Result<()> {
     const STATES: &str = "http://jabber.org/protocol/chatstates";
     let room = "typing@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id) = muc_with_portal(room).await?;
-    let ghost = "@_xmpp_typing=40conference.localhost=2f_xavier:localhost";
+    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal(room).await?;
+    let ghost = ghost.as_str();
     xavier.send_message_with("groupchat", room, "s-1", None, &format!("<composing xmlns='{STATES}'/>")).await?;
     alice
         .wait_for_event(&room_id, WAIT, |event| {
@@ -550,4 +550,108 @@ async fn muc_chat_states_both_ways() -> anyhow::Result<()> {
     alice.call(reqwest::Method::PUT, &typing_path, &[], Some(&json!({"typing": false}))).await?;
     xavier.wait_for_message_from(room, WAIT, state_of_alice("active")).await?;
     Ok(())
+}
+
+const MARKERS: &str = "urn:xmpp:chat-markers:0";
+const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+
+/// The XEP-0333 marker of the message `id`.
+fn displayed(id: &str) -> String {
+    format!("<displayed xmlns='{MARKERS}' id='{id}'/>")
+}
+
+/// Waits for `reader`'s read receipt on `event_id` in the room.
+async fn read_receipt(alice: &MatrixUser, room_id: &str, event_id: &str, reader: &str) -> anyhow::Result<()> {
+    alice
+        .wait_for_event(room_id, WAIT, |event| {
+            event["type"] == "m.receipt" && event["content"][event_id]["m.read"].get(reader).is_some()
+        })
+        .await
+        .with_context(|| format!("{reader}'s read receipt on {event_id}"))?;
+    Ok(())
+}
+
+/// Alice reads `event_id` (a Matrix read receipt).
+async fn mark_read(alice: &MatrixUser, room_id: &str, event_id: &str) -> anyhow::Result<()> {
+    let path = ["_matrix", "client", "v3", "rooms", room_id, "receipt", "m.read", event_id];
+    alice.call(reqwest::Method::POST, &path, &[], Some(&json!({}))).await?;
+    Ok(())
+}
+
+/// The `displayed` marker `from` sends in a MUC, as the ID it names.
+async fn marker_from(xavier: &mut XmppClient, room: &str, from: &str) -> anyhow::Result<String> {
+    let marker = xavier
+        .wait_for_message_from(room, WAIT, |stanza| {
+            stanza.attr("from") == Some(from) && stanza.has_child("displayed", MARKERS)
+        })
+        .await?;
+    Ok(marker.get_child("displayed", MARKERS).and_then(|d| d.attr("id")).context("no id")?.to_owned())
+}
+
+/// XEP-0333 displayed markers in a MUC portal ⇄ Matrix read receipts, messages named by the MUC's stanza-ids.
+#[tokio::test]
+async fn muc_read_markers_both_ways() -> anyhow::Result<()> {
+    let room = "markers@conference.localhost";
+    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal(room).await?;
+    let ghost = ghost.as_str();
+    // Alice speaks first, so her occupant is in the MUC (a receipt never makes the gateway join).
+    alice.send_text(&room_id, "hello").await?;
+    xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "hello").await?;
+
+    xavier.send_message_with("groupchat", room, "m-1", Some("read me"), "").await?;
+    let read_me = alice.wait_for_message(&room_id, WAIT, "read me").await?;
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "read me").await?;
+    let read_me_name = stanza_id(&reflection, room).context("muc_mam stamps a stanza-id")?;
+    mark_read(&alice, &room_id, read_me["event_id"].as_str().context("event ID")?).await?;
+    assert_eq!(marker_from(&mut xavier, room, &format!("{room}/alice")).await?, read_me_name);
+
+    // (Newer than Xavier's own message: Synapse never moves a read receipt backwards.)
+    let answer = alice.send_text(&room_id, "answer").await?;
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "answer").await?;
+    let answer_name = stanza_id(&reflection, room).context("stanza-id")?;
+    xavier.send_message_with("groupchat", room, "m-2", None, &displayed(&answer_name)).await?;
+    read_receipt(&alice, &room_id, &answer, ghost).await
+}
+
+/// A gateway MUC stamps XEP-0421 occupant-ids (one per person, the sender's own replaced) and carries XEP-0333
+/// markers ⇄ read receipts.
+#[tokio::test]
+async fn gateway_muc_occupant_ids_and_read_markers() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let room_id = alice.create_room(json!({"preset": "public_chat", "room_alias_name": "marks"})).await?;
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    let room = "#marks#localhost@bridge.localhost";
+    let occupant_id =
+        |stanza: &Element| stanza.get_child("occupant-id", OCCUPANT_ID).and_then(|o| o.attr("id")).map(str::to_owned);
+    let own = xavier.join_muc(room, "Xavier").await?;
+    let own_id = occupant_id(&own).context("no occupant-id in the self-presence")?;
+    let from_alice = format!("{room}/alice");
+    let alice_presence = xavier
+        .wait_for(WAIT, |stanza| stanza.name() == "presence" && stanza.attr("from") == Some(from_alice.as_str()))
+        .await?;
+    let alice_id = occupant_id(&alice_presence).context("no occupant-id in Alice's presence")?;
+    assert_ne!(alice_id, own_id);
+    let info = xavier.iq("get", room, "<query xmlns='http://jabber.org/protocol/disco#info'/>").await?;
+    assert!(crate::client::to_xml(&info).contains(OCCUPANT_ID), "{}", crate::client::to_xml(&info));
+
+    // A forged occupant-id is replaced by the MUC's.
+    let forged = format!("<occupant-id xmlns='{OCCUPANT_ID}' id='forged'/>");
+    xavier.send_message_with("groupchat", room, "g-1", Some("mine"), &forged).await?;
+    let mine = alice.wait_for_message(&room_id, WAIT, "mine").await?;
+    let reflection = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "mine").await?;
+    let ids: Vec<_> = reflection.children().filter(|child| child.is("occupant-id", OCCUPANT_ID)).collect();
+    assert_eq!(ids.len(), 1, "{}", crate::client::to_xml(&reflection));
+    assert_eq!(occupant_id(&reflection), Some(own_id));
+    let mine_name = stanza_id(&reflection, room).context("stanza-id")?;
+
+    let theirs = alice.send_text(&room_id, "theirs").await?;
+    let message = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "theirs").await?;
+    assert_eq!(occupant_id(&message), Some(alice_id));
+    let theirs_name = stanza_id(&message, room).context("stanza-id")?;
+
+    mark_read(&alice, &room_id, mine["event_id"].as_str().context("event ID")?).await?;
+    assert_eq!(marker_from(&mut xavier, room, &from_alice).await?, mine_name);
+    xavier.send_message_with("groupchat", room, "g-2", None, &displayed(&theirs_name)).await?;
+    read_receipt(&alice, &room_id, &theirs, "@_xmpp_xavier=40localhost:localhost").await
 }
