@@ -584,6 +584,12 @@ async fn session(
         if text.is_empty() {
             continue;
         }
+        if settings.forward == Forward::Own {
+            let own_nick = lock(&shared.session).as_ref().map(|session| casefold(&session.nick));
+            if own_nick.is_some_and(|own| is_others_channel_chatter(&text, &own)) {
+                continue;
+            }
+        }
         let message = match Message::from_str(&text) {
             Ok(message) => message,
             Err(error) => {
@@ -801,6 +807,29 @@ fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
     }
 }
 
+/// Whether a raw line is someone else's message to a channel: most of what a puppet's connection receives, and
+/// nothing it acts on (the network's listener bridges channel traffic), so such lines are dropped before parsing.
+/// Lines carrying a `label` (answers to what the owner sent) and anything unusual are parsed as usual.
+fn is_others_channel_chatter(line: &str, own_nick_folded: &str) -> bool {
+    let mut rest = line;
+    if let Some(tagged) = rest.strip_prefix('@') {
+        let Some((tags, after)) = tagged.split_once(' ') else { return false };
+        if tags.split(';').any(|tag| tag == "label" || tag.starts_with("label=")) {
+            return false;
+        }
+        rest = after;
+    }
+    let Some((prefix, after)) = rest.strip_prefix(':').and_then(|prefixed| prefixed.split_once(' ')) else {
+        return false;
+    };
+    let nick = prefix.split(['!', '@']).next().unwrap_or_default();
+    let mut words = after.splitn(3, ' ');
+    let (Some(command), Some(target)) = (words.next(), words.next()) else { return false };
+    matches!(command, "PRIVMSG" | "NOTICE" | "TAGMSG")
+        && target.starts_with(['#', '&'])
+        && casefold(nick) != own_nick_folded
+}
+
 /// Channel lists per JOIN line: the longest list of channel names, in bytes, one `JOIN` carries (RFC 2812 3.2.1
 /// allows a comma-separated list; a line must stay within 512 bytes with the server's prefix on it).
 const JOIN_LIST_BYTES: usize = 400;
@@ -844,6 +873,27 @@ mod tests {
         assert_eq!(joined, many.iter().map(String::as_str).collect::<Vec<_>>());
     }
     use super::*;
+
+    #[test]
+    fn only_others_channel_messages_are_dropped_unparsed() {
+        let cases = [
+            (":alice!a@h PRIVMSG #chan :hello", true),
+            ("@time=2026-01-01T00:00:00Z;msgid=x :alice!a@h NOTICE &local :hi", true),
+            ("@+typing=active :alice!a@h TAGMSG #chan", true),
+            // Our own echo, labelled answers, private messages and everything else are parsed.
+            (":Me!m@h PRIVMSG #chan :echo", false),
+            ("@label=7 :alice!a@h PRIVMSG #chan :answer", false),
+            (":alice!a@h PRIVMSG me :private", false),
+            (":alice!a@h PRIVMSG @#chan :ops only", false),
+            (":alice!a@h JOIN #chan", false),
+            ("PING :x", false),
+            ("@broken", false),
+            (":alice!a@h PRIVMSG", false),
+        ];
+        for (line, dropped) in cases {
+            assert_eq!(is_others_channel_chatter(line, "me"), dropped, "{line}");
+        }
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {

@@ -165,10 +165,7 @@ impl Store {
             let _turn = self.write_turn().await;
             let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
             let mut transaction = connection.begin().await?;
-            let mut outcomes = Vec::with_capacity(group.len());
-            for write in &group {
-                outcomes.push(write.operation.apply(&mut transaction).await?);
-            }
+            let outcomes = apply(&group, &mut transaction).await?;
             transaction.commit().await?;
             if durable {
                 self.release_durable(connection).await?;
@@ -208,40 +205,70 @@ impl Store {
     }
 }
 
-impl Operation {
-    async fn apply(&self, transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
-        Ok(match self {
-            Self::Push { kind, key, payload } => {
+/// Rows per multi-row statement of a group: well under both backends' parameter limits.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Applies a group's writes inside one transaction; returns each write's outcome (a push's or removal's sequence
+/// number, 0 otherwise). Pushes go one by one, each needing its sequence number back; removals and mappings go as
+/// multi-row statements, since every statement is a round trip to the database (the group commits atomically, so
+/// their order inside it does not matter).
+async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<Vec<i64>> {
+    let mut outcomes = vec![0; group.len()];
+    let mut removals: Vec<(QueueKind, i64)> = Vec::new();
+    let mut mappings = Vec::new();
+    for (outcome, write) in outcomes.iter_mut().zip(group) {
+        match &write.operation {
+            Operation::Push { kind, key, payload } => {
                 let sql = kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
-                sqlx::query_scalar(sql)
+                *outcome = sqlx::query_scalar(sql)
                     .bind(key.as_str())
                     .bind(payload.as_str())
                     .bind(now_ms())
                     .fetch_one(&mut **transaction)
-                    .await?
-            }
-            Self::Complete { kind, seq } => {
-                sqlx::query(kind.sql("DELETE FROM {table} WHERE seq = $1"))
-                    .bind(*seq)
-                    .execute(&mut **transaction)
                     .await?;
-                *seq
             }
-            Self::MapMessage { mapping, recorded_at } => {
-                sqlx::query(
-                    "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, remote_id) DO NOTHING",
-                )
+            Operation::Complete { kind, seq } => {
+                *outcome = *seq;
+                removals.push((*kind, *seq));
+            }
+            Operation::MapMessage { mapping, recorded_at } => mappings.push((mapping, *recorded_at)),
+            Operation::Barrier => {}
+        }
+    }
+    for kind in [QueueKind::Matrix, QueueKind::Remote] {
+        let seqs: Vec<i64> = removals.iter().filter(|(of, _)| *of == kind).map(|(_, seq)| *seq).collect();
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = kind.sql(&format!("DELETE FROM {{table}} WHERE seq IN ({})", placeholders.join(",")));
+            let mut query = sqlx::query(sql);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&mut **transaction).await?;
+        }
+    }
+    for chunk in mappings.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = row * 5;
+                format!("(${}, ${}, ${}, ${}, ${})", first + 1, first + 2, first + 3, first + 4, first + 5)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) VALUES {} \
+             ON CONFLICT (event_id, remote_id) DO NOTHING",
+            rows.join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (mapping, recorded_at) in chunk {
+            query = query
                 .bind(mapping.event_id.as_str())
                 .bind(mapping.room_id.as_str())
                 .bind(mapping.portal_key.as_str())
                 .bind(mapping.remote_id.as_str())
-                .bind(*recorded_at)
-                .execute(&mut **transaction)
-                .await?;
-                0
-            }
-            Self::Barrier => 0,
-        })
+                .bind(*recorded_at);
+        }
+        query.execute(&mut **transaction).await?;
     }
+    Ok(outcomes)
 }

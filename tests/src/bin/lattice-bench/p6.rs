@@ -160,10 +160,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
         "| Matrix → XMPP MUC messages/s | {bridge_rate:.0} ({:.2} × limit) | raw component occupant: {raw_rate:.0} |",
         bridge_rate / raw_rate
     );
-    println!(
-        "| Matrix → XMPP bridge CPU per message | {:.0} µs | |",
-        to_xmpp_cpu * 1e6 / size.messages as f64
-    );
+    println!("| Matrix → XMPP bridge CPU per message | {:.0} µs | |", to_xmpp_cpu * 1e6 / size.messages as f64);
     let per_stanza = cpu * 1e6 / size.stanzas as f64;
     let synapse_text = synapse_cpu.map_or_else(
         || "Synapse: not found".to_owned(),
