@@ -148,3 +148,17 @@ fn peak_per_second(samples: &[(f64, usize)]) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_is_over_windows_of_at_least_a_second() {
+        assert_eq!(peak_per_second(&[(0.0, 0)]), 0);
+        // 10 by 0.5 s and 30 by 1.0 s: the window ending at 1.0 s holds 30; at 1.5 s, 50 − 10 = 40.
+        assert_eq!(peak_per_second(&[(0.0, 0), (0.5, 10), (1.0, 30), (1.5, 50), (2.5, 55)]), 40);
+        // Samples closer than a second to the first have no window yet.
+        assert_eq!(peak_per_second(&[(0.0, 0), (0.2, 100), (0.9, 200)]), 0);
+    }
+}
