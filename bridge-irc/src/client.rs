@@ -24,7 +24,8 @@ use crate::{
     ids::{casefold, next_nick},
     ircv3::{
         cap::{CapNegotiation, CapSet, CapStep},
-        sasl, tags,
+        sasl::{self, Exchange, SaslError},
+        tags,
     },
     line::{Line, worst_case_prefix},
 };
@@ -100,6 +101,8 @@ pub(crate) enum ConnEvent {
     Message { owner: String, nick: String, message: Box<Message> },
     /// The connection is gone; it reconnects unless it was told to quit.
     Disconnected { owner: String, nick: String },
+    /// The SASL login to `account` failed (the connection registers without it).
+    LoginFailed { owner: String, account: String, reason: String },
 }
 
 /// Where a connection stands with a channel.
@@ -538,6 +541,7 @@ async fn session(
     let has_certificate = server.tls && sasl_login.is_some_and(|login| login.certificate.is_some());
     let has_password = sasl_login.is_some_and(|login| !login.password.is_empty());
     let mut caps = CapNegotiation::new(sasl::mechanisms(has_certificate, has_password));
+    let mut exchange: Option<Exchange> = None;
     urgent(Line::new("CAP", &["LS", "302"], None));
     let mut registration =
         Registration { nick: settings.nick.clone(), attempt: 0, max_nick_length: settings.max_nick_length };
@@ -548,6 +552,8 @@ async fn session(
     let mut buffer = Vec::with_capacity(1024);
     let mut registered = false;
     let mut pinged = false;
+    // Why we ended a SASL exchange ourselves (a wrong SCRAM signature), reported with the server's answer.
+    let mut failure: Option<SaslError> = None;
     let register_deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
     loop {
         let idle = if registered { READ_IDLE } else { register_deadline - tokio::time::Instant::now() };
@@ -681,7 +687,12 @@ async fn session(
                 for step in steps {
                     match step {
                         CapStep::Request(list) => urgent(Line::new("CAP", &["REQ"], Some(&list))),
-                        CapStep::Authenticate(mechanism) => urgent(Line::new("AUTHENTICATE", &[&mechanism], None)),
+                        CapStep::Authenticate(mechanism) => {
+                            exchange = sasl_login
+                                .zip(caps.mechanism())
+                                .map(|(login, chosen)| Exchange::new(chosen, &login.account, &login.password));
+                            urgent(Line::new("AUTHENTICATE", &[&mechanism], None));
+                        }
                         CapStep::End => {
                             if sasl_login.is_some() && caps.mechanism().is_none() {
                                 tracing::warn!(network = %settings.network, owner = %settings.owner,
@@ -692,25 +703,39 @@ async fn session(
                     }
                 }
             }
-            Command::AUTHENTICATE(challenge) if challenge == "+" => {
-                if let (Some(login), Some(mechanism)) = (sasl_login, caps.mechanism()) {
-                    for chunk in sasl::response(mechanism, &login.account, &login.password) {
-                        urgent(Line::new("AUTHENTICATE", &[&chunk], None));
+            Command::AUTHENTICATE(argument) => {
+                let Some(login) = exchange.as_mut() else { continue };
+                match login.on_server(argument) {
+                    Ok(answer) => {
+                        for chunk in answer {
+                            urgent(Line::new("AUTHENTICATE", &[&chunk], None));
+                        }
+                    }
+                    Err(error) => {
+                        // The server's 906 (aborted) reports it below, with this reason.
+                        urgent(Line::new("AUTHENTICATE", &["*"], None));
+                        failure = Some(error);
                     }
                 }
             }
             Command::Response(Response::RPL_SASLSUCCESS, _) => {
-                tracing::info!(network = %settings.network, owner = %settings.owner, mechanism = ?caps.mechanism(),
-                    "SASL login succeeded");
+                let verified = exchange.take().map_or(Ok(()), |login| login.succeeded());
+                match verified {
+                    Ok(()) => tracing::info!(network = %settings.network, owner = %settings.owner,
+                        mechanism = ?caps.mechanism(), "SASL login succeeded"),
+                    Err(error) => login_failed(settings, events, error).await,
+                }
                 if caps.sasl_done().contains(&CapStep::End) {
                     urgent(Line::new("CAP", &["END"], None));
                 }
             }
             Command::Response(
                 Response::ERR_SASLFAIL | Response::ERR_SASLTOOLONG | Response::ERR_SASLABORT | Response::ERR_NICKLOCKED,
-                _,
+                params,
             ) => {
-                tracing::warn!(network = %settings.network, owner = %settings.owner, "SASL login failed");
+                exchange = None;
+                let said = params.last().cloned().unwrap_or_default();
+                login_failed(settings, events, failure.take().unwrap_or(SaslError::Refused(said))).await;
                 if caps.sasl_done().contains(&CapStep::End) {
                     urgent(Line::new("CAP", &["END"], None));
                 }
@@ -773,6 +798,14 @@ async fn session(
     }
 }
 
+/// Reports a failed SASL login: in the log, and to the owner (who tells the Matrix user).
+async fn login_failed(settings: &Settings, events: &mpsc::Sender<ConnEvent>, error: SaslError) {
+    let account = settings.login.as_ref().map(|login| login.account.clone()).unwrap_or_default();
+    tracing::warn!(network = %settings.network, owner = %settings.owner, %account, %error, "SASL login failed");
+    let event = ConnEvent::LoginFailed { owner: settings.owner.clone(), account, reason: error.to_string() };
+    let _ = events.send(event).await;
+}
+
 /// Whether the owner asked for `message` (see [`Forward`]).
 fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
     let own = casefold(own_nick);
@@ -786,6 +819,10 @@ fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
         Forward::Own => match &message.command {
             Command::Raw(command, _) if command == "FAIL" => true,
             Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => casefold(target) == own,
+            // Client tags sent to the puppet alone (IRCv3 typing in a DM).
+            Command::Raw(command, params) if command == "TAGMSG" => {
+                params.first().is_some_and(|target| casefold(target) == own)
+            }
             Command::KICK(_, kicked, _) => casefold(kicked) == own,
             Command::NICK(_) => message.source_nickname().is_some_and(|nick| casefold(nick) == own),
             // Why the server closed the connection (a K-line, a ban), for the user's removal notice.
@@ -912,6 +949,8 @@ mod tests {
         let parse = |line: &str| Message::from_str(line).unwrap();
         assert!(wants(Forward::Own, &parse(":bob!b@h PRIVMSG Alice :hi"), "alice"));
         assert!(!wants(Forward::Own, &parse(":bob!b@h PRIVMSG #chan :hi"), "alice"));
+        assert!(wants(Forward::Own, &parse("@+typing=active :bob!b@h TAGMSG Alice"), "alice"));
+        assert!(!wants(Forward::Own, &parse("@+typing=active :bob!b@h TAGMSG #chan"), "alice"));
         assert!(wants(Forward::Own, &parse(":op!o@h KICK #chan alice :bye"), "alice"));
         assert!(!wants(Forward::Own, &parse(":op!o@h KICK #chan bob :bye"), "alice"));
         assert!(wants(Forward::Own, &parse(":alice!a@h NICK alice2"), "alice"));

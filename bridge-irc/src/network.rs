@@ -310,10 +310,18 @@ impl Network {
         }
     }
 
-    /// Tells a Matrix user that their idle puppet is being closed: in their admin room, else the room they last used.
-    async fn tell_idle(&self, user_id: &str, room_id: Option<&str>, timeout: Duration) {
+    /// Tells a Matrix user about their connection: in their admin room, else `room_id` (the room they last used).
+    async fn tell(&self, user_id: &str, room_id: Option<&str>, text: &str) {
         let admin_room = self.bridge.store().admin_room(user_id).await.ok().flatten();
-        let Some(room) = admin_room.as_deref().or(room_id) else { return };
+        let room_id = room_id.map(str::to_owned).or_else(|| self.activity.get(user_id)?.room_id.clone());
+        let Some(room) = admin_room.or(room_id) else { return };
+        if let Err(error) = self.bridge.notice(&room, text).await {
+            tracing::warn!(network = %self.id, matrix_user = %user_id, %error, "cannot tell a user about their connection");
+        }
+    }
+
+    /// Tells a Matrix user that their idle puppet is being closed.
+    async fn tell_idle(&self, user_id: &str, room_id: Option<&str>, timeout: Duration) {
         let comeback = if self.privacy.enabled() {
             // The privacy rule removes the user from the portals too (see `puppet_closed`).
             "you leave its rooms too, as only people connected to IRC may read them; rejoin one to reconnect"
@@ -325,9 +333,7 @@ impl Network {
             self.config.name,
             timeout.as_secs()
         );
-        if let Err(error) = self.bridge.notice(room, &text).await {
-            tracing::warn!(network = %self.id, matrix_user = %user_id, %error, "cannot tell a user their puppet idled out");
-        }
+        self.tell(user_id, room_id, &text).await;
     }
 
     /// The ghost spec of a user ID in our namespace, under the nick its person uses now (which differs from the
@@ -444,6 +450,15 @@ impl Network {
                     self.puppet_nicks.remove_if(&casefold(&nick), |_, user| *user == owner);
                     self.watch_lost_puppet(&owner);
                 }
+                ConnEvent::LoginFailed { owner, account, reason } if owner != BOT_OWNER => {
+                    let text = format!(
+                        "Your IRC login to {} as {account} failed: {reason}. You are connected without it; store the \
+                         right password with `storepass` to try again.",
+                        self.config.name
+                    );
+                    self.tell(&owner, None, &text).await;
+                }
+                ConnEvent::LoginFailed { .. } => {}
                 ConnEvent::Disconnected { nick, .. } => {
                     lock(&self.members).clear();
                     // What an unfinished batch held is still news.
@@ -627,10 +642,7 @@ impl Network {
                 let Some(portal) = params.first().and_then(|target| self.portal_of(target)) else { return };
                 let nick = source.unwrap_or_default();
                 let at = server_time::timestamp_ms(&message);
-                if let Some(state) = tags::get(&message, "+typing") {
-                    let kind = RemoteEventKind::Typing { typing: state == "active" };
-                    self.push_at(&portal, Some(self.ghost(&nick).await), None, at, kind).await;
-                }
+                self.irc_typing(&portal, &nick, &message).await;
                 if let Some(key) = tags::get(&message, "+draft/react").filter(|key| !key.is_empty())
                     && let Some(target) = self.replied_to(&portal, &message).await
                 {
@@ -871,6 +883,15 @@ impl Network {
         }
     }
 
+    /// A `+typing` client tag on a TAGMSG from `nick` (IRCv3 typing) as typing in `portal`: a channel's or a DM's.
+    async fn irc_typing(&self, portal: &str, nick: &str, message: &Message) {
+        let Some(state) = tags::get(message, "+typing") else { return };
+        // `paused` (text typed, not being typed now) is not typing for Matrix either.
+        let kind = RemoteEventKind::Typing { typing: state == "active" };
+        let at = server_time::timestamp_ms(message);
+        self.push_at(portal, Some(self.ghost(nick).await), None, at, kind).await;
+    }
+
     /// What a puppet hears about itself: private messages become Matrix DMs, server replies go to whoever asked.
     async fn on_puppet(&self, matrix_user: &str, own_nick: &str, message: Message) {
         let label = tags::get(&message, "label");
@@ -952,6 +973,14 @@ impl Network {
                 let (body, html) = self.irc_to_matrix(text);
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
                 self.push(&portal.remote_key, Some(ghost), Some(remote_message_id(&nick, &message)), kind).await;
+            }
+            // Typing in a DM: only where the DM room exists already (typing alone does not open one).
+            Command::Raw(command, _) if command == "TAGMSG" => {
+                let Some(nick) = message.source_nickname().filter(|nick| !self.is_ours(nick)) else { return };
+                let key = dm_key(&self.id, matrix_user, nick);
+                if let Ok(Some(_)) = self.bridge.store().portal_by_key(&key).await {
+                    self.irc_typing(&key, nick, &message).await;
+                }
             }
             Command::ERROR(reason) => self.privacy.closed_by_server(matrix_user, reason),
             Command::Response(..) => {
@@ -1153,14 +1182,7 @@ impl Network {
         {
             self.touch(sender, Some(&event.room_id));
         }
-        let target = match (split_portal_key(&portal.remote_key), split_dm_key(&portal.remote_key)) {
-            (Some((_, channel)), _) => Target::Channel(Self::channel_name(portal, channel)),
-            (None, Some((_, user, nick))) if user == sender => {
-                let nick = portal.metadata.get("nick").and_then(|nick| nick.as_str()).unwrap_or(nick);
-                Target::Nick(nick.to_owned())
-            }
-            _ => return Ok(()),
-        };
+        let Some(target) = Target::of(portal, sender) else { return Ok(()) };
         match &event.kind {
             MatrixEventKind::Message(message) => {
                 let lines = render_plain(&message.text).lines().count();
@@ -1474,20 +1496,24 @@ impl Network {
     }
 
     /// Matrix typing (`m.typing`) as `+typing` TAGMSGs (IRCv3 typing client tag) from the puppets of those who
-    /// started or stopped; only puppets already in the channel take part, no connection is made for typing.
+    /// started or stopped, to the channel or, in a DM portal, to the nick; only puppets already in the channel (or
+    /// connected, for a DM) take part, no connection is made for typing.
     async fn matrix_typing(&self, portal: &Portal, room_id: &str, user_ids: &[String]) {
-        let Some((_, channel)) = split_portal_key(&portal.remote_key) else { return };
-        let channel = Self::channel_name(portal, channel);
         let now: HashSet<String> = user_ids.iter().filter(|user| self.puppets.contains_key(*user)).cloned().collect();
         let before = lock(&self.typing).insert(room_id.to_owned(), now.clone()).unwrap_or_default();
         let started = now.difference(&before).map(|user| (user, "active"));
         let stopped = before.difference(&now).map(|user| (user, "done"));
         for (user, state) in started.chain(stopped) {
+            let Some(target) = Target::of(portal, user) else { continue };
             let Some(puppet) = self.puppets.get(user).map(|entry| entry.clone()) else { continue };
-            if !puppet.has_cap("message-tags") || puppet.channel_status(&channel) != ChannelStatus::Joined {
+            let there = match &target {
+                Target::Channel(channel) => puppet.channel_status(channel) == ChannelStatus::Joined,
+                Target::Nick(_) => puppet.is_connected(),
+            };
+            if !puppet.has_cap("message-tags") || !there {
                 continue;
             }
-            let line = Line::new("TAGMSG", &[&channel], None).map(|line| line.tagged(&[("+typing", Some(state))]));
+            let line = Line::new("TAGMSG", &[target.name()], None).map(|line| line.tagged(&[("+typing", Some(state))]));
             if let Ok(Ok(line)) = line {
                 // Typing is a hint: a connection that is down just misses it.
                 let _ = puppet.send(line).await;
@@ -1607,6 +1633,18 @@ enum Target {
 }
 
 impl Target {
+    /// Where what `user` does in `portal` goes: its channel, or, in a DM portal of theirs, the nick it is with.
+    fn of(portal: &Portal, user: &str) -> Option<Self> {
+        match (split_portal_key(&portal.remote_key), split_dm_key(&portal.remote_key)) {
+            (Some((_, channel)), _) => Some(Self::Channel(Network::channel_name(portal, channel))),
+            (None, Some((_, owner, nick))) if owner == user => {
+                let nick = portal.metadata.get("nick").and_then(|nick| nick.as_str()).unwrap_or(nick);
+                Some(Self::Nick(nick.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
     fn name(&self) -> &str {
         match self {
             Self::Channel(name) | Self::Nick(name) => name,

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use super::sasl;
+
 /// The capabilities the bridge uses, each requested when offered.
 ///
 /// `userhost-in-names` is left out on purpose: it changes `NAMES` replies into `nick!user@host`, which the bridge
@@ -222,10 +224,11 @@ impl CapNegotiation {
         vec![CapStep::End]
     }
 
-    /// The first of our mechanisms the server lists; a `sasl` without a value (CAP 301 style) takes any.
+    /// The first of our mechanisms the server lists; a `sasl` without a value (CAP 301 style) is taken to offer
+    /// those every SASL server has (see [`sasl::assumed_offered`]).
     fn sasl_mechanism(&self) -> Option<&'static str> {
         match self.value("sasl") {
-            None => self.sasl.first().copied(),
+            None => self.sasl.iter().copied().find(|ours| sasl::assumed_offered(ours)),
             Some(offered) => {
                 let offered: Vec<&str> = offered.split(',').collect();
                 self.sasl.iter().copied().find(|ours| offered.iter().any(|theirs| theirs.eq_ignore_ascii_case(ours)))
@@ -303,6 +306,21 @@ mod tests {
         let mut negotiation = CapNegotiation::new(vec!["PLAIN"]);
         let steps = negotiation.on_cap("LS", &["sasl=EXTERNAL"]);
         assert_eq!(steps, [CapStep::End]);
+    }
+
+    #[test]
+    fn scram_is_chosen_only_where_it_is_listed() {
+        let password = || CapNegotiation::new(sasl::mechanisms(false, true));
+        let chosen = |offered: &str| {
+            let mut negotiation = password();
+            negotiation.on_cap("LS", &[offered]);
+            negotiation.on_cap("ACK", &["sasl"]);
+            negotiation.mechanism()
+        };
+        assert_eq!(chosen("sasl=PLAIN,SCRAM-SHA-256"), Some("SCRAM-SHA-256"));
+        assert_eq!(chosen("sasl=PLAIN,EXTERNAL"), Some("PLAIN"));
+        assert_eq!(chosen("sasl"), Some("PLAIN"));
+        assert_eq!(chosen("sasl=scram-sha-256"), Some("SCRAM-SHA-256"));
     }
 
     #[test]

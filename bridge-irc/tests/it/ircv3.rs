@@ -43,9 +43,29 @@ fn epoch_ms(time: &str) -> anyhow::Result<u64> {
     Ok(String::from_utf8(output.stdout)?.trim().parse()?)
 }
 
-async fn set_typing(user: &MatrixUser, room: &str) -> anyhow::Result<Value> {
+async fn set_typing(user: &MatrixUser, room: &str, typing: bool) -> anyhow::Result<Value> {
     let path = ["_matrix", "client", "v3", "rooms", room, "typing", user.user_id()];
-    user.call(Method::PUT, &path, &[], Some(&json!({"typing": true, "timeout": 30000}))).await
+    user.call(Method::PUT, &path, &[], Some(&json!({"typing": typing, "timeout": 30000}))).await
+}
+
+/// Waits until `user` sees the ghost of `nick` typing in `room`.
+async fn wait_for_typing(user: &MatrixUser, room: &str, nick: &str) -> anyhow::Result<()> {
+    user.wait_for_event(room, WAIT, |event| {
+        event["type"] == "m.typing"
+            && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| *id == ghost(nick)))
+    })
+    .await
+    .with_context(|| format!("waiting for {nick}'s typing in Matrix"))?;
+    Ok(())
+}
+
+/// The `+typing` state of the next typing TAGMSG `irc` gets from `nick` to `target`.
+async fn irc_typing(irc: &IrcTestClient, nick: &str, target: &str) -> anyhow::Result<Option<String>> {
+    let line = irc
+        .wait_for(WAIT, |line| is_tagmsg_from(line, nick, target) && tag(line, "+typing").is_some())
+        .await
+        .with_context(|| format!("waiting for {nick}'s typing on IRC"))?;
+    Ok(tag(&line, "+typing"))
 }
 
 #[tokio::test]
@@ -98,19 +118,9 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
 
     // Typing both ways.
     bob.send("@+typing=active TAGMSG #v3").await?;
-    alice
-        .wait_for_event(&room, WAIT, |event| {
-            event["type"] == "m.typing"
-                && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| *id == ghost("bob")))
-        })
-        .await
-        .context("waiting for bob's typing in Matrix")?;
-    set_typing(&alice, &room).await?;
-    bob.wait_for(WAIT, |line| {
-        is_tagmsg_from(line, "alice", "#v3") && tag(line, "+typing").as_deref() == Some("active")
-    })
-    .await
-    .context("waiting for alice's typing on IRC")?;
+    wait_for_typing(&alice, &room, "bob").await?;
+    set_typing(&alice, &room, true).await?;
+    assert_eq!(irc_typing(&bob, "alice", "#v3").await?.as_deref(), Some("active"));
 
     // The msgid map is in the store: after a restart, a reply to alice's first line still finds it.
     let bot_joins = |line: &str| untagged(line).starts_with(":lattice!") && line.contains(" JOIN ");
@@ -120,6 +130,33 @@ async fn server_time_msgids_replies_reactions_and_typing_cross_both_ways() -> an
     bob.send(&format!("@+draft/reply={alice_msgid} PRIVMSG #v3 :still there?")).await?;
     let event = alice.wait_for_event(&room, WAIT, |event| is_message(event, &ghost("bob"), "still there?")).await?;
     assert_eq!(event["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], from_alice, "{event}");
+    Ok(())
+}
+
+/// Typing in a DM crosses both ways, as in a channel: bob's `+typing` TAGMSG to alice's puppet shows in their DM
+/// room, and alice typing there reaches bob as a TAGMSG from her puppet, `active` then `done`.
+#[tokio::test]
+async fn typing_in_a_direct_chat_crosses_both_ways() -> anyhow::Result<()> {
+    let fixture = Fixture::inspircd(AuthMethod::None).await?;
+    let bob = IrcTestClient::connect_with_caps(fixture.ircd.port(), "bob", CAPS).await?;
+    bob.join("#dmtyping").await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join(&alias("#dmtyping")).await?;
+    alice.send_text(&room, "first words").await?;
+    bob.wait_for(WAIT, privmsg_from("alice", "PRIVMSG #dmtyping :first words")).await?;
+
+    bob.send("PRIVMSG alice :a word in private").await?;
+    let dm = alice.wait_for_invite(WAIT).await?;
+    alice.join(&dm).await?;
+    alice.wait_for_message(&dm, WAIT, "a word in private").await?;
+
+    bob.send("@+typing=active TAGMSG alice").await?;
+    wait_for_typing(&alice, &dm, "bob").await?;
+
+    set_typing(&alice, &dm, true).await?;
+    assert_eq!(irc_typing(&bob, "alice", "bob").await?.as_deref(), Some("active"));
+    set_typing(&alice, &dm, false).await?;
+    assert_eq!(irc_typing(&bob, "alice", "bob").await?.as_deref(), Some("done"));
     Ok(())
 }
 
@@ -288,7 +325,7 @@ async fn on_a_server_without_capabilities_the_conversation_is_plain_irc() -> any
     // No msgid to name: reactions and typing stay on Matrix; a reply falls back to quoting.
     let annotation = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": bob_event, "key": "👍"}});
     alice.send_event(&room, "m.reaction", annotation).await?;
-    set_typing(&alice, &room).await?;
+    set_typing(&alice, &room, true).await?;
     let reply = json!({
         "msgtype": "m.text",
         "body": "> <@irc_test_bob:localhost> hi alice\n\nhi bob",

@@ -10,3 +10,4 @@ mod moderation;
 mod plumbing;
 mod portal;
 mod provisioning;
+mod scram;

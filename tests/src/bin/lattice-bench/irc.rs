@@ -3,7 +3,7 @@
 //! backlog, so a run of a hundred thousand lines costs them nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -31,10 +31,10 @@ pub(crate) struct Tally {
     /// From the last LUSERS: users on the server (251) and channels formed (254).
     users: AtomicUsize,
     channels: AtomicUsize,
-    /// From the last complete LIST: channels with at least two members.
-    shared_channels: AtomicUsize,
-    listing: AtomicUsize,
-    lists: AtomicUsize,
+    /// The most connections any LUSERS answer counted as not registered yet (253).
+    peak_unregistered: AtomicUsize,
+    /// Nicks starting with the join prefix that a WHOIS answer showed in a channel (319).
+    in_a_channel: Mutex<HashSet<String>>,
     /// When the last counted PRIVMSG arrived.
     last_message: Mutex<Option<Instant>>,
     /// Arrival times by message text, when recording.
@@ -81,17 +81,18 @@ impl Tally {
                 let count = words.nth(1).and_then(|rest| rest.split(' ').next()).and_then(|n| n.parse().ok());
                 self.channels.store(count.unwrap_or(0), Ordering::Relaxed);
             }
-            // `:server 322 nick #channel USERS :topic`
-            "322" => {
-                let users = words.nth(1).and_then(|rest| rest.split(' ').nth(1)).and_then(|n| n.parse::<usize>().ok());
-                if users.unwrap_or(0) >= 2 {
-                    self.listing.fetch_add(1, Ordering::Relaxed);
-                }
-                return;
+            // `:server 253 nick N :unknown connection(s)` (ngircd leaves it out when there are none)
+            "253" => {
+                let count = words.nth(1).and_then(|rest| rest.split(' ').next()).and_then(|n| n.parse().ok());
+                self.peak_unregistered.fetch_max(count.unwrap_or(0), Ordering::Relaxed);
             }
-            "323" => {
-                self.shared_channels.store(self.listing.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-                self.lists.fetch_add(1, Ordering::Relaxed);
+            // `:server 319 nick target :#channel …`
+            "319" => {
+                let mut rest = words.nth(1).unwrap_or_default().splitn(2, " :");
+                let (target, channels) = (rest.next().unwrap_or_default(), rest.next().unwrap_or_default());
+                if target.starts_with(&self.join_prefix) && !channels.trim().is_empty() {
+                    self.in_a_channel.lock().unwrap_or_else(|p| p.into_inner()).insert(target.to_owned());
+                }
             }
             "PRIVMSG" => {
                 let text = words.nth(1).unwrap_or_default().strip_prefix(':').unwrap_or_default();
@@ -134,9 +135,14 @@ impl Tally {
         self.channels.load(Ordering::Relaxed)
     }
 
-    /// Channels with two members or more, by the last complete LIST answer; and how many LISTs completed.
-    pub(crate) fn shared_channels(&self) -> (usize, usize) {
-        (self.shared_channels.load(Ordering::Relaxed), self.lists.load(Ordering::Relaxed))
+    /// The most connections a LUSERS answer counted as still registering.
+    pub(crate) fn peak_unregistered(&self) -> usize {
+        self.peak_unregistered.load(Ordering::Relaxed)
+    }
+
+    /// Whether a WHOIS answer showed `nick` (starting with the join prefix) in a channel.
+    pub(crate) fn in_a_channel(&self, nick: &str) -> bool {
+        self.in_a_channel.lock().unwrap_or_else(|p| p.into_inner()).contains(nick)
     }
 
     /// When the last counted message arrived.
