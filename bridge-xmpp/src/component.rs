@@ -240,14 +240,15 @@ impl Supervisor {
     }
 }
 
-/// Plain TCP to the XMPP server (XEP-0114 runs on loopback or a private link), with Nagle's algorithm off: the
-/// bridge sends one small stanza and waits for the MUC to reflect it before the next, and Nagle's algorithm together
-/// with the server's delayed ACKs would hold each such exchange back by tens of milliseconds.
+/// Plain TCP to the XMPP server (XEP-0114 runs on loopback or a private link), with Nagle's algorithm off and
+/// delayed ACKs off: the bridge sends one small stanza and waits for the MUC to reflect it before the next, and
+/// Nagle's algorithm on either side together with the other side's delayed ACKs holds each such exchange back by
+/// 40 ms (measured: a MUC's reflection, written by Prosody in two parts, waited for the bridge's delayed ACK).
 #[derive(Debug, Clone)]
 pub(crate) struct NoDelayConnector(DnsConfig);
 
 impl ServerConnector for NoDelayConnector {
-    type Stream = BufStream<TcpStream>;
+    type Stream = BufStream<QuickAckStream>;
 
     async fn connect(
         &self,
@@ -258,8 +259,53 @@ impl ServerConnector for NoDelayConnector {
         let tcp = self.0.resolve().await?;
         tcp.set_nodelay(true)?;
         let header = StreamHeader { to: Some(jid.domain().as_str().to_owned().into()), from: None, id: None };
-        let stream = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
+        let stream = initiate_stream(BufStream::new(QuickAckStream(tcp)), ns, header, timeouts).await?;
         Ok((stream, sasl::common::ChannelBinding::None))
+    }
+}
+
+/// A TCP stream that acknowledges what it reads at once (`TCP_QUICKACK`, which the kernel clears again on its own,
+/// so it is set after every read). Elsewhere than Linux it is a plain stream.
+#[derive(Debug)]
+pub(crate) struct QuickAckStream(TcpStream);
+
+impl tokio::io::AsyncRead for QuickAckStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_read(context, buffer);
+        #[cfg(target_os = "linux")]
+        if polled.is_ready() {
+            // Best effort: a socket that refuses only keeps the kernel's default.
+            let _ = self.0.set_quickack(true);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAckStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(context, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(context)
     }
 }
 
