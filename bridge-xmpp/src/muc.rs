@@ -565,6 +565,11 @@ impl Gateway {
         payloads: Vec<Element>,
     ) -> ConnectorResult<String> {
         let groupchat = Message::groupchat(Some(Jid::from(room.clone())));
+        let mut payloads = payloads;
+        if body.is_some() {
+            // XEP-0333: readers' clients send displayed markers, which become the sender's read receipts.
+            payloads.push(crate::xep::chat_states::markable());
+        }
         let (mut message, id) = outgoing(&self.section, groupchat, body, payloads)?;
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
         message.from = Some(occupant.into());

@@ -596,7 +596,11 @@ async fn muc_read_markers_both_ways() -> anyhow::Result<()> {
     let ghost = ghost.as_str();
     // Alice speaks first, so her occupant is in the MUC (a receipt never makes the gateway join).
     alice.send_text(&room_id, "hello").await?;
-    xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "hello").await?;
+    let hello = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "hello").await?;
+    assert!(
+        hello.get_child("markable", "urn:xmpp:chat-markers:0").is_some(),
+        "a Matrix message asks for displayed markers: {hello:?}"
+    );
 
     xavier.send_message_with("groupchat", room, "m-1", Some("read me"), "").await?;
     let read_me = alice.wait_for_message(&room_id, WAIT, "read me").await?;

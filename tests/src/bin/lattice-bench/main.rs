@@ -22,6 +22,7 @@ mod p5;
 mod p6;
 mod rig;
 mod stats;
+mod tap;
 mod xmpp;
 
 use std::path::PathBuf;

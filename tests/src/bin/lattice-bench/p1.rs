@@ -27,8 +27,11 @@ use crate::{
 
 pub(crate) async fn run(bin_dir: &Path, puppets: usize) -> anyhow::Result<()> {
     println!("\n## P1 memory per idle puppet ({puppets} puppets in one channel, ngircd)");
-    let rig =
-        IrcRig::start(bin_dir, IrcOptions { max_concurrent: 50, extra_registrations: vec![], seed_portals: 0 }).await?;
+    let rig = IrcRig::start(
+        bin_dir,
+        IrcOptions { max_concurrent: 50, extra_registrations: vec![], seed_portals: 0, tap_marker: None },
+    )
+    .await?;
     let port = rig.ircd.port();
     let observer = RawIrc::connect(port, "p1obs", &["#p1"], Tally::new("\u{0}", "p1u", false)).await?;
     let admin = rig.synapse.register_user("admin", false).await?;

@@ -23,8 +23,11 @@ pub(crate) struct P2 {
 
 pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
     println!("\n## P2 Matrix → IRC throughput ({} messages over {} senders, ngircd)", size.messages, size.senders);
-    let rig =
-        IrcRig::start(bin_dir, IrcOptions { max_concurrent: 50, extra_registrations: vec![], seed_portals: 0 }).await?;
+    let rig = IrcRig::start(
+        bin_dir,
+        IrcOptions { max_concurrent: 50, extra_registrations: vec![], seed_portals: 0, tap_marker: None },
+    )
+    .await?;
     let port = rig.ircd.port();
     let wait = Duration::from_secs(600);
 

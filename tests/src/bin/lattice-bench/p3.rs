@@ -5,6 +5,11 @@
 //! - IRC → Matrix: a raw IRC client sends; the Matrix user's `/sync` notes the event. The floor: the stub appservice
 //!   sends a message into the same room, timed the same way; what the bridge adds is the difference of the
 //!   percentiles.
+//! - The bridge's own part, per message, taken at its edges: relays between Synapse and the bridge ([`Tap`](crate::tap::Tap)) note
+//!   when a transaction carrying the message reaches the bridge, and when the bridge's call carrying it leaves for
+//!   Synapse. Matrix → IRC: IRC arrival minus arrival at the bridge; IRC → Matrix: the call leaving the bridge minus
+//!   the IRC send. (The stub's floor also holds Synapse's own time between handing an event to two appservices,
+//!   which is not the bridge's.)
 
 use std::{
     collections::HashMap,
@@ -21,7 +26,7 @@ use crate::{
     appservice::StubAppservice,
     heisenbridge::{self, HeisenbridgeSetup},
     irc::{RawIrc, Tally},
-    rig::{IrcOptions, IrcRig},
+    rig::{BridgeEdges, IrcOptions, IrcRig},
     stats::p50_p99,
 };
 
@@ -35,6 +40,8 @@ pub(crate) struct Direction {
     pub(crate) floor: Vec<f64>,
     /// Per-message bridge part, where it can be taken per message.
     pub(crate) added: Vec<f64>,
+    /// Per-message bridge part taken at the bridge's edges (see the module docs).
+    pub(crate) at_edges: Vec<f64>,
 }
 
 impl Direction {
@@ -42,7 +49,16 @@ impl Direction {
         let (e50, e99) = p50_p99(&self.end_to_end);
         let (f50, f99) = p50_p99(&self.floor);
         let (a50, a99) = if self.added.is_empty() { (e50 - f50, e99 - f99) } else { p50_p99(&self.added) };
-        println!("| {bridge} | {direction} | {e50:.1} / {e99:.1} | {f50:.1} / {f99:.1} | {a50:.1} / {a99:.1} |");
+        let edges = match self.at_edges.is_empty() {
+            true => "–".to_owned(),
+            false => {
+                let (b50, b99) = p50_p99(&self.at_edges);
+                format!("{b50:.2} / {b99:.2}")
+            }
+        };
+        println!(
+            "| {bridge} | {direction} | {e50:.1} / {e99:.1} | {f50:.1} / {f99:.1} | {a50:.1} / {a99:.1} | {edges} |"
+        );
     }
 }
 
@@ -71,7 +87,9 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     };
     let mut extra_registrations = vec![stub_registration];
     extra_registrations.extend(heisenbridge.as_ref().map(|setup| setup.registration.clone()));
-    let rig = IrcRig::start(bin_dir, IrcOptions { max_concurrent: 5, extra_registrations, seed_portals: 0 }).await?;
+    let options =
+        IrcOptions { max_concurrent: 5, extra_registrations, seed_portals: 0, tap_marker: Some("p3 lattice to ") };
+    let rig = IrcRig::start(bin_dir, options).await?;
     let irc = RawIrc::connect(rig.ircd.port(), "p3irc", &["#p3"], Tally::new("p3", "", true)).await?;
     let alice = rig.synapse.register_user("alice", false).await?;
     let room = rig.portal(&alice, "#p3").await?;
@@ -82,10 +100,16 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     warm_up(&irc, "#p3", &alice, &room, &sync).await?;
     let floor = Floor { stub: &stub, user: &stub_user };
     let (to_irc, to_matrix) =
-        measure("lattice", samples, &irc, "#p3", &alice, &room, Some(floor), &sync, Duration::ZERO).await?;
-    println!("milliseconds, p50 / p99; the floor is Synapse alone (a stub appservice in the same room), same run");
-    println!("| bridge | direction | end to end | Synapse floor | bridge adds |");
-    println!("|---|---|---|---|---|");
+        measure("lattice", samples, &irc, "#p3", &alice, &room, Some(floor), rig.taps.as_ref(), &sync, Duration::ZERO)
+            .await?;
+    println!(
+        "milliseconds, p50 / p99; the floor is Synapse alone (a stub appservice in the same room), same run; the \
+         bridge's part at its edges is taken per message between its appservice endpoint and its homeserver calls"
+    );
+    println!(
+        "| bridge | direction | end to end | Synapse floor | bridge adds (vs floor) | bridge adds (at its edges) |"
+    );
+    println!("|---|---|---|---|---|---|");
     to_irc.row("lattice-irc", "Matrix → IRC");
     to_matrix.row("lattice-irc", "IRC → Matrix");
 
@@ -102,7 +126,7 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     let sync = SyncRecorder::start(owner.clone()).await?;
     warm_up(&irc, "#p3hb", &owner, &room, &sync).await?;
     let (mut hb_to_irc, mut hb_to_matrix) =
-        measure("hb", hb_samples, &irc, "#p3hb", &owner, &room, None, &sync, Duration::from_millis(1500)).await?;
+        measure("hb", hb_samples, &irc, "#p3hb", &owner, &room, None, None, &sync, Duration::from_millis(1500)).await?;
     // Its rooms let only the bot invite, so the stub cannot join: the floor is the one measured above, same Synapse.
     (hb_to_irc.floor, hb_to_matrix.floor) = (to_irc.floor, to_matrix.floor);
     hb_to_irc.row("Heisenbridge 1.15.4", "Matrix → IRC");
@@ -155,6 +179,7 @@ pub(crate) async fn measure(
     matrix: &MatrixUser,
     room: &str,
     floor: Option<Floor<'_>>,
+    edges: Option<&BridgeEdges>,
     sync: &SyncRecorder,
     gap: Duration,
 ) -> anyhow::Result<(Direction, Direction)> {
@@ -173,11 +198,17 @@ pub(crate) async fn measure(
             // Signed: the stub may hear of the event after the bridge has already delivered it.
             to_irc.added.push(if seen >= reached { ms(reached, seen) } else { -ms(seen, reached) });
         }
+        if let Some(edges) = edges {
+            to_irc.at_edges.push(ms(edges.into_bridge.arrival(&body, WAIT).await?, seen));
+        }
 
         let body = format!("p3 {label} to matrix {i}");
         let sent = Instant::now();
         irc.send_raw(format!("PRIVMSG {channel} :{body}\r\n").as_bytes()).await?;
         to_matrix.end_to_end.push(ms(sent, sync.arrival(&body, WAIT).await?));
+        if let Some(edges) = edges {
+            to_matrix.at_edges.push(ms(sent, edges.out_of_bridge.arrival(&body, WAIT).await?));
+        }
         if let Some(floor) = &floor {
             let body = format!("p3 {label} floor {i}");
             let sent = Instant::now();

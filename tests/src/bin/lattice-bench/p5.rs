@@ -66,8 +66,12 @@ pub(crate) async fn run(bin_dir: &Path, size: &P5) -> anyhow::Result<()> {
         "\n## P5 cold start ({} portals in the store, then {} puppets woken at once; max_concurrent {MAX_CONCURRENT}, ngircd)",
         size.portals, size.puppets
     );
-    let options =
-        IrcOptions { max_concurrent: MAX_CONCURRENT, extra_registrations: vec![], seed_portals: size.portals };
+    let options = IrcOptions {
+        max_concurrent: MAX_CONCURRENT,
+        extra_registrations: vec![],
+        seed_portals: size.portals,
+        tap_marker: None,
+    };
     let rig = IrcRig::start(bin_dir, options).await?;
     let observer = RawIrc::connect(rig.ircd.port(), "p5obs", &[], Tally::new("\u{0}", PUPPET_PREFIX, false)).await?;
     let wait = Duration::from_secs(120 + size.portals as u64 / 20);

@@ -9,6 +9,7 @@ use lattice_e2e::{MatrixUser, StateDir, Synapse, ircd::Ircd};
 use crate::{
     appservice::Pusher,
     bridge::{BridgeProcess, BridgeSetup, Flavour},
+    tap::Tap,
 };
 
 /// The network ID in the benchmarks' config.
@@ -21,7 +22,18 @@ pub(crate) struct IrcRig {
     pub(crate) synapse: Synapse,
     pub(crate) ircd: Ircd,
     pub(crate) pusher: Pusher,
+    /// With [`IrcOptions::tap_marker`]: relays noting marked bodies on their way into the bridge (from Synapse) and
+    /// out of it (to Synapse).
+    pub(crate) taps: Option<BridgeEdges>,
     _dir: StateDir,
+}
+
+/// Taps at the bridge's two edges towards the homeserver.
+pub(crate) struct BridgeEdges {
+    /// Between Synapse and the bridge's appservice endpoint.
+    pub(crate) into_bridge: Tap,
+    /// Between the bridge and Synapse's client-server API.
+    pub(crate) out_of_bridge: Tap,
 }
 
 /// How the bridge is configured for a run.
@@ -32,6 +44,8 @@ pub(crate) struct IrcOptions {
     pub(crate) extra_registrations: Vec<PathBuf>,
     /// Channel portals written into the store before the bridge starts (P5).
     pub(crate) seed_portals: usize,
+    /// Puts taps on the bridge's edges noting bodies that start with this (P3).
+    pub(crate) tap_marker: Option<&'static str>,
 }
 
 impl IrcRig {
@@ -40,6 +54,16 @@ impl IrcRig {
         let ircd = Ircd::ngircd().await?;
         let dir = StateDir::new("bench-irc-")?;
         let setup = BridgeSetup::new(bin_dir, dir.path(), irc_flavour(ircd.port(), options.max_concurrent))?;
+        let into_bridge = match options.tap_marker {
+            Some(marker) => {
+                let tap = Tap::start(host_port(&setup.url).to_owned(), marker).await?;
+                // Synapse reaches the bridge through the tap.
+                let registration = std::fs::read_to_string(&setup.registration)?;
+                std::fs::write(&setup.registration, registration.replace(&setup.url, &tap.url))?;
+                Some(tap)
+            }
+            None => None,
+        };
         let mut registrations = vec![setup.registration.clone()];
         registrations.extend(options.extra_registrations);
         let synapse = Synapse::start(&registrations).await?;
@@ -47,9 +71,17 @@ impl IrcRig {
             let url = format!("sqlite://{}", dir.join("bridge.db").display());
             crate::p5::seed(&url, &dir.join("bridge.key"), options.seed_portals).await?;
         }
-        let bridge = setup.start(synapse.url()).await?;
+        let taps = match (into_bridge, options.tap_marker) {
+            (Some(into_bridge), Some(marker)) => {
+                let out_of_bridge = Tap::start(host_port(synapse.url()).to_owned(), marker).await?;
+                Some(BridgeEdges { into_bridge, out_of_bridge })
+            }
+            _ => None,
+        };
+        let homeserver_url = taps.as_ref().map_or(synapse.url(), |taps| taps.out_of_bridge.url.as_str());
+        let bridge = setup.start(homeserver_url).await?;
         let pusher = Pusher::new(&setup.url, &setup.hs_token)?;
-        Ok(Self { bridge, synapse, ircd, pusher, _dir: dir })
+        Ok(Self { bridge, synapse, ircd, pusher, taps, _dir: dir })
     }
 
     /// A Matrix user joins the portal of `channel` (its alias makes the bridge create it) and the room ID.
@@ -58,6 +90,11 @@ impl IrcRig {
             .await
             .with_context(|| format!("joining the portal of {channel}"))
     }
+}
+
+/// `host:port` of an `http://host:port` URL.
+fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
 }
 
 /// The `lattice-irc` config: one network on the local ngircd, flood control off (a line bucket of a million, refilled
