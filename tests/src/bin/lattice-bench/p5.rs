@@ -143,11 +143,13 @@ pub(crate) async fn run(bin_dir: &Path, size: &P5) -> anyhow::Result<()> {
 /// The most registrations within any second, from (seconds, registered) samples: each sample against the latest one
 /// at least a second older, so a window is never shorter than a second.
 fn peak_per_second(samples: &[(f64, usize)]) -> usize {
+    let start = samples.first().map_or(0, |&(_, registered)| registered);
     samples
         .iter()
         .map(|&(at, registered)| {
+            // Within the first second, the window reaches back to the start.
             let before = samples.iter().rev().find(|(then, _)| *then <= at - 1.0);
-            before.map_or(0, |&(_, earlier)| registered.saturating_sub(earlier))
+            registered.saturating_sub(before.map_or(start, |&(_, earlier)| earlier))
         })
         .max()
         .unwrap_or(0)
@@ -162,7 +164,7 @@ mod tests {
         assert_eq!(peak_per_second(&[(0.0, 0)]), 0);
         // 10 by 0.5 s and 30 by 1.0 s: the window ending at 1.0 s holds 30; at 1.5 s, 50 − 10 = 40.
         assert_eq!(peak_per_second(&[(0.0, 0), (0.5, 10), (1.0, 30), (1.5, 50), (2.5, 55)]), 40);
-        // Samples closer than a second to the first have no window yet.
-        assert_eq!(peak_per_second(&[(0.0, 0), (0.2, 100), (0.9, 200)]), 0);
+        // A run shorter than a second: everything since the start falls in one window.
+        assert_eq!(peak_per_second(&[(0.0, 0), (0.2, 100), (0.9, 200)]), 200);
     }
 }
