@@ -100,7 +100,7 @@ impl Gateway {
         let portal = inbound.portal;
         let remote_id = ids.remote_id().map(str::to_owned);
         if let (Some(alias), Some(remote_id)) = (ids.alias(), &remote_id) {
-            store.alias_remote(portal, alias, remote_id).await?;
+            store.alias_remote(portal, alias, remote_id);
         }
         let push = |sender: Option<GhostSpec>, remote_id: Option<String>, kind: RemoteEventKind| RemoteEvent {
             portal: portal.to_owned(),

@@ -574,7 +574,7 @@ impl Gateway {
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
         message.from = Some(occupant.into());
         let Some(stanza_id) = self.send_awaiting_reflection(room, user_id, message, &id).await? else { return Ok(id) };
-        self.bridge.store().alias_remote(&portal.remote_key, &id, &stanza_id).await?;
+        self.bridge.store().alias_remote(&portal.remote_key, &id, &stanza_id);
         Ok(stanza_id)
     }
 
@@ -777,14 +777,15 @@ impl Gateway {
             return Ok(());
         }
         let nick = from.resource().map(|resource| resource.to_string());
-        let ids = MessageIds::of(&message, Some(&room));
         // The reflection of a Matrix user's message, on whichever occupant it reaches first.
         if let Some(waiter) = id.as_ref().and_then(|id| self.take_ack(id)) {
-            let _ = waiter.send(Ok(ids.stanza_id.clone()));
+            let _ = waiter.send(Ok(MessageIds::of(&message, Some(&room)).stanza_id));
         }
+        // Every occupant the bridge has in the MUC gets a copy: only the listener's is bridged.
         if message.to.as_ref().map(Jid::as_str) != Some(self.listener_jid().as_str()) {
             return Ok(());
         }
+        let ids = MessageIds::of(&message, Some(&room));
         let delay = find_payload::<Delay>(&message.payloads, "delay", ns::DELAY);
         let (sender, portal_topic) = {
             let mut rooms = self.rooms();

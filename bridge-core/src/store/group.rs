@@ -52,6 +52,15 @@ pub(crate) enum Operation {
         /// remote ID wins, so the time is the caller's, not the commit's.
         recorded_at: i64,
     },
+    /// Records another name of a remote message (the first record of a name stays).
+    AliasRemote {
+        /// The portal the message belongs to.
+        portal_key: String,
+        /// The other name.
+        alias: String,
+        /// The remote ID the message is mapped under.
+        remote_id: String,
+    },
     /// Writes nothing: committed once every write before it is.
     Barrier,
 }
@@ -205,6 +214,37 @@ impl Store {
     }
 }
 
+/// Inserts `rows` into `target` (`table (columns…)`, `columns` of them) with multi-row statements, skipping rows
+/// that collide on `unique`; `bind` binds one row's values in column order.
+async fn insert_rows<'q, T>(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    target: &str,
+    columns: usize,
+    unique: &str,
+    rows: &'q [T],
+    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let placeholders: Vec<String> =
+                    (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
+                format!("({})", placeholders.join(", "))
+            })
+            .collect();
+        let sql = format!("INSERT INTO {target} VALUES {} ON CONFLICT {unique} DO NOTHING", values.join(","));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = bind(query, row);
+        }
+        query.execute(&mut **transaction).await?;
+    }
+    Ok(())
+}
+
+/// A query on the `Any` driver.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
 /// Rows per multi-row statement of a group: well under both backends' parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
@@ -215,7 +255,7 @@ const ROWS_PER_STATEMENT: usize = 100;
 async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<Vec<i64>> {
     let mut outcomes = vec![0; group.len()];
     let mut removals: Vec<(QueueKind, i64)> = Vec::new();
-    let mut mappings = Vec::new();
+    let (mut mappings, mut aliases) = (Vec::new(), Vec::new());
     for (outcome, write) in outcomes.iter_mut().zip(group) {
         match &write.operation {
             Operation::Push { kind, key, payload } => {
@@ -232,6 +272,7 @@ async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, s
                 removals.push((*kind, *seq));
             }
             Operation::MapMessage { mapping, recorded_at } => mappings.push((mapping, *recorded_at)),
+            Operation::AliasRemote { portal_key, alias, remote_id } => aliases.push((portal_key, alias, remote_id)),
             Operation::Barrier => {}
         }
     }
@@ -247,28 +288,27 @@ async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, s
             query.execute(&mut **transaction).await?;
         }
     }
-    for chunk in mappings.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = row * 5;
-                format!("(${}, ${}, ${}, ${}, ${})", first + 1, first + 2, first + 3, first + 4, first + 5)
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO message_map (event_id, room_id, portal_key, remote_id, created_at) VALUES {} \
-             ON CONFLICT (event_id, remote_id) DO NOTHING",
-            rows.join(",")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (mapping, recorded_at) in chunk {
-            query = query
-                .bind(mapping.event_id.as_str())
-                .bind(mapping.room_id.as_str())
-                .bind(mapping.portal_key.as_str())
-                .bind(mapping.remote_id.as_str())
-                .bind(*recorded_at);
-        }
-        query.execute(&mut **transaction).await?;
-    }
+    let into_map = "message_map (event_id, room_id, portal_key, remote_id, created_at)";
+    insert_rows(transaction, into_map, 5, "(event_id, remote_id)", &mappings, |query, (mapping, recorded_at)| {
+        query
+            .bind(mapping.event_id.as_str())
+            .bind(mapping.room_id.as_str())
+            .bind(mapping.portal_key.as_str())
+            .bind(mapping.remote_id.as_str())
+            .bind(*recorded_at)
+    })
+    .await?;
+    let into_aliases = "remote_aliases (portal_key, alias, remote_id)";
+    insert_rows(
+        transaction,
+        into_aliases,
+        3,
+        "(portal_key, alias)",
+        &aliases,
+        |query, (portal_key, alias, remote_id)| {
+            query.bind(portal_key.as_str()).bind(alias.as_str()).bind(remote_id.as_str())
+        },
+    )
+    .await?;
     Ok(outcomes)
 }

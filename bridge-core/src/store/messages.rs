@@ -77,26 +77,21 @@ impl Store {
     }
 
     /// Records that the network also calls a message `alias` (e.g. the sender's own ID of a message the server
-    /// stamped with its own ID); the first record of an alias stays.
-    pub async fn alias_remote(&self, portal_key: &str, alias: &str, remote_id: &str) -> Result<()> {
-        if alias == remote_id {
-            return Ok(());
+    /// stamped with its own ID); the first record of an alias stays. Handed to the group commit like
+    /// [`Store::map_message`]; every read of the aliases sees it.
+    pub fn alias_remote(&self, portal_key: &str, alias: &str, remote_id: &str) {
+        if alias != remote_id {
+            self.defer(Operation::AliasRemote {
+                portal_key: portal_key.to_owned(),
+                alias: alias.to_owned(),
+                remote_id: remote_id.to_owned(),
+            });
         }
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO remote_aliases (portal_key, alias, remote_id) VALUES ($1, $2, $3) \
-             ON CONFLICT (portal_key, alias) DO NOTHING",
-        )
-        .bind(portal_key)
-        .bind(alias)
-        .bind(remote_id)
-        .execute(self.pool())
-        .await?;
-        Ok(())
     }
 
     /// The remote ID a message is mapped under, given any of its names: the alias's target, or the name itself.
     pub async fn resolve_remote(&self, portal_key: &str, name: &str) -> Result<String> {
+        self.settle().await?;
         let found: Option<String> =
             sqlx::query_scalar("SELECT remote_id FROM remote_aliases WHERE portal_key = $1 AND alias = $2")
                 .bind(portal_key)
@@ -108,6 +103,7 @@ impl Store {
 
     /// The other names of a remote message, in no particular order.
     pub async fn remote_aliases(&self, portal_key: &str, remote_id: &str) -> Result<Vec<String>> {
+        self.settle().await?;
         Ok(sqlx::query_scalar("SELECT alias FROM remote_aliases WHERE portal_key = $1 AND remote_id = $2")
             .bind(portal_key)
             .bind(remote_id)

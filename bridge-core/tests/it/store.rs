@@ -192,9 +192,9 @@ async fn messages_map_both_ways(store: Store, _url: String) {
 }
 
 async fn remote_aliases_resolve(store: Store, _url: String) {
-    store.alias_remote("p", "origin-1", "stanza-1").await.unwrap();
-    store.alias_remote("p", "origin-1", "stanza-2").await.unwrap();
-    store.alias_remote("p", "same", "same").await.unwrap();
+    store.alias_remote("p", "origin-1", "stanza-1");
+    store.alias_remote("p", "origin-1", "stanza-2");
+    store.alias_remote("p", "same", "same");
     assert_eq!(store.resolve_remote("p", "origin-1").await.unwrap(), "stanza-1", "the first record stays");
     assert_eq!(store.resolve_remote("p", "stanza-1").await.unwrap(), "stanza-1");
     assert_eq!(store.resolve_remote("other", "origin-1").await.unwrap(), "origin-1");
