@@ -470,9 +470,10 @@ async fn write_lines(
             writer.write_all(line.as_bytes()).await?;
             continue;
         };
-        // Lines already waiting go out in one write (a backlog would otherwise cost a system call per line); the
-        // buffer lives only as long as the backlog, so an idle connection holds none.
-        let mut buffer = Vec::with_capacity(WRITE_CHUNK);
+        // Lines already waiting go out in one write (a backlog would otherwise cost a system call per line). The
+        // buffer lives only as long as the backlog and grows with it, so an idle connection holds none and a
+        // connection's first lines (registration) do not each claim a full chunk.
+        let mut buffer = Vec::with_capacity(line.as_bytes().len() + next.as_bytes().len());
         buffer.extend_from_slice(line.as_bytes());
         buffer.extend_from_slice(next.as_bytes());
         while buffer.len() < WRITE_CHUNK
