@@ -3,11 +3,7 @@
 //! notes when each event reaches it — the homeserver's own floor, against which the bridge's part is measured.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::Instant,
 };
 
@@ -15,6 +11,8 @@ use anyhow::{Context as _, bail};
 use axum::{Json, Router, extract::State, routing::any};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+use crate::arrivals::Arrivals;
 
 /// Pushes transactions to one bridge as its homeserver would.
 pub(crate) struct Pusher {
@@ -93,8 +91,7 @@ pub(crate) fn join_event(room_id: &str, user_id: &str, displayname: &str) -> Val
 /// An appservice that acknowledges every transaction and notes when each message body reached it.
 #[derive(Clone, Default)]
 pub(crate) struct StubAppservice {
-    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
-    changed: Arc<tokio::sync::Notify>,
+    arrivals: Arrivals,
 }
 
 impl StubAppservice {
@@ -110,29 +107,15 @@ impl StubAppservice {
 
     /// When the message `body` reached the stub, waiting up to `timeout` for it.
     pub(crate) async fn arrival(&self, body: &str, timeout: std::time::Duration) -> anyhow::Result<Instant> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            if let Some(at) = self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(body) {
-                return Ok(*at);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                bail!("the stub appservice never got {body:?}");
-            }
-        }
+        self.arrivals.wait(body, timeout, "the stub appservice", || false).await
     }
 }
 
 async fn record(State(stub): State<StubAppservice>, body: Option<Json<Value>>) -> Json<Value> {
     let now = Instant::now();
     if let Some(Json(body)) = body {
-        let mut arrivals = stub.arrivals.lock().unwrap_or_else(|p| p.into_inner());
-        for event in body["events"].as_array().into_iter().flatten() {
-            if let Some(text) = event["content"]["body"].as_str() {
-                arrivals.entry(text.to_owned()).or_insert(now);
-            }
-        }
-        stub.changed.notify_waiters();
+        let events = body["events"].as_array().into_iter().flatten();
+        stub.arrivals.note(events.filter_map(|event| event["content"]["body"].as_str()), now);
     }
     Json(json!({}))
 }

@@ -12,6 +12,7 @@
 //! `cargo build --release -p lattice-bridge-irc -p lattice-bridge-xmpp`, or run `scripts/bench.sh`, which does.
 
 mod appservice;
+mod arrivals;
 mod bridge;
 mod heisenbridge;
 mod irc;

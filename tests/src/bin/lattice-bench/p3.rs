@@ -5,25 +5,24 @@
 //! - IRC → Matrix: a raw IRC client sends; the Matrix user's `/sync` notes the event. The floor: the stub appservice
 //!   sends a message into the same room, timed the same way; what the bridge adds is the difference of the
 //!   percentiles.
-//! - The bridge's own part, per message, taken at its edges: relays between Synapse and the bridge ([`Tap`](crate::tap::Tap)) note
-//!   when a transaction carrying the message reaches the bridge, and when the bridge's call carrying it leaves for
-//!   Synapse. Matrix → IRC: IRC arrival minus arrival at the bridge; IRC → Matrix: the call leaving the bridge minus
+//! - The bridge's own part, per message, taken at its edges: relays between Synapse and the bridge
+//!   ([`Tap`](crate::tap::Tap)) note when a transaction carrying the message reaches the bridge, and when the
+//!   bridge's call carrying it leaves for Synapse. Matrix → IRC: IRC arrival minus arrival at the bridge; IRC → Matrix: the call leaving the bridge minus
 //!   the IRC send. (The stub's floor also holds Synapse's own time between handing an event to two appservices,
 //!   which is not the bridge's.)
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use lattice_e2e::{MatrixUser, StateDir, Synapse};
 use reqwest::Method;
 
 use crate::{
     appservice::StubAppservice,
+    arrivals::Arrivals,
     heisenbridge::{self, HeisenbridgeSetup},
     irc::{RawIrc, Tally},
     rig::{BridgeEdges, IrcOptions, IrcRig},
@@ -222,8 +221,7 @@ pub(crate) async fn measure(
 
 /// A Matrix user's `/sync` loop that notes when each message body arrived.
 pub(crate) struct SyncRecorder {
-    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
-    changed: Arc<tokio::sync::Notify>,
+    arrivals: Arrivals,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -241,42 +239,24 @@ impl SyncRecorder {
             r#"{"room":{"timeline":{"limit":100},"state":{"lazy_load_members":true}},"presence":{"types":[]}}"#;
         let first = user.call(Method::GET, &sync, &[("filter", filter)], None).await?;
         let mut since = first["next_batch"].as_str().context("no next_batch")?.to_owned();
-        let (arrivals, changed) =
-            (Arc::<Mutex<HashMap<String, Instant>>>::default(), Arc::<tokio::sync::Notify>::default());
-        let (seen, notify) = (Arc::clone(&arrivals), Arc::clone(&changed));
+        let arrivals = Arrivals::default();
+        let seen = arrivals.clone();
         let task = tokio::spawn(async move {
             loop {
                 let query = [("filter", filter), ("since", since.as_str()), ("timeout", "30000")];
                 let answer = user.call(Method::GET, &sync, &query, None).await?;
                 let now = Instant::now();
-                for room in answer["rooms"]["join"].as_object().into_iter().flat_map(|rooms| rooms.values()) {
-                    for event in room["timeline"]["events"].as_array().into_iter().flatten() {
-                        if let Some(body) = event["content"]["body"].as_str() {
-                            seen.lock().unwrap_or_else(|p| p.into_inner()).entry(body.to_owned()).or_insert(now);
-                        }
-                    }
-                }
-                notify.notify_waiters();
+                let rooms = answer["rooms"]["join"].as_object().into_iter().flat_map(|rooms| rooms.values());
+                let events = rooms.flat_map(|room| room["timeline"]["events"].as_array().into_iter().flatten());
+                seen.note(events.filter_map(|event| event["content"]["body"].as_str()), now);
                 since = answer["next_batch"].as_str().map(str::to_owned).context("no next_batch")?;
             }
         });
-        Ok(Self { arrivals, changed, task })
+        Ok(Self { arrivals, task })
     }
 
     /// When the message `body` arrived, waiting up to `timeout`.
     pub(crate) async fn arrival(&self, body: &str, timeout: Duration) -> anyhow::Result<Instant> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            if let Some(at) = self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(body) {
-                return Ok(*at);
-            }
-            if self.task.is_finished() {
-                bail!("the /sync loop ended");
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                bail!("{body:?} did not reach Matrix within {timeout:?}");
-            }
-        }
+        self.arrivals.wait(body, timeout, "Matrix (the /sync loop)", || self.task.is_finished()).await
     }
 }

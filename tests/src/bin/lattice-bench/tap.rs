@@ -3,30 +3,24 @@
 //! between the bridge and Synapse, it timestamps the bridge's calls to the homeserver. The bridge's own part of a
 //! message's latency is then taken at its two edges, with the homeserver's share outside it.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::Notify,
 };
+
+use crate::arrivals::Arrivals;
 
 /// Bytes of a chunk carried into the next, so a body split between two reads is still seen whole.
 const CARRY: usize = 256;
-
-type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// A relay to one upstream address, noting bodies that start with its marker.
 pub(crate) struct Tap {
     /// `http://127.0.0.1:PORT` of the relay.
     pub(crate) url: String,
     arrivals: Arrivals,
-    changed: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,43 +36,28 @@ impl Tap {
     pub(crate) async fn start(upstream: String, marker: &'static str) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the tap")?;
         let url = format!("http://{}", listener.local_addr()?);
-        let (arrivals, changed) = (Arrivals::default(), Arc::<Notify>::default());
-        let (seen, notify) = (Arc::clone(&arrivals), Arc::clone(&changed));
+        let arrivals = Arrivals::default();
+        let seen = arrivals.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (upstream, seen, notify) = (upstream.clone(), Arc::clone(&seen), Arc::clone(&notify));
+                let (upstream, seen) = (upstream.clone(), seen.clone());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&upstream).await {
-                        let _ = relay(client, server, marker, &seen, &notify).await;
+                        let _ = relay(client, server, marker, &seen).await;
                     }
                 });
             }
         });
-        Ok(Self { url, arrivals, changed, task })
+        Ok(Self { url, arrivals, task })
     }
 
     /// When `body` first passed towards the upstream, waiting up to `timeout`.
     pub(crate) async fn arrival(&self, body: &str, timeout: Duration) -> anyhow::Result<Instant> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            if let Some(at) = self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(body) {
-                return Ok(*at);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                bail!("{body:?} did not pass the tap within {timeout:?}");
-            }
-        }
+        self.arrivals.wait(body, timeout, "the tap", || false).await
     }
 }
 
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    marker: &str,
-    seen: &Arrivals,
-    notify: &Notify,
-) -> std::io::Result<()> {
+async fn relay(client: TcpStream, server: TcpStream, marker: &str, seen: &Arrivals) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (mut client_read, mut client_write) = client.into_split();
@@ -94,8 +73,7 @@ async fn relay(
         let at = Instant::now();
         server_write.write_all(&buffer[..read]).await?;
         window.push_str(&String::from_utf8_lossy(&buffer[..read]));
-        note_bodies(&window, marker, at, seen);
-        notify.notify_waiters();
+        seen.note(bodies(&window, marker), at);
         let keep = window.len().saturating_sub(CARRY);
         let keep = (keep..window.len()).find(|&index| window.is_char_boundary(index)).unwrap_or(window.len());
         window.drain(..keep);
@@ -104,14 +82,11 @@ async fn relay(
     Ok(())
 }
 
-/// Notes, at `at`, each complete body in `window` not seen before.
-fn note_bodies(window: &str, marker: &str, at: Instant, seen: &Arrivals) {
-    let mut arrivals = seen.lock().unwrap_or_else(|p| p.into_inner());
-    for (start, _) in window.match_indices(marker) {
-        if let Some(length) = window[start..].find('"') {
-            arrivals.entry(window[start..start + length].to_owned()).or_insert(at);
-        }
-    }
+/// Each complete body in `window`: from `marker` to the next `"`.
+fn bodies<'a>(window: &'a str, marker: &'a str) -> impl Iterator<Item = &'a str> {
+    window
+        .match_indices(marker)
+        .filter_map(|(start, _)| window[start..].find('"').map(|length| &window[start..start + length]))
 }
 
 #[cfg(test)]
@@ -119,14 +94,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bodies_are_noted_once_and_only_when_complete() {
-        let seen = Arrivals::default();
-        let (first, later) = (Instant::now(), Instant::now() + Duration::from_secs(1));
-        note_bodies(r#"{"body":"p3 x to irc 1"},{"body":"p3 x to ir"#, "p3 x ", first, &seen);
-        note_bodies(r#"{"body":"p3 x to irc 1"},{"body":"p3 x to irc 2"}"#, "p3 x ", later, &seen);
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 2);
-        assert_eq!(seen["p3 x to irc 1"], first);
-        assert_eq!(seen["p3 x to irc 2"], later);
+    fn only_complete_bodies_are_taken() {
+        let window = r#"{"body":"p3 x to irc 1"},{"body":"p3 x to irc 2"},{"body":"p3 x to ir"#;
+        assert_eq!(bodies(window, "p3 x ").collect::<Vec<_>>(), ["p3 x to irc 1", "p3 x to irc 2"]);
     }
 }
