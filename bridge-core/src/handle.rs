@@ -445,7 +445,7 @@ async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) 
         }
     };
     if let (Some(event_id), Some(remote_id)) = (event_id, &event.remote_id) {
-        store.map_message(&MessageMapping {
+        store.map_message(MessageMapping {
             event_id: event_id.to_string(),
             room_id: portal.room_id.clone(),
             portal_key: portal.remote_key.clone(),

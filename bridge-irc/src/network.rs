@@ -585,7 +585,7 @@ impl Network {
             portal_key: sent.portal_key,
             remote_id: format!("{own_nick}/{msgid}"),
         };
-        self.bridge.store().map_message(&mapping);
+        self.bridge.store().map_message(mapping);
     }
 
     /// What the bridge knows about the IRC person using `nick`, for `whois`.
@@ -1268,7 +1268,7 @@ impl Network {
                 }
                 self.touch(sender, Some(&event.room_id));
                 if let (Some(event_id), Some(nick)) = (&event.event_id, puppet.nick()) {
-                    self.bridge.store().map_message(&MessageMapping {
+                    self.bridge.store().map_message(MessageMapping {
                         event_id: event_id.clone(),
                         room_id: portal.room_id.clone(),
                         portal_key: portal.remote_key.clone(),

@@ -562,10 +562,9 @@ impl Gateway {
         portal: &Portal,
         user_id: &str,
         body: Option<String>,
-        payloads: Vec<Element>,
+        mut payloads: Vec<Element>,
     ) -> ConnectorResult<String> {
         let groupchat = Message::groupchat(Some(Jid::from(room.clone())));
-        let mut payloads = payloads;
         if body.is_some() {
             // XEP-0333: readers' clients send displayed markers, which become the sender's read receipts.
             payloads.push(crate::xep::chat_states::markable());
@@ -1036,7 +1035,7 @@ impl Gateway {
 
     /// Records which XMPP message a Matrix event became, for corrections.
     pub async fn map_sent(&self, portal: &Portal, event_id: &str, stanza_id: String) -> ConnectorResult<()> {
-        self.bridge.store().map_message(&MessageMapping {
+        self.bridge.store().map_message(MessageMapping {
             event_id: event_id.to_owned(),
             room_id: portal.room_id.clone(),
             portal_key: portal.remote_key.clone(),

@@ -7,10 +7,7 @@
 //! every write handed over so far is committed, and every read of what they write settles first, so the store never
 //! answers with less than it was told.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
-};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 use tokio::sync::{Notify, oneshot};
@@ -86,11 +83,15 @@ impl GroupCommit {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Puts a group that failed back in front of what arrived meanwhile, so order holds when it is retried.
+    /// Puts handed-over writes of a group that failed back in front of what arrived meanwhile, so order holds, and
+    /// has the flusher retry them (whichever writer's commit failed).
     fn put_back(&self, mut group: Vec<PendingWrite>) {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        group.append(&mut pending);
-        *pending = group;
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            group.append(&mut pending);
+            *pending = group;
+        }
+        self.flush.notify_one();
     }
 
     /// Wakes the flusher, e.g. to notice that the store closed.
@@ -146,22 +147,21 @@ impl Store {
         self.grouped(Operation::Barrier).await.map(drop)
     }
 
-    /// Commits handed-over writes in the background until the store closes; a failed group is retried after a
-    /// pause, in order, so nothing handed over is lost while the process lives.
-    pub(crate) async fn flush_deferred(group: Arc<GroupCommit>, store: Store) {
+    /// Commits handed-over writes in the background until the store closes; a failed group is put back and retried
+    /// after a pause, in order, so nothing handed over is lost while the process lives.
+    pub(crate) async fn flush_deferred(self) {
         loop {
-            group.flush.notified().await;
-            if store.pool().is_closed() {
+            self.group.flush.notified().await;
+            if self.pool().is_closed() {
                 return;
             }
             let failed = {
-                let _turn = group.turn().await;
-                let writes = group.take();
-                if writes.is_empty() { false } else { !store.commit_group(writes).await }
+                let _turn = self.group.turn().await;
+                let writes = self.group.take();
+                !writes.is_empty() && !self.commit_group(writes).await
             };
             if failed {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                group.flush.notify_one();
             }
         }
     }

@@ -22,8 +22,8 @@ pub struct MessageMapping {
 impl Store {
     /// Records a mapping; recording the same pair again is a no-op. Handed to the group commit without waiting
     /// (one write per bridged message would otherwise hold up its room); every read of the map sees it.
-    pub fn map_message(&self, mapping: &MessageMapping) {
-        self.defer(Operation::MapMessage { mapping: mapping.clone(), recorded_at: now_ms() });
+    pub fn map_message(&self, mapping: MessageMapping) {
+        self.defer(Operation::MapMessage { mapping, recorded_at: now_ms() });
     }
 
     /// The Matrix event a remote message became; the latest one when the remote ID was used again (a reaction

@@ -195,7 +195,7 @@ impl Store {
             caches: Arc::default(),
         };
         migrations::run(&store).await?;
-        tokio::spawn(Self::flush_deferred(Arc::clone(&store.group), store.clone()));
+        tokio::spawn(store.clone().flush_deferred());
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_wal(store.pool.clone()));
         }

@@ -177,11 +177,6 @@ impl Queue {
             .collect()
     }
 
-    /// The oldest `limit` items under `key`, in order.
-    pub async fn peek(&self, key: &str, limit: i64) -> Result<Vec<QueuedItem>> {
-        self.peek_after(key, 0, limit).await
-    }
-
     /// Removes a handled item, committed with the next group (see [`group`](super::group)). Until then the item
     /// is still in the table: a worker reads on after it ([`Queue::peek_after`]), and a crash before the commit
     /// hands it over again, as a crash between handling and removal always could.

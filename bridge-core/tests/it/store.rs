@@ -56,7 +56,8 @@ async fn transactions_are_recorded_once(store: Store, _url: String) {
     let again = store.persist_transaction("t1", &events(&[("!a", "9")])).await.unwrap();
     assert_eq!(again, TransactionOutcome::AlreadyProcessed);
     let queue = store.queue(QueueKind::Matrix);
-    let payloads: Vec<String> = queue.peek("!a", 10).await.unwrap().into_iter().map(|item| item.payload).collect();
+    let payloads: Vec<String> =
+        queue.peek_after("!a", 0, 10).await.unwrap().into_iter().map(|item| item.payload).collect();
     assert_eq!(payloads, ["1", "3"]);
     assert_eq!(queue.depth().await.unwrap(), 3);
     let mut keys = queue.pending_keys().await.unwrap();
@@ -90,7 +91,7 @@ async fn queues_complete_retry_and_dead_letter(store: Store, _url: String) {
     let first = queue.push("net/#chan", r#"{"n":1}"#).await.unwrap();
     let second = queue.push("net/#chan", r#"{"n":2}"#).await.unwrap();
     assert!(second > first);
-    let items = queue.peek("net/#chan", 10).await.unwrap();
+    let items = queue.peek_after("net/#chan", 0, 10).await.unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(queue.record_failure(first).await.unwrap(), 1);
     assert_eq!(queue.record_failure(first).await.unwrap(), 2);
@@ -127,8 +128,13 @@ async fn concurrent_pushes_commit_together_and_keep_order_per_key(store: Store, 
     all.dedup();
     assert_eq!(all.len(), 200, "every push got its own sequence number");
     for pusher in 0..8 {
-        let payloads: Vec<String> =
-            queue.peek(&format!("portal-{pusher}"), 100).await.unwrap().into_iter().map(|item| item.payload).collect();
+        let payloads: Vec<String> = queue
+            .peek_after(&format!("portal-{pusher}"), 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|item| item.payload)
+            .collect();
         let expected: Vec<String> = (0..25).map(|n| format!("{pusher}:{n}")).collect();
         assert_eq!(payloads, expected);
     }
@@ -178,8 +184,8 @@ async fn messages_map_both_ways(store: Store, _url: String) {
             portal_key: "p".into(),
             remote_id: remote_id.into(),
         };
-        store.map_message(&mapping);
-        store.map_message(&mapping);
+        store.map_message(mapping.clone());
+        store.map_message(mapping);
     }
     let remotes: Vec<String> =
         store.remotes_for_event("$split").await.unwrap().into_iter().map(|mapping| mapping.remote_id).collect();
@@ -208,7 +214,7 @@ async fn remote_aliases_resolve(store: Store, _url: String) {
             portal_key: "p".into(),
             remote_id: "r".into(),
         };
-        store.map_message(&mapping);
+        store.map_message(mapping);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert_eq!(store.event_for_remote("p", "r").await.unwrap().as_deref(), Some("$second"));
