@@ -591,11 +591,10 @@ async fn session(
         if text.is_empty() {
             continue;
         }
-        if settings.forward == Forward::Own {
-            let own_nick = lock(&shared.session).as_ref().map(|session| casefold(&session.nick));
-            if own_nick.is_some_and(|own| is_others_channel_chatter(&text, &own)) {
-                continue;
-            }
+        let own_nick = lock(&shared.session).as_ref().map(|session| session.nick.clone());
+        let own_nick = own_nick.unwrap_or_else(|| registration.nick.clone());
+        if settings.forward == Forward::Own && is_others_channel_chatter(&text, &casefold(&own_nick)) {
+            continue;
         }
         let message = match Message::from_str(&text) {
             Ok(message) => message,
@@ -605,8 +604,6 @@ async fn session(
             }
         };
         tracing::trace!(owner = %settings.owner, line = %text, "← IRC");
-        let own_nick = lock(&shared.session).as_ref().map(|session| session.nick.clone());
-        let own_nick = own_nick.unwrap_or_else(|| registration.nick.clone());
         let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(&own_nick));
         match &message.command {
             Command::PING(token, _) => urgent(Line::new("PONG", &[], Some(token))),
