@@ -5,11 +5,12 @@
 //! - IRC → Matrix: a raw IRC client sends; the Matrix user's `/sync` notes the event. The floor: the stub appservice
 //!   sends a message into the same room, timed the same way; what the bridge adds is the difference of the
 //!   percentiles.
-//! - The bridge's own part, per message, taken at its edges: relays between Synapse and the bridge
-//!   ([`Tap`](crate::tap::Tap)) note when a transaction carrying the message reaches the bridge, and when the
-//!   bridge's call carrying it leaves for Synapse. Matrix → IRC: IRC arrival minus arrival at the bridge; IRC → Matrix: the call leaving the bridge minus
-//!   the IRC send. (The stub's floor also holds Synapse's own time between handing an event to two appservices,
-//!   which is not the bridge's.)
+//! - The bridge's own part, per message, taken at its edges: relays ([`Tap`](crate::tap::Tap)) between Synapse and
+//!   the bridge note when a transaction carrying the message reaches the bridge and when the bridge's call carrying
+//!   it leaves for Synapse; a relay between the bridge and ngircd notes when the line leaves the bridge for IRC and
+//!   when it reaches the bridge from IRC. Matrix → IRC: the line leaving minus the transaction arriving; IRC →
+//!   Matrix: the call leaving minus the line arriving. (The stub's floor also holds Synapse's own time between
+//!   handing an event to two appservices, which is not the bridge's.)
 
 use std::{
     path::{Path, PathBuf},
@@ -103,7 +104,8 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
             .await?;
     println!(
         "milliseconds, p50 / p99; the floor is Synapse alone (a stub appservice in the same room), same run; the \
-         bridge's part at its edges is taken per message between its appservice endpoint and its homeserver calls"
+         bridge's part at its edges is taken per message between what reaches it (a transaction, an IRC line) and \
+         what leaves it (an IRC line, a homeserver call)"
     );
     println!(
         "| bridge | direction | end to end | Synapse floor | bridge adds (vs floor) | bridge adds (at its edges) |"
@@ -198,7 +200,8 @@ pub(crate) async fn measure(
             to_irc.added.push(if seen >= reached { ms(reached, seen) } else { -ms(seen, reached) });
         }
         if let Some(edges) = edges {
-            to_irc.at_edges.push(ms(edges.into_bridge.arrival(&body, WAIT).await?, seen));
+            let left = edges.irc.arrival(&body, WAIT).await?;
+            to_irc.at_edges.push(ms(edges.into_bridge.arrival(&body, WAIT).await?, left));
         }
 
         let body = format!("p3 {label} to matrix {i}");
@@ -206,7 +209,8 @@ pub(crate) async fn measure(
         irc.send_raw(format!("PRIVMSG {channel} :{body}\r\n").as_bytes()).await?;
         to_matrix.end_to_end.push(ms(sent, sync.arrival(&body, WAIT).await?));
         if let Some(edges) = edges {
-            to_matrix.at_edges.push(ms(sent, edges.out_of_bridge.arrival(&body, WAIT).await?));
+            let reached = edges.irc.return_arrival(&body, WAIT).await?;
+            to_matrix.at_edges.push(ms(reached, edges.out_of_bridge.arrival(&body, WAIT).await?));
         }
         if let Some(floor) = &floor {
             let body = format!("p3 {label} floor {i}");

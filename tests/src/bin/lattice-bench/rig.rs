@@ -22,18 +22,20 @@ pub(crate) struct IrcRig {
     pub(crate) synapse: Synapse,
     pub(crate) ircd: Ircd,
     pub(crate) pusher: Pusher,
-    /// With [`IrcOptions::tap_marker`]: relays noting marked bodies on their way into the bridge (from Synapse) and
-    /// out of it (to Synapse).
+    /// With [`IrcOptions::tap_marker`]: relays noting marked bodies on their way into and out of the bridge, on its
+    /// Synapse side and on its IRC side.
     pub(crate) taps: Option<BridgeEdges>,
     _dir: StateDir,
 }
 
-/// Taps at the bridge's two edges towards the homeserver.
+/// Taps at the bridge's edges: towards the homeserver, and towards the IRC server.
 pub(crate) struct BridgeEdges {
     /// Between Synapse and the bridge's appservice endpoint.
     pub(crate) into_bridge: Tap,
     /// Between the bridge and Synapse's client-server API.
     pub(crate) out_of_bridge: Tap,
+    /// Between the bridge's IRC connections and ngircd.
+    pub(crate) irc: Tap,
 }
 
 /// How the bridge is configured for a run.
@@ -53,7 +55,12 @@ impl IrcRig {
     pub(crate) async fn start(bin_dir: &Path, options: IrcOptions) -> anyhow::Result<Self> {
         let ircd = Ircd::ngircd().await?;
         let dir = StateDir::new("bench-irc-")?;
-        let setup = BridgeSetup::new(bin_dir, dir.path(), irc_flavour(ircd.port(), options.max_concurrent))?;
+        let irc_tap = match options.tap_marker {
+            Some(marker) => Some(Tap::start(format!("127.0.0.1:{}", ircd.port()), marker).await?),
+            None => None,
+        };
+        let irc_port = irc_tap.as_ref().map_or(ircd.port(), |tap| tap.port);
+        let setup = BridgeSetup::new(bin_dir, dir.path(), irc_flavour(irc_port, options.max_concurrent))?;
         let into_bridge = match options.tap_marker {
             Some(marker) => {
                 let tap = Tap::start(host_port(&setup.url).to_owned(), marker).await?;
@@ -71,10 +78,10 @@ impl IrcRig {
             let url = format!("sqlite://{}", dir.join("bridge.db").display());
             crate::p5::seed(&url, &dir.join("bridge.key"), options.seed_portals).await?;
         }
-        let taps = match (into_bridge, options.tap_marker) {
-            (Some(into_bridge), Some(marker)) => {
+        let taps = match (into_bridge, irc_tap, options.tap_marker) {
+            (Some(into_bridge), Some(irc), Some(marker)) => {
                 let out_of_bridge = Tap::start(host_port(synapse.url()).to_owned(), marker).await?;
-                Some(BridgeEdges { into_bridge, out_of_bridge })
+                Some(BridgeEdges { into_bridge, out_of_bridge, irc })
             }
             _ => None,
         };
