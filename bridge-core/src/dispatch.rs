@@ -9,11 +9,20 @@
 //! group commit and reads on after the item's sequence number, so a room's events cost one store read per batch
 //! rather than a write round trip each. Before it ends, a worker waits for its removals to land, so the next worker
 //! for the key (which reads from the start) never sees them again.
+//!
+//! Items can also be handed to a worker in memory as they are written ([`Dispatcher::hand_over`]), so a homeserver
+//! transaction's events reach their rooms while the store flushes them to disk, without being read back. The store
+//! stays the truth: a worker takes handed items only after a read of the store found nothing more after its cursor,
+//! and goes back to the store whenever the hand-over may have missed something — a plain [`Dispatcher::notify`], a
+//! full buffer, or items handed out of sequence order (then it settles its removals and reads from the start, so
+//! nothing is skipped). A worker that dropped handed items first waits for the commit in progress, whose items a
+//! read would otherwise not see yet.
 
 use std::{
+    collections::VecDeque,
     future::Future,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -34,6 +43,8 @@ const BATCH: i64 = 64;
 const IDLE: Duration = Duration::from_secs(30);
 /// The longest pause between two attempts at a failing item.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// Items a worker keeps handed over in memory; beyond that it reads them from the store instead.
+const MAX_HANDED: usize = 4096;
 
 /// What handling one item came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +74,45 @@ pub(crate) trait Handler: Send + Sync + 'static {
 struct Worker {
     notify: Notify,
     dirty: AtomicBool,
+    handed: Mutex<Handed>,
+}
+
+impl Worker {
+    fn handed(&self) -> std::sync::MutexGuard<'_, Handed> {
+        // The buffer stays consistent between statements, so a panic elsewhere leaves nothing half-done in it.
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Items handed to a worker in memory, and whether the store holds items they lack.
+#[derive(Default)]
+struct Handed {
+    items: VecDeque<QueuedItem>,
+    /// The highest sequence number handed over so far.
+    last_seq: i64,
+    missed: Missed,
+    /// Handed items were dropped, perhaps before their commit.
+    dropped: bool,
+}
+
+/// What the worker must read from the store before it can trust the handed items again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Missed {
+    /// Nothing: every item after the cursor is (or will be) handed over.
+    #[default]
+    Nothing,
+    /// Items after the cursor.
+    AfterCursor,
+    /// Items before the cursor too: something was handed out of order.
+    FromStart,
+}
+
+impl Handed {
+    fn miss(&mut self, missed: Missed) {
+        self.dropped |= !self.items.is_empty();
+        self.items.clear();
+        self.missed = self.missed.max(missed);
+    }
 }
 
 struct Inner<H> {
@@ -102,13 +152,43 @@ impl<H: Handler> Dispatcher<H> {
         &self.inner.queue
     }
 
-    /// Tells the worker for `key` that items are waiting, starting one if none runs.
+    /// Tells the worker for `key` that items are waiting in the store, starting one if none runs.
     pub(crate) fn notify(&self, key: &str) {
+        self.wake(key, |handed| handed.miss(Missed::AfterCursor));
+    }
+
+    /// Hands the worker for `key` items just written to the store under that key (committed, or being committed
+    /// under the store's commit turn), in sequence order, starting a worker if none runs. Call it in commit order:
+    /// items handed out of order send the worker back to the store.
+    pub(crate) fn hand_over(&self, key: &str, items: impl IntoIterator<Item = QueuedItem>) {
+        self.wake(key, |handed| {
+            for item in items {
+                if item.seq <= handed.last_seq {
+                    handed.miss(Missed::FromStart);
+                }
+                handed.last_seq = handed.last_seq.max(item.seq);
+                match handed.missed {
+                    Missed::Nothing => handed.items.push_back(item),
+                    _ => handed.dropped = true,
+                }
+            }
+            if handed.items.len() > MAX_HANDED {
+                handed.miss(Missed::AfterCursor);
+            }
+        });
+    }
+
+    fn wake(&self, key: &str, update: impl FnOnce(&mut Handed)) {
         let worker = self.inner.workers.entry(key.to_owned()).or_insert_with(|| {
-            let worker = Arc::new(Worker { notify: Notify::new(), dirty: AtomicBool::new(true) });
+            let worker = Arc::new(Worker {
+                notify: Notify::new(),
+                dirty: AtomicBool::new(true),
+                handed: Mutex::new(Handed::default()),
+            });
             tokio::spawn(run_worker(Arc::clone(&self.inner), key.to_owned(), Arc::clone(&worker)));
             worker
         });
+        update(&mut worker.handed());
         // Marked while the shard lock is held, so a worker deciding to end sees it (see the module docs).
         worker.dirty.store(true, Ordering::SeqCst);
         worker.notify.notify_one();
@@ -144,20 +224,54 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
     let label = inner.queue.kind().label();
     // The last item this worker settled; later reads start after it.
     let mut cursor = 0;
+    // Whether items after the cursor may be in the store only; a new worker knows nothing of what is there.
+    let mut reading_store = true;
     loop {
         if *shutdown.borrow() {
             return;
         }
         worker.dirty.store(false, Ordering::SeqCst);
-        let batch = match inner.queue.peek_after(&key, cursor, BATCH).await {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::warn!(queue = label, %key, %error, "cannot read the queue; retrying");
+        let (missed, dropped) = {
+            let mut handed = worker.handed();
+            (std::mem::take(&mut handed.missed), std::mem::take(&mut handed.dropped))
+        };
+        if dropped {
+            inner.queue.await_commits().await;
+        }
+        if missed == Missed::FromStart {
+            // Removals of items before the cursor must land first, or reading from the start would redo them.
+            if let Err(error) = inner.queue.settle().await {
+                tracing::warn!(queue = label, %key, %error, "handled items are not yet marked done; retrying");
+                worker.handed().miss(Missed::FromStart);
                 if pause(&mut shutdown, Duration::from_secs(1)).await {
                     return;
                 }
                 continue;
             }
+            cursor = 0;
+        }
+        reading_store |= missed != Missed::Nothing;
+        let batch = if reading_store {
+            match inner.queue.peek_after(&key, cursor, BATCH).await {
+                Ok(batch) if batch.is_empty() => {
+                    // Everything committed so far is handled; what commits later is handed over, or notified.
+                    reading_store = false;
+                    continue;
+                }
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(queue = label, %key, %error, "cannot read the queue; retrying");
+                    if pause(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            // Taken only now: items handed while the store was read may not have been committed yet, so that read
+            // could not see them.
+            let handed = std::mem::take(&mut worker.handed().items);
+            handed.into_iter().filter(|item| item.seq > cursor).collect()
         };
         if batch.is_empty() {
             tokio::select! {
@@ -231,6 +345,111 @@ async fn handle_until_settled<H: Handler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Cipher, QueueKind, Store, TransactionOutcome};
+
+    /// Notes each payload it handles.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Handler for Recorder {
+        async fn handle(&self, item: &QueuedItem) -> Outcome {
+            self.0.lock().unwrap().push(item.payload.clone());
+            Outcome::Done
+        }
+    }
+
+    impl Recorder {
+        async fn wait_for(&self, count: usize) -> Vec<String> {
+            for _ in 0..500 {
+                if self.0.lock().unwrap().len() >= count {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // A little longer, so anything handled twice shows.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    struct Rig {
+        store: Store,
+        dispatcher: Dispatcher<Recorder>,
+        recorder: Recorder,
+        _dir: tempfile::TempDir,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    impl Rig {
+        async fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+            let store = Store::connect(&url, 2, Cipher::random()).await.unwrap();
+            let (shutdown_sender, shutdown) = watch::channel(false);
+            let recorder = Recorder::default();
+            let queue = store.queue(QueueKind::Matrix);
+            let dispatcher = Dispatcher::new(queue, recorder.clone(), Metrics::new(), shutdown);
+            Self { store, dispatcher, recorder, _dir: dir, _shutdown: shutdown_sender }
+        }
+
+        /// A rig whose worker for `!r` has handled item "0" and takes what is handed over from memory now.
+        async fn handling_from_memory() -> Self {
+            let rig = Self::start().await;
+            let first = rig.persist("first", texts(0..1)).await;
+            rig.dispatcher.hand_over("!r", first);
+            rig.recorder.wait_for(1).await;
+            rig
+        }
+
+        /// Persists a transaction of `payloads` in room `!r` and returns its items, not yet handed over.
+        async fn persist(&self, txn_id: &str, payloads: impl IntoIterator<Item = String>) -> Vec<QueuedItem> {
+            let events: Vec<(String, String)> = payloads.into_iter().map(|p| ("!r".to_owned(), p)).collect();
+            let mut handed = Vec::new();
+            let outcome = self.store.persist_transaction(txn_id, &events, |items| handed = items).await.unwrap();
+            assert_eq!(outcome, TransactionOutcome::Persisted { queued: events.len() }, "{txn_id} is new");
+            handed
+        }
+    }
+
+    fn texts(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|n| n.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn handed_items_arrive_in_order_across_transactions() {
+        let rig = Rig::start().await;
+        for (txn, range) in [("a", 0..3), ("b", 3..7), ("c", 7..8)] {
+            let items = rig.persist(txn, texts(range)).await;
+            rig.dispatcher.hand_over("!r", items);
+        }
+        assert_eq!(rig.recorder.wait_for(8).await, texts(0..8));
+    }
+
+    #[tokio::test]
+    async fn items_handed_out_of_order_are_each_handled_once() {
+        let rig = Rig::handling_from_memory().await;
+        // Two transactions committed, then handed over newest first: the worker has taken the newer ones from memory
+        // before it learns of the older ones, which only the store then has.
+        let older = rig.persist("older", texts(1..3)).await;
+        let newer = rig.persist("newer", texts(3..5)).await;
+        rig.dispatcher.hand_over("!r", newer);
+        rig.recorder.wait_for(3).await;
+        rig.dispatcher.hand_over("!r", older);
+        let mut seen = rig.recorder.wait_for(5).await;
+        seen.sort();
+        assert_eq!(seen, texts(0..5));
+        rig.store.settle().await.unwrap();
+        assert_eq!(rig.store.queue(QueueKind::Matrix).depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn more_than_a_buffer_of_items_is_read_from_the_store_in_order() {
+        let rig = Rig::handling_from_memory().await;
+        let total = MAX_HANDED + 500;
+        let items = rig.persist("big", texts(1..total)).await;
+        rig.dispatcher.hand_over("!r", items);
+        assert_eq!(rig.recorder.wait_for(total).await, texts(0..total));
+    }
 
     #[test]
     fn retry_delay_is_capped_even_after_many_attempts() {

@@ -2,8 +2,10 @@
 //!
 //! Events stay raw JSON ([`Raw`]) and only the fields needed to queue them are peeked at, so one malformed event is
 //! logged and skipped without failing the rest. The transaction ID and every queued event are committed to the store
-//! *before* `200 {}` is returned; a transaction ID seen before (also before a restart) is acknowledged again without
-//! queuing anything. Echoes of the bridge's own users are dropped here, except membership events, which keep the
+//! *before* `200 {}` is returned; they are handed to their rooms' workers in memory while the commit is flushed, so
+//! delivery does not wait for the disk (a failed commit is not acknowledged and the homeserver sends the
+//! transaction again: at-least-once). A transaction ID seen before (also before a restart) is acknowledged again
+//! without queuing anything. Echoes of the bridge's own users are dropped here, except membership events, which keep the
 //! membership caches true.
 
 use std::{sync::Arc, time::Instant};
@@ -23,7 +25,7 @@ use super::errors::{internal, matrix_error};
 use crate::{
     connector::Connector,
     runtime::Runtime,
-    store::{QueueKind, TransactionOutcome},
+    store::{QueueKind, QueuedItem, TransactionOutcome},
 };
 
 /// The transaction body; each event kept raw until its turn comes.
@@ -101,14 +103,16 @@ pub(super) async fn put_transaction<C: Connector>(
             }
         }
     }
-    match core.store.persist_transaction(&txn_id, &queued).await {
-        Ok(TransactionOutcome::Persisted { keys }) => {
+    let hand_over = |items| {
+        for (key, items) in by_key(items) {
+            runtime.inbound.hand_over(&key, items);
+        }
+    };
+    match core.store.persist_transaction(&txn_id, &queued, hand_over).await {
+        Ok(TransactionOutcome::Persisted { queued }) => {
             metrics.transactions.with_label_values(&["persisted"]).inc();
-            metrics.events.with_label_values(&[QueueKind::Matrix.label(), "queued"]).inc_by(queued.len() as u64);
-            metrics.queue_depth.with_label_values(&[QueueKind::Matrix.label()]).add(queued.len() as i64);
-            for key in &keys {
-                runtime.inbound.notify(key);
-            }
+            metrics.events.with_label_values(&[QueueKind::Matrix.label(), "queued"]).inc_by(queued as u64);
+            metrics.queue_depth.with_label_values(&[QueueKind::Matrix.label()]).add(queued as i64);
         }
         Ok(TransactionOutcome::AlreadyProcessed) => {
             metrics.transactions.with_label_values(&["duplicate"]).inc();
@@ -118,6 +122,18 @@ pub(super) async fn put_transaction<C: Connector>(
     }
     metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
     Json(json!({})).into_response()
+}
+
+/// Items grouped by key, keys in first-seen order, each key's items in their order.
+fn by_key(items: Vec<QueuedItem>) -> Vec<(String, Vec<QueuedItem>)> {
+    let mut groups: Vec<(String, Vec<QueuedItem>)> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|(key, _)| *key == item.key) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((item.key.clone(), vec![item])),
+        }
+    }
+    groups
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -152,6 +168,21 @@ mod tests {
         for (json, expected) in cases {
             assert_eq!(key(json), expected, "{json}");
         }
+    }
+
+    #[test]
+    fn items_are_grouped_by_key_in_order() {
+        let item = |seq, key: &str| QueuedItem {
+            seq,
+            key: key.to_owned(),
+            payload: String::new(),
+            attempts: 0,
+            enqueued_at: 0,
+        };
+        let groups = by_key(vec![item(1, "!a"), item(2, "!b"), item(3, "!a")]);
+        let seqs: Vec<(&str, Vec<i64>)> =
+            groups.iter().map(|(key, items)| (key.as_str(), items.iter().map(|item| item.seq).collect())).collect();
+        assert_eq!(seqs, [("!a", vec![1, 3]), ("!b", vec![2])]);
     }
 
     #[test]

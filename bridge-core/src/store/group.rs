@@ -176,9 +176,6 @@ impl Store {
             let mut transaction = connection.begin().await?;
             let outcomes = apply(&group, &mut transaction).await?;
             transaction.commit().await?;
-            if durable {
-                self.release_durable(connection).await?;
-            }
             Ok::<_, Error>(outcomes)
         }
         .await;

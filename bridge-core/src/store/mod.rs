@@ -22,7 +22,7 @@ use std::{
 };
 
 use sqlx::{
-    AnyPool, Executor,
+    AnyPool, AssertSqlSafe, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
@@ -130,11 +130,18 @@ fn redact_url(url: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where commits that must survive a power loss are made: on SQLite a connection of its own with `synchronous
+    /// = FULL` (the pool's run `NORMAL`), so no commit switches modes back and forth; on PostgreSQL, where every
+    /// commit is durable, the main pool.
+    durable_pool: AnyPool,
     backend: Backend,
     cipher: Cipher,
     /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
     /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: the highest sequence number handed over in a transaction that then failed to commit; the next
+    /// transaction's items are numbered above it (see `Store::persist_transaction`).
+    matrix_seq_floor: Arc<std::sync::atomic::AtomicI64>,
     /// Small writes committed together (see [`group`]).
     group: Arc<group::GroupCommit>,
     /// Rows read on every event's way through.
@@ -170,27 +177,47 @@ impl Store {
             _ => url.to_owned(),
         };
         let options: AnyConnectOptions = url.parse()?;
-        let mut pool_options =
+        let pool_options =
             AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(Duration::from_secs(30));
-        if backend == Backend::Sqlite {
-            pool_options = pool_options.after_connect(|connection, _| {
-                Box::pin(async move {
-                    connection
-                        .execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA wal_autocheckpoint = 0; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = pool_options.connect_with(options).await?;
+        let (pool, durable_pool) = match backend {
+            Backend::Sqlite => {
+                // A connection to a local file does not drop: no ping before each use.
+                let sqlite = |options: AnyPoolOptions, synchronous: &'static str| {
+                    options.test_before_acquire(false).after_connect(move |connection, _| {
+                        Box::pin(async move {
+                            connection
+                                .execute(AssertSqlSafe(format!(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+                                     PRAGMA wal_autocheckpoint = 0; PRAGMA busy_timeout = 10000; \
+                                     PRAGMA foreign_keys = ON;"
+                                )))
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                };
+                let pool = sqlite(pool_options, "NORMAL").connect_with(options.clone()).await?;
+                if url.contains(":memory:") {
+                    // Nothing reaches a disk, and a second connection would open a database of its own.
+                    (pool.clone(), pool)
+                } else {
+                    // Durable commits take the write turn, so one connection serves them all.
+                    let durable = sqlite(AnyPoolOptions::new().max_connections(1), "FULL");
+                    (pool, durable.connect_with(options).await?)
+                }
+            }
+            Backend::Postgres => {
+                let pool = pool_options.connect_with(options).await?;
+                (pool.clone(), pool)
+            }
+        };
         let store = Self {
             pool,
+            durable_pool,
             backend,
             cipher,
             sqlite_writer: Arc::default(),
+            matrix_seq_floor: Arc::default(),
             group: Arc::default(),
             caches: Arc::default(),
         };
@@ -222,22 +249,9 @@ impl Store {
         }
     }
 
-    /// A connection whose next commits are flushed to disk before they return (SQLite `synchronous = FULL`; on
-    /// PostgreSQL every commit already is). Give it back with [`Store::release_durable`].
+    /// A connection whose commits are flushed to disk before they return (see `durable_pool`).
     pub(crate) async fn durable_connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        let mut connection = self.pool.acquire().await?;
-        if self.backend == Backend::Sqlite {
-            connection.execute("PRAGMA synchronous = FULL").await?;
-        }
-        Ok(connection)
-    }
-
-    /// Returns a connection from [`Store::durable_connection`] to the default durability.
-    pub(crate) async fn release_durable(&self, mut connection: sqlx::pool::PoolConnection<sqlx::Any>) -> Result<()> {
-        if self.backend == Backend::Sqlite {
-            connection.execute("PRAGMA synchronous = NORMAL").await?;
-        }
-        Ok(())
+        Ok(self.durable_pool.acquire().await?)
     }
 
     /// The SQL dialect in use.
@@ -258,6 +272,7 @@ impl Store {
             tracing::warn!(%error, "closing the store with writes it could not commit");
         }
         self.pool.close().await;
+        self.durable_pool.close().await;
         self.group.wake_flusher();
     }
 }

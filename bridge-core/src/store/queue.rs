@@ -5,6 +5,8 @@
 //! leaves its queue only when it has been handled ([`Queue::complete`]) or given up on ([`Queue::dead_letter`]), so
 //! a crash at any point replays the unfinished tail in order.
 
+use std::sync::atomic::Ordering;
+
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::{Result, Store, group::Operation, now_ms};
@@ -59,10 +61,10 @@ pub struct QueuedItem {
 /// What persisting a homeserver transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionOutcome {
-    /// The transaction is new; its events were queued under these keys (deduplicated, in first-seen order).
+    /// The transaction is new; its events were queued (and handed over).
     Persisted {
-        /// The queue keys that received events.
-        keys: Vec<String>,
+        /// How many events were queued.
+        queued: usize,
     },
     /// The transaction ID was seen before; nothing was queued again.
     AlreadyProcessed,
@@ -99,9 +101,19 @@ impl Store {
 
     /// Records a homeserver transaction and queues its events (key, JSON) in one database transaction.
     ///
-    /// When this returns `Persisted`, the events are durable and the transaction may be acknowledged. A transaction
-    /// ID seen before returns `AlreadyProcessed` and queues nothing, across restarts too.
-    pub async fn persist_transaction(&self, txn_id: &str, events: &[(String, String)]) -> Result<TransactionOutcome> {
+    /// `hand_over` receives the queued items, in order, once they are written and *before* the commit, so their
+    /// delivery overlaps the commit's flush to disk; call it in no other way than handing them to their workers.
+    /// When this returns `Persisted`, the events are durable and the transaction may be acknowledged. When it fails,
+    /// the transaction is not acknowledged and the homeserver sends it again, so its events may be delivered twice
+    /// but are never lost: the delivery guarantee is at least once, as for a crash between handling and removal. A
+    /// transaction ID seen before returns `AlreadyProcessed`, queues nothing and hands nothing over, across restarts
+    /// too.
+    pub async fn persist_transaction(
+        &self,
+        txn_id: &str,
+        events: &[(String, String)],
+        hand_over: impl FnOnce(Vec<QueuedItem>),
+    ) -> Result<TransactionOutcome> {
         let _group_turn = self.group.turn().await;
         let _turn = self.write_turn().await;
         let mut connection = self.durable_connection().await?;
@@ -118,27 +130,59 @@ impl Store {
         .rows_affected();
         if inserted == 0 {
             transaction.rollback().await?;
-            self.release_durable(connection).await?;
             return Ok(TransactionOutcome::AlreadyProcessed);
         }
+        self.raise_matrix_seq(&mut transaction).await?;
         let now = now_ms();
+        let mut items = Vec::with_capacity(events.len());
         for chunk in events.chunks(INSERT_CHUNK) {
-            let mut query = sqlx::query(QueueKind::Matrix.sql(&insert_statement(chunk.len())));
+            let sql = format!("{} RETURNING seq", insert_statement(chunk.len()));
+            let mut query = sqlx::query_scalar(QueueKind::Matrix.sql(&sql));
             for (key, payload) in chunk {
                 query = query.bind(key.as_str()).bind(payload.as_str()).bind(now);
             }
-            query.execute(&mut *transaction).await?;
+            // RETURNING promises no row order; the numbers themselves rise in VALUES order on both backends.
+            let mut seqs: Vec<i64> = query.fetch_all(&mut *transaction).await?;
+            seqs.sort_unstable();
+            items.extend(chunk.iter().zip(seqs).map(|((key, payload), seq)| QueuedItem {
+                seq,
+                key: key.clone(),
+                payload: payload.clone(),
+                attempts: 0,
+                enqueued_at: now,
+            }));
         }
-        transaction.commit().await?;
-        self.release_durable(connection).await?;
-
-        let mut keys: Vec<String> = Vec::new();
-        for (key, _) in events {
-            if !keys.contains(key) {
-                keys.push(key.clone());
+        let (queued, last_seq) = (items.len(), items.last().map(|item| item.seq));
+        hand_over(items);
+        if let Err(error) = transaction.commit().await {
+            if let Some(last_seq) = last_seq {
+                self.matrix_seq_floor.fetch_max(last_seq, Ordering::SeqCst);
             }
+            return Err(error.into());
         }
-        Ok(TransactionOutcome::Persisted { keys })
+        Ok(TransactionOutcome::Persisted { queued })
+    }
+
+    /// After a failed commit of handed-over items, makes SQLite number the next items above them: its
+    /// AUTOINCREMENT counter rolls back with the transaction and would give their numbers out again, and a late
+    /// removal of a handed-over item must never hit a newer one. PostgreSQL's sequences never roll back.
+    async fn raise_matrix_seq(&self, transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        let floor = self.matrix_seq_floor.load(Ordering::SeqCst);
+        if floor == 0 || self.backend != super::Backend::Sqlite {
+            return Ok(());
+        }
+        let raised = sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = 'matrix_queue'")
+            .bind(floor)
+            .execute(&mut **transaction)
+            .await?
+            .rows_affected();
+        if raised == 0 {
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('matrix_queue', $1)")
+                .bind(floor)
+                .execute(&mut **transaction)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +226,12 @@ impl Queue {
     /// hands it over again, as a crash between handling and removal always could.
     pub fn complete(&self, seq: i64) {
         self.store.defer(Operation::Complete { kind: self.kind, seq });
+    }
+
+    /// Waits for a transaction being committed now to finish, so a read after this sees items that were handed over
+    /// before their commit (see [`Store::persist_transaction`]).
+    pub async fn await_commits(&self) {
+        drop(self.store.group.turn().await);
     }
 
     /// Waits until the removals made so far are committed.
@@ -247,6 +297,24 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Cipher;
+
+    #[tokio::test]
+    async fn after_a_failed_commit_sqlite_numbers_items_above_those_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+        let store = Store::connect(&url, 2, Cipher::random()).await.unwrap();
+        let events = |payload: &str| vec![("!r".to_owned(), payload.to_owned())];
+        let mut first = Vec::new();
+        store.persist_transaction("first", &events("1"), |items| first = items).await.unwrap();
+        // As a failed commit leaves it: numbers up to 1,000 were handed over, and SQLite's counter rolled back.
+        store.matrix_seq_floor.store(first[0].seq + 1_000, Ordering::SeqCst);
+        let mut second = Vec::new();
+        store.persist_transaction("second", &events("2"), |items| second = items).await.unwrap();
+        assert!(second[0].seq > first[0].seq + 1_000, "{second:?}");
+        let stored = store.queue(QueueKind::Matrix).peek_after("!r", first[0].seq, 10).await.unwrap();
+        assert_eq!(stored, second);
+    }
 
     #[test]
     fn insert_statement_numbers_placeholders_in_order() {

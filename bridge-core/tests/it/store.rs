@@ -1,6 +1,8 @@
 //! The store on both backends: every test runs on SQLite and on PostgreSQL.
 
-use lattice_bridge_core::store::{Cipher, Ghost, MessageMapping, Portal, QueueKind, Store, TransactionOutcome};
+use lattice_bridge_core::store::{
+    Cipher, Ghost, MessageMapping, Portal, QueueKind, QueuedItem, Store, TransactionOutcome,
+};
 use serde_json::json;
 use sqlx::Connection as _;
 
@@ -51,14 +53,24 @@ async fn migrations_are_idempotent(store: Store, url: String) {
 }
 
 async fn transactions_are_recorded_once(store: Store, _url: String) {
-    let outcome = store.persist_transaction("t1", &events(&[("!a", "1"), ("!b", "2"), ("!a", "3")])).await.unwrap();
-    assert_eq!(outcome, TransactionOutcome::Persisted { keys: vec!["!a".into(), "!b".into()] });
-    let again = store.persist_transaction("t1", &events(&[("!a", "9")])).await.unwrap();
+    let mut items = Vec::new();
+    let outcome = store
+        .persist_transaction("t1", &events(&[("!a", "1"), ("!b", "2"), ("!a", "3")]), |handed| items = handed)
+        .await
+        .unwrap();
+    assert_eq!(outcome, TransactionOutcome::Persisted { queued: 3 });
+    let queued: Vec<(&str, &str)> = items.iter().map(|item| (item.key.as_str(), item.payload.as_str())).collect();
+    assert_eq!(queued, [("!a", "1"), ("!b", "2"), ("!a", "3")]);
+    assert!(items.windows(2).all(|pair| pair[0].seq < pair[1].seq), "sequence numbers rise in order: {items:?}");
+    let again = store
+        .persist_transaction("t1", &events(&[("!a", "9")]), |_| panic!("a transaction seen before hands nothing over"))
+        .await
+        .unwrap();
     assert_eq!(again, TransactionOutcome::AlreadyProcessed);
     let queue = store.queue(QueueKind::Matrix);
-    let payloads: Vec<String> =
-        queue.peek_after("!a", 0, 10).await.unwrap().into_iter().map(|item| item.payload).collect();
-    assert_eq!(payloads, ["1", "3"]);
+    let stored = queue.peek_after("!a", 0, 10).await.unwrap();
+    let handed: Vec<&QueuedItem> = items.iter().filter(|item| item.key == "!a").collect();
+    assert_eq!(stored.iter().collect::<Vec<_>>(), handed, "what was handed over is what the store holds");
     assert_eq!(queue.depth().await.unwrap(), 3);
     let mut keys = queue.pending_keys().await.unwrap();
     keys.sort();
@@ -67,7 +79,7 @@ async fn transactions_are_recorded_once(store: Store, _url: String) {
 
 async fn large_transactions_keep_their_order(store: Store, _url: String) {
     let items: Vec<(String, String)> = (0..450).map(|n| ("!big".to_owned(), n.to_string())).collect();
-    store.persist_transaction("big", &items).await.unwrap();
+    store.persist_transaction("big", &items, drop).await.unwrap();
     let queue = store.queue(QueueKind::Matrix);
     let (mut seen, mut cursor) = (Vec::new(), 0);
     loop {
