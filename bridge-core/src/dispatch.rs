@@ -10,8 +10,9 @@
 //! rather than a write round trip each. Before it ends, a worker waits for its removals to land, so the next worker
 //! for the key (which reads from the start) never sees them again.
 //!
-//! Items can also be handed to a worker in memory as they are written ([`Dispatcher::hand_over`]), so a homeserver
-//! transaction's events reach their rooms while the store flushes them to disk, without being read back. The store
+//! Items are also handed to a worker in memory as they are written ([`Dispatcher::hand_over`]), so a homeserver
+//! transaction's events and a connector's pushes reach their workers while the store flushes them to disk, without
+//! being read back. The store
 //! stays the truth: a worker takes handed items only after a read of the store found nothing more after its cursor,
 //! and goes back to the store whenever the hand-over may have missed something — a plain [`Dispatcher::notify`], a
 //! full buffer, or items handed out of sequence order (then it settles its removals and reads from the start, so
@@ -382,12 +383,16 @@ mod tests {
 
     impl Rig {
         async fn start() -> Self {
+            Self::start_on(QueueKind::Matrix).await
+        }
+
+        async fn start_on(kind: QueueKind) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("queue.db").display());
             let store = Store::connect(&url, 2, Cipher::random()).await.unwrap();
             let (shutdown_sender, shutdown) = watch::channel(false);
             let recorder = Recorder::default();
-            let queue = store.queue(QueueKind::Matrix);
+            let queue = store.queue(kind);
             let dispatcher = Dispatcher::new(queue, recorder.clone(), Metrics::new(), shutdown);
             Self { store, dispatcher, recorder, _dir: dir, _shutdown: shutdown_sender }
         }
@@ -440,6 +445,35 @@ mod tests {
         assert_eq!(seen, texts(0..5));
         rig.store.settle().await.unwrap();
         assert_eq!(rig.store.queue(QueueKind::Matrix).depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_pushes_are_handed_over_each_once_in_each_pushers_order() {
+        let rig = Rig::start_on(QueueKind::Remote).await;
+        let pushers: Vec<_> = (0..4)
+            .map(|pusher| {
+                let dispatcher = rig.dispatcher.clone();
+                tokio::spawn(async move {
+                    for n in 0..25 {
+                        let worker = dispatcher.clone();
+                        let take = move |item: QueuedItem| worker.hand_over(&item.key.clone(), [item]);
+                        dispatcher.queue().push_handing_over("!r", &format!("{pusher}:{n:02}"), take).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for pusher in pushers {
+            pusher.await.unwrap();
+        }
+        let seen = rig.recorder.wait_for(100).await;
+        assert_eq!(seen.len(), 100, "each item once: {seen:?}");
+        for pusher in 0..4 {
+            let own: Vec<&String> = seen.iter().filter(|item| item.starts_with(&format!("{pusher}:"))).collect();
+            let expected: Vec<String> = (0..25).map(|n| format!("{pusher}:{n:02}")).collect();
+            assert_eq!(own, expected.iter().collect::<Vec<_>>(), "pusher {pusher}'s order");
+        }
+        rig.store.settle().await.unwrap();
+        assert_eq!(rig.store.queue(QueueKind::Remote).depth().await.unwrap(), 0);
     }
 
     #[tokio::test]

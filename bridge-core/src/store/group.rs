@@ -12,15 +12,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sqlx::Connection;
 use tokio::sync::{Notify, oneshot};
 
-use super::{Error, MessageMapping, QueueKind, Result, Store, now_ms, queue::insert_statement};
+use super::{Error, MessageMapping, QueueKind, QueuedItem, Result, Store, now_ms, queue::insert_statement};
 
 /// A write waiting for the next group commit.
-#[derive(Debug)]
 pub(crate) struct PendingWrite {
     operation: Operation,
     /// Gets the write's outcome (a push's new sequence number); `None` for a handed-over write.
     done: Option<oneshot::Sender<Result<i64>>>,
+    /// A push's item goes here once written, before the commit.
+    taker: Option<Taker>,
 }
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PendingWrite")
+            .field("operation", &self.operation)
+            .field("waited_for", &self.done.is_some())
+            .field("handed_over", &self.taker.is_some())
+            .finish()
+    }
+}
+
+/// Takes a pushed item once its group has written it (see [`Queue::push_handing_over`](super::Queue)).
+pub(crate) type Taker = Box<dyn FnOnce(QueuedItem) + Send + Sync>;
 
 /// What a grouped write does.
 #[derive(Debug)]
@@ -109,9 +124,9 @@ impl GroupCommit {
 impl Store {
     /// Adds `operation` to the pending group and waits until a group commit carried it: this call's own, or
     /// another's that took it along.
-    pub(crate) async fn grouped(&self, operation: Operation) -> Result<i64> {
+    pub(crate) async fn grouped(&self, operation: Operation, taker: Option<Taker>) -> Result<i64> {
         let (done, mut committed) = oneshot::channel();
-        self.group.enqueue(PendingWrite { operation, done: Some(done) });
+        self.group.enqueue(PendingWrite { operation, done: Some(done), taker });
         loop {
             tokio::select! {
                 // Another write's commit took this one along: no turn needed.
@@ -135,7 +150,7 @@ impl Store {
     /// [`settle`]: Store::settle
     pub(crate) fn defer(&self, operation: Operation) {
         self.group.uncommitted.fetch_add(1, Ordering::SeqCst);
-        self.group.enqueue(PendingWrite { operation, done: None });
+        self.group.enqueue(PendingWrite { operation, done: None, taker: None });
         self.group.flush.notify_one();
     }
 
@@ -144,7 +159,7 @@ impl Store {
         if self.group.uncommitted.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
-        self.grouped(Operation::Barrier).await.map(drop)
+        self.grouped(Operation::Barrier, None).await.map(drop)
     }
 
     /// Commits handed-over writes in the background until the store closes; a failed group is put back and retried
@@ -168,14 +183,26 @@ impl Store {
 
     /// Writes a group in one transaction, flushed to disk when it holds a push, and tells each waiting writer its
     /// outcome. A group that fails keeps its handed-over writes for the next try; returns whether it committed.
-    async fn commit_group(&self, group: Vec<PendingWrite>) -> bool {
+    async fn commit_group(&self, mut group: Vec<PendingWrite>) -> bool {
         let durable = group.iter().any(|write| matches!(write.operation, Operation::Push { .. }));
+        let takers: Vec<Option<Taker>> = group.iter_mut().map(|write| write.taker.take()).collect();
         let written = async {
             let _turn = self.write_turn().await;
             let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
             let mut transaction = connection.begin().await?;
+            for kind in [QueueKind::Matrix, QueueKind::Remote] {
+                if group.iter().any(|write| matches!(write.operation, Operation::Push { kind: of, .. } if of == kind)) {
+                    self.raise_seq(kind, &mut transaction).await?;
+                }
+            }
             let outcomes = apply(&group, &mut transaction).await?;
-            transaction.commit().await?;
+            let handed = hand_over_pushes(&group, &outcomes, takers);
+            if let Err(error) = transaction.commit().await {
+                for (kind, seq) in handed {
+                    self.note_uncommitted_seq(kind, seq);
+                }
+                return Err(error.into());
+            }
             Ok::<_, Error>(outcomes)
         }
         .await;
@@ -209,6 +236,20 @@ impl Store {
             }
         }
     }
+}
+
+/// Gives each written push with a taker its item, in the group's (and so sequence) order; returns the queues and
+/// sequence numbers handed over.
+fn hand_over_pushes(group: &[PendingWrite], seqs: &[i64], takers: Vec<Option<Taker>>) -> Vec<(QueueKind, i64)> {
+    let enqueued_at = now_ms();
+    let mut handed = Vec::new();
+    for ((write, seq), taker) in group.iter().zip(seqs).zip(takers) {
+        if let (Operation::Push { kind, key, payload }, Some(take)) = (&write.operation, taker) {
+            take(QueuedItem { seq: *seq, key: key.clone(), payload: payload.clone(), attempts: 0, enqueued_at });
+            handed.push((*kind, *seq));
+        }
+    }
+    handed
 }
 
 /// Inserts `rows` into `target` (`table (columns…)`, `columns` of them) with multi-row statements, skipping rows

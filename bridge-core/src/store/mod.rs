@@ -139,9 +139,9 @@ pub struct Store {
     /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
     /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
-    /// SQLite: the highest sequence number handed over in a transaction that then failed to commit; the next
-    /// transaction's items are numbered above it (see `Store::persist_transaction`).
-    matrix_seq_floor: Arc<std::sync::atomic::AtomicI64>,
+    /// SQLite, per queue: the highest sequence number handed over by a commit that then failed; the next items are
+    /// numbered above it (see `Store::raise_seq`).
+    seq_floors: Arc<[std::sync::atomic::AtomicI64; 2]>,
     /// Small writes committed together (see [`group`]).
     group: Arc<group::GroupCommit>,
     /// Rows read on every event's way through.
@@ -217,7 +217,7 @@ impl Store {
             backend,
             cipher,
             sqlite_writer: Arc::default(),
-            matrix_seq_floor: Arc::default(),
+            seq_floors: Arc::default(),
             group: Arc::default(),
             caches: Arc::default(),
         };

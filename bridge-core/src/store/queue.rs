@@ -27,6 +27,14 @@ impl QueueKind {
         AssertSqlSafe(template.replace("{table}", self.table()))
     }
 
+    /// This queue's place in per-queue arrays.
+    pub(super) fn index(self) -> usize {
+        match self {
+            Self::Matrix => 0,
+            Self::Remote => 1,
+        }
+    }
+
     fn table(self) -> &'static str {
         match self {
             Self::Matrix => "matrix_queue",
@@ -132,7 +140,7 @@ impl Store {
             transaction.rollback().await?;
             return Ok(TransactionOutcome::AlreadyProcessed);
         }
-        self.raise_matrix_seq(&mut transaction).await?;
+        self.raise_seq(QueueKind::Matrix, &mut transaction).await?;
         let now = now_ms();
         let mut items = Vec::with_capacity(events.len());
         for chunk in events.chunks(INSERT_CHUNK) {
@@ -156,33 +164,44 @@ impl Store {
         hand_over(items);
         if let Err(error) = transaction.commit().await {
             if let Some(last_seq) = last_seq {
-                self.matrix_seq_floor.fetch_max(last_seq, Ordering::SeqCst);
+                self.note_uncommitted_seq(QueueKind::Matrix, last_seq);
             }
             return Err(error.into());
         }
         Ok(TransactionOutcome::Persisted { queued })
     }
 
-    /// After a failed commit of handed-over items, makes SQLite number the next items above them: its
-    /// AUTOINCREMENT counter rolls back with the transaction and would give their numbers out again, and a late
+    /// After a failed commit of items already handed over, makes SQLite number the queue's next items above them:
+    /// its AUTOINCREMENT counter rolls back with the transaction and would give their numbers out again, and a late
     /// removal of a handed-over item must never hit a newer one. PostgreSQL's sequences never roll back.
-    async fn raise_matrix_seq(&self, transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
-        let floor = self.matrix_seq_floor.load(Ordering::SeqCst);
+    pub(super) async fn raise_seq(
+        &self,
+        kind: QueueKind,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<()> {
+        let floor = self.seq_floors[kind.index()].load(Ordering::SeqCst);
         if floor == 0 || self.backend != super::Backend::Sqlite {
             return Ok(());
         }
-        let raised = sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = 'matrix_queue'")
+        let raised = sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = $2")
             .bind(floor)
+            .bind(kind.table())
             .execute(&mut **transaction)
             .await?
             .rows_affected();
         if raised == 0 {
-            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('matrix_queue', $1)")
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
+                .bind(kind.table())
                 .bind(floor)
                 .execute(&mut **transaction)
                 .await?;
         }
         Ok(())
+    }
+
+    /// Notes that items up to `seq` were handed over by a commit that failed (see [`Store::raise_seq`]).
+    pub(super) fn note_uncommitted_seq(&self, kind: QueueKind, seq: i64) {
+        self.seq_floors[kind.index()].fetch_max(seq, Ordering::SeqCst);
     }
 }
 
@@ -198,7 +217,20 @@ impl Queue {
     /// for one flush, not N. Pushes from one task keep their order.
     pub async fn push(&self, key: &str, payload: &str) -> Result<i64> {
         let operation = Operation::Push { kind: self.kind, key: key.to_owned(), payload: payload.to_owned() };
-        self.store.grouped(operation).await
+        self.store.grouped(operation, None).await
+    }
+
+    /// Appends an item as [`Queue::push`] does, and gives it to `take` as soon as its group commit has written it,
+    /// before the commit is flushed, so its handling overlaps the flush. If that commit then fails, this returns the
+    /// error and the item may already have been handled: at least once, never lost while the pusher hears of it.
+    pub async fn push_handing_over(
+        &self,
+        key: &str,
+        payload: &str,
+        take: impl FnOnce(QueuedItem) + Send + Sync + 'static,
+    ) -> Result<i64> {
+        let operation = Operation::Push { kind: self.kind, key: key.to_owned(), payload: payload.to_owned() };
+        self.store.grouped(operation, Some(Box::new(take))).await
     }
 
     /// The oldest `limit` items under `key` after sequence number `after` (0: from the start), in order.
@@ -308,7 +340,7 @@ mod tests {
         let mut first = Vec::new();
         store.persist_transaction("first", &events("1"), |items| first = items).await.unwrap();
         // As a failed commit leaves it: numbers up to 1,000 were handed over, and SQLite's counter rolled back.
-        store.matrix_seq_floor.store(first[0].seq + 1_000, Ordering::SeqCst);
+        store.note_uncommitted_seq(QueueKind::Matrix, first[0].seq + 1_000);
         let mut second = Vec::new();
         store.persist_transaction("second", &events("2"), |items| second = items).await.unwrap();
         assert!(second[0].seq > first[0].seq + 1_000, "{second:?}");
