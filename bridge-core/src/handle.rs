@@ -221,6 +221,18 @@ impl BridgeHandle {
         Ok(intent)
     }
 
+    /// Removes a ghost's avatar, when the remote person withdrew their picture.
+    pub async fn remove_ghost_avatar(&self, user_id: &str) -> Result<()> {
+        let user: OwnedUserId = parse_id("user ID", user_id)?;
+        self.core.matrix.intent(user).set_avatar_url(None).await?;
+        if let Some(mut ghost) = self.core.store.ghost_by_user(user_id).await?
+            && ghost.avatar_url.take().is_some()
+        {
+            self.core.store.upsert_ghost(&ghost).await?;
+        }
+        Ok(())
+    }
+
     /// Returns the portal for `spec.remote_key`, creating its room first if there is none.
     ///
     /// Alias portals are created by the bot, public to join; a direct chat is created by the remote person's ghost,

@@ -10,8 +10,9 @@
 //! a gateway MUC, or a contact's to a Matrix user's gateway JID. A hash the ghost does not have yet (recorded per
 //! ghost in the store, so a restart fetches nothing again) makes the gateway fetch the vCard (through the MUC for
 //! occupants), upload the picture once per hash (the upload is kept in the store too) and set it as the ghost's
-//! avatar. A presence without a hash from someone whose account is known makes the gateway look for a XEP-0084
-//! picture instead.
+//! avatar. An empty `photo` says the sender has no picture: the avatar the bridge gave their ghost is removed. A
+//! presence without a `photo` from someone whose account is known makes the gateway look for a XEP-0084 picture
+//! instead.
 
 use std::{future::Future, sync::Arc};
 
@@ -97,9 +98,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// The SHA-1 a presence names with XEP-0153, if it names one.
-fn named_picture(presence: &Presence) -> Option<[u8; 20]> {
+fn named_picture(presence: &Presence) -> Option<Option<[u8; 20]>> {
     let update = presence.payloads.iter().find_map(|element| VCardUpdate::try_from(element.clone()).ok())?;
-    update.photo?.data
+    Some(update.photo?.data)
 }
 
 impl crate::muc::Gateway {
@@ -150,11 +151,18 @@ impl crate::muc::Gateway {
         };
         let gateway = Arc::clone(self);
         match (named_picture(presence), account) {
-            (Some(named), _) => {
+            (Some(Some(named)), _) => {
                 tokio::spawn(async move {
                     let fetch = gateway.vcard_picture(asker, holder);
                     if let Err(error) = gateway.set_ghost_picture(&ghost, named, fetch).await {
                         tracing::info!(%error, "cannot bring an XMPP vCard avatar to Matrix");
+                    }
+                });
+            }
+            (Some(None), _) => {
+                tokio::spawn(async move {
+                    if let Err(error) = gateway.remove_ghost_picture(&ghost).await {
+                        tracing::info!(%error, "cannot remove a withdrawn XMPP avatar from Matrix");
                     }
                 });
             }
@@ -213,6 +221,18 @@ impl crate::muc::Gateway {
         let displayname = displayname.or_else(|| ghost.displayname.clone());
         self.bridge.sync_ghost(&GhostSpec { avatar_url: Some(mxc), displayname, ..ghost.clone() }).await?;
         store.set_user_setting(&ghost.user_id, AVATAR_SETTING, Some(&id)).await?;
+        Ok(())
+    }
+
+    /// Removes the ghost's avatar, if the bridge gave it one: its XMPP account says it has no picture (an empty
+    /// XEP-0153 `photo`, or XEP-0084 metadata without `info`).
+    pub(crate) async fn remove_ghost_picture(&self, ghost: &GhostSpec) -> lattice_bridge_core::Result<()> {
+        let store = self.bridge.store();
+        if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.is_none() {
+            return Ok(());
+        }
+        self.bridge.remove_ghost_avatar(&ghost.user_id).await?;
+        store.set_user_setting(&ghost.user_id, AVATAR_SETTING, None).await?;
         Ok(())
     }
 

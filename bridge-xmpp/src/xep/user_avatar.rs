@@ -192,8 +192,16 @@ impl crate::muc::Gateway {
         true
     }
 
-    /// Fetches the picture `metadata` names from the account's data node, unless the ghost has it already.
+    /// Fetches the picture `metadata` names from the account's data node, unless the ghost has it already; metadata
+    /// naming no picture removes the ghost's.
     async fn take_user_avatar(&self, ghost: GhostSpec, asker: Jid, account: BareJid, metadata: Metadata) {
+        if metadata.infos.is_empty() {
+            // XEP-0084 §4.5: the account stopped publishing a picture.
+            if let Err(error) = self.remove_ghost_picture(&ghost).await {
+                tracing::info!(%error, "cannot remove a withdrawn XMPP user avatar (XEP-0084) from Matrix");
+            }
+            return;
+        }
         let Some(info) = published(&metadata) else { return };
         let Ok(named) = <[u8; 20]>::try_from(info.id.hash.as_slice()) else { return };
         let mimetype = info.type_.clone();

@@ -77,7 +77,7 @@ async fn ghost_avatar(user: &MatrixUser, room_id: &str, ghost: &str) -> anyhow::
 
 /// A contact's PEP picture reaches their ghost in the direct chat; an XMPP user in a gateway MUC with the same
 /// picture in their vCard gets it on their ghost too, from the same upload (pictures are cached by SHA-1); a
-/// contact whose presence names a vCard picture gets that one.
+/// contact whose presence names a vCard picture gets that one, and loses it when a presence says there is none.
 #[tokio::test]
 async fn contacts_and_gateway_muc_occupants_get_their_avatars() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
@@ -112,8 +112,26 @@ async fn contacts_and_gateway_muc_occupants_get_their_avatars() -> anyhow::Resul
     zoe.send_chat(gateway_jid, "hi from zoe").await?;
     let dm = alice.wait_for_invite(WAIT).await?;
     alice.join(&dm).await?;
-    let mxc = ghost_avatar(&alice, &dm, "@_xmpp_zoe=40localhost:localhost").await?;
+    let zoe_ghost = "@_xmpp_zoe=40localhost:localhost";
+    let mxc = ghost_avatar(&alice, &dm, zoe_ghost).await?;
     assert_eq!(alice.download(&mxc).await?, other);
+
+    // XEP-0153: an empty `photo` says zoe has no picture any more; her ghost's goes.
+    zoe.send_raw(&format!(
+        "<presence to='{}'><x xmlns='vcard-temp:x:update'><photo/></x></presence>",
+        escape(gateway_jid)
+    ))
+    .await?;
+    let state = ["_matrix", "client", "v3", "rooms", dm.as_str(), "state", "m.room.member", zoe_ghost];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let member = alice.call(reqwest::Method::GET, &state, &[], None).await?;
+        if member["avatar_url"].as_str().is_none_or(str::is_empty) {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "zoe's ghost kept its avatar: {member}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
