@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sqlx::Connection;
 use tokio::sync::{Notify, oneshot};
 
-use super::{Error, MessageMapping, QueueKind, QueuedItem, Result, Store, now_ms, queue::insert_statement};
+use super::{Backend, Error, MessageMapping, QueueKind, QueuedItem, Result, Store, now_ms, queue::insert_statement};
 
 /// A write waiting for the next group commit.
 pub(crate) struct PendingWrite {
@@ -195,7 +195,7 @@ impl Store {
                     self.raise_seq(kind, &mut transaction).await?;
                 }
             }
-            let outcomes = apply(&group, &mut transaction).await?;
+            let outcomes = apply(self.backend, &group, &mut transaction).await?;
             let handed = hand_over_pushes(&group, &outcomes, takers);
             if let Err(error) = transaction.commit().await {
                 for (kind, seq) in handed {
@@ -255,6 +255,7 @@ fn hand_over_pushes(group: &[PendingWrite], seqs: &[i64], takers: Vec<Option<Tak
 /// Inserts `rows` into `target` (`table (columns…)`, `columns` of them) with multi-row statements, skipping rows
 /// that collide on `unique`; `bind` binds one row's values in column order.
 async fn insert_rows<'q, T>(
+    backend: Backend,
     transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
     target: &str,
     columns: usize,
@@ -266,7 +267,7 @@ async fn insert_rows<'q, T>(
         let values: Vec<String> = (0..chunk.len())
             .map(|row| {
                 let placeholders: Vec<String> =
-                    (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
+                    (1..=columns).map(|column| backend.parameter(row * columns + column)).collect();
                 format!("({})", placeholders.join(", "))
             })
             .collect();
@@ -290,14 +291,18 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// number, 0 otherwise). Pushes go one by one, each needing its sequence number back; removals and mappings go as
 /// multi-row statements, since every statement is a round trip to the database (the group commits atomically, so
 /// their order inside it does not matter).
-async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<Vec<i64>> {
+async fn apply(
+    backend: Backend,
+    group: &[PendingWrite],
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<Vec<i64>> {
     let mut outcomes = vec![0; group.len()];
     let mut removals: Vec<(QueueKind, i64)> = Vec::new();
     let (mut mappings, mut aliases) = (Vec::new(), Vec::new());
     for (outcome, write) in outcomes.iter_mut().zip(group) {
         match &write.operation {
             Operation::Push { kind, key, payload } => {
-                let sql = kind.sql(&format!("{} RETURNING seq", insert_statement(1)));
+                let sql = kind.sql(&format!("{} RETURNING seq", insert_statement(backend, 1)));
                 *outcome = sqlx::query_scalar(sql)
                     .bind(key.as_str())
                     .bind(payload.as_str())
@@ -317,7 +322,7 @@ async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, s
     for kind in [QueueKind::Matrix, QueueKind::Remote] {
         let seqs: Vec<i64> = removals.iter().filter(|(of, _)| *of == kind).map(|(_, seq)| *seq).collect();
         for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| backend.parameter(n)).collect();
             let sql = kind.sql(&format!("DELETE FROM {{table}} WHERE seq IN ({})", placeholders.join(",")));
             let mut query = sqlx::query(sql);
             for seq in chunk {
@@ -327,17 +332,26 @@ async fn apply(group: &[PendingWrite], transaction: &mut sqlx::Transaction<'_, s
         }
     }
     let into_map = "message_map (event_id, room_id, portal_key, remote_id, created_at)";
-    insert_rows(transaction, into_map, 5, "(event_id, remote_id)", &mappings, |query, (mapping, recorded_at)| {
-        query
-            .bind(mapping.event_id.as_str())
-            .bind(mapping.room_id.as_str())
-            .bind(mapping.portal_key.as_str())
-            .bind(mapping.remote_id.as_str())
-            .bind(*recorded_at)
-    })
+    insert_rows(
+        backend,
+        transaction,
+        into_map,
+        5,
+        "(event_id, remote_id)",
+        &mappings,
+        |query, (mapping, recorded_at)| {
+            query
+                .bind(mapping.event_id.as_str())
+                .bind(mapping.room_id.as_str())
+                .bind(mapping.portal_key.as_str())
+                .bind(mapping.remote_id.as_str())
+                .bind(*recorded_at)
+        },
+    )
     .await?;
     let into_aliases = "remote_aliases (portal_key, alias, remote_id)";
     insert_rows(
+        backend,
         transaction,
         into_aliases,
         3,

@@ -113,6 +113,16 @@ impl Backend {
             Err(Error::UnsupportedUrl(redact_url(url)))
         }
     }
+
+    /// The `n`th (from 1) bind parameter of a statement built at run time: PostgreSQL's `$n`; on SQLite a plain
+    /// `?`, because binding to numbered parameters looks each one up by name in a list, which makes a multi-row
+    /// statement's binds cost the square of its parameters.
+    pub(crate) fn parameter(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
+        }
+    }
 }
 
 /// Strips a password from a URL before it reaches a log or an error message.

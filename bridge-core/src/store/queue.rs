@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use super::{Result, Store, group::Operation, now_ms};
+use super::{Backend, Result, Store, group::Operation, now_ms};
 
 /// Which of the two queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,14 +89,15 @@ pub struct Queue {
 const INSERT_CHUNK: usize = 200;
 
 /// A multi-row INSERT template for [`QueueKind::sql`].
-pub(super) fn insert_statement(rows: usize) -> String {
+pub(super) fn insert_statement(backend: Backend, rows: usize) -> String {
     let mut sql = String::from("INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES ");
     for row in 0..rows {
         let first = row * 3 + 1;
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("(${first}, ${}, ${})", first + 1, first + 2));
+        let [key, payload, at] = [first, first + 1, first + 2].map(|n| backend.parameter(n));
+        sql.push_str(&format!("({key}, {payload}, {at})"));
     }
     sql
 }
@@ -144,7 +145,7 @@ impl Store {
         let now = now_ms();
         let mut items = Vec::with_capacity(events.len());
         for chunk in events.chunks(INSERT_CHUNK) {
-            let sql = format!("{} RETURNING seq", insert_statement(chunk.len()));
+            let sql = format!("{} RETURNING seq", insert_statement(self.backend, chunk.len()));
             let mut query = sqlx::query_scalar(QueueKind::Matrix.sql(&sql));
             for (key, payload) in chunk {
                 query = query.bind(key.as_str()).bind(payload.as_str()).bind(now);
@@ -180,7 +181,7 @@ impl Store {
         transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
     ) -> Result<()> {
         let floor = self.seq_floors[kind.index()].load(Ordering::SeqCst);
-        if floor == 0 || self.backend != super::Backend::Sqlite {
+        if floor == 0 || self.backend != Backend::Sqlite {
             return Ok(());
         }
         let raised = sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = $2")
@@ -351,8 +352,12 @@ mod tests {
     #[test]
     fn insert_statement_numbers_placeholders_in_order() {
         assert_eq!(
-            insert_statement(2),
+            insert_statement(Backend::Postgres, 2),
             "INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES ($1, $2, $3),($4, $5, $6)"
+        );
+        assert_eq!(
+            insert_statement(Backend::Sqlite, 2),
+            "INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES (?, ?, ?),(?, ?, ?)"
         );
     }
 }
