@@ -4,7 +4,13 @@
 //!
 //! The gateway approves every subscription to a Matrix user who exists and refuses the others, answers probes,
 //! and confirms unsubscriptions. The presence it reports is kept truthful and simple: available while the Matrix
-//! user exists (Matrix presence is often disabled on homeservers, and a guess would be worse than this).
+//! user exists (Matrix presence is often disabled on homeservers, and a guess would be worse than this), with the
+//! XEP-0115 caps of a gateway user JID.
+//!
+//! It asks to subscribe back: an XMPP server sends PEP notifications
+//! ([XEP-0163 §4](https://xmpp.org/extensions/xep-0163.html#notify)) only to contacts with a subscription to the
+//! publisher whose caps include `+notify`, so once the XMPP user approves, a new avatar of theirs (XEP-0084) reaches
+//! their ghost at once instead of when the gateway next asks.
 
 use tokio_xmpp::parsers::{
     jid::{BareJid, Jid},
@@ -23,18 +29,21 @@ pub enum Reply {
     Subscribed,
     /// `unsubscribed`: refused, or the subscription is cancelled.
     Unsubscribed,
-    /// An available presence from the Matrix user.
+    /// An available presence from the Matrix user, with caps.
     Available,
+    /// `subscribe`: the Matrix user's gateway JID asks to see the XMPP user's presence in return.
+    Subscribe,
     /// An unavailable presence from the Matrix user.
     Unavailable,
 }
 
 /// The replies to a presence of `kind` sent to the gateway JID of a Matrix user who does (or does not) `exist`.
-/// Approvals and refusals of the XMPP user's own subscription to us (`subscribed`, `unsubscribed`) need none: the
-/// gateway never asks to see XMPP users' presence.
+/// The XMPP user approving the gateway's own request (`subscribed`) gets the Matrix user's presence again, which
+/// their server now reads for caps; a refusal (`unsubscribed`) needs none.
 pub fn replies(kind: &PresenceType, exists: bool) -> &'static [Reply] {
     match (kind, exists) {
-        (PresenceType::Subscribe, true) => &[Reply::Subscribed, Reply::Available],
+        (PresenceType::Subscribe, true) => &[Reply::Subscribed, Reply::Available, Reply::Subscribe],
+        (PresenceType::Subscribed, true) => &[Reply::Available],
         (PresenceType::Subscribe, false) => &[Reply::Unsubscribed],
         (PresenceType::Probe, true) => &[Reply::Available],
         (PresenceType::Probe, false) => &[Reply::Unsubscribed],
@@ -65,7 +74,8 @@ impl Gateway {
             return Ok(());
         }
         let Some(matrix_user) = self.addressing.matrix_user_of(&contact) else { return Ok(()) };
-        let needs_lookup = matches!(presence.type_, PresenceType::Subscribe | PresenceType::Probe);
+        let needs_lookup =
+            matches!(presence.type_, PresenceType::Subscribe | PresenceType::Subscribed | PresenceType::Probe);
         let exists = needs_lookup && self.matrix_user_exists(&matrix_user).await;
         for reply in replies(&presence.type_, exists) {
             let stanza = self.subscription_reply(*reply, &contact, &subscriber);
@@ -82,7 +92,8 @@ impl Gateway {
         let (presence, from) = match reply {
             Reply::Subscribed => (Presence::new(PresenceType::Subscribed), contact.clone().into()),
             Reply::Unsubscribed => (Presence::new(PresenceType::Unsubscribed), contact.clone().into()),
-            Reply::Available => (Presence::available(), full()),
+            Reply::Available => (Presence::available().with_payload(crate::xep::caps::user_caps()), full()),
+            Reply::Subscribe => (Presence::new(PresenceType::Subscribe), contact.clone().into()),
             Reply::Unavailable => (Presence::unavailable(), full()),
         };
         presence.with_from(from).with_to(subscriber.clone())
@@ -104,12 +115,13 @@ mod tests {
     fn subscriptions_are_answered_per_rfc_6121() {
         use PresenceType as T;
         for (kind, exists, expected) in [
-            (T::Subscribe, true, &[Reply::Subscribed, Reply::Available][..]),
+            (T::Subscribe, true, &[Reply::Subscribed, Reply::Available, Reply::Subscribe][..]),
             (T::Subscribe, false, &[Reply::Unsubscribed][..]),
             (T::Probe, true, &[Reply::Available][..]),
             (T::Probe, false, &[Reply::Unsubscribed][..]),
             (T::Unsubscribe, true, &[Reply::Unsubscribed, Reply::Unavailable][..]),
-            (T::Subscribed, true, &[][..]),
+            (T::Subscribed, true, &[Reply::Available][..]),
+            (T::Subscribed, false, &[][..]),
             (T::Unsubscribed, true, &[][..]),
         ] {
             assert_eq!(replies(&kind, exists), expected, "{kind:?} exists={exists}");

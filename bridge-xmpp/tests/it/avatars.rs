@@ -135,6 +135,34 @@ async fn contacts_and_gateway_muc_occupants_get_their_avatars() -> anyhow::Resul
     Ok(())
 }
 
+/// A contact who put a Matrix user on their roster approves the gateway's request to subscribe back; from then on
+/// their server pushes their new PEP avatar to the gateway (XEP-0163 `+notify`), and it reaches their ghost although
+/// the gateway asked for their avatar only minutes ago (it asks an account at most every 10 minutes).
+#[tokio::test]
+async fn a_subscribed_contacts_new_avatar_arrives_unasked() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    let alice = fixture.matrix_user("alice").await?;
+    let gateway_jid = r"alice\40localhost@bridge.localhost";
+    let mut xavier = fixture.xmpp_user("xavier").await?;
+    xavier.request_roster().await?;
+    // The first message: the gateway asks for xavier's avatar, finds none, and will not ask again for a while.
+    xavier.send_chat(gateway_jid, "hello, no face yet").await?;
+    let dm = alice.wait_for_invite(WAIT).await?;
+    alice.join(&dm).await?;
+    alice.wait_for_event(&dm, WAIT, |event: &Value| event["content"]["body"] == "hello, no face yet").await?;
+
+    xavier.send_raw(&format!("<presence type='subscribe' to='{}'/>", escape(gateway_jid))).await?;
+    xavier.wait_for_presence(gateway_jid, WAIT, |kind| kind == Some("subscribe")).await?;
+    xavier.send_raw(&format!("<presence type='subscribed' to='{}'/>", escape(gateway_jid))).await?;
+    xavier.send_raw("<presence/>").await?;
+
+    let picture = b"\x89PNG\r\n\x1a\n xavier's new face, pushed".to_vec();
+    publish_pep_avatar(&mut xavier, "xavier@localhost", &picture).await?;
+    let mxc = ghost_avatar(&alice, &dm, "@_xmpp_xavier=40localhost:localhost").await?;
+    assert_eq!(alice.download(&mxc).await?, picture);
+    Ok(())
+}
+
 fn item_of<'a>(answer: &'a Element, node: &str) -> Option<&'a Element> {
     let items = answer.get_child("pubsub", PUBSUB)?.get_child("items", PUBSUB)?;
     (items.attr("node") == Some(node)).then_some(())?;
