@@ -12,11 +12,10 @@
 //!
 //! Items are also handed to a worker in memory as they are written ([`Dispatcher::hand_over`]), so a homeserver
 //! transaction's events and a connector's pushes reach their workers while the store flushes them to disk, without
-//! being read back. The store
-//! stays the truth: a worker takes handed items only after a read of the store found nothing more after its cursor,
-//! and goes back to the store whenever the hand-over may have missed something — a plain [`Dispatcher::notify`], a
-//! full buffer, or items handed out of sequence order (then it settles its removals and reads from the start, so
-//! nothing is skipped). A worker that dropped handed items first waits for the commit in progress, whose items a
+//! being read back. The store stays the truth: a worker takes handed items only after a read of the store found
+//! nothing more after its cursor, and goes back to the store whenever the hand-over may have missed something — a
+//! plain [`Dispatcher::notify`], a full buffer, or items handed out of sequence order (then it settles its removals
+//! and reads from the start, so nothing is skipped). A worker that dropped handed items first waits for the commit in progress, whose items a
 //! read would otherwise not see yet.
 
 use std::{

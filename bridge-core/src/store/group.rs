@@ -195,8 +195,10 @@ impl Store {
                     self.raise_seq(kind, &mut transaction).await?;
                 }
             }
-            let outcomes = apply(self.backend, &group, &mut transaction).await?;
-            let handed = hand_over_pushes(&group, &outcomes, takers);
+            // One time for the pushes' rows and the items handed over, so both say the same.
+            let now = now_ms();
+            let outcomes = apply(self.backend, &group, now, &mut transaction).await?;
+            let handed = hand_over_pushes(&group, &outcomes, now, takers);
             if let Err(error) = transaction.commit().await {
                 for (kind, seq) in handed {
                     self.note_uncommitted_seq(kind, seq);
@@ -240,12 +242,16 @@ impl Store {
 
 /// Gives each written push with a taker its item, in the group's (and so sequence) order; returns the queues and
 /// sequence numbers handed over.
-fn hand_over_pushes(group: &[PendingWrite], seqs: &[i64], takers: Vec<Option<Taker>>) -> Vec<(QueueKind, i64)> {
-    let enqueued_at = now_ms();
+fn hand_over_pushes(
+    group: &[PendingWrite],
+    seqs: &[i64],
+    enqueued_at: i64,
+    takers: Vec<Option<Taker>>,
+) -> Vec<(QueueKind, i64)> {
     let mut handed = Vec::new();
     for ((write, seq), taker) in group.iter().zip(seqs).zip(takers) {
         if let (Operation::Push { kind, key, payload }, Some(take)) = (&write.operation, taker) {
-            take(QueuedItem { seq: *seq, key: key.clone(), payload: payload.clone(), attempts: 0, enqueued_at });
+            take(QueuedItem::written(*seq, key, payload, enqueued_at));
             handed.push((*kind, *seq));
         }
     }
@@ -294,6 +300,7 @@ const ROWS_PER_STATEMENT: usize = 100;
 async fn apply(
     backend: Backend,
     group: &[PendingWrite],
+    now: i64,
     transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<Vec<i64>> {
     let mut outcomes = vec![0; group.len()];
@@ -306,7 +313,7 @@ async fn apply(
                 *outcome = sqlx::query_scalar(sql)
                     .bind(key.as_str())
                     .bind(payload.as_str())
-                    .bind(now_ms())
+                    .bind(now)
                     .fetch_one(&mut **transaction)
                     .await?;
             }

@@ -66,6 +66,13 @@ pub struct QueuedItem {
     pub enqueued_at: i64,
 }
 
+impl QueuedItem {
+    /// An item just written under `seq`, not yet tried, as the store holds it.
+    pub(super) fn written(seq: i64, key: &str, payload: &str, enqueued_at: i64) -> Self {
+        Self { seq, key: key.to_owned(), payload: payload.to_owned(), attempts: 0, enqueued_at }
+    }
+}
+
 /// What persisting a homeserver transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionOutcome {
@@ -153,13 +160,9 @@ impl Store {
             // RETURNING promises no row order; the numbers themselves rise in VALUES order on both backends.
             let mut seqs: Vec<i64> = query.fetch_all(&mut *transaction).await?;
             seqs.sort_unstable();
-            items.extend(chunk.iter().zip(seqs).map(|((key, payload), seq)| QueuedItem {
-                seq,
-                key: key.clone(),
-                payload: payload.clone(),
-                attempts: 0,
-                enqueued_at: now,
-            }));
+            items.extend(
+                chunk.iter().zip(seqs).map(|((key, payload), seq)| QueuedItem::written(seq, key, payload, now)),
+            );
         }
         let (queued, last_seq) = (items.len(), items.last().map(|item| item.seq));
         hand_over(items);
