@@ -10,13 +10,13 @@
 //! rather than a write round trip each. Before it ends, a worker waits for its removals to land, so the next worker
 //! for the key (which reads from the start) never sees them again.
 //!
-//! Items are also handed to a worker in memory as they are written ([`Dispatcher::hand_over`]), so a homeserver
-//! transaction's events and a connector's pushes reach their workers while the store flushes them to disk, without
-//! being read back. The store stays the truth: a worker takes handed items only after a read of the store found
-//! nothing more after its cursor, and goes back to the store whenever the hand-over may have missed something — a
-//! plain [`Dispatcher::notify`], a full buffer, or items handed out of sequence order (then it settles its removals
-//! and reads from the start, so nothing is skipped). A worker that dropped handed items first waits for the commit in progress, whose items a
-//! read would otherwise not see yet.
+//! Items are also handed to a worker in memory as the store numbers them ([`Dispatcher::hand_over`]), so a
+//! homeserver transaction's events and a connector's pushes reach their workers while the store writes them and
+//! flushes them to disk, without being read back. The store stays the truth: a worker takes handed items only after
+//! a read of the store found nothing more after its cursor, and goes back to the store whenever the hand-over may
+//! have missed something — a plain [`Dispatcher::notify`], a full buffer, or items handed out of sequence order
+//! (then it settles its removals and reads from the start, so nothing is skipped). A worker that dropped handed
+//! items first waits for the writes under way, whose items a read would otherwise not see yet.
 
 use std::{
     collections::VecDeque,
@@ -91,7 +91,7 @@ struct Handed {
     /// The highest sequence number handed over so far.
     last_seq: i64,
     missed: Missed,
-    /// Handed items were dropped, perhaps before their commit.
+    /// Handed items were dropped, perhaps before they were written.
     dropped: bool,
 }
 
@@ -157,8 +157,8 @@ impl<H: Handler> Dispatcher<H> {
         self.wake(key, |handed| handed.miss(Missed::AfterCursor));
     }
 
-    /// Hands the worker for `key` items just written to the store under that key (committed, or being committed
-    /// under the store's commit turn), in sequence order, starting a worker if none runs. Call it in commit order:
+    /// Hands the worker for `key` items the store just numbered under that key (written, or about to be written by
+    /// its group commit), in sequence order, starting a worker if none runs. Call it in numbering order:
     /// items handed out of order send the worker back to the store.
     pub(crate) fn hand_over(&self, key: &str, items: impl IntoIterator<Item = QueuedItem>) {
         self.wake(key, |handed| {
@@ -235,8 +235,9 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
             let mut handed = worker.handed();
             (std::mem::take(&mut handed.missed), std::mem::take(&mut handed.dropped))
         };
-        if dropped {
-            inner.queue.await_commits().await;
+        if dropped && let Err(error) = inner.queue.await_commits().await {
+            // Items whose write failed were refused to their senders, who send them again; the read finds the rest.
+            tracing::debug!(queue = label, %key, %error, "a write of handed-over items failed");
         }
         if missed == Missed::FromStart {
             // Removals of items before the cursor must land first, or reading from the start would redo them.

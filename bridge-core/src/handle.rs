@@ -140,9 +140,8 @@ impl BridgeHandle {
     pub async fn push(&self, event: RemoteEvent) -> Result<()> {
         let payload = serde_json::to_string(&event)?;
         let dispatcher = self.core.remote.get().expect("the remote dispatcher is set at construction");
-        // The portal's worker gets the event as soon as it is written; it is sent on while the commit is flushed.
-        let worker = dispatcher.clone();
-        let hand_over = move |item: QueuedItem| worker.hand_over(&item.key.clone(), [item]);
+        // The portal's worker gets the event as soon as it is numbered; it is sent on while the store writes it.
+        let hand_over = |item: QueuedItem| dispatcher.hand_over(&item.key.clone(), [item]);
         dispatcher.queue().push_handing_over(&event.portal, &payload, hand_over).await?;
         self.core.metrics.events.with_label_values(&[QueueKind::Remote.label(), "queued"]).inc();
         self.core.metrics.queue_depth.with_label_values(&[QueueKind::Remote.label()]).inc();

@@ -2,9 +2,9 @@
 //!
 //! Events stay raw JSON ([`Raw`]) and only the fields needed to queue them are peeked at, so one malformed event is
 //! logged and skipped without failing the rest. The transaction ID and every queued event are committed to the store
-//! *before* `200 {}` is returned; they are handed to their rooms' workers in memory while the commit is flushed, so
-//! delivery does not wait for the disk (a failed commit is not acknowledged and the homeserver sends the
-//! transaction again: at-least-once). A transaction ID seen before (also before a restart) is acknowledged again
+//! *before* `200 {}` is returned; they are handed to their rooms' workers in memory as soon as the store numbers
+//! them, while they are written and flushed, so delivery waits neither for the disk nor for a commit under way (a
+//! failed commit is not acknowledged and the homeserver sends the transaction again: at-least-once). A transaction ID seen before (also before a restart) is acknowledged again
 //! without queuing anything. Echoes of the bridge's own users are dropped here, except membership events, which keep the
 //! membership caches true.
 

@@ -1,41 +1,32 @@
 //! Group commit: small writes from many tasks share one database transaction.
 //!
-//! A write either waits for the commit that carries it ([`Store::grouped`]: queue pushes, which must be on disk
-//! before the pusher hears back) or is only handed over ([`Store::defer`]: bookkeeping such as marking a queue item
-//! handled or recording a message mapping, which a per-room worker would otherwise wait for once per event). Handed
-//! over writes are committed by a background flusher, in the order they were made; [`Store::settle`] waits until
-//! every write handed over so far is committed, and every read of what they write settles first, so the store never
-//! answers with less than it was told.
+//! A write either waits for the commit that carries it ([`Store::grouped`]: homeserver transactions and queue
+//! pushes, which must be on disk before the sender hears back) or is only handed over ([`Store::defer`]:
+//! bookkeeping such as marking a queue item handled or recording a message mapping, which a per-room worker would
+//! otherwise wait for once per event). Handed over writes are committed by a background flusher, in the order they
+//! were made; [`Store::settle`] waits until every write handed over so far is committed, and every read of what they
+//! write settles first, so the store never answers with less than it was told.
+//!
+//! Queue items are numbered in memory as their write joins the pending group, under the lock that orders the group,
+//! and are handed to their workers at that moment, before any database work: an event's delivery waits neither for
+//! the disk nor for a commit under way. Numbers are given out in the order the writes are committed, so a worker
+//! never sees a number from the store that an earlier hand-over skipped, and a handled item's removal always joins
+//! the group of its own insert or a later one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 use tokio::sync::{Notify, oneshot};
 
-use super::{Backend, Error, MessageMapping, QueueKind, QueuedItem, Result, Store, now_ms, queue::insert_statement};
+use super::{Backend, Error, MessageMapping, QueueKind, QueuedItem, Result, Store, queue::insert_statement};
 
 /// A write waiting for the next group commit.
+#[derive(Debug)]
 pub(crate) struct PendingWrite {
     operation: Operation,
-    /// Gets the write's outcome (a push's new sequence number); `None` for a handed-over write.
-    done: Option<oneshot::Sender<Result<i64>>>,
-    /// A push's item goes here once written, before the commit.
-    taker: Option<Taker>,
+    /// Gets the write's outcome; `None` for a handed-over write.
+    done: Option<oneshot::Sender<Result<()>>>,
 }
-
-impl std::fmt::Debug for PendingWrite {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("PendingWrite")
-            .field("operation", &self.operation)
-            .field("waited_for", &self.done.is_some())
-            .field("handed_over", &self.taker.is_some())
-            .finish()
-    }
-}
-
-/// Takes a pushed item once its group has written it (see [`Queue::push_handing_over`](super::Queue)).
-pub(crate) type Taker = Box<dyn FnOnce(QueuedItem) + Send + Sync>;
 
 /// What a grouped write does.
 #[derive(Debug)]
@@ -44,10 +35,15 @@ pub(crate) enum Operation {
     Push {
         /// The queue.
         kind: QueueKind,
-        /// The ordering key.
-        key: String,
-        /// The item.
-        payload: String,
+        /// The item, numbered.
+        item: QueuedItem,
+    },
+    /// Records a homeserver transaction as processed and queues its events; flushed to disk like a push.
+    Transaction {
+        /// The homeserver's transaction ID.
+        txn_id: String,
+        /// The events, numbered, for the Matrix queue.
+        items: Vec<QueuedItem>,
     },
     /// Removes a handled queue item; losing it to a power cut only means handing the item over again.
     Complete {
@@ -90,8 +86,11 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    fn enqueue(&self, write: PendingWrite) {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(write);
+    /// Adds the write `build` makes while holding the lock that orders the group, so queue numbers given out inside
+    /// `build` follow the order of the writes carrying them.
+    fn enqueue(&self, build: impl FnOnce() -> PendingWrite) {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.push(build());
     }
 
     fn take(&self) -> Vec<PendingWrite> {
@@ -114,9 +113,10 @@ impl GroupCommit {
         self.flush.notify_one();
     }
 
-    /// Holds the commit turn; queue inserts outside the group commit take it too, so sequence numbers become
-    /// visible in order on PostgreSQL as well (a per-room worker reads on from the last number it handled).
-    pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Holds the commit turn: one group commits at a time, so groups commit in the order they were taken and
+    /// sequence numbers become visible in order on PostgreSQL as well (a per-room worker reads on from the last
+    /// number it handled).
+    async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.turn.lock().await
     }
 }
@@ -124,9 +124,15 @@ impl GroupCommit {
 impl Store {
     /// Adds `operation` to the pending group and waits until a group commit carried it: this call's own, or
     /// another's that took it along.
-    pub(crate) async fn grouped(&self, operation: Operation, taker: Option<Taker>) -> Result<i64> {
+    pub(crate) async fn grouped(&self, operation: Operation) -> Result<()> {
+        self.grouped_with(|| operation).await
+    }
+
+    /// As [`Store::grouped`], with the operation made by `build` under the lock that orders the group (see
+    /// [`GroupCommit::enqueue`]).
+    pub(crate) async fn grouped_with(&self, build: impl FnOnce() -> Operation) -> Result<()> {
         let (done, mut committed) = oneshot::channel();
-        self.group.enqueue(PendingWrite { operation, done: Some(done), taker });
+        self.group.enqueue(|| PendingWrite { operation: build(), done: Some(done) });
         loop {
             tokio::select! {
                 // Another write's commit took this one along: no turn needed.
@@ -150,7 +156,7 @@ impl Store {
     /// [`settle`]: Store::settle
     pub(crate) fn defer(&self, operation: Operation) {
         self.group.uncommitted.fetch_add(1, Ordering::SeqCst);
-        self.group.enqueue(PendingWrite { operation, done: None, taker: None });
+        self.group.enqueue(|| PendingWrite { operation, done: None });
         self.group.flush.notify_one();
     }
 
@@ -159,7 +165,7 @@ impl Store {
         if self.group.uncommitted.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
-        self.grouped(Operation::Barrier, None).await.map(drop)
+        self.grouped(Operation::Barrier).await
     }
 
     /// Commits handed-over writes in the background until the store closes; a failed group is put back and retried
@@ -181,39 +187,26 @@ impl Store {
         }
     }
 
-    /// Writes a group in one transaction, flushed to disk when it holds a push, and tells each waiting writer its
-    /// outcome. A group that fails keeps its handed-over writes for the next try; returns whether it committed.
-    async fn commit_group(&self, mut group: Vec<PendingWrite>) -> bool {
-        let durable = group.iter().any(|write| matches!(write.operation, Operation::Push { .. }));
-        let takers: Vec<Option<Taker>> = group.iter_mut().map(|write| write.taker.take()).collect();
+    /// Writes a group in one transaction, flushed to disk when it holds a push or a homeserver transaction, and
+    /// tells each waiting writer its outcome. A group that fails keeps its handed-over writes for the next try;
+    /// returns whether it committed.
+    async fn commit_group(&self, group: Vec<PendingWrite>) -> bool {
+        let durable = group.iter().any(|write| write.operation.is_durable());
         let written = async {
             let _turn = self.write_turn().await;
             let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
             let mut transaction = connection.begin().await?;
-            for kind in [QueueKind::Matrix, QueueKind::Remote] {
-                if group.iter().any(|write| matches!(write.operation, Operation::Push { kind: of, .. } if of == kind)) {
-                    self.raise_seq(kind, &mut transaction).await?;
-                }
-            }
-            // One time for the pushes' rows and the items handed over, so both say the same.
-            let now = now_ms();
-            let outcomes = apply(self.backend, &group, now, &mut transaction).await?;
-            let handed = hand_over_pushes(&group, &outcomes, now, takers);
-            if let Err(error) = transaction.commit().await {
-                for (kind, seq) in handed {
-                    self.note_uncommitted_seq(kind, seq);
-                }
-                return Err(error.into());
-            }
-            Ok::<_, Error>(outcomes)
+            apply(self.backend, &group, &mut transaction).await?;
+            transaction.commit().await?;
+            Ok::<_, Error>(())
         }
         .await;
         match written {
-            Ok(outcomes) => {
+            Ok(()) => {
                 let handed_over = group.iter().filter(|write| write.done.is_none()).count();
-                for (write, outcome) in group.into_iter().zip(outcomes) {
+                for write in group {
                     if let Some(done) = write.done {
-                        let _ = done.send(Ok(outcome));
+                        let _ = done.send(Ok(()));
                     }
                 }
                 self.group.uncommitted.fetch_sub(handed_over, Ordering::SeqCst);
@@ -240,22 +233,11 @@ impl Store {
     }
 }
 
-/// Gives each written push with a taker its item, in the group's (and so sequence) order; returns the queues and
-/// sequence numbers handed over.
-fn hand_over_pushes(
-    group: &[PendingWrite],
-    seqs: &[i64],
-    enqueued_at: i64,
-    takers: Vec<Option<Taker>>,
-) -> Vec<(QueueKind, i64)> {
-    let mut handed = Vec::new();
-    for ((write, seq), taker) in group.iter().zip(seqs).zip(takers) {
-        if let (Operation::Push { kind, key, payload }, Some(take)) = (&write.operation, taker) {
-            take(QueuedItem::written(*seq, key, payload, enqueued_at));
-            handed.push((*kind, *seq));
-        }
+impl Operation {
+    /// Whether the write takes in what cannot be fetched again, so its commit must reach the disk.
+    fn is_durable(&self) -> bool {
+        matches!(self, Self::Push { .. } | Self::Transaction { .. })
     }
-    handed
 }
 
 /// Inserts `rows` into `target` (`table (columns…)`, `columns` of them) with multi-row statements, skipping rows
@@ -293,40 +275,53 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 /// Rows per multi-row statement of a group: well under both backends' parameter limits.
 const ROWS_PER_STATEMENT: usize = 100;
 
-/// Applies a group's writes inside one transaction; returns each write's outcome (a push's or removal's sequence
-/// number, 0 otherwise). Pushes go one by one, each needing its sequence number back; removals and mappings go as
-/// multi-row statements, since every statement is a round trip to the database (the group commits atomically, so
-/// their order inside it does not matter).
+/// Applies a group's writes inside one transaction. Each kind of write goes as multi-row statements, since every
+/// statement is a round trip to the database (the group commits atomically, so their order inside it does not
+/// matter, except that a queue item is inserted before a removal of it in the same group is applied).
 async fn apply(
     backend: Backend,
     group: &[PendingWrite],
-    now: i64,
     transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
-) -> Result<Vec<i64>> {
-    let mut outcomes = vec![0; group.len()];
+) -> Result<()> {
+    let mut inserts: Vec<(QueueKind, &QueuedItem)> = Vec::new();
     let mut removals: Vec<(QueueKind, i64)> = Vec::new();
-    let (mut mappings, mut aliases) = (Vec::new(), Vec::new());
-    for (outcome, write) in outcomes.iter_mut().zip(group) {
+    let (mut processed, mut mappings, mut aliases) = (Vec::new(), Vec::new(), Vec::new());
+    for write in group {
         match &write.operation {
-            Operation::Push { kind, key, payload } => {
-                let sql = kind.sql(&format!("{} RETURNING seq", insert_statement(backend, 1)));
-                *outcome = sqlx::query_scalar(sql)
-                    .bind(key.as_str())
-                    .bind(payload.as_str())
-                    .bind(now)
-                    .fetch_one(&mut **transaction)
-                    .await?;
+            Operation::Push { kind, item } => inserts.push((*kind, item)),
+            Operation::Transaction { txn_id, items } => {
+                processed.push((txn_id, i64::try_from(items.len()).unwrap_or(i64::MAX)));
+                inserts.extend(items.iter().map(|item| (QueueKind::Matrix, item)));
             }
-            Operation::Complete { kind, seq } => {
-                *outcome = *seq;
-                removals.push((*kind, *seq));
-            }
+            Operation::Complete { kind, seq } => removals.push((*kind, *seq)),
             Operation::MapMessage { mapping, recorded_at } => mappings.push((mapping, *recorded_at)),
             Operation::AliasRemote { portal_key, alias, remote_id } => aliases.push((portal_key, alias, remote_id)),
             Operation::Barrier => {}
         }
     }
+    // A transaction ID is new when its write joins a group (see `Store::persist_transaction`), unless an earlier
+    // attempt at it was abandoned while its write was pending: then its events are queued twice (at least once), and
+    // the group does not fail over it.
+    for (txn_id, event_count) in &processed {
+        sqlx::query(
+            "INSERT INTO processed_transactions (txn_id, event_count, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (txn_id) DO NOTHING",
+        )
+        .bind(txn_id.as_str())
+        .bind(*event_count)
+        .bind(super::now_ms())
+        .execute(&mut **transaction)
+        .await?;
+    }
     for kind in [QueueKind::Matrix, QueueKind::Remote] {
+        let items: Vec<&QueuedItem> = inserts.iter().filter(|(of, _)| *of == kind).map(|(_, item)| *item).collect();
+        for chunk in items.chunks(ROWS_PER_STATEMENT) {
+            let mut query = sqlx::query(kind.sql(&insert_statement(backend, chunk.len())));
+            for item in chunk {
+                query = query.bind(item.seq).bind(item.key.as_str()).bind(item.payload.as_str()).bind(item.enqueued_at);
+            }
+            query.execute(&mut **transaction).await?;
+        }
         let seqs: Vec<i64> = removals.iter().filter(|(of, _)| *of == kind).map(|(_, seq)| *seq).collect();
         for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| backend.parameter(n)).collect();
@@ -369,5 +364,5 @@ async fn apply(
         },
     )
     .await?;
-    Ok(outcomes)
+    Ok(())
 }

@@ -149,9 +149,11 @@ pub struct Store {
     /// Serialises this process's writes on SQLite, which allows one writer at a time: waiting in order here is
     /// cheap, whereas colliding writers fall into SQLite's busy handler, which sleeps for milliseconds.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
-    /// SQLite, per queue: the highest sequence number handed over by a commit that then failed; the next items are
-    /// numbered above it (see `Store::raise_seq`).
-    seq_floors: Arc<[std::sync::atomic::AtomicI64; 2]>,
+    /// Per queue, the last sequence number given out: items are numbered in memory, before they are written (see
+    /// [`group`]).
+    last_seqs: Arc<[std::sync::atomic::AtomicI64; 2]>,
+    /// Taken while a homeserver transaction is persisted (see [`Store::persist_transaction`]).
+    intake: Arc<tokio::sync::Mutex<()>>,
     /// Small writes committed together (see [`group`]).
     group: Arc<group::GroupCommit>,
     /// Rows read on every event's way through.
@@ -227,11 +229,13 @@ impl Store {
             backend,
             cipher,
             sqlite_writer: Arc::default(),
-            seq_floors: Arc::default(),
+            last_seqs: Arc::default(),
+            intake: Arc::default(),
             group: Arc::default(),
             caches: Arc::default(),
         };
         migrations::run(&store).await?;
+        store.load_last_seqs().await?;
         tokio::spawn(store.clone().flush_deferred());
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_wal(store.pool.clone()));

@@ -92,19 +92,16 @@ pub struct Queue {
     kind: QueueKind,
 }
 
-/// Rows per multi-row INSERT; keeps statements well under both backends' parameter limits.
-const INSERT_CHUNK: usize = 200;
-
-/// A multi-row INSERT template for [`QueueKind::sql`].
+/// A multi-row INSERT template for [`QueueKind::sql`], binding each row's number, key, payload and time.
 pub(super) fn insert_statement(backend: Backend, rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES ");
+    let mut sql = String::from("INSERT INTO {table} (seq, queue_key, payload, enqueued_at) VALUES ");
     for row in 0..rows {
-        let first = row * 3 + 1;
+        let first = row * 4 + 1;
         if row > 0 {
             sql.push(',');
         }
-        let [key, payload, at] = [first, first + 1, first + 2].map(|n| backend.parameter(n));
-        sql.push_str(&format!("({key}, {payload}, {at})"));
+        let [seq, key, payload, at] = [first, first + 1, first + 2, first + 3].map(|n| backend.parameter(n));
+        sql.push_str(&format!("({seq}, {key}, {payload}, {at})"));
     }
     sql
 }
@@ -117,95 +114,67 @@ impl Store {
 
     /// Records a homeserver transaction and queues its events (key, JSON) in one database transaction.
     ///
-    /// `hand_over` receives the queued items, in order, once they are written and *before* the commit, so their
-    /// delivery overlaps the commit's flush to disk; call it in no other way than handing them to their workers.
-    /// When this returns `Persisted`, the events are durable and the transaction may be acknowledged. When it fails,
-    /// the transaction is not acknowledged and the homeserver sends it again, so its events may be delivered twice
-    /// but are never lost: the delivery guarantee is at least once, as for a crash between handling and removal. A
-    /// transaction ID seen before returns `AlreadyProcessed`, queues nothing and hands nothing over, across restarts
-    /// too.
+    /// `hand_over` receives the queued items, in order, as soon as they are numbered, *before* they are written, so
+    /// their delivery waits neither for the disk nor for a commit under way; call it in no other way than handing
+    /// them to their workers. When this returns `Persisted`, the events are durable and the transaction may be
+    /// acknowledged. When it fails, the transaction is not acknowledged and the homeserver sends it again, so its
+    /// events may be delivered twice but are never lost: the delivery guarantee is at least once, as for a crash
+    /// between handling and removal. A transaction ID seen before returns `AlreadyProcessed`, queues nothing and
+    /// hands nothing over, across restarts too.
     pub async fn persist_transaction(
         &self,
         txn_id: &str,
         events: &[(String, String)],
         hand_over: impl FnOnce(Vec<QueuedItem>),
     ) -> Result<TransactionOutcome> {
-        let _group_turn = self.group.turn().await;
-        let _turn = self.write_turn().await;
-        let mut connection = self.durable_connection().await?;
-        let mut transaction = connection.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO processed_transactions (txn_id, event_count, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (txn_id) DO NOTHING",
-        )
-        .bind(txn_id)
-        .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
-        .bind(now_ms())
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            transaction.rollback().await?;
+        // One transaction at a time, so an ID found new here is still new when its write commits (a homeserver
+        // sends the next transaction only after this one's answer, or the same one again after a timeout).
+        let _intake = self.intake.lock().await;
+        let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM processed_transactions WHERE txn_id = $1")
+            .bind(txn_id)
+            .fetch_optional(self.pool())
+            .await?;
+        if seen.is_some() {
             return Ok(TransactionOutcome::AlreadyProcessed);
         }
-        self.raise_seq(QueueKind::Matrix, &mut transaction).await?;
-        let now = now_ms();
-        let mut items = Vec::with_capacity(events.len());
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let sql = format!("{} RETURNING seq", insert_statement(self.backend, chunk.len()));
-            let mut query = sqlx::query_scalar(QueueKind::Matrix.sql(&sql));
-            for (key, payload) in chunk {
-                query = query.bind(key.as_str()).bind(payload.as_str()).bind(now);
-            }
-            // RETURNING promises no row order; the numbers themselves rise in VALUES order on both backends.
-            let mut seqs: Vec<i64> = query.fetch_all(&mut *transaction).await?;
-            seqs.sort_unstable();
-            items.extend(
-                chunk.iter().zip(seqs).map(|((key, payload), seq)| QueuedItem::written(seq, key, payload, now)),
-            );
-        }
-        let (queued, last_seq) = (items.len(), items.last().map(|item| item.seq));
-        hand_over(items);
-        if let Err(error) = transaction.commit().await {
-            if let Some(last_seq) = last_seq {
-                self.note_uncommitted_seq(QueueKind::Matrix, last_seq);
-            }
-            return Err(error.into());
-        }
-        Ok(TransactionOutcome::Persisted { queued })
+        self.grouped_with(|| {
+            let first = self.number(QueueKind::Matrix, events.len());
+            let now = now_ms();
+            let items: Vec<QueuedItem> = (first..)
+                .zip(events)
+                .map(|(seq, (key, payload))| QueuedItem::written(seq, key, payload, now))
+                .collect();
+            hand_over(items.clone());
+            Operation::Transaction { txn_id: txn_id.to_owned(), items }
+        })
+        .await?;
+        Ok(TransactionOutcome::Persisted { queued: events.len() })
     }
 
-    /// After a failed commit of items already handed over, makes SQLite number the queue's next items above them:
-    /// its AUTOINCREMENT counter rolls back with the transaction and would give their numbers out again, and a late
-    /// removal of a handed-over item must never hit a newer one. PostgreSQL's sequences never roll back.
-    pub(super) async fn raise_seq(
-        &self,
-        kind: QueueKind,
-        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ) -> Result<()> {
-        let floor = self.seq_floors[kind.index()].load(Ordering::SeqCst);
-        if floor == 0 || self.backend != Backend::Sqlite {
-            return Ok(());
-        }
-        let raised = sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = $2")
-            .bind(floor)
-            .bind(kind.table())
-            .execute(&mut **transaction)
-            .await?
-            .rows_affected();
-        if raised == 0 {
-            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
-                .bind(kind.table())
-                .bind(floor)
-                .execute(&mut **transaction)
+    /// Gives out `count` sequence numbers of a queue; returns the first. Called under the group's lock, so numbers
+    /// follow the order of the commits that write them (see [`group`](super::group)).
+    fn number(&self, kind: QueueKind, count: usize) -> i64 {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.last_seqs[kind.index()].fetch_add(count, Ordering::SeqCst) + 1
+    }
+
+    /// Starts numbering each queue above every number it holds or held: SQLite's counter of an AUTOINCREMENT
+    /// table remembers numbers of removed rows as well, and a number is never given out twice.
+    pub(super) async fn load_last_seqs(&self) -> Result<()> {
+        for kind in [QueueKind::Matrix, QueueKind::Remote] {
+            let mut last: i64 = sqlx::query_scalar(kind.sql("SELECT COALESCE(MAX(seq), 0) FROM {table}"))
+                .fetch_one(self.pool())
                 .await?;
+            if self.backend == Backend::Sqlite {
+                let counter: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = $1")
+                    .bind(kind.table())
+                    .fetch_optional(self.pool())
+                    .await?;
+                last = last.max(counter.unwrap_or(0));
+            }
+            self.last_seqs[kind.index()].store(last, Ordering::SeqCst);
         }
         Ok(())
-    }
-
-    /// Notes that items up to `seq` were handed over by a commit that failed (see [`Store::raise_seq`]).
-    pub(super) fn note_uncommitted_seq(&self, kind: QueueKind, seq: i64) {
-        self.seq_floors[kind.index()].fetch_max(seq, Ordering::SeqCst);
     }
 }
 
@@ -220,21 +189,23 @@ impl Queue {
     /// Concurrent pushes are committed together (see [`group`](super::group)), so N connectors pushing at once pay
     /// for one flush, not N. Pushes from one task keep their order.
     pub async fn push(&self, key: &str, payload: &str) -> Result<i64> {
-        let operation = Operation::Push { kind: self.kind, key: key.to_owned(), payload: payload.to_owned() };
-        self.store.grouped(operation, None).await
+        self.push_handing_over(key, payload, drop).await
     }
 
-    /// Appends an item as [`Queue::push`] does, and gives it to `take` as soon as its group commit has written it,
-    /// before the commit is flushed, so its handling overlaps the flush. If that commit then fails, this returns the
-    /// error and the item may already have been handled: at least once, never lost while the pusher hears of it.
-    pub async fn push_handing_over(
-        &self,
-        key: &str,
-        payload: &str,
-        take: impl FnOnce(QueuedItem) + Send + Sync + 'static,
-    ) -> Result<i64> {
-        let operation = Operation::Push { kind: self.kind, key: key.to_owned(), payload: payload.to_owned() };
-        self.store.grouped(operation, Some(Box::new(take))).await
+    /// Appends an item as [`Queue::push`] does, and gives it to `take` as soon as it is numbered, before it is
+    /// written, so its handling overlaps the write. If the write then fails, this returns the error and the item
+    /// may already have been handled: at least once, never lost while the pusher hears of it.
+    pub async fn push_handing_over(&self, key: &str, payload: &str, take: impl FnOnce(QueuedItem)) -> Result<i64> {
+        let mut seq = 0;
+        self.store
+            .grouped_with(|| {
+                seq = self.store.number(self.kind, 1);
+                let item = QueuedItem::written(seq, key, payload, now_ms());
+                take(item.clone());
+                Operation::Push { kind: self.kind, item }
+            })
+            .await?;
+        Ok(seq)
     }
 
     /// The oldest `limit` items under `key` after sequence number `after` (0: from the start), in order.
@@ -264,10 +235,10 @@ impl Queue {
         self.store.defer(Operation::Complete { kind: self.kind, seq });
     }
 
-    /// Waits for a transaction being committed now to finish, so a read after this sees items that were handed over
-    /// before their commit (see [`Store::persist_transaction`]).
-    pub async fn await_commits(&self) {
-        drop(self.store.group.turn().await);
+    /// Waits until the items handed over so far are committed, or their writes failed (and their senders heard
+    /// so), so a read after this sees every item handed over before it that is in the store at all.
+    pub async fn await_commits(&self) -> Result<()> {
+        self.store.grouped(Operation::Barrier).await
     }
 
     /// Waits until the removals made so far are committed.
@@ -277,6 +248,8 @@ impl Queue {
 
     /// Counts one more failed attempt at an item; returns the new count.
     pub async fn record_failure(&self, seq: i64) -> Result<i64> {
+        // The item may have been handed over before its row was written.
+        self.await_commits().await?;
         let _turn = self.store.write_turn().await;
         let sql = self.kind.sql("UPDATE {table} SET attempts = attempts + 1 WHERE seq = $1 RETURNING attempts");
         Ok(sqlx::query_scalar(sql).bind(seq).fetch_one(self.store.pool()).await?)
@@ -284,6 +257,8 @@ impl Queue {
 
     /// Moves an item that can never succeed to the dead-letter table, keeping it for inspection.
     pub async fn dead_letter(&self, item: &QueuedItem, error: &str) -> Result<()> {
+        // Its row must be written before it is moved, or the move would miss it and the write bring it back.
+        self.await_commits().await?;
         let _turn = self.store.write_turn().await;
         let mut connection = self.store.pool().acquire().await?;
         let mut transaction = connection.begin().await?;
@@ -335,32 +310,82 @@ mod tests {
     use super::*;
     use crate::store::Cipher;
 
-    #[tokio::test]
-    async fn after_a_failed_commit_sqlite_numbers_items_above_those_handed_over() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn file_store(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("queue.db").display());
-        let store = Store::connect(&url, 2, Cipher::random()).await.unwrap();
-        let events = |payload: &str| vec![("!r".to_owned(), payload.to_owned())];
+        Store::connect(&url, 2, Cipher::random()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn numbers_are_never_given_out_twice_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        let events = |payload: &str| vec![("!r".to_owned(), payload.to_owned()), ("!s".to_owned(), payload.to_owned())];
         let mut first = Vec::new();
         store.persist_transaction("first", &events("1"), |items| first = items).await.unwrap();
-        // As a failed commit leaves it: numbers up to 1,000 were handed over, and SQLite's counter rolled back.
-        store.note_uncommitted_seq(QueueKind::Matrix, first[0].seq + 1_000);
+        let queue = store.queue(QueueKind::Matrix);
+        for item in &first {
+            queue.complete(item.seq);
+        }
+        store.settle().await.unwrap();
+        assert_eq!(queue.depth().await.unwrap(), 0);
+        store.close().await;
+
+        // The table is empty now; the numbers its removed rows had are not given out again.
+        let store = file_store(&dir).await;
         let mut second = Vec::new();
         store.persist_transaction("second", &events("2"), |items| second = items).await.unwrap();
-        assert!(second[0].seq > first[0].seq + 1_000, "{second:?}");
-        let stored = store.queue(QueueKind::Matrix).peek_after("!r", first[0].seq, 10).await.unwrap();
-        assert_eq!(stored, second);
+        assert!(second[0].seq > first[1].seq, "{first:?} then {second:?}");
+        let queue = store.queue(QueueKind::Matrix);
+        let stored = [queue.peek_after("!r", 0, 10).await.unwrap(), queue.peek_after("!s", 0, 10).await.unwrap()];
+        assert_eq!(stored.concat(), second, "what was handed over is what was written");
+        let pushed = store.queue(QueueKind::Remote).push("portal", "3").await.unwrap();
+        assert_eq!(store.queue(QueueKind::Remote).peek_after("portal", 0, 1).await.unwrap()[0].seq, pushed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_handled_before_it_is_written_is_still_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        let queue = store.queue(QueueKind::Remote);
+        // Concurrent pushers, so removals often share a group with the inserts of their items.
+        let pushers: Vec<_> = (0..8)
+            .map(|pusher| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    for n in 0..50 {
+                        // As a worker does: handles the item the moment it is handed over, racing its write.
+                        let worker = queue.clone();
+                        let take = move |item: QueuedItem| {
+                            tokio::spawn(async move { worker.complete(item.seq) });
+                        };
+                        queue.push_handing_over(&format!("portal{pusher}"), &n.to_string(), take).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for pusher in pushers {
+            pusher.await.unwrap();
+        }
+        // A removal applied before its item's insert would leave the item behind.
+        for _ in 0..100 {
+            store.settle().await.unwrap();
+            if queue.depth().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("items left: {:?}", queue.depth().await);
     }
 
     #[test]
     fn insert_statement_numbers_placeholders_in_order() {
         assert_eq!(
             insert_statement(Backend::Postgres, 2),
-            "INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES ($1, $2, $3),($4, $5, $6)"
+            "INSERT INTO {table} (seq, queue_key, payload, enqueued_at) VALUES ($1, $2, $3, $4),($5, $6, $7, $8)"
         );
         assert_eq!(
             insert_statement(Backend::Sqlite, 2),
-            "INSERT INTO {table} (queue_key, payload, enqueued_at) VALUES (?, ?, ?),(?, ?, ?)"
+            "INSERT INTO {table} (seq, queue_key, payload, enqueued_at) VALUES (?, ?, ?, ?),(?, ?, ?, ?)"
         );
     }
 }
