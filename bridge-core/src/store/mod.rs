@@ -13,6 +13,7 @@ mod migrations;
 mod portals;
 mod queue;
 mod reactions;
+mod seen_transactions;
 mod users;
 
 use std::{
@@ -152,8 +153,9 @@ pub struct Store {
     /// Per queue, the last sequence number given out: items are numbered in memory, before they are written (see
     /// [`group`]).
     last_seqs: Arc<[std::sync::atomic::AtomicI64; 2]>,
-    /// Taken while a homeserver transaction is persisted (see [`Store::persist_transaction`]).
-    intake: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a homeserver transaction is persisted, with the transaction IDs recorded lately (see
+    /// [`Store::persist_transaction`]).
+    intake: Arc<tokio::sync::Mutex<seen_transactions::SeenTransactions>>,
     /// Small writes committed together (see [`group`]).
     group: Arc<group::GroupCommit>,
     /// Rows read on every event's way through.
@@ -236,6 +238,7 @@ impl Store {
         };
         migrations::run(&store).await?;
         store.load_last_seqs().await?;
+        store.load_seen_transactions().await?;
         tokio::spawn(store.clone().flush_deferred());
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_wal(store.pool.clone()));

@@ -9,7 +9,12 @@ use std::sync::atomic::Ordering;
 
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use super::{Backend, Result, Store, group::Operation, now_ms};
+use super::{
+    Backend, Result, Store,
+    group::Operation,
+    now_ms,
+    seen_transactions::{SeenTransactions, Verdict},
+};
 
 /// Which of the two queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,12 +134,17 @@ impl Store {
     ) -> Result<TransactionOutcome> {
         // One transaction at a time, so an ID found new here is still new when its write commits (a homeserver
         // sends the next transaction only after this one's answer, or the same one again after a timeout).
-        let _intake = self.intake.lock().await;
-        let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM processed_transactions WHERE txn_id = $1")
-            .bind(txn_id)
-            .fetch_optional(self.pool())
-            .await?;
-        if seen.is_some() {
+        let mut seen = self.intake.lock().await;
+        let new = match seen.verdict(txn_id) {
+            Verdict::Seen => false,
+            Verdict::New => true,
+            Verdict::Unknown => sqlx::query_scalar::<_, i64>("SELECT 1 FROM processed_transactions WHERE txn_id = $1")
+                .bind(txn_id)
+                .fetch_optional(self.pool())
+                .await?
+                .is_none(),
+        };
+        if !new {
             return Ok(TransactionOutcome::AlreadyProcessed);
         }
         self.grouped_with(|| {
@@ -148,7 +158,20 @@ impl Store {
             Operation::Transaction { txn_id: txn_id.to_owned(), items }
         })
         .await?;
+        seen.record(txn_id);
         Ok(TransactionOutcome::Persisted { queued: events.len() })
+    }
+
+    /// Loads the transaction IDs recorded last, so the next ones are mostly checked without a read.
+    pub(super) async fn load_seen_transactions(&self) -> Result<()> {
+        let mut latest: Vec<String> =
+            sqlx::query_scalar("SELECT txn_id FROM processed_transactions ORDER BY received_at DESC LIMIT $1")
+                .bind(i64::try_from(SeenTransactions::CAPACITY).unwrap_or(i64::MAX))
+                .fetch_all(self.pool())
+                .await?;
+        latest.reverse();
+        *self.intake.lock().await = SeenTransactions::loaded(latest);
+        Ok(())
     }
 
     /// Gives out `count` sequence numbers of a queue; returns the first. Called under the group's lock, so numbers
@@ -340,6 +363,30 @@ mod tests {
         assert_eq!(stored.concat(), second, "what was handed over is what was written");
         let pushed = store.queue(QueueKind::Remote).push("portal", "3").await.unwrap();
         assert_eq!(store.queue(QueueKind::Remote).peek_after("portal", 0, 1).await.unwrap()[0].seq, pushed);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_id_is_known_again_after_a_restart_and_beyond_the_recent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        let events = vec![("!r".to_owned(), "{}".to_owned())];
+        let persist = |store: Store, txn_id: &'static str| {
+            let events = events.clone();
+            async move { store.persist_transaction(txn_id, &events, drop).await.unwrap() }
+        };
+        assert_eq!(persist(store.clone(), "41").await, TransactionOutcome::Persisted { queued: 1 });
+        assert_eq!(persist(store.clone(), "old-style").await, TransactionOutcome::Persisted { queued: 1 });
+        store.close().await;
+
+        let store = file_store(&dir).await;
+        assert_eq!(persist(store.clone(), "41").await, TransactionOutcome::AlreadyProcessed, "loaded as recent");
+        // As if a thousand transactions had come since: the record in the table still answers.
+        *store.intake.lock().await = SeenTransactions::default();
+        assert_eq!(persist(store.clone(), "old-style").await, TransactionOutcome::AlreadyProcessed);
+        assert_eq!(persist(store.clone(), "41").await, TransactionOutcome::AlreadyProcessed);
+        assert_eq!(persist(store.clone(), "42").await, TransactionOutcome::Persisted { queued: 1 });
+        assert_eq!(persist(store.clone(), "42").await, TransactionOutcome::AlreadyProcessed, "recorded as recent");
+        assert_eq!(store.queue(QueueKind::Matrix).depth().await.unwrap(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
