@@ -46,11 +46,18 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 /// Items a worker keeps handed over in memory; beyond that it reads them from the store instead.
 const MAX_HANDED: usize = 4096;
 
+/// Unconfirmed items a worker lets run ahead per key (see [`Outcome::Confirming`]).
+const MAX_UNCONFIRMED: usize = 32;
+
 /// What handling one item came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Handled; the item leaves the queue.
     Done,
+    /// Handed to the network, which has yet to confirm it (an XMPP MUC reflecting a message): the future says what
+    /// the item came to. Meanwhile the key's next items that [`Handler::may_run_ahead`] are handled too; any other
+    /// item waits until everything before it is confirmed. The item stays queued until then, so a crash hands it
+    /// over again; if its confirmation fails and is retried, it goes out again after items that ran ahead of it.
+    Confirming(Confirmation),
     /// Not now; try the same item again (everything after it waits, so order holds).
     Retry {
         /// When, if the failure said.
@@ -65,10 +72,26 @@ pub(crate) enum Outcome {
     },
 }
 
+/// What an item handed to the network came to, once the network confirmed it or failed to.
+pub(crate) type Confirmation = std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
 /// Handles the items of one queue.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Handles one item. Called for one key at a time, in queue order.
     fn handle(&self, item: &QueuedItem) -> impl Future<Output = Outcome> + Send;
+
+    /// Whether `item` may be handled while items before it wait for their confirmation: it must not depend on
+    /// what their confirmation records (their remote IDs, say).
+    fn may_run_ahead(&self, item: &QueuedItem) -> bool {
+        let _ = item;
+        false
+    }
+}
+
+/// An item handed to the network, waiting for its confirmation.
+struct Unconfirmed {
+    item: QueuedItem,
+    confirmation: tokio::task::JoinHandle<Outcome>,
 }
 
 struct Worker {
@@ -226,8 +249,14 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
     let mut cursor = 0;
     // Whether items after the cursor may be in the store only; a new worker knows nothing of what is there.
     let mut reading_store = true;
+    // Items handled in this batch that wait for their confirmation, oldest first.
+    let mut unconfirmed = VecDeque::new();
     loop {
         if *shutdown.borrow() {
+            return;
+        }
+        // Each batch starts with every earlier item settled, so reads from the store never meet one still running.
+        if !confirm(&inner, &mut unconfirmed, 0, &mut shutdown).await {
             return;
         }
         worker.dirty.store(false, Ordering::SeqCst);
@@ -293,7 +322,15 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
             continue;
         }
         for item in batch {
-            if !handle_until_settled(&inner, &item, &mut shutdown).await {
+            let keep = match unconfirmed.is_empty() || inner.handler.may_run_ahead(&item) {
+                true => MAX_UNCONFIRMED - 1,
+                false => 0,
+            };
+            if !confirm(&inner, &mut unconfirmed, keep, &mut shutdown).await {
+                return;
+            }
+            let outcome = inner.handler.handle(&item).await;
+            if !settle(&inner, &item, outcome, &mut shutdown, Some(&mut unconfirmed)).await {
                 return;
             }
             cursor = item.seq;
@@ -301,17 +338,53 @@ async fn run_worker<H: Handler>(inner: Arc<Inner<H>>, key: String, worker: Arc<W
     }
 }
 
-/// Handles one item until it is done or given up; returns false when shutdown interrupted it (it stays queued).
-async fn handle_until_settled<H: Handler>(
+/// Settles unconfirmed items, oldest first, until at most `keep` are left; items whose confirmation has arrived
+/// are settled anyway. Returns false when shutdown interrupted it (what is unsettled stays queued).
+async fn confirm<H: Handler>(
+    inner: &Inner<H>,
+    unconfirmed: &mut VecDeque<Unconfirmed>,
+    keep: usize,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    while let Some(oldest) = unconfirmed.front() {
+        if unconfirmed.len() <= keep && !oldest.confirmation.is_finished() {
+            break;
+        }
+        let Some(Unconfirmed { item, confirmation }) = unconfirmed.pop_front() else { break };
+        let outcome = confirmation.await.unwrap_or_else(|error| Outcome::Retry {
+            after: None,
+            reason: format!("the confirmation did not finish: {error}"),
+        });
+        if !settle(inner, &item, outcome, shutdown, None).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Takes an item from what handling it came to until it is done or given up, handling it again while that says
+/// retry; an item waiting for its confirmation joins `unconfirmed` when given (else the confirmation is awaited).
+/// Returns false when shutdown interrupted it (it stays queued).
+async fn settle<H: Handler>(
     inner: &Inner<H>,
     item: &QueuedItem,
+    mut outcome: Outcome,
     shutdown: &mut watch::Receiver<bool>,
+    mut unconfirmed: Option<&mut VecDeque<Unconfirmed>>,
 ) -> bool {
     let label = inner.queue.kind().label();
     let mut attempts = item.attempts;
     let result = loop {
-        match inner.handler.handle(item).await {
+        match outcome {
             Outcome::Done => break "handled",
+            Outcome::Confirming(confirmation) => {
+                if let Some(unconfirmed) = &mut unconfirmed {
+                    unconfirmed.push_back(Unconfirmed { item: item.clone(), confirmation: tokio::spawn(confirmation) });
+                    return true;
+                }
+                outcome = confirmation.await;
+                continue;
+            }
             Outcome::GiveUp { reason } => {
                 tracing::warn!(queue = label, key = %item.key, seq = item.seq, %reason, "giving up on a queued item");
                 while let Err(error) = inner.queue.dead_letter(item, &reason).await {
@@ -331,6 +404,7 @@ async fn handle_until_settled<H: Handler>(
                 if pause(shutdown, delay).await {
                     return false;
                 }
+                outcome = inner.handler.handle(item).await;
             }
         }
     };
@@ -483,6 +557,97 @@ mod tests {
         let items = rig.persist("big", texts(1..total)).await;
         rig.dispatcher.hand_over("!r", items);
         assert_eq!(rig.recorder.wait_for(total).await, texts(0..total));
+    }
+
+    /// Hands items to "the network" and lets the test confirm each (payloads starting with `a` may run ahead).
+    #[derive(Clone, Default)]
+    struct Confirmer {
+        log: Arc<Mutex<Vec<String>>>,
+        pending: Arc<Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Outcome>>>>,
+    }
+
+    impl Handler for Confirmer {
+        async fn handle(&self, item: &QueuedItem) -> Outcome {
+            self.log.lock().unwrap().push(format!("sent {}", item.payload));
+            let (confirm, confirmed) = tokio::sync::oneshot::channel();
+            self.pending.lock().unwrap().insert(item.payload.clone(), confirm);
+            Outcome::Confirming(Box::pin(async move { confirmed.await.unwrap_or(Outcome::Done) }))
+        }
+
+        fn may_run_ahead(&self, item: &QueuedItem) -> bool {
+            item.payload.starts_with('a')
+        }
+    }
+
+    impl Confirmer {
+        /// Waits until `payload` is waiting for its confirmation, then settles it with `outcome`.
+        async fn confirm(&self, payload: &str, outcome: Outcome) {
+            for _ in 0..500 {
+                if let Some(confirm) = self.pending.lock().unwrap().remove(payload) {
+                    let _ = confirm.send(outcome);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("{payload} was never sent; log: {:?}", self.log.lock().unwrap());
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    async fn confirming_rig(payloads: &[&str]) -> (Confirmer, Store, tempfile::TempDir, watch::Sender<bool>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("q.db").display()), 2, Cipher::random())
+            .await
+            .unwrap();
+        let (shutdown_sender, shutdown) = watch::channel(false);
+        let confirmer = Confirmer::default();
+        let dispatcher = Dispatcher::new(store.queue(QueueKind::Matrix), confirmer.clone(), Metrics::new(), shutdown);
+        let events: Vec<(String, String)> = payloads.iter().map(|p| ("!r".to_owned(), (*p).to_owned())).collect();
+        store.persist_transaction("t", &events, |items| dispatcher.hand_over("!r", items)).await.unwrap();
+        (confirmer, store, dir, shutdown_sender)
+    }
+
+    async fn wait_until_empty(store: &Store) {
+        for _ in 0..500 {
+            store.settle().await.unwrap();
+            if store.queue(QueueKind::Matrix).depth().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("items left in the queue");
+    }
+
+    #[tokio::test]
+    async fn plain_items_run_ahead_of_confirmations_and_the_rest_wait_for_them() {
+        let (confirmer, store, _dir, _shutdown) = confirming_rig(&["a1", "a2", "x3", "a4"]).await;
+        // a2 is sent before a1 is confirmed; x3 may not run ahead, so it waits for both.
+        confirmer.confirm("a2", Outcome::Done).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(confirmer.log(), ["sent a1", "sent a2"]);
+        assert_eq!(store.queue(QueueKind::Matrix).depth().await.unwrap(), 4, "nothing settles before a1");
+        confirmer.confirm("a1", Outcome::Done).await;
+        confirmer.confirm("x3", Outcome::Done).await;
+        confirmer.confirm("a4", Outcome::Done).await;
+        assert_eq!(confirmer.log(), ["sent a1", "sent a2", "sent x3", "sent a4"]);
+        wait_until_empty(&store).await;
+    }
+
+    #[tokio::test]
+    async fn an_item_whose_confirmation_fails_is_sent_again_and_stays_queued_until_confirmed() {
+        let (confirmer, store, _dir, _shutdown) = confirming_rig(&["a1", "a2"]).await;
+        confirmer.confirm("a2", Outcome::Done).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        store.settle().await.unwrap();
+        assert_eq!(store.queue(QueueKind::Matrix).depth().await.unwrap(), 2, "settled oldest first");
+        let retry = Outcome::Retry { after: Some(Duration::from_millis(10)), reason: "no reflection".into() };
+        confirmer.confirm("a1", retry).await;
+        confirmer.confirm("a1", Outcome::Done).await;
+        assert_eq!(confirmer.log(), ["sent a1", "sent a2", "sent a1"]);
+        wait_until_empty(&store).await;
     }
 
     #[test]

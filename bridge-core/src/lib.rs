@@ -25,7 +25,7 @@ mod runtime;
 pub mod store;
 
 pub use self::{
-    connector::{Connector, ConnectorError},
+    connector::{Connector, ConnectorError, confirm_later},
     error::{Error, Result},
     handle::BridgeHandle,
     runtime::{Bridge, RuntimeSettings, ShutdownTrigger},

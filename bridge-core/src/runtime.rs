@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::{
     BridgeHandle, Error, Result, appservice, bot,
-    connector::Connector,
+    connector::{CONFIRMATION, Connector},
     dispatch::{Dispatcher, Handler, Outcome},
     error::parse_id,
     event::{MatrixEvent, MatrixEventKind},
@@ -281,16 +281,20 @@ impl<C: Connector> Handler for InboundHandler<C> {
         let Some(mut event) = serde_json::from_str(&item.payload).ok().and_then(MatrixEvent::parse) else {
             return Outcome::GiveUp { reason: "not a room event".into() };
         };
-        match runtime.handle_matrix_event(&mut event).await {
-            Ok(()) => Outcome::Done,
-            Err(error) if error.is_transient() => {
-                Outcome::Retry { after: error.retry_after(), reason: error.to_string() }
-            }
-            Err(error) => {
-                runtime.tell_sender_about_failure(&event, &error).await;
-                Outcome::GiveUp { reason: error.to_string() }
-            }
+        let confirmation = Arc::default();
+        let handled = CONFIRMATION.scope(Arc::clone(&confirmation), runtime.handle_matrix_event(&mut event)).await;
+        let confirmation = confirmation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match (handled, confirmation) {
+            (Ok(()), Some(confirmation)) => Outcome::Confirming(Box::pin(async move {
+                let confirmed = confirmation.await.map_err(Error::from);
+                runtime.outcome(&event, confirmed).await
+            })),
+            (handled, _) => runtime.outcome(&event, handled).await,
         }
+    }
+
+    fn may_run_ahead(&self, item: &QueuedItem) -> bool {
+        is_new_message(&item.payload)
     }
 }
 
@@ -341,6 +345,20 @@ impl<C: Connector> Runtime<C> {
         Ok(())
     }
 
+    /// What handling `event` came to, telling its sender of a failure that will not be retried.
+    async fn outcome(&self, event: &MatrixEvent, handled: Result<()>) -> Outcome {
+        match handled {
+            Ok(()) => Outcome::Done,
+            Err(error) if error.is_transient() => {
+                Outcome::Retry { after: error.retry_after(), reason: error.to_string() }
+            }
+            Err(error) => {
+                self.tell_sender_about_failure(event, &error).await;
+                Outcome::GiveUp { reason: error.to_string() }
+            }
+        }
+    }
+
     /// Tells the sender of an event that could not be delivered why, in the room, once.
     async fn tell_sender_about_failure(&self, event: &MatrixEvent, error: &Error) {
         let (Some(sender), MatrixEventKind::Message(_) | MatrixEventKind::Edit { .. }) = (&event.sender, &event.kind)
@@ -357,6 +375,47 @@ impl<C: Connector> Runtime<C> {
         );
         if let Err(error) = self.handle.notice(&event.room_id, &text).await {
             tracing::warn!(%error, room_id = %event.room_id, "cannot send a delivery-failure notice");
+        }
+    }
+}
+
+/// Whether a queued Matrix event is a new message: nothing in it refers to an earlier event.
+fn is_new_message(payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(rename = "type", borrow)]
+        event_type: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        content: Option<PeekContent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PeekContent {
+        #[serde(rename = "m.relates_to", default)]
+        relates_to: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Peek<'_>>(payload).is_ok_and(|peek| {
+        peek.event_type == "m.room.message" && peek.content.is_some_and(|content| content.relates_to.is_none())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_new_messages_may_run_ahead() {
+        let cases = [
+            (r#"{"type":"m.room.message","content":{"msgtype":"m.text","body":"hi \"m.relates_to\""}}"#, true),
+            (r#"{"type":"m.room.message","content":{"body":"* hi","m.relates_to":{"rel_type":"m.replace"}}}"#, false),
+            (r#"{"type":"m.room.message","content":{"body":"re","m.relates_to":{"m.in_reply_to":{}}}}"#, false),
+            (r#"{"type":"m.reaction","content":{"m.relates_to":{"key":"👍"}}}"#, false),
+            (r#"{"type":"m.room.redaction","redacts":"$e","content":{}}"#, false),
+            (r#"{"type":"m.receipt","content":{}}"#, false),
+            (r#"{"type":"m.room.message"}"#, false),
+            ("not json", false),
+        ];
+        for (payload, expected) in cases {
+            assert_eq!(is_new_message(payload), expected, "{payload}");
         }
     }
 }

@@ -216,9 +216,18 @@ impl Connector for XmppConnector {
         let gateway = self.gateway()?;
         match gateway.outgoing(portal, sender, event, true).await? {
             Some(Outgoing::Message { body, payloads, map_as }) => {
-                let id = gateway.send_groupchat(&room, portal, sender, body, payloads).await?;
-                if let Some(event_id) = &event.event_id {
-                    gateway.map_sent(portal, event_id, map_as.unwrap_or(id)).await?;
+                let reflection = gateway.send_groupchat(&room, portal, sender, body, payloads).await?;
+                let (portal, event_id) = (portal.clone(), event.event_id.clone());
+                // Delivered once the MUC reflects it; the room's next messages go out meanwhile.
+                let confirmation = async move {
+                    let id = reflection.await?;
+                    match event_id {
+                        Some(event_id) => gateway.map_sent(&portal, &event_id, map_as.unwrap_or(id)).await,
+                        None => Ok(()),
+                    }
+                };
+                if let Err(confirmation) = lattice_bridge_core::confirm_later(confirmation) {
+                    confirmation.await?;
                 }
                 return Ok(());
             }

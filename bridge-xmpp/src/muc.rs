@@ -165,6 +165,8 @@ impl RoomState {
 type JoinWaiter = oneshot::Sender<Result<String, JoinError>>;
 /// Answered with the stanza-id the MUC stamped on the reflection, if it stamped one.
 type AckWaiter = oneshot::Sender<Result<Option<String>, StanzaError>>;
+/// Hears of a sent message's reflection (see [`AckWaiter`]).
+type Reflection = oneshot::Receiver<Result<Option<String>, StanzaError>>;
 
 /// The MUC side of the gateway: state of each bridged MUC, and the waits for the server's answers.
 pub struct Gateway {
@@ -554,16 +556,17 @@ impl Gateway {
         self.send(Presence::unavailable().with_from(from).with_to(to)).await
     }
 
-    /// Sends a groupchat message from a Matrix user and waits for the MUC to reflect it. Returns its remote ID:
-    /// the stanza-id the MUC stamped (the bridge's own ID recorded as its alias), else the bridge's own ID.
+    /// Sends a groupchat message from a Matrix user. The returned future waits for the MUC to reflect it and comes
+    /// to its remote ID: the stanza-id the MUC stamped (the bridge's own ID recorded as its alias), else the bridge's
+    /// own ID.
     pub async fn send_groupchat(
-        &self,
+        self: &Arc<Self>,
         room: &BareJid,
         portal: &Portal,
         user_id: &str,
         body: Option<String>,
         mut payloads: Vec<Element>,
-    ) -> ConnectorResult<String> {
+    ) -> ConnectorResult<impl Future<Output = ConnectorResult<String>> + Send + 'static> {
         let groupchat = Message::groupchat(Some(Jid::from(room.clone())));
         if body.is_some() {
             // XEP-0333: readers' clients send displayed markers, which become the sender's read receipts.
@@ -572,9 +575,16 @@ impl Gateway {
         let (mut message, id) = outgoing(&self.section, groupchat, body, payloads)?;
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
         message.from = Some(occupant.into());
-        let Some(stanza_id) = self.send_awaiting_reflection(room, user_id, message, &id).await? else { return Ok(id) };
-        self.bridge.store().alias_remote(&portal.remote_key, &id, &stanza_id);
-        Ok(stanza_id)
+        let reflection = self.send_for_reflection(message, &id).await?;
+        let (gateway, room, user_id, portal_key) =
+            (Arc::clone(self), room.clone(), user_id.to_owned(), portal.remote_key.clone());
+        Ok(async move {
+            let Some(stanza_id) = gateway.await_reflection(&room, &user_id, &id, reflection).await? else {
+                return Ok(id);
+            };
+            gateway.bridge.store().alias_remote(&portal_key, &id, &stanza_id);
+            Ok(stanza_id)
+        })
     }
 
     /// Sends a subject change from a Matrix user.
@@ -596,24 +606,27 @@ impl Gateway {
         self.send(message).await
     }
 
-    async fn send_awaiting_reflection(
+    /// Sends `message` (whose ID is `id`), ready to hear of its reflection.
+    async fn send_for_reflection(&self, message: Message, id: &str) -> ConnectorResult<Reflection> {
+        let (sender, receiver) = oneshot::channel();
+        self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_owned(), sender);
+        if let Err(error) = self.send(message).await {
+            self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+            return Err(error);
+        }
+        Ok(receiver)
+    }
+
+    /// Waits for the reflection of the message `id` that `user_id` sent to `room`; comes to the stanza-id the MUC
+    /// stamped on it, if any.
+    async fn await_reflection(
         &self,
         room: &BareJid,
         user_id: &str,
-        message: Message,
         id: &str,
+        reflection: Reflection,
     ) -> ConnectorResult<Option<String>> {
-        let (sender, receiver) = oneshot::channel();
-        self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_owned(), sender);
-        let sent = self.send(message).await;
-        let outcome = match sent {
-            Ok(()) => tokio::time::timeout(self.timeout, receiver).await,
-            Err(error) => {
-                self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
-                return Err(error);
-            }
-        };
-        match outcome {
+        match tokio::time::timeout(self.timeout, reflection).await {
             Ok(Ok(Ok(stanza_id))) => Ok(stanza_id),
             Ok(Ok(Err(error))) => {
                 // Not (or no longer) an occupant: join again on the next attempt.

@@ -96,6 +96,24 @@ impl<C: Connector + Clone> RunningBridge<C> {
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
+
+    /// Hands the bridge `events` in one transaction, as the homeserver does when events pile up while it waits
+    /// for the bridge (`PUT /_matrix/app/v1/transactions/{txnId}`): Synapse's own batching cannot be steered.
+    pub async fn push_transaction(&self, txn_id: &str, events: Vec<serde_json::Value>) -> anyhow::Result<()> {
+        let response = reqwest::Client::new()
+            .put(format!("{}/_matrix/app/v1/transactions/{txn_id}", self.url()))
+            .bearer_auth(&self.registration.registration().hs_token)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await
+            .context("pushing a transaction to the bridge")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the bridge answered the transaction with {}",
+            response.status()
+        );
+        Ok(())
+    }
 }
 
 /// The registration of a bridge whose users and aliases on `localhost` all start with `prefix` (`@prefix…`,

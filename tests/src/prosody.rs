@@ -92,7 +92,8 @@ impl Prosody {
         Ok(prosody)
     }
 
-    fn config_path(&self) -> PathBuf {
+    /// The config file Prosody runs with (also how to find its process).
+    pub fn config_path(&self) -> PathBuf {
         self.dir.join("prosody.cfg.lua")
     }
 

@@ -60,6 +60,11 @@ impl Fixture {
         self.bridge.restart().await
     }
 
+    /// Hands the bridge `events` in one homeserver transaction (see [`RunningBridge::push_transaction`]).
+    pub async fn push_transaction(&self, txn_id: &str, events: Vec<serde_json::Value>) -> anyhow::Result<()> {
+        self.bridge.push_transaction(txn_id, events).await
+    }
+
     /// A new Matrix user.
     pub async fn matrix_user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
         self.synapse.register_user(localpart, false).await

@@ -184,6 +184,34 @@ async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc() -> anyhow
     Ok(())
 }
 
+/// Messages go out without waiting for each other's reflection, and an event that refers to one of them waits until
+/// it is reflected: handed over in one transaction right after five messages, a reaction to the first still names
+/// it by the stanza-id the MUC gave it.
+#[tokio::test]
+async fn a_reaction_in_the_same_transaction_as_its_message_names_its_stanza_id() -> anyhow::Result<()> {
+    let room = "xeps-batch@conference.localhost";
+    let (fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal(room).await?;
+    let event = |n: usize, kind: &str, content: Value| {
+        json!({"event_id": format!("$batch{n}"), "room_id": room_id, "sender": alice.user_id(), "type": kind,
+            "content": content, "origin_server_ts": 1})
+    };
+    let mut events: Vec<Value> = (0..5)
+        .map(|n| event(n, "m.room.message", json!({"msgtype": "m.text", "body": format!("batch {n}")})))
+        .collect();
+    let annotation = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$batch0", "key": "👍"}});
+    events.push(event(5, "m.reaction", annotation));
+    fixture.push_transaction("batch", events).await?;
+
+    let first = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "batch 0").await?;
+    let first_id = stanza_id(&first, room).context("muc_mam stamps a stanza-id")?;
+    for n in 1..5 {
+        xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == format!("batch {n}")).await?;
+    }
+    let set = xavier.wait_for_message_from(room, WAIT, |stanza| reaction_keys(stanza).is_some()).await?;
+    assert_eq!(reaction_keys(&set), Some((first_id, vec!["👍".to_owned()])));
+    Ok(())
+}
+
 /// The maps are in the store: a correction and a retraction after a bridge restart still find their message.
 #[tokio::test]
 async fn a_restart_between_a_message_and_its_correction_keeps_the_mapping() -> anyhow::Result<()> {

@@ -45,7 +45,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     // Memory is measured in a big MUC, rates in small ones of the same size for both paths, so each message fans out
     // to as many occupants on the bridge's path as on the raw one.
     let big = format!("p6@{}", prosody.muc_domain());
-    let raw_room = format!("p6raw@{}", prosody.muc_domain());
+    let raw_rooms = [format!("p6raw@{}", prosody.muc_domain()), format!("p6rawafter@{}", prosody.muc_domain())];
     let rate_room = format!("p6rate@{}", prosody.muc_domain());
     prosody.register("p6obs", "p6obs").await?;
     let observer = RawXmpp::client(
@@ -55,7 +55,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
         XmlTally::new(&[MARKER, &format!("{big}/p6u"), "code='110'", &format!("{rate_room}/p6u")]),
     )
     .await?;
-    for (joined, room) in [&big, &raw_room, &rate_room].into_iter().enumerate() {
+    for (joined, room) in [&big, &raw_rooms[0], &raw_rooms[1], &rate_room].into_iter().enumerate() {
         observer
             .send(&format!("<presence to='{room}/observer'><x xmlns='http://jabber.org/protocol/muc'/></presence>"))
             .await?;
@@ -63,42 +63,10 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     }
 
     // The limit: a raw component with as many occupants as the bridge's senders writes the same messages, round
-    // robin, 100 per write.
-    let raw_secs = {
-        let component = RawXmpp::component(
-            &prosody.component_address(),
-            prosody.component(),
-            prosody.component_secret(),
-            XmlTally::new(&["code='110'"]),
-        )
-        .await?;
-        let from = |sender: usize| format!("raw{sender}@{}/r", prosody.component());
-        for sender in 0..SENDERS {
-            component
-                .send(&format!(
-                    "<presence from='{}' to='{raw_room}/rawsender{sender}'><x xmlns='http://jabber.org/protocol/muc'>\
-                     <history maxstanzas='0'/></x></presence>",
-                    from(sender)
-                ))
-                .await?;
-        }
-        component.tally.wait(0, SENDERS, wait, "the raw component's occupants joining the MUC").await?;
-        let started = Instant::now();
-        let lines: Vec<String> = (0..size.messages)
-            .map(|seq| {
-                format!(
-                    "<message from='{}' to='{raw_room}' type='groupchat' id='raw{seq}'><body>p6 to xmpp {seq}</body></message>",
-                    from(seq % SENDERS)
-                )
-            })
-            .collect();
-        for chunk in lines.chunks(100) {
-            component.send(&chunk.concat()).await?;
-        }
-        observer.tally.wait(0, size.messages, wait, "raw messages reaching the observer").await?;
-        (observer.tally.last_first().context("a message arrived")? - started).as_secs_f64()
-    };
-
+    // robin, 100 per write; measured before the bridge runs and again after it stopped, since Prosody's pace drifts
+    // over a run (between runs, the same measurement has differed by 2.5 times).
+    let raw = RawLimit { prosody: &prosody, observer: &observer, messages: size.messages, wait };
+    let raw_before = raw.measure(&raw_rooms[0], 1).await?;
     // The bridge takes the component domain over.
     let dir = StateDir::new("bench-xmpp-")?;
     let setup = BridgeSetup::new(bin_dir, dir.path(), xmpp_flavour(&prosody))?;
@@ -125,11 +93,14 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     let events =
         (0..size.messages).map(|seq| message_event(&rate_portal, &sender(seq), &format!("p6 to xmpp {seq}"))).collect();
     let cpu_before = bridge.cpu_secs()?;
+    // Prosody serves MUCs on one core: its CPU time per message shows whether it is what bounds either path.
+    let prosody_before = prosody_cpu(&prosody)?;
     let started = Instant::now();
     pusher.push_all(events).await?;
     observer.tally.wait(0, 2 * size.messages, wait, "bridged messages reaching the observer").await?;
     let bridge_secs = (observer.tally.last_first().context("a message arrived")? - started).as_secs_f64();
     let to_xmpp_cpu = bridge.cpu_secs()? - cpu_before;
+    let bridge_prosody_cpu = prosody_before.zip(prosody_cpu(&prosody)?).map(|(before, after)| after - before);
 
     // XMPP → Matrix: the observer speaks in the small MUC; the admin's /sync sees the last stanza arrive.
     let synapse_pid = pid_with_argument(&synapse.dir().join("homeserver.yaml").display().to_string());
@@ -153,14 +124,33 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
         _ => None,
     };
 
+    drop(bridge);
+    let raw_after = raw.measure(&raw_rooms[1], 3).await?;
+    let raw_secs = (raw_before.secs + raw_after.secs) / 2.0;
+    let raw_prosody_cpu =
+        raw_before.prosody_cpu.zip(raw_after.prosody_cpu).map(|(before, after)| (before + after) / 2.0);
     let (raw_rate, bridge_rate) = (size.messages as f64 / raw_secs, size.messages as f64 / bridge_secs);
     println!("| figure | lattice-xmpp | baseline (same run) |");
     println!("|---|---|---|");
     println!(
-        "| Matrix → XMPP MUC messages/s | {bridge_rate:.0} ({:.2} × limit) | raw component occupant: {raw_rate:.0} |",
-        bridge_rate / raw_rate
+        "| Matrix → XMPP MUC messages/s | {bridge_rate:.0} ({:.2} × limit) | raw component occupant: {raw_rate:.0} \
+         (before the bridge {:.0}, after it {:.0}) |",
+        bridge_rate / raw_rate,
+        size.messages as f64 / raw_before.secs,
+        size.messages as f64 / raw_after.secs
     );
     println!("| Matrix → XMPP bridge CPU per message | {:.0} µs | |", to_xmpp_cpu * 1e6 / size.messages as f64);
+    let per_message = |cpu: Option<f64>, secs: f64| {
+        cpu.map_or_else(
+            || "not found".to_owned(),
+            |cpu| format!("{:.0} µs ({:.0}% of a core)", cpu * 1e6 / size.messages as f64, cpu / secs * 100.0),
+        )
+    };
+    println!(
+        "| Matrix → XMPP Prosody CPU per message | {} | raw component: {} |",
+        per_message(bridge_prosody_cpu, bridge_secs),
+        per_message(raw_prosody_cpu, raw_secs)
+    );
     let per_stanza = cpu * 1e6 / size.stanzas as f64;
     let synapse_text = synapse_cpu.map_or_else(
         || "Synapse: not found".to_owned(),
@@ -172,6 +162,70 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
         (after as f64 - before as f64) / users as f64
     );
     Ok(())
+}
+
+/// The limit of P6: a raw XEP-0114 component, on the domain the bridge uses when it runs.
+struct RawLimit<'a> {
+    prosody: &'a Prosody,
+    observer: &'a RawXmpp,
+    messages: usize,
+    wait: Duration,
+}
+
+/// What one measurement of the limit took.
+struct RawRun {
+    secs: f64,
+    /// Prosody's CPU time over it, if its process was found.
+    prosody_cpu: Option<f64>,
+}
+
+impl RawLimit<'_> {
+    /// Joins as many occupants as the bridge has senders to `room` and writes the messages round robin, 100 per write;
+    /// this is the `nth` batch of marked messages the observer counts.
+    async fn measure(&self, room: &str, nth: usize) -> anyhow::Result<RawRun> {
+        let prosody = self.prosody;
+        let component = RawXmpp::component(
+            &prosody.component_address(),
+            prosody.component(),
+            prosody.component_secret(),
+            XmlTally::new(&["code='110'"]),
+        )
+        .await?;
+        let from = |sender: usize| format!("raw{sender}@{}/r", prosody.component());
+        for sender in 0..SENDERS {
+            component
+                .send(&format!(
+                    "<presence from='{}' to='{room}/rawsender{sender}'><x xmlns='http://jabber.org/protocol/muc'>\
+                     <history maxstanzas='0'/></x></presence>",
+                    from(sender)
+                ))
+                .await?;
+        }
+        component.tally.wait(0, SENDERS, self.wait, "the raw component's occupants joining the MUC").await?;
+        let lines: Vec<String> = (0..self.messages)
+            .map(|seq| {
+                format!(
+                    "<message from='{}' to='{room}' type='groupchat' id='raw{seq}'><body>p6 to xmpp {seq}</body></message>",
+                    from(seq % SENDERS)
+                )
+            })
+            .collect();
+        let cpu_before = prosody_cpu(prosody)?;
+        let started = Instant::now();
+        for chunk in lines.chunks(100) {
+            component.send(&chunk.concat()).await?;
+        }
+        let what = "raw messages reaching the observer";
+        self.observer.tally.wait(0, nth * self.messages, self.wait, what).await?;
+        let secs = (self.observer.tally.last_first().context("a message arrived")? - started).as_secs_f64();
+        let prosody_cpu = cpu_before.zip(prosody_cpu(prosody)?).map(|(before, after)| after - before);
+        Ok(RawRun { secs, prosody_cpu })
+    }
+}
+
+/// Prosody's CPU time so far, if its process is found.
+fn prosody_cpu(prosody: &Prosody) -> anyhow::Result<Option<f64>> {
+    pid_with_argument(&prosody.config_path().display().to_string()).map(cpu_secs).transpose()
 }
 
 /// The `lattice-xmpp` config: the component on the run's Prosody.
