@@ -8,7 +8,8 @@
 //!                          [--block-after N] [--key-file FILE]
 //! ```
 //!
-//! It prints `recorded N: BODY` for each event recorded and `blocked: BODY` the first time it refuses one.
+//! It prints `recorded N: BODY` for each event recorded, `blocked: BODY` the first time it refuses one and
+//! `refused again: BODY` the second time (a retry, which the runtime makes only after the failure was counted).
 
 use std::{
     fs::File,
@@ -17,7 +18,7 @@ use std::{
     path::PathBuf,
     sync::{
         Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
 };
 
@@ -78,7 +79,7 @@ struct RecordingConnector {
     record: Mutex<File>,
     handled: AtomicUsize,
     block_after: Option<usize>,
-    said_blocked: AtomicBool,
+    refusals: AtomicUsize,
 }
 
 impl Connector for RecordingConnector {
@@ -93,8 +94,10 @@ impl Connector for RecordingConnector {
     async fn handle_matrix_event(&self, _portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
         let Some(body) = event.raw.pointer("/content/body").and_then(|body| body.as_str()) else { return Ok(()) };
         if self.block_after.is_some_and(|limit| self.handled.load(Ordering::SeqCst) >= limit) {
-            if !self.said_blocked.swap(true, Ordering::SeqCst) {
-                println!("blocked: {body}");
+            match self.refusals.fetch_add(1, Ordering::SeqCst) {
+                0 => println!("blocked: {body}"),
+                1 => println!("refused again: {body}"),
+                _ => {}
             }
             return Err(ConnectorError::transient("blocked"));
         }
@@ -126,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         record: Mutex::new(record),
         handled: AtomicUsize::new(0),
         block_after: args.block_after,
-        said_blocked: AtomicBool::new(false),
+        refusals: AtomicUsize::new(0),
     };
     let settings = RuntimeSettings {
         // Nothing listens there: this bridge only receives.
