@@ -21,10 +21,14 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 const LOG_TAIL_LINES: usize = 40;
 
 /// The config of a Prosody on 127.0.0.1 serving `localhost` (clients on `c2s_port`), with MUCs at
-/// `conference.localhost` and the external component `component` on `component_port` with `secret`; its pid, data and
-/// (empty) certs folder are in `dir`. The tests and `scripts/demo.sh` (through `lattice-server-config`) run this one
-/// config.
-pub fn prosody_config(dir: &Path, c2s_port: u16, component_port: u16, component: &str, secret: &str) -> String {
+/// `conference.localhost` and the external components `components` on `component_port`, each with `secret`; its pid,
+/// data and (empty) certs folder are in `dir`. The tests and `scripts/demo.sh` (through `lattice-server-config`) run
+/// this one config.
+pub fn prosody_config(dir: &Path, c2s_port: u16, component_port: u16, components: &[&str], secret: &str) -> String {
+    let components: String = components
+        .iter()
+        .map(|component| format!("\nComponent \"{component}\"\n    component_secret = \"{secret}\"\n"))
+        .collect();
     format!(
         r#"-- Written by lattice-e2e.
 run_as_root = true
@@ -53,10 +57,7 @@ Component "conference.localhost" "muc"
     -- a benchmark run as they piled up; on file storage its pace holds.
     modules_enabled = {{ "muc_mam" }}
     muc_log_by_default = true
-
-Component "{component}"
-    component_secret = "{secret}"
-"#,
+{components}"#,
         dir = dir.display(),
     )
 }
@@ -70,7 +71,7 @@ pub struct Prosody {
     dir: StateDir,
     c2s_port: u16,
     component_port: u16,
-    component: String,
+    components: Vec<String>,
     component_secret: String,
 }
 
@@ -78,6 +79,13 @@ impl Prosody {
     /// Starts a fresh Prosody whose external component is `component` (e.g. `bridge.localhost`), and waits until
     /// its client and component ports accept connections.
     pub async fn start(component: &str) -> anyhow::Result<Self> {
+        Self::start_with_components(&[component]).await
+    }
+
+    /// Starts a fresh Prosody as [`Prosody::start`] does, with several external components sharing one secret; the
+    /// first is [`Prosody::component`].
+    pub async fn start_with_components(components: &[&str]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!components.is_empty(), "Prosody needs an external component");
         let dir = StateDir::new("prosody-")?;
         let c2s_port = free_port();
         let component_port = free_port();
@@ -85,10 +93,10 @@ impl Prosody {
         std::fs::create_dir_all(dir.join("data")).context("creating Prosody's data folder")?;
         // An empty certs folder next to the config keeps Prosody from looking for certificates elsewhere.
         std::fs::create_dir_all(dir.join("certs")).context("creating Prosody's certs folder")?;
-        let config = prosody_config(dir.path(), c2s_port, component_port, component, &component_secret);
+        let config = prosody_config(dir.path(), c2s_port, component_port, components, &component_secret);
         std::fs::write(dir.join("prosody.cfg.lua"), config).context("writing prosody.cfg.lua")?;
-        let mut prosody =
-            Self { process: None, dir, c2s_port, component_port, component: component.into(), component_secret };
+        let components = components.iter().map(|component| (*component).to_owned()).collect();
+        let mut prosody = Self { process: None, dir, c2s_port, component_port, components, component_secret };
         prosody.launch().await?;
         Ok(prosody)
     }
@@ -192,6 +200,21 @@ impl Prosody {
         Ok(())
     }
 
+    /// How many occupants the MUC `room` (a bare JID on the MUC service) has.
+    pub async fn muc_occupant_count(&self, room: &str) -> anyhow::Result<usize> {
+        let lua = format!(
+            "> local room = prosody.hosts[{muc:?}].modules.muc.get_room_from_jid({room:?}); \
+             if not room then return 'no such room' end; \
+             local count = 0; for _ in room:each_occupant() do count = count + 1 end; return 'occupants=' .. count",
+            muc = self.muc_domain(),
+        );
+        let printed = self.shell(&lua).await?;
+        let count = printed.split_once("occupants=").and_then(|(_, rest)| {
+            rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|digits| digits.parse().ok())
+        });
+        count.with_context(|| format!("no occupant count for {room} from Prosody: {printed}"))
+    }
+
     /// The client-to-server port (plain TCP, PLAIN SASL allowed).
     pub fn c2s_port(&self) -> u16 {
         self.c2s_port
@@ -202,9 +225,14 @@ impl Prosody {
         format!("127.0.0.1:{}", self.component_port)
     }
 
-    /// The external component's domain.
+    /// The (first) external component's domain.
     pub fn component(&self) -> &str {
-        &self.component
+        &self.components[0]
+    }
+
+    /// Every external component's domain, [`Prosody::component`] first.
+    pub fn components(&self) -> &[String] {
+        &self.components
     }
 
     /// The external component's handshake secret.

@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
                 &dir,
                 port("c2s-port")?,
                 port("component-port")?,
-                option("component")?,
+                &[option("component")?],
                 option("secret")?,
             );
             ("prosody.cfg.lua", config)
