@@ -2,10 +2,10 @@
 //!
 //! For each portal the gateway keeps one *listener* occupant in the MUC (`{gateway}/lattice`, nick
 //! `muc.listener_nick`): every occupant receives every groupchat message and presence, so only what reaches the
-//! listener is bridged into Matrix, exactly once and in the MUC's order. Each Matrix user who speaks in a portal
-//! joins the MUC as their own occupant (`alice\40example.org@{gateway}/matrix`) under their display name; the MUC's
-//! reflection of their message is the proof of delivery, and a message without one is retried by the runtime, so a
-//! dropped connection loses nothing.
+//! listener is bridged into Matrix, exactly once and in the MUC's order. Each Matrix user in a portal (on joining
+//! it, or on first speaking there) joins the MUC as their own occupant (`alice\40example.org@{gateway}/matrix`)
+//! under their display name; the MUC's reflection of their message is the proof of delivery, and a message without
+//! one is retried by the runtime, so a dropped connection loses nothing.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
