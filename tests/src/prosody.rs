@@ -230,11 +230,6 @@ impl Prosody {
         &self.components[0]
     }
 
-    /// Every external component's domain, [`Prosody::component`] first.
-    pub fn components(&self) -> &[String] {
-        &self.components
-    }
-
     /// The external component's handshake secret.
     pub fn component_secret(&self) -> &str {
         &self.component_secret

@@ -95,7 +95,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     for round in 0..ROUNDS {
         let seqs = round * size.messages..(round + 1) * size.messages;
         for bridge_turn in [round % 2 == 1, round % 2 == 0] {
-            let before = timer.observer.tally.count(0);
+            let total = observer.tally.count(0) + size.messages;
             if bridge_turn {
                 let events = seqs
                     .clone()
@@ -108,11 +108,11 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
                     acknowledged.push(started.elapsed().as_secs_f64());
                     Ok(())
                 };
-                bridge_runs.push(timer.time(before + size.messages, "bridged messages", push).await?);
+                bridge_runs.push(timer.time(total, "bridged messages", push).await?);
                 to_xmpp_cpu += bridge.cpu_secs()? - cpu_before;
             } else {
                 let lines = raw.messages(seqs.clone());
-                raw_runs.push(timer.time(before + size.messages, "raw messages", raw.send(&lines)).await?);
+                raw_runs.push(timer.time(total, "raw messages", raw.send(&lines)).await?);
             }
         }
     }
@@ -153,8 +153,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
     let after = bridge.settled_rss_kib().await?;
     drop(bridge);
     let (raw, bridged) = (Pooled::of(&raw_runs, size.messages), Pooled::of(&bridge_runs, size.messages));
-    let ratios: Vec<String> =
-        bridge_runs.iter().zip(&raw_runs).map(|(bridged, raw)| format!("{:.2}", raw.secs / bridged.secs)).collect();
+    let ratios = by_round(bridge_runs.iter().zip(&raw_runs).map(|(bridged, raw)| raw.secs / bridged.secs), 2);
     println!("occupants of each rate MUC, the observer included: {occupants}");
     println!("| figure | lattice-xmpp | baseline (same run) |");
     println!("|---|---|---|");
@@ -163,16 +162,15 @@ pub(crate) async fn run(bin_dir: &Path, size: &P6) -> anyhow::Result<()> {
          occupant: {:.0} |",
         bridged.rate,
         bridged.rate / raw.rate,
-        ratios.join(", "),
+        ratios,
         raw.rate
     );
     println!(
         "| Matrix → XMPP messages/s by round | {} | {} |",
-        Pooled::rates(&bridge_runs, size.messages),
-        Pooled::rates(&raw_runs, size.messages)
+        by_round(bridge_runs.iter().map(|run| size.messages as f64 / run.secs), 0),
+        by_round(raw_runs.iter().map(|run| size.messages as f64 / run.secs), 0)
     );
-    let acknowledged: Vec<String> = acknowledged.iter().map(|secs| format!("{secs:.2}")).collect();
-    println!("| Matrix → XMPP transactions acknowledged after, by round | {} s | |", acknowledged.join(", "));
+    println!("| Matrix → XMPP transactions acknowledged after, by round | {} s | |", by_round(acknowledged, 2));
     println!(
         "| Matrix → XMPP bridge CPU per message | {:.0} µs | |",
         to_xmpp_cpu * 1e6 / (ROUNDS * size.messages) as f64
@@ -222,11 +220,11 @@ impl Pooled {
         self.prosody
             .map_or_else(|| "not found".to_owned(), |(per, share)| format!("{per:.0} µs ({share:.0}% of a core)"))
     }
+}
 
-    /// Each run's messages per second, in order.
-    fn rates(runs: &[Run], messages_per_run: usize) -> String {
-        runs.iter().map(|run| format!("{:.0}", messages_per_run as f64 / run.secs)).collect::<Vec<_>>().join(", ")
-    }
+/// Figures of the rounds in order, with `decimals` places, for a table cell.
+fn by_round(figures: impl IntoIterator<Item = f64>, decimals: usize) -> String {
+    figures.into_iter().map(|figure| format!("{figure:.decimals$}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Times runs of marked messages until the observer has seen them all.
