@@ -23,7 +23,10 @@ use tokio_xmpp::{
     xmlstream::{PendingFeaturesRecv, StreamHeader, Timeouts, initiate_stream},
 };
 
-use crate::config::ComponentConfig;
+use crate::{
+    config::ComponentConfig,
+    skim::{DropStanza, SkimmedStream},
+};
 
 /// How many outgoing stanzas may wait for the connection before senders wait too.
 const OUTBOUND_CAPACITY: usize = 1024;
@@ -96,8 +99,9 @@ impl Link {
     }
 }
 
-/// Starts the supervisor; incoming stanzas go to `inbound`, in the order the server sent them.
-pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Stanza>) -> Link {
+/// Starts the supervisor; incoming stanzas go to `inbound`, in the order the server sent them, except those
+/// `drop_stanza` picks, which are skimmed off the stream unparsed (see [`crate::skim`]).
+pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Stanza>, drop_stanza: DropStanza) -> Link {
     let (outbound, outbound_receiver) = mpsc::channel(OUTBOUND_CAPACITY);
     let (state_sender, state) = watch::channel(LinkState::default());
     let (stop, stopped) = watch::channel(false);
@@ -109,6 +113,7 @@ pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Sta
         response_timeout: Duration::from_secs(config.response_timeout_secs),
         max_delay: Duration::from_secs(config.max_reconnect_delay_secs),
         ping_target: ping_target(&config.domain),
+        drop_stanza,
     };
     tokio::spawn(supervisor.run(outbound_receiver, state_sender, inbound, stopped));
     Link { outbound, state, server: config.server.clone(), stop: Arc::new(stop) }
@@ -128,6 +133,7 @@ struct Supervisor {
     response_timeout: Duration,
     max_delay: Duration,
     ping_target: String,
+    drop_stanza: DropStanza,
 }
 
 impl Supervisor {
@@ -149,7 +155,8 @@ impl Supervisor {
                 read_timeout: self.ping_interval * 2 + self.response_timeout,
                 response_timeout: self.response_timeout,
             };
-            let connector = NoDelayConnector(DnsConfig::addr(&self.server));
+            let connector =
+                NoDelayConnector { server: DnsConfig::addr(&self.server), drop_stanza: Arc::clone(&self.drop_stanza) };
             let connect = Component::new_with_connector(&self.domain, &self.secret, connector, timeouts);
             match tokio::time::timeout(self.response_timeout * 2, connect).await {
                 Ok(Ok(component)) => {
@@ -258,11 +265,21 @@ impl Supervisor {
 /// delayed ACKs off: the bridge often sends one small stanza and waits for the MUC to reflect it (a message in a
 /// quiet room), and Nagle's algorithm on either side together with the other side's delayed ACKs holds each such
 /// exchange back by 40 ms (measured: a MUC's reflection, written by Prosody in two parts, waited for the bridge's delayed ACK).
-#[derive(Debug, Clone)]
-pub(crate) struct NoDelayConnector(DnsConfig);
+/// What it reads is skimmed before the parser sees it.
+#[derive(Clone)]
+pub(crate) struct NoDelayConnector {
+    server: DnsConfig,
+    drop_stanza: DropStanza,
+}
+
+impl std::fmt::Debug for NoDelayConnector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("NoDelayConnector").field("server", &self.server).finish_non_exhaustive()
+    }
+}
 
 impl ServerConnector for NoDelayConnector {
-    type Stream = BufStream<QuickAckStream>;
+    type Stream = BufStream<SkimmedStream<QuickAckStream>>;
 
     async fn connect(
         &self,
@@ -270,10 +287,11 @@ impl ServerConnector for NoDelayConnector {
         ns: &'static str,
         timeouts: Timeouts,
     ) -> Result<(PendingFeaturesRecv<Self::Stream>, sasl::common::ChannelBinding), tokio_xmpp::Error> {
-        let tcp = self.0.resolve().await?;
+        let tcp = self.server.resolve().await?;
         tcp.set_nodelay(true)?;
         let header = StreamHeader { to: Some(jid.domain().as_str().to_owned().into()), from: None, id: None };
-        let stream = initiate_stream(BufStream::new(QuickAckStream(tcp)), ns, header, timeouts).await?;
+        let skimmed = SkimmedStream::new(QuickAckStream(tcp), Arc::clone(&self.drop_stanza));
+        let stream = initiate_stream(BufStream::new(skimmed), ns, header, timeouts).await?;
         Ok((stream, sasl::common::ChannelBinding::None))
     }
 }

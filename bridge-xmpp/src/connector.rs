@@ -112,7 +112,8 @@ impl Connector for XmppConnector {
             .resolve()
             .map_err(|error| ConnectorError::permanent(format!("bridge.component.secret: {error}")))?;
         let (inbound_sender, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        let link = component::spawn(&self.section.component, secret, inbound_sender);
+        let occupant_copies = muc::occupant_copies(&self.section.component.domain);
+        let link = component::spawn(&self.section.component, secret, inbound_sender, occupant_copies);
         let addressing = self.addressing(bridge.server_name());
         let matrix_api = self
             .appservice_token

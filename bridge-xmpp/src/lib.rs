@@ -20,6 +20,7 @@ pub mod messages;
 pub mod muc;
 pub mod requests;
 pub mod self_ping;
+pub mod skim;
 pub mod styling;
 pub mod subscription;
 pub mod xep;

@@ -49,6 +49,7 @@ use crate::{
     component::{Link, LinkState},
     config::XmppSection,
     messages::Inbound,
+    skim::{DropStanza, StanzaHead},
     xep::ids::MessageIds,
 };
 
@@ -229,6 +230,30 @@ pub(crate) fn outgoing(
     message.payloads.push(crate::xep::ids::origin_id(&id).into());
     message.payloads.extend(payloads);
     Ok((message, id))
+}
+
+/// Picks the MUCs' copies of groupchat messages for Matrix users' occupants (`…@{gateway}/matrix`, a gateway MUC's
+/// JID excepted) to be skimmed off the component stream unparsed ([`crate::skim`]): only the listener's copy is
+/// bridged, and it carries the reflection a Matrix user's message waits for too. A `to` with an entity reference is
+/// kept, since the gateway's own JIDs need none.
+pub fn occupant_copies(gateway: &str) -> DropStanza {
+    let gateway = gateway.to_owned();
+    Arc::new(move |head: &StanzaHead<'_>| {
+        head.name == b"message"
+            && head.kind == Some(b"groupchat")
+            && head.to.and_then(|to| std::str::from_utf8(to).ok()).is_some_and(|to| is_matrix_occupant(to, &gateway))
+    })
+}
+
+/// Whether `jid` is a Matrix user's occupant JID on `gateway`, as the gateway writes them.
+fn is_matrix_occupant(jid: &str, gateway: &str) -> bool {
+    let Some((bare, resource)) = jid.split_once('/') else { return false };
+    let Some((node, domain)) = bare.split_once('@') else { return false };
+    resource == PUPPET_RESOURCE
+        && domain.eq_ignore_ascii_case(gateway)
+        && !node.is_empty()
+        && !jid.contains('&')
+        && crate::hosted::alias_of_room(node).is_none()
 }
 
 fn error_text(error: &StanzaError) -> String {
@@ -789,11 +814,12 @@ impl Gateway {
             return Ok(());
         }
         let nick = from.resource().map(|resource| resource.to_string());
-        // The reflection of a Matrix user's message, on whichever occupant it reaches first.
+        // The reflection of a Matrix user's message, on the listener's copy (the others are skimmed off).
         if let Some(waiter) = id.as_ref().and_then(|id| self.take_ack(id)) {
             let _ = waiter.send(Ok(MessageIds::of(&message, Some(&room)).stanza_id));
         }
-        // Every occupant the bridge has in the MUC gets a copy: only the listener's is bridged.
+        // Every occupant the bridge has in the MUC gets a copy: only the listener's is bridged (the Matrix users'
+        // occupants' copies seldom get here: `occupant_copies` skims them off before parsing).
         if message.to.as_ref().map(Jid::as_str) != Some(self.listener_jid().as_str()) {
             return Ok(());
         }
@@ -1092,6 +1118,28 @@ fn ruma_user_id(user_id: &str) -> Result<ruma::OwnedUserId, ruma::IdParseError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_groupchat_copies_for_matrix_users_occupants_are_skimmed_off() {
+        let picks = occupant_copies("bridge.localhost");
+        let skimmed = |tag: &str| picks(&StanzaHead::parse(tag.as_bytes()));
+        assert!(skimmed("<message type='groupchat' to='alice\\40example.org@bridge.localhost/matrix'>"));
+        assert!(skimmed("<message to=\"bob\\40example.org@Bridge.Localhost/matrix\" type=\"groupchat\">"));
+        // The listener's copy, which is bridged and carries reflections.
+        assert!(!skimmed("<message type='groupchat' to='bridge.localhost/lattice'>"));
+        // Errors, private messages and presences to a Matrix user's occupant are read.
+        for kind in ["error", "chat", "normal"] {
+            assert!(!skimmed(&format!("<message type='{kind}' to='a\\40b@bridge.localhost/matrix'>")), "{kind}");
+        }
+        assert!(!skimmed("<message to='a\\40b@bridge.localhost/matrix'>"));
+        assert!(!skimmed("<presence type='groupchat' to='a\\40b@bridge.localhost/matrix'>"));
+        // A gateway MUC (a Matrix room XMPP users joined), another domain, resource or spelling.
+        assert!(!skimmed("<message type='groupchat' to='#room#example.org@bridge.localhost/matrix'>"));
+        assert!(!skimmed("<message type='groupchat' to='a\\40b@other.localhost/matrix'>"));
+        assert!(!skimmed("<message type='groupchat' to='a\\40b@bridge.localhost/matrix2'>"));
+        assert!(!skimmed("<message type='groupchat' to='a\\40b@bridge.localhost'>"));
+        assert!(!skimmed("<message type='groupchat' to='a&amp;b@bridge.localhost/matrix'>"));
+    }
 
     #[test]
     fn nicks_are_one_clean_line() {
