@@ -5,10 +5,11 @@
 //! each Matrix user in a portal besides its listener. Only the listener's copy is bridged, and it carries the
 //! reflection a sent message waits for as well (Matrix users' occupants join only after the listener), so in a portal
 //! with twenty Matrix users twenty of every twenty-one copies used to be lexed, built into an element tree and
-//! converted into a message only to be dropped: the larger part of the bridge's CPU per message. The skimmer finds
-//! stanza boundaries by following tags alone (text holds no `<`; quotes, comments, CDATA sections and processing
-//! instructions are followed so a `>` inside them ends nothing), reads the attributes of each stanza's start tag and
-//! lets a predicate drop the stanza whole.
+//! converted into a message only to be dropped: two thirds of the bridge's CPU per message (545 µs per Matrix
+//! message sent before, 143–187 µs after, on the P6 benchmark). The skimmer finds stanza boundaries by following
+//! tags alone (text holds no `<`; quotes, comments, CDATA sections and processing instructions are followed so a `>`
+//! inside them ends nothing), reads the attributes of each stanza's start tag and lets a predicate drop the stanza
+//! whole.
 //!
 //! It never drops what it does not understand: a document type declaration, an end tag with no element open or a
 //! stanza start tag longer than [`MAX_HEAD_BYTES`] turns it into a plain pass-through for the rest of the stream,
