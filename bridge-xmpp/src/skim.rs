@@ -404,6 +404,19 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// `input` cut at `cuts` (taken modulo its length), as the reads of a socket might cut it.
+    fn cut_into_pieces(input: &str, cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut % (input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([input.len()]) {
+            pieces.push(&input.as_bytes()[from..cut]);
+            from = cut;
+        }
+        pieces
+    }
+
     fn stream(stanzas: &[&str]) -> String {
         format!("{HEADER}{}{FOOTER}", stanzas.join("\n"))
     }
@@ -455,21 +468,56 @@ mod tests {
         assert_eq!(skim(&[input.as_bytes()]), input);
     }
 
+    /// Serialized XML content inside a stanza: text, elements (some self-closing) with attribute values holding `>`
+    /// and `/`, comments, CDATA sections and processing instructions, nested.
+    fn content() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            "[a-z >/]{0,12}".prop_map(|text| text.replace('>', "&gt;")),
+            "[a-z>/ ]{0,12}".prop_map(|text| format!("<!--{}-->", text.replace("--", "- "))),
+            "[a-z<>/ ]{0,12}".prop_map(|text| format!("<![CDATA[{}]]>", text.replace("]]", "] "))),
+            "[a-z> ]{0,12}".prop_map(|text| format!("<?pi {}?>", text)),
+            ("[a-z]{1,6}", "[a-z>/ \"]{0,8}").prop_map(|(name, value)| format!("<{name} v='{value}'/>")),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            ("[a-z]{1,6}", "[a-z>/ ']{0,8}", proptest::collection::vec(inner, 0..6))
+                .prop_map(|(name, value, children)| format!("<{name} v=\"{value}\">{}</{name} >", children.concat()))
+        })
+    }
+
     proptest! {
+        /// Stanzas of any shape are dropped or kept whole, and what is kept comes out as it went in.
+        #[test]
+        fn stanzas_of_any_shape_are_dropped_or_kept_whole(
+            stanzas in proptest::collection::vec((any::<bool>(), content(), any::<bool>()), 1..8),
+            cuts in proptest::collection::vec(0usize..4000, 0..20),
+        ) {
+            let mut input = String::from(HEADER);
+            let mut expected = String::from(HEADER);
+            for (picked, content, self_closing) in &stanzas {
+                let to = if *picked { "alice@bridge.localhost/matrix" } else { "bridge.localhost/lattice" };
+                let stanza = if *self_closing && content.is_empty() {
+                    format!("<message type='groupchat' to='{to}' id='a>b'/>")
+                } else {
+                    format!("<message type='groupchat' to='{to}' id='a>b'>{content}</message>")
+                };
+                input.push_str(&stanza);
+                input.push(' ');
+                if !picked {
+                    expected.push_str(&stanza);
+                }
+                expected.push(' ');
+            }
+            input.push_str(FOOTER);
+            expected.push_str(FOOTER);
+            prop_assert_eq!(skim(&cut_into_pieces(&input, cuts)), expected);
+        }
+
         /// However the bytes are cut into reads, the same bytes come out.
         #[test]
         fn pieces_of_any_size_skim_alike(cuts in proptest::collection::vec(0usize..2000, 0..40)) {
             let input = stream(&[TO_ALICE, TO_LISTENER, PRESENCE, TO_CAROL, TO_ALICE, TO_LISTENER]);
             let whole = skim(&[input.as_bytes()]);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut % (input.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut from = 0;
-            for cut in cuts.into_iter().chain([input.len()]) {
-                pieces.push(&input.as_bytes()[from..cut]);
-                from = cut;
-            }
-            prop_assert_eq!(skim(&pieces), whole);
+            prop_assert_eq!(skim(&cut_into_pieces(&input, cuts)), whole);
         }
 
         /// A stream in which nothing is picked comes out byte for byte.
