@@ -155,13 +155,13 @@ impl Skimmer {
             match self.open {
                 None => {
                     let text_end = memchr::memchr(b'<', &input[at..]).map_or(input.len(), |offset| at + offset);
-                    self.put(&input[at..text_end], out);
+                    self.put(&input[at..text_end], false, out);
                     at = text_end;
                     if at < input.len() {
                         // Only a stanza's start tag is held, but at this depth any tag may be one.
                         let held = self.depth == 1;
                         self.open = Some(Open { markup: Markup::Opened, previous: [0; 2], held });
-                        self.put(b"<", out);
+                        self.put(b"<", held, out);
                         at += 1;
                     }
                 }
@@ -179,7 +179,7 @@ impl Skimmer {
                             break;
                         }
                     }
-                    self.put(&input[start..at], out);
+                    self.put(&input[start..at], open.held, out);
                     if open.markup == Markup::Unsupported || (open.held && self.head.len() > MAX_HEAD_BYTES) {
                         self.pass_through(out);
                     } else if closed {
@@ -193,9 +193,9 @@ impl Skimmer {
         }
     }
 
-    /// Passes or drops `bytes` as the scan's state says, or holds them as part of a stanza's start tag.
-    fn put(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        if self.open.is_some_and(|open| open.held) {
+    /// Holds `bytes` as part of a stanza's start tag when `held`, else passes or drops them as the stanza is.
+    fn put(&mut self, bytes: &[u8], held: bool, out: &mut Vec<u8>) {
+        if held {
             self.head.extend_from_slice(bytes);
         } else if !self.dropping {
             out.extend_from_slice(bytes);
