@@ -4,7 +4,8 @@
 //! pushes, which must be on disk before the sender hears back) or is only handed over ([`Store::defer`]:
 //! bookkeeping such as marking a queue item handled or recording a message mapping, which a per-room worker would
 //! otherwise wait for once per event). Handed over writes are committed by a background flusher, in the order they
-//! were made; [`Store::settle`] waits until every write handed over so far is committed, and every read of what they
+//! were made, gathered for a moment so each commit carries many; a commit someone waits for leaves them to it unless
+//! it is a settle's. [`Store::settle`] waits until every write handed over so far is committed, and every read of what they
 //! write settles first, so the store never answers with less than it was told.
 //!
 //! Queue items are numbered in memory as their write joins the pending group, under the lock that orders the group,
@@ -97,6 +98,18 @@ impl GroupCommit {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
+    /// Takes the writes someone waits for, leaving handed-over ones to the flusher, in order; all of them when a
+    /// barrier waits for those before it.
+    fn take_awaited(&self) -> Vec<PendingWrite> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.iter().any(|write| matches!(write.operation, Operation::Barrier)) {
+            return std::mem::take(&mut *pending);
+        }
+        let (awaited, handed_over) = std::mem::take(&mut *pending).into_iter().partition(|write| write.done.is_some());
+        *pending = handed_over;
+        awaited
+    }
+
     /// Puts handed-over writes of a group that failed back in front of what arrived meanwhile, so order holds, and
     /// has the flusher retry them (whichever writer's commit failed).
     fn put_back(&self, mut group: Vec<PendingWrite>) {
@@ -121,6 +134,9 @@ impl GroupCommit {
     }
 }
 
+/// How long handed-over writes are gathered before the flusher commits them.
+const GATHER_DEFERRED: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Store {
     /// Adds `operation` to the pending group and waits until a group commit carried it: this call's own, or
     /// another's that took it along.
@@ -142,7 +158,10 @@ impl Store {
                     });
                 }
                 _turn = self.group.turn() => {
-                    let group = self.group.take();
+                    // Handed-over writes stay for the flusher: a flushed-to-disk commit then carries only what
+                    // must be durable, and an acknowledgement does not wait for pages of bookkeeping (P2: 13,000 →
+                    // 17,000–18,600 lines/s together with the flusher's gathering).
+                    let group = self.group.take_awaited();
                     if !group.is_empty() {
                         self.commit_group(group).await;
                     }
@@ -176,6 +195,10 @@ impl Store {
             if self.pool().is_closed() {
                 return;
             }
+            // Every commit writes each page it touched to the log in whole, so writes committed a few at a time
+            // write the same pages over and over: gather them first. Nothing waits on these writes but reads of what
+            // they write, which settle at once.
+            tokio::time::sleep(GATHER_DEFERRED).await;
             let failed = {
                 let _turn = self.group.turn().await;
                 let writes = self.group.take();
@@ -365,4 +388,37 @@ async fn apply(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(operation: Operation, awaited: bool) -> PendingWrite {
+        PendingWrite { operation, done: awaited.then(|| oneshot::channel().0) }
+    }
+
+    fn complete(seq: i64) -> Operation {
+        Operation::Complete { kind: QueueKind::Matrix, seq }
+    }
+
+    fn described(writes: &[PendingWrite]) -> Vec<String> {
+        writes.iter().map(|write| format!("{:?}", write.operation)).collect()
+    }
+
+    #[test]
+    fn awaited_writes_leave_handed_over_ones_in_order_unless_a_barrier_waits() {
+        let group = GroupCommit::default();
+        group.enqueue(|| write(complete(1), false));
+        group.enqueue(|| write(Operation::Transaction { txn_id: "t1".into(), items: vec![] }, true));
+        group.enqueue(|| write(complete(2), false));
+        assert_eq!(described(&group.take_awaited()), [r#"Transaction { txn_id: "t1", items: [] }"#]);
+
+        group.enqueue(|| write(complete(3), false));
+        group.enqueue(|| write(Operation::Barrier, true));
+        let all = group.take_awaited();
+        let expected = [complete(1), complete(2), complete(3), Operation::Barrier].map(|op| format!("{op:?}"));
+        assert_eq!(described(&all), expected);
+        assert!(group.take().is_empty());
+    }
 }
