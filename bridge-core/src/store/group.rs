@@ -77,7 +77,7 @@ pub(crate) enum Operation {
 /// Writes waiting for a group commit, and the flusher that commits handed-over ones.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCommit {
-    pending: std::sync::Mutex<Vec<PendingWrite>>,
+    pending: std::sync::Mutex<Pending>,
     /// Taken by whoever commits the pending group, so concurrent writes share one commit on either backend.
     turn: tokio::sync::Mutex<()>,
     /// Handed-over writes not yet committed.
@@ -86,37 +86,60 @@ pub(crate) struct GroupCommit {
     flush: Notify,
 }
 
+/// The pending writes, each kind in the order it was made. Kept apart because a commit someone waits for takes only
+/// the awaited ones, while the flusher gathers thousands of handed-over ones.
+#[derive(Debug, Default)]
+struct Pending {
+    awaited: Vec<PendingWrite>,
+    handed_over: Vec<PendingWrite>,
+}
+
+impl Pending {
+    /// Every pending write, handed-over ones first, so a barrier comes after the writes it waits for.
+    fn take_all(&mut self) -> Vec<PendingWrite> {
+        let mut all = std::mem::take(&mut self.handed_over);
+        all.append(&mut self.awaited);
+        all
+    }
+}
+
 impl GroupCommit {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Adds the write `build` makes while holding the lock that orders the group, so queue numbers given out inside
     /// `build` follow the order of the writes carrying them.
     fn enqueue(&self, build: impl FnOnce() -> PendingWrite) {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.push(build());
+        let mut pending = self.pending();
+        let write = build();
+        match write.done {
+            Some(_) => pending.awaited.push(write),
+            None => pending.handed_over.push(write),
+        }
     }
 
     fn take(&self) -> Vec<PendingWrite> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.pending().take_all()
     }
 
-    /// Takes the writes someone waits for, leaving handed-over ones to the flusher, in order; all of them when a
-    /// barrier waits for those before it.
+    /// Takes the writes someone waits for, leaving handed-over ones to the flusher; all of them when a barrier waits
+    /// for those before it.
     fn take_awaited(&self) -> Vec<PendingWrite> {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pending.iter().any(|write| matches!(write.operation, Operation::Barrier)) {
-            return std::mem::take(&mut *pending);
+        let mut pending = self.pending();
+        if pending.awaited.iter().any(|write| matches!(write.operation, Operation::Barrier)) {
+            return pending.take_all();
         }
-        let (awaited, handed_over) = std::mem::take(&mut *pending).into_iter().partition(|write| write.done.is_some());
-        *pending = handed_over;
-        awaited
+        std::mem::take(&mut pending.awaited)
     }
 
     /// Puts handed-over writes of a group that failed back in front of what arrived meanwhile, so order holds, and
     /// has the flusher retry them (whichever writer's commit failed).
     fn put_back(&self, mut group: Vec<PendingWrite>) {
         {
-            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            group.append(&mut pending);
-            *pending = group;
+            let mut pending = self.pending();
+            group.append(&mut pending.handed_over);
+            pending.handed_over = group;
         }
         self.flush.notify_one();
     }
@@ -135,7 +158,7 @@ impl GroupCommit {
 }
 
 /// How long handed-over writes are gathered before the flusher commits them.
-const GATHER_DEFERRED: std::time::Duration = std::time::Duration::from_millis(20);
+const GATHER_DEFERRED: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Store {
     /// Adds `operation` to the pending group and waits until a group commit carried it: this call's own, or
