@@ -13,7 +13,7 @@ use std::{
 
 use irc::proto::{Command, Message, Response};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::{Notify, Semaphore, mpsc, watch},
 };
@@ -21,7 +21,7 @@ use tokio::{
 use crate::{
     config::{AuthMethod, FloodConfig, ReconnectConfig, ServerConfig},
     ident::{IdentEntry, IdentRegistry},
-    ids::{casefold, next_nick},
+    ids::{casefold, casefolds_to, next_nick},
     ircv3::{
         cap::{CapNegotiation, CapSet, CapStep},
         sasl::{self, Exchange, SaslError},
@@ -556,36 +556,65 @@ async fn session(
     // Why we ended a SASL exchange ourselves (a wrong SCRAM signature), reported with the server's answer.
     let mut failure: Option<SaslError> = None;
     let register_deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+    // Our nick casefolded, for telling others' channel lines apart; folded again only when the nick changes.
+    let mut folded_nick = (String::new(), String::new());
     loop {
-        let idle = if registered { READ_IDLE } else { register_deadline - tokio::time::Instant::now() };
-        let mut limited = (&mut reader).take(MAX_READ_LINE as u64);
-        let read = tokio::select! {
-            read = tokio::time::timeout(idle, limited.read_until(b'\n', &mut buffer)) => read,
-            _ = &mut writer_task => return Err(std::io::Error::other("the connection's writer stopped")),
-            _ = shared.reconnect_now.notified() => {
-                urgent(Line::new("QUIT", &[], Some("Reconnecting")));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return Ok(registered);
+        // A line already in the read buffer is taken as it is, without a timer or a wake-up: a puppet in a busy
+        // channel receives every line said there, many to a read.
+        let buffered = reader.buffer();
+        let whole_line = memchr::memchr(b'\n', buffered).filter(|end| buffer.len() + end < MAX_READ_LINE);
+        if let Some(end) = whole_line {
+            buffer.extend_from_slice(&buffered[..=end]);
+            std::pin::Pin::new(&mut reader).consume(end + 1);
+        } else {
+            let idle = if registered { READ_IDLE } else { register_deadline - tokio::time::Instant::now() };
+            let mut limited = (&mut reader).take(MAX_READ_LINE as u64);
+            let read = tokio::select! {
+                read = tokio::time::timeout(idle, limited.read_until(b'\n', &mut buffer)) => read,
+                _ = &mut writer_task => return Err(std::io::Error::other("the connection's writer stopped")),
+                _ = shared.reconnect_now.notified() => {
+                    urgent(Line::new("QUIT", &[], Some("Reconnecting")));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return Ok(registered);
+                }
+            };
+            match read {
+                Err(_) if !registered => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "registration timed out"));
+                }
+                Err(_) if pinged => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "ping timeout")),
+                Err(_) => {
+                    pinged = true;
+                    urgent(Line::new("PING", &["lattice"], None));
+                    continue;
+                }
+                Ok(Err(error)) => return Err(error),
+                Ok(Ok(0)) => {
+                    return if buffer.is_empty() {
+                        Ok(registered)
+                    } else {
+                        Err(std::io::Error::other("line too long"))
+                    };
+                }
+                Ok(Ok(_)) if !buffer.ends_with(b"\n") && buffer.len() < MAX_READ_LINE => continue,
+                Ok(Ok(_)) => {}
             }
-        };
-        match read {
-            Err(_) if !registered => {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "registration timed out"));
-            }
-            Err(_) if pinged => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "ping timeout")),
-            Err(_) => {
-                pinged = true;
-                urgent(Line::new("PING", &["lattice"], None));
-                continue;
-            }
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(0)) => {
-                return if buffer.is_empty() { Ok(registered) } else { Err(std::io::Error::other("line too long")) };
-            }
-            Ok(Ok(_)) if !buffer.ends_with(b"\n") && buffer.len() < MAX_READ_LINE => continue,
-            Ok(Ok(_)) => {}
         }
         pinged = false;
+        if settings.forward == Forward::Own {
+            {
+                let session = lock(&shared.session);
+                let own_nick = session.as_ref().map_or(&registration.nick, |session| &session.nick);
+                if folded_nick.0 != *own_nick {
+                    folded_nick = (own_nick.clone(), casefold(own_nick));
+                }
+            }
+            let line = std::str::from_utf8(&buffer).map(|line| line.trim_end_matches(['\r', '\n']));
+            if line.is_ok_and(|line| is_others_channel_chatter(line, &folded_nick.1)) {
+                buffer.clear();
+                continue;
+            }
+        }
         let text = String::from_utf8_lossy(&buffer).trim_end_matches(['\r', '\n']).to_owned();
         buffer.clear();
         if text.is_empty() {
@@ -593,9 +622,6 @@ async fn session(
         }
         let own_nick = lock(&shared.session).as_ref().map(|session| session.nick.clone());
         let own_nick = own_nick.unwrap_or_else(|| registration.nick.clone());
-        if settings.forward == Forward::Own && is_others_channel_chatter(&text, &casefold(&own_nick)) {
-            continue;
-        }
         let message = match Message::from_str(&text) {
             Ok(message) => message,
             Err(error) => {
@@ -862,7 +888,7 @@ fn is_others_channel_chatter(line: &str, own_nick_folded: &str) -> bool {
     let (Some(command), Some(target)) = (words.next(), words.next()) else { return false };
     matches!(command, "PRIVMSG" | "NOTICE" | "TAGMSG")
         && target.starts_with(['#', '&'])
-        && casefold(nick) != own_nick_folded
+        && !casefolds_to(nick, own_nick_folded)
 }
 
 /// Channel lists per JOIN line: the longest list of channel names, in bytes, one `JOIN` carries (RFC 2812 3.2.1
@@ -928,6 +954,66 @@ mod tests {
         for (line, dropped) in cases {
             assert_eq!(is_others_channel_chatter(line, "me"), dropped, "{line}");
         }
+    }
+
+    /// Lines reach the owner whole however the server's writes cut them: many to a read (past the read buffer, in
+    /// which whole lines are taken without waiting), one cut across two writes, one longer than the buffer.
+    #[tokio::test]
+    async fn lines_are_read_whole_however_writes_cut_them() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = ServerConfig {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: false,
+            password: None,
+        };
+        let settings = Settings {
+            owner: "@me:hs".into(),
+            network: "test".into(),
+            servers: vec![server],
+            ca_file: None,
+            nick: "Me".into(),
+            max_nick_length: 30,
+            username: "me".into(),
+            realname: "me".into(),
+            login: None,
+            flood: FloodConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            forward: Forward::Own,
+            ident: IdentRegistry::default(),
+        };
+        let (events, mut received) = mpsc::channel(64);
+        let connection = Connection::spawn(settings, events, Arc::new(Semaphore::new(1)));
+        let (mut peer, _) = listener.accept().await.unwrap();
+
+        let chatter: String = (0..40).map(|n| format!(":bob!b@h PRIVMSG #chan :chatter {n}\r\n")).collect();
+        assert!(chatter.len() > READ_BUFFER);
+        let burst = format!(":srv 001 Me :Welcome\r\n{chatter}:bob!b@h PRIVMSG Me :first\r\n");
+        peer.write_all(burst.as_bytes()).await.unwrap();
+        peer.write_all(b":bob!b@h PRIVMSG Me :cut in ").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peer.write_all(b"two\r\n").await.unwrap();
+        let long = "y".repeat(3 * READ_BUFFER);
+        peer.write_all(format!("{chatter}:bob!b@h PRIVMSG Me :{long}\r\n").as_bytes()).await.unwrap();
+
+        let mut texts = Vec::new();
+        while texts.len() < 3 {
+            let event = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+            match event {
+                ConnEvent::Registered { nick, .. } => assert_eq!(nick, "Me"),
+                ConnEvent::Message { message, .. } => match message.command {
+                    Command::PRIVMSG(target, text) => {
+                        assert_eq!(target, "Me");
+                        texts.push(text);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(texts, ["first".to_owned(), "cut in two".to_owned(), long]);
+        connection.quit("done");
     }
 
     #[test]

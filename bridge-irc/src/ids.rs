@@ -3,15 +3,22 @@
 
 /// Lower-cases an IRC name per RFC 1459 casemapping, in which `[]\~` are the upper-case forms of `{}|^`.
 pub(crate) fn casefold(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '[' => '{',
-            ']' => '}',
-            '\\' => '|',
-            '~' => '^',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect()
+    name.chars().map(fold_char).collect()
+}
+
+/// Whether `name` casefolds to `folded` (see [`casefold`]), without building the folded name.
+pub(crate) fn casefolds_to(name: &str, folded: &str) -> bool {
+    name.chars().map(fold_char).eq(folded.chars())
+}
+
+fn fold_char(c: char) -> char {
+    match c {
+        '[' => '{',
+        ']' => '}',
+        '\\' => '|',
+        '~' => '^',
+        other => other.to_ascii_lowercase(),
+    }
 }
 
 /// Whether `channel` is a channel name the bridge will use: `#` or `&` first, at most 50 bytes, no space, comma,
@@ -164,7 +171,11 @@ mod tests {
     fn casefolding_follows_rfc1459() {
         for (input, folded) in [("Alice", "alice"), ("#Chan[1]", "#chan{1}"), ("a\\b~", "a|b^"), ("ÄB", "Äb")] {
             assert_eq!(casefold(input), folded, "{input}");
+            assert!(casefolds_to(input, folded), "{input}");
         }
+        assert!(!casefolds_to("Alice", "alic"));
+        assert!(!casefolds_to("Alic", "alice"));
+        assert!(!casefolds_to("[x]", "[x]"));
     }
 
     #[test]
