@@ -46,7 +46,7 @@ pub(crate) enum Operation {
         /// The events, numbered, for the Matrix queue.
         items: Vec<QueuedItem>,
     },
-    /// Removes a handled queue item; losing it to a power cut only means handing the item over again.
+    /// Removes a handled queue item.
     Complete {
         /// The queue.
         kind: QueueKind,
@@ -233,14 +233,16 @@ impl Store {
         }
     }
 
-    /// Writes a group in one transaction, flushed to disk when it holds a push or a homeserver transaction, and
-    /// tells each waiting writer its outcome. A group that fails keeps its handed-over writes for the next try;
+    /// Writes a group in one transaction, flushed to disk, and tells each waiting writer its outcome. A group that fails keeps its handed-over writes for the next try;
     /// returns whether it committed.
     async fn commit_group(&self, group: Vec<PendingWrite>) -> bool {
-        let durable = group.iter().any(|write| write.operation.is_durable());
         let written = async {
             let _turn = self.write_turn().await;
-            let mut connection = if durable { self.durable_connection().await? } else { self.pool().acquire().await? };
+            // Every group goes through the one connection of durable commits, handed-over writes too (an fsync per
+            // gathering of them): SQLite drops a connection's whole page cache when another connection wrote since
+            // its last transaction, and pool connections taking turns re-read every page a commit touched (9% of
+            // the bridge's CPU in a P2 profile).
+            let mut connection = self.durable_connection().await?;
             let mut transaction = connection.begin().await?;
             apply(self.backend, &group, &mut transaction).await?;
             transaction.commit().await?;
@@ -276,13 +278,6 @@ impl Store {
                 false
             }
         }
-    }
-}
-
-impl Operation {
-    /// Whether the write takes in what cannot be fetched again, so its commit must reach the disk.
-    fn is_durable(&self) -> bool {
-        matches!(self, Self::Push { .. } | Self::Transaction { .. })
     }
 }
 

@@ -141,9 +141,9 @@ fn redact_url(url: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
-    /// Where commits that must survive a power loss are made: on SQLite a connection of its own with `synchronous
-    /// = FULL` (the pool's run `NORMAL`), so no commit switches modes back and forth; on PostgreSQL, where every
-    /// commit is durable, the main pool.
+    /// Where group commits are made, flushed to disk: on SQLite a connection of its own with `synchronous = FULL`
+    /// (the pool's run `NORMAL`), so no commit switches modes back and forth and its page cache stays warm; on
+    /// PostgreSQL, where every commit is durable, the main pool.
     durable_pool: AnyPool,
     backend: Backend,
     cipher: Cipher,
@@ -178,9 +178,9 @@ impl Store {
     /// pages (fewer bytes per page a commit writes, more pages: slower). Temporary files stay in memory: a multi-row
     /// statement keeps a journal of its own to undo it alone, and on disk each one was a file created, written and
     /// unlinked inside the commit. Writes that take in what cannot be fetched again — a homeserver transaction about to
-    /// be acknowledged, an event pushed by a connector — commit with `synchronous = FULL` and survive a crash of the
-    /// process or the machine; queue bookkeeping commits with `NORMAL`, which survives a process crash and at worst
-    /// hands an event over again after a power loss.
+    /// be acknowledged, an event pushed by a connector — and queue bookkeeping commit with `synchronous = FULL`
+    /// and survive a crash of the process or the machine; other writes commit with `NORMAL`, which survives a
+    /// process crash.
     pub async fn connect(url: &str, max_connections: u32, cipher: Cipher) -> Result<Self> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
