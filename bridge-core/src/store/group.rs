@@ -5,8 +5,8 @@
 //! bookkeeping such as marking a queue item handled or recording a message mapping, which a per-room worker would
 //! otherwise wait for once per event). Handed over writes are committed by a background flusher, in the order they
 //! were made, gathered for a moment so each commit carries many; a commit someone waits for leaves them to it unless
-//! it is a settle's. [`Store::settle`] waits until every write handed over so far is committed, and every read of what they
-//! write settles first, so the store never answers with less than it was told.
+//! it is a settle's. [`Store::settle`] waits until every write handed over so far is committed, and every read of
+//! what they write settles first, so the store never answers with less than it was told.
 //!
 //! Queue items are numbered in memory as their write joins the pending group, under the lock that orders the group,
 //! and are handed to their workers at that moment, before any database work: an event's delivery waits neither for
@@ -233,8 +233,8 @@ impl Store {
         }
     }
 
-    /// Writes a group in one transaction, flushed to disk, and tells each waiting writer its outcome. A group that fails keeps its handed-over writes for the next try;
-    /// returns whether it committed.
+    /// Writes a group in one transaction, flushed to disk, and tells each waiting writer its outcome. A group that
+    /// fails keeps its handed-over writes for the next try; returns whether it committed.
     async fn commit_group(&self, group: Vec<PendingWrite>) -> bool {
         let written = async {
             let _turn = self.write_turn().await;

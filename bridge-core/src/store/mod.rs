@@ -177,8 +177,8 @@ impl Store {
     /// throughput (within noise in P2) and cost resident memory that grows with the database (P1); so were 1 KiB
     /// pages (fewer bytes per page a commit writes, more pages: slower). Temporary files stay in memory: a multi-row
     /// statement keeps a journal of its own to undo it alone, and on disk each one was a file created, written and
-    /// unlinked inside the commit. Writes that take in what cannot be fetched again — a homeserver transaction about to
-    /// be acknowledged, an event pushed by a connector — and queue bookkeeping commit with `synchronous = FULL`
+    /// unlinked inside the commit. Writes that take in what cannot be fetched again — a homeserver transaction about
+    /// to be acknowledged, an event pushed by a connector — and queue bookkeeping commit with `synchronous = FULL`
     /// and survive a crash of the process or the machine; other writes commit with `NORMAL`, which survives a
     /// process crash.
     pub async fn connect(url: &str, max_connections: u32, cipher: Cipher) -> Result<Self> {
