@@ -313,8 +313,11 @@ async fn insert_rows<'q, T>(
 /// A query on the `Any` driver.
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// Rows per multi-row statement of a group: well under both backends' parameter limits.
-const ROWS_PER_STATEMENT: usize = 100;
+/// Rows per multi-row statement of a group: well under both backends' parameter limits (2,500 of SQLite's 32,766 and
+/// PostgreSQL's 65,535 for the widest rows). Each statement is a round trip to the connection (on SQLite, to its
+/// thread and back): the flusher's groups hold thousands of rows (P2 with 500 rather than 100: 6–18% more lines/s
+/// in six runs beside each other).
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Applies a group's writes inside one transaction. Each kind of write goes as multi-row statements, since every
 /// statement is a round trip to the database (the group commits atomically, so their order inside it does not
