@@ -556,7 +556,7 @@ async fn session(
     // Why we ended a SASL exchange ourselves (a wrong SCRAM signature), reported with the server's answer.
     let mut failure: Option<SaslError> = None;
     let register_deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
-    // Our nick casefolded, for telling others' channel lines apart; folded again only when the nick changes.
+    // Our nick and its casefolded form, for telling our own lines from others'; folded again only when it changes.
     let mut folded_nick = (String::new(), String::new());
     loop {
         // A line already in the read buffer is taken as it is, without a timer or a wake-up: a puppet in a busy
@@ -601,14 +601,14 @@ async fn session(
             }
         }
         pinged = false;
-        if settings.forward == Forward::Own {
-            {
-                let session = lock(&shared.session);
-                let own_nick = session.as_ref().map_or(&registration.nick, |session| &session.nick);
-                if folded_nick.0 != *own_nick {
-                    folded_nick = (own_nick.clone(), casefold(own_nick));
-                }
+        {
+            let session = lock(&shared.session);
+            let own_nick = session.as_ref().map_or(&registration.nick, |session| &session.nick);
+            if folded_nick.0 != *own_nick {
+                folded_nick = (own_nick.clone(), casefold(own_nick));
             }
+        }
+        if settings.forward == Forward::Own {
             let line = std::str::from_utf8(&buffer).map(|line| line.trim_end_matches(['\r', '\n']));
             if line.is_ok_and(|line| is_others_channel_chatter(line, &folded_nick.1)) {
                 buffer.clear();
@@ -620,8 +620,7 @@ async fn session(
         if text.is_empty() {
             continue;
         }
-        let own_nick = lock(&shared.session).as_ref().map(|session| session.nick.clone());
-        let own_nick = own_nick.unwrap_or_else(|| registration.nick.clone());
+        let (own_nick, own_nick_folded) = (folded_nick.0.clone(), folded_nick.1.as_str());
         let message = match Message::from_str(&text) {
             Ok(message) => message,
             Err(error) => {
@@ -630,7 +629,7 @@ async fn session(
             }
         };
         tracing::trace!(owner = %settings.owner, line = %text, "← IRC");
-        let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(&own_nick));
+        let from_self = message.source_nickname().is_some_and(|nick| casefolds_to(nick, own_nick_folded));
         match &message.command {
             Command::PING(token, _) => urgent(Line::new("PONG", &[], Some(token))),
             Command::Response(Response::RPL_WELCOME, params) => {
@@ -779,7 +778,7 @@ async fn session(
             Command::PART(channel, _) if from_self => {
                 lock(&shared.channels).remove(&casefold(channel));
             }
-            Command::KICK(channel, kicked, _) if casefold(kicked) == casefold(&own_nick) => {
+            Command::KICK(channel, kicked, _) if casefolds_to(kicked, own_nick_folded) => {
                 lock(&shared.channels).remove(&casefold(channel));
                 shared.changed.notify_waiters();
             }
