@@ -4,17 +4,23 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    io,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{TcpStream, tcp::OwnedWriteHalf},
+    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, ReadBuf},
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
     sync::{Mutex as AsyncMutex, Notify},
 };
 
@@ -189,7 +195,7 @@ impl RawIrc {
         let client = Self { writer: Arc::new(AsyncMutex::new(writer)), tally };
         let (writer, tally) = (Arc::clone(&client.writer), Arc::clone(&client.tally));
         tokio::spawn(async move {
-            let mut lines = BufReader::with_capacity(64 * 1024, reader).lines();
+            let mut lines = BufReader::with_capacity(64 * 1024, QuickAck(reader)).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(token) = line.strip_prefix("PING ") {
                     let _ = writer.lock().await.write_all(format!("PONG {token}\r\n").as_bytes()).await;
@@ -214,6 +220,24 @@ impl RawIrc {
     /// Writes bytes as they are (whole lines with CR LF).
     pub(crate) async fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
         self.writer.lock().await.write_all(bytes).await.context("writing to IRC")
+    }
+}
+
+/// A read half that acknowledges what it reads at once. Linux delays an ACK (up to 40 ms) and leaves quick-ACK mode by
+/// itself, so the mode is set again after every read: ngircd does not turn Nagle's algorithm off, and a line it has
+/// for a client while that client's ACK of the line before is delayed would wait for it, a delay of the measuring
+/// client, not of the bridge that sent the line.
+struct QuickAck(OwnedReadHalf);
+
+impl AsyncRead for QuickAck {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let filled = buf.filled().len();
+        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > filled {
+            // Best effort: a socket that refuses the option only loses the quick ACK.
+            let _ = socket2::SockRef::from(self.0.as_ref()).set_tcp_quickack(true);
+        }
+        polled
     }
 }
 
