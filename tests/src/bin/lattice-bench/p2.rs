@@ -36,7 +36,13 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
     println!("\n## P2 Matrix → IRC throughput ({} messages over {} senders, ngircd)", size.messages, size.senders);
     let rig = IrcRig::start(
         bin_dir,
-        IrcOptions { max_concurrent: 50, extra_registrations: vec![], seed_portals: 0, tap_marker: None },
+        IrcOptions {
+            max_concurrent: 50,
+            extra_registrations: vec![],
+            seed_portals: 0,
+            tap_marker: None,
+            privacy: "kick",
+        },
     )
     .await?;
     let port = rig.ircd.port();

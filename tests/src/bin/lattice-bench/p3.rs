@@ -87,8 +87,13 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
     };
     let mut extra_registrations = vec![stub_registration];
     extra_registrations.extend(heisenbridge.as_ref().map(|setup| setup.registration.clone()));
-    let options =
-        IrcOptions { max_concurrent: 5, extra_registrations, seed_portals: 0, tap_marker: Some("p3 lattice to ") };
+    let options = IrcOptions {
+        max_concurrent: 5,
+        extra_registrations,
+        seed_portals: 0,
+        tap_marker: Some("p3 lattice to "),
+        privacy: "kick",
+    };
     let rig = IrcRig::start(bin_dir, options).await?;
     let irc = RawIrc::connect(rig.ircd.port(), "p3irc", &["#p3"], Tally::new("p3", "", true)).await?;
     let alice = rig.synapse.register_user("alice", false).await?;

@@ -71,6 +71,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P5) -> anyhow::Result<()> {
         extra_registrations: vec![],
         seed_portals: size.portals,
         tap_marker: None,
+        privacy: "kick",
     };
     let rig = IrcRig::start(bin_dir, options).await?;
     let observer = RawIrc::connect(rig.ircd.port(), "p5obs", &[], Tally::new("\u{0}", PUPPET_PREFIX, false)).await?;

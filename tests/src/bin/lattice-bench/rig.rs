@@ -48,6 +48,8 @@ pub(crate) struct IrcOptions {
     pub(crate) seed_portals: usize,
     /// Puts taps on the bridge's edges noting bodies that start with this (P3).
     pub(crate) tap_marker: Option<&'static str>,
+    /// The network's `privacy` setting: `kick` (the default, Libera.Chat's rule) or `off`.
+    pub(crate) privacy: &'static str,
 }
 
 impl IrcRig {
@@ -60,7 +62,7 @@ impl IrcRig {
             None => None,
         };
         let irc_port = irc_tap.as_ref().map_or(ircd.port(), |tap| tap.port);
-        let setup = BridgeSetup::new(bin_dir, dir.path(), irc_flavour(irc_port, options.max_concurrent))?;
+        let setup = BridgeSetup::new(bin_dir, dir.path(), irc_flavour(irc_port, &options))?;
         let into_bridge = match options.tap_marker {
             Some(marker) => {
                 let tap = Tap::start(host_port(&setup.url).to_owned(), marker).await?;
@@ -105,8 +107,9 @@ fn host_port(url: &str) -> &str {
 }
 
 /// The `lattice-irc` config: one network on the local ngircd, flood control off (a line bucket of a million, refilled
-/// a million per second), nicks up to 30 characters, quick reconnects.
-pub(crate) fn irc_flavour(port: u16, max_concurrent: usize) -> Flavour<'static> {
+/// a million per second), nicks up to 30 characters, quick reconnects, the privacy rule as `options` ask.
+pub(crate) fn irc_flavour(port: u16, options: &IrcOptions) -> Flavour<'static> {
+    let IrcOptions { max_concurrent, privacy, .. } = options;
     Flavour {
         binary: "lattice-irc",
         id: "lattice-irc-bench",
@@ -114,6 +117,7 @@ pub(crate) fn irc_flavour(port: u16, max_concurrent: usize) -> Flavour<'static> 
         section: format!(
             "  networks:\n    {NET}:\n      name: Bench\n      servers:\n        - host: 127.0.0.1\n          port: {port}\n          \
              tls: false\n      bot_nick: latticebot\n      max_nick_length: 30\n      auth: none\n      \
+             privacy: {privacy}\n      \
              flood:\n        burst: 1000000\n        lines_per_second: 1000000.0\n      \
              reconnect:\n        initial_delay_ms: 200\n        max_delay_secs: 5\n        max_concurrent: {max_concurrent}\n"
         ),
