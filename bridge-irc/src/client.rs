@@ -620,7 +620,7 @@ async fn session(
         if text.is_empty() {
             continue;
         }
-        let (own_nick, own_nick_folded) = (folded_nick.0.clone(), folded_nick.1.as_str());
+        let (own_nick, own_nick_folded) = (folded_nick.0.as_str(), folded_nick.1.as_str());
         let message = match Message::from_str(&text) {
             Ok(message) => message,
             Err(error) => {
@@ -811,9 +811,12 @@ async fn session(
             }
             _ => {}
         }
-        if wants(settings.forward, &message, &own_nick) {
-            let event =
-                ConnEvent::Message { owner: settings.owner.clone(), nick: own_nick, message: Box::new(message) };
+        if wants(settings.forward, &message, own_nick_folded) {
+            let event = ConnEvent::Message {
+                owner: settings.owner.clone(),
+                nick: own_nick.to_owned(),
+                message: Box::new(message),
+            };
             if events.send(event).await.is_err() {
                 return Ok(registered);
             }
@@ -829,11 +832,11 @@ async fn login_failed(settings: &Settings, events: &mpsc::Sender<ConnEvent>, err
     let _ = events.send(event).await;
 }
 
-/// Whether the owner asked for `message` (see [`Forward`]).
-fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
-    let own = casefold(own_nick);
-    // Answers to what the owner sent: echoes (`echo-message`) and replies carrying a `label`.
-    let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == own);
+/// Whether the owner asked for `message` (see [`Forward`]); `own` is the owner's nick casefolded.
+fn wants(forward: Forward, message: &Message, own: &str) -> bool {
+    // Answers to what the owner sent — echoes (`echo-message`) and replies carrying a `label` — and what the owner
+    // did, such as a nick change.
+    let from_self = message.source_nickname().is_some_and(|nick| casefolds_to(nick, own));
     if forward == Forward::Own && (tags::get(message, "label").is_some() || from_self) {
         return !matches!(message.command, Command::JOIN(..) | Command::PART(..) | Command::QUIT(..));
     }
@@ -841,13 +844,12 @@ fn wants(forward: Forward, message: &Message, own_nick: &str) -> bool {
         Forward::All => true,
         Forward::Own => match &message.command {
             Command::Raw(command, _) if command == "FAIL" => true,
-            Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => casefold(target) == own,
+            Command::PRIVMSG(target, _) | Command::NOTICE(target, _) => casefolds_to(target, own),
             // Client tags sent to the puppet alone (IRCv3 typing in a DM).
             Command::Raw(command, params) if command == "TAGMSG" => {
-                params.first().is_some_and(|target| casefold(target) == own)
+                params.first().is_some_and(|target| casefolds_to(target, own))
             }
-            Command::KICK(_, kicked, _) => casefold(kicked) == own,
-            Command::NICK(_) => message.source_nickname().is_some_and(|nick| casefold(nick) == own),
+            Command::KICK(_, kicked, _) => casefolds_to(kicked, own),
             // Why the server closed the connection (a K-line, a ban), for the user's removal notice.
             Command::ERROR(_) => true,
             Command::Response(response, _) => matches!(
