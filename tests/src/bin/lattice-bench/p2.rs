@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -23,6 +24,9 @@ use crate::{
     irc::{RawIrc, Tally, connect_many},
     rig::{IrcOptions, IrcRig},
 };
+
+/// How long any step of a run may take before it fails.
+const WAIT: Duration = Duration::from_secs(600);
 
 /// Sizes of a P2 run.
 pub(crate) struct P2 {
@@ -46,7 +50,6 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
     )
     .await?;
     let port = rig.ircd.port();
-    let wait = Duration::from_secs(600);
 
     // The limit: raw clients write the same lines, each its share in 100-line writes.
     let observer = RawIrc::connect(port, "p2obsraw", &["#p2raw"], Tally::new("p2 ", "", false)).await?;
@@ -72,8 +75,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
     for writer in writers {
         clients.push(writer.await??);
     }
-    observer.tally.wait(wait, "raw lines reaching the observer", |t| t.messages() >= size.messages).await?;
-    let raw_secs = (observer.tally.last_message().unwrap_or_else(Instant::now) - started).as_secs_f64();
+    let raw_secs = seconds_until_all(&observer, started, size.messages, "raw lines").await?;
     drop(clients);
 
     // The protocol's ceiling: the same transactions through a relay that keeps nothing.
@@ -84,8 +86,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
         .collect();
     let started = Instant::now();
     relay.pusher.push_all(events).await?;
-    observer.tally.wait(wait, "relayed lines reaching the observer", |t| t.messages() >= size.messages).await?;
-    let relay_secs = (observer.tally.last_message().unwrap_or_else(Instant::now) - started).as_secs_f64();
+    let relay_secs = seconds_until_all(&observer, started, size.messages, "relayed lines").await?;
     drop(relay);
 
     // Through the bridge: the puppets connect and join first (a membership event each), outside the timing.
@@ -95,7 +96,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
     let senders: Vec<String> = (0..size.senders).map(|i| format!("@p2s{i}:localhost")).collect();
     let joins = senders.iter().enumerate().map(|(i, user)| join_event(&room, user, &format!("p2s{i}"))).collect();
     rig.pusher.push_all(joins).await?;
-    observer.tally.wait(wait, "puppets joining #p2", |t| t.joins() >= size.senders).await?;
+    observer.tally.wait(WAIT, "puppets joining #p2", |t| t.joins() >= size.senders).await?;
 
     let events: Vec<_> = (0..size.messages)
         .map(|seq| message_event(&room, &senders[seq % size.senders], &format!("p2 message {seq}")))
@@ -104,8 +105,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
     let started = Instant::now();
     rig.pusher.push_all(events).await?;
     let acknowledged = started.elapsed().as_secs_f64();
-    observer.tally.wait(wait, "bridged lines reaching the observer", |t| t.messages() >= size.messages).await?;
-    let bridge_secs = (observer.tally.last_message().unwrap_or_else(Instant::now) - started).as_secs_f64();
+    let bridge_secs = seconds_until_all(&observer, started, size.messages, "bridged lines").await?;
     let cpu = rig.bridge.cpu_secs()? - cpu_before;
 
     let rate = |secs: f64| size.messages as f64 / secs;
@@ -126,6 +126,13 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
         cpu * 1e6 / size.messages as f64
     );
     Ok(())
+}
+
+/// How long after `started` the last of `messages` lines reached `observer` (`what` names them in a timeout).
+async fn seconds_until_all(observer: &RawIrc, started: Instant, messages: usize, what: &str) -> anyhow::Result<f64> {
+    let what = format!("{what} reaching the observer");
+    observer.tally.wait(WAIT, &what, |t| t.messages() >= messages).await?;
+    Ok((observer.tally.last_message().unwrap_or_else(Instant::now) - started).as_secs_f64())
 }
 
 /// An appservice that keeps nothing: each event of a transaction becomes a line on its sender's raw IRC connection,
@@ -191,7 +198,8 @@ async fn relay(
     let mut lines: HashMap<&str, String> = HashMap::new();
     for event in &transaction.events {
         let text = lines.entry(event.sender.as_str()).or_default();
-        text.push_str(&format!("PRIVMSG {} :{}\r\n", relaying.channel, event.content.body));
+        // Written in place: the relay stands for the least an appservice can do per line.
+        let _ = write!(text, "PRIVMSG {} :{}\r\n", relaying.channel, event.content.body);
     }
     for (sender, text) in lines {
         let client =
