@@ -3,7 +3,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Weak, atomic::Ordering},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -64,6 +67,8 @@ pub(crate) struct Runtime<C> {
     pub(crate) metrics_enabled: bool,
     bot_displayname: Option<String>,
     shutdown: watch::Sender<bool>,
+    /// The last Matrix queue item left from an earlier run: items up to it may have reached the network already.
+    replay_horizon: AtomicI64,
 }
 
 /// A bridge ready to serve. Build with [`Bridge::new`] (from a config) or [`Bridge::from_parts`], then
@@ -140,6 +145,7 @@ impl<C: Connector> Bridge<C> {
             metrics_enabled: settings.metrics_enabled,
             bot_displayname: settings.bot_displayname,
             shutdown,
+            replay_horizon: AtomicI64::new(0),
         });
         Ok(Self { runtime })
     }
@@ -174,6 +180,7 @@ impl<C: Connector> Bridge<C> {
         let runtime = self.runtime;
         let address = listener.local_addr().ok();
         let router = appservice::router(Arc::clone(&runtime));
+        runtime.replay_horizon.store(runtime.inbound.queue().last_seq().await?, Ordering::SeqCst);
         let resumed_matrix = runtime.inbound.resume().await?;
         let resumed_remote = runtime.handle.core().remote.get().expect("set at construction").resume().await?;
         tracing::info!(?address, resumed_matrix, resumed_remote, "appservice listening");
@@ -281,6 +288,13 @@ impl<C: Connector> Handler for InboundHandler<C> {
         let Some(mut event) = serde_json::from_str(&item.payload).ok().and_then(MatrixEvent::parse) else {
             return Outcome::GiveUp { reason: "not a room event".into() };
         };
+        if item.seq <= runtime.replay_horizon.load(Ordering::SeqCst) {
+            match runtime.delivered_before(&event).await {
+                Ok(true) => return Outcome::Done,
+                Ok(false) => {}
+                Err(error) => return Outcome::Retry { after: None, reason: error.to_string() },
+            }
+        }
         let confirmation = Arc::default();
         let handled = CONFIRMATION.scope(Arc::clone(&confirmation), runtime.handle_matrix_event(&mut event)).await;
         let confirmation = confirmation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
@@ -343,6 +357,18 @@ impl<C: Connector> Runtime<C> {
         }
         self.connector.handle_matrix_event(portal.as_ref(), event).await?;
         Ok(())
+    }
+
+    /// Whether an event left from an earlier run reached the network then: the connector recorded its delivery
+    /// (confirmed by the network) before the run ended, but not the removal of its queue item. Sending it again would
+    /// show it twice.
+    async fn delivered_before(&self, event: &MatrixEvent) -> Result<bool> {
+        let Some(event_id) = &event.event_id else { return Ok(false) };
+        let delivered = self.handle.core().store.was_delivered(event_id).await?;
+        if delivered {
+            tracing::info!(%event_id, room_id = %event.room_id, "not sending again: delivered before a restart");
+        }
+        Ok(delivered)
     }
 
     /// What handling `event` came to, telling its sender of a failure that will not be retried.

@@ -15,7 +15,7 @@ use irc::proto::{Command, Message, Response};
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
     net::TcpStream,
-    sync::{Notify, Semaphore, mpsc, watch},
+    sync::{Notify, Semaphore, mpsc, oneshot, watch},
 };
 
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
         tags,
     },
     line::{Line, worst_case_prefix},
+    receipt::{Receipt, Receipts},
 };
 
 /// How long a connection may stay silent before we PING it, and again before we give up on it.
@@ -131,8 +132,14 @@ struct ChannelState {
     refused: Option<String>,
 }
 
+/// A line for the flood-controlled queue, with the receipt to settle once the server has read it.
+struct Outgoing {
+    line: Line,
+    receipt: Option<oneshot::Sender<()>>,
+}
+
 struct SessionHandle {
-    sender: mpsc::Sender<Line>,
+    sender: mpsc::Sender<Outgoing>,
     urgent: mpsc::Sender<Line>,
     nick: String,
     prefix_len: usize,
@@ -212,10 +219,32 @@ impl Connection {
 
     /// Queues a line; fails at once if the connection is not registered (the caller retries later).
     pub(crate) async fn send(&self, line: Line) -> Result<(), NotConnected> {
+        self.queue(Outgoing { line, receipt: None }).await
+    }
+
+    /// Queues lines, in order, and returns a receipt that resolves once the server has read the last of them (see
+    /// [`crate::receipt`]); fails at once if the connection is not registered. The receipt fails if the connection
+    /// ends first: whether the server read them is then unknown.
+    pub(crate) async fn send_with_receipt(&self, lines: Vec<Line>) -> Result<Receipt, NotConnected> {
+        let (settle, receipt) = oneshot::channel();
+        let count = lines.len();
+        let mut settle = Some(settle);
+        for (index, line) in lines.into_iter().enumerate() {
+            let receipt = if index + 1 == count { settle.take() } else { None };
+            self.queue(Outgoing { line, receipt }).await?;
+        }
+        // No lines: nothing for the server to read.
+        if let Some(settle) = settle {
+            let _ = settle.send(());
+        }
+        Ok(receipt)
+    }
+
+    async fn queue(&self, outgoing: Outgoing) -> Result<(), NotConnected> {
         let sender = lock(&self.shared.session).as_ref().map(|session| session.sender.clone());
         let owner = || lock(&self.shared.settings).owner.clone();
         match sender {
-            Some(sender) => sender.send(line).await.map_err(|_| NotConnected(owner())),
+            Some(sender) => sender.send(outgoing).await.map_err(|_| NotConnected(owner())),
             None => Err(NotConnected(owner())),
         }
     }
@@ -451,38 +480,53 @@ impl Throttle {
 async fn write_lines(
     mut writer: tokio::io::WriteHalf<Box<dyn Stream>>,
     mut urgent: mpsc::Receiver<Line>,
-    mut normal: mpsc::Receiver<Line>,
+    mut normal: mpsc::Receiver<Outgoing>,
     flood: FloodConfig,
+    receipts: Arc<Mutex<Receipts>>,
 ) -> std::io::Result<()> {
     let mut throttle = Throttle::new(&flood);
+    let mut written = Vec::new();
     loop {
         let line = tokio::select! {
             biased;
-            line = urgent.recv() => line,
+            line = urgent.recv() => line.map(|line| Outgoing { line, receipt: None }),
             line = normal.recv() => {
                 throttle.take().await;
                 line
             }
         };
-        let Some(line) = line else { return Ok(()) };
+        let Some(Outgoing { line, receipt }) = line else { return Ok(()) };
+        written.extend(receipt);
         tracing::trace!(?line, "→ IRC");
-        let Some(next) = waiting_line(&mut urgent, &mut normal, &mut throttle) else {
-            writer.write_all(line.as_bytes()).await?;
-            continue;
-        };
-        // Lines already waiting go out in one write (a backlog would otherwise cost a system call per line). The
-        // buffer lives only as long as the backlog and grows with it, so an idle connection holds none and a
-        // connection's first lines (registration) do not each claim a full chunk.
-        let mut buffer = Vec::with_capacity(line.as_bytes().len() + next.as_bytes().len());
-        buffer.extend_from_slice(line.as_bytes());
-        buffer.extend_from_slice(next.as_bytes());
-        while buffer.len() < WRITE_CHUNK
-            && let Some(line) = waiting_line(&mut urgent, &mut normal, &mut throttle)
-        {
-            tracing::trace!(?line, "→ IRC");
-            buffer.extend_from_slice(line.as_bytes());
+        match waiting_line(&mut urgent, &mut normal, &mut throttle) {
+            None => writer.write_all(line.as_bytes()).await?,
+            Some(next) => {
+                // Lines already waiting go out in one write (a backlog would otherwise cost a system call per
+                // line). The buffer lives only as long as the backlog and grows with it, so an idle connection
+                // holds none and a connection's first lines (registration) do not each claim a full chunk.
+                let mut buffer = Vec::with_capacity(line.as_bytes().len() + next.line.as_bytes().len());
+                buffer.extend_from_slice(line.as_bytes());
+                let mut next = Some(next);
+                while let Some(Outgoing { line, receipt }) = next.take() {
+                    tracing::trace!(?line, "→ IRC");
+                    buffer.extend_from_slice(line.as_bytes());
+                    written.extend(receipt);
+                    if buffer.len() < WRITE_CHUNK {
+                        next = waiting_line(&mut urgent, &mut normal, &mut throttle);
+                    }
+                }
+                writer.write_all(&buffer).await?;
+            }
         }
-        writer.write_all(&buffer).await?;
+        if written.is_empty() {
+            continue;
+        }
+        let ping = lock(&receipts).written(written.drain(..));
+        if let Some(token) = ping
+            && let Ok(line) = Line::new("PING", &[&token], None)
+        {
+            writer.write_all(line.as_bytes()).await?;
+        }
     }
 }
 
@@ -492,11 +536,11 @@ const WRITE_CHUNK: usize = 16 * 1024;
 /// A line that can go out now without waiting: an urgent one, or a normal one the flood bucket has a token for.
 fn waiting_line(
     urgent: &mut mpsc::Receiver<Line>,
-    normal: &mut mpsc::Receiver<Line>,
+    normal: &mut mpsc::Receiver<Outgoing>,
     throttle: &mut Throttle,
-) -> Option<Line> {
+) -> Option<Outgoing> {
     if let Ok(line) = urgent.try_recv() {
-        return Some(line);
+        return Some(Outgoing { line, receipt: None });
     }
     if normal.is_empty() || !throttle.try_take() {
         return None;
@@ -526,8 +570,10 @@ async fn session(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let (reader, writer) = tokio::io::split(stream);
     let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
-    let (normal_tx, normal_rx) = mpsc::channel::<Line>(64);
-    let mut writer_task = tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood));
+    let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
+    let receipts = Arc::new(Mutex::new(Receipts::default()));
+    let mut writer_task =
+        tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts)));
     let urgent = |line: Result<Line, crate::line::LineError>| {
         if let Ok(line) = line {
             let _ = urgent_tx.try_send(line);
@@ -632,6 +678,13 @@ async fn session(
         let from_self = message.source_nickname().is_some_and(|nick| casefolds_to(nick, own_nick_folded));
         match &message.command {
             Command::PING(token, _) => urgent(Line::new("PONG", &[], Some(token))),
+            Command::PONG(first, second) => {
+                let token = second.as_deref().unwrap_or(first);
+                let next = lock(&receipts).ponged(token);
+                if let Some(next) = next {
+                    urgent(Line::new("PING", &[&next], None));
+                }
+            }
             Command::Response(Response::RPL_WELCOME, params) => {
                 registered = true;
                 caps.registered();

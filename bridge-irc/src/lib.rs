@@ -8,6 +8,7 @@ mod client;
 mod commands;
 pub mod config;
 pub mod connector;
+mod delivery;
 mod ghosts;
 mod ident;
 mod ids;
@@ -18,6 +19,7 @@ mod network;
 mod plumbing;
 mod privacy;
 mod provisioning;
+mod receipt;
 mod spam;
 mod style;
 

@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use crate::{
     client::{ChannelStatus, ConnEvent, Connection, Forward, Login, Settings},
     config::{AuthMethod, EditStyle, IrcSection, NetworkConfig, RedactionStyle},
+    delivery::{Confirmation, Deliveries, Sending},
     ghosts,
     ident::IdentRegistry,
     ids::{
@@ -135,6 +136,8 @@ pub(crate) struct Network {
     pub(crate) privacy: Privacy,
     /// Per-user spam limits on Matrix → IRC messages.
     spam: SpamGuard,
+    /// Matrix events sent to IRC, waiting for the server to confirm them.
+    deliveries: Deliveries,
     /// Lines puppets sent, waiting for their echo (`echo-message`).
     echoes: Mutex<Echoes>,
     /// People gone in a netsplit, and the notices being collected.
@@ -186,6 +189,7 @@ impl Network {
             Arc::clone(&connecting),
         );
         let privacy_bridge = bridge.clone();
+        let deliveries_bridge = bridge.clone();
         let puppets = Arc::new(DashMap::new());
         let network = Arc::new(Self {
             id: id.into(),
@@ -216,6 +220,7 @@ impl Network {
                 puppets,
             ),
             spam: SpamGuard::new(config.spam, &config.name),
+            deliveries: Deliveries::new(deliveries_bridge, &config.name, config.flood.lines_per_second),
             echoes: Mutex::new(Echoes::new(ECHO_TIMEOUT)),
             netsplits: Mutex::new(Netsplits::new(NETSPLIT_DEBOUNCE, NETSPLIT_HOLD)),
             typing: Mutex::new(HashMap::new()),
@@ -923,13 +928,14 @@ impl Network {
             }
             Command::Raw(_, _) | Command::Response(..) if !from_self && label.is_some() => {
                 // labeled-response: an error reply to a labelled line (404 ERR_CANNOTSENDTOCHAN, FAIL …).
-                let failed = lock(&self.echoes).failed(label.unwrap_or_default());
+                let reason = match &message.command {
+                    Command::Response(_, params) | Command::Raw(_, params) => params.last().cloned(),
+                    _ => None,
+                };
+                let reason = reason.as_deref().unwrap_or("the IRC server refused it");
+                let failed = lock(&self.echoes).failed(label.unwrap_or_default(), reason);
                 if let Some(sent) = failed {
-                    let reason = match &message.command {
-                        Command::Response(_, params) | Command::Raw(_, params) => params.last().cloned(),
-                        _ => None,
-                    };
-                    self.tell_undelivered(&sent, reason.as_deref().unwrap_or("the IRC server refused it")).await;
+                    self.tell_undelivered(&sent, reason).await;
                     return;
                 }
             }
@@ -1257,25 +1263,29 @@ impl Network {
                     Some(batch) => batch,
                     None => self.tag_lines(&puppet, lines, sent.as_ref(), reply_msgid.as_deref())?,
                 };
-                for line in lines {
-                    if let Err(error) = puppet.send(line).await {
+                // Waited for before a line goes out, so an echo cannot come before anyone waits for it.
+                let echo = sent.as_ref().map(|sent| lock(&self.echoes).confirmation(&sent.event_id));
+                let confirmation = match self.send_lines(&puppet, lines, echo.is_none()).await {
+                    Ok(receipt) => echo.map(Confirmation::Echo).or(receipt.map(Confirmation::Receipt)),
+                    Err(error) => {
                         // The runtime sends the whole message again later: stop waiting for this attempt's echoes.
                         if let Some(event_id) = &event.event_id {
                             lock(&self.echoes).forget(event_id);
                         }
-                        return Err(transient(error.to_string()));
+                        return Err(error);
                     }
-                }
+                };
                 self.touch(sender, Some(&event.room_id));
-                if let (Some(event_id), Some(nick)) = (&event.event_id, puppet.nick()) {
-                    self.bridge.store().map_message(MessageMapping {
-                        event_id: event_id.clone(),
-                        room_id: portal.room_id.clone(),
-                        portal_key: portal.remote_key.clone(),
-                        remote_id: format!("{nick}/{event_id}"),
-                    });
-                }
-                Ok(())
+                let record = event.event_id.as_ref().zip(puppet.nick()).map(|(event_id, nick)| MessageMapping {
+                    event_id: event_id.clone(),
+                    room_id: portal.room_id.clone(),
+                    portal_key: portal.remote_key.clone(),
+                    remote_id: format!("{nick}/{event_id}"),
+                });
+                let Some(confirmation) = confirmation else { return Ok(()) };
+                let sending =
+                    Sending { confirmation, record, sender: sender.to_owned(), room_id: event.room_id.clone() };
+                self.deliveries.confirm(sending).await
             }
             MatrixEventKind::Edit { target: edited, new_content } => {
                 // IRC has no edits: one line, as people write corrections by hand, never the whole message again.
@@ -1301,10 +1311,8 @@ impl Network {
                 let correction = sed.unwrap_or_else(|| format!("* {first_line}"));
                 let lines = text_lines(target.name(), TextKind::Privmsg, &correction, puppet.prefix_len())
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                if let Some(line) = lines.into_iter().next() {
-                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
-                }
-                Ok(())
+                let first = lines.into_iter().take(1).collect();
+                self.deliver(&puppet, first, sender, &event.room_id).await
             }
             MatrixEventKind::Reaction { target: reacted, key } => {
                 // +draft/react (IRCv3 message-tags): a TAGMSG naming the message by its msgid.
@@ -1322,8 +1330,7 @@ impl Network {
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?
                     .tagged(&[("+draft/react", Some(key)), ("+draft/reply", Some(&msgid))])
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
-                Ok(())
+                self.deliver(&puppet, vec![line], sender, &event.room_id).await
             }
             MatrixEventKind::Redaction { target: redacted, reason } => {
                 // draft/message-redaction, where the server offers it, removes the line on IRC too.
@@ -1333,8 +1340,7 @@ impl Network {
                 {
                     let line = Line::new("REDACT", &[target.name(), &msgid], reason.as_deref())
                         .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
-                    return Ok(());
+                    return self.deliver(&puppet, vec![line], sender, &event.room_id).await;
                 }
                 // IRC cannot unsay a line; a notice at most, and only for what reached IRC.
                 if self.config.messages.redactions == RedactionStyle::Ignore || redacted.remote_ids.is_empty() {
@@ -1343,10 +1349,7 @@ impl Network {
                 let Some(puppet) = self.puppets.get(sender).map(|entry| entry.clone()) else { return Ok(()) };
                 let lines = text_lines(target.name(), TextKind::Notice, "deleted a message", puppet.prefix_len())
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                for line in lines {
-                    puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
-                }
-                Ok(())
+                self.deliver(&puppet, lines, sender, &event.room_id).await
             }
             MatrixEventKind::Membership { user_id, membership, displayname, .. } => {
                 let Target::Channel(channel) = &target else { return Ok(()) };
@@ -1390,12 +1393,36 @@ impl Network {
                 self.joined(&puppet, channel).await?;
                 let line = Line::new("TOPIC", &[channel], Some(topic))
                     .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-                puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
                 self.bridge.store().set_portal_topic(&portal.remote_key, Some(topic)).await?;
-                Ok(())
+                self.deliver(&puppet, vec![line], sender, &event.room_id).await
             }
             _ => Ok(()),
         }
+    }
+
+    /// Queues lines on a puppet, in order; with `receipt`, returns what resolves once the server has read them.
+    async fn send_lines(
+        &self,
+        puppet: &Connection,
+        lines: Vec<Line>,
+        receipt: bool,
+    ) -> ConnectorResult<Option<crate::receipt::Receipt>> {
+        if receipt {
+            return puppet.send_with_receipt(lines).await.map(Some).map_err(|error| transient(error.to_string()));
+        }
+        for line in lines {
+            puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+        }
+        Ok(None)
+    }
+
+    /// Sends a Matrix event's lines (an edit, a reaction, a topic) and leaves its queue item until the server has
+    /// read them.
+    async fn deliver(&self, puppet: &Connection, lines: Vec<Line>, sender: &str, room_id: &str) -> ConnectorResult<()> {
+        let Some(receipt) = self.send_lines(puppet, lines, true).await? else { return Ok(()) };
+        let confirmation = Confirmation::Receipt(receipt);
+        let sending = Sending { confirmation, record: None, sender: sender.to_owned(), room_id: room_id.to_owned() };
+        self.deliveries.confirm(sending).await
     }
 
     /// How long the flood throttle of a connection on this network takes per line.

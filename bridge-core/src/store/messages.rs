@@ -26,6 +26,22 @@ impl Store {
         self.defer(Operation::MapMessage { mapping, recorded_at: now_ms() });
     }
 
+    /// Records the mapping of a Matrix event the network confirmed it has, and waits until it is durable: a replay
+    /// of the event after a crash then finds it delivered ([`Store::was_delivered`]) instead of sending it again.
+    pub async fn record_delivery(&self, mapping: MessageMapping) -> Result<()> {
+        self.grouped(Operation::MapMessage { mapping, recorded_at: now_ms() }).await
+    }
+
+    /// Whether a Matrix event reached the network in an earlier run of the bridge: a mapping of it was committed.
+    /// Reads only what is committed (what a replay looks for was committed by the run before, or never).
+    pub async fn was_delivered(&self, event_id: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM message_map WHERE event_id = $1 LIMIT 1")
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The Matrix event a remote message became; the latest one when the remote ID was used again (a reaction
     /// withdrawn and given again).
     pub async fn event_for_remote(&self, portal_key: &str, remote_id: &str) -> Result<Option<String>> {

@@ -310,6 +310,14 @@ impl Queue {
             .await?)
     }
 
+    /// The highest sequence number of an item waiting now, or 0: at start, items up to it are left from an earlier
+    /// run and may have been handled (but not yet removed) before it stopped.
+    pub async fn last_seq(&self) -> Result<i64> {
+        let last: Option<i64> =
+            sqlx::query_scalar(self.kind.sql("SELECT MAX(seq) FROM {table}")).fetch_one(self.store.pool()).await?;
+        Ok(last.unwrap_or(0))
+    }
+
     /// How many items wait in the whole queue.
     pub async fn depth(&self) -> Result<i64> {
         Ok(sqlx::query_scalar(self.kind.sql("SELECT COUNT(*) FROM {table}")).fetch_one(self.store.pool()).await?)

@@ -6,15 +6,16 @@
 //! bridge then records in the message map. An error reply with the label (`404 ERR_CANNOTSENDTOCHAN`, a `FAIL`), or
 //! no echo within the timeout, means the line did not arrive: the Matrix sender is told. The timeout counts from
 //! when the line can leave the connection's flood throttle (each line waiting ahead of it from the same puppet
-//! adds one throttle interval), so a burst of messages is not reported late. [`Echoes`] holds the waiting lines,
-//! free of I/O.
+//! adds one throttle interval), so a burst of messages is not reported late. A Matrix message's queue item waits
+//! for what its lines came to ([`Echoes::confirmation`]): it leaves the queue only once the server echoed them all,
+//! refused one, or let the timeout pass. [`Echoes`] holds the waiting lines, free of I/O.
 
 use std::{
     collections::{HashMap, VecDeque},
     time::Duration,
 };
 
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 
 /// The Matrix message a line belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,17 @@ struct Waiting {
     deadline: Instant,
 }
 
+/// What a Matrix message's lines came to on IRC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Echoed {
+    /// Every line came back: the server took them.
+    Delivered,
+    /// The server refused a line, saying why; the sender has been told.
+    Refused(String),
+    /// A line never came back within the timeout; the sender has been told.
+    Missing,
+}
+
 /// Lines waiting for their echo, across a network's puppets.
 #[derive(Debug)]
 pub(crate) struct Echoes {
@@ -47,12 +59,43 @@ pub(crate) struct Echoes {
     labelled: HashMap<String, Waiting>,
     /// Without labels: (target, text), oldest first.
     unlabelled: VecDeque<(String, String, Waiting)>,
+    /// Who waits for what each Matrix message's lines came to, by event ID.
+    waiters: HashMap<String, oneshot::Sender<Echoed>>,
 }
 
 impl Echoes {
     /// Waits `timeout` for each echo.
     pub(crate) fn new(timeout: Duration) -> Self {
-        Self { timeout, next_label: 0, labelled: HashMap::new(), unlabelled: VecDeque::new() }
+        Self { timeout, next_label: 0, labelled: HashMap::new(), unlabelled: VecDeque::new(), waiters: HashMap::new() }
+    }
+
+    /// What the lines of the Matrix message `event_id`, noted with [`Echoes::expect`] before, come to. Dropped
+    /// unresolved when the message is forgotten (it is sent again as a whole).
+    pub(crate) fn confirmation(&mut self, event_id: &str) -> oneshot::Receiver<Echoed> {
+        let (settle, confirmation) = oneshot::channel();
+        match self.is_waiting_for(event_id) {
+            true => {
+                self.waiters.insert(event_id.to_owned(), settle);
+            }
+            false => {
+                let _ = settle.send(Echoed::Delivered);
+            }
+        }
+        confirmation
+    }
+
+    fn is_waiting_for(&self, event_id: &str) -> bool {
+        self.labelled
+            .values()
+            .chain(self.unlabelled.iter().map(|(.., waiting)| waiting))
+            .any(|waiting| waiting.sent.event_id == event_id)
+    }
+
+    /// Tells the waiter of `event_id`, if any, what its lines came to.
+    fn settle(&mut self, event_id: &str, echoed: Echoed) {
+        if let Some(waiter) = self.waiters.remove(event_id) {
+            let _ = waiter.send(echoed);
+        }
     }
 
     /// Notes a line about to be sent by `owner`'s puppet, whose throttle lets a line out every `interval`;
@@ -85,18 +128,25 @@ impl Echoes {
 
     /// An echo of one of `owner`'s lines arrived: the Matrix message it belonged to, if we were waiting for it.
     pub(crate) fn echoed(&mut self, owner: &str, label: Option<&str>, target: &str, text: &str) -> Option<Sent> {
-        if let Some(label) = label {
-            return self.labelled.remove(label).map(|waiting| waiting.sent);
+        let sent = match label {
+            Some(label) => self.labelled.remove(label).map(|waiting| waiting.sent)?,
+            None => {
+                let index = self.unlabelled.iter().position(|(to, line, waiting)| {
+                    waiting.owner == owner && to.eq_ignore_ascii_case(target) && line == text
+                })?;
+                self.unlabelled.remove(index).map(|(_, _, waiting)| waiting.sent)?
+            }
+        };
+        if !self.is_waiting_for(&sent.event_id) {
+            self.settle(&sent.event_id, Echoed::Delivered);
         }
-        let index = self.unlabelled.iter().position(|(to, line, waiting)| {
-            waiting.owner == owner && to.eq_ignore_ascii_case(target) && line == text
-        })?;
-        self.unlabelled.remove(index).map(|(_, _, waiting)| waiting.sent)
+        Some(sent)
     }
 
     /// An error reply carrying `label` arrived: the Matrix message failed; its other lines are not waited for.
-    pub(crate) fn failed(&mut self, label: &str) -> Option<Sent> {
+    pub(crate) fn failed(&mut self, label: &str, reason: &str) -> Option<Sent> {
         let sent = self.labelled.remove(label)?.sent;
+        self.settle(&sent.event_id, Echoed::Refused(reason.to_owned()));
         self.forget(&sent.event_id);
         Some(sent)
     }
@@ -109,6 +159,7 @@ impl Echoes {
         out.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         out.dedup_by(|a, b| a.event_id == b.event_id);
         for sent in &out {
+            self.settle(&sent.event_id, Echoed::Missing);
             self.forget(&sent.event_id);
         }
         out
@@ -123,6 +174,7 @@ impl Echoes {
     pub(crate) fn forget(&mut self, event_id: &str) {
         self.labelled.retain(|_, waiting| waiting.sent.event_id != event_id);
         self.unlabelled.retain(|(.., waiting)| waiting.sent.event_id != event_id);
+        self.waiters.remove(event_id);
     }
 }
 
@@ -144,8 +196,8 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(echoes.echoed("@a:x", Some(&first), "#c", "one"), Some(sent("$1")));
         assert_eq!(echoes.echoed("@a:x", Some(&first), "#c", "one"), None, "settled once");
-        assert_eq!(echoes.failed(&second), Some(sent("$2")));
-        assert_eq!(echoes.failed(&third), None, "the message's other lines are forgotten");
+        assert_eq!(echoes.failed(&second, "no"), Some(sent("$2")));
+        assert_eq!(echoes.failed(&third, "no"), None, "the message's other lines are forgotten");
         assert!(echoes.is_idle());
     }
 
@@ -176,5 +228,32 @@ mod tests {
         assert_eq!(echoes.expired(now + Duration::from_secs(10)), [sent("$00"), sent("$b")]);
         assert_eq!(echoes.expired(now + Duration::from_secs(38)).len(), 28);
         assert_eq!(echoes.expired(now + Duration::from_secs(39)), [sent("$29")]);
+    }
+
+    #[test]
+    fn a_message_is_confirmed_once_all_its_lines_came_back_or_one_failed() {
+        let now = Instant::now();
+        let mut echoes = Echoes::new(Duration::from_secs(10));
+        let first = echoes.expect("@a:x", "#c", "one", sent("$1"), true, Duration::ZERO, now).unwrap();
+        let second = echoes.expect("@a:x", "#c", "one, line 2", sent("$1"), true, Duration::ZERO, now).unwrap();
+        let refused = echoes.expect("@a:x", "#c", "two", sent("$2"), true, Duration::ZERO, now).unwrap();
+        echoes.expect("@a:x", "#c", "three", sent("$3"), false, Duration::ZERO, now);
+        echoes.expect("@a:x", "#c", "four", sent("$4"), false, Duration::ZERO, now);
+        let mut one = echoes.confirmation("$1");
+        let mut two = echoes.confirmation("$2");
+        let mut three = echoes.confirmation("$3");
+        let mut four = echoes.confirmation("$4");
+        assert_eq!(echoes.confirmation("$none").try_recv(), Ok(Echoed::Delivered), "nothing to wait for");
+
+        echoes.echoed("@a:x", Some(&first), "#c", "one");
+        assert!(one.try_recv().is_err(), "a line is still out");
+        echoes.echoed("@a:x", Some(&second), "#c", "one, line 2");
+        assert_eq!(one.try_recv(), Ok(Echoed::Delivered));
+        echoes.failed(&refused, "Cannot send to channel");
+        assert_eq!(two.try_recv(), Ok(Echoed::Refused("Cannot send to channel".into())));
+        echoes.forget("$3");
+        assert_eq!(three.try_recv(), Err(oneshot::error::TryRecvError::Closed), "sent again as a whole");
+        echoes.expired(now + Duration::from_secs(11));
+        assert_eq!(four.try_recv(), Ok(Echoed::Missing));
     }
 }

@@ -1,0 +1,122 @@
+//! Matrix → IRC delivery: a Matrix event's queue item stays in the runtime's durable queue until the IRC server has
+//! its lines, so lines held back by flood control, or written but not yet read by the server when the bridge dies,
+//! go out again after a restart.
+//!
+//! The server has a line once it echoes it (`echo-message`, see [`crate::ircv3::echo`]) or, on servers without
+//! echoes, once the `PONG` of a `PING` written after it came back ([`crate::receipt`]). A delivered message's remote
+//! ID is then recorded durably before its item is settled, so a replay after a crash finds it delivered and does not
+//! send it twice. A sender whose messages wait behind flood control for more than [`QUEUED_NOTICE_AFTER`] is told
+//! once, in the room, that they are on their way.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use lattice_bridge_core::{
+    BridgeHandle,
+    connector::{ConnectorError, ConnectorResult, confirm_later},
+    store::MessageMapping,
+};
+use tokio::sync::oneshot;
+
+use crate::{ircv3::echo::Echoed, receipt::Receipt};
+
+/// How long a message may wait for the server before its sender hears that it is queued.
+pub(crate) const QUEUED_NOTICE_AFTER: Duration = Duration::from_secs(5);
+/// How long after such a notice the same sender is not told again.
+const QUEUED_NOTICE_QUIET: Duration = Duration::from_secs(300);
+
+/// What a sent event waits for before its queue item is settled.
+pub(crate) enum Confirmation {
+    /// The echoes of its lines.
+    Echo(oneshot::Receiver<Echoed>),
+    /// The server's reading of its lines.
+    Receipt(Receipt),
+}
+
+impl Confirmation {
+    /// Whether the server has the lines: `Ok(true)` delivered, `Ok(false)` refused or lost with the sender told,
+    /// an error when the connection ended first (the event is sent again).
+    async fn wait(self) -> ConnectorResult<bool> {
+        let lost = |_| ConnectorError::transient("the IRC connection ended before the server confirmed the lines");
+        match self {
+            Self::Echo(echo) => Ok(echo.await.map_err(lost)? == Echoed::Delivered),
+            Self::Receipt(receipt) => receipt.await.map(|()| true).map_err(lost),
+        }
+    }
+}
+
+/// One sent Matrix event, waiting for its confirmation.
+pub(crate) struct Sending {
+    /// What it waits for.
+    pub(crate) confirmation: Confirmation,
+    /// The remote ID to record once delivered (new messages; other events are not looked up by their own ID).
+    pub(crate) record: Option<MessageMapping>,
+    /// Its sender, to tell when it waits long.
+    pub(crate) sender: String,
+    /// Its room.
+    pub(crate) room_id: String,
+}
+
+/// Confirms a network's deliveries, and tells senders whose messages queue up.
+#[derive(Clone)]
+pub(crate) struct Deliveries {
+    bridge: BridgeHandle,
+    network_name: String,
+    lines_per_second: f64,
+    /// Matrix user → when they were last told their messages are queued.
+    told: Arc<DashMap<String, Instant>>,
+}
+
+impl Deliveries {
+    /// Deliveries on the network named `network_name`, whose flood control lets `lines_per_second` through.
+    pub(crate) fn new(bridge: BridgeHandle, network_name: &str, lines_per_second: f64) -> Self {
+        Self { bridge, network_name: network_name.to_owned(), lines_per_second, told: Arc::default() }
+    }
+
+    /// Hands the runtime what `sending` comes to: its queue item stays until the server confirmed it. Outside the
+    /// runtime's handling (a command's line, say), waits for it here.
+    pub(crate) async fn confirm(&self, sending: Sending) -> ConnectorResult<()> {
+        match confirm_later(self.clone().settle(sending)) {
+            Ok(()) => Ok(()),
+            Err(confirmation) => confirmation.await,
+        }
+    }
+
+    async fn settle(self, sending: Sending) -> ConnectorResult<()> {
+        let Sending { confirmation, record, sender, room_id } = sending;
+        let waiting = confirmation.wait();
+        tokio::pin!(waiting);
+        let delivered = tokio::select! {
+            delivered = &mut waiting => delivered,
+            () = tokio::time::sleep(QUEUED_NOTICE_AFTER) => {
+                self.tell_queued(&sender, &room_id).await;
+                waiting.await
+            }
+        }?;
+        if delivered && let Some(mapping) = record {
+            // Durable before the item is settled: a replay after a crash finds the message delivered.
+            self.bridge.store().record_delivery(mapping).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells `sender` once in a while that their messages wait behind the network's flood control.
+    async fn tell_queued(&self, sender: &str, room_id: &str) {
+        let now = Instant::now();
+        let quiet = self.told.get(sender).is_some_and(|at| now.duration_since(*at) < QUEUED_NOTICE_QUIET);
+        if quiet {
+            return;
+        }
+        self.told.insert(sender.to_owned(), now);
+        let text = format!(
+            "{sender}: your messages are queued: {} lets {} lines per second through. They will arrive in order.",
+            self.network_name, self.lines_per_second
+        );
+        if let Err(error) = self.bridge.notice(room_id, &text).await {
+            tracing::warn!(network = %self.network_name, %room_id, %error, "cannot tell a sender their messages wait");
+        }
+    }
+}
