@@ -63,6 +63,12 @@ impl ServerProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// `kill -9`: ends the process at once, without running any of its shutdown code, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL when it still runs after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         if self.exit_status().is_some() {

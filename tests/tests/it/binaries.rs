@@ -12,7 +12,7 @@ use lattice_e2e::{ServerProcess, Synapse, free_port, workspace_root};
 use serde_yaml::Value;
 
 /// Builds a binary of the workspace with the cargo that runs these tests, and returns its path.
-fn build_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())

@@ -4,3 +4,4 @@ mod binaries;
 mod bridge;
 mod durability;
 mod harness;
+mod irc_crash;

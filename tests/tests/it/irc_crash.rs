@@ -1,0 +1,223 @@
+//! Crash safety of Matrix → IRC delivery with the shipped `lattice-irc run`: Matrix users stream numbered messages
+//! into an IRC portal under the sample config's flood control (burst 5, 2 lines/s per connection), the bridge is
+//! killed with `kill -9` at random points and started again, and an IRC client in the channel counts what arrived:
+//! nothing lost, each sender's order kept, and doubles only where a line was written but its confirmation (echo,
+//! or the `PONG` after it) had not come back when the process died.
+//!
+//! The kill points come from a seed: `LATTICE_CRASH_SEED` picks it, else it is random and printed.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, ensure};
+use lattice_e2e::{
+    MatrixUser, ServerProcess, Synapse, free_port,
+    ircd::{IrcTestClient, Ircd},
+    workspace_root,
+};
+use rand::{Rng as _, SeedableRng as _};
+use serde_yaml::Value;
+
+use crate::binaries::build_binary;
+
+/// Matrix users sending, each through their own puppet with its own flood bucket.
+const SENDERS: usize = 10;
+/// Messages each sends.
+const PER_SENDER: usize = 100;
+/// Kills during the stream.
+const KILLS: usize = 2;
+/// How long the whole stream may take to arrive: 1,000 lines at 20 lines/s, two restarts and reconnects.
+const ARRIVAL: Duration = Duration::from_secs(300);
+/// The channel.
+const CHANNEL: &str = "#crash";
+
+/// The IRC sample config pointed at `homeserver` and the IRC server on `irc_port`, with its files in `dir`. The
+/// flood control stays the sample's; per-user spam limits and the privacy rule are off (they hold back or remove
+/// senders on purpose, which this test does not measure).
+fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<PathBuf> {
+    let sample = std::fs::read_to_string(workspace_root().join("bridge-irc/config.sample.yaml"))?;
+    let mut config: Value = serde_yaml::from_str(&sample)?;
+    config["homeserver"]["url"] = homeserver.into();
+    config["appservice"]["port"] = u64::from(port).into();
+    config["permissions"]["admins"] = Value::Sequence(vec!["@admin:localhost".into()]);
+    let mut network = config["bridge"]["networks"]["libera"].clone();
+    network["name"] = "Test IRC".into();
+    network["servers"] = serde_yaml::from_str(&format!("[{{host: 127.0.0.1, port: {irc_port}, tls: false}}]"))?;
+    network["max_nick_length"] = 30.into();
+    network["auth"] = "none".into();
+    network["privacy"] = "off".into();
+    network["spam"] = serde_yaml::from_str("{messages_per_minute: 0, burst: 0, max_lines_per_message: 0}")?;
+    network["reconnect"] = serde_yaml::from_str("{initial_delay_ms: 200, max_delay_secs: 2, max_concurrent: 5}")?;
+    let mut networks = serde_yaml::Mapping::new();
+    networks.insert("test".into(), network);
+    config["bridge"]["networks"] = Value::Mapping(networks);
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+/// `lattice-irc run` on `config`, with its output in `dir`; waits for the homeserver's ping to reach it.
+async fn start_bridge(binary: &Path, config: &Path, dir: &Path, run: usize) -> anyhow::Result<ServerProcess> {
+    let log = dir.join(format!("lattice-irc-{run}.log"));
+    let mut command = Command::new(binary);
+    command.arg("run").arg("-c").arg(config).env("RUST_LOG", "info").stdin(Stdio::null());
+    let mut bridge = ServerProcess::spawn("lattice-irc", &mut command, &log)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("appservice ping succeeded") {
+        ensure!(bridge.exit_status().is_none(), "lattice-irc exited: {}", bridge.log_tail(40));
+        ensure!(tokio::time::Instant::now() < deadline, "no successful ping within 60 s: {}", bridge.log_tail(40));
+        // Polling another process's log: there is nothing to be notified by.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(bridge)
+}
+
+/// The numbered messages the IRC client has seen in the channel, as (sender, number), in arrival order.
+fn arrived(observer: &IrcTestClient) -> Vec<(usize, usize)> {
+    observer
+        .pending()
+        .iter()
+        .filter_map(|line| line.split_once(&format!(" PRIVMSG {CHANNEL} :")).map(|(_, text)| text))
+        .filter_map(|text| {
+            let (sender, number) = text.strip_prefix("crash ")?.split_once('/')?;
+            Some((sender.parse().ok()?, number.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What arrived, counted against what was sent.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    lost: usize,
+    doubled: usize,
+    out_of_order: usize,
+}
+
+fn tally(arrived: &[(usize, usize)]) -> Tally {
+    let mut per_sender: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &(sender, number) in arrived {
+        per_sender.entry(sender).or_default().push(number);
+    }
+    let mut tally = Tally::default();
+    for sender in 0..SENDERS {
+        let numbers = per_sender.remove(&sender).unwrap_or_default();
+        let mut seen = vec![false; PER_SENDER];
+        let mut last_new = None;
+        for number in numbers {
+            match seen.get_mut(number) {
+                Some(true) => tally.doubled += 1,
+                Some(slot) => {
+                    *slot = true;
+                    // A first arrival must come after every earlier first arrival of the sender's.
+                    if last_new.is_some_and(|last| number < last) {
+                        tally.out_of_order += 1;
+                    }
+                    last_new = Some(number);
+                }
+                None => tally.out_of_order += 1,
+            }
+        }
+        tally.lost += seen.iter().filter(|seen| !**seen).count();
+    }
+    tally
+}
+
+async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
+    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
+    println!("{server}: seed {seed} (LATTICE_CRASH_SEED={seed} repeats these kill points)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", port, ircd.port())?;
+    let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
+    ensure!(status.success(), "generate-registration failed");
+    let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
+    write_config(dir.path(), synapse.url(), port, ircd.port())?;
+    let mut bridge = start_bridge(&binary, &config, dir.path(), 0).await?;
+
+    let observer = IrcTestClient::connect(ircd.port(), "observer").await?;
+    observer.join(CHANNEL).await?;
+    let alias = format!("#irc_test_{CHANNEL}:localhost");
+    let mut senders: Vec<MatrixUser> = Vec::new();
+    let mut room_id = String::new();
+    for index in 0..SENDERS {
+        let user = synapse.register_user(&format!("crash{index}"), false).await?;
+        room_id = user.join(&alias).await.with_context(|| format!("crash{index} joining {alias}"))?;
+        senders.push(user);
+    }
+    let streams: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let room_id = room_id.clone();
+            tokio::spawn(async move {
+                for number in 0..PER_SENDER {
+                    user.send_text(&room_id, &format!("crash {index}/{number}")).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+
+    // Kill points: after a random share of the stream has reached IRC, between a tenth and nine tenths of it.
+    let total = SENDERS * PER_SENDER;
+    let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
+    points.sort_unstable();
+    for (run, point) in points.into_iter().enumerate() {
+        let deadline = tokio::time::Instant::now() + ARRIVAL;
+        while arrived(&observer).len() < point {
+            ensure!(tokio::time::Instant::now() < deadline, "{point} lines did not arrive: {}", bridge.log_tail(30));
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
+        }
+        bridge.kill();
+        println!("{server}: killed the bridge after {} lines arrived", arrived(&observer).len());
+        bridge = start_bridge(&binary, &config, dir.path(), run + 1).await?;
+    }
+    for stream in streams {
+        stream.await??;
+    }
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    while tally(&arrived(&observer)).lost > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A little longer, so a late double shows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counted = tally(&arrived(&observer));
+    println!("{server}: {total} sent, {counted:?}");
+    ensure!(counted.lost == 0, "{counted:?}; bridge log: {}", bridge.log_tail(40));
+    ensure!(counted.out_of_order == 0, "{counted:?}");
+    Ok(counted)
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_on_ngircd_when_the_bridge_is_killed_twice() -> anyhow::Result<()> {
+    let counted = stream_with_kills(Ircd::ngircd().await?, "ngircd").await?;
+    // Without echoes, a line the server read but whose PONG had not come back is sent again: at most the lines a
+    // puppet wrote within one round trip, which flood control keeps to its burst.
+    ensure!(counted.doubled <= KILLS * SENDERS * 5, "{counted:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_on_inspircd_when_the_bridge_is_killed_twice() -> anyhow::Result<()> {
+    let counted = stream_with_kills(Ircd::inspircd().await?, "InspIRCd").await?;
+    ensure!(counted.doubled <= KILLS * SENDERS * 5, "{counted:?}");
+    Ok(())
+}
+
+#[test]
+fn the_tally_counts_losses_doubles_and_reordering() {
+    let mut arrived: Vec<(usize, usize)> = (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).collect();
+    assert_eq!(tally(&arrived), Tally::default());
+    arrived.retain(|&(s, n)| !(s == 3 && n == 7));
+    arrived.push((2, 5));
+    arrived.push((4, 0));
+    let swap = arrived.iter().position(|&(s, n)| s == 1 && n == 10).unwrap();
+    arrived.swap(swap, swap + 1);
+    assert_eq!(tally(&arrived), Tally { lost: 1, doubled: 2, out_of_order: 1 });
+}
