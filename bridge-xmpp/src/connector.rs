@@ -8,7 +8,7 @@ use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
     connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
     event::{MatrixEvent, MatrixEventKind},
-    store::Portal,
+    store::{MessageMapping, Portal},
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ use crate::{
     addressing::Addressing,
     component,
     config::XmppSection,
+    delivery::{self, Written},
     direct, hosted,
     lanes::Lanes,
     messages::Outgoing,
@@ -87,15 +88,18 @@ impl XmppConnector {
             return Ok(());
         }
         let gateway = self.gateway()?;
-        if let Some(Outgoing::Message { body, payloads, map_as }) =
-            gateway.outgoing(portal, sender, event, false).await?
-        {
-            let id = gateway.send_chat(jid, sender, body, payloads).await?;
-            if let Some(event_id) = &event.event_id {
-                gateway.map_sent(portal, event_id, map_as.unwrap_or(id)).await?;
-            }
-        }
-        Ok(())
+        let Some(Outgoing::Message { body, payloads, map_as }) = gateway.outgoing(portal, sender, event, false).await?
+        else {
+            return Ok(());
+        };
+        let id = gateway.send_chat(jid, sender, body, payloads).await?;
+        let record = event.event_id.as_ref().map(|event_id| MessageMapping {
+            event_id: event_id.clone(),
+            room_id: portal.room_id.clone(),
+            portal_key: portal.remote_key.clone(),
+            remote_id: map_as.unwrap_or(id),
+        });
+        delivery::confirm(gateway, Some(Written { record })).await
     }
 }
 
@@ -208,7 +212,9 @@ impl Connector for XmppConnector {
             return Ok(());
         };
         if let Some(room) = hosted::portal_room(portal) {
-            return self.gateway()?.hosted_matrix_event(&room, portal, sender, event).await;
+            let gateway = self.gateway()?;
+            let written = gateway.hosted_matrix_event(&room, portal, sender, event).await?;
+            return delivery::confirm(gateway, written).await;
         }
         if let Some((jid, user)) = direct::portal_parties(portal) {
             return self.handle_direct_event(portal, &jid, &user, sender, event).await;
@@ -222,8 +228,13 @@ impl Connector for XmppConnector {
                 // Delivered once the MUC reflects it; the room's next messages go out meanwhile.
                 let confirmation = async move {
                     let id = reflection.await?;
+                    // Durable before the item is settled: a replay after a crash finds the message delivered.
                     match event_id {
-                        Some(event_id) => gateway.map_sent(&portal, &event_id, map_as.unwrap_or(id)).await,
+                        Some(event_id) => {
+                            let remote_id = map_as.unwrap_or(id);
+                            let (room_id, portal_key) = (portal.room_id, portal.remote_key);
+                            gateway.record_delivery(MessageMapping { event_id, room_id, portal_key, remote_id }).await
+                        }
                         None => Ok(()),
                     }
                 };

@@ -17,7 +17,7 @@ use lattice_bridge_core::{
     connector::{ConnectorResult, GhostSpec},
     event::{RemoteEvent, RemoteEventKind},
     formatting::RichText,
-    store::Portal,
+    store::{MessageMapping, Portal},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -39,6 +39,7 @@ use tokio_xmpp::parsers::{
 use crate::{
     addressing::XmppIdentity,
     affiliations::{RoomPower, rank_of},
+    delivery::Written,
     messages::{Inbound, Outgoing},
     muc::{Gateway, new_id, transient},
     styling::render_styling,
@@ -715,27 +716,28 @@ impl Gateway {
         let _ = self.send(reply).await;
     }
 
-    /// A Matrix event in a hosted room: messages, topics and memberships go to the XMPP occupants.
+    /// A Matrix event in a hosted room: messages, topics and memberships go to the XMPP occupants. Returns what
+    /// was written that the event's queue item waits for (see [`crate::delivery`]).
     pub async fn hosted_matrix_event(
         &self,
         room: &BareJid,
         portal: &Portal,
         sender: &str,
         event: &lattice_bridge_core::event::MatrixEvent,
-    ) -> ConnectorResult<()> {
+    ) -> ConnectorResult<Option<Written>> {
         use lattice_bridge_core::event::MatrixEventKind;
         let occupants: Vec<FullJid> =
             self.hosted().get(room).map(|state| state.occupants.keys().cloned().collect()).unwrap_or_default();
         if occupants.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         match &event.kind {
             MatrixEventKind::Message(_)
             | MatrixEventKind::Edit { .. }
             | MatrixEventKind::Reaction { .. }
             | MatrixEventKind::Redaction { .. } => {
-                let Some(event_id) = event.event_id.clone() else { return Ok(()) };
-                let Some(outgoing) = self.outgoing(portal, sender, event, true).await? else { return Ok(()) };
+                let Some(event_id) = event.event_id.clone() else { return Ok(None) };
+                let Some(outgoing) = self.outgoing(portal, sender, event, true).await? else { return Ok(None) };
                 let nick = self.hosted_nick(room, sender).await;
                 let occupant = room
                     .with_resource_str(&nick)
@@ -765,7 +767,13 @@ impl Gateway {
                     message.payloads = payloads.clone();
                     self.send(message).await?;
                 }
-                self.map_sent(portal, &event_id, map_as.unwrap_or_else(|| event_id.clone())).await?;
+                let record = MessageMapping {
+                    remote_id: map_as.unwrap_or_else(|| event_id.clone()),
+                    event_id,
+                    room_id: portal.room_id.clone(),
+                    portal_key: portal.remote_key.clone(),
+                };
+                return Ok(Some(Written { record: Some(record) }));
             }
             MatrixEventKind::Topic(topic) => {
                 for jid in occupants {
@@ -777,7 +785,7 @@ impl Gateway {
             }
             MatrixEventKind::Membership { user_id, membership, displayname, .. } => {
                 if self.addressing.is_ghost(user_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let joined = membership == "join";
                 let nick = match displayname {
@@ -791,7 +799,7 @@ impl Gateway {
                         state.members.remove(user_id);
                     }
                 }
-                let Ok(occupant) = room.with_resource_str(&nick) else { return Ok(()) };
+                let Ok(occupant) = room.with_resource_str(&nick) else { return Ok(None) };
                 let level = self.hosted().get(room).map_or(0, |state| state.power.level(user_id));
                 let (affiliation, role) = rank_of(level);
                 let item = Item::new(affiliation, if joined { role } else { Role::None });
@@ -814,7 +822,7 @@ impl Gateway {
             }
             _ => {}
         }
-        Ok(())
+        Ok(None)
     }
 
     /// An ephemeral payload (a chat state, a displayed marker) from a Matrix member to every XMPP occupant of a

@@ -10,6 +10,7 @@ pub mod affiliations;
 pub mod component;
 pub mod config;
 pub mod connector;
+pub mod delivery;
 pub mod direct;
 pub mod disco;
 pub mod history;

@@ -317,7 +317,7 @@ impl Gateway {
             .expect("the gateway domain was validated")
     }
 
-    fn gateway_jid(&self) -> Jid {
+    pub(crate) fn gateway_jid(&self) -> Jid {
         Jid::new(self.addressing.gateway()).expect("the gateway domain was validated")
     }
 
