@@ -105,7 +105,7 @@ fn tally(arrived: &[(usize, usize)]) -> Tally {
     let mut tally = Tally::default();
     for sender in 0..SENDERS {
         let numbers = per_sender.remove(&sender).unwrap_or_default();
-        let mut seen = vec![false; PER_SENDER];
+        let mut seen = [false; PER_SENDER];
         let mut last_new = None;
         for number in numbers {
             match seen.get_mut(number) {
