@@ -4,6 +4,10 @@
 //! nothing lost, each sender's order kept, and doubles only where a line was written but its confirmation (echo,
 //! or the `PONG` after it) had not come back when the process died.
 //!
+//! The other way, an IRC client talks in the channel while the bridge is killed: what the bridge read before it
+//! died reaches Matrix once and in order, and what was said while no bridge listened is counted (keeping IRC
+//! connections across a bridge restart is another matter than durability).
+//!
 //! The kill points come from a seed: `LATTICE_CRASH_SEED` picks it, else it is random and printed.
 
 use std::{
@@ -20,6 +24,7 @@ use lattice_e2e::{
     workspace_root,
 };
 use rand::{Rng as _, SeedableRng as _};
+use reqwest::Method;
 use serde_yaml::Value;
 
 use crate::binaries::build_binary;
@@ -207,6 +212,98 @@ async fn nothing_acknowledged_is_lost_on_ngircd_when_the_bridge_is_killed_twice(
 async fn nothing_acknowledged_is_lost_on_inspircd_when_the_bridge_is_killed_twice() -> anyhow::Result<()> {
     let counted = stream_with_kills(Ircd::inspircd().await?, "InspIRCd").await?;
     ensure!(counted.doubled <= KILLS * SENDERS * 5, "{counted:?}");
+    Ok(())
+}
+
+/// The bodies of the room's messages that start with `prefix`, oldest first, as `user` reads them.
+async fn room_bodies(user: &MatrixUser, room_id: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let path = ["_matrix", "client", "v3", "rooms", room_id, "messages"];
+    let page = user.call(Method::GET, &path, &[("dir", "b"), ("limit", "1000")], None).await?;
+    let events = page["chunk"].as_array().cloned().unwrap_or_default();
+    let mut bodies: Vec<String> = events
+        .iter()
+        .filter(|event| event["type"] == "m.room.message")
+        .filter_map(|event| event["content"]["body"].as_str().map(str::to_owned))
+        .filter(|body| body.starts_with(prefix))
+        .collect::<Vec<_>>();
+    bodies.reverse();
+    Ok(bodies)
+}
+
+#[tokio::test]
+async fn what_the_bridge_read_from_irc_reaches_matrix_once_in_order_across_kill_9() -> anyhow::Result<()> {
+    const LINES: usize = 600;
+    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
+    println!("IRC → Matrix: seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let ircd = Ircd::ngircd().await?;
+    let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", port, ircd.port())?;
+    let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
+    ensure!(status.success(), "generate-registration failed");
+    let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
+    write_config(dir.path(), synapse.url(), port, ircd.port())?;
+    let mut bridge = start_bridge(&binary, &config, dir.path(), 0).await?;
+    let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
+    talker.join(CHANNEL).await?;
+    let reader = synapse.register_user("reader", false).await?;
+    let room_id = reader.join(&format!("#irc_test_{CHANNEL}:localhost")).await?;
+
+    // Lines at a steady pace from their own task, while the bridge is killed at a random moment and started again.
+    let started = tokio::time::Instant::now();
+    let talking = {
+        let talker = talker.clone();
+        tokio::spawn(async move {
+            let mut said_at = Vec::with_capacity(LINES);
+            for number in 0..LINES {
+                said_at.push(started.elapsed());
+                talker.send(&format!("PRIVMSG {CHANNEL} :talk {number}")).await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(said_at)
+        })
+    };
+    let bot_joins = |talker: &IrcTestClient| {
+        talker.pending().iter().filter(|line| line.starts_with(":lattice!") && line.contains(" JOIN ")).count()
+    };
+    let joins_before = bot_joins(&talker);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
+    let killed_at = started.elapsed();
+    bridge.kill();
+    bridge = start_bridge(&binary, &config, dir.path(), 1).await?;
+    while bot_joins(&talker) == joins_before {
+        ensure!(started.elapsed() < killed_at + Duration::from_secs(60), "the bridge's connection never rejoined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back_at = started.elapsed();
+    let said_at = talking.await??;
+    // Said a second before the kill: the bridge had long read and queued them. Said after its connection was in the
+    // channel again: it hears them.
+    let safe = said_at.iter().filter(|at| **at + Duration::from_secs(1) < killed_at).count();
+    let heard_again = said_at.iter().position(|at| *at > back_at).unwrap_or(LINES);
+    let last = format!("talk {}", LINES - 1);
+    reader.wait_for_message(&room_id, Duration::from_secs(60), &last).await?;
+    let bodies = room_bodies(&reader, &room_id, "talk ").await?;
+    let numbers: Vec<usize> = bodies.iter().filter_map(|body| body.strip_prefix("talk ")?.parse().ok()).collect();
+    let mut unique = numbers.clone();
+    unique.dedup();
+    let doubled = numbers.len() - unique.len();
+    let ordered = numbers.windows(2).all(|pair| pair[0] < pair[1]);
+    let missing: Vec<usize> = (0..LINES).filter(|number| !numbers.contains(number)).collect();
+    let unheard = heard_again.saturating_sub(safe);
+    println!(
+        "IRC → Matrix: {LINES} said, {} arrived, {doubled} doubled, in order: {ordered}; missing {} of the {unheard} \
+         said from a second before the kill until the bridge was back ({:.1} s later)",
+        numbers.len(),
+        missing.len(),
+        (back_at - killed_at).as_secs_f64()
+    );
+    ensure!(doubled == 0 && ordered, "{numbers:?}");
+    ensure!(missing.iter().all(|number| *number >= safe), "lines said well before the kill were lost: {missing:?}");
+    ensure!(missing.iter().all(|number| *number < heard_again), "lines said after the restart were lost: {missing:?}");
+    drop(bridge);
     Ok(())
 }
 
