@@ -63,6 +63,14 @@ impl ServerProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// `kill -9`: ends the process at once with SIGKILL, so none of its shutdown code runs, and waits until it is
+    /// gone.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().with_context(|| format!("sending SIGKILL to {} (pid {})", self.name, self.id()))?;
+        self.child.wait().with_context(|| format!("waiting for {} to end", self.name))?;
+        Ok(())
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL when it still runs after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         if self.exit_status().is_some() {

@@ -12,7 +12,7 @@ use lattice_e2e::{ServerProcess, Synapse, free_port, workspace_root};
 use serde_yaml::Value;
 
 /// Builds a binary of the workspace with the cargo that runs these tests, and returns its path.
-fn build_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
@@ -25,7 +25,7 @@ fn build_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The IRC sample config, pointed at `homeserver` and listening on `port`, with its files in `dir`.
-fn write_config(dir: &Path, homeserver: &str, port: u16) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_config(dir: &Path, homeserver: &str, port: u16) -> anyhow::Result<PathBuf> {
     let sample = std::fs::read_to_string(workspace_root().join("bridge-irc/config.sample.yaml"))?;
     let mut config: Value = serde_yaml::from_str(&sample)?;
     config["homeserver"]["url"] = homeserver.into();
@@ -38,7 +38,7 @@ fn write_config(dir: &Path, homeserver: &str, port: u16) -> anyhow::Result<PathB
     Ok(path)
 }
 
-fn run(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn run(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(binary).args(args).output().with_context(|| format!("running {}", binary.display()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     ensure!(output.status.success(), "{} {args:?} failed: {text}", binary.display());
