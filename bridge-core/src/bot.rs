@@ -1,5 +1,8 @@
 //! The bridge bot (the registration's `sender_localpart`): accepts invites from permitted users, keeps one admin
 //! room per user (their DM with the bot), and runs commands typed there or after the prefix in portals.
+//!
+//! Everything the bot sends in answer to an event carries a transaction ID derived from that event, so an event
+//! handled again after a crash (its queue item's removal not yet committed) is not answered twice.
 
 use lattice_config::PermissionLevel;
 use ruma::OwnedRoomId;
@@ -34,7 +37,11 @@ pub(crate) async fn handle<C: Connector>(runtime: &Runtime<C>, event: &MatrixEve
             let prefix = handle.core().info.command_prefix;
             let Some(line) = commands::command_line(&body, prefix, in_admin_room) else { return Ok(false) };
             let reply = run_command(runtime, event, sender, line).await;
-            handle.notice(&event.room_id, &reply).await?;
+            // Keyed by the command's event, so a command handled again after a crash is answered once.
+            match event.event_id.as_deref() {
+                Some(command) => handle.reply_notice(&event.room_id, command, &reply).await?,
+                None => handle.notice(&event.room_id, &reply).await?,
+            }
             Ok(true)
         }
         _ => Ok(false),

@@ -148,12 +148,32 @@ impl BridgeHandle {
         Ok(())
     }
 
-    /// Sends a notice from the bridge bot, e.g. to tell a user why their message was not delivered.
+    /// Sends a notice from the bridge bot that answers no Matrix event, e.g. news from the network. Each call posts
+    /// a new notice; a notice in answer to an event is [`reply_notice`](Self::reply_notice).
     pub async fn notice(&self, room_id: &str, text: &str) -> Result<()> {
+        self.send_notice(room_id, text, &format!("lattice.notice.{}", random_suffix())).await
+    }
+
+    /// Sends a notice from the bridge bot in answer to the Matrix event `in_reply_to` (a command, say), once.
+    ///
+    /// An event is handled again when the bridge is killed after handling it but before its queue item's removal
+    /// was committed. The notice's transaction ID is derived from the event, so the homeserver answers the second
+    /// send with the first notice instead of posting another: the user reads one answer.
+    pub async fn reply_notice(&self, room_id: &str, in_reply_to: &str, text: &str) -> Result<()> {
+        self.notice_once(room_id, text, &format!("reply.{in_reply_to}")).await
+    }
+
+    /// Sends a notice from the bridge bot at most once per `key`: a repeated key posts nothing new, as with
+    /// [`reply_notice`](Self::reply_notice). `key` names what the notice answers, e.g. `undelivered.{event_id}`;
+    /// the homeserver remembers it for a while (Synapse: about 30 minutes), long enough for a restart.
+    pub async fn notice_once(&self, room_id: &str, text: &str, key: &str) -> Result<()> {
+        self.send_notice(room_id, text, &once_txn_id(key)).await
+    }
+
+    async fn send_notice(&self, room_id: &str, text: &str, txn_id: &str) -> Result<()> {
         let room: OwnedRoomId = parse_id("room ID", room_id)?;
-        let txn_id = format!("lattice.notice.{}", random_suffix());
         self.bot()?
-            .send_message_event(&room, "m.room.message", &json!({"msgtype": "m.notice", "body": text}), &txn_id, None)
+            .send_message_event(&room, "m.room.message", &json!({"msgtype": "m.notice", "body": text}), txn_id, None)
             .await?;
         Ok(())
     }
@@ -292,6 +312,11 @@ impl BridgeHandle {
 
 fn random_suffix() -> String {
     format!("{:016x}", rand::random::<u64>())
+}
+
+/// The transaction ID of a notice sent once per `key`, apart from every other transaction ID the bridge makes.
+fn once_txn_id(key: &str) -> String {
+    format!("lattice.once.{key}")
 }
 
 /// Turns queued [`RemoteEvent`]s into homeserver calls.
@@ -493,6 +518,55 @@ mod tests {
         assert_eq!(formatted["format"], "org.matrix.custom.html");
         assert_eq!(formatted["formatted_body"], "<b>hi</b>");
         assert_eq!(formatted["msgtype"], "m.emote");
+    }
+
+    /// A handle whose homeserver is `homeserver`, over a store in `dir`.
+    async fn handle_on(homeserver: &crate::matrix::testing::FakeHomeserver, dir: &std::path::Path) -> BridgeHandle {
+        let url = format!("sqlite://{}", dir.join("lattice.db").display());
+        let store = Store::connect(&url, 2, crate::store::Cipher::random()).await.unwrap();
+        let registration = lattice_registration::generate(&lattice_registration::RegistrationTemplate {
+            id: "lattice-test".into(),
+            url: "http://127.0.0.1:9".parse().unwrap(),
+            sender_localpart: "bridge".into(),
+            user_regexes: vec!["^@_test_.*:example.org$".into()],
+            alias_regexes: Vec::new(),
+            protocols: Vec::new(),
+            receive_ephemeral: false,
+        });
+        let info = ConnectorInfo { protocol_id: "test", protocol_name: "Test", command_prefix: "!test" };
+        BridgeHandle::new(Arc::new(Core::new(
+            store,
+            homeserver.client(),
+            Metrics::new(),
+            AppserviceRegistration::new(registration, "registration.yaml").unwrap(),
+            "example.org".into(),
+            Permissions::new(&lattice_config::PermissionsConfig::default()).unwrap(),
+            info,
+            "http://127.0.0.1:9".parse().unwrap(),
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_reply_notice_is_sent_under_a_transaction_id_derived_from_the_event_it_answers() {
+        let sent = (200, r#"{"event_id":"$notice:example.org"}"#);
+        let homeserver = crate::matrix::testing::FakeHomeserver::start(vec![sent; 4]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let handle = handle_on(&homeserver, dir.path()).await;
+        let room = "!admin:example.org";
+        // The same command handled twice (again after a crash), another command, and an unsolicited notice.
+        handle.reply_notice(room, "$command:example.org", "the answer").await.unwrap();
+        handle.reply_notice(room, "$command:example.org", "the answer").await.unwrap();
+        handle.reply_notice(room, "$other:example.org", "the answer").await.unwrap();
+        handle.notice(room, "news").await.unwrap();
+
+        let paths: Vec<String> = homeserver.received().iter().map(|request| request.line.clone()).collect();
+        let send = "PUT /_matrix/client/v3/rooms/%21admin%3Aexample.org/send/m.room.message/";
+        let once = format!("{send}lattice.once.reply.%24command%3Aexample.org HTTP/1.1");
+        assert_eq!(paths[..2], [once.clone(), once], "the same event, the same transaction ID");
+        assert_eq!(paths[2], format!("{send}lattice.once.reply.%24other%3Aexample.org HTTP/1.1"));
+        assert!(paths[3].starts_with(&format!("{send}lattice.notice.")), "{}", paths[3]);
+        let body: Value = serde_json::from_str(&homeserver.received()[0].body).unwrap();
+        assert_eq!(body, json!({"msgtype": "m.notice", "body": "the answer"}));
     }
 
     #[test]

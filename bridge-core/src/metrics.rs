@@ -15,7 +15,8 @@ use crate::matrix::RequestObserver;
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Homeserver transactions received, by outcome (`persisted`, `duplicate`, `rejected`).
+    /// Homeserver transactions received, by outcome: `persisted`, `duplicate`, or not taken — `refused_too_large`,
+    /// `refused_unreadable`, `refused_not_json`, `store_failed` (see `appservice::transactions`).
     pub(crate) transactions: IntCounterVec,
     /// Events by queue (`matrix`, `remote`) and outcome (`queued`, `skipped`, `handled`, `retried`, `dead_lettered`).
     pub(crate) events: IntCounterVec,

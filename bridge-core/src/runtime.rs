@@ -399,7 +399,12 @@ impl<C: Connector> Runtime<C> {
             "⚠ {sender}: your message was not delivered to {}: {reason}",
             self.handle.core().info.protocol_name
         );
-        if let Err(error) = self.handle.notice(&event.room_id, &text).await {
+        // Keyed by the failed event: if it is handled again after a crash, the sender still reads one notice.
+        let sent = match event.event_id.as_deref() {
+            Some(failed) => self.handle.notice_once(&event.room_id, &text, &format!("undelivered.{failed}")).await,
+            None => self.handle.notice(&event.room_id, &text).await,
+        };
+        if let Err(error) = sent {
             tracing::warn!(%error, room_id = %event.room_id, "cannot send a delivery-failure notice");
         }
     }

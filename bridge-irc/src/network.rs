@@ -524,10 +524,12 @@ impl Network {
         }
     }
 
-    /// Tells a Matrix sender, in the room, that a message of theirs did not reach IRC.
+    /// Tells a Matrix sender, in the room, that a message of theirs did not reach IRC; once per event, also when the
+    /// event is handled again after a crash (the runtime's own delivery-failure notice shares the key).
     async fn tell_undelivered(&self, sent: &Sent, reason: &str) {
         let text = format!("⚠ {}: your message was not delivered to {}: {reason}", sent.matrix_user, self.config.name);
-        if let Err(error) = self.bridge.notice(&sent.room_id, &text).await {
+        let key = format!("undelivered.{}", sent.event_id);
+        if let Err(error) = self.bridge.notice_once(&sent.room_id, &text, &key).await {
             tracing::warn!(network = %self.id, room_id = %sent.room_id, %error, "cannot send a delivery-failure notice");
         }
     }

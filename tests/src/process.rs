@@ -63,10 +63,12 @@ impl ServerProcess {
         self.child.try_wait().ok().flatten()
     }
 
-    /// `kill -9`: ends the process at once, without running any of its shutdown code, and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// `kill -9`: ends the process at once with SIGKILL, so none of its shutdown code runs, and waits until it is
+    /// gone.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().with_context(|| format!("sending SIGKILL to {} (pid {})", self.name, self.id()))?;
+        self.child.wait().with_context(|| format!("waiting for {} to end", self.name))?;
+        Ok(())
     }
 
     /// Stops the process: SIGTERM, then SIGKILL when it still runs after `grace`.

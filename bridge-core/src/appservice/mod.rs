@@ -5,11 +5,13 @@
 //! they authenticate their callers themselves.
 //!
 //! Every `/_matrix/app/…` route requires the homeserver's `hs_token` ([`auth`]); unknown paths answer
-//! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`.
+//! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`. A transaction body may be up to
+//! [`TRANSACTION_BODY_LIMIT`] (32 MiB; larger is `413 M_TOO_LARGE`); other bodies up to axum's default of 2 MB.
 //!
 //! [Application Service API]: https://spec.matrix.org/v1.16/application-service-api/
 
 mod auth;
+mod body;
 mod errors;
 mod media;
 mod ops;
@@ -25,7 +27,7 @@ use axum::{
     routing::{get, post, put},
 };
 
-pub use self::errors::ErrorBody;
+pub use self::{errors::ErrorBody, transactions::TRANSACTION_BODY_LIMIT};
 use crate::{connector::Connector, runtime::Runtime};
 
 /// The appservice router over a runtime.

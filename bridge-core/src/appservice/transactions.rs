@@ -7,12 +7,17 @@
 //! failed commit is not acknowledged and the homeserver sends the transaction again: at-least-once). A transaction ID seen before (also before a restart) is acknowledged again
 //! without queuing anything. Echoes of the bridge's own users are dropped here, except membership events, which keep the
 //! membership caches true.
+//!
+//! A transaction that cannot be taken — a body over [`TRANSACTION_BODY_LIMIT`], not JSON, or a store that fails — is
+//! an `error` in the log naming the transaction and why, and counts in `lattice_appservice_transactions_total` under
+//! its outcome (`refused_too_large`, `refused_unreadable`, `refused_not_json`, `store_failed`): the homeserver
+//! retries such a transaction unchanged, holding back every later one, so it must not go unnoticed.
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json,
-    body::Bytes,
+    body::Body,
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -21,12 +26,31 @@ use ruma::serde::Raw;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 
-use super::errors::{internal, matrix_error};
+use super::{
+    body::{BodyError, read_limited},
+    errors::matrix_error,
+};
 use crate::{
     connector::Connector,
+    metrics::Metrics,
     runtime::Runtime,
-    store::{QueueKind, QueuedItem, TransactionOutcome},
+    store::{self, QueueKind, QueuedItem, TransactionOutcome},
 };
+
+/// The largest events in a transaction: Synapse refuses to create an event (PDU) over 64 KiB.
+const EVENT_SIZE_LIMIT: usize = 64 * 1024;
+
+/// The most a homeserver puts in one transaction, as Synapse sends them: 100 room events (PDUs), each up to
+/// [`EVENT_SIZE_LIMIT`] and, for a state event, as much again in `unsigned.prev_content`; 100 ephemeral events
+/// (MSC2409) and 100 to-device messages, counted at up to [`EVENT_SIZE_LIMIT`] each.
+const LARGEST_TRANSACTION: usize = 100 * 2 * EVENT_SIZE_LIMIT + 100 * EVENT_SIZE_LIMIT + 100 * EVENT_SIZE_LIMIT;
+
+/// The body limit of `PUT /transactions/{txnId}`: [`LARGEST_TRANSACTION`] (25 MiB) rounded up to 32 MiB, which leaves
+/// room for the JSON around the events and for the device lists and key counts of MSC3202. A homeserver resends a
+/// refused transaction unchanged, forever, so every transaction it may send must fit. The other routes keep axum's
+/// default of 2 MB.
+pub const TRANSACTION_BODY_LIMIT: usize = 32 * 1024 * 1024;
+const _: () = assert!(LARGEST_TRANSACTION < TRANSACTION_BODY_LIMIT);
 
 /// The transaction body; each event kept raw until its turn comes.
 #[derive(Deserialize)]
@@ -76,21 +100,18 @@ fn queue_key(raw: &RawValue, is_bridge_user: impl Fn(&str) -> bool) -> Result<St
 pub(super) async fn put_transaction<C: Connector>(
     State(runtime): State<Arc<Runtime<C>>>,
     Path(txn_id): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let core = runtime.handle.core();
     let metrics = &core.metrics;
+    let body = match read_limited(body, TRANSACTION_BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(error) => return refuse(metrics, &txn_id, Refusal::Body(error)),
+    };
     let body: TransactionBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(error) => {
-            metrics.transactions.with_label_values(&["rejected"]).inc();
-            return matrix_error(
-                StatusCode::BAD_REQUEST,
-                "M_NOT_JSON",
-                format!("Transaction body is not valid: {error}"),
-            );
-        }
+        Err(error) => return refuse(metrics, &txn_id, Refusal::NotJson(error)),
     };
     let mut queued = Vec::with_capacity(body.events.len() + body.ephemeral.len());
     for raw in body.events.iter().chain(&body.ephemeral).chain(&body.ephemeral_unstable) {
@@ -118,10 +139,56 @@ pub(super) async fn put_transaction<C: Connector>(
             metrics.transactions.with_label_values(&["duplicate"]).inc();
             tracing::debug!(%txn_id, "transaction seen before; acknowledged again");
         }
-        Err(error) => return internal(format!("cannot persist transaction {txn_id}: {error}")),
+        Err(error) => return refuse(metrics, &txn_id, Refusal::Store(error)),
     }
     metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
     Json(json!({})).into_response()
+}
+
+/// Why a transaction was not taken.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Body(BodyError),
+    #[error("the body is not a valid transaction: {0}")]
+    NotJson(serde_json::Error),
+    #[error("cannot persist it: {0}")]
+    Store(store::Error),
+}
+
+impl Refusal {
+    /// The outcome label of `lattice_appservice_transactions_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Body(BodyError::TooLarge { .. }) => "refused_too_large",
+            Self::Body(BodyError::Read(_)) => "refused_unreadable",
+            Self::NotJson(_) => "refused_not_json",
+            Self::Store(_) => "store_failed",
+        }
+    }
+
+    fn status_and_errcode(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Body(BodyError::TooLarge { .. }) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            Self::Body(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            Self::NotJson(_) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+        }
+    }
+}
+
+/// Answers a transaction that was not taken, loudly: the homeserver will send it again unchanged, and every later
+/// transaction waits behind it.
+fn refuse(metrics: &Metrics, txn_id: &str, refusal: Refusal) -> Response {
+    metrics.transactions.with_label_values(&[refusal.outcome()]).inc();
+    tracing::error!(
+        %txn_id,
+        outcome = refusal.outcome(),
+        "homeserver transaction {txn_id} not taken: {refusal}; the homeserver will resend it and hold back later \
+         ones until it is taken"
+    );
+    let (status, errcode) = refusal.status_and_errcode();
+    matrix_error(status, errcode, format!("Transaction {txn_id} not taken: {refusal}"))
 }
 
 /// Items grouped by key, keys in first-seen order, each key's items in their order.

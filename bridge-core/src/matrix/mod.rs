@@ -14,7 +14,7 @@ pub mod intent;
 pub mod power_levels;
 pub mod retry;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use self::{
     client::{MatrixClient, RequestObserver, Versions},

@@ -16,27 +16,27 @@ use super::{MatrixClient, RetryPolicy};
 
 /// One request as received: the request line, the lower-cased headers and the body.
 #[derive(Clone, Debug)]
-pub(super) struct Received {
-    pub(super) line: String,
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: String,
+pub(crate) struct Received {
+    pub(crate) line: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Received {
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 }
 
 /// The fake homeserver: its URL and what it has received so far.
-pub(super) struct FakeHomeserver {
-    pub(super) url: Url,
+pub(crate) struct FakeHomeserver {
+    pub(crate) url: Url,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl FakeHomeserver {
     /// Serves `responses` (status, JSON body) in order, one per connection; then closes connections unanswered.
-    pub(super) async fn start(responses: Vec<(u16, &'static str)>) -> Self {
+    pub(crate) async fn start(responses: Vec<(u16, &'static str)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -58,12 +58,12 @@ impl FakeHomeserver {
     }
 
     /// Everything received so far.
-    pub(super) fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
     /// A client of this homeserver (`example.org`, bot `@bridge:example.org`, token `t`) retrying fast.
-    pub(super) fn client(&self) -> MatrixClient {
+    pub(crate) fn client(&self) -> MatrixClient {
         let policy = RetryPolicy { base: std::time::Duration::from_millis(1), ..RetryPolicy::default() };
         MatrixClient::new(
             self.url.clone(),

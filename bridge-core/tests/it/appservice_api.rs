@@ -161,6 +161,8 @@ async fn a_malformed_event_is_skipped_and_the_rest_processed_in_order() {
         .await
         .unwrap();
     assert_eq!(error_body(not_json).await, (StatusCode::BAD_REQUEST, "M_NOT_JSON".into()));
+    let counted = metrics(&bridge).await;
+    assert!(counted.contains(r#"lattice_appservice_transactions_total{outcome="refused_not_json"} 1"#), "{counted}");
     bridge.stop().await;
 }
 
@@ -314,5 +316,59 @@ async fn third_party_lookups_are_answered_by_the_connector() {
         (StatusCode::NOT_FOUND, "M_NOT_FOUND".into())
     );
     assert_eq!(error_body(get("user/test?nick=x").await.unwrap()).await, (StatusCode::NOT_FOUND, "M_NOT_FOUND".into()));
+    bridge.stop().await;
+}
+
+/// The bridge's `/metrics` text.
+async fn metrics(bridge: &TestBridge) -> String {
+    bridge.http.get(format!("{}/metrics", bridge.url)).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_transaction_of_100_events_of_64_kib_is_accepted_and_every_event_handled() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let room = "!large:localhost";
+    // Each event just under Synapse's 64 KiB limit once the rest of the event is around its body.
+    let sent: Vec<String> = (0..100).map(|n| format!("{n:03} {}", "x".repeat(64 * 1024 - 300 - 4))).collect();
+    let events: Vec<Value> = sent.iter().enumerate().map(|(n, body)| message(room, &format!("${n}"), body)).collect();
+    let body = json!({"events": events});
+    let size = serde_json::to_vec(&body).unwrap().len();
+    assert!(size > 6_500_000, "the transaction is {size} bytes");
+
+    let response = bridge.put_transaction("large-1", &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({}));
+    let handled = bridge.recorder.wait_for(100, WAIT).await;
+    assert_eq!(bodies(&handled), sent, "every event, in order");
+    assert!(metrics(&bridge).await.contains(r#"lattice_appservice_transactions_total{outcome="persisted"} 1"#));
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_transaction_over_the_body_limit_is_refused_with_m_too_large_and_counted() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let limit = lattice_bridge_core::appservice::TRANSACTION_BODY_LIMIT;
+    let url = |txn_id: &str| format!("{}/_matrix/app/v1/transactions/{txn_id}", bridge.url);
+
+    // With a Content-Length over the limit, and sent in chunks without one: both are answered, not reset.
+    let declared = bridge.http.put(url("too-large-1")).bearer_auth(&bridge.hs_token).body(vec![b' '; limit + 1]);
+    assert_eq!(error_body(declared.send().await.unwrap()).await, (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE".into()));
+    let chunks = (0..(limit / (1 << 20) + 1)).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1 << 20]));
+    let streamed = bridge
+        .http
+        .put(url("too-large-2"))
+        .bearer_auth(&bridge.hs_token)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
+    assert_eq!(error_body(streamed.send().await.unwrap()).await, (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE".into()));
+    let counted = metrics(&bridge).await;
+    assert!(counted.contains(r#"lattice_appservice_transactions_total{outcome="refused_too_large"} 2"#), "{counted}");
+
+    // The bridge goes on taking transactions.
+    let room = "!after:localhost";
+    let after = bridge.put_transaction("after-1", &json!({"events": [message(room, "$a", "after")]})).await;
+    assert_eq!(after.status(), StatusCode::OK);
+    assert_eq!(bodies(&bridge.recorder.wait_for(1, WAIT).await), ["after"]);
     bridge.stop().await;
 }

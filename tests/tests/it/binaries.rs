@@ -25,7 +25,7 @@ pub(crate) fn build_binary(package: &str, binary: &str) -> anyhow::Result<PathBu
 }
 
 /// The IRC sample config, pointed at `homeserver` and listening on `port`, with its files in `dir`.
-fn write_config(dir: &Path, homeserver: &str, port: u16) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_config(dir: &Path, homeserver: &str, port: u16) -> anyhow::Result<PathBuf> {
     let sample = std::fs::read_to_string(workspace_root().join("bridge-irc/config.sample.yaml"))?;
     let mut config: Value = serde_yaml::from_str(&sample)?;
     config["homeserver"]["url"] = homeserver.into();
@@ -38,7 +38,7 @@ fn write_config(dir: &Path, homeserver: &str, port: u16) -> anyhow::Result<PathB
     Ok(path)
 }
 
-fn run(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn run(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(binary).args(args).output().with_context(|| format!("running {}", binary.display()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     ensure!(output.status.success(), "{} {args:?} failed: {text}", binary.display());

@@ -1,6 +1,7 @@
 //! Crash safety of the Matrix → connector pipeline: transactions the bridge acknowledged survive `kill -9`, every
 //! event reaches the connector once and in order after a restart, and a transaction the homeserver resends after the
-//! restart is not processed twice. Runs `lattice-recording-bridge`, whose connector writes what it handles to a file.
+//! restart is not processed twice; the largest transaction a homeserver sends (100 events of 64 KiB) is taken whole.
+//! Runs `lattice-recording-bridge`, whose connector writes what it handles to a file.
 
 use std::{
     fs::File,
@@ -136,9 +137,8 @@ fn recorded(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("record.txt")).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
-#[tokio::test]
-async fn acknowledged_events_survive_kill_9_and_arrive_once_in_order() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+/// Writes a registration for the recording bridge into `dir` and returns its `hs_token`.
+fn write_registration(dir: &Path) -> anyhow::Result<String> {
     let registration = lattice_registration::generate(&RegistrationTemplate {
         id: "lattice-durability".into(),
         url: "http://127.0.0.1:9".parse()?,
@@ -148,8 +148,14 @@ async fn acknowledged_events_survive_kill_9_and_arrive_once_in_order() -> anyhow
         protocols: Vec::new(),
         receive_ephemeral: true,
     });
-    lattice_registration::write(dir.path().join("registration.yaml"), &registration)?;
-    let hs_token = registration.hs_token.clone();
+    lattice_registration::write(dir.join("registration.yaml"), &registration)?;
+    Ok(registration.hs_token)
+}
+
+#[tokio::test]
+async fn acknowledged_events_survive_kill_9_and_arrive_once_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hs_token = write_registration(dir.path())?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     let port = lattice_e2e::free_port();
 
@@ -190,5 +196,42 @@ async fn acknowledged_events_survive_kill_9_and_arrive_once_in_order() -> anyhow
         .collect();
     expected.push("sentinel".into());
     assert_eq!(recorded(dir.path()), expected, "bridge output:\n{}", bridge.output());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transaction_of_100_events_of_64_kib_is_bridged_whole_and_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hs_token = write_registration(dir.path())?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let mut bridge = RecordingBridge::spawn(dir.path(), "1", lattice_e2e::free_port(), None)?;
+    bridge.wait_until_listening(&http).await?;
+
+    // As Synapse batches them: 100 events, each just under its 64 KiB limit, about 6.5 MB in all.
+    let bodies: Vec<String> = (0..100).map(|n| format!("large {n:03} {}", "x".repeat(64 * 1024 - 310))).collect();
+    let events: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| {
+            json!({
+                "type": "m.room.message", "room_id": ROOM, "sender": "@alice:localhost",
+                "event_id": format!("$large{n}"), "origin_server_ts": 1_700_000_000_000u64,
+                "content": {"msgtype": "m.text", "body": body}
+            })
+        })
+        .collect();
+    let transaction = json!({"events": events});
+    let size = serde_json::to_vec(&transaction)?.len();
+    ensure!(size > 6_500_000, "the transaction is only {size} bytes");
+    put_transaction(&http, &bridge, &hs_token, "txn-large", &transaction).await?;
+    poll("100 recorded events", || async { Ok(recorded(dir.path()).len() >= bodies.len()) }).await?;
+    let recorded = recorded(dir.path());
+    let first_wrong = recorded.iter().zip(&bodies).position(|(got, sent)| got != sent);
+    ensure!(
+        recorded.len() == bodies.len() && first_wrong.is_none(),
+        "{} events recorded, {} sent; the first that differs is number {first_wrong:?}",
+        recorded.len(),
+        bodies.len()
+    );
     Ok(())
 }

@@ -179,7 +179,7 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
             ensure!(tokio::time::Instant::now() < deadline, "{point} lines did not arrive: {}", bridge.log_tail(30));
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
         }
-        bridge.kill();
+        bridge.kill()?;
         println!("{server}: killed the bridge after {} lines arrived", arrived(&observer).len());
         bridge = start_bridge(&binary, &config, dir.path(), run + 1).await?;
     }
@@ -271,7 +271,7 @@ async fn what_the_bridge_read_from_irc_reaches_matrix_once_in_order_across_kill_
     let joins_before = bot_joins(&talker);
     tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
     let killed_at = started.elapsed();
-    bridge.kill();
+    bridge.kill()?;
     bridge = start_bridge(&binary, &config, dir.path(), 1).await?;
     while bot_joins(&talker) == joins_before {
         ensure!(started.elapsed() < killed_at + Duration::from_secs(60), "the bridge's connection never rejoined");

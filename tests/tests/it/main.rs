@@ -1,6 +1,7 @@
 //! End-to-end tests of Lattice against real servers, one module per area.
 
 mod binaries;
+mod bot_once;
 mod bridge;
 mod durability;
 mod harness;
