@@ -15,12 +15,12 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use lattice_e2e::{
-    MatrixUser, ServerProcess, Synapse, free_port, prosody::Prosody, workspace_root, xmpp_client::XmppTestClient,
+    MatrixUser, ServerProcess, StateDir, Synapse, free_port, prosody::Prosody, workspace_root,
+    xmpp_client::XmppTestClient,
 };
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 use serde_yaml::Value;
-use tempfile::TempDir;
 
 use crate::binaries::build_binary;
 
@@ -57,7 +57,7 @@ fn write_config(dir: &Path, homeserver: &str, port: u16, prosody: &Prosody) -> a
 struct Bridge {
     binary: PathBuf,
     config: PathBuf,
-    dir: TempDir,
+    dir: StateDir,
     process: ServerProcess,
     runs: usize,
 }
@@ -66,7 +66,7 @@ impl Bridge {
     /// Writes the registration, starts Synapse with it and the bridge.
     async fn start(prosody: &Prosody) -> anyhow::Result<(Synapse, Self)> {
         let binary = build_binary("lattice-bridge-xmpp", "lattice-xmpp")?;
-        let dir = tempfile::tempdir()?;
+        let dir = StateDir::new("lattice-xmpp-")?;
         let port = free_port();
         let config = write_config(dir.path(), "http://127.0.0.1:9", port, prosody)?;
         let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
@@ -132,6 +132,12 @@ fn numbered(messages: Vec<(String, String)>) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// The messages that did not arrive, as (sender, number).
+fn missing(arrived: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let arrived: std::collections::BTreeSet<_> = arrived.iter().collect();
+    (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).filter(|sent| !arrived.contains(sent)).collect()
+}
+
 /// What arrived, counted against what was sent.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Tally {
@@ -188,10 +194,11 @@ async fn stream_with_kills(
         .map(|(index, user)| {
             let room_id = room_id.to_owned();
             tokio::spawn(async move {
+                let mut event_ids = Vec::new();
                 for number in 0..PER_SENDER {
-                    user.send_text(&room_id, &format!("crash {index}/{number}")).await?;
+                    event_ids.push(user.send_text(&room_id, &format!("crash {index}/{number}")).await?);
                 }
-                anyhow::Ok(())
+                anyhow::Ok(event_ids)
             })
         })
         .collect();
@@ -210,8 +217,9 @@ async fn stream_with_kills(
         bridge.kill_and_restart().await?;
         println!("{label}: killed the bridge after {} messages arrived, started it again", arrived().len());
     }
+    let mut event_ids = Vec::new();
     for stream in streams {
-        stream.await??;
+        event_ids.push(stream.await??);
     }
     let deadline = tokio::time::Instant::now() + ARRIVAL;
     while tally(&arrived()).lost > 0 && tokio::time::Instant::now() < deadline {
@@ -221,7 +229,15 @@ async fn stream_with_kills(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counted = tally(&arrived());
     println!("{label}: {total} sent, {counted:?}, in {:.1?}", started.elapsed());
-    ensure!(counted.lost == 0, "{counted:?}; bridge log: {}", bridge.process.log_tail(40));
+    if counted.lost > 0 {
+        let lost: Vec<String> =
+            missing(&arrived()).into_iter().map(|(s, n)| format!("crash {s}/{n} ({})", event_ids[s][n])).collect();
+        bridge.dir.keep();
+        anyhow::bail!(
+            "{counted:?}; lost {lost:?}; bridge logs in {} (kept with LATTICE_KEEP_TEST_STATE=1)",
+            bridge.dir.path().display()
+        );
+    }
     ensure!(counted.out_of_order == 0, "{counted:?}");
     // At each kill, at most the room's messages sent ahead of their reflections go out again.
     ensure!(counted.doubled <= KILLS * RUN_AHEAD, "{counted:?}");
