@@ -21,6 +21,7 @@ mod process;
 pub mod prosody;
 mod state_dir;
 mod synapse;
+pub mod xmpp_client;
 
 use std::{
     collections::HashSet,

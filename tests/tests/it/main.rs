@@ -6,3 +6,4 @@ mod bridge;
 mod durability;
 mod harness;
 mod irc_crash;
+mod xmpp_crash;

@@ -1,0 +1,306 @@
+//! Crash safety of Matrix → XMPP delivery with the shipped `lattice-xmpp run`: Matrix users stream numbered
+//! messages into a MUC portal, or into a Matrix room an XMPP user joined as a gateway MUC, the bridge is killed with
+//! `kill -9` at random points and started again, and an XMPP client in the MUC counts what arrived: nothing lost,
+//! each sender's order kept, and doubles only where a message went out but its confirmation (the MUC's reflection,
+//! or the server's answer to a ping written after it) had not come back when the process died.
+//!
+//! The kill points come from a seed: `LATTICE_CRASH_SEED` picks it, else it is random and printed.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, ensure};
+use lattice_e2e::{
+    MatrixUser, ServerProcess, StateDir, Synapse, free_port, prosody::Prosody, workspace_root,
+    xmpp_client::XmppTestClient,
+};
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::json;
+use serde_yaml::Value;
+
+use crate::binaries::build_binary;
+
+/// Matrix users sending, each as their own occupant.
+const SENDERS: usize = 5;
+/// Messages each sends.
+const PER_SENDER: usize = 100;
+/// Kills during the stream.
+const KILLS: usize = 2;
+/// How long the whole stream may take to arrive, with two restarts and reconnections.
+const ARRIVAL: Duration = Duration::from_secs(180);
+/// New messages of one room the runtime lets go out ahead of their confirmations (bridge-core's
+/// `dispatch::MAX_UNCONFIRMED`): at a kill, at most these were sent and not yet confirmed, and only they go out again.
+const RUN_AHEAD: usize = 32;
+/// The bridge's component domain.
+const COMPONENT: &str = "bridge.localhost";
+
+/// The XMPP sample config pointed at `homeserver` and `prosody`'s component port, with its files in `dir`.
+fn write_config(dir: &Path, homeserver: &str, port: u16, prosody: &Prosody) -> anyhow::Result<PathBuf> {
+    let sample = std::fs::read_to_string(workspace_root().join("bridge-xmpp/config.sample.yaml"))?;
+    let mut config: Value = serde_yaml::from_str(&sample)?;
+    config["homeserver"]["url"] = homeserver.into();
+    config["appservice"]["port"] = u64::from(port).into();
+    let component = &mut config["bridge"]["component"];
+    component["domain"] = COMPONENT.into();
+    component["server"] = prosody.component_address().into();
+    component["secret"] = prosody.component_secret().into();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+/// `lattice-xmpp run` on one config and store, started again after each kill.
+struct Bridge {
+    binary: PathBuf,
+    config: PathBuf,
+    dir: StateDir,
+    process: ServerProcess,
+    runs: usize,
+}
+
+impl Bridge {
+    /// Writes the registration, starts Synapse with it and the bridge.
+    async fn start(prosody: &Prosody) -> anyhow::Result<(Synapse, Self)> {
+        let binary = build_binary("lattice-bridge-xmpp", "lattice-xmpp")?;
+        let dir = StateDir::new("lattice-xmpp-")?;
+        let port = free_port();
+        let config = write_config(dir.path(), "http://127.0.0.1:9", port, prosody)?;
+        let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
+        ensure!(status.success(), "generate-registration failed");
+        let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
+        write_config(dir.path(), synapse.url(), port, prosody)?;
+        let process = Self::launch(&binary, &config, dir.path(), 0).await?;
+        Ok((synapse, Self { binary, config, dir, process, runs: 1 }))
+    }
+
+    /// Starts `lattice-xmpp run` and waits until the homeserver's ping reached it and its component is connected.
+    async fn launch(binary: &Path, config: &Path, dir: &Path, run: usize) -> anyhow::Result<ServerProcess> {
+        let log = dir.join(format!("lattice-xmpp-{run}.log"));
+        let mut command = Command::new(binary);
+        command.arg("run").arg("-c").arg(config).env("RUST_LOG", "info").stdin(Stdio::null());
+        let mut bridge = ServerProcess::spawn("lattice-xmpp", &mut command, &log)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("appservice ping succeeded") && text.contains("XMPP component connected") {
+                return Ok(bridge);
+            }
+            ensure!(bridge.exit_status().is_none(), "lattice-xmpp exited: {}", bridge.log_tail(40));
+            ensure!(tokio::time::Instant::now() < deadline, "not ready within 60 s: {}", bridge.log_tail(40));
+            // Polling another process's log: there is nothing to be notified by.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`, then a fresh start on the same config and store.
+    async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill();
+        self.process = Self::launch(&self.binary, &self.config, self.dir.path(), self.runs).await?;
+        self.runs += 1;
+        Ok(())
+    }
+}
+
+/// A new XMPP account on `prosody`, logged in.
+async fn xmpp_user(prosody: &Prosody, user: &str) -> anyhow::Result<XmppTestClient> {
+    let password = format!("{:016x}", rand::random::<u64>());
+    prosody.register(user, &password).await?;
+    XmppTestClient::connect(prosody.c2s_port(), user, &password).await
+}
+
+/// New Matrix users `crash0`, `crash1`, … (their nick on XMPP is their display name, the local part).
+async fn matrix_senders(synapse: &Synapse) -> anyhow::Result<Vec<MatrixUser>> {
+    let mut senders = Vec::new();
+    for index in 0..SENDERS {
+        senders.push(synapse.register_user(&format!("crash{index}"), false).await?);
+    }
+    Ok(senders)
+}
+
+/// The numbered messages among (nick, body) pairs, as (sender, number), in arrival order.
+fn numbered(messages: Vec<(String, String)>) -> Vec<(usize, usize)> {
+    messages
+        .into_iter()
+        .filter_map(|(_, body)| {
+            let (sender, number) = body.strip_prefix("crash ")?.split_once('/')?;
+            Some((sender.parse().ok()?, number.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The messages that did not arrive, as (sender, number).
+fn missing(arrived: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let arrived: std::collections::BTreeSet<_> = arrived.iter().collect();
+    (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).filter(|sent| !arrived.contains(sent)).collect()
+}
+
+/// What arrived, counted against what was sent.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    lost: usize,
+    doubled: usize,
+    out_of_order: usize,
+}
+
+fn tally(arrived: &[(usize, usize)]) -> Tally {
+    let mut per_sender: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &(sender, number) in arrived {
+        per_sender.entry(sender).or_default().push(number);
+    }
+    let mut tally = Tally::default();
+    for sender in 0..SENDERS {
+        let numbers = per_sender.remove(&sender).unwrap_or_default();
+        let mut seen = [false; PER_SENDER];
+        let mut last_new = None;
+        for number in numbers {
+            match seen.get_mut(number) {
+                Some(true) => tally.doubled += 1,
+                Some(slot) => {
+                    *slot = true;
+                    // A first arrival must come after every earlier first arrival of the sender's.
+                    if last_new.is_some_and(|last| number < last) {
+                        tally.out_of_order += 1;
+                    }
+                    last_new = Some(number);
+                }
+                None => tally.out_of_order += 1,
+            }
+        }
+        tally.lost += seen.iter().filter(|seen| !**seen).count();
+    }
+    tally
+}
+
+/// Streams the numbered messages of `senders` into `room_id`, kills the bridge at seeded random points and restarts
+/// it, and counts what `arrived` says reached XMPP once everything could have.
+async fn stream_with_kills(
+    label: &str,
+    bridge: &mut Bridge,
+    senders: Vec<MatrixUser>,
+    room_id: &str,
+    arrived: impl Fn() -> Vec<(usize, usize)>,
+) -> anyhow::Result<Tally> {
+    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
+    println!("{label}: seed {seed} (LATTICE_CRASH_SEED={seed} repeats these kill points)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let started = tokio::time::Instant::now();
+    let streams: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let room_id = room_id.to_owned();
+            tokio::spawn(async move {
+                let mut event_ids = Vec::new();
+                for number in 0..PER_SENDER {
+                    event_ids.push(user.send_text(&room_id, &format!("crash {index}/{number}")).await?);
+                }
+                anyhow::Ok(event_ids)
+            })
+        })
+        .collect();
+
+    // Kill points: after a random share of the stream has reached XMPP, between a tenth and nine tenths of it.
+    let total = SENDERS * PER_SENDER;
+    let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
+    points.sort_unstable();
+    for point in points {
+        let deadline = tokio::time::Instant::now() + ARRIVAL;
+        while arrived().len() < point {
+            let log = bridge.process.log_tail(30);
+            ensure!(tokio::time::Instant::now() < deadline, "{point} messages did not arrive: {log}");
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
+        }
+        bridge.kill_and_restart().await?;
+        println!("{label}: killed the bridge after {} messages arrived, started it again", arrived().len());
+    }
+    let mut event_ids = Vec::new();
+    for stream in streams {
+        event_ids.push(stream.await??);
+    }
+    let deadline = tokio::time::Instant::now() + ARRIVAL;
+    while tally(&arrived()).lost > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A little longer, so a late double shows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counted = tally(&arrived());
+    println!("{label}: {total} sent, {counted:?}, in {:.1?}", started.elapsed());
+    if counted.lost > 0 {
+        let lost: Vec<String> =
+            missing(&arrived()).into_iter().map(|(s, n)| format!("crash {s}/{n} ({})", event_ids[s][n])).collect();
+        bridge.dir.keep();
+        anyhow::bail!(
+            "{counted:?}; lost {lost:?}; bridge logs in {} (kept with LATTICE_KEEP_TEST_STATE=1)",
+            bridge.dir.path().display()
+        );
+    }
+    ensure!(counted.out_of_order == 0, "{counted:?}");
+    // At each kill, at most the room's messages sent ahead of their reflections go out again.
+    ensure!(counted.doubled <= KILLS * RUN_AHEAD, "{counted:?}");
+    Ok(counted)
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_in_a_muc_portal_when_the_bridge_is_killed_twice() -> anyhow::Result<()> {
+    let prosody = Prosody::start(COMPONENT).await?;
+    let (synapse, mut bridge) = Bridge::start(&prosody).await?;
+    let muc = format!("crash@{}", prosody.muc_domain());
+    let observer = xmpp_user(&prosody, "observer").await?;
+    observer.join_muc(&muc, "observer").await?;
+    let mark = observer.received().len();
+
+    let alias = format!("#_xmpp_{muc}:localhost");
+    let senders = matrix_senders(&synapse).await?;
+    let mut room_id = String::new();
+    for sender in &senders {
+        room_id = sender.join(&alias).await.with_context(|| format!("{} joining {alias}", sender.user_id()))?;
+    }
+    // Each Matrix user's occupant is in the MUC before they write.
+    for index in 0..SENDERS {
+        observer.wait_for_occupant(mark, &muc, &format!("crash{index}")).await?;
+    }
+    stream_with_kills("MUC portal", &mut bridge, senders, &room_id, || numbered(observer.groupchat(&muc))).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_in_a_gateway_muc_when_the_bridge_is_killed_twice() -> anyhow::Result<()> {
+    let prosody = Prosody::start(COMPONENT).await?;
+    let (synapse, mut bridge) = Bridge::start(&prosody).await?;
+    let senders = matrix_senders(&synapse).await?;
+    let room_id = senders[0].create_room(json!({"preset": "public_chat", "room_alias_name": "crash"})).await?;
+    for sender in &senders[1..] {
+        sender.join(&room_id).await?;
+    }
+
+    // `#crash:localhost` as a MUC on the gateway. The observer joins once: the bridge keeps its gateway MUC
+    // occupants in the store, so after a restart it is still one and needs no new join.
+    let muc = format!("#crash#localhost@{COMPONENT}");
+    let observer = xmpp_user(&prosody, "observer").await?;
+    observer.join_muc(&muc, "observer").await?;
+    let ghost = "@_xmpp_observer=40localhost:localhost";
+    senders[0]
+        .wait_for_event(&room_id, Duration::from_secs(30), |event| {
+            event["type"] == "m.room.member" && event["state_key"] == ghost && event["content"]["membership"] == "join"
+        })
+        .await
+        .context("waiting for the observer's ghost to join the Matrix room")?;
+    stream_with_kills("gateway MUC", &mut bridge, senders, &room_id, || numbered(observer.groupchat(&muc))).await?;
+    Ok(())
+}
+
+#[test]
+fn the_tally_counts_losses_doubles_and_reordering() {
+    let mut arrived: Vec<(usize, usize)> = (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).collect();
+    assert_eq!(tally(&arrived), Tally::default());
+    arrived.retain(|&(s, n)| !(s == 3 && n == 7));
+    arrived.push((2, 5));
+    arrived.push((4, 0));
+    let swap = arrived.iter().position(|&(s, n)| s == 1 && n == 10).unwrap();
+    arrived.swap(swap, swap + 1);
+    assert_eq!(tally(&arrived), Tally { lost: 1, doubled: 2, out_of_order: 1 });
+}
