@@ -92,7 +92,7 @@ impl Deliveries {
         let delivered = tokio::select! {
             delivered = &mut waiting => delivered,
             () = tokio::time::sleep(QUEUED_NOTICE_AFTER) => {
-                self.tell_queued(&sender, &room_id).await;
+                self.tell_queued(&sender, &room_id);
                 waiting.await
             }
         }?;
@@ -103,8 +103,10 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Tells `sender` once in a while that their messages wait behind the network's flood control.
-    async fn tell_queued(&self, sender: &str, room_id: &str) {
+    /// Tells `sender` once in a while that their messages wait behind the network's flood control. The notice goes
+    /// out on its own task: the confirmation never waits for the homeserver (it may be away, and the room's next
+    /// messages wait for this confirmation).
+    fn tell_queued(&self, sender: &str, room_id: &str) {
         let now = Instant::now();
         let quiet = self.told.get(sender).is_some_and(|at| now.duration_since(*at) < QUEUED_NOTICE_QUIET);
         if quiet {
@@ -115,8 +117,11 @@ impl Deliveries {
             "{sender}: your messages are queued: {} lets {} lines per second through. They will arrive in order.",
             self.network_name, self.lines_per_second
         );
-        if let Err(error) = self.bridge.notice(room_id, &text).await {
-            tracing::warn!(network = %self.network_name, %room_id, %error, "cannot tell a sender their messages wait");
-        }
+        let (bridge, network, room_id) = (self.bridge.clone(), self.network_name.clone(), room_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(error) = bridge.notice(&room_id, &text).await {
+                tracing::warn!(%network, %room_id, %error, "cannot tell a sender their messages wait");
+            }
+        });
     }
 }
