@@ -95,6 +95,39 @@ impl Synapse {
         }
     }
 
+    /// Stops Synapse (SIGTERM, as an operator's restart does), keeping its state for [`Synapse::start_again`].
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+    }
+
+    /// Starts the stopped Synapse again on the same state, port and config, and waits until it answers.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let python = synapse_python()?;
+        let mut command = Command::new(&python);
+        command
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(self.dir.join("homeserver.yaml"))
+            .current_dir(self.dir.path());
+        self.process = ServerProcess::spawn("Synapse", &mut command, &self.dir.join("homeserver.log"))?;
+        wait_until_ready(&mut self.process, &self.http, &self.url).await
+    }
+
+    /// The event IDs in appservice transactions Synapse has stored but not yet sent (it deletes a transaction once
+    /// the appservice acknowledged it): read from its SQLite database with its own Python.
+    pub fn unsent_appservice_events(&self) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let script = "import json, sqlite3, sys\n\
+            rows = sqlite3.connect(sys.argv[1]).execute('SELECT event_ids FROM application_services_txns')\n\
+            print(json.dumps([e for (ids,) in rows for e in json.loads(ids)]))";
+        let output = Command::new(synapse_python()?)
+            .arg("-c")
+            .arg(script)
+            .arg(self.dir.join("homeserver.db"))
+            .output()
+            .context("reading Synapse's appservice transactions")?;
+        anyhow::ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).context("Synapse's unsent appservice events")
+    }
+
     /// The client-server API's base URL, `http://127.0.0.1:PORT` (no trailing slash).
     pub fn url(&self) -> &str {
         &self.url

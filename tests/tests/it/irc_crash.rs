@@ -11,7 +11,6 @@
 //! The kill points come from a seed: `LATTICE_CRASH_SEED` picks it, else it is random and printed.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -27,12 +26,13 @@ use rand::{Rng as _, SeedableRng as _};
 use reqwest::Method;
 use serde_yaml::Value;
 
-use crate::binaries::build_binary;
+use crate::{
+    binaries::build_binary,
+    crash_tally::{Stream, Tally},
+};
 
-/// Matrix users sending, each through their own puppet with its own flood bucket.
-const SENDERS: usize = 10;
-/// Messages each sends.
-const PER_SENDER: usize = 100;
+/// Ten Matrix users, each through their own puppet with its own flood bucket, send 100 messages each.
+const STREAM: Stream = Stream { senders: 10, per_sender: 100 };
 /// Kills during the stream.
 const KILLS: usize = 2;
 /// How long the whole stream may take to arrive: 1,000 lines at 20 lines/s, two restarts and reconnects.
@@ -43,7 +43,7 @@ const CHANNEL: &str = "#crash";
 /// The IRC sample config pointed at `homeserver` and the IRC server on `irc_port`, with its files in `dir`. The
 /// flood control stays the sample's; per-user spam limits and the privacy rule are off (they hold back or remove
 /// senders on purpose, which this test does not measure).
-fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<PathBuf> {
     let sample = std::fs::read_to_string(workspace_root().join("bridge-irc/config.sample.yaml"))?;
     let mut config: Value = serde_yaml::from_str(&sample)?;
     config["homeserver"]["url"] = homeserver.into();
@@ -66,7 +66,12 @@ fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u16) -> anyho
 }
 
 /// `lattice-irc run` on `config`, with its output in `dir`; waits for the homeserver's ping to reach it.
-async fn start_bridge(binary: &Path, config: &Path, dir: &Path, run: usize) -> anyhow::Result<ServerProcess> {
+pub(crate) async fn start_bridge(
+    binary: &Path,
+    config: &Path,
+    dir: &Path,
+    run: usize,
+) -> anyhow::Result<ServerProcess> {
     let log = dir.join(format!("lattice-irc-{run}.log"));
     let mut command = Command::new(binary);
     command.arg("run").arg("-c").arg(config).env("RUST_LOG", "info").stdin(Stdio::null());
@@ -87,48 +92,8 @@ fn arrived(observer: &IrcTestClient) -> Vec<(usize, usize)> {
         .pending()
         .iter()
         .filter_map(|line| line.split_once(&format!(" PRIVMSG {CHANNEL} :")).map(|(_, text)| text))
-        .filter_map(|text| {
-            let (sender, number) = text.strip_prefix("crash ")?.split_once('/')?;
-            Some((sender.parse().ok()?, number.parse().ok()?))
-        })
+        .filter_map(Stream::parse)
         .collect()
-}
-
-/// What arrived, counted against what was sent.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    lost: usize,
-    doubled: usize,
-    out_of_order: usize,
-}
-
-fn tally(arrived: &[(usize, usize)]) -> Tally {
-    let mut per_sender: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for &(sender, number) in arrived {
-        per_sender.entry(sender).or_default().push(number);
-    }
-    let mut tally = Tally::default();
-    for sender in 0..SENDERS {
-        let numbers = per_sender.remove(&sender).unwrap_or_default();
-        let mut seen = [false; PER_SENDER];
-        let mut last_new = None;
-        for number in numbers {
-            match seen.get_mut(number) {
-                Some(true) => tally.doubled += 1,
-                Some(slot) => {
-                    *slot = true;
-                    // A first arrival must come after every earlier first arrival of the sender's.
-                    if last_new.is_some_and(|last| number < last) {
-                        tally.out_of_order += 1;
-                    }
-                    last_new = Some(number);
-                }
-                None => tally.out_of_order += 1,
-            }
-        }
-        tally.lost += seen.iter().filter(|seen| !**seen).count();
-    }
-    tally
 }
 
 async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
@@ -150,27 +115,15 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
     let alias = format!("#irc_test_{CHANNEL}:localhost");
     let mut senders: Vec<MatrixUser> = Vec::new();
     let mut room_id = String::new();
-    for index in 0..SENDERS {
+    for index in 0..STREAM.senders {
         let user = synapse.register_user(&format!("crash{index}"), false).await?;
         room_id = user.join(&alias).await.with_context(|| format!("crash{index} joining {alias}"))?;
         senders.push(user);
     }
-    let streams: Vec<_> = senders
-        .into_iter()
-        .enumerate()
-        .map(|(index, user)| {
-            let room_id = room_id.clone();
-            tokio::spawn(async move {
-                for number in 0..PER_SENDER {
-                    user.send_text(&room_id, &format!("crash {index}/{number}")).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
+    let streams = STREAM.start(senders, &room_id);
 
     // Kill points: after a random share of the stream has reached IRC, between a tenth and nine tenths of it.
-    let total = SENDERS * PER_SENDER;
+    let total = STREAM.senders * STREAM.per_sender;
     let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
     points.sort_unstable();
     for (run, point) in points.into_iter().enumerate() {
@@ -183,18 +136,19 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
         println!("{server}: killed the bridge after {} lines arrived", arrived(&observer).len());
         bridge = start_bridge(&binary, &config, dir.path(), run + 1).await?;
     }
+    let mut event_ids = Vec::new();
     for stream in streams {
-        stream.await??;
+        event_ids.push(stream.await??);
     }
     let deadline = tokio::time::Instant::now() + ARRIVAL;
-    while tally(&arrived(&observer)).lost > 0 && tokio::time::Instant::now() < deadline {
+    while STREAM.tally(&arrived(&observer)).lost > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A little longer, so a late double shows.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let counted = tally(&arrived(&observer));
+    let counted = STREAM.tally_against(&arrived(&observer), &event_ids, &synapse)?;
     println!("{server}: {total} sent, {counted:?}");
-    ensure!(counted.lost == 0, "{counted:?}; bridge log: {}", bridge.log_tail(40));
+    ensure!(counted.lost_by_bridge() == 0, "{counted:?}; bridge log: {}", bridge.log_tail(40));
     ensure!(counted.out_of_order == 0, "{counted:?}");
     Ok(counted)
 }
@@ -204,19 +158,19 @@ async fn nothing_acknowledged_is_lost_on_ngircd_when_the_bridge_is_killed_twice(
     let counted = stream_with_kills(Ircd::ngircd().await?, "ngircd").await?;
     // Without echoes, a line the server read but whose PONG had not come back is sent again: at most the lines a
     // puppet wrote within one round trip, which flood control keeps to its burst.
-    ensure!(counted.doubled <= KILLS * SENDERS * 5, "{counted:?}");
+    ensure!(counted.doubled <= KILLS * STREAM.senders * 5, "{counted:?}");
     Ok(())
 }
 
 #[tokio::test]
 async fn nothing_acknowledged_is_lost_on_inspircd_when_the_bridge_is_killed_twice() -> anyhow::Result<()> {
     let counted = stream_with_kills(Ircd::inspircd().await?, "InspIRCd").await?;
-    ensure!(counted.doubled <= KILLS * SENDERS * 5, "{counted:?}");
+    ensure!(counted.doubled <= KILLS * STREAM.senders * 5, "{counted:?}");
     Ok(())
 }
 
 /// The bodies of the room's messages that start with `prefix`, oldest first, as `user` reads them.
-async fn room_bodies(user: &MatrixUser, room_id: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn room_bodies(user: &MatrixUser, room_id: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
     let path = ["_matrix", "client", "v3", "rooms", room_id, "messages"];
     let page = user.call(Method::GET, &path, &[("dir", "b"), ("limit", "1000")], None).await?;
     let events = page["chunk"].as_array().cloned().unwrap_or_default();
@@ -305,16 +259,4 @@ async fn what_the_bridge_read_from_irc_reaches_matrix_once_in_order_across_kill_
     ensure!(missing.iter().all(|number| *number < heard_again), "lines said after the restart were lost: {missing:?}");
     drop(bridge);
     Ok(())
-}
-
-#[test]
-fn the_tally_counts_losses_doubles_and_reordering() {
-    let mut arrived: Vec<(usize, usize)> = (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).collect();
-    assert_eq!(tally(&arrived), Tally::default());
-    arrived.retain(|&(s, n)| !(s == 3 && n == 7));
-    arrived.push((2, 5));
-    arrived.push((4, 0));
-    let swap = arrived.iter().position(|&(s, n)| s == 1 && n == 10).unwrap();
-    arrived.swap(swap, swap + 1);
-    assert_eq!(tally(&arrived), Tally { lost: 1, doubled: 2, out_of_order: 1 });
 }

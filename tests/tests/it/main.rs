@@ -3,7 +3,9 @@
 mod binaries;
 mod bot_once;
 mod bridge;
+mod crash_tally;
 mod durability;
 mod harness;
+mod homeserver_outage;
 mod irc_crash;
 mod xmpp_crash;

@@ -7,7 +7,6 @@
 //! The kill points come from a seed: `LATTICE_CRASH_SEED` picks it, else it is random and printed.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -22,12 +21,13 @@ use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 use serde_yaml::Value;
 
-use crate::binaries::build_binary;
+use crate::{
+    binaries::build_binary,
+    crash_tally::{Stream, Tally},
+};
 
-/// Matrix users sending, each as their own occupant.
-const SENDERS: usize = 5;
-/// Messages each sends.
-const PER_SENDER: usize = 100;
+/// Five Matrix users, each as their own occupant, send 100 messages each.
+const STREAM: Stream = Stream { senders: 5, per_sender: 100 };
 /// Kills during the stream.
 const KILLS: usize = 2;
 /// How long the whole stream may take to arrive, with two restarts and reconnections.
@@ -98,7 +98,7 @@ impl Bridge {
 
     /// `kill -9`, then a fresh start on the same config and store.
     async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
-        self.process.kill();
+        self.process.kill()?;
         self.process = Self::launch(&self.binary, &self.config, self.dir.path(), self.runs).await?;
         self.runs += 1;
         Ok(())
@@ -115,7 +115,7 @@ async fn xmpp_user(prosody: &Prosody, user: &str) -> anyhow::Result<XmppTestClie
 /// New Matrix users `crash0`, `crash1`, … (their nick on XMPP is their display name, the local part).
 async fn matrix_senders(synapse: &Synapse) -> anyhow::Result<Vec<MatrixUser>> {
     let mut senders = Vec::new();
-    for index in 0..SENDERS {
+    for index in 0..STREAM.senders {
         senders.push(synapse.register_user(&format!("crash{index}"), false).await?);
     }
     Ok(senders)
@@ -123,62 +123,14 @@ async fn matrix_senders(synapse: &Synapse) -> anyhow::Result<Vec<MatrixUser>> {
 
 /// The numbered messages among (nick, body) pairs, as (sender, number), in arrival order.
 fn numbered(messages: Vec<(String, String)>) -> Vec<(usize, usize)> {
-    messages
-        .into_iter()
-        .filter_map(|(_, body)| {
-            let (sender, number) = body.strip_prefix("crash ")?.split_once('/')?;
-            Some((sender.parse().ok()?, number.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The messages that did not arrive, as (sender, number).
-fn missing(arrived: &[(usize, usize)]) -> Vec<(usize, usize)> {
-    let arrived: std::collections::BTreeSet<_> = arrived.iter().collect();
-    (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).filter(|sent| !arrived.contains(sent)).collect()
-}
-
-/// What arrived, counted against what was sent.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    lost: usize,
-    doubled: usize,
-    out_of_order: usize,
-}
-
-fn tally(arrived: &[(usize, usize)]) -> Tally {
-    let mut per_sender: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for &(sender, number) in arrived {
-        per_sender.entry(sender).or_default().push(number);
-    }
-    let mut tally = Tally::default();
-    for sender in 0..SENDERS {
-        let numbers = per_sender.remove(&sender).unwrap_or_default();
-        let mut seen = [false; PER_SENDER];
-        let mut last_new = None;
-        for number in numbers {
-            match seen.get_mut(number) {
-                Some(true) => tally.doubled += 1,
-                Some(slot) => {
-                    *slot = true;
-                    // A first arrival must come after every earlier first arrival of the sender's.
-                    if last_new.is_some_and(|last| number < last) {
-                        tally.out_of_order += 1;
-                    }
-                    last_new = Some(number);
-                }
-                None => tally.out_of_order += 1,
-            }
-        }
-        tally.lost += seen.iter().filter(|seen| !**seen).count();
-    }
-    tally
+    messages.into_iter().filter_map(|(_, body)| Stream::parse(&body)).collect()
 }
 
 /// Streams the numbered messages of `senders` into `room_id`, kills the bridge at seeded random points and restarts
 /// it, and counts what `arrived` says reached XMPP once everything could have.
 async fn stream_with_kills(
     label: &str,
+    synapse: &Synapse,
     bridge: &mut Bridge,
     senders: Vec<MatrixUser>,
     room_id: &str,
@@ -188,23 +140,10 @@ async fn stream_with_kills(
     println!("{label}: seed {seed} (LATTICE_CRASH_SEED={seed} repeats these kill points)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = tokio::time::Instant::now();
-    let streams: Vec<_> = senders
-        .into_iter()
-        .enumerate()
-        .map(|(index, user)| {
-            let room_id = room_id.to_owned();
-            tokio::spawn(async move {
-                let mut event_ids = Vec::new();
-                for number in 0..PER_SENDER {
-                    event_ids.push(user.send_text(&room_id, &format!("crash {index}/{number}")).await?);
-                }
-                anyhow::Ok(event_ids)
-            })
-        })
-        .collect();
+    let streams = STREAM.start(senders, room_id);
 
     // Kill points: after a random share of the stream has reached XMPP, between a tenth and nine tenths of it.
-    let total = SENDERS * PER_SENDER;
+    let total = STREAM.senders * STREAM.per_sender;
     let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
     points.sort_unstable();
     for point in points {
@@ -222,19 +161,17 @@ async fn stream_with_kills(
         event_ids.push(stream.await??);
     }
     let deadline = tokio::time::Instant::now() + ARRIVAL;
-    while tally(&arrived()).lost > 0 && tokio::time::Instant::now() < deadline {
+    while STREAM.tally(&arrived()).lost > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A little longer, so a late double shows.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let counted = tally(&arrived());
+    let counted = STREAM.tally_against(&arrived(), &event_ids, synapse)?;
     println!("{label}: {total} sent, {counted:?}, in {:.1?}", started.elapsed());
-    if counted.lost > 0 {
-        let lost: Vec<String> =
-            missing(&arrived()).into_iter().map(|(s, n)| format!("crash {s}/{n} ({})", event_ids[s][n])).collect();
+    if counted.lost_by_bridge() > 0 {
         bridge.dir.keep();
         anyhow::bail!(
-            "{counted:?}; lost {lost:?}; bridge logs in {} (kept with LATTICE_KEEP_TEST_STATE=1)",
+            "{counted:?}; bridge logs in {} (kept with LATTICE_KEEP_TEST_STATE=1)",
             bridge.dir.path().display()
         );
     }
@@ -260,10 +197,11 @@ async fn nothing_acknowledged_is_lost_in_a_muc_portal_when_the_bridge_is_killed_
         room_id = sender.join(&alias).await.with_context(|| format!("{} joining {alias}", sender.user_id()))?;
     }
     // Each Matrix user's occupant is in the MUC before they write.
-    for index in 0..SENDERS {
+    for index in 0..STREAM.senders {
         observer.wait_for_occupant(mark, &muc, &format!("crash{index}")).await?;
     }
-    stream_with_kills("MUC portal", &mut bridge, senders, &room_id, || numbered(observer.groupchat(&muc))).await?;
+    stream_with_kills("MUC portal", &synapse, &mut bridge, senders, &room_id, || numbered(observer.groupchat(&muc)))
+        .await?;
     Ok(())
 }
 
@@ -289,18 +227,7 @@ async fn nothing_acknowledged_is_lost_in_a_gateway_muc_when_the_bridge_is_killed
         })
         .await
         .context("waiting for the observer's ghost to join the Matrix room")?;
-    stream_with_kills("gateway MUC", &mut bridge, senders, &room_id, || numbered(observer.groupchat(&muc))).await?;
+    stream_with_kills("gateway MUC", &synapse, &mut bridge, senders, &room_id, || numbered(observer.groupchat(&muc)))
+        .await?;
     Ok(())
-}
-
-#[test]
-fn the_tally_counts_losses_doubles_and_reordering() {
-    let mut arrived: Vec<(usize, usize)> = (0..SENDERS).flat_map(|s| (0..PER_SENDER).map(move |n| (s, n))).collect();
-    assert_eq!(tally(&arrived), Tally::default());
-    arrived.retain(|&(s, n)| !(s == 3 && n == 7));
-    arrived.push((2, 5));
-    arrived.push((4, 0));
-    let swap = arrived.iter().position(|&(s, n)| s == 1 && n == 10).unwrap();
-    arrived.swap(swap, swap + 1);
-    assert_eq!(tally(&arrived), Tally { lost: 1, doubled: 2, out_of_order: 1 });
 }

@@ -1,0 +1,150 @@
+//! What the crash tests count: numbered messages from several Matrix senders, tallied as they arrive on the other
+//! network — lost, doubled, out of order per sender — and, for the lost ones, whether the homeserver ever sent
+//! them to the bridge.
+//!
+//! Synapse 1.163 can strand an event in an appservice transaction it never sends: when an event is created while
+//! its recoverer is finishing the catch-up after the bridge was unreachable, the event's transaction is stored as
+//! for a service that is down, and the recoverer, which found nothing left a moment before, marks the service up
+//! without sending it (`synapse/appservice/scheduler.py`: `_TransactionController.send` and `_Recoverer.retry`).
+//! It stays in `application_services_txns` until the next time the bridge is unreachable. Such an event never
+//! reached the bridge, so it is counted apart from what the bridge lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lattice_e2e::{MatrixUser, Synapse};
+use tokio::task::JoinHandle;
+
+/// The numbered messages of a crash test: `senders` Matrix users, `per_sender` messages each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stream {
+    pub(crate) senders: usize,
+    pub(crate) per_sender: usize,
+}
+
+/// What arrived, counted against what was sent.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Sent and never arrived, the homeserver's strandings included.
+    pub(crate) lost: usize,
+    /// Of those, the events the homeserver never sent to the bridge.
+    pub(crate) never_sent_by_homeserver: usize,
+    pub(crate) doubled: usize,
+    pub(crate) out_of_order: usize,
+}
+
+impl Tally {
+    /// Lost by the bridge: lost, less what the homeserver never sent it.
+    pub(crate) fn lost_by_bridge(&self) -> usize {
+        self.lost - self.never_sent_by_homeserver
+    }
+}
+
+impl Stream {
+    /// The body of message `number` of `sender`.
+    pub(crate) fn body(sender: usize, number: usize) -> String {
+        format!("crash {sender}/{number}")
+    }
+
+    /// The (sender, number) a body names, if it is one of the stream's.
+    pub(crate) fn parse(body: &str) -> Option<(usize, usize)> {
+        let (sender, number) = body.strip_prefix("crash ")?.split_once('/')?;
+        Some((sender.parse().ok()?, number.parse().ok()?))
+    }
+
+    /// Starts each sender sending its messages in order; each task returns the event IDs, by number.
+    pub(crate) fn start(self, users: Vec<MatrixUser>, room_id: &str) -> Vec<JoinHandle<anyhow::Result<Vec<String>>>> {
+        users
+            .into_iter()
+            .enumerate()
+            .map(|(sender, user)| {
+                let room_id = room_id.to_owned();
+                tokio::spawn(async move {
+                    let mut event_ids = Vec::with_capacity(self.per_sender);
+                    for number in 0..self.per_sender {
+                        event_ids.push(user.send_text(&room_id, &Self::body(sender, number)).await?);
+                    }
+                    anyhow::Ok(event_ids)
+                })
+            })
+            .collect()
+    }
+
+    /// The messages that did not arrive, as (sender, number).
+    pub(crate) fn missing(self, arrived: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let arrived: BTreeSet<_> = arrived.iter().collect();
+        (0..self.senders)
+            .flat_map(|sender| (0..self.per_sender).map(move |number| (sender, number)))
+            .filter(|sent| !arrived.contains(sent))
+            .collect()
+    }
+
+    /// Counts what arrived (without asking the homeserver about the lost ones).
+    pub(crate) fn tally(self, arrived: &[(usize, usize)]) -> Tally {
+        let mut per_sender: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &(sender, number) in arrived {
+            per_sender.entry(sender).or_default().push(number);
+        }
+        let mut tally = Tally::default();
+        for sender in 0..self.senders {
+            let numbers = per_sender.remove(&sender).unwrap_or_default();
+            let mut seen = vec![false; self.per_sender];
+            let mut last_new = None;
+            for number in numbers {
+                match seen.get_mut(number) {
+                    Some(true) => tally.doubled += 1,
+                    Some(slot) => {
+                        *slot = true;
+                        // A first arrival must come after every earlier first arrival of the sender's.
+                        if last_new.is_some_and(|last| number < last) {
+                            tally.out_of_order += 1;
+                        }
+                        last_new = Some(number);
+                    }
+                    None => tally.out_of_order += 1,
+                }
+            }
+            tally.lost += seen.iter().filter(|seen| !**seen).count();
+        }
+        tally.out_of_order += per_sender.values().map(Vec::len).sum::<usize>();
+        tally
+    }
+
+    /// Counts what arrived, and asks `synapse` which of the lost events it still holds unsent; prints the lost ones.
+    pub(crate) fn tally_against(
+        self,
+        arrived: &[(usize, usize)],
+        event_ids: &[Vec<String>],
+        synapse: &Synapse,
+    ) -> anyhow::Result<Tally> {
+        let mut tally = self.tally(arrived);
+        if tally.lost == 0 {
+            return Ok(tally);
+        }
+        let unsent = synapse.unsent_appservice_events()?;
+        for (sender, number) in self.missing(arrived) {
+            let event_id = event_ids.get(sender).and_then(|ids| ids.get(number)).map_or("?", String::as_str);
+            let stranded = unsent.contains(event_id);
+            tally.never_sent_by_homeserver += usize::from(stranded);
+            let whose = if stranded { "never sent to the bridge by Synapse" } else { "lost by the bridge" };
+            println!("lost {} ({event_id}): {whose}", Self::body(sender, number));
+        }
+        Ok(tally)
+    }
+}
+
+#[test]
+fn the_tally_counts_losses_doubles_and_reordering() {
+    let stream = Stream { senders: 5, per_sender: 20 };
+    let mut arrived: Vec<(usize, usize)> = (0..5).flat_map(|s| (0..20).map(move |n| (s, n))).collect();
+    assert_eq!(stream.tally(&arrived), Tally::default());
+    arrived.retain(|&(s, n)| !(s == 3 && n == 7));
+    arrived.push((2, 5));
+    arrived.push((4, 0));
+    arrived.push((9, 0));
+    let swap = arrived.iter().position(|&(s, n)| s == 1 && n == 10).unwrap();
+    arrived.swap(swap, swap + 1);
+    let tally = stream.tally(&arrived);
+    assert_eq!(tally, Tally { lost: 1, never_sent_by_homeserver: 0, doubled: 2, out_of_order: 2 });
+    assert_eq!(stream.missing(&arrived), [(3, 7)]);
+    assert_eq!(Stream::parse(&Stream::body(3, 7)), Some((3, 7)));
+}
