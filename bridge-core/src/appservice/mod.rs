@@ -19,6 +19,7 @@ mod ping;
 mod query;
 mod thirdparty;
 mod transactions;
+mod txn_key;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use axum::{
     routing::{get, post, put},
 };
 
+pub(crate) use self::txn_key::txn_id_of;
 pub use self::{errors::ErrorBody, transactions::TRANSACTION_BODY_LIMIT};
 use crate::{connector::Connector, runtime::Runtime};
 

@@ -29,6 +29,7 @@ use serde_json::{json, value::RawValue};
 use super::{
     body::{BodyError, read_limited},
     errors::matrix_error,
+    txn_key,
 };
 use crate::{
     connector::Connector,
@@ -109,7 +110,8 @@ pub(super) async fn put_transaction<C: Connector>(
         Ok(body) => body,
         Err(error) => return refuse(metrics, &txn_id, Refusal::Body(error)),
     };
-    let body: TransactionBody = match serde_json::from_slice(&body) {
+    let raw_body = body;
+    let body: TransactionBody = match serde_json::from_slice(&raw_body) {
         Ok(body) => body,
         Err(error) => return refuse(metrics, &txn_id, Refusal::NotJson(error)),
     };
@@ -129,7 +131,8 @@ pub(super) async fn put_transaction<C: Connector>(
             runtime.inbound.hand_over(&key, items);
         }
     };
-    match core.store.persist_transaction(&txn_id, &queued, hand_over).await {
+    let key = txn_key::dedup_key(&txn_id, body.events.iter().map(Raw::json), &raw_body);
+    match core.store.persist_transaction(&key, &queued, hand_over).await {
         Ok(TransactionOutcome::Persisted { queued }) => {
             metrics.transactions.with_label_values(&["persisted"]).inc();
             metrics.events.with_label_values(&[QueueKind::Matrix.label(), "queued"]).inc_by(queued as u64);

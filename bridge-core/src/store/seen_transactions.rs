@@ -68,8 +68,10 @@ impl SeenTransactions {
     }
 }
 
-/// An ID that is a plain decimal number, as Synapse's are.
+/// An ID that is a plain decimal number, as Synapse's are (before the digest the appservice adds, see
+/// `appservice::txn_key`).
 fn number(id: &str) -> Option<u64> {
+    let id = crate::appservice::txn_id_of(id);
     if id.is_empty() || !id.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }

@@ -188,6 +188,24 @@ async fn a_retried_transaction_is_processed_once_also_across_a_restart() {
     again.stop().await;
 }
 
+/// Synapse on SQLite numbers transactions from its highest unsent one, so after a restart with nothing pending it
+/// sends `1` again, with new events: they are new, and bridged.
+#[tokio::test]
+async fn a_transaction_id_used_again_for_other_events_is_processed() {
+    let (store, _dir) = sqlite_store().await;
+    let bridge = TestBridge::start(store, registration()).await;
+    let room = "!reused:localhost";
+    let before = json!({"events": [message(room, "$a", "before the homeserver restarted")]});
+    let after = json!({"events": [message(room, "$b", "after it restarted")]});
+    assert_eq!(bridge.put_transaction("1", &before).await.status(), StatusCode::OK);
+    assert_eq!(bridge.put_transaction("1", &after).await.status(), StatusCode::OK);
+    assert_eq!(bridge.put_transaction("1", &after).await.status(), StatusCode::OK, "a retry of the new one");
+    bridge.put_transaction("2", &json!({"events": [message(room, "$c", "marker")]})).await;
+    let seen = bodies(&bridge.recorder.wait_for(3, WAIT).await);
+    assert_eq!(seen, ["before the homeserver restarted", "after it restarted", "marker"]);
+    bridge.stop().await;
+}
+
 async fn reopen(dir: &tempfile::TempDir) -> lattice_bridge_core::store::Store {
     let url = format!("sqlite://{}", dir.path().join("lattice.db").display());
     lattice_bridge_core::store::Store::connect(&url, 4, lattice_bridge_core::store::Cipher::random()).await.unwrap()
