@@ -34,7 +34,7 @@ const KILLS: usize = 2;
 const ARRIVAL: Duration = Duration::from_secs(180);
 /// New messages of one room the runtime lets go out ahead of their confirmations (bridge-core's
 /// `dispatch::MAX_UNCONFIRMED`): at a kill, at most these were sent and not yet confirmed, and only they go out again.
-const RUN_AHEAD: usize = 32;
+const RUN_AHEAD: usize = 4096;
 /// The bridge's component domain.
 const COMPONENT: &str = "bridge.localhost";
 
