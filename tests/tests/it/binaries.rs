@@ -48,6 +48,11 @@ pub(crate) fn run(binary: &Path, args: &[&str]) -> anyhow::Result<String> {
 #[tokio::test]
 async fn generated_registration_is_loaded_by_synapse_and_the_ping_reaches_the_bridge() -> anyhow::Result<()> {
     let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
+    let version = run(&binary, &["--version"])?;
+    ensure!(
+        version.starts_with(&format!("lattice-irc {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "--version names the release and the commit: {version}"
+    );
     let dir = tempfile::tempdir()?;
     let port = free_port();
     // The homeserver URL is not known before Synapse starts; the registration does not depend on it.

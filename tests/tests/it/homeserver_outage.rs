@@ -5,20 +5,14 @@
 //!
 //! `LATTICE_OUTAGE_SECS` sets the outage (default 300 s, five minutes).
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use anyhow::ensure;
-use lattice_e2e::{
-    Synapse, free_port,
-    ircd::{IrcTestClient, Ircd},
-};
+use lattice_e2e::ircd::{IrcTestClient, Ircd};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::{
-    binaries::build_binary,
-    irc_crash::{room_bodies, start_bridge, write_config},
-};
+use crate::irc_crash::{ShippedBridge, room_bodies};
 
 const CHANNEL: &str = "#outage";
 /// Matrix messages sent before the outage: more than flood control lets through before Synapse stops.
@@ -44,15 +38,7 @@ async fn a_homeserver_outage_of_minutes_loses_nothing_either_way() -> anyhow::Re
         std::env::var("LATTICE_OUTAGE_SECS").ok().and_then(|secs| secs.parse().ok()).unwrap_or(300),
     );
     let ircd = Ircd::ngircd().await?;
-    let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let config = write_config(dir.path(), "http://127.0.0.1:9", port, ircd.port())?;
-    let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
-    ensure!(status.success(), "generate-registration failed");
-    let mut synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
-    write_config(dir.path(), synapse.url(), port, ircd.port())?;
-    let bridge = start_bridge(&binary, &config, dir.path(), 0).await?;
+    let (mut synapse, bridge) = ShippedBridge::start(&ircd).await?;
     let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
     talker.join(CHANNEL).await?;
     let alice = synapse.register_user("alice", false).await?;
@@ -73,7 +59,11 @@ async fn a_homeserver_outage_of_minutes_loses_nothing_either_way() -> anyhow::Re
         .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while irc_numbers(&talker, "matrix").len() < 5 {
-        ensure!(Instant::now() < deadline, "the first Matrix messages never reached IRC: {}", bridge.log_tail(30));
+        ensure!(
+            Instant::now() < deadline,
+            "the first Matrix messages never reached IRC: {}",
+            bridge.process.log_tail(30)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     synapse.stop();
@@ -91,7 +81,7 @@ async fn a_homeserver_outage_of_minutes_loses_nothing_either_way() -> anyhow::Re
     ensure!(
         in_order_once(&drained, BEFORE),
         "taken Matrix messages drain while the homeserver is away: {drained:?}; bridge log: {}",
-        bridge.log_tail(60)
+        bridge.process.log_tail(60)
     );
 
     synapse.start_again().await?;
@@ -103,7 +93,7 @@ async fn a_homeserver_outage_of_minutes_loses_nothing_either_way() -> anyhow::Re
     let deadline = back + Duration::from_secs(180);
     let (mut matrix_resumed, mut irc_resumed) = (None, None);
     while matrix_resumed.is_none() || irc_resumed.is_none() {
-        ensure!(Instant::now() < deadline, "delivery did not resume within 180 s: {}", bridge.log_tail(40));
+        ensure!(Instant::now() < deadline, "delivery did not resume within 180 s: {}", bridge.process.log_tail(40));
         if irc_resumed.is_none() && irc_numbers(&talker, "after").len() == AFTER {
             irc_resumed = Some(back.elapsed());
         }

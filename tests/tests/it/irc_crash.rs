@@ -43,7 +43,7 @@ const CHANNEL: &str = "#crash";
 /// The IRC sample config pointed at `homeserver` and the IRC server on `irc_port`, with its files in `dir`. The
 /// flood control stays the sample's; per-user spam limits and the privacy rule are off (they hold back or remove
 /// senders on purpose, which this test does not measure).
-pub(crate) fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<PathBuf> {
+fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<PathBuf> {
     let sample = std::fs::read_to_string(workspace_root().join("bridge-irc/config.sample.yaml"))?;
     let mut config: Value = serde_yaml::from_str(&sample)?;
     config["homeserver"]["url"] = homeserver.into();
@@ -66,12 +66,7 @@ pub(crate) fn write_config(dir: &Path, homeserver: &str, port: u16, irc_port: u1
 }
 
 /// `lattice-irc run` on `config`, with its output in `dir`; waits for the homeserver's ping to reach it.
-pub(crate) async fn start_bridge(
-    binary: &Path,
-    config: &Path,
-    dir: &Path,
-    run: usize,
-) -> anyhow::Result<ServerProcess> {
+async fn start_bridge(binary: &Path, config: &Path, dir: &Path, run: usize) -> anyhow::Result<ServerProcess> {
     let log = dir.join(format!("lattice-irc-{run}.log"));
     let mut command = Command::new(binary);
     command.arg("run").arg("-c").arg(config).env("RUST_LOG", "info").stdin(Stdio::null());
@@ -86,6 +81,48 @@ pub(crate) async fn start_bridge(
     Ok(bridge)
 }
 
+/// The shipped `lattice-irc run` on the sample config, bridging `ircd` to a Synapse of its own; started again on the
+/// same config and store after each kill.
+pub(crate) struct ShippedBridge {
+    binary: PathBuf,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+    runs: usize,
+    /// The running process.
+    pub(crate) process: ServerProcess,
+}
+
+impl ShippedBridge {
+    /// Writes the config and registration, starts Synapse with it, then the bridge.
+    pub(crate) async fn start(ircd: &Ircd) -> anyhow::Result<(Synapse, Self)> {
+        let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let config = write_config(dir.path(), "http://127.0.0.1:9", port, ircd.port())?;
+        let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
+        ensure!(status.success(), "generate-registration failed");
+        let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
+        write_config(dir.path(), synapse.url(), port, ircd.port())?;
+        let process = start_bridge(&binary, &config, dir.path(), 0).await?;
+        Ok((synapse, Self { binary, config, dir, runs: 1, process }))
+    }
+
+    /// `kill -9`, then a fresh start on the same config and store.
+    pub(crate) async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill()?;
+        self.process = start_bridge(&self.binary, &self.config, self.dir.path(), self.runs).await?;
+        self.runs += 1;
+        Ok(())
+    }
+}
+
+/// A random number generator from `LATTICE_CRASH_SEED`, or from a random seed; `label` and the seed are printed.
+fn seeded(label: &str) -> rand::rngs::StdRng {
+    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
+    println!("{label}: seed {seed} (LATTICE_CRASH_SEED={seed} repeats these kill points)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
 /// The numbered messages the IRC client has seen in the channel, as (sender, number), in arrival order.
 fn arrived(observer: &IrcTestClient) -> Vec<(usize, usize)> {
     observer
@@ -97,18 +134,8 @@ fn arrived(observer: &IrcTestClient) -> Vec<(usize, usize)> {
 }
 
 async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
-    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
-    println!("{server}: seed {seed} (LATTICE_CRASH_SEED={seed} repeats these kill points)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let config = write_config(dir.path(), "http://127.0.0.1:9", port, ircd.port())?;
-    let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
-    ensure!(status.success(), "generate-registration failed");
-    let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
-    write_config(dir.path(), synapse.url(), port, ircd.port())?;
-    let mut bridge = start_bridge(&binary, &config, dir.path(), 0).await?;
+    let mut rng = seeded(server);
+    let (synapse, mut bridge) = ShippedBridge::start(&ircd).await?;
 
     let observer = IrcTestClient::connect(ircd.port(), "observer").await?;
     observer.join(CHANNEL).await?;
@@ -126,15 +153,15 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
     let total = STREAM.senders * STREAM.per_sender;
     let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
     points.sort_unstable();
-    for (run, point) in points.into_iter().enumerate() {
+    for point in points {
         let deadline = tokio::time::Instant::now() + ARRIVAL;
         while arrived(&observer).len() < point {
-            ensure!(tokio::time::Instant::now() < deadline, "{point} lines did not arrive: {}", bridge.log_tail(30));
+            let log = bridge.process.log_tail(30);
+            ensure!(tokio::time::Instant::now() < deadline, "{point} lines did not arrive: {log}");
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
         }
-        bridge.kill()?;
-        println!("{server}: killed the bridge after {} lines arrived", arrived(&observer).len());
-        bridge = start_bridge(&binary, &config, dir.path(), run + 1).await?;
+        bridge.kill_and_restart().await?;
+        println!("{server}: killed the bridge after {} lines arrived, started it again", arrived(&observer).len());
     }
     let mut event_ids = Vec::new();
     for stream in streams {
@@ -148,7 +175,7 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counted = STREAM.tally_against(&arrived(&observer), &event_ids, &synapse)?;
     println!("{server}: {total} sent, {counted:?}");
-    ensure!(counted.lost_by_bridge() == 0, "{counted:?}; bridge log: {}", bridge.log_tail(40));
+    ensure!(counted.lost_by_bridge() == 0, "{counted:?}; bridge log: {}", bridge.process.log_tail(40));
     ensure!(counted.out_of_order == 0, "{counted:?}");
     Ok(counted)
 }
@@ -187,19 +214,9 @@ pub(crate) async fn room_bodies(user: &MatrixUser, room_id: &str, prefix: &str) 
 #[tokio::test]
 async fn what_the_bridge_read_from_irc_reaches_matrix_once_in_order_across_kill_9() -> anyhow::Result<()> {
     const LINES: usize = 600;
-    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
-    println!("IRC → Matrix: seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = seeded("IRC → Matrix");
     let ircd = Ircd::ngircd().await?;
-    let binary = build_binary("lattice-bridge-irc", "lattice-irc")?;
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let config = write_config(dir.path(), "http://127.0.0.1:9", port, ircd.port())?;
-    let status = Command::new(&binary).arg("generate-registration").arg("-c").arg(&config).status()?;
-    ensure!(status.success(), "generate-registration failed");
-    let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
-    write_config(dir.path(), synapse.url(), port, ircd.port())?;
-    let mut bridge = start_bridge(&binary, &config, dir.path(), 0).await?;
+    let (synapse, mut bridge) = ShippedBridge::start(&ircd).await?;
     let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
     talker.join(CHANNEL).await?;
     let reader = synapse.register_user("reader", false).await?;
@@ -225,8 +242,7 @@ async fn what_the_bridge_read_from_irc_reaches_matrix_once_in_order_across_kill_
     let joins_before = bot_joins(&talker);
     tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
     let killed_at = started.elapsed();
-    bridge.kill()?;
-    bridge = start_bridge(&binary, &config, dir.path(), 1).await?;
+    bridge.kill_and_restart().await?;
     while bot_joins(&talker) == joins_before {
         ensure!(started.elapsed() < killed_at + Duration::from_secs(60), "the bridge's connection never rejoined");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -257,6 +273,5 @@ async fn what_the_bridge_read_from_irc_reaches_matrix_once_in_order_across_kill_
     ensure!(doubled == 0 && ordered, "{numbers:?}");
     ensure!(missing.iter().all(|number| *number >= safe), "lines said well before the kill were lost: {missing:?}");
     ensure!(missing.iter().all(|number| *number < heard_again), "lines said after the restart were lost: {missing:?}");
-    drop(bridge);
     Ok(())
 }
