@@ -107,7 +107,7 @@ async fn run_command<C: Connector>(runtime: &Runtime<C>, event: &MatrixEvent, se
     }
     match spec.name {
         "help" => commands::help(info, &all, level, args.first().map(String::as_str)),
-        "version" => format!("Lattice {} bridge, version {}", info.protocol_name, env!("CARGO_PKG_VERSION")),
+        "version" => format!("Lattice {} bridge, version {}", info.protocol_name, crate::cli::VERSION),
         "portals" => match handle.store().portals().await {
             Ok(portals) if portals.is_empty() => "No bridged rooms yet.".into(),
             Ok(portals) => portals

@@ -42,8 +42,11 @@ pub fn validate_id_template(field: &str, template: &str, placeholders: &[&str], 
     }
 }
 
+/// The version `--version` prints: the release and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LATTICE_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     /// The config file.
     #[arg(short, long, global = true, default_value = "config.yaml", env = "LATTICE_CONFIG")]
