@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use lattice_config::{Config, FieldError, LogFormat, Validate};
 use lattice_registration::{AppserviceRegistration, RegistrationTemplate, template_regex};
 use serde::de::DeserializeOwned;
@@ -79,7 +79,15 @@ where
     C: Connector,
     F: FnOnce(&Config<B>) -> anyhow::Result<C>,
 {
-    let cli = Cli::parse();
+    // Named after the binary (`lattice-irc`, `lattice-xmpp`) in `--version` and `--help`, not after this crate.
+    let name = std::env::args_os()
+        .next()
+        .and_then(|arg| PathBuf::from(arg).file_name().map(|name| name.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "lattice".into());
+    // Once per process: clap takes a name that lives as long as the program.
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    let matches = Cli::command().name(name).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match run_cli(cli, build) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
