@@ -61,12 +61,22 @@ pub(crate) struct Echoes {
     unlabelled: VecDeque<(String, String, Waiting)>,
     /// Who waits for what each Matrix message's lines came to, by event ID.
     waiters: HashMap<String, oneshot::Sender<Echoed>>,
+    /// How many lines of each Matrix message are still waiting, by event ID (counted, not found by a scan: every
+    /// echo asks).
+    outstanding: HashMap<String, usize>,
 }
 
 impl Echoes {
     /// Waits `timeout` for each echo.
     pub(crate) fn new(timeout: Duration) -> Self {
-        Self { timeout, next_label: 0, labelled: HashMap::new(), unlabelled: VecDeque::new(), waiters: HashMap::new() }
+        Self {
+            timeout,
+            next_label: 0,
+            labelled: HashMap::new(),
+            unlabelled: VecDeque::new(),
+            waiters: HashMap::new(),
+            outstanding: HashMap::new(),
+        }
     }
 
     /// What the lines of the Matrix message `event_id`, noted with [`Echoes::expect`] before, come to. Dropped
@@ -85,10 +95,17 @@ impl Echoes {
     }
 
     fn is_waiting_for(&self, event_id: &str) -> bool {
-        self.labelled
-            .values()
-            .chain(self.unlabelled.iter().map(|(.., waiting)| waiting))
-            .any(|waiting| waiting.sent.event_id == event_id)
+        self.outstanding.contains_key(event_id)
+    }
+
+    /// One line of `event_id` is no longer waited for.
+    fn line_settled(&mut self, event_id: &str) {
+        if let Some(count) = self.outstanding.get_mut(event_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.outstanding.remove(event_id);
+            }
+        }
     }
 
     /// Tells the waiter of `event_id`, if any, what its lines came to.
@@ -114,6 +131,7 @@ impl Echoes {
         let ahead = self.labelled.values().chain(self.unlabelled.iter().map(|(.., waiting)| waiting));
         let ahead = ahead.filter(|waiting| waiting.owner == owner).count();
         let queued = interval.saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX));
+        *self.outstanding.entry(sent.event_id.clone()).or_default() += 1;
         let waiting = Waiting { sent, owner: owner.to_owned(), deadline: now + self.timeout + queued };
         if labels {
             self.next_label += 1;
@@ -137,6 +155,7 @@ impl Echoes {
                 self.unlabelled.remove(index).map(|(_, _, waiting)| waiting.sent)?
             }
         };
+        self.line_settled(&sent.event_id);
         if !self.is_waiting_for(&sent.event_id) {
             self.settle(&sent.event_id, Echoed::Delivered);
         }
@@ -174,6 +193,7 @@ impl Echoes {
     pub(crate) fn forget(&mut self, event_id: &str) {
         self.labelled.retain(|_, waiting| waiting.sent.event_id != event_id);
         self.unlabelled.retain(|(.., waiting)| waiting.sent.event_id != event_id);
+        self.outstanding.remove(event_id);
         self.waiters.remove(event_id);
     }
 }
