@@ -16,16 +16,18 @@ use ruma::{OwnedServerName, OwnedUserId};
 use tokio::{net::TcpListener, sync::watch};
 use url::Url;
 
+mod inbound;
+
+pub(crate) use self::inbound::InboundHandler;
 use crate::{
-    BridgeHandle, Error, Result, appservice, bot,
-    connector::{CONFIRMATION, Connector},
-    dispatch::{Dispatcher, Handler, Outcome},
+    BridgeHandle, Error, Result, appservice,
+    connector::Connector,
+    dispatch::Dispatcher,
     error::parse_id,
-    event::{MatrixEvent, MatrixEventKind},
     handle::{Core, RemoteHandler},
     matrix::MatrixClient,
     metrics::Metrics,
-    store::{QueueKind, QueuedItem, Store},
+    store::{QueueKind, Store},
 };
 
 /// What the runtime needs from the configuration, apart from the connector's own section.
@@ -272,181 +274,5 @@ async fn self_check(handle: BridgeHandle, bot_displayname: Option<String>, mut s
             _ = shutdown.changed() => return,
         }
         delay = (delay * 2).min(Duration::from_secs(60));
-    }
-}
-
-/// Hands queued Matrix events to the bot or the connector.
-pub(crate) struct InboundHandler<C> {
-    runtime: Weak<Runtime<C>>,
-}
-
-impl<C: Connector> Handler for InboundHandler<C> {
-    async fn handle(&self, item: &QueuedItem) -> Outcome {
-        let Some(runtime) = self.runtime.upgrade() else {
-            return Outcome::Retry { after: Some(Duration::from_secs(1)), reason: "the bridge is stopping".into() };
-        };
-        let Some(mut event) = serde_json::from_str(&item.payload).ok().and_then(MatrixEvent::parse) else {
-            return Outcome::GiveUp { reason: "not a room event".into() };
-        };
-        if item.seq <= runtime.replay_horizon.load(Ordering::SeqCst) {
-            match runtime.delivered_before(&event).await {
-                Ok(true) => return Outcome::Done,
-                Ok(false) => {}
-                Err(error) => return Outcome::Retry { after: None, reason: error.to_string() },
-            }
-        }
-        let confirmation = Arc::default();
-        let handled = CONFIRMATION.scope(Arc::clone(&confirmation), runtime.handle_matrix_event(&mut event)).await;
-        let confirmation = confirmation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        match (handled, confirmation) {
-            (Ok(()), Some(confirmation)) => Outcome::Confirming(Box::pin(async move {
-                let confirmed = confirmation.await.map_err(Error::from);
-                runtime.outcome(&event, confirmed).await
-            })),
-            (handled, _) => runtime.outcome(&event, handled).await,
-        }
-    }
-
-    fn may_run_ahead(&self, item: &QueuedItem) -> bool {
-        is_new_message(&item.payload)
-    }
-}
-
-impl<C: Connector> Runtime<C> {
-    async fn handle_matrix_event(&self, event: &mut MatrixEvent) -> Result<()> {
-        let core = self.handle.core();
-        for relation in event.relations_mut() {
-            relation.remote_ids = core
-                .store
-                .remotes_for_event(&relation.event_id)
-                .await?
-                .into_iter()
-                .map(|mapping| mapping.remote_id)
-                .collect();
-        }
-        if let MatrixEventKind::Membership { user_id, membership, .. } = &event.kind
-            && let (Ok(room), Ok(user)) =
-                (parse_id("room ID", &event.room_id), parse_id::<OwnedUserId>("user ID", user_id))
-        {
-            let room: ruma::OwnedRoomId = room;
-            core.matrix.note_membership(&room, &user, membership == "join");
-        }
-        if bot::handle(self, event).await? {
-            return Ok(());
-        }
-        if let Some(sender) = &event.sender {
-            if self.handle.is_bridge_user(sender) {
-                return Ok(());
-            }
-            if self.handle.permission_level(sender) < lattice_config::PermissionLevel::User {
-                tracing::debug!(%sender, room_id = %event.room_id, "ignoring an event from a user without permission");
-                return Ok(());
-            }
-        }
-        let portal = core.store.portal_by_room(&event.room_id).await?;
-        if let Some(portal) = &portal {
-            let capabilities = self.connector.capabilities(portal);
-            let carried = match &event.kind {
-                MatrixEventKind::Typing { .. } => capabilities.typing,
-                MatrixEventKind::Receipts(_) => capabilities.receipts,
-                _ => true,
-            };
-            if !carried {
-                return Ok(());
-            }
-        }
-        self.connector.handle_matrix_event(portal.as_ref(), event).await?;
-        Ok(())
-    }
-
-    /// Whether an event left from an earlier run reached the network then: the connector recorded its delivery
-    /// (confirmed by the network) before the run ended, but not the removal of its queue item. Sending it again would
-    /// show it twice.
-    async fn delivered_before(&self, event: &MatrixEvent) -> Result<bool> {
-        let Some(event_id) = &event.event_id else { return Ok(false) };
-        let delivered = self.handle.core().store.was_delivered(event_id).await?;
-        if delivered {
-            tracing::info!(%event_id, room_id = %event.room_id, "not sending again: delivered before a restart");
-        }
-        Ok(delivered)
-    }
-
-    /// What handling `event` came to, telling its sender of a failure that will not be retried.
-    async fn outcome(&self, event: &MatrixEvent, handled: Result<()>) -> Outcome {
-        match handled {
-            Ok(()) => Outcome::Done,
-            Err(error) if error.is_transient() => {
-                Outcome::Retry { after: error.retry_after(), reason: error.to_string() }
-            }
-            Err(error) => {
-                self.tell_sender_about_failure(event, &error).await;
-                Outcome::GiveUp { reason: error.to_string() }
-            }
-        }
-    }
-
-    /// Tells the sender of an event that could not be delivered why, in the room, once.
-    async fn tell_sender_about_failure(&self, event: &MatrixEvent, error: &Error) {
-        let (Some(sender), MatrixEventKind::Message(_) | MatrixEventKind::Edit { .. }) = (&event.sender, &event.kind)
-        else {
-            return;
-        };
-        let reason = match error {
-            Error::Connector(error) => error.to_string(),
-            other => format!("internal error ({other})"),
-        };
-        let text = format!(
-            "⚠ {sender}: your message was not delivered to {}: {reason}",
-            self.handle.core().info.protocol_name
-        );
-        // Keyed by the failed event: if it is handled again after a crash, the sender still reads one notice.
-        let sent = match event.event_id.as_deref() {
-            Some(failed) => self.handle.notice_once(&event.room_id, &text, &format!("undelivered.{failed}")).await,
-            None => self.handle.notice(&event.room_id, &text).await,
-        };
-        if let Err(error) = sent {
-            tracing::warn!(%error, room_id = %event.room_id, "cannot send a delivery-failure notice");
-        }
-    }
-}
-
-/// Whether a queued Matrix event is a new message: nothing in it refers to an earlier event.
-fn is_new_message(payload: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Peek<'a> {
-        #[serde(rename = "type", borrow)]
-        event_type: std::borrow::Cow<'a, str>,
-        #[serde(default)]
-        content: Option<PeekContent>,
-    }
-    #[derive(serde::Deserialize)]
-    struct PeekContent {
-        #[serde(rename = "m.relates_to", default)]
-        relates_to: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_str::<Peek<'_>>(payload).is_ok_and(|peek| {
-        peek.event_type == "m.room.message" && peek.content.is_some_and(|content| content.relates_to.is_none())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_new_messages_may_run_ahead() {
-        let cases = [
-            (r#"{"type":"m.room.message","content":{"msgtype":"m.text","body":"hi \"m.relates_to\""}}"#, true),
-            (r#"{"type":"m.room.message","content":{"body":"* hi","m.relates_to":{"rel_type":"m.replace"}}}"#, false),
-            (r#"{"type":"m.room.message","content":{"body":"re","m.relates_to":{"m.in_reply_to":{}}}}"#, false),
-            (r#"{"type":"m.reaction","content":{"m.relates_to":{"key":"👍"}}}"#, false),
-            (r#"{"type":"m.room.redaction","redacts":"$e","content":{}}"#, false),
-            (r#"{"type":"m.receipt","content":{}}"#, false),
-            (r#"{"type":"m.room.message"}"#, false),
-            ("not json", false),
-        ];
-        for (payload, expected) in cases {
-            assert_eq!(is_new_message(payload), expected, "{payload}");
-        }
     }
 }
