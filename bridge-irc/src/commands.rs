@@ -14,7 +14,7 @@ use crate::{
     IrcConnector,
     ids::{is_valid_channel, is_valid_nick, sanitise_nick, sanitise_username},
     line::Line,
-    network::{Network, account_setting, certfp_credential, core_error, nick_setting, username_setting},
+    network::{Network, account_setting, certfp_credential, nick_setting, username_setting},
     plumbing::{self, LinkRequest, Requested},
 };
 
@@ -121,7 +121,7 @@ pub(crate) async fn run(connector: &IrcConnector, name: &str, context: CommandCo
                 return Err(fail(format!("`{channel}` is not a valid channel name")));
             }
             let spec = network.portal_spec(channel);
-            let portal = network.bridge().ensure_portal(&spec).await.map_err(core_error)?;
+            let portal = network.bridge().ensure_portal(&spec).await?;
             network.add_channel(&portal, channel);
             network.puppet(sender, None).await?.want_channel(channel);
             if let (Ok(room), Ok(user)) = (portal.room_id.parse(), sender.parse()) {

@@ -1,5 +1,5 @@
 //! The IRC connector as the runtime sees it: its identity and third-party protocol description, alias and ghost
-//! resolution, and the routing of Matrix events to the network a portal belongs to.
+//! resolution, and the routing of each Matrix event kind to the network a portal belongs to.
 
 use std::{
     collections::BTreeMap,
@@ -8,8 +8,10 @@ use std::{
 
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
-    connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
-    event::MatrixEvent,
+    connector::{
+        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, Sent,
+    },
+    event::{MatrixEvent, Message, Relation},
     store::Portal,
 };
 use serde_json::{Value, json};
@@ -100,20 +102,81 @@ impl Connector for IrcConnector {
         }
     }
 
-    async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        match portal {
-            Some(portal) => match self.network_of(&portal.remote_key)? {
-                Some(network) => network.matrix_event(Some(portal), event).await,
-                None => Ok(()),
-            },
-            None => {
-                // A room that is no portal yet: a DM a Matrix user opens with a ghost.
-                for network in self.networks()?.values() {
-                    network.matrix_event(None, event).await?;
-                }
-                Ok(())
-            }
+    async fn matrix_message(&self, at: InPortal<'_>, message: &Message) -> ConnectorResult<Sent> {
+        match self.network_of(&at.portal.remote_key)? {
+            Some(network) => network.matrix_message(at, message).await,
+            None => Ok(Sent::Nothing),
         }
+    }
+
+    async fn matrix_edit(&self, at: InPortal<'_>, target: &Relation, new_content: &Message) -> ConnectorResult<Sent> {
+        match self.network_of(&at.portal.remote_key)? {
+            Some(network) => network.matrix_edit(at, target, new_content).await,
+            None => Ok(Sent::Nothing),
+        }
+    }
+
+    async fn matrix_reaction(&self, at: InPortal<'_>, target: &Relation, key: &str) -> ConnectorResult<Sent> {
+        match self.network_of(&at.portal.remote_key)? {
+            Some(network) => network.matrix_reaction(at, target, key).await,
+            None => Ok(Sent::Nothing),
+        }
+    }
+
+    async fn matrix_redaction(
+        &self,
+        at: InPortal<'_>,
+        target: &Relation,
+        reason: Option<&str>,
+    ) -> ConnectorResult<Sent> {
+        match self.network_of(&at.portal.remote_key)? {
+            Some(network) => network.matrix_redaction(at, target, reason).await,
+            None => Ok(Sent::Nothing),
+        }
+    }
+
+    async fn matrix_membership(&self, at: InPortal<'_>, change: MembershipChange<'_>) -> ConnectorResult<Sent> {
+        match self.network_of(&at.portal.remote_key)? {
+            Some(network) => network.matrix_membership(at, change).await,
+            None => Ok(Sent::Nothing),
+        }
+    }
+
+    async fn matrix_topic(&self, at: InPortal<'_>, topic: &str) -> ConnectorResult<Sent> {
+        match self.network_of(&at.portal.remote_key)? {
+            Some(network) => network.matrix_topic(at, topic).await,
+            None => Ok(Sent::Nothing),
+        }
+    }
+
+    /// IRC has no room names of its own: a channel's name is the channel.
+    async fn matrix_name(&self, _at: InPortal<'_>, _name: &str) -> ConnectorResult<Sent> {
+        Ok(Sent::Nothing)
+    }
+
+    async fn matrix_typing(&self, portal: &Portal, event: &MatrixEvent, user_ids: &[String]) -> ConnectorResult<()> {
+        if let Some(network) = self.network_of(&portal.remote_key)? {
+            network.matrix_typing(portal, &event.room_id, user_ids).await;
+        }
+        Ok(())
+    }
+
+    /// IRC has no read receipts.
+    async fn matrix_receipts(
+        &self,
+        _portal: &Portal,
+        _event: &MatrixEvent,
+        _receipts: &[(String, String)],
+    ) -> ConnectorResult<()> {
+        Ok(())
+    }
+
+    async fn matrix_direct_invite(&self, event: &MatrixEvent, sender: &str, invitee: &str) -> ConnectorResult<()> {
+        // Each network looks at whether the invitee is one of its ghosts.
+        for network in self.networks()?.values() {
+            network.matrix_direct_invite(event, sender, invitee).await?;
+        }
+        Ok(())
     }
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {

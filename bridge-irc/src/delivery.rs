@@ -3,9 +3,9 @@
 //! go out again after a restart.
 //!
 //! The server has a line once it echoes it (`echo-message`, see [`crate::ircv3::echo`]) or, on servers without
-//! echoes, once the `PONG` of a `PING` written after it came back ([`crate::receipt`]). A delivered message's remote
-//! ID is then recorded durably before its item is settled, so a replay after a crash finds it delivered and does not
-//! send it twice. A sender whose messages wait behind flood control for more than [`QUEUED_NOTICE_AFTER`] is told
+//! echoes, once the `PONG` of a `PING` written after it came back ([`crate::receipt`]). The runtime then records a
+//! delivered message's remote ID durably before it settles the item, so a replay after a crash finds it delivered
+//! and does not send it twice. A sender whose messages wait behind flood control for more than [`QUEUED_NOTICE_AFTER`] is told
 //! once, in the room, that they are on their way.
 
 use std::{
@@ -16,8 +16,7 @@ use std::{
 use dashmap::DashMap;
 use lattice_bridge_core::{
     BridgeHandle,
-    connector::{ConnectorError, ConnectorResult, confirm_later},
-    store::MessageMapping,
+    connector::{ConnectorError, ConnectorResult, RemoteId, Sent},
 };
 use tokio::sync::oneshot;
 
@@ -52,8 +51,9 @@ impl Confirmation {
 pub(crate) struct Sending {
     /// What it waits for.
     pub(crate) confirmation: Confirmation,
-    /// The remote ID to record once delivered (new messages; other events are not looked up by their own ID).
-    pub(crate) record: Option<MessageMapping>,
+    /// The remote ID the runtime records once it is delivered (new messages; other events are not looked up by
+    /// their own ID).
+    pub(crate) remote_id: Option<RemoteId>,
     /// Its sender, to tell when it waits long.
     pub(crate) sender: String,
     /// Its room.
@@ -76,17 +76,15 @@ impl Deliveries {
         Self { bridge, network_name: network_name.to_owned(), lines_per_second, told: Arc::default() }
     }
 
-    /// Hands the runtime what `sending` comes to: its queue item stays until the server confirmed it. Outside the
-    /// runtime's handling (a command's line, say), waits for it here.
-    pub(crate) async fn confirm(&self, sending: Sending) -> ConnectorResult<()> {
-        match confirm_later(self.clone().settle(sending)) {
-            Ok(()) => Ok(()),
-            Err(confirmation) => confirmation.await,
-        }
+    /// What `sending` comes to for the runtime: its queue item stays until the server confirmed it.
+    pub(crate) fn sending(&self, sending: Sending) -> Sent {
+        Sent::later(self.clone().settle(sending))
     }
 
-    async fn settle(self, sending: Sending) -> ConnectorResult<()> {
-        let Sending { confirmation, record, sender, room_id } = sending;
+    /// Waits for the server's confirmation: the remote ID of a delivered message, `None` for a refused one (its
+    /// sender was told) or an event without one.
+    async fn settle(self, sending: Sending) -> ConnectorResult<Option<RemoteId>> {
+        let Sending { confirmation, remote_id, sender, room_id } = sending;
         let waiting = confirmation.wait();
         tokio::pin!(waiting);
         let delivered = tokio::select! {
@@ -96,11 +94,7 @@ impl Deliveries {
                 waiting.await
             }
         }?;
-        if delivered && let Some(mapping) = record {
-            // Durable before the item is settled: a replay after a crash finds the message delivered.
-            self.bridge.store().record_delivery(mapping).await?;
-        }
-        Ok(())
+        Ok(remote_id.filter(|_| delivered))
     }
 
     /// Tells `sender` once in a while that their messages wait behind the network's flood control. The notice goes

@@ -14,6 +14,7 @@ mod ident;
 mod ids;
 mod ircv3;
 mod line;
+mod message_id;
 mod mirc;
 mod network;
 mod plumbing;

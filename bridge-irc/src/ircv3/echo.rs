@@ -19,7 +19,7 @@ use tokio::{sync::oneshot, time::Instant};
 
 /// The Matrix message a line belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Sent {
+pub(crate) struct Outgoing {
     /// The Matrix event.
     pub(crate) event_id: String,
     /// Its room.
@@ -32,7 +32,7 @@ pub(crate) struct Sent {
 
 #[derive(Debug)]
 struct Waiting {
-    sent: Sent,
+    sent: Outgoing,
     /// The puppet's owner.
     owner: String,
     /// When the line is late.
@@ -123,7 +123,7 @@ impl Echoes {
         owner: &str,
         target: &str,
         text: &str,
-        sent: Sent,
+        sent: Outgoing,
         labels: bool,
         interval: Duration,
         now: Instant,
@@ -145,7 +145,7 @@ impl Echoes {
     }
 
     /// An echo of one of `owner`'s lines arrived: the Matrix message it belonged to, if we were waiting for it.
-    pub(crate) fn echoed(&mut self, owner: &str, label: Option<&str>, target: &str, text: &str) -> Option<Sent> {
+    pub(crate) fn echoed(&mut self, owner: &str, label: Option<&str>, target: &str, text: &str) -> Option<Outgoing> {
         let sent = match label {
             Some(label) => self.labelled.remove(label).map(|waiting| waiting.sent)?,
             None => {
@@ -163,7 +163,7 @@ impl Echoes {
     }
 
     /// An error reply carrying `label` arrived: the Matrix message failed; its other lines are not waited for.
-    pub(crate) fn failed(&mut self, label: &str, reason: &str) -> Option<Sent> {
+    pub(crate) fn failed(&mut self, label: &str, reason: &str) -> Option<Outgoing> {
         let sent = self.labelled.remove(label)?.sent;
         self.settle(&sent.event_id, Echoed::Refused(reason.to_owned()));
         self.forget(&sent.event_id);
@@ -171,9 +171,9 @@ impl Echoes {
     }
 
     /// Messages with a line not echoed within the timeout, once each.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Sent> {
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Outgoing> {
         let late = |waiting: &Waiting| now >= waiting.deadline;
-        let mut out: Vec<Sent> = self.labelled.values().filter(|w| late(w)).map(|w| w.sent.clone()).collect();
+        let mut out: Vec<Outgoing> = self.labelled.values().filter(|w| late(w)).map(|w| w.sent.clone()).collect();
         out.extend(self.unlabelled.iter().filter(|(.., w)| late(w)).map(|(.., w)| w.sent.clone()));
         out.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         out.dedup_by(|a, b| a.event_id == b.event_id);
@@ -202,8 +202,8 @@ impl Echoes {
 mod tests {
     use super::*;
 
-    fn sent(event_id: &str) -> Sent {
-        Sent { event_id: event_id.into(), room_id: "!r".into(), portal_key: "p".into(), matrix_user: "@a:x".into() }
+    fn sent(event_id: &str) -> Outgoing {
+        Outgoing { event_id: event_id.into(), room_id: "!r".into(), portal_key: "p".into(), matrix_user: "@a:x".into() }
     }
 
     #[test]

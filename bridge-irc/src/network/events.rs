@@ -7,19 +7,17 @@ use irc::proto::Command;
 use lattice_bridge_core::event::{MessageType, RemoteEventKind};
 use tokio::sync::mpsc;
 
-use crate::network::{
-    BOT_OWNER, Network, TICK, lock,
-    render::{backfill_target, remote_message_id},
-};
+use crate::network::{BOT_OWNER, Network, TICK, lock, render::backfill_target};
 use crate::{
     client::ConnEvent,
     ids::casefold,
     ircv3::{
         batch::{Batch, BatchTracker, Fed},
         chathistory,
-        echo::Sent,
+        echo::Outgoing,
         tags,
     },
+    message_id::MessageId,
 };
 
 impl Network {
@@ -112,7 +110,7 @@ impl Network {
 
     /// Tells a Matrix sender, in the room, that a message of theirs did not reach IRC; once per event, also when the
     /// event is handled again after a crash (the runtime's own delivery-failure notice shares the key).
-    pub(super) async fn tell_undelivered(&self, sent: &Sent, reason: &str) {
+    pub(super) async fn tell_undelivered(&self, sent: &Outgoing, reason: &str) {
         let text = format!("⚠ {}: your message was not delivered to {}: {reason}", sent.matrix_user, self.config.name);
         let key = format!("undelivered.{}", sent.event_id);
         if let Err(error) = self.bridge.notice_once(&sent.room_id, &text, &key).await {
@@ -138,7 +136,8 @@ impl Network {
                     continue;
                 };
                 let Some(portal) = self.portal_of(target) else { continue };
-                let known = self.bridge.store().event_for_remote(&portal, &remote_message_id(nick, message)).await;
+                let known =
+                    self.bridge.store().event_for_remote(&portal, &MessageId::of_line(nick, message).to_string()).await;
                 if tags::get(message, "msgid").is_some() && matches!(known, Ok(None)) {
                     self.on_listener(own_nick, message.clone()).await;
                 }

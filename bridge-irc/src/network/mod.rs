@@ -80,15 +80,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A runtime error as a connector error, transient or not as the runtime says.
-pub(crate) fn core_error(error: lattice_bridge_core::Error) -> ConnectorError {
-    if error.is_transient() {
-        ConnectorError::Transient { message: error.to_string(), retry_after: error.retry_after() }
-    } else {
-        ConnectorError::permanent(error.to_string())
-    }
-}
-
 fn transient(message: impl Into<String>) -> ConnectorError {
     ConnectorError::Transient { message: message.into(), retry_after: Some(Duration::from_millis(500)) }
 }

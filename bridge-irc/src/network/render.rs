@@ -1,4 +1,4 @@
-//! Pure rendering between IRC lines and bridge terms: message kinds, remote message IDs, ban masks, power levels.
+//! Pure rendering between IRC lines and bridge terms: message kinds, ban masks, power levels.
 
 use std::str::FromStr as _;
 
@@ -13,29 +13,6 @@ pub(super) fn classify(text: &str, notice: bool) -> Option<(MessageType, &str)> 
         return ctcp.strip_prefix("ACTION ").map(|action| (MessageType::Emote, action));
     }
     Some((if notice { MessageType::Notice } else { MessageType::Text }, text))
-}
-
-/// The message-map ID of an IRC message: the sender's nick, then the IRCv3 `msgid` when the server gives one.
-pub(super) fn remote_message_id(nick: &str, message: &Message) -> String {
-    let msgid = message
-        .tags
-        .iter()
-        .flatten()
-        .find(|tag| tag.0 == "msgid")
-        .and_then(|tag| tag.1.clone())
-        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    format!("{nick}/{msgid}")
-}
-
-/// The IRCv3 msgid among a Matrix event's remote IDs (`nick/msgid`), leaving out the IDs recorded before the
-/// echo came (`nick/$event_id`).
-pub(super) fn irc_msgid(remote_ids: &[String]) -> Option<String> {
-    remote_ids
-        .iter()
-        .rev()
-        .filter_map(|id| id.split_once('/').map(|(_, msgid)| msgid))
-        .find(|msgid| !msgid.starts_with('$'))
-        .map(str::to_owned)
 }
 
 /// The channel a backfilled PRIVMSG or NOTICE was said in.

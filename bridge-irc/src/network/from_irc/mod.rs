@@ -10,12 +10,13 @@ use lattice_bridge_core::{
 
 use crate::network::{
     Network, lock,
-    render::{classify, mask_matches, power_level, remote_message_id},
+    render::{classify, mask_matches, power_level},
 };
 use crate::{
     ghosts,
     ids::casefold,
     ircv3::{chathistory, netsplit::split_servers, server_time, tags},
+    message_id::MessageId,
     mirc,
 };
 
@@ -39,7 +40,7 @@ impl Network {
                 let notice = matches!(message.command, Command::NOTICE(..));
                 let Some((msgtype, text)) = classify(text, notice) else { return };
                 let (body, html) = self.irc_to_matrix(text);
-                let remote_id = remote_message_id(&nick, &message);
+                let remote_id = MessageId::of_line(&nick, &message).to_string();
                 if let Some(msgid) = tags::get(&message, "msgid") {
                     self.last_msgid.insert(casefold(target), msgid.to_owned());
                 }
@@ -57,14 +58,14 @@ impl Network {
                     && let Some(target) = self.replied_to(&portal, &message).await
                 {
                     let kind = RemoteEventKind::Reaction { target, key: key.to_owned() };
-                    let remote_id = remote_message_id(&nick, &message);
+                    let remote_id = MessageId::of_line(&nick, &message).to_string();
                     self.push_at(&portal, Some(self.ghost(&nick).await), Some(remote_id), at, kind).await;
                 }
             }
             Command::Raw(command, params) if command == "REDACT" && !from_ours && params.len() >= 2 => {
                 // draft/message-redaction: `REDACT <target> <msgid> [:reason]`.
                 let Some(portal) = self.portal_of(&params[0]) else { return };
-                let found = self.bridge.store().remote_id_by_suffix(&portal, &format!("/{}", params[1])).await;
+                let found = self.bridge.store().remote_id_by_suffix(&portal, &MessageId::suffix_of(&params[1])).await;
                 let Ok(Some(target)) = found else { return };
                 let kind = RemoteEventKind::Redaction { target, reason: params.get(2).cloned() };
                 self.push(&portal, Some(self.ghost(&source.unwrap_or_default()).await), None, kind).await;
@@ -271,7 +272,7 @@ impl Network {
     /// The message-map ID of the message a received line names in `+draft/reply` (IRCv3 `message-tags`).
     pub(in crate::network) async fn replied_to(&self, portal: &str, message: &Message) -> Option<String> {
         let msgid = tags::get(message, "+draft/reply").filter(|msgid| !msgid.is_empty())?;
-        let found = self.bridge.store().remote_id_by_suffix(portal, &format!("/{msgid}")).await;
+        let found = self.bridge.store().remote_id_by_suffix(portal, &MessageId::suffix_of(msgid)).await;
         found.inspect_err(|error| tracing::warn!(network = %self.id, %error, "cannot look up a reply target")).ok()?
     }
 

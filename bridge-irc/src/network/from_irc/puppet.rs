@@ -9,13 +9,11 @@ use lattice_bridge_core::{
 };
 use serde_json::json;
 
-use crate::network::{
-    Network, lock,
-    render::{classify, remote_message_id},
-};
+use crate::network::{Network, lock, render::classify};
 use crate::{
     ids::{casefold, dm_key, is_valid_nick},
-    ircv3::{echo::Sent, tags},
+    ircv3::{echo::Outgoing, tags},
+    message_id::MessageId,
 };
 
 impl Network {
@@ -100,7 +98,8 @@ impl Network {
                 };
                 let (body, html) = self.irc_to_matrix(text);
                 let kind = RemoteEventKind::Message { msgtype, body, html, reply_to: None };
-                self.push(&portal.remote_key, Some(ghost), Some(remote_message_id(&nick, &message)), kind).await;
+                self.push(&portal.remote_key, Some(ghost), Some(MessageId::of_line(&nick, &message).to_string()), kind)
+                    .await;
             }
             // Typing in a DM: only where the DM room exists already (typing alone does not open one).
             Command::Raw(command, _) if command == "TAGMSG" => {
@@ -121,12 +120,12 @@ impl Network {
     }
 
     /// Records the msgid a delivered Matrix message got on IRC, so IRC replies and reactions can name it.
-    pub(in crate::network) fn record_echo(&self, sent: Sent, own_nick: &str, msgid: &str) {
+    pub(in crate::network) fn record_echo(&self, sent: Outgoing, own_nick: &str, msgid: &str) {
         let mapping = MessageMapping {
             event_id: sent.event_id,
             room_id: sent.room_id,
             portal_key: sent.portal_key,
-            remote_id: format!("{own_nick}/{msgid}"),
+            remote_id: MessageId::new(own_nick, msgid).to_string(),
         };
         self.bridge.store().map_message(mapping);
     }
