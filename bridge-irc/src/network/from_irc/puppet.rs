@@ -19,7 +19,16 @@ use crate::{
 impl Network {
     /// What a puppet hears about itself: private messages become Matrix DMs, server replies go to whoever asked.
     pub(in crate::network) async fn on_puppet(&self, matrix_user: &str, own_nick: &str, message: Message) {
-        let label = tags::get(&message, "label");
+        if self.settle_echo(matrix_user, own_nick, &message).await {
+            return;
+        }
+        self.heard_by_puppet(matrix_user, own_nick, message).await;
+    }
+
+    /// What a line tells about the puppet's own lines (their echo, an `ACK`, an error reply to a labelled line);
+    /// `true` when that is all it is.
+    async fn settle_echo(&self, matrix_user: &str, own_nick: &str, message: &Message) -> bool {
+        let label = tags::get(message, "label");
         let from_self = message.source_nickname().is_some_and(|nick| casefold(nick) == casefold(own_nick));
         match &message.command {
             // The echo of a draft/multiline batch: its opener carries the label and the msgid.
@@ -28,23 +37,23 @@ impl Network {
                     true => label.and_then(|label| lock(&self.echoes).echoed(matrix_user, Some(label), "", "")),
                     false => None,
                 };
-                if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
+                if let (Some(sent), Some(msgid)) = (sent, tags::get(message, "msgid")) {
                     self.record_echo(sent, own_nick, msgid);
                 }
-                return;
+                true
             }
             // echo-message: our own line came back, so it was delivered; its msgid names it from now on.
             Command::PRIVMSG(target, text) | Command::NOTICE(target, text) if from_self => {
                 let sent = lock(&self.echoes).echoed(matrix_user, label, target, text);
-                if let (Some(sent), Some(msgid)) = (sent, tags::get(&message, "msgid")) {
+                if let (Some(sent), Some(msgid)) = (sent, tags::get(message, "msgid")) {
                     self.record_echo(sent, own_nick, msgid);
                 }
-                return;
+                true
             }
             // labeled-response: `ACK` means the server took the line and has nothing to say (no echo will come).
             Command::Raw(command, _) if command == "ACK" && label.is_some() => {
                 lock(&self.echoes).echoed(matrix_user, label, "", "");
-                return;
+                true
             }
             Command::Raw(_, _) | Command::Response(..) if !from_self && label.is_some() => {
                 // labeled-response: an error reply to a labelled line (404 ERR_CANNOTSENDTOCHAN, FAIL …).
@@ -54,13 +63,17 @@ impl Network {
                 };
                 let reason = reason.as_deref().unwrap_or("the IRC server refused it");
                 let failed = lock(&self.echoes).failed(label.unwrap_or_default(), reason);
-                if let Some(sent) = failed {
-                    self.tell_undelivered(&sent, reason).await;
-                    return;
-                }
+                let Some(sent) = failed else { return false };
+                self.tell_undelivered(&sent, reason).await;
+                true
             }
-            _ => {}
+            _ => false,
         }
+    }
+
+    /// Everything else a puppet hears: its nick changing, private messages (Matrix DMs), typing in DMs, the server
+    /// closing the connection, and replies to commands its user gave.
+    async fn heard_by_puppet(&self, matrix_user: &str, own_nick: &str, message: Message) {
         match &message.command {
             Command::NICK(new) => {
                 self.puppet_nicks.remove(&casefold(own_nick));
