@@ -4,9 +4,9 @@
 //! `lattice-irc` runs it on bridge-core's runtime.
 #![warn(missing_docs, unreachable_pub)]
 
-mod client;
 mod commands;
 pub mod config;
+mod conn;
 pub mod connector;
 mod delivery;
 mod ghosts;

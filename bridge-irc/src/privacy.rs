@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use lattice_bridge_core::BridgeHandle;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ChannelStatus, Connection};
+use crate::conn::{ChannelStatus, Connection};
 
 /// How long a join is watched for a refusal at least (the connection may first wait for its turn to connect).
 const JOIN_WATCH: Duration = Duration::from_secs(300);

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::network::{Network, lock};
 use crate::{
-    client::Connection,
+    conn::Connection,
     ids::{casefold, is_valid_channel, portal_key, split_dm_key, split_portal_key},
 };
 

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::network::{BOT_OWNER, Network, TICK, lock, render::backfill_target};
 use crate::{
-    client::ConnEvent,
+    conn::ConnEvent,
     ids::casefold,
     ircv3::{
         batch::{Batch, BatchTracker, Fed},

@@ -24,8 +24,8 @@ use lattice_bridge_core::{
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::{
-    client::{ConnEvent, Connection, Forward, Settings},
     config::{IrcSection, NetworkConfig},
+    conn::{ConnEvent, Connection, Forward, Settings},
     delivery::Deliveries,
     ghosts,
     ident::IdentRegistry,

@@ -9,8 +9,8 @@ use crate::network::{
     Activity, JOIN_WAIT, Network, account_setting, certfp_credential, nick_setting, transient, username_setting,
 };
 use crate::{
-    client::{ChannelStatus, Connection, Forward, Login, Settings},
     config::AuthMethod,
+    conn::{ChannelStatus, Connection, Forward, Login, Settings},
     ids::{sanitise_nick, sanitise_username},
 };
 

@@ -10,7 +10,7 @@ use lattice_bridge_core::{
 };
 
 use crate::{
-    client::Connection,
+    conn::Connection,
     delivery::{Confirmation, Sending},
     ircv3::{echo::Outgoing, multiline},
     line::{Line, TextKind, text_lines},

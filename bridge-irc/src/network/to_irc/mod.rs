@@ -10,7 +10,7 @@ use lattice_bridge_core::{
 };
 
 use crate::{
-    client::Connection,
+    conn::Connection,
     delivery::{Confirmation, Sending},
     ids::unescape_nick,
     line::Line,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use lattice_bridge_core::store::Portal;
 
 use crate::{
-    client::ChannelStatus,
+    conn::ChannelStatus,
     line::Line,
     network::{Network, channels::Target, lock},
 };
