@@ -132,16 +132,16 @@ pub(crate) fn network_named(connector: &IrcConnector, name: &str) -> Result<Arc<
     let networks = connector.networks()?;
     networks
         .get(name)
-        .or_else(|| networks.values().find(|network| network.config.servers.iter().any(|server| server.host == name)))
+        .or_else(|| networks.values().find(|network| network.config().servers.iter().any(|server| server.host == name)))
         .cloned()
         .ok_or_else(|| PlumbingError::UnknownNetwork(name.to_owned()))
 }
 
 /// The members of `channel` with their prefixes (`@`, `%`, `+`, …), from a fresh `NAMES` by the bridge bot.
 pub(crate) async fn names(network: &Network, channel: &str) -> Result<Vec<(String, String)>, PlumbingError> {
-    let mut tap = network.taps.subscribe();
+    let mut tap = network.hear();
     let line = Line::new("NAMES", &[channel], None).map_err(|error| PlumbingError::Invalid(error.to_string()))?;
-    network.listener.send(line).await.map_err(|error| PlumbingError::Unavailable(error.to_string()))?;
+    network.bot().send(line).await.map_err(|error| PlumbingError::Unavailable(error.to_string()))?;
     let folded = casefold(channel);
     let mut members = Vec::new();
     let deadline = tokio::time::Instant::now() + NAMES_TIMEOUT;
@@ -185,8 +185,8 @@ fn may_approve(prefixes: &str, halfops: bool) -> bool {
 /// The nicks that may approve links to `channel`: operators and above, and half-operators where allowed. The bridge
 /// bot is left out.
 pub(crate) async fn operators(network: &Network, channel: &str) -> Result<Vec<String>, PlumbingError> {
-    let halfops = network.config.plumbing.halfops_may_approve;
-    let own = network.listener.nick().map(|nick| casefold(&nick));
+    let halfops = network.config().plumbing.halfops_may_approve;
+    let own = network.bot().nick().map(|nick| casefold(&nick));
     Ok(names(network, channel)
         .await?
         .into_iter()
@@ -196,38 +196,45 @@ pub(crate) async fn operators(network: &Network, channel: &str) -> Result<Vec<St
         .collect())
 }
 
-/// Asks for `request` to be linked: checks it, then links at once or asks the operator (answered in the
-/// background; the requester hears the outcome in the room).
-pub(crate) async fn request_link(network: Arc<Network>, request: LinkRequest) -> Result<Requested, PlumbingError> {
-    let LinkRequest { room_id, channel, op_nick, requester } = request;
-    if !is_valid_channel(&channel) {
+/// Why `channel` cannot be linked to `room_id`, if it cannot: an invalid name, a room or channel bridged already,
+/// an admin room.
+async fn check_link(network: &Network, room_id: &str, channel: &str) -> Result<(), PlumbingError> {
+    if !is_valid_channel(channel) {
         return Err(PlumbingError::Invalid(format!("`{channel}` is not a valid channel name")));
     }
     let store = network.bridge().store();
-    if let Some(portal) = store.portal_by_room(&room_id).await? {
+    if let Some(portal) = store.portal_by_room(room_id).await? {
         return Err(PlumbingError::DoubleBridge(format!(
             "this room already bridges {}; unlink it first",
             portal.remote_key
         )));
     }
-    if store.admin_room_owner(&room_id).await?.is_some() {
+    if store.admin_room_owner(room_id).await?.is_some() {
         return Err(PlumbingError::Invalid("this is an admin room; link a room of its own".into()));
     }
-    let spec = network.portal_spec(&channel);
+    let spec = network.portal_spec(channel);
     if let Some(existing) = store.portal_by_key(&spec.remote_key).await? {
         return Err(PlumbingError::DoubleBridge(format!(
             "{channel} is already bridged to {}; unlink it there first",
             existing.alias.unwrap_or(existing.room_id)
         )));
     }
-    let config = network.config.plumbing;
+    Ok(())
+}
+
+/// Asks for `request` to be linked: checks it, then links at once or asks the operator (answered in the
+/// background; the requester hears the outcome in the room).
+pub(crate) async fn request_link(network: Arc<Network>, request: LinkRequest) -> Result<Requested, PlumbingError> {
+    let LinkRequest { room_id, channel, op_nick, requester } = request;
+    check_link(&network, &room_id, &channel).await?;
+    let config = network.config().plumbing;
     if !config.require_approval {
         return Ok(Requested::Linked(link_room(&network, &room_id, &channel).await?));
     }
     let Some(op) = op_nick.filter(|nick| is_valid_nick(nick)) else {
         return Err(PlumbingError::BadOperator(format!(
             "{} links a channel only with an operator's approval: name one of {channel}'s operators",
-            network.config.name
+            network.config().name
         )));
     };
     let ops = operators(&network, &channel).await?;
@@ -236,7 +243,7 @@ pub(crate) async fn request_link(network: Arc<Network>, request: LinkRequest) ->
         return Err(PlumbingError::BadOperator(format!("{op} is not {kind} of {channel}")));
     }
     let key = casefold(&op);
-    match network.link_requests.entry(key.clone()) {
+    match network.link_requests().entry(key.clone()) {
         dashmap::Entry::Occupied(entry) => {
             return Err(PlumbingError::ExistingRequest { op, room: entry.get().clone() });
         }
@@ -245,51 +252,66 @@ pub(crate) async fn request_link(network: Arc<Network>, request: LinkRequest) ->
         }
     }
     let timeout = Duration::from_secs(config.approval_timeout_secs.max(1));
-    let mut tap = network.taps.subscribe();
+    let tap = network.hear();
     let question = format!(
         "{requester} asks to bridge {channel} to the Matrix room {room_id}. As an operator of {channel}, reply yes or \
          no within {} s.",
         timeout.as_secs()
     );
     if let Err(error) = say(&network, &op, &question).await {
-        network.link_requests.remove(&key);
+        network.link_requests().remove(&key);
         return Err(error);
     }
-    tracing::info!(network = %network.id, %channel, %room_id, %op, %requester, "asked a channel operator to approve a link");
+    tracing::info!(network = %network.id(), %channel, %room_id, %op, %requester, "asked a channel operator to approve a link");
     let asked = op.clone();
-    tokio::spawn(async move {
-        let decision = wait_for_answer(&network, &mut tap, &asked, timeout).await;
-        network.link_requests.remove(&key);
-        let outcome = match decision {
-            Decision::Approved => match link_room(&network, &room_id, &channel).await {
-                Ok(text) => {
-                    let _ = say(&network, &asked, &format!("Thank you: {channel} is now bridged to {room_id}.")).await;
-                    format!("{requester}: {asked} approved. {text}")
-                }
-                Err(error) => format!("{requester}: {asked} approved, but linking failed: {error}"),
-            },
-            Decision::Refused => {
-                let _ = say(&network, &asked, &format!("Understood: {channel} stays unbridged.")).await;
-                format!("{requester}: {asked} refused to bridge {channel} to this room.")
-            }
-            Decision::TimedOut => format!(
-                "{requester}: {asked} did not answer within {} s; {channel} is not bridged. Ask again when they are \
-                 around.",
-                timeout.as_secs()
-            ),
-        };
-        tracing::info!(network = %network.id, %channel, %room_id, op = %asked, ?decision, "link request ended");
-        if let Err(error) = network.bridge().notice(&room_id, &outcome).await {
-            tracing::warn!(network = %network.id, %room_id, %error, "cannot tell the requester how a link request ended");
-        }
-    });
+    let asking = Asking { key, op: asked, room_id, channel, requester, timeout };
+    tokio::spawn(conclude_link(network, tap, asking));
     Ok(Requested::Asked { op, timeout })
+}
+
+/// A link request waiting for an operator's answer.
+struct Asking {
+    key: String,
+    op: String,
+    room_id: String,
+    channel: String,
+    requester: String,
+    timeout: Duration,
+}
+
+/// Waits for the operator's answer to a link request, links if they approve, and tells the requester in the room.
+async fn conclude_link(network: Arc<Network>, mut tap: tokio::sync::broadcast::Receiver<Arc<Message>>, asking: Asking) {
+    let Asking { key, op: asked, room_id, channel, requester, timeout } = asking;
+    let decision = wait_for_answer(&network, &mut tap, &asked, timeout).await;
+    network.link_requests().remove(&key);
+    let outcome = match decision {
+        Decision::Approved => match link_room(&network, &room_id, &channel).await {
+            Ok(text) => {
+                let _ = say(&network, &asked, &format!("Thank you: {channel} is now bridged to {room_id}.")).await;
+                format!("{requester}: {asked} approved. {text}")
+            }
+            Err(error) => format!("{requester}: {asked} approved, but linking failed: {error}"),
+        },
+        Decision::Refused => {
+            let _ = say(&network, &asked, &format!("Understood: {channel} stays unbridged.")).await;
+            format!("{requester}: {asked} refused to bridge {channel} to this room.")
+        }
+        Decision::TimedOut => format!(
+            "{requester}: {asked} did not answer within {} s; {channel} is not bridged. Ask again when they are \
+             around.",
+            timeout.as_secs()
+        ),
+    };
+    tracing::info!(network = %network.id(), %channel, %room_id, op = %asked, ?decision, "link request ended");
+    if let Err(error) = network.bridge().notice(&room_id, &outcome).await {
+        tracing::warn!(network = %network.id(), %room_id, %error, "cannot tell the requester how a link request ended");
+    }
 }
 
 /// Sends a private message from the bridge bot.
 async fn say(network: &Network, nick: &str, text: &str) -> Result<(), PlumbingError> {
     let line = Line::new("PRIVMSG", &[nick], Some(text)).map_err(|error| PlumbingError::Invalid(error.to_string()))?;
-    network.listener.send(line).await.map_err(|error| PlumbingError::Unavailable(error.to_string()))
+    network.bot().send(line).await.map_err(|error| PlumbingError::Unavailable(error.to_string()))
 }
 
 /// Waits for `op` to tell the bot yes or no; anything else gets a reminder.
@@ -345,13 +367,13 @@ pub(crate) async fn link_room(network: &Network, room_id: &str, channel: &str) -
     network.add_channel(&portal, channel);
     let info = IrcConnector::info_static();
     let content = bridge_info::content(&network.bridge().bot_user_id(), &info, &spec.bridge_info);
-    let mut reply = format!("This room is now bridged to {channel} on {}.", network.config.name);
+    let mut reply = format!("This room is now bridged to {channel} on {}.", network.config().name);
     if let Err(error) = set_bridge_info(network, room_id, &spec.bridge_info, &content).await {
         reply.push_str(&format!(
             " (The bridge-info state could not be set: {error}. Give the bot power to send state events.)"
         ));
     }
-    if network.privacy.enabled() && !bot_may_remove(network, room_id).await {
+    if network.privacy_enabled() && !bot_may_remove(network, room_id).await {
         reply.push_str(
             " (The bot cannot kick or ban here: give it the power to, or people without an IRC connection cannot be \
              removed as the network's privacy rule requires.)",
@@ -371,7 +393,7 @@ async fn bot_may_remove(network: &Network, room_id: &str) -> bool {
             own >= levels.action_level("kick") && own >= levels.action_level("ban")
         }
         Err(error) => {
-            tracing::warn!(network = %network.id, %room_id, %error, "cannot read a linked room's power levels");
+            tracing::warn!(network = %network.id(), %room_id, %error, "cannot read a linked room's power levels");
             false
         }
     }
@@ -388,7 +410,7 @@ pub(crate) async fn unlink_room(network: &Network, portal: &Portal) -> Connector
     let spec = network.portal_spec(&channel);
     // Empty content removes the bridge-info state; a room the bot cannot change keeps it.
     let _ = set_bridge_info(network, &portal.room_id, &spec.bridge_info, &serde_json::json!({})).await;
-    Ok(format!("This room no longer bridges {channel} on {}.", network.config.name))
+    Ok(format!("This room no longer bridges {channel} on {}.", network.config().name))
 }
 
 /// Sets both bridge-info state events (MSC2346) of a room as the bot.

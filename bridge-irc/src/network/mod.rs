@@ -86,13 +86,13 @@ fn transient(message: impl Into<String>) -> ConnectorError {
 
 /// A running network.
 pub(crate) struct Network {
-    pub(crate) id: String,
-    pub(crate) config: NetworkConfig,
+    id: String,
+    config: NetworkConfig,
     bridge: BridgeHandle,
     users: Template,
     aliases: Template,
-    pub(crate) listener: Connection,
-    pub(crate) puppets: Arc<DashMap<String, Connection>>,
+    listener: Connection,
+    puppets: Arc<DashMap<String, Connection>>,
     /// Casefolded nicks of puppets → their Matrix users: their lines are ours, never bridged back.
     puppet_nicks: DashMap<String, String>,
     /// IRC people seen this session, by casefolded current nick: a nick change keeps the ghost.
@@ -107,17 +107,17 @@ pub(crate) struct Network {
     events: mpsc::Sender<ConnEvent>,
     ident: IdentRegistry,
     /// Replies to `whois` and similar, by the puppet's owner: where to say what the server answered.
-    pub(crate) pending_replies: DashMap<String, mpsc::Sender<Message>>,
+    pending_replies: DashMap<String, mpsc::Sender<Message>>,
     /// How long a puppet may go unused before it is closed, if ever.
     idle_timeout: Option<Duration>,
     /// When each puppet's Matrix user last used it, and in which room.
     activity: DashMap<String, Activity>,
     /// Everything the bridge bot's connection hears, for whoever waits for an answer (NAMES, an operator's reply).
-    pub(crate) taps: broadcast::Sender<Arc<Message>>,
+    taps: broadcast::Sender<Arc<Message>>,
     /// Link requests waiting for an operator's answer: casefolded operator nick → the room asking.
-    pub(crate) link_requests: DashMap<String, String>,
+    link_requests: DashMap<String, String>,
     /// Libera.Chat's privacy rule for Matrix users without a working connection.
-    pub(crate) privacy: Privacy,
+    privacy: Privacy,
     /// Per-user spam limits on Matrix → IRC messages.
     spam: SpamGuard,
     /// Matrix events sent to IRC, waiting for the server to confirm them.
@@ -153,25 +153,8 @@ impl Network {
         let server_name = bridge.server_name().to_owned();
         let (events, receiver) = mpsc::channel(1024);
         let connecting = Arc::new(Semaphore::new(config.reconnect.max_concurrent.max(1)));
-        let listener = Connection::spawn(
-            Settings {
-                owner: BOT_OWNER.into(),
-                network: id.into(),
-                servers: config.servers.clone(),
-                ca_file: config.tls_ca_file.clone(),
-                nick: config.bot_nick.clone(),
-                max_nick_length: config.max_nick_length.max(config.bot_nick.len()),
-                username: sanitise_username(&config.bot_nick),
-                realname: "Lattice Matrix bridge".into(),
-                login: None,
-                flood: config.flood,
-                reconnect: config.reconnect,
-                forward: Forward::All,
-                ident: ident.clone(),
-            },
-            events.clone(),
-            Arc::clone(&connecting),
-        );
+        let listener =
+            Connection::spawn(bot_settings(id, config, ident.clone()), events.clone(), Arc::clone(&connecting));
         let privacy_bridge = bridge.clone();
         let deliveries_bridge = bridge.clone();
         let puppets = Arc::new(DashMap::new());
@@ -239,6 +222,37 @@ impl Network {
     /// The runtime handle.
     pub(crate) fn bridge(&self) -> &BridgeHandle {
         &self.bridge
+    }
+
+    /// The network's ID in the configuration (`libera`).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The network's configuration.
+    pub(crate) fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The bridge bot's own connection.
+    pub(crate) fn bot(&self) -> &Connection {
+        &self.listener
+    }
+
+    /// Everything the bridge bot's connection hears from now on, for whoever waits for an answer (NAMES, an
+    /// operator's reply).
+    pub(crate) fn hear(&self) -> broadcast::Receiver<Arc<Message>> {
+        self.taps.subscribe()
+    }
+
+    /// Link requests waiting for an operator's answer: casefolded operator nick → the room asking.
+    pub(crate) fn link_requests(&self) -> &DashMap<String, String> {
+        &self.link_requests
+    }
+
+    /// Whether Libera.Chat's privacy rule applies: only Matrix users connected to IRC may read a portal.
+    pub(crate) fn privacy_enabled(&self) -> bool {
+        self.privacy.enabled()
     }
 
     /// The ghost spec of a user ID in our namespace, under the nick its person uses now (which differs from the
@@ -334,5 +348,24 @@ impl Network {
             puppet.quit("Bridge shutting down");
         }
         self.listener.quit("Bridge shutting down");
+    }
+}
+
+/// The settings of the bridge bot's own connection to a network.
+fn bot_settings(id: &str, config: &NetworkConfig, ident: IdentRegistry) -> Settings {
+    Settings {
+        owner: BOT_OWNER.into(),
+        network: id.into(),
+        servers: config.servers.clone(),
+        ca_file: config.tls_ca_file.clone(),
+        nick: config.bot_nick.clone(),
+        max_nick_length: config.max_nick_length.max(config.bot_nick.len()),
+        username: sanitise_username(&config.bot_nick),
+        realname: "Lattice Matrix bridge".into(),
+        login: None,
+        flood: config.flood,
+        reconnect: config.reconnect,
+        forward: Forward::All,
+        ident,
     }
 }

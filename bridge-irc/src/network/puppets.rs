@@ -8,6 +8,9 @@ use lattice_bridge_core::{ConnectorError, connector::ConnectorResult};
 use crate::network::{
     Activity, JOIN_WAIT, Network, account_setting, certfp_credential, nick_setting, transient, username_setting,
 };
+use irc::proto::Message;
+use tokio::sync::mpsc;
+
 use crate::{
     config::AuthMethod,
     conn::{ChannelStatus, Connection, Forward, Login, Settings},
@@ -259,5 +262,30 @@ impl Network {
             let rooms = self.privacy.rooms_of(&self.portal_keys(puppet)).await;
             self.privacy.refused(user_id, &rooms, why).await;
         }
+    }
+}
+
+impl Network {
+    /// The puppet of a Matrix user, if one runs.
+    pub(crate) fn existing_puppet(&self, user_id: &str) -> Option<Connection> {
+        self.puppets.get(user_id).map(|entry| entry.clone())
+    }
+
+    /// Takes a Matrix user's puppet out of use, for closing it; the user's next message starts a new one.
+    pub(crate) fn take_puppet(&self, user_id: &str) -> Option<Connection> {
+        self.puppets.remove(user_id).map(|(_, puppet)| puppet)
+    }
+
+    /// Hands the server's replies to a Matrix user's puppet (`whois` and the like) to the receiver returned, until
+    /// [`Network::stop_replies`].
+    pub(crate) fn expect_replies(&self, user_id: &str) -> mpsc::Receiver<Message> {
+        let (replies, receiver) = mpsc::channel(32);
+        self.pending_replies.insert(user_id.to_owned(), replies);
+        receiver
+    }
+
+    /// Stops handing a puppet's server replies on (see [`Network::expect_replies`]).
+    pub(crate) fn stop_replies(&self, user_id: &str) {
+        self.pending_replies.remove(user_id);
     }
 }

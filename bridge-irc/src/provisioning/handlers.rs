@@ -154,7 +154,7 @@ pub(super) async fn unlink(State(shared): State<Shared>, body: Bytes) -> Answer 
         .map_err(PlumbingError::from)?
         .filter(|portal| portal.room_id == room.as_str())
         .ok_or_else(|| {
-            PlumbingError::NotLinked(format!("{room} does not bridge {} on {}", body.remote_room_channel, network.id))
+            PlumbingError::NotLinked(format!("{room} does not bridge {} on {}", body.remote_room_channel, network.id()))
         })?;
     require_power(&network, &room, &user).await?;
     plumbing::unlink_room(&network, &portal).await.map_err(PlumbingError::from)?;
@@ -199,7 +199,7 @@ pub(super) async fn query_link(State(shared): State<Shared>, body: Bytes) -> Ans
     let operators = plumbing::operators(&network, &body.remote_room_channel).await?;
     Ok(Json(json!({
         "operators": operators,
-        "approval_required": network.config.plumbing.require_approval,
+        "approval_required": network.config().plumbing.require_approval,
     })))
 }
 
