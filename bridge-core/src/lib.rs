@@ -23,6 +23,8 @@ pub mod matrix;
 pub mod metrics;
 mod runtime;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use self::{
     connector::{Connector, ConnectorError, confirm_later},

@@ -26,6 +26,9 @@ mod redaction;
 mod topic;
 mod typing;
 
+#[cfg(test)]
+mod tests;
+
 impl Network {
     /// Where what `at.sender` does in the portal goes on IRC, if anywhere; with `used`, notes that the sender just
     /// used their puppet (if they have one), which keeps it from being closed as idle.
