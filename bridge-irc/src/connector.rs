@@ -16,7 +16,7 @@ use lattice_bridge_core::{
 };
 use serde_json::{Value, json};
 
-use crate::{config::IrcSection, ident::IdentRegistry, network::Network};
+use crate::{config::IrcSection, ident::IdentRegistry, ids::PortalKind, network::Network};
 
 /// The IRC connector.
 #[derive(Clone)]
@@ -43,8 +43,8 @@ impl IrcConnector {
 
     /// The network a portal key belongs to.
     pub(crate) fn network_of(&self, key: &str) -> ConnectorResult<Option<Arc<Network>>> {
-        let id = key.split('/').next().unwrap_or_default();
-        Ok(self.networks()?.get(id).cloned())
+        let Some(kind) = PortalKind::parse(key) else { return Ok(None) };
+        Ok(self.networks()?.get(kind.network()).cloned())
     }
 
     /// Who the connector is, without an instance (for the bridge-info state that commands set).
@@ -194,7 +194,7 @@ impl Connector for IrcConnector {
 
     async fn portal_created(&self, portal: &Portal) -> ConnectorResult<()> {
         if let Some(network) = self.network_of(&portal.remote_key)?
-            && let Some((_, channel)) = crate::ids::split_portal_key(&portal.remote_key)
+            && let Some(channel) = PortalKind::parse(&portal.remote_key).and_then(PortalKind::channel)
         {
             network.add_channel(portal, channel);
         }

@@ -146,21 +146,57 @@ pub(crate) fn portal_key(network: &str, channel: &str) -> String {
     format!("{network}/{}", casefold(channel))
 }
 
-/// Splits a portal key into network and channel; `None` for keys that are not channels (DMs).
-pub(crate) fn split_portal_key(key: &str) -> Option<(&str, &str)> {
-    key.split_once('/').filter(|(_, channel)| is_valid_channel(channel))
-}
-
 /// The portal key of a direct chat between a Matrix user and an IRC nick.
 pub(crate) fn dm_key(network: &str, matrix_user: &str, nick: &str) -> String {
     format!("{network}/dm/{matrix_user}/{}", casefold(nick))
 }
 
-/// Splits a DM portal key into network, Matrix user and casefolded nick.
-pub(crate) fn split_dm_key(key: &str) -> Option<(&str, &str, &str)> {
-    let (network, rest) = key.split_once("/dm/")?;
-    let (user, nick) = rest.rsplit_once('/')?;
-    Some((network, user, nick))
+/// What a portal bridges, read once from its key (see [`portal_key`] and [`dm_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortalKind<'a> {
+    /// A channel: `{network}/{casefolded channel}`.
+    Channel {
+        /// The network's ID.
+        network: &'a str,
+        /// The channel, casefolded.
+        channel: &'a str,
+    },
+    /// A direct chat of a Matrix user with an IRC nick: `{network}/dm/{matrix user}/{casefolded nick}`.
+    Direct {
+        /// The network's ID.
+        network: &'a str,
+        /// The Matrix user.
+        matrix_user: &'a str,
+        /// The nick, casefolded.
+        nick: &'a str,
+    },
+}
+
+impl<'a> PortalKind<'a> {
+    /// Reads a portal key; `None` for one the IRC bridge did not make.
+    pub(crate) fn parse(key: &'a str) -> Option<Self> {
+        if let Some((network, rest)) = key.split_once("/dm/") {
+            let (matrix_user, nick) = rest.rsplit_once('/')?;
+            return Some(Self::Direct { network, matrix_user, nick });
+        }
+        let (network, channel) = key.split_once('/').filter(|(_, channel)| is_valid_channel(channel))?;
+        Some(Self::Channel { network, channel })
+    }
+
+    /// The network the portal is on.
+    pub(crate) fn network(self) -> &'a str {
+        match self {
+            Self::Channel { network, .. } | Self::Direct { network, .. } => network,
+        }
+    }
+
+    /// The channel, for a channel portal.
+    pub(crate) fn channel(self) -> Option<&'a str> {
+        match self {
+            Self::Channel { channel, .. } => Some(channel),
+            Self::Direct { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -240,8 +276,13 @@ mod tests {
         assert_eq!(users.extract("@irc_oftc_bob:example.org"), None);
         assert_eq!(users.extract("@irc_libera_:example.org"), None);
         assert_eq!(portal_key("libera", "#Rust[x]"), "libera/#rust{x}");
-        assert_eq!(split_portal_key("libera/#rust"), Some(("libera", "#rust")));
-        assert_eq!(split_portal_key("libera/dm/@a:b/bob"), None);
-        assert_eq!(split_dm_key(&dm_key("libera", "@a:b", "Bob")), Some(("libera", "@a:b", "bob")));
+        let channel = PortalKind::Channel { network: "libera", channel: "#rust" };
+        assert_eq!(PortalKind::parse("libera/#rust"), Some(channel));
+        assert_eq!(channel.channel(), Some("#rust"));
+        let direct = PortalKind::Direct { network: "libera", matrix_user: "@a:b", nick: "bob" };
+        assert_eq!(PortalKind::parse(&dm_key("libera", "@a:b", "Bob")), Some(direct));
+        assert_eq!((direct.network(), direct.channel()), ("libera", None));
+        assert_eq!(PortalKind::parse("libera/not-a-channel"), None);
+        assert_eq!(PortalKind::parse("nothing"), None);
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     IrcConnector,
-    ids::{casefold, is_valid_channel, is_valid_nick, split_portal_key},
+    ids::{PortalKind, casefold, is_valid_channel, is_valid_nick},
     line::Line,
     network::Network,
 };
@@ -401,7 +401,7 @@ async fn bot_may_remove(network: &Network, room_id: &str) -> bool {
 
 /// Stops `portal` bridging its channel: the store forgets it, the bot parts, the bridge-info state is emptied.
 pub(crate) async fn unlink_room(network: &Network, portal: &Portal) -> ConnectorResult<String> {
-    let Some((_, key_channel)) = split_portal_key(&portal.remote_key) else {
+    let Some(key_channel) = PortalKind::parse(&portal.remote_key).and_then(PortalKind::channel) else {
         return Err(ConnectorError::permanent("this room is a direct chat, not a channel portal"));
     };
     let channel = portal.metadata.get("channel").and_then(|value| value.as_str()).unwrap_or(key_channel).to_owned();

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::network::{Network, lock};
 use crate::{
     conn::Connection,
-    ids::{casefold, is_valid_channel, portal_key, split_dm_key, split_portal_key},
+    ids::{PortalKind, casefold, is_valid_channel, portal_key},
 };
 
 impl Network {
@@ -89,9 +89,9 @@ pub(super) enum Target {
 impl Target {
     /// Where what `user` does in `portal` goes: its channel, or, in a DM portal of theirs, the nick it is with.
     pub(super) fn of(portal: &Portal, user: &str) -> Option<Self> {
-        match (split_portal_key(&portal.remote_key), split_dm_key(&portal.remote_key)) {
-            (Some((_, channel)), _) => Some(Self::Channel(Network::channel_name(portal, channel))),
-            (None, Some((_, owner, nick))) if owner == user => {
+        match PortalKind::parse(&portal.remote_key)? {
+            PortalKind::Channel { channel, .. } => Some(Self::Channel(Network::channel_name(portal, channel))),
+            PortalKind::Direct { matrix_user, nick, .. } if matrix_user == user => {
                 let nick = portal.metadata.get("nick").and_then(|nick| nick.as_str()).unwrap_or(nick);
                 Some(Self::Nick(nick.to_owned()))
             }

@@ -29,7 +29,7 @@ use crate::{
     delivery::Deliveries,
     ghosts,
     ident::IdentRegistry,
-    ids::{Template, casefold, is_valid_nick, sanitise_username, split_portal_key, unescape_nick},
+    ids::{PortalKind, Template, casefold, is_valid_nick, sanitise_username, unescape_nick},
     ircv3::{
         echo::Echoes,
         netsplit::Netsplits,
@@ -196,7 +196,7 @@ impl Network {
         });
         let mut channel_portals = Vec::new();
         for portal in network.bridge.store().portals().await? {
-            if let Some((network_id, channel)) = split_portal_key(&portal.remote_key)
+            if let Some(PortalKind::Channel { network: network_id, channel }) = PortalKind::parse(&portal.remote_key)
                 && network_id == id
             {
                 network.add_channel(&portal, channel);

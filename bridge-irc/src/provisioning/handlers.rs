@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, OPENAPI, Shared};
 use crate::{
-    ids::split_portal_key,
+    ids::PortalKind,
     network::Network,
     plumbing::{self, LinkRequest, PlumbingError, Requested},
 };
@@ -169,7 +169,9 @@ pub(super) async fn list_links(State(shared): State<Shared>, Path(room): Path<St
     let links: Vec<Value> = portal
         .into_iter()
         .filter_map(|portal| {
-            let (network_id, channel) = split_portal_key(&portal.remote_key)?;
+            let PortalKind::Channel { network: network_id, channel } = PortalKind::parse(&portal.remote_key)? else {
+                return None;
+            };
             let channel = portal.metadata.get("channel").and_then(Value::as_str).unwrap_or(channel).to_owned();
             Some(json!({
                 "matrix_room_id": portal.room_id,
@@ -226,5 +228,8 @@ pub(super) async fn openapi() -> impl IntoResponse {
 /// Channel portals (not direct chats) over every network.
 async fn channel_portals(network: &Network) -> Result<usize, ApiError> {
     let portals = network.bridge().store().portals().await.map_err(PlumbingError::from)?;
-    Ok(portals.iter().filter(|portal| split_portal_key(&portal.remote_key).is_some()).count())
+    Ok(portals
+        .iter()
+        .filter(|portal| PortalKind::parse(&portal.remote_key).and_then(PortalKind::channel).is_some())
+        .count())
 }
