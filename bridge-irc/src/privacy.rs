@@ -53,20 +53,11 @@ pub(crate) struct Privacy {
     watching: Arc<DashMap<String, ()>>,
     /// What the server last said closing a Matrix user's connection (`ERROR`), to tell them why they were removed.
     closed_because: Arc<DashMap<String, String>>,
-    /// The network's puppets, by Matrix user: a failed one is closed once its user is removed, so a K-lined
-    /// connection does not knock at the server forever. The user's next `reconnect` or join starts a new one.
-    puppets: Arc<DashMap<String, Connection>>,
 }
 
 impl Privacy {
     /// The rule for the network named `network` (display name, for reasons).
-    pub(crate) fn new(
-        mode: PrivacyMode,
-        grace: Duration,
-        network: &str,
-        bridge: BridgeHandle,
-        puppets: Arc<DashMap<String, Connection>>,
-    ) -> Self {
+    pub(crate) fn new(mode: PrivacyMode, grace: Duration, network: &str, bridge: BridgeHandle) -> Self {
         Self {
             mode,
             grace,
@@ -75,7 +66,6 @@ impl Privacy {
             blocked: Arc::default(),
             watching: Arc::default(),
             closed_because: Arc::default(),
-            puppets,
         }
     }
 
@@ -132,7 +122,16 @@ impl Privacy {
 
     /// Watches `puppet` for the grace period: if it has not registered by then, its user is removed from the rooms of
     /// the portals `portal_keys`.
-    pub(crate) fn watch(&self, user_id: &str, puppet: Connection, portal_keys: Vec<String>) {
+    ///
+    /// `close_failed` runs once the user is removed: it closes the failed connection, so a K-lined one does not knock
+    /// at the server forever (the user's next `reconnect` or join starts a new one).
+    pub(crate) fn watch(
+        &self,
+        user_id: &str,
+        puppet: Connection,
+        portal_keys: Vec<String>,
+        close_failed: impl FnOnce() + Send + 'static,
+    ) {
         if !self.enabled() || portal_keys.is_empty() || self.watching.insert(user_id.to_owned(), ()).is_some() {
             return;
         }
@@ -150,10 +149,7 @@ impl Privacy {
                     };
                     let rooms = privacy.rooms_of(&portal_keys).await;
                     privacy.refused(&user_id, &rooms, &why).await;
-                    let failed = privacy.puppets.remove_if(&user_id, |_, current| !current.is_connected());
-                    if let Some((_, failed)) = failed {
-                        failed.quit("Not connected");
-                    }
+                    close_failed();
                     return;
                 }
                 puppet.changed(deadline - now).await;

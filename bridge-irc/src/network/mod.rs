@@ -157,7 +157,6 @@ impl Network {
             Connection::spawn(bot_settings(id, config, ident.clone()), events.clone(), Arc::clone(&connecting));
         let privacy_bridge = bridge.clone();
         let deliveries_bridge = bridge.clone();
-        let puppets = Arc::new(DashMap::new());
         let network = Arc::new(Self {
             id: id.into(),
             config: config.clone(),
@@ -165,7 +164,7 @@ impl Network {
             aliases: Template::new(&section.alias_template, "{channel}", id, &server_name),
             bridge,
             listener,
-            puppets: Arc::clone(&puppets),
+            puppets: Arc::new(DashMap::new()),
             puppet_nicks: DashMap::new(),
             puppet_masks: DashMap::new(),
             ghosts: Mutex::new(HashMap::new()),
@@ -184,7 +183,6 @@ impl Network {
                 Duration::from_secs(config.privacy_grace_secs),
                 &config.name,
                 privacy_bridge,
-                puppets,
             ),
             spam: SpamGuard::new(config.spam, &config.name),
             deliveries: Deliveries::new(deliveries_bridge, &config.name, config.flood.lines_per_second),

@@ -252,7 +252,12 @@ impl Network {
     pub(super) fn watch_lost_puppet(&self, user_id: &str) {
         let Some(puppet) = self.puppets.get(user_id).map(|entry| entry.clone()) else { return };
         let keys = self.portal_keys(&puppet);
-        self.privacy.watch(user_id, puppet, keys);
+        let (puppets, owner) = (Arc::clone(&self.puppets), user_id.to_owned());
+        self.privacy.watch(user_id, puppet, keys, move || {
+            if let Some((_, failed)) = puppets.remove_if(&owner, |_, current| !current.is_connected()) {
+                failed.quit("Not connected");
+            }
+        });
     }
 
     /// A puppet was closed on purpose (idle, `quit`): under the privacy rule its user leaves its portals too, for
