@@ -3,6 +3,10 @@
 //! A connector pushes [`RemoteEvent`]s; each is persisted in the remote queue under its portal before `push`
 //! returns, and a per-portal worker turns it into homeserver calls in order ([`RemoteHandler`]).
 
+pub use self::facades::{Credentials, Ghosts, Messages, Portals, Settings};
+
+mod facades;
+
 use std::{
     sync::{
         Arc, OnceLock, Weak,

@@ -18,7 +18,7 @@ mod dispatch;
 mod error;
 pub mod event;
 pub mod formatting;
-mod handle;
+pub mod handle;
 pub mod matrix;
 pub mod metrics;
 mod runtime;

@@ -202,18 +202,18 @@ async fn check_link(network: &Network, room_id: &str, channel: &str) -> Result<(
     if !is_valid_channel(channel) {
         return Err(PlumbingError::Invalid(format!("`{channel}` is not a valid channel name")));
     }
-    let store = network.bridge().store();
-    if let Some(portal) = store.portal_by_room(room_id).await? {
+    let bridge = network.bridge();
+    if let Some(portal) = bridge.portals().by_room(room_id).await? {
         return Err(PlumbingError::DoubleBridge(format!(
             "this room already bridges {}; unlink it first",
             portal.remote_key
         )));
     }
-    if store.admin_room_owner(room_id).await?.is_some() {
+    if bridge.settings().admin_room_owner(room_id).await?.is_some() {
         return Err(PlumbingError::Invalid("this is an admin room; link a room of its own".into()));
     }
     let spec = network.portal_spec(channel);
-    if let Some(existing) = store.portal_by_key(&spec.remote_key).await? {
+    if let Some(existing) = bridge.portals().by_key(&spec.remote_key).await? {
         return Err(PlumbingError::DoubleBridge(format!(
             "{channel} is already bridged to {}; unlink it there first",
             existing.alias.unwrap_or(existing.room_id)
@@ -363,7 +363,7 @@ pub(crate) async fn link_room(network: &Network, room_id: &str, channel: &str) -
         topic: None,
         metadata: spec.metadata.clone(),
     };
-    network.bridge().store().upsert_portal(&portal).await?;
+    network.bridge().portals().upsert(&portal).await?;
     network.add_channel(&portal, channel);
     let info = IrcConnector::info_static();
     let content = bridge_info::content(&network.bridge().bot_user_id(), &info, &spec.bridge_info);
@@ -405,7 +405,7 @@ pub(crate) async fn unlink_room(network: &Network, portal: &Portal) -> Connector
         return Err(ConnectorError::permanent("this room is a direct chat, not a channel portal"));
     };
     let channel = portal.metadata.get("channel").and_then(|value| value.as_str()).unwrap_or(key_channel).to_owned();
-    network.bridge().store().delete_portal(&portal.remote_key).await?;
+    network.bridge().portals().delete(&portal.remote_key).await?;
     network.remove_channel(&channel);
     let spec = network.portal_spec(&channel);
     // Empty content removes the bridge-info state; a room the bot cannot change keeps it.

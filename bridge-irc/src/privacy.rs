@@ -191,7 +191,7 @@ impl Privacy {
     pub(crate) async fn rooms_of(&self, portal_keys: &[String]) -> Vec<String> {
         let mut rooms = Vec::new();
         for key in portal_keys {
-            match self.bridge.store().portal_by_key(key).await {
+            match self.bridge.portals().by_key(key).await {
                 Ok(Some(portal)) => rooms.push(portal.room_id),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(network = %self.network, %key, %error, "cannot look a portal up"),

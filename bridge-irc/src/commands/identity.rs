@@ -10,23 +10,23 @@ use crate::{
 
 /// `nick <nick>`: changes the user's nick, remembered for next time.
 pub(super) async fn nick(network: &Network, sender: &str, args: &[String]) -> ConnectorResult<String> {
-    let store = network.bridge().store();
+    let bridge = network.bridge();
     let [nick] = args else { return Err(fail("usage: nick [network] <nick>")) };
     let nick = sanitise_nick(nick, usize::MAX);
     if !is_valid_nick(&nick) {
         return Err(fail(format!("`{nick}` is not a valid IRC nick")));
     }
-    store.set_user_setting(sender, &nick_setting(network.id()), Some(&nick)).await?;
+    bridge.settings().set(sender, &nick_setting(network.id()), Some(&nick)).await?;
     network.puppet(sender, None).await?.set_nick(&nick);
     Ok(format!("Your nick on {} is now {nick} (if the server agrees).", network.config().name))
 }
 
 /// `username <username>`: sets the username (ident) of the user's connection, which starts again with it.
 pub(super) async fn username(network: &Network, sender: &str, args: &[String]) -> ConnectorResult<String> {
-    let store = network.bridge().store();
+    let bridge = network.bridge();
     let [username] = args else { return Err(fail("usage: username [network] <username>")) };
     let username = sanitise_username(username);
-    store.set_user_setting(sender, &username_setting(network.id()), Some(&username)).await?;
+    bridge.settings().set(sender, &username_setting(network.id()), Some(&username)).await?;
     // The username is sent once, at registration: a new connection is the only way to change it.
     if let Some(puppet) = network.take_puppet(sender) {
         puppet.quit("Changing username");
@@ -37,14 +37,14 @@ pub(super) async fn username(network: &Network, sender: &str, args: &[String]) -
 
 /// `storepass [account:]<password>`: stores the user's password (encrypted); the connection logs in with it.
 pub(super) async fn storepass(network: &Network, sender: &str, args: &[String]) -> ConnectorResult<String> {
-    let store = network.bridge().store();
+    let bridge = network.bridge();
     let [secret] = args else { return Err(fail("usage: storepass [network] [account:]<password>")) };
     let (account, password) = match secret.split_once(':') {
         Some((account, password)) if !account.is_empty() => (Some(account), password),
         _ => (None, secret.as_str()),
     };
-    store.store_credential(sender, network.id(), password).await?;
-    store.set_user_setting(sender, &account_setting(network.id()), account).await?;
+    bridge.credentials().set(sender, network.id(), password).await?;
+    bridge.settings().set(sender, &account_setting(network.id()), account).await?;
     if let Some(puppet) = network.existing_puppet(sender) {
         puppet.set_login(network.login(sender, None).await?);
         puppet.reconnect();
@@ -54,9 +54,9 @@ pub(super) async fn storepass(network: &Network, sender: &str, args: &[String]) 
 
 /// `removepass`: forgets the user's stored password.
 pub(super) async fn removepass(network: &Network, sender: &str, _args: &[String]) -> ConnectorResult<String> {
-    let store = network.bridge().store();
-    let removed = store.delete_credential(sender, network.id()).await?;
-    store.set_user_setting(sender, &account_setting(network.id()), None).await?;
+    let bridge = network.bridge();
+    let removed = bridge.credentials().delete(sender, network.id()).await?;
+    bridge.settings().set(sender, &account_setting(network.id()), None).await?;
     if let Some(puppet) = network.existing_puppet(sender) {
         puppet.set_login(None);
     }
@@ -65,15 +65,15 @@ pub(super) async fn removepass(network: &Network, sender: &str, _args: &[String]
 
 /// `certfp`: makes (once) the user's TLS client certificate for SASL EXTERNAL and shows its fingerprint.
 pub(super) async fn certfp(network: &Network, sender: &str, args: &[String]) -> ConnectorResult<String> {
-    let store = network.bridge().store();
+    let bridge = network.bridge();
     let [] = args else { return Err(fail("usage: certfp [network]")) };
     let key = certfp_credential(network.id());
-    let pem = match store.credential(sender, &key).await? {
+    let pem = match bridge.credentials().get(sender, &key).await? {
         Some(pem) => pem,
         None => {
             let name = sender.trim_start_matches('@').split(':').next().unwrap_or("matrix");
             let pem = crate::ircv3::certfp::generate(name).map_err(|error| fail(error.to_string()))?;
-            store.store_credential(sender, &key, &pem).await?;
+            bridge.credentials().set(sender, &key, &pem).await?;
             pem
         }
     };

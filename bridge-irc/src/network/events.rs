@@ -137,7 +137,7 @@ impl Network {
                 };
                 let Some(portal) = self.portal_of(target) else { continue };
                 let known =
-                    self.bridge.store().event_for_remote(&portal, &MessageId::of_line(nick, message).to_string()).await;
+                    self.bridge.messages().event_for(&portal, &MessageId::of_line(nick, message).to_string()).await;
                 if tags::get(message, "msgid").is_some() && matches!(known, Ok(None)) {
                     self.on_listener(own_nick, message.clone()).await;
                 }

@@ -193,7 +193,7 @@ impl Network {
             last_msgid: DashMap::new(),
         });
         let mut channel_portals = Vec::new();
-        for portal in network.bridge.store().portals().await? {
+        for portal in network.bridge.portals().all().await? {
             if let Some(PortalKind::Channel { network: network_id, channel }) = PortalKind::parse(&portal.remote_key)
                 && network_id == id
             {
@@ -263,7 +263,7 @@ impl Network {
         if let Some(known) = lock(&self.ghosts).values().find(|ghost| ghost.user_id == user_id).cloned() {
             return Some(known);
         }
-        let stored = self.bridge.store().ghost_by_user(user_id).await.ok().flatten();
+        let stored = self.bridge.ghosts().by_user(user_id).await.ok().flatten();
         let current = stored
             .and_then(|ghost| ghost.remote_id.strip_prefix(&format!("{}/", self.id)).map(str::to_owned))
             .filter(|nick| is_valid_nick(nick));
@@ -276,7 +276,7 @@ impl Network {
         if let Some(known) = lock(&self.ghosts).get(&casefold(nick)) {
             return known.clone();
         }
-        let ghost = ghosts::from_store(self.bridge.store(), &self.users, &self.id, nick).await;
+        let ghost = ghosts::from_store(self.bridge.ghosts(), &self.users, &self.id, nick).await;
         lock(&self.ghosts).entry(casefold(nick)).or_insert(ghost).clone()
     }
 
@@ -308,7 +308,7 @@ impl Network {
 
     /// Tells a Matrix user about their connection: in their admin room, else `room_id` (the room they last used).
     async fn tell(&self, user_id: &str, room_id: Option<&str>, text: &str) {
-        let admin_room = self.bridge.store().admin_room(user_id).await.ok().flatten();
+        let admin_room = self.bridge.settings().admin_room(user_id).await.ok().flatten();
         let room_id = room_id.map(str::to_owned).or_else(|| self.activity.get(user_id)?.room_id.clone());
         let Some(room) = admin_room.or(room_id) else { return };
         if let Err(error) = self.bridge.notice(&room, text).await {
@@ -332,8 +332,7 @@ impl Network {
         };
         if let Some(account) = account {
             let ghost = self.ghost(nick).await;
-            let stored =
-                self.bridge.store().set_user_setting(&ghost.user_id, GHOST_ACCOUNT_SETTING, account.as_deref());
+            let stored = self.bridge.settings().set(&ghost.user_id, GHOST_ACCOUNT_SETTING, account.as_deref());
             if let Err(error) = stored.await {
                 tracing::warn!(network = %self.id, %nick, %error, "cannot store a ghost's account");
             }

@@ -86,8 +86,8 @@ impl Network {
             return Ok(puppet.clone());
         }
         self.touch(user_id, None);
-        let store = self.bridge.store();
-        let chosen = store.user_setting(user_id, &nick_setting(&self.id)).await?;
+        let bridge = &self.bridge;
+        let chosen = bridge.settings().get(user_id, &nick_setting(&self.id)).await?;
         let displayname = match (chosen.is_some(), displayname) {
             (true, _) => None,
             (false, Some(name)) => Some(name.to_owned()),
@@ -107,7 +107,7 @@ impl Network {
         let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or("matrix");
         let wanted = chosen.or(displayname).unwrap_or_else(|| localpart.to_owned());
         let nick = sanitise_nick(&wanted, self.config.max_nick_length);
-        let username = store.user_setting(user_id, &username_setting(&self.id)).await?;
+        let username = bridge.settings().get(user_id, &username_setting(&self.id)).await?;
         let username = sanitise_username(username.as_deref().unwrap_or(localpart));
         let login = self.login(user_id, Some(&nick)).await?;
         if let Some(why) = self.limit_reached(user_id) {
@@ -160,16 +160,16 @@ impl Network {
         if self.config.auth == AuthMethod::None {
             return Ok(None);
         }
-        let store = self.bridge.store();
-        let password = store.credential(user_id, &self.id).await?;
+        let bridge = &self.bridge;
+        let password = bridge.credentials().get(user_id, &self.id).await?;
         let certificate = match self.config.auth {
-            AuthMethod::Sasl => store.credential(user_id, &certfp_credential(&self.id)).await?,
+            AuthMethod::Sasl => bridge.credentials().get(user_id, &certfp_credential(&self.id)).await?,
             _ => None,
         };
         if password.is_none() && certificate.is_none() {
             return Ok(None);
         }
-        let account = match store.user_setting(user_id, &account_setting(&self.id)).await? {
+        let account = match bridge.settings().get(user_id, &account_setting(&self.id)).await? {
             Some(account) => account,
             None => {
                 match nick.map(str::to_owned).or_else(|| self.puppets.get(user_id).and_then(|puppet| puppet.nick())) {

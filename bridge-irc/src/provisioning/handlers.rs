@@ -147,9 +147,10 @@ pub(super) async fn unlink(State(shared): State<Shared>, body: Bytes) -> Answer 
     let body: UnlinkBody = parse(&body)?;
     let network = plumbing::network_named(&shared.connector, &body.remote_room_server)?;
     let (room, user) = (room_id(&body.matrix_room_id)?, user_id(&body.user_id)?);
-    let store = network.bridge().store();
-    let portal = store
-        .portal_by_key(&network.portal_spec(&body.remote_room_channel).remote_key)
+    let bridge = network.bridge();
+    let portal = bridge
+        .portals()
+        .by_key(&network.portal_spec(&body.remote_room_channel).remote_key)
         .await
         .map_err(PlumbingError::from)?
         .filter(|portal| portal.room_id == room.as_str())
@@ -165,7 +166,7 @@ pub(super) async fn unlink(State(shared): State<Shared>, body: Bytes) -> Answer 
 pub(super) async fn list_links(State(shared): State<Shared>, Path(room): Path<String>) -> Answer {
     let room = room_id(&room)?;
     let network = any_network(&shared)?;
-    let portal = network.bridge().store().portal_by_room(room.as_str()).await.map_err(PlumbingError::from)?;
+    let portal = network.bridge().portals().by_room(room.as_str()).await.map_err(PlumbingError::from)?;
     let links: Vec<Value> = portal
         .into_iter()
         .filter_map(|portal| {
@@ -227,7 +228,7 @@ pub(super) async fn openapi() -> impl IntoResponse {
 
 /// Channel portals (not direct chats) over every network.
 async fn channel_portals(network: &Network) -> Result<usize, ApiError> {
-    let portals = network.bridge().store().portals().await.map_err(PlumbingError::from)?;
+    let portals = network.bridge().portals().all().await.map_err(PlumbingError::from)?;
     Ok(portals
         .iter()
         .filter(|portal| PortalKind::parse(&portal.remote_key).and_then(PortalKind::channel).is_some())

@@ -26,7 +26,7 @@ impl Network {
     /// `RPL_TOPIC` on joining: the channel's topic, if the portal does not have it yet.
     pub(super) async fn irc_rpl_topic(&self, channel: &str, topic: &str) {
         let Some(portal) = self.portal_of(channel) else { return };
-        let known = self.bridge.store().portal_by_key(&portal).await.ok().flatten();
+        let known = self.bridge.portals().by_key(&portal).await.ok().flatten();
         if known.and_then(|portal| portal.topic).as_deref() != Some(topic) {
             self.push(&portal, None, None, RemoteEventKind::Topic { topic: topic.to_owned() }).await;
         }
@@ -80,7 +80,7 @@ impl Network {
         if banned.is_empty() {
             return;
         }
-        let room = match self.bridge.store().portal_by_key(portal).await {
+        let room = match self.bridge.portals().by_key(portal).await {
             Ok(Some(portal)) => portal.room_id,
             _ => return,
         };

@@ -130,7 +130,7 @@ impl Network {
             ghosts.remove(&old);
             ghosts.insert(casefold(new), ghost.clone());
         }
-        if let Err(error) = ghosts::follow_nick(self.bridge.store(), &ghost).await {
+        if let Err(error) = ghosts::follow_nick(self.bridge.ghosts(), &ghost).await {
             tracing::warn!(network = %self.id, %new, %error, "cannot record a nick change in the store");
         }
         let first_channel = {

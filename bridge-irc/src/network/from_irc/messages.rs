@@ -46,7 +46,7 @@ impl Network {
     pub(super) async fn irc_redact(&self, nick: &str, params: &[String]) {
         let [target, msgid, rest @ ..] = params else { return };
         let Some(portal) = self.portal_of(target) else { return };
-        let found = self.bridge.store().remote_id_by_suffix(&portal, &MessageId::suffix_of(msgid)).await;
+        let found = self.bridge.messages().remote_by_suffix(&portal, &MessageId::suffix_of(msgid)).await;
         let Ok(Some(target)) = found else { return };
         let kind = RemoteEventKind::Redaction { target, reason: rest.first().cloned() };
         self.push(&portal, Some(self.ghost(nick).await), None, kind).await;
@@ -64,7 +64,7 @@ impl Network {
     /// The message-map ID of the message a received line names in `+draft/reply` (IRCv3 `message-tags`).
     pub(in crate::network) async fn replied_to(&self, portal: &str, message: &Message) -> Option<String> {
         let msgid = tags::get(message, "+draft/reply").filter(|msgid| !msgid.is_empty())?;
-        let found = self.bridge.store().remote_id_by_suffix(portal, &MessageId::suffix_of(msgid)).await;
+        let found = self.bridge.messages().remote_by_suffix(portal, &MessageId::suffix_of(msgid)).await;
         found.inspect_err(|error| tracing::warn!(network = %self.id, %error, "cannot look up a reply target")).ok()?
     }
 }

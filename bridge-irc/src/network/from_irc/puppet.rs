@@ -118,7 +118,7 @@ impl Network {
             Command::Raw(command, _) if command == "TAGMSG" => {
                 let Some(nick) = message.source_nickname().filter(|nick| !self.is_ours(nick)) else { return };
                 let key = dm_key(&self.id, matrix_user, nick);
-                if let Ok(Some(_)) = self.bridge.store().portal_by_key(&key).await {
+                if let Ok(Some(_)) = self.bridge.portals().by_key(&key).await {
                     self.irc_typing(&key, nick, &message).await;
                 }
             }
@@ -140,6 +140,6 @@ impl Network {
             portal_key: sent.portal_key,
             remote_id: MessageId::new(own_nick, msgid).to_string(),
         };
-        self.bridge.store().map_message(mapping);
+        self.bridge.messages().also_known_as(mapping);
     }
 }

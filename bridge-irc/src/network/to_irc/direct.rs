@@ -19,8 +19,8 @@ impl Network {
         let room: ruma::OwnedRoomId = event.room_id.parse().map_err(|_| ConnectorError::permanent("bad room ID"))?;
         intent.ensure_joined(&room).await?;
         self.bridge
-            .store()
-            .upsert_portal(&Portal {
+            .portals()
+            .upsert(&Portal {
                 remote_key: dm_key(&self.id, sender, &nick),
                 room_id: event.room_id.clone(),
                 alias: None,

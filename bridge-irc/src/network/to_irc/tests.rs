@@ -137,7 +137,7 @@ async fn setup(caps: &'static str, configure: impl FnOnce(&mut NetworkConfig)) -
         topic: None,
         metadata: json!({"network": "test", "channel": "#chan"}),
     };
-    network.bridge().store().upsert_portal(&portal).await.unwrap();
+    network.bridge().portals().upsert(&portal).await.unwrap();
     network.add_channel(&portal, "#chan");
     Setup { ircd, homeserver, network, portal }
 }
@@ -277,7 +277,7 @@ async fn a_new_topic_is_set_on_irc_and_kept_with_the_portal() {
     let sent = setup.network.matrix_topic(at(&setup, &topic), "Rust and more").await.unwrap();
     assert_eq!(settled(sent).await, Some(None));
     assert_eq!(setup.ircd.wait_for("alice", "TOPIC").await, "TOPIC #chan :Rust and more");
-    let stored = setup.network.bridge().store().portal_by_key("test/#chan").await.unwrap().unwrap();
+    let stored = setup.network.bridge().portals().by_key("test/#chan").await.unwrap().unwrap();
     assert_eq!(stored.topic.as_deref(), Some("Rust and more"));
     // The topic the portal has already (it came from IRC) is not set again.
     let known = Portal { topic: Some("Rust and more".into()), ..setup.portal.clone() };
@@ -308,10 +308,10 @@ async fn a_direct_invite_to_a_ghost_makes_the_room_a_dm_portal_and_others_are_ig
         "state_key": "@irc_test_bob:example.org", "content": {"membership": "invite", "is_direct": true},
     }));
     setup.network.matrix_direct_invite(&invite, ALICE, "@someone:example.org").await.unwrap();
-    let store = setup.network.bridge().store();
-    assert!(store.portal_by_room("!dm:example.org").await.unwrap().is_none(), "not a ghost: no portal");
+    let bridge = setup.network.bridge();
+    assert!(bridge.portals().by_room("!dm:example.org").await.unwrap().is_none(), "not a ghost: no portal");
     setup.network.matrix_direct_invite(&invite, ALICE, "@irc_test_bob:example.org").await.unwrap();
-    let portal = store.portal_by_room("!dm:example.org").await.unwrap().expect("the DM portal");
+    let portal = bridge.portals().by_room("!dm:example.org").await.unwrap().expect("the DM portal");
     assert_eq!(portal.remote_key, "test/dm/@alice:example.org/bob");
     let joins: HashMap<_, _> = setup
         .homeserver

@@ -21,7 +21,7 @@ impl Network {
         self.joined(&puppet, &channel).await?;
         let line = Line::new("TOPIC", &[&channel], Some(topic))
             .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-        self.bridge.store().set_portal_topic(&at.portal.remote_key, Some(topic)).await?;
+        self.bridge.portals().set_topic(&at.portal.remote_key, Some(topic)).await?;
         self.deliver(&puppet, vec![line], at).await
     }
 }
