@@ -1,0 +1,152 @@
+//! Matrix → XMPP: what a Matrix message, edit, reaction or redaction becomes on XMPP — the body and the XEP
+//! payloads ([`Outgoing`]) — with the messages it names resolved through the store's message map; the author and
+//! text of a replied-to event are read from the homeserver for the fallback quote.
+
+use lattice_bridge_core::{
+    connector::ConnectorResult,
+    event::{MatrixEvent, MatrixEventKind, MessageType, Relation},
+    store::Portal,
+};
+use serde_json::Value;
+use tokio_xmpp::parsers::{message::Id, message_correct::Replace, minidom::Element};
+
+use super::{Messages, Outgoing};
+use crate::{
+    gateway::PortalKind,
+    styling::render_styling,
+    xep::{
+        reactions::{self as reaction_sets, ReactionRef},
+        reply::{self, Fallback, Reply},
+        retract::{self, ModerateRequest, Retract},
+    },
+};
+
+impl Messages<'_> {
+    /// The ID the sender gave a message mapped under `remote_id`: XEP-0308 corrections name that one.
+    async fn sender_id_of(&self, portal: &Portal, remote_id: &str) -> ConnectorResult<String> {
+        let aliases = self.bridge.store().remote_aliases(&portal.remote_key, remote_id).await?;
+        Ok(aliases.into_iter().next().unwrap_or_else(|| remote_id.to_owned()))
+    }
+
+    /// What a Matrix event from `sender` becomes on XMPP, or `None` when it has no XMPP form (or names a message
+    /// that never reached XMPP). `moderation` says whether the conversation has moderators to ask (MUCs).
+    pub(crate) async fn outgoing(
+        &self,
+        portal: &Portal,
+        sender: &str,
+        event: &MatrixEvent,
+        moderation: bool,
+    ) -> ConnectorResult<Option<Outgoing>> {
+        let message =
+            |body: String, payloads: Vec<Element>| Outgoing::Message { body: Some(body), payloads, map_as: None };
+        Ok(Some(match &event.kind {
+            MatrixEventKind::Message(content) => {
+                let (body, mut payloads) = match &content.media {
+                    // XEP-0066: clients show the file when the body is exactly the OOB URL.
+                    Some(media) => {
+                        let (url, oob) = self.publish_media(media).await?;
+                        (url, vec![oob.into()])
+                    }
+                    None if content.msgtype == MessageType::Emote => {
+                        (format!("/me {}", render_styling(&content.text)), Vec::new())
+                    }
+                    None => (render_styling(&content.text), Vec::new()),
+                };
+                match content.reply_to.as_ref().and_then(|relation| Some((relation, relation.remote_ids.last()?))) {
+                    Some((relation, target)) if content.media.is_none() => {
+                        let (author, quoted) = self.quoted(&event.room_id, relation).await;
+                        let (body, fallback) = reply::with_quote(&author, &quoted, &body);
+                        payloads.push(Reply { to: None, id: target.clone() }.into());
+                        payloads.push(fallback.into());
+                        message(body, payloads)
+                    }
+                    _ => message(body, payloads),
+                }
+            }
+            MatrixEventKind::Edit { target, new_content } => {
+                let Some(original) = target.remote_ids.last() else { return Ok(None) };
+                let original = self.sender_id_of(portal, original).await?;
+                message(render_styling(&new_content.text), vec![Replace { id: Id(original) }.into()])
+            }
+            MatrixEventKind::Reaction { target, key } => {
+                let Some(remote) = target.remote_ids.last() else { return Ok(None) };
+                if reaction_sets::normalise([key.as_str()]).is_empty() {
+                    return Ok(None);
+                }
+                let store = self.bridge.store();
+                let mut keys = store.reactions(&portal.remote_key, remote, sender).await?;
+                keys.push(key.clone());
+                let keys = reaction_sets::normalise(keys.iter().map(String::as_str));
+                store.set_reactions(&portal.remote_key, remote, sender, &keys).await?;
+                let reference = ReactionRef { user_id: sender.to_owned(), target: remote.clone(), key: key.clone() };
+                Outgoing::Message {
+                    body: None,
+                    payloads: vec![reaction_sets::reactions_element(remote, &keys).into()],
+                    map_as: Some(reference.encode()),
+                }
+            }
+            MatrixEventKind::Redaction { target, reason } => {
+                let Some(remote) = target.remote_ids.last() else { return Ok(None) };
+                if let Some(reference) = ReactionRef::decode(remote) {
+                    if reference.user_id != sender {
+                        return Ok(None);
+                    }
+                    let store = self.bridge.store();
+                    let keys = store
+                        .reactions(&portal.remote_key, &reference.target, sender)
+                        .await?
+                        .into_iter()
+                        .filter(|key| *key != reference.key)
+                        .collect::<Vec<_>>();
+                    store.set_reactions(&portal.remote_key, &reference.target, sender, &keys).await?;
+                    Outgoing::Message {
+                        body: None,
+                        payloads: vec![reaction_sets::reactions_element(&reference.target, &keys).into()],
+                        map_as: None,
+                    }
+                } else if self.author_of(&event.room_id, &target.event_id).await.as_deref() == Some(sender) {
+                    let retract = Retract { id: remote.clone(), moderated: None, reason: None };
+                    let fallback = Fallback { for_ns: retract::NS_RETRACT.to_owned(), body_ranges: Vec::new() };
+                    message(retract::FALLBACK_BODY.to_owned(), vec![retract.into(), fallback.into()])
+                } else if moderation {
+                    Outgoing::Moderate(ModerateRequest { id: remote.clone(), reason: reason.clone() })
+                } else {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Who sent a Matrix event, asked of the homeserver (a redacted event keeps its sender).
+    pub(super) async fn author_of(&self, room_id: &str, event_id: &str) -> Option<String> {
+        let event = self.fetch_event(room_id, event_id).await?;
+        event.get("sender").and_then(Value::as_str).map(str::to_owned)
+    }
+
+    /// An event as the bridge bot sees it, or else as the room's ghost does (the bot is not in direct chats).
+    async fn fetch_event(&self, room_id: &str, event_id: &str) -> Option<Value> {
+        let room = ruma::OwnedRoomId::try_from(room_id).ok()?;
+        let event = ruma::OwnedEventId::try_from(event_id).ok()?;
+        let matrix = self.bridge.matrix();
+        if let Ok(Some(found)) = matrix.bot().get_event(&room, &event).await {
+            return Some(found);
+        }
+        let portal = self.bridge.store().portal_by_room(room_id).await.ok().flatten()?;
+        let Some(PortalKind::Direct { account, .. }) = PortalKind::of(&portal) else { return None };
+        let ghost = self.addressing.ghost_for(&crate::addressing::XmppIdentity::Account(account))?;
+        let ghost = ruma::OwnedUserId::try_from(ghost).ok()?;
+        matrix.intent(ghost).get_event(&room, &event).await.ok().flatten()
+    }
+
+    /// The author's name and the text of the message a reply answers, for the fallback quote.
+    async fn quoted(&self, room_id: &str, relation: &Relation) -> (String, String) {
+        let Some(event) = self.fetch_event(room_id, &relation.event_id).await else {
+            return ("…".to_owned(), String::new());
+        };
+        let author = event.get("sender").and_then(Value::as_str).unwrap_or_default();
+        let author = self.displayname_of(author).await;
+        let body = event.pointer("/content/body").and_then(Value::as_str).unwrap_or_default().to_owned();
+        (author, body)
+    }
+}
