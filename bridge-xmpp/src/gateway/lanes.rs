@@ -25,12 +25,12 @@ const LANE_CAPACITY: usize = 256;
 /// How long a lane without stanzas lives on.
 const LANE_IDLE: Duration = Duration::from_secs(60);
 
-/// The conversation a stanza belongs to: the addressed gateway MUC for stanzas to one (`hosted`), else the
+/// The conversation a stanza belongs to: the addressed gateway MUC for stanzas to one (`to_gateway_muc`), else the
 /// sender's bare JID (a MUC, or an XMPP account in a direct chat). `None` for a stanza without a sender, and for
 /// answers to the gateway's IQs: they only wake their waiter, which a slow lane must not hold up (a self-ping
 /// answer stuck behind a download would read as a MUC that forgot the bridge). XEP-0313 archive results are such
 /// answers too: they must be collected before the IQ that ends their query, which skips the lanes.
-pub(crate) fn lane_of(stanza: &Stanza, hosted: bool) -> Option<BareJid> {
+pub(crate) fn lane_of(stanza: &Stanza, to_gateway_muc: bool) -> Option<BareJid> {
     let (from, to) = match stanza {
         Stanza::Message(message) if message.payloads.iter().any(|payload| payload.is("result", ns::MAM)) => {
             return None;
@@ -40,7 +40,7 @@ pub(crate) fn lane_of(stanza: &Stanza, hosted: bool) -> Option<BareJid> {
         Stanza::Iq(Iq::Result { .. } | Iq::Error { .. }) => return None,
         Stanza::Iq(iq) => (iq.from(), iq.to()),
     };
-    if hosted { to.map(|to| to.to_bare()) } else { from.map(|from| from.to_bare()) }
+    if to_gateway_muc { to.map(|to| to.to_bare()) } else { from.map(|from| from.to_bare()) }
 }
 
 /// The lanes, each a task that hands its stanzas one at a time to the handler.

@@ -57,7 +57,7 @@ pub(crate) fn muc_key(room: &BareJid) -> String {
     format!("muc/{room}")
 }
 
-/// The portal key of a Matrix room hosted as a gateway MUC.
+/// The portal key of a Matrix room XMPP users join as a gateway MUC.
 pub(crate) fn gateway_muc_key(room_id: &str) -> String {
     format!("hosted/{room_id}")
 }

@@ -11,7 +11,7 @@
 //! is an occupant-id the MUC's and not the sender's forgery) is known by it: their ghost is named after the
 //! occupant-id, so a nick change keeps the ghost, and with it their reactions and the right to retract their
 //! messages. The MUC derives the ID from the account, so it is the same after any restart of either side, and the
-//! ghost with it. Gateway MUCs stamp their own ([`hosted_occupant_id`]).
+//! ghost with it. Gateway MUCs stamp their own ([`gateway_muc_occupant_id`]).
 
 use xmpp_parsers::{
     caps,
@@ -71,7 +71,7 @@ impl MessageIds {
 /// The occupant-id a gateway MUC gives one of its occupants: stable per room and person (a Matrix user ID, or an
 /// XMPP account's bare JID), whatever their nick or client. Gateway MUCs are non-anonymous, so the ID need not
 /// hide who it stands for; it is a hash only to be opaque and of fixed length.
-pub(crate) fn hosted_occupant_id(room: &BareJid, person: &str) -> OccupantId {
+pub(crate) fn gateway_muc_occupant_id(room: &BareJid, person: &str) -> OccupantId {
     use base64::Engine as _;
     let digest = caps::hash_caps(format!("{room}\0{person}").as_bytes(), Algo::Sha_256)
         .expect("SHA-256 is one of the caps algorithms")
@@ -114,11 +114,11 @@ mod tests {
     fn gateway_mucs_give_each_person_one_stable_occupant_id() {
         let room = BareJid::from_str("#r#localhost@bridge.localhost").unwrap();
         let other_room = BareJid::from_str("#s#localhost@bridge.localhost").unwrap();
-        let id = hosted_occupant_id(&room, "@alice:localhost").id;
-        assert_eq!(hosted_occupant_id(&room, "@alice:localhost").id, id);
+        let id = gateway_muc_occupant_id(&room, "@alice:localhost").id;
+        assert_eq!(gateway_muc_occupant_id(&room, "@alice:localhost").id, id);
         assert_eq!(id.len(), 24);
-        assert_ne!(hosted_occupant_id(&room, "x@localhost").id, id);
-        assert_ne!(hosted_occupant_id(&other_room, "@alice:localhost").id, id);
+        assert_ne!(gateway_muc_occupant_id(&room, "x@localhost").id, id);
+        assert_ne!(gateway_muc_occupant_id(&other_room, "@alice:localhost").id, id);
     }
 
     #[test]

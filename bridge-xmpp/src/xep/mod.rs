@@ -1,6 +1,6 @@
-//! Message XEPs the bridge carries between XMPP and Matrix, one module per XEP: typed elements (built with
-//! minidom's builder, parsed with `TryFrom<Element>`) and the pure logic around them. The stanza paths in
-//! [`muc`](crate::gateway::muc), [`hosted`](crate::gateway::gateway_muc) and [`direct`](crate::gateway::direct) use them.
+//! The XEPs the bridge speaks, one module per XEP: typed elements (built with minidom's builder, parsed with
+//! `TryFrom<Element>`) and the pure logic around them — parsing and building stanzas only, with no state and no
+//! I/O. The [gateway](crate::gateway)'s features use them.
 
 pub(crate) mod avatar;
 pub(crate) mod caps;

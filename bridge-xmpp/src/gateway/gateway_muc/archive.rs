@@ -180,7 +180,7 @@ impl GatewayMucs<'_> {
             let mut archived = Message::groupchat(None::<Jid>).with_body(Lang::new(), text);
             archived.from = Some(occupant.into());
             archived.id = Some(Id(event_id.to_owned()));
-            archived.payloads.push(crate::xep::ids::hosted_occupant_id(room, sender).into());
+            archived.payloads.push(crate::xep::ids::gateway_muc_occupant_id(room, sender).into());
             let delay = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp).map(|stamp| Delay {
                 from: None,
                 stamp,

@@ -11,7 +11,7 @@ use lattice_bridge_core::{
     event::{RemoteEvent, RemoteEventKind},
     store::{MessageMapping, Portal},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_xmpp::parsers::{
     delay::Delay,
     jid::{BareJid, FullJid, Jid},
@@ -23,13 +23,21 @@ use tokio_xmpp::parsers::{
     stanza_id::StanzaId,
 };
 
+use ruma::OwnedRoomId;
+
 use super::{GatewayMucs, HISTORY_MESSAGES, alias_of_room, content_text, muc_user, ranked_item, stanza_error};
 use crate::{
     affiliations::RoomPower,
     gateway::matrix_api::localpart,
-    gateway::{clock::stamp, core_error, portal::gateway_muc_key, transient},
-    xep::ids::hosted_occupant_id as occupant_id,
+    gateway::{PortalKind, clock::stamp, core_error, portal::gateway_muc_key, transient},
+    xep::ids::gateway_muc_occupant_id as occupant_id,
 };
+
+/// A joiner's occupant JID, and whether the others are told of the arrival.
+struct Arrival {
+    occupant: FullJid,
+    announce: bool,
+}
 
 impl GatewayMucs<'_> {
     async fn reply_presence_error(&self, from: Jid, to: Jid, error: StanzaError) {
@@ -69,7 +77,6 @@ impl GatewayMucs<'_> {
     /// Lets `from` into the room as `nick`. An occupant who joins again (a client that thinks it dropped out) gets
     /// the whole join again, but the others are not told of a new arrival.
     async fn join(&self, room: &BareJid, from: &FullJid, nick: &str, joining: bool) -> ConnectorResult<()> {
-        let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         let Ok(occupant_jid) = room.with_resource_str(nick) else {
             return Err(ConnectorError::permanent(format!("{nick:?} is not a valid nick")));
         };
@@ -88,6 +95,35 @@ impl GatewayMucs<'_> {
             presence.payloads.push(error.into());
             return self.send(presence).await;
         }
+        let (room_id, portal) = self.open_room(room).await?;
+        let (members, power) = self.read_room(&room_id).await?;
+        let others = self.seat(room, from, nick, &room_id, &members, &power);
+        self.persist_occupants(room).await;
+        // 1. Everyone already in the room, 2. the joiner's own presence (110), to them and to the others.
+        self.send_occupants(room, from, &members, &power, &others).await?;
+        let arrival = Arrival { occupant: occupant_jid, announce: !already };
+        self.announce(room, from, arrival, &power, &others).await?;
+        // 3. History, with delay stamps, then 4. the subject.
+        self.send_history(room, from, &portal, &room_id).await?;
+        self.send_current_subject(room, from, &room_id).await?;
+        // The occupant's ghost joins the Matrix room.
+        if let Some(ghost) = self.ghost_of(from, nick) {
+            let kind = RemoteEventKind::Join;
+            let event = RemoteEvent {
+                portal: portal.remote_key,
+                sender: Some(ghost),
+                remote_id: None,
+                timestamp_ms: None,
+                kind,
+            };
+            self.bridge.push(event).await.map_err(core_error)?;
+        }
+        Ok(())
+    }
+
+    /// The Matrix room a gateway MUC names, joined by the bridge bot, and its portal (made on first use).
+    async fn open_room(&self, room: &BareJid) -> ConnectorResult<(OwnedRoomId, Portal)> {
+        let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         let alias_id = ruma::OwnedRoomAliasId::try_from(alias.as_str())
             .map_err(|_| ConnectorError::permanent(format!("{alias} is not a Matrix room alias")))?;
         let room_id = self
@@ -104,139 +140,173 @@ impl GatewayMucs<'_> {
             Some(portal) => portal,
             None => {
                 let portal = Portal {
-                    remote_key: key.clone(),
+                    remote_key: key,
                     room_id: room_id.to_string(),
-                    alias: Some(alias.clone()),
+                    alias: Some(alias),
                     name: None,
                     topic: None,
-                    metadata: json!({"hosted": room.as_str()}),
+                    metadata: PortalKind::GatewayMuc(room.clone()).metadata(),
                 };
                 self.bridge.store().upsert_portal(&portal).await?;
                 portal
             }
         };
+        Ok((room_id, portal))
+    }
+
+    /// The room's Matrix members (people, not the bridge's users) by display name, and its power levels.
+    async fn read_room(&self, room_id: &OwnedRoomId) -> ConnectorResult<(HashMap<String, String>, RoomPower)> {
         let bot_id = self.bridge.bot_user_id();
+        let bot = self.bridge.matrix().bot();
         let members = match &self.matrix_api {
             Some(api) => api.members(room_id.as_str(), &bot_id).await.map_err(transient)?,
             None => bot
-                .joined_members(&room_id)
+                .joined_members(room_id)
                 .await?
                 .into_iter()
                 .map(|user| (user.to_string(), localpart(user.as_str())))
                 .collect(),
         };
-        let members: HashMap<String, String> = members
-            .into_iter()
-            .filter(|(user, _)| self.is_matrix_person(user))
-            .collect();
+        let members = members.into_iter().filter(|(user, _)| self.is_matrix_person(user)).collect();
         let power = match &self.matrix_api {
             Some(api) => RoomPower::from_state(&api.room_state(room_id.as_str(), &bot_id).await.map_err(transient)?),
-            None => RoomPower::default().with_levels(bot.power_levels(&room_id).await?.into_content()),
+            None => RoomPower::default().with_levels(bot.power_levels(room_id).await?.into_content()),
         };
-        let others: Vec<(FullJid, String)> = {
-            let mut hosted = self.rooms();
-            let state = hosted.entry(room.clone()).or_default();
-            state.room_id = room_id.to_string();
-            state.members = members.clone();
-            state.power = power.clone();
-            let others = state.occupants.iter().filter(|(jid, _)| *jid != from).map(|(j, n)| (j.clone(), n.clone()));
-            let others = others.collect();
-            state.occupants.insert(from.clone(), nick.to_owned());
-            others
-        };
-        self.persist_occupants(room).await;
-        // 1. Everyone already in the room, 2. the joiner's own presence (110), to them and to the others.
+        Ok((members, power))
+    }
+
+    /// Seats `from` in the room as `nick`, with what is known of the Matrix side; returns the other XMPP occupants.
+    fn seat(
+        &self,
+        room: &BareJid,
+        from: &FullJid,
+        nick: &str,
+        room_id: &OwnedRoomId,
+        members: &HashMap<String, String>,
+        power: &RoomPower,
+    ) -> Vec<(FullJid, String)> {
+        let mut rooms = self.rooms();
+        let state = rooms.entry(room.clone()).or_default();
+        state.room_id = room_id.to_string();
+        state.members = members.clone();
+        state.power = power.clone();
+        let others = state.occupants.iter().filter(|(jid, _)| *jid != from).map(|(j, n)| (j.clone(), n.clone()));
+        let others = others.collect();
+        state.occupants.insert(from.clone(), nick.to_owned());
+        others
+    }
+
+    /// The presence of everyone already in the room, to the joiner: Matrix members by name, then XMPP occupants.
+    async fn send_occupants(
+        &self,
+        room: &BareJid,
+        to: &FullJid,
+        members: &HashMap<String, String>,
+        power: &RoomPower,
+        others: &[(FullJid, String)],
+    ) -> ConnectorResult<()> {
         let mut names: Vec<(&String, &String)> = members.iter().map(|(user, name)| (name, user)).collect();
         names.sort();
-        for (name, user) in names {
-            let Ok(occupant) = room.with_resource_str(name) else { continue };
+        let members = names.into_iter().map(|(name, user)| (name.as_str(), None, user.clone(), power.level(user)));
+        let occupants = others.iter().map(|(jid, nick)| {
+            (nick.as_str(), Some(jid.clone()), jid.to_bare().to_string(), self.xmpp_occupant_level(power, jid))
+        });
+        for (nick, real_jid, person, level) in members.chain(occupants).collect::<Vec<_>>() {
+            let Ok(occupant) = room.with_resource_str(nick) else { continue };
             let presence = Presence::available()
                 .with_from(occupant)
-                .with_to(from.clone())
-                .with_payload(muc_user(vec![ranked_item(power.level(user), None)], vec![]))
-                .with_payload(occupant_id(room, user));
+                .with_to(to.clone())
+                .with_payload(muc_user(vec![ranked_item(level, real_jid)], vec![]))
+                .with_payload(occupant_id(room, &person));
             self.send(presence).await?;
         }
-        for (jid, other_nick) in &others {
-            let Ok(occupant) = room.with_resource_str(other_nick) else { continue };
-            let item = ranked_item(self.xmpp_occupant_level(&power, jid), Some(jid.clone()));
-            let presence = Presence::available()
-                .with_from(occupant)
-                .with_to(from.clone())
-                .with_payload(muc_user(vec![item], vec![]))
-                .with_payload(occupant_id(room, jid.to_bare().as_str()));
-            self.send(presence).await?;
-        }
-        let own_item = ranked_item(self.xmpp_occupant_level(&power, from), Some(from.clone()));
+        Ok(())
+    }
+
+    /// The joiner's own presence: to the other occupants when `arrival.announce`, and to the joiner with statuses
+    /// 100 (the room is non-anonymous) and 110 (this is you).
+    async fn announce(
+        &self,
+        room: &BareJid,
+        from: &FullJid,
+        arrival: Arrival,
+        power: &RoomPower,
+        others: &[(FullJid, String)],
+    ) -> ConnectorResult<()> {
+        let own_item = ranked_item(self.xmpp_occupant_level(power, from), Some(from.clone()));
         let own_id = occupant_id(room, from.to_bare().as_str());
-        for (jid, _) in others.iter().filter(|_| !already) {
+        for (jid, _) in others.iter().filter(|_| arrival.announce) {
             let presence = Presence::available()
-                .with_from(occupant_jid.clone())
+                .with_from(arrival.occupant.clone())
                 .with_to(jid.clone())
                 .with_payload(muc_user(vec![own_item.clone()], vec![]))
                 .with_payload(own_id.clone());
             self.send(presence).await?;
         }
         let own = Presence::available()
-            .with_from(occupant_jid)
+            .with_from(arrival.occupant)
             .with_to(from.clone())
             .with_payload(muc_user(vec![own_item], vec![Status::NonAnonymousRoom, Status::SelfPresence]))
             .with_payload(own_id);
-        self.send(own).await?;
-        // 3. History, with delay stamps, then 4. the subject.
-        if let Some(api) = &self.matrix_api {
-            let events = api.recent_messages(room_id.as_str(), &bot_id, HISTORY_MESSAGES).await.map_err(transient)?;
-            for event in events {
-                let Some(text) = event.get("content").and_then(content_text) else { continue };
-                let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
-                let name = self.nick_of(room, sender).await;
-                let Ok(occupant) = room.with_resource_str(&name) else { continue };
-                let mut message = Message::groupchat(Some(from.clone().into())).with_body(Lang::new(), text);
-                message.from = Some(occupant.into());
-                message.payloads.push(occupant_id(room, sender).into());
-                if let Some(event_id) = event.get("event_id").and_then(Value::as_str) {
-                    message.id = Some(Id(event_id.to_owned()));
-                    message.payloads.push(StanzaId { id: event_id.to_owned(), by: room.clone().into() }.into());
-                    // Known by its event ID, so reactions, replies and retractions can name it.
-                    self.map_event_id(&portal, event_id).await?;
-                }
-                let stamp = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp);
-                if let Some(stamp) = stamp {
-                    message = message.with_payload(Delay { from: Some(room.clone().into()), stamp, data: None });
-                }
-                self.send(message).await?;
+        self.send(own).await
+    }
+
+    /// The room's recent messages, with delay stamps, to the joiner; each is mapped under its event ID so
+    /// reactions, replies and retractions can name it. None without the appservice token to read them with.
+    async fn send_history(
+        &self,
+        room: &BareJid,
+        to: &FullJid,
+        portal: &Portal,
+        room_id: &OwnedRoomId,
+    ) -> ConnectorResult<()> {
+        let Some(api) = &self.matrix_api else { return Ok(()) };
+        let bot_id = self.bridge.bot_user_id();
+        let events = api.recent_messages(room_id.as_str(), &bot_id, HISTORY_MESSAGES).await.map_err(transient)?;
+        for event in events {
+            let Some(text) = event.get("content").and_then(content_text) else { continue };
+            let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
+            let name = self.nick_of(room, sender).await;
+            let Ok(occupant) = room.with_resource_str(&name) else { continue };
+            let mut message = Message::groupchat(Some(to.clone().into())).with_body(Lang::new(), text);
+            message.from = Some(occupant.into());
+            message.payloads.push(occupant_id(room, sender).into());
+            if let Some(event_id) = event.get("event_id").and_then(Value::as_str) {
+                message.id = Some(Id(event_id.to_owned()));
+                message.payloads.push(StanzaId { id: event_id.to_owned(), by: room.clone().into() }.into());
+                self.map_event_id(portal, event_id).await?;
             }
+            let stamp = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp);
+            if let Some(stamp) = stamp {
+                message = message.with_payload(Delay { from: Some(room.clone().into()), stamp, data: None });
+            }
+            self.send(message).await?;
         }
-        let topic = bot
-            .get_state_event(&room_id, "m.room.topic", "")
+        Ok(())
+    }
+
+    /// The room's topic as the MUC's subject, to the joiner (empty when it has none).
+    async fn send_current_subject(&self, room: &BareJid, to: &FullJid, room_id: &OwnedRoomId) -> ConnectorResult<()> {
+        let topic = self
+            .bridge
+            .matrix()
+            .bot()
+            .get_state_event(room_id, "m.room.topic", "")
             .await
             .ok()
             .flatten()
             .and_then(|content| content.get("topic").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_default();
-        let mut subject = Message::groupchat(Some(from.clone().into()));
+        let mut subject = Message::groupchat(Some(to.clone().into()));
         subject.from = Some(room.clone().into());
         subject.subjects.insert(Lang::new(), topic);
-        self.send(subject).await?;
-        // The occupant's ghost joins the Matrix room.
-        if let Some(ghost) = self.ghost_of(from, nick) {
-            let kind = RemoteEventKind::Join;
-            let event = RemoteEvent {
-                portal: portal.remote_key,
-                sender: Some(ghost),
-                remote_id: None,
-                timestamp_ms: None,
-                kind,
-            };
-            self.bridge.push(event).await.map_err(core_error)?;
-        }
-        Ok(())
+        self.send(subject).await
     }
 
     async fn leave(&self, room: &BareJid, from: &FullJid) -> lattice_bridge_core::Result<()> {
         let (nick, others) = {
-            let mut hosted = self.rooms();
-            let Some(state) = hosted.get_mut(room) else { return Ok(()) };
+            let mut rooms = self.rooms();
+            let Some(state) = rooms.get_mut(room) else { return Ok(()) };
             let Some(nick) = state.occupants.remove(from) else { return Ok(()) };
             (nick, state.occupants.keys().cloned().collect::<Vec<_>>())
         };

@@ -79,7 +79,7 @@ pub(crate) fn room_node_of_alias(alias: &str) -> Option<String> {
     Some(format!("{node}#{server}"))
 }
 
-/// One hosted room: who is in it on the XMPP side, and the Matrix members' names.
+/// One gateway MUC: who is in it on the XMPP side, and the Matrix members' names.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     pub(crate) room_id: String,
@@ -113,7 +113,7 @@ facade!(
     gateway_mucs
 );
 
-/// The occupants a hosted portal's metadata lists; entries that do not parse are skipped.
+/// The occupants a gateway MUC portal's metadata lists; entries that do not parse are skipped.
 fn stored_occupants(portal: &Portal) -> HashMap<FullJid, String> {
     let stored: Vec<StoredOccupant> =
         portal.metadata.get("occupants").and_then(|list| serde_json::from_value(list.clone()).ok()).unwrap_or_default();
@@ -209,10 +209,7 @@ impl GatewayMucs<'_> {
             if let Some(api) = &self.matrix_api {
                 match api.members(&portal.room_id, &bot_id).await {
                     Ok(found) => {
-                        members = found
-                            .into_iter()
-                            .filter(|(user, _)| self.is_matrix_person(user))
-                            .collect();
+                        members = found.into_iter().filter(|(user, _)| self.is_matrix_person(user)).collect();
                     }
                     Err(error) => tracing::warn!(%room, %error, "cannot read the members of a gateway MUC"),
                 }

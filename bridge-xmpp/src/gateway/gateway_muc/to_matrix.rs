@@ -12,7 +12,7 @@ use tokio_xmpp::parsers::{
 use super::{GatewayMucs, stanza_error};
 use crate::{
     gateway::{messages::Inbound, new_id, portal::gateway_muc_key},
-    xep::ids::{MessageIds, hosted_occupant_id as occupant_id},
+    xep::ids::{MessageIds, gateway_muc_occupant_id as occupant_id},
 };
 
 impl GatewayMucs<'_> {

@@ -22,7 +22,7 @@ use crate::{
     affiliations::rank_of,
     gateway::{delivery::Sent, messages::Outgoing, new_id},
     xep::{
-        ids::hosted_occupant_id as occupant_id,
+        ids::gateway_muc_occupant_id as occupant_id,
         retract::{FALLBACK_BODY, Moderated, Retract},
     },
 };
@@ -158,8 +158,8 @@ impl GatewayMucs<'_> {
         content: serde_json::Map<String, Value>,
     ) -> ConnectorResult<()> {
         let (changes, occupants) = {
-            let mut hosted = self.rooms();
-            let Some(state) = hosted.get_mut(room) else { return Ok(()) };
+            let mut rooms = self.rooms();
+            let Some(state) = rooms.get_mut(room) else { return Ok(()) };
             let new = state.power.with_levels(content);
             // (nick, person, level, real JID of an XMPP occupant)
             let mut changes: Vec<(String, String, i64, Option<FullJid>)> = state

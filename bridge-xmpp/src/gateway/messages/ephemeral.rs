@@ -37,11 +37,7 @@ impl Messages<'_> {
     pub(crate) async fn ephemeral(&self, portal: &Portal, event: &MatrixEvent) -> ConnectorResult<()> {
         match &event.kind {
             MatrixEventKind::Typing { user_ids } => {
-                let people = user_ids
-                    .iter()
-                    .filter(|user| self.is_matrix_person(user))
-                    .cloned()
-                    .collect();
+                let people = user_ids.iter().filter(|user| self.is_matrix_person(user)).cloned().collect();
                 let (started, stopped) = self.typing.change(&event.room_id, people);
                 let changes =
                     started.into_iter().map(|user| (user, true)).chain(stopped.into_iter().map(|u| (u, false)));
@@ -50,9 +46,7 @@ impl Messages<'_> {
                 }
             }
             MatrixEventKind::Receipts(receipts) => {
-                let readers = receipts
-                    .iter()
-                    .filter(|(_, user)| self.is_matrix_person(user));
+                let readers = receipts.iter().filter(|(_, user)| self.is_matrix_person(user));
                 for (event_id, user) in readers {
                     let mapped = self.bridge.store().remotes_for_event(event_id).await?;
                     let Some(read) = mapped.into_iter().rev().find(|mapping| {

@@ -1,4 +1,4 @@
-//! Message content both ways, shared by MUC portals ([`muc`](crate::gateway::muc)), gateway MUCs ([`hosted`](crate::gateway::gateway_muc))
+//! Message content both ways, shared by MUC portals ([`muc`](crate::gateway::muc)), gateway MUCs ([`gateway_muc`](crate::gateway::gateway_muc))
 //! and direct chats ([`direct`](crate::gateway::direct)): what an incoming stanza's payloads mean for Matrix, and which
 //! payloads a Matrix event becomes. The XEPs themselves live in [`xep`](crate::xep); this module resolves the
 //! messages they name through the store's message map and remote ID aliases, so every mapping survives a restart.

@@ -1,33 +1,46 @@
 //! MUC → Matrix: occupants' presences (joins, leaves, nick changes, kicks and bans, affiliations and roles) as
-//! they reach the listener, and the answers to the bridge's own joins.
+//! they reach the listener, and the MUC's answers to the bridge's own joins.
 
-use lattice_bridge_core::event::{RemoteEvent, RemoteEventKind};
+use lattice_bridge_core::{
+    connector::GhostSpec,
+    event::{RemoteEvent, RemoteEventKind},
+};
 use tokio_xmpp::parsers::{
-    muc::user::{MucUser, Status},
+    jid::{BareJid, FullJid},
+    muc::user::{Item, MucUser, Status},
     ns,
     presence::{Presence, Type as PresenceType},
     stanza_error::{DefinedCondition, StanzaError},
 };
 
-use super::{JoinError, MucPortals, Occupant, error_text};
-use crate::{addressing::XmppIdentity, gateway::find_payload, gateway::portal::muc_key};
+use super::{JoinError, MucPortals, Occupant, RoomState, error_text};
+use crate::{
+    addressing::XmppIdentity,
+    affiliations::level_of,
+    gateway::{find_payload, portal::muc_key},
+};
+
+/// What a presence says about one occupant.
+struct Seen<'a> {
+    nick: String,
+    occupant: FullJid,
+    identity: XmppIdentity,
+    leaving: bool,
+    statuses: &'a [Status],
+    item: Option<&'a Item>,
+    /// The text of the presence's `<status/>`, if any.
+    status_text: Option<String>,
+}
 
 impl MucPortals<'_> {
+    /// A presence from a MUC: an answer to one of the bridge's joins, or an occupant's presence on the listener.
     pub(crate) async fn on_presence(&self, presence: Presence) -> lattice_bridge_core::Result<()> {
         let (Some(from), Some(to)) = (presence.from.clone(), presence.to.clone()) else { return Ok(()) };
-        let room = from.to_bare();
-        let Some(nick) = from.resource().map(|resource| resource.to_string()) else { return Ok(()) };
+        let Ok(from) = from.try_into_full() else { return Ok(()) };
         let Ok(to) = to.try_into_full() else { return Ok(()) };
+        let room = from.to_bare();
         if presence.type_ == PresenceType::Error {
-            let error = find_payload::<StanzaError>(&presence.payloads, "error", ns::DEFAULT_NS);
-            let outcome = match error {
-                Some(error) if error.defined_condition == DefinedCondition::Conflict => JoinError::Conflict,
-                Some(error) => JoinError::Refused(error_text(&error)),
-                None => JoinError::Refused("an error without a reason".into()),
-            };
-            if let Some(waiter) = self.take_join(&room, &to) {
-                let _ = waiter.send(Err(outcome));
-            }
+            self.on_join_error(&room, &to, &presence);
             return Ok(());
         }
         let muc_user = find_payload::<MucUser>(&presence.payloads, "x", ns::MUC_USER);
@@ -37,82 +50,53 @@ impl MucPortals<'_> {
             if presence.type_ == PresenceType::Unavailable {
                 self.forget_own_occupant(&room, &to);
             } else if let Some(waiter) = self.take_join(&room, &to) {
-                let _ = waiter.send(Ok(nick));
+                let _ = waiter.send(Ok(from.resource().to_string()));
             }
             return Ok(());
         }
         if to != self.listener_jid() {
             return Ok(());
         }
-        let Ok(occupant) = from.clone().try_into_full() else { return Ok(()) };
-        let Some(identity) = self.occupant_identity(&presence.payloads, occupant.clone()) else { return Ok(()) };
-        // Known by nick only (no real JID, no trusted occupant-id): a new nick is a new person to Matrix.
-        let by_nick = identity == XmppIdentity::Occupant(occupant);
-        let portal = muc_key(&room);
-        let level = item.as_ref().map_or(0, |item| crate::affiliations::level_of(&item.affiliation, &item.role));
-        let mut events = Vec::new();
-        let mut level_change = None;
-        {
+        let Some(identity) = self.occupant_identity(&presence.payloads, from.clone()) else { return Ok(()) };
+        let seen = Seen {
+            nick: from.resource().to_string(),
+            occupant: from,
+            identity,
+            leaving: presence.type_ == PresenceType::Unavailable,
+            statuses: &statuses,
+            item: item.as_ref(),
+            status_text: presence.statuses.values().next().cloned(),
+        };
+        self.on_occupant(&room, seen).await
+    }
+
+    /// The MUC refused one of the bridge's joins: the joiner hears why.
+    fn on_join_error(&self, room: &BareJid, to: &FullJid, presence: &Presence) {
+        let error = find_payload::<StanzaError>(&presence.payloads, "error", ns::DEFAULT_NS);
+        let outcome = match error {
+            Some(error) if error.defined_condition == DefinedCondition::Conflict => JoinError::Conflict,
+            Some(error) => JoinError::Refused(error_text(&error)),
+            None => JoinError::Refused("an error without a reason".into()),
+        };
+        if let Some(waiter) = self.take_join(room, to) {
+            let _ = waiter.send(Err(outcome));
+        }
+    }
+
+    /// An occupant's presence: their ghost joins, leaves, is renamed, and gets the power level of their
+    /// affiliation and role.
+    async fn on_occupant(&self, room: &BareJid, seen: Seen<'_>) -> lattice_bridge_core::Result<()> {
+        let level = seen.item.map_or(0, |item| level_of(&item.affiliation, &item.role));
+        let (events, level_change) = {
             let mut rooms = self.rooms();
-            let Some(state) = rooms.get_mut(&room) else { return Ok(()) };
-            if state.is_ours(&nick) {
+            let Some(state) = rooms.get_mut(room) else { return Ok(()) };
+            if state.is_ours(&seen.nick) {
                 return Ok(());
             }
-            let leaving = presence.type_ == PresenceType::Unavailable;
-            match (leaving, state.occupants.contains_key(&nick)) {
-                (false, false) => {
-                    state.occupants.insert(nick.clone(), Occupant { identity: identity.clone() });
-                    events.push((self.ghost(&identity, &nick), RemoteEventKind::Join));
-                }
-                (false, true) => {}
-                (true, _) => {
-                    state.occupants.remove(&nick);
-                    let new_nick = item.as_ref().and_then(|item| item.nick.clone());
-                    match new_nick.filter(|_| statuses.contains(&Status::NewNick)) {
-                        Some(new_nick) => {
-                            let new_identity = if by_nick {
-                                match room.with_resource_str(&new_nick) {
-                                    Ok(full) => XmppIdentity::Occupant(full),
-                                    Err(_) => return Ok(()),
-                                }
-                            } else {
-                                identity.clone()
-                            };
-                            state.occupants.insert(new_nick.clone(), Occupant { identity: new_identity.clone() });
-                            if new_identity == identity {
-                                events.push((self.ghost(&identity, &new_nick), RemoteEventKind::Profile));
-                            } else {
-                                events.push((self.ghost(&identity, &nick), RemoteEventKind::Leave { reason: None }));
-                                events.push((self.ghost(&new_identity, &new_nick), RemoteEventKind::Join));
-                            }
-                        }
-                        None => {
-                            let reason =
-                                item.as_ref().and_then(|item| item.reason.as_ref()).map(|reason| reason.0.clone());
-                            let reason = if statuses.contains(&Status::Banned) {
-                                Some(format!("banned{}", reason.map(|r| format!(": {r}")).unwrap_or_default()))
-                            } else if statuses.contains(&Status::Kicked) {
-                                Some(format!("kicked{}", reason.map(|r| format!(": {r}")).unwrap_or_default()))
-                            } else {
-                                presence.statuses.values().next().cloned().or(reason)
-                            };
-                            events.push((self.ghost(&identity, &nick), RemoteEventKind::Leave { reason }));
-                        }
-                    }
-                }
-            }
-            // The affiliation outlives the visit, so a leave keeps the level; any presence while in the room
-            // carries the current affiliation and role.
-            let current = state.occupants.values().find(|occupant| occupant.identity == identity).or_else(|| {
-                item.as_ref().and_then(|item| item.nick.as_ref()).and_then(|new_nick| state.occupants.get(new_nick))
-            });
-            if let Some(user_id) = current.and_then(|occupant| self.addressing.ghost_for(&occupant.identity))
-                && state.levels.get(&user_id).copied().unwrap_or(0) != level
-            {
-                state.levels.insert(user_id.clone(), level);
-                level_change = Some(RemoteEventKind::PowerLevel { user_id, level });
-            }
-        }
+            let Some(events) = self.occupant_changes(room, state, &seen) else { return Ok(()) };
+            (events, self.level_change(state, &seen, level))
+        };
+        let portal = muc_key(room);
         for (sender, kind) in events {
             if sender.is_none() {
                 continue;
@@ -126,5 +110,100 @@ impl MucPortals<'_> {
             self.bridge.push(RemoteEvent { portal, sender: None, remote_id: None, timestamp_ms: None, kind }).await?;
         }
         Ok(())
+    }
+
+    /// Records what a presence changes in the room's occupants and returns the membership events it makes; `None`
+    /// when a renamed occupant known by nick only takes a nick that is no valid JID resource.
+    fn occupant_changes(
+        &self,
+        room: &BareJid,
+        state: &mut RoomState,
+        seen: &Seen<'_>,
+    ) -> Option<Vec<(Option<GhostSpec>, RemoteEventKind)>> {
+        let (nick, identity) = (&seen.nick, &seen.identity);
+        if !seen.leaving {
+            if state.occupants.contains_key(nick) {
+                return Some(Vec::new());
+            }
+            state.occupants.insert(nick.clone(), Occupant { identity: identity.clone() });
+            return Some(vec![(self.ghost(identity, nick), RemoteEventKind::Join)]);
+        }
+        state.occupants.remove(nick);
+        let new_nick =
+            seen.item.and_then(|item| item.nick.clone()).filter(|_| seen.statuses.contains(&Status::NewNick));
+        let Some(new_nick) = new_nick else {
+            let reason = leave_reason(seen.statuses, seen.item, seen.status_text.clone());
+            return Some(vec![(self.ghost(identity, nick), RemoteEventKind::Leave { reason })]);
+        };
+        // Known by nick only (no real JID, no trusted occupant-id): a new nick is a new person to Matrix.
+        let new_identity = if *identity == XmppIdentity::Occupant(seen.occupant.clone()) {
+            XmppIdentity::Occupant(room.with_resource_str(&new_nick).ok()?)
+        } else {
+            identity.clone()
+        };
+        state.occupants.insert(new_nick.clone(), Occupant { identity: new_identity.clone() });
+        Some(if new_identity == *identity {
+            vec![(self.ghost(identity, &new_nick), RemoteEventKind::Profile)]
+        } else {
+            vec![
+                (self.ghost(identity, nick), RemoteEventKind::Leave { reason: None }),
+                (self.ghost(&new_identity, &new_nick), RemoteEventKind::Join),
+            ]
+        })
+    }
+
+    /// The power level change a presence makes, if any. The affiliation outlives the visit, so a leave keeps the
+    /// level; any presence while in the room carries the current affiliation and role.
+    fn level_change(&self, state: &mut RoomState, seen: &Seen<'_>, level: i64) -> Option<RemoteEventKind> {
+        let current = state.occupants.values().find(|occupant| occupant.identity == seen.identity).or_else(|| {
+            seen.item.and_then(|item| item.nick.as_ref()).and_then(|new_nick| state.occupants.get(new_nick))
+        });
+        let user_id = current.and_then(|occupant| self.addressing.ghost_for(&occupant.identity))?;
+        if state.levels.get(&user_id).copied().unwrap_or(0) == level {
+            return None;
+        }
+        state.levels.insert(user_id.clone(), level);
+        Some(RemoteEventKind::PowerLevel { user_id, level })
+    }
+}
+
+/// Why an occupant left, as Matrix shows it: a ban or kick (with the moderator's reason), else what their
+/// presence's status says, else the reason the MUC gave.
+fn leave_reason(statuses: &[Status], item: Option<&Item>, status_text: Option<String>) -> Option<String> {
+    let reason = item.and_then(|item| item.reason.as_ref()).map(|reason| reason.0.clone());
+    let with_reason =
+        |what: &str| Some(format!("{what}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()));
+    if statuses.contains(&Status::Banned) {
+        with_reason("banned")
+    } else if statuses.contains(&Status::Kicked) {
+        with_reason("kicked")
+    } else {
+        status_text.or(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_xmpp::parsers::muc::user::{Affiliation, Reason, Role};
+
+    use super::*;
+
+    #[test]
+    fn leaves_say_who_removed_the_occupant_and_why() {
+        let mut item = Item::new(Affiliation::Outcast, Role::None);
+        item.reason = Some(Reason("spam".into()));
+        let plain = Item::new(Affiliation::None, Role::None);
+        let table = [
+            (&[Status::Banned][..], Some(&item), None, Some("banned: spam")),
+            (&[Status::Kicked][..], Some(&plain), Some("bye"), Some("kicked")),
+            (&[Status::Kicked][..], Some(&item), None, Some("kicked: spam")),
+            (&[][..], Some(&item), Some("gone home"), Some("gone home")),
+            (&[][..], Some(&item), None, Some("spam")),
+            (&[][..], None, None, None),
+        ];
+        for (statuses, item, text, expected) in table {
+            let reason = leave_reason(statuses, item, text.map(str::to_owned));
+            assert_eq!(reason.as_deref(), expected, "{statuses:?} {text:?}");
+        }
     }
 }
