@@ -93,7 +93,7 @@ impl Direct<'_> {
             event_id,
             room_id: portal.room_id.clone(),
             portal_key: portal.remote_key.clone(),
-            remote_id: map_as.unwrap_or(id),
+            remote_id: map_as.map_or(id, |remote| remote.to_string()),
         });
         Ok(self.written(record))
     }

@@ -72,7 +72,7 @@ impl GatewayMucs<'_> {
             self.send(message).await?;
         }
         let record = MessageMapping {
-            remote_id: map_as.unwrap_or_else(|| event_id.clone()),
+            remote_id: map_as.map_or_else(|| event_id.clone(), |remote| remote.to_string()),
             event_id,
             room_id: portal.room_id.clone(),
             portal_key: portal.remote_key.clone(),

@@ -9,10 +9,7 @@ use lattice_bridge_core::{
 use tokio_xmpp::parsers::minidom::Element;
 
 use super::Messages;
-use crate::{
-    gateway::PortalKind,
-    xep::{chat_states, reactions::ReactionRef},
-};
+use crate::{gateway::PortalKind, gateway::messages::RemoteId, xep::chat_states};
 
 impl Messages<'_> {
     /// Sends an ephemeral payload (a chat state, a displayed marker) from a Matrix user into the conversation of a
@@ -50,7 +47,8 @@ impl Messages<'_> {
                 for (event_id, user) in readers {
                     let mapped = self.bridge.store().remotes_for_event(event_id).await?;
                     let Some(read) = mapped.into_iter().rev().find(|mapping| {
-                        mapping.portal_key == portal.remote_key && ReactionRef::decode(&mapping.remote_id).is_none()
+                        mapping.portal_key == portal.remote_key
+                            && matches!(RemoteId::parse(&mapping.remote_id), RemoteId::Message(_))
                     }) else {
                         continue;
                     };

@@ -5,6 +5,7 @@
 
 mod ephemeral;
 pub(crate) mod media;
+pub(crate) mod remote_id;
 mod to_matrix;
 mod to_xmpp;
 
@@ -16,6 +17,7 @@ use std::{
 use lattice_bridge_core::connector::GhostSpec;
 use tokio_xmpp::parsers::minidom::Element;
 
+pub(crate) use self::remote_id::RemoteId;
 use super::facade;
 use crate::xep::retract::ModerateRequest;
 
@@ -67,7 +69,7 @@ pub(crate) enum Outgoing {
         /// XEP payloads.
         payloads: Vec<Element>,
         /// What the Matrix event is mapped under when not the sent stanza's own ID (a reaction).
-        map_as: Option<String>,
+        map_as: Option<RemoteId>,
     },
     /// A moderator retracts someone else's message: an IQ to the MUC (XEP-0425).
     Moderate(ModerateRequest),

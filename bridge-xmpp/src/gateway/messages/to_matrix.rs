@@ -11,7 +11,7 @@ use tokio_xmpp::parsers::{
     chatstates::ChatState, message::Message, message_correct::Replace, minidom::Element, reactions::Reactions,
 };
 
-use super::{Inbound, Messages};
+use super::{Inbound, Messages, RemoteId};
 use crate::{
     xep::{
         chat_states,
@@ -77,13 +77,14 @@ impl Messages<'_> {
         let (added, removed) = reaction_sets::diff(&old, &new);
         for key in removed {
             let reference = ReactionRef { user_id: ghost.user_id.clone(), target: target.clone(), key };
-            let kind = RemoteEventKind::Redaction { target: reference.encode(), reason: None };
+            let kind = RemoteEventKind::Redaction { target: RemoteId::Reaction(reference).to_string(), reason: None };
             self.bridge.push(inbound.event(Some(ghost.clone()), None, kind)).await?;
         }
         for key in added {
-            let reference = ReactionRef { user_id: ghost.user_id.clone(), target: target.clone(), key };
-            let kind = RemoteEventKind::Reaction { target: target.clone(), key: reference.key.clone() };
-            self.bridge.push(inbound.event(Some(ghost.clone()), Some(reference.encode()), kind)).await?;
+            let kind = RemoteEventKind::Reaction { target: target.clone(), key: key.clone() };
+            let reference =
+                RemoteId::Reaction(ReactionRef { user_id: ghost.user_id.clone(), target: target.clone(), key });
+            self.bridge.push(inbound.event(Some(ghost.clone()), Some(reference.to_string()), kind)).await?;
         }
         store.set_reactions(inbound.portal, &target, &ghost.user_id, &new).await?;
         Ok(())

@@ -10,7 +10,7 @@ use lattice_bridge_core::{
 use serde_json::Value;
 use tokio_xmpp::parsers::{message::Id, message_correct::Replace};
 
-use super::{Messages, Outgoing};
+use super::{Messages, Outgoing, RemoteId};
 use crate::{
     gateway::PortalKind,
     styling::render_styling,
@@ -118,7 +118,7 @@ impl Messages<'_> {
         Ok(Some(Outgoing::Message {
             body: None,
             payloads: vec![reaction_sets::reactions_element(remote, &keys).into()],
-            map_as: Some(reference.encode()),
+            map_as: Some(RemoteId::Reaction(reference)),
         }))
     }
 
@@ -132,7 +132,7 @@ impl Messages<'_> {
     ) -> ConnectorResult<Option<Outgoing>> {
         let Redaction { sender, target, reason, moderation } = redaction;
         let Some(remote) = target.remote_ids.last() else { return Ok(None) };
-        if let Some(reference) = ReactionRef::decode(remote) {
+        if let RemoteId::Reaction(reference) = RemoteId::parse(remote) {
             return self.unreact(portal, sender, reference).await;
         }
         Ok(if self.author_of(room_id, &target.event_id).await.as_deref() == Some(sender) {

@@ -48,7 +48,7 @@ impl MucPortals<'_> {
                 event_id,
                 room_id,
                 portal_key,
-                remote_id: map_as.unwrap_or(id),
+                remote_id: map_as.map_or(id, |remote| remote.to_string()),
             }))
         })))
     }
