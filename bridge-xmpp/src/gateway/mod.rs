@@ -38,7 +38,7 @@ use std::{
     time::Duration,
 };
 
-use lattice_bridge_core::{BridgeHandle, ConnectorError, connector::ConnectorResult};
+use lattice_bridge_core::{BridgeHandle, ConnectorError, connector::ConnectorResult, store::Portal};
 use tokio_xmpp::{
     Stanza,
     parsers::{
@@ -221,6 +221,18 @@ impl Gateway {
         match self.bridge.matrix().bot().get_profile(&parsed).await {
             Ok(Some(profile)) => profile.displayname.unwrap_or_else(fallback),
             _ => fallback(),
+        }
+    }
+
+    /// Every stored portal of a kind this gateway keeps, with its kind; none (and an error logged) when the store
+    /// cannot list them, in order `to` do something with them.
+    pub(crate) async fn portals(&self, to: &str) -> Vec<(PortalKind, Portal)> {
+        match self.bridge.store().portals().await {
+            Ok(portals) => portals.into_iter().filter_map(|portal| Some((PortalKind::of(&portal)?, portal))).collect(),
+            Err(error) => {
+                tracing::error!(%error, "cannot list portals to {to}");
+                Vec::new()
+            }
         }
     }
 

@@ -128,12 +128,8 @@ pub(super) struct Skimmer {
 
 impl std::fmt::Debug for Skimmer {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Skimmer")
-            .field("depth", &self.depth)
-            .field("dropping", &self.dropping)
-            .field("passthrough", &self.passthrough)
-            .finish_non_exhaustive()
+        let Self { depth, dropping, passthrough, .. } = self;
+        write!(formatter, "Skimmer {{ depth: {depth}, dropping: {dropping}, passthrough: {passthrough}, .. }}")
     }
 }
 

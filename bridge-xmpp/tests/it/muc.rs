@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::XmppClient,
-    fixture::{Fixture, WAIT},
+    fixture::{Fixture, WAIT, html_message},
 };
 
 /// A Matrix user in the portal of `room`, with the XMPP side's view of the bridge set up: the bridge's listener is
@@ -89,13 +89,7 @@ async fn muc_conversation_both_ways_with_styling() -> anyhow::Result<()> {
     }
 
     // Matrix → XMPP: HTML becomes styling, from Alice's own occupant named by her display name.
-    alice
-        .send_message(
-            &room_id,
-            json!({"msgtype": "m.text", "body": "hi there gone", "format": "org.matrix.custom.html",
-                "formatted_body": "hi <strong>there</strong> <del>gone</del>"}),
-        )
-        .await?;
+    alice.send_message(&room_id, html_message("hi there gone", "hi <strong>there</strong> <del>gone</del>")).await?;
     let (nick, body, _) = xavier.wait_for_groupchat(room, WAIT, |body| body.starts_with("hi ")).await?;
     assert_eq!((nick.as_str(), body.as_str()), ("alice", "hi *there* ~gone~"));
     alice.send_message(&room_id, json!({"msgtype": "m.emote", "body": "waves"})).await?;

@@ -191,16 +191,9 @@ impl GatewayMucs<'_> {
     /// Loads the XMPP occupants of every gateway MUC from the store, after a restart, with the rooms' members and
     /// power levels. Runs before the gateway handles anything.
     pub(crate) async fn restore(&self) {
-        let portals = match self.bridge.store().portals().await {
-            Ok(portals) => portals,
-            Err(error) => {
-                tracing::error!(%error, "cannot list portals to restore gateway MUC occupants");
-                return;
-            }
-        };
         let bot_id = self.bridge.bot_user_id();
-        for portal in portals {
-            let Some(PortalKind::GatewayMuc(room)) = PortalKind::of(&portal) else { continue };
+        for (kind, portal) in self.portals("restore gateway MUC occupants").await {
+            let PortalKind::GatewayMuc(room) = kind else { continue };
             let occupants = stored_occupants(&portal);
             if occupants.is_empty() {
                 continue;

@@ -210,20 +210,11 @@ impl MucPortals<'_> {
         self.send(Presence::unavailable().with_from(from).with_to(to)).await
     }
 
-    /// Sends a groupchat message from a Matrix user. The returned future waits for the MUC to reflect it and comes
-
     /// After a (re)connection: joins every portal's MUC again and the Matrix users who were in it.
     pub(crate) async fn rejoin_all(&self) {
-        let portals = match self.bridge.store().portals().await {
-            Ok(portals) => portals,
-            Err(error) => {
-                tracing::error!(%error, "cannot list portals to rejoin their MUCs");
-                return;
-            }
-        };
         let mut tasks = Vec::new();
-        for portal in portals {
-            let Some(PortalKind::Muc(room)) = PortalKind::of(&portal) else { continue };
+        for (kind, portal) in self.portals("rejoin their MUCs").await {
+            let PortalKind::Muc(room) = kind else { continue };
             let gateway = self.arc();
             tasks.push(tokio::spawn(async move { gateway.muc().rejoin_room(&room, &portal).await }));
         }

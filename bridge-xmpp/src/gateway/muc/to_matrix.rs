@@ -113,22 +113,21 @@ fn seen_key(nick: &str, message: &Message, delay: Option<&Delay>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
-    use tokio_xmpp::parsers::minidom::Element;
+    use tokio_xmpp::parsers::message::{Id, Lang};
 
     use super::*;
 
-    fn message(xml: &str) -> Message {
-        Message::try_from(Element::from_str(xml).unwrap()).unwrap()
+    fn message(id: Option<&str>) -> Message {
+        let mut message = Message::groupchat(None::<Jid>).with_body(Lang::new(), "hi".into());
+        message.id = id.map(|id| Id(id.to_owned()));
+        message
     }
 
     #[test]
     fn messages_are_known_by_nick_and_id_else_by_text_and_time() {
-        let with_id =
-            message("<message xmlns='jabber:component:accept' type='groupchat' id='m1'><body>hi</body></message>");
+        let with_id = message(Some("m1"));
         assert_eq!(seen_key("Xavier", &with_id, None), "Xavier\u{0}m1");
-        let without = message("<message xmlns='jabber:component:accept' type='groupchat'><body>hi</body></message>");
+        let without = message(None);
         let delay = Delay { from: None, stamp: clock::stamp(1_000).unwrap(), data: None };
         let (live, replayed) = (seen_key("Xavier", &without, None), seen_key("Xavier", &without, Some(&delay)));
         assert!(live.starts_with("Xavier\u{0}hi\u{0}"));

@@ -53,6 +53,7 @@ impl MucPortals<'_> {
         })))
     }
 
+    /// Sends a groupchat message from a Matrix user. The returned future waits for the MUC to reflect it and comes
     /// to its remote ID: the stanza-id the MUC stamped (the bridge's own ID recorded as its alias), else the bridge's
     /// own ID.
     async fn send_groupchat(
