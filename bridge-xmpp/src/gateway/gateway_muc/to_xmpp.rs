@@ -23,7 +23,7 @@ use crate::{
     gateway::{delivery::Sent, messages::Outgoing, new_id},
     xep::{
         ids::gateway_muc_occupant_id as occupant_id,
-        retract::{FALLBACK_BODY, Moderated, Retract},
+        retract::{FALLBACK_BODY, ModerateRequest, Moderated, Retract},
     },
 };
 
@@ -50,11 +50,7 @@ impl GatewayMucs<'_> {
             .map_err(|error| ConnectorError::permanent(format!("{nick:?} is not a valid nick: {error}")))?;
         let (body, mut payloads, map_as) = match outgoing {
             Outgoing::Message { body, payloads, map_as } => (body, payloads, map_as),
-            Outgoing::Moderate(request) => {
-                let moderated = Moderated { by: Some(occupant.clone().into()) };
-                let retract = Retract { id: request.id, moderated: Some(moderated), reason: request.reason };
-                (Some(FALLBACK_BODY.to_owned()), vec![retract.into()], None)
-            }
+            Outgoing::Moderate(request) => (Some(FALLBACK_BODY.to_owned()), vec![moderation(request, &occupant)], None),
         };
         if let Some(body) = &body {
             self.section.check_message_size(body)?;
@@ -191,5 +187,28 @@ impl GatewayMucs<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A Matrix moderator's redaction as the gateway MUC announces it: a retraction moderated by the moderator's
+/// occupant (XEP-0425).
+fn moderation(request: ModerateRequest, by: &FullJid) -> Element {
+    let moderated = Moderated { by: Some(by.clone().into()) };
+    Retract { id: request.id, moderated: Some(moderated), reason: request.reason }.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn moderations_are_announced_as_the_moderators() {
+        let by = FullJid::from_str("#r#hs.org@bridge.example.org/Alice").unwrap();
+        let request = ModerateRequest { id: "s1".into(), reason: Some("spam".into()) };
+        let retract = Retract::try_from(moderation(request, &by)).unwrap();
+        assert_eq!((retract.id.as_str(), retract.reason.as_deref()), ("s1", Some("spam")));
+        assert_eq!(retract.moderated.and_then(|moderated| moderated.by).map(|by| by.to_string()), Some(by.to_string()));
     }
 }

@@ -167,7 +167,10 @@ mod tests {
         )
         .unwrap();
         let quoted = "> hello\nthanks".to_owned();
-        assert_eq!(text_of(&[fallback.clone()], quoted.clone(), true), (MessageType::Text, "thanks".to_owned()));
+        assert_eq!(
+            text_of(std::slice::from_ref(&fallback), quoted.clone(), true),
+            (MessageType::Text, "thanks".to_owned())
+        );
         assert_eq!(text_of(&[fallback], quoted.clone(), false), (MessageType::Text, quoted), "not a reply");
         assert_eq!(text_of(&[], "/me waves".into(), false), (MessageType::Emote, "waves".to_owned()));
         assert_eq!(text_of(&[], "/meh".into(), false), (MessageType::Text, "/meh".to_owned()));

@@ -203,3 +203,21 @@ fn text_of(content: &Message) -> String {
     let text = render_styling(&content.text);
     if content.msgtype == MessageType::Emote { format!("/me {text}") } else { text }
 }
+
+#[cfg(test)]
+mod tests {
+    use lattice_bridge_core::formatting::RichText;
+
+    use super::*;
+
+    fn content(msgtype: MessageType, html: &str) -> Message {
+        let text = RichText::from_message(html, Some(html), Some("org.matrix.custom.html"));
+        Message { msgtype, text, media: None, reply_to: None }
+    }
+
+    #[test]
+    fn matrix_html_becomes_styling_and_emotes_start_with_me() {
+        assert_eq!(text_of(&content(MessageType::Text, "hi <strong>there</strong>")), "hi *there*");
+        assert_eq!(text_of(&content(MessageType::Emote, "waves <em>slowly</em>")), "/me waves _slowly_");
+    }
+}
