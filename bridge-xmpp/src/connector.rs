@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     addressing::XmppIdentity,
     config::XmppSection,
-    gateway::{Gateway, PortalKind, Started, delivery::Sent, muc},
+    gateway::{Gateway, PortalKind, Sent, Started},
 };
 
 /// The gateway while the connector runs, and the tasks that feed it. Stopping drops both, which drops the last
@@ -133,8 +133,14 @@ impl Connector for XmppConnector {
     }
 
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        if let (MatrixEventKind::Typing { .. } | MatrixEventKind::Receipts(_), Some(portal)) = (&event.kind, portal) {
-            return self.gateway()?.on_matrix_ephemeral(portal, event).await;
+        match (&event.kind, portal) {
+            (MatrixEventKind::Typing { user_ids }, Some(portal)) => {
+                return self.gateway()?.on_matrix_typing(portal, &event.room_id, user_ids).await;
+            }
+            (MatrixEventKind::Receipts(receipts), Some(portal)) => {
+                return self.gateway()?.on_matrix_receipts(portal, &event.room_id, receipts).await;
+            }
+            _ => {}
         }
         let Some(sender) = event.sender.as_deref() else { return Ok(()) };
         let Some(portal) = portal else {
@@ -187,7 +193,7 @@ impl Connector for XmppConnector {
 
     async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {
         let gateway = self.gateway()?;
-        Ok(gateway.addressing().muc_of_alias(alias).map(|room| muc::portal_spec(gateway.addressing(), &room)))
+        Ok(gateway.muc().portal_of_alias(alias))
     }
 
     async fn portal_created(&self, portal: &Portal) -> ConnectorResult<()> {

@@ -116,8 +116,23 @@ impl Gateway {
         self.direct().accept_invite(room_id, inviter, ghost).await
     }
 
-    /// Typing notifications and read receipts.
-    pub(crate) async fn on_matrix_ephemeral(&self, portal: &Portal, event: &MatrixEvent) -> ConnectorResult<()> {
-        self.messages().ephemeral(portal, event).await
+    /// Typing notifications: XMPP chat states.
+    pub(crate) async fn on_matrix_typing(
+        &self,
+        portal: &Portal,
+        room_id: &str,
+        user_ids: &[String],
+    ) -> ConnectorResult<()> {
+        self.messages().typing(portal, room_id, user_ids).await
+    }
+
+    /// Read receipts (event ID, reader): XMPP displayed markers.
+    pub(crate) async fn on_matrix_receipts(
+        &self,
+        portal: &Portal,
+        room_id: &str,
+        receipts: &[(String, String)],
+    ) -> ConnectorResult<()> {
+        self.messages().receipts(portal, room_id, receipts).await
     }
 }

@@ -12,22 +12,25 @@
 //! - [`avatars`]: pictures both ways (vCards and PEP);
 //! - [`messages`]: message content both ways, shared by the three kinds of conversation.
 //!
-//! Stanzas from the server go through [`stanzas`] (one lane per conversation, see [`lanes`]); IQs to the gateway's
-//! own JIDs are answered in [`iq`].
+//! [`run`] starts it. Stanzas from the server go through [`stanzas`] (one lane per conversation, see [`lanes`]);
+//! IQs to the gateway's own JIDs are answered in [`iq`]. Matrix events arrive through [`matrix_events`], one entry
+//! point per event kind, which hands each to the feature of the portal's kind ([`PortalKind`]) and returns what was
+//! sent ([`Sent`]).
 
-pub(crate) mod avatars;
+mod avatars;
 mod clock;
-pub(crate) mod delivery;
-pub(crate) mod direct;
+mod delivery;
+mod direct;
 mod disco;
-pub(crate) mod gateway_muc;
+mod gateway_muc;
 mod iq;
-pub(crate) mod lanes;
-pub(crate) mod link;
+mod lanes;
+mod link;
 mod matrix_api;
 mod matrix_events;
-pub(crate) mod messages;
-pub(crate) mod muc;
+mod messages;
+mod muc;
+mod portal;
 mod requests;
 mod run;
 mod skim;
@@ -49,14 +52,13 @@ use tokio_xmpp::{
 };
 
 pub(crate) use self::{
+    delivery::Sent,
     link::{Link, LinkState},
     matrix_api::MatrixApi,
     portal::PortalKind,
     run::Started,
 };
 use crate::{addressing::Addressing, config::XmppSection};
-
-mod portal;
 
 /// How long a sender waits before retrying while the component is offline.
 const OFFLINE_RETRY: Duration = Duration::from_secs(1);

@@ -56,7 +56,7 @@ pub(crate) struct State {
 
 impl Avatars<'_> {
     /// The ghost of an XMPP account, without a display name (avatars leave the name as it is).
-    pub(crate) fn account_ghost(&self, account: &BareJid) -> Option<GhostSpec> {
+    fn account_ghost(&self, account: &BareJid) -> Option<GhostSpec> {
         let identity = XmppIdentity::Account(account.clone());
         Some(GhostSpec {
             user_id: self.addressing.ghost_for(&identity)?,
@@ -136,7 +136,7 @@ impl Avatars<'_> {
     /// Makes the picture whose SHA-1 is `named` the ghost's avatar, unless it is already. The picture is uploaded
     /// to Matrix once per SHA-1; `fetch` is awaited only when it was not uploaded before, and what it brings must be
     /// the named picture and not too large.
-    pub(crate) async fn set_ghost_picture(
+    async fn set_ghost_picture(
         &self,
         ghost: &GhostSpec,
         named: [u8; 20],
@@ -178,7 +178,7 @@ impl Avatars<'_> {
 
     /// Removes the ghost's avatar, if the bridge gave it one: its XMPP account says it has no picture (an empty
     /// XEP-0153 `photo`, or XEP-0084 metadata without `info`).
-    pub(crate) async fn remove_ghost_picture(&self, ghost: &GhostSpec) -> lattice_bridge_core::Result<()> {
+    async fn remove_ghost_picture(&self, ghost: &GhostSpec) -> lattice_bridge_core::Result<()> {
         let store = self.bridge.store();
         if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.is_none() {
             return Ok(());

@@ -138,7 +138,7 @@ impl MatrixApi {
 
 impl GatewayMucs<'_> {
     /// Answers a MAM query to a gateway MUC: the page as `<result/>` messages, then `<fin/>` in the IQ result.
-    pub(crate) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
+    pub(super) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
         let answer = match Query::try_from(payload.clone()) {
             Ok(query) => self.archive_page(from, &to.to_bare(), query).await,
             Err(error) => {

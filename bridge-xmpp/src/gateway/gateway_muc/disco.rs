@@ -85,7 +85,7 @@ impl GatewayMucs<'_> {
     /// The answer to a ping sent to an occupant of a gateway MUC (`#room#server@gateway/nick`) or to the room: a
     /// result when `from` is an occupant and the target exists, `not-acceptable` when `from` is not an occupant
     /// (XEP-0410: the client then joins again), `item-not-found` for a nick nobody has.
-    pub(crate) fn ping_reply(&self, from: &FullJid, to: &Jid, id: String) -> Iq {
+    fn ping_reply(&self, from: &FullJid, to: &Jid, id: String) -> Iq {
         let room = to.to_bare();
         let condition = {
             let rooms = self.rooms();

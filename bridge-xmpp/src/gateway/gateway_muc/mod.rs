@@ -227,7 +227,7 @@ impl GatewayMucs<'_> {
     }
 
     /// The nick a Matrix user has in a gateway MUC: their display name in the room.
-    pub(crate) async fn nick_of(&self, room: &BareJid, user_id: &str) -> String {
+    async fn nick_of(&self, room: &BareJid, user_id: &str) -> String {
         if let Some(name) = self.rooms().get(room).and_then(|state| state.members.get(user_id).cloned()) {
             return name;
         }

@@ -1,15 +1,11 @@
 //! Matrix typing notifications and read receipts (ephemeral events) to XMPP: XEP-0085 chat states and XEP-0333
 //! displayed markers, into the conversation of each kind of portal.
 
-use lattice_bridge_core::{
-    connector::ConnectorResult,
-    event::{MatrixEvent, MatrixEventKind},
-    store::Portal,
-};
+use lattice_bridge_core::{connector::ConnectorResult, store::Portal};
 use tokio_xmpp::parsers::minidom::Element;
 
-use super::Messages;
-use crate::{gateway::PortalKind, gateway::messages::RemoteId, xep::chat_states};
+use super::{Messages, RemoteId};
+use crate::{gateway::PortalKind, xep::chat_states};
 
 impl Messages<'_> {
     /// Sends an ephemeral payload (a chat state, a displayed marker) from a Matrix user into the conversation of a
@@ -28,38 +24,38 @@ impl Messages<'_> {
         Ok(())
     }
 
-    /// Typing notifications and read receipts (ephemeral events) in a portal: XEP-0085 chat states from the
-    /// Matrix users who started or stopped typing, and XEP-0333 displayed markers for what Matrix users read (in
-    /// a MUC named by its stanza-id, as XEP-0333 §3 asks).
-    pub(crate) async fn ephemeral(&self, portal: &Portal, event: &MatrixEvent) -> ConnectorResult<()> {
-        match &event.kind {
-            MatrixEventKind::Typing { user_ids } => {
-                let people = user_ids.iter().filter(|user| self.is_matrix_person(user)).cloned().collect();
-                let (started, stopped) = self.typing.change(&event.room_id, people);
-                let changes =
-                    started.into_iter().map(|user| (user, true)).chain(stopped.into_iter().map(|u| (u, false)));
-                for (user, typing) in changes {
-                    self.send_ephemeral(portal, &user, chat_states::state_of(typing).into()).await?;
-                }
+    /// `m.typing` in a portal: XEP-0085 chat states from the Matrix users who started or stopped typing.
+    pub(crate) async fn typing(&self, portal: &Portal, room_id: &str, user_ids: &[String]) -> ConnectorResult<()> {
+        let people = user_ids.iter().filter(|user| self.is_matrix_person(user)).cloned().collect();
+        let (started, stopped) = self.typing.change(room_id, people);
+        let changes = started.into_iter().map(|user| (user, true)).chain(stopped.into_iter().map(|u| (u, false)));
+        for (user, typing) in changes {
+            self.send_ephemeral(portal, &user, chat_states::state_of(typing).into()).await?;
+        }
+        Ok(())
+    }
+
+    /// `m.receipt` in a portal: XEP-0333 displayed markers for what Matrix users read (in a MUC named by its
+    /// stanza-id, as XEP-0333 §3 asks). Sending moves the sender's own receipt too: only what others wrote gets a
+    /// marker.
+    pub(crate) async fn receipts(
+        &self,
+        portal: &Portal,
+        room_id: &str,
+        receipts: &[(String, String)],
+    ) -> ConnectorResult<()> {
+        for (event_id, user) in receipts.iter().filter(|(_, user)| self.is_matrix_person(user)) {
+            let mapped = self.bridge.store().remotes_for_event(event_id).await?;
+            let Some(read) = mapped.into_iter().rev().find(|mapping| {
+                mapping.portal_key == portal.remote_key
+                    && matches!(RemoteId::parse(&mapping.remote_id), RemoteId::Message(_))
+            }) else {
+                continue;
+            };
+            if self.author_of(room_id, event_id).await.as_deref() == Some(user.as_str()) {
+                continue;
             }
-            MatrixEventKind::Receipts(receipts) => {
-                let readers = receipts.iter().filter(|(_, user)| self.is_matrix_person(user));
-                for (event_id, user) in readers {
-                    let mapped = self.bridge.store().remotes_for_event(event_id).await?;
-                    let Some(read) = mapped.into_iter().rev().find(|mapping| {
-                        mapping.portal_key == portal.remote_key
-                            && matches!(RemoteId::parse(&mapping.remote_id), RemoteId::Message(_))
-                    }) else {
-                        continue;
-                    };
-                    // Sending moves the sender's own receipt too: only what others wrote gets a marker.
-                    if self.author_of(&event.room_id, event_id).await.as_deref() == Some(user.as_str()) {
-                        continue;
-                    }
-                    self.send_ephemeral(portal, user, chat_states::displayed(&read.remote_id)).await?;
-                }
-            }
-            _ => {}
+            self.send_ephemeral(portal, user, chat_states::displayed(&read.remote_id)).await?;
         }
         Ok(())
     }

@@ -151,7 +151,7 @@ pub(crate) async fn fetch(config: &MediaConfig, gateway: &Gateway, link: &str) -
 impl Messages<'_> {
     /// The file a message links with XEP-0066, as a Matrix media event; `None` when there is none or it cannot be
     /// fetched (then the message goes to Matrix as its text, which carries the link).
-    pub(crate) async fn oob_media(&self, payloads: &[Element], body: &str) -> Option<RemoteEventKind> {
+    pub(super) async fn oob_media(&self, payloads: &[Element], body: &str) -> Option<RemoteEventKind> {
         let oob = find_payload::<Oob>(payloads, "x", ns::OOB)?;
         // A client shows an attachment when the body is the URL; any other text is a message with a link.
         if !body.trim().is_empty() && body.trim() != oob.url {
@@ -168,7 +168,7 @@ impl Messages<'_> {
 
     /// Makes a Matrix file reachable from XMPP through the bridge's media endpoint (Matrix media needs
     /// authentication) and returns the XEP-0066 out-of-band payload and the body that carries the same URL.
-    pub(crate) async fn publish_media(&self, media: &Media) -> ConnectorResult<(String, Oob)> {
+    pub(super) async fn publish_media(&self, media: &Media) -> ConnectorResult<(String, Oob)> {
         let url = self.bridge.publish_media(&media.url, &media.filename, media.mimetype.as_deref()).await.map_err(
             |error| {
                 if error.is_transient() {

@@ -24,7 +24,7 @@ impl MucPortals<'_> {
     }
 
     /// Makes sure the portal's MUC has a listener on the current connection.
-    pub(crate) async fn ensure_listening(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
+    pub(super) async fn ensure_listening(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
         let lock = self.join_lock(room);
         let _guard = lock.lock().await;
         let state = self.online()?;
@@ -224,7 +224,7 @@ impl MucPortals<'_> {
     }
 
     /// Joins one portal's MUC again, then the Matrix users who were in it.
-    pub(crate) async fn rejoin_room(&self, room: &BareJid, portal: &Portal) {
+    pub(super) async fn rejoin_room(&self, room: &BareJid, portal: &Portal) {
         if let Err(error) = self.ensure_listening(room, portal).await {
             tracing::warn!(%room, %error, "cannot rejoin the MUC");
             return;

@@ -82,7 +82,7 @@ const MAX_NICK_CHARS: usize = 64;
 const NICK_ATTEMPTS: usize = 8;
 
 /// The portal spec of a MUC, for alias queries and on-demand creation.
-pub(crate) fn portal_spec(addressing: &Addressing, room: &BareJid) -> PortalSpec {
+fn portal_spec(addressing: &Addressing, room: &BareJid) -> PortalSpec {
     let name = room.node().map_or_else(|| room.to_string(), |node| node.to_string());
     PortalSpec {
         remote_key: muc_key(room),
@@ -214,8 +214,13 @@ fn sanitize_nick(name: &str) -> String {
 }
 
 impl MucPortals<'_> {
+    /// The portal of the MUC a Matrix alias names (`#_xmpp_room@muc.example.org:{server}`), if it names one.
+    pub(crate) fn portal_of_alias(&self, alias: &str) -> Option<PortalSpec> {
+        self.addressing.muc_of_alias(alias).map(|room| portal_spec(&self.addressing, &room))
+    }
+
     /// The listener's own JID (`{gateway}/lattice`), from which it joins every MUC.
-    pub(crate) fn listener_jid(&self) -> FullJid {
+    fn listener_jid(&self) -> FullJid {
         BareJid::from_str(self.addressing.gateway())
             .and_then(|jid| jid.with_resource_str(LISTENER_RESOURCE))
             .expect("the gateway domain was validated")
@@ -265,7 +270,7 @@ impl MucPortals<'_> {
 
     /// Records a message taken from the MUC's archive before the first join: remembered so the join's history does
     /// not bring it again, and the join asks for history since it. False when it was seen already.
-    pub(crate) fn note_archived(&self, room: &BareJid, key: String, stamp: DateTime) -> bool {
+    fn note_archived(&self, room: &BareJid, key: String, stamp: DateTime) -> bool {
         let mut rooms = self.rooms();
         let state = rooms.entry(room.clone()).or_default();
         if state.last_seen.as_ref().is_none_or(|seen| seen.0 < stamp.0) {
@@ -281,7 +286,7 @@ impl MucPortals<'_> {
 
     /// The gateway JID a Matrix user speaks from in a MUC, if their occupant is joined on the current connection
     /// (ephemeral traffic such as chat states never makes the gateway join).
-    pub(crate) fn joined_occupant(&self, room: &BareJid, user_id: &str) -> Option<FullJid> {
+    fn joined_occupant(&self, room: &BareJid, user_id: &str) -> Option<FullJid> {
         let generation = self.link.state().generation;
         let joined = self.rooms().get(room)?.puppets.get(user_id)?.joined_generation == Some(generation);
         if !joined {
@@ -291,12 +296,12 @@ impl MucPortals<'_> {
     }
 
     /// Whether a bridged MUC stamps occupant-ids (XEP-0421) that can be trusted: it said so in its disco#info.
-    pub(crate) fn trusts_occupant_ids(&self, room: &BareJid) -> bool {
+    fn trusts_occupant_ids(&self, room: &BareJid) -> bool {
         self.rooms().get(room).is_some_and(|state| state.occupant_ids)
     }
 
     /// Asks a MUC what it does (XEP-0030) and notes whether it stamps occupant-ids. Not on the stanza loop.
-    pub(crate) async fn learn_muc_features(&self, room: &BareJid) {
+    async fn learn_muc_features(&self, room: &BareJid) {
         let query = Iq::from_get(String::new(), DiscoInfoQuery { node: None })
             .with_from(self.listener_jid().into())
             .with_to(room.clone().into());
@@ -312,7 +317,7 @@ impl MucPortals<'_> {
     }
 
     /// The listener's occupant JID in each MUC it joined on connection `generation`.
-    pub(crate) fn listening_occupants(&self, generation: u64) -> Vec<(BareJid, FullJid)> {
+    fn listening_occupants(&self, generation: u64) -> Vec<(BareJid, FullJid)> {
         self.rooms()
             .iter()
             .filter(|(_, state)| state.listener_generation == Some(generation))
@@ -324,7 +329,7 @@ impl MucPortals<'_> {
     }
 
     /// The MUC forgot the bridge: its listener and every Matrix user's occupant must join again.
-    pub(crate) fn forget_listening(&self, room: &BareJid) {
+    fn forget_listening(&self, room: &BareJid) {
         if let Some(state) = self.rooms().get_mut(room) {
             state.listener_generation = None;
             for puppet in state.puppets.values_mut() {

@@ -69,7 +69,7 @@ impl SelfPings {
     }
 
     /// Notes a stanza from `room` to the listener (proof that the MUC still routes to it) or a check of it.
-    pub(crate) fn heard_from(&self, room: &BareJid) {
+    pub(super) fn heard_from(&self, room: &BareJid) {
         self.heard().insert(room.clone(), Instant::now());
     }
 

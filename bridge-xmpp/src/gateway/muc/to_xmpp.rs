@@ -148,7 +148,7 @@ impl MucPortals<'_> {
 
     /// Asks a MUC to retract an occupant's message for a Matrix user with the power to (XEP-0425). The MUC
     /// announces the retraction to everyone, the bridge included, when it grants the request.
-    pub(crate) async fn request_moderation(
+    async fn request_moderation(
         &self,
         room: &BareJid,
         portal: &Portal,
