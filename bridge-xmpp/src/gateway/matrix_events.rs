@@ -1,7 +1,8 @@
 //! Matrix events to XMPP: one entry point per kind of Matrix event, each handing the event to the to-XMPP handler of
 //! the portal's kind ([`PortalKind`]): a MUC portal ([`super::muc`]), a gateway MUC ([`super::gateway_muc`]) or a
 //! direct chat ([`super::direct`]). Each returns what was written ([`Sent`]) for the runtime to settle the event's
-//! queue item.
+//! queue item. Typing notifications and read receipts have theirs beside their handling, in
+//! [`super::messages`].
 
 use lattice_bridge_core::{connector::ConnectorResult, event::MatrixEvent, store::Portal};
 use serde_json::{Map, Value};
@@ -114,25 +115,5 @@ impl Gateway {
         ghost: &str,
     ) -> ConnectorResult<()> {
         self.direct().accept_invite(room_id, inviter, ghost).await
-    }
-
-    /// Typing notifications: XMPP chat states.
-    pub(crate) async fn on_matrix_typing(
-        &self,
-        portal: &Portal,
-        room_id: &str,
-        user_ids: &[String],
-    ) -> ConnectorResult<()> {
-        self.messages().typing(portal, room_id, user_ids).await
-    }
-
-    /// Read receipts (event ID, reader): XMPP displayed markers.
-    pub(crate) async fn on_matrix_receipts(
-        &self,
-        portal: &Portal,
-        room_id: &str,
-        receipts: &[(String, String)],
-    ) -> ConnectorResult<()> {
-        self.messages().receipts(portal, room_id, receipts).await
     }
 }

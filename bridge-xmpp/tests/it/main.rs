@@ -3,6 +3,7 @@
 
 mod affiliations;
 mod avatars;
+mod chat_states;
 mod client;
 mod direct;
 mod disco;

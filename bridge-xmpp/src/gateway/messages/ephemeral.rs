@@ -4,8 +4,11 @@
 use lattice_bridge_core::{connector::ConnectorResult, store::Portal};
 use tokio_xmpp::parsers::minidom::Element;
 
-use super::{Messages, RemoteId};
-use crate::{gateway::PortalKind, xep::chat_states};
+use super::{Messages, Receipt, RemoteId};
+use crate::{
+    gateway::{Gateway, PortalKind},
+    xep::chat_states,
+};
 
 impl Messages<'_> {
     /// Sends an ephemeral payload (a chat state, a displayed marker) from a Matrix user into the conversation of a
@@ -23,14 +26,21 @@ impl Messages<'_> {
         }
         Ok(())
     }
+}
 
+impl Gateway {
     /// `m.typing` in a portal: XEP-0085 chat states from the Matrix users who started or stopped typing.
-    pub(crate) async fn typing(&self, portal: &Portal, room_id: &str, user_ids: &[String]) -> ConnectorResult<()> {
-        let people = user_ids.iter().filter(|user| self.is_matrix_person(user)).cloned().collect();
+    pub(crate) async fn on_matrix_typing(
+        &self,
+        portal: &Portal,
+        room_id: &str,
+        typing: &[String],
+    ) -> ConnectorResult<()> {
+        let people = typing.iter().filter(|user| self.is_matrix_person(user)).cloned().collect();
         let (started, stopped) = self.typing.change(room_id, people);
         let changes = started.into_iter().map(|user| (user, true)).chain(stopped.into_iter().map(|u| (u, false)));
         for (user, typing) in changes {
-            self.send_ephemeral(portal, &user, chat_states::state_of(typing).into()).await?;
+            self.messages().send_ephemeral(portal, &user, chat_states::state_of(typing).into()).await?;
         }
         Ok(())
     }
@@ -38,11 +48,11 @@ impl Messages<'_> {
     /// `m.receipt` in a portal: XEP-0333 displayed markers for what Matrix users read (in a MUC named by its
     /// stanza-id, as XEP-0333 §3 asks). Sending moves the sender's own receipt too: only what others wrote gets a
     /// marker.
-    pub(crate) async fn receipts(
+    pub(crate) async fn on_matrix_receipts(
         &self,
         portal: &Portal,
         room_id: &str,
-        receipts: &[(String, String)],
+        receipts: &[Receipt],
     ) -> ConnectorResult<()> {
         for (event_id, user) in receipts.iter().filter(|(_, user)| self.is_matrix_person(user)) {
             let mapped = self.bridge.store().remotes_for_event(event_id).await?;
@@ -52,10 +62,11 @@ impl Messages<'_> {
             }) else {
                 continue;
             };
-            if self.author_of(room_id, event_id).await.as_deref() == Some(user.as_str()) {
+            let messages = self.messages();
+            if messages.author_of(room_id, event_id).await.as_deref() == Some(user.as_str()) {
                 continue;
             }
-            self.send_ephemeral(portal, user, chat_states::displayed(&read.remote_id)).await?;
+            messages.send_ephemeral(portal, user, chat_states::displayed(&read.remote_id)).await?;
         }
         Ok(())
     }

@@ -27,6 +27,9 @@ facade!(
     messages
 );
 
+/// A Matrix read receipt: the event read, and the reader.
+pub(crate) type Receipt = (String, String);
+
 /// Who an incoming message is from and where it goes.
 #[derive(Debug, Clone)]
 pub(crate) struct Inbound<'a> {
