@@ -40,6 +40,7 @@ struct Arrival {
 }
 
 impl GatewayMucs<'_> {
+    /// Answers a presence with an error presence.
     async fn reply_presence_error(&self, from: Jid, to: Jid, error: StanzaError) {
         let mut presence = Presence::new(PresenceType::Error).with_from(from).with_to(to);
         presence.payloads.push(error.into());
@@ -303,6 +304,7 @@ impl GatewayMucs<'_> {
         self.send(subject).await
     }
 
+    /// An XMPP occupant left: the others and the occupant hear of it, and their ghost leaves the Matrix room.
     async fn leave(&self, room: &BareJid, from: &FullJid) -> lattice_bridge_core::Result<()> {
         let (nick, others) = {
             let mut rooms = self.rooms();

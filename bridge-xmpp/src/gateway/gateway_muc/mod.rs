@@ -149,6 +149,7 @@ pub(crate) fn content_text(content: &Value) -> Option<String> {
 }
 
 impl GatewayMucs<'_> {
+    /// The gateway MUCs with XMPP occupants.
     fn rooms(&self) -> MutexGuard<'_, HashMap<BareJid, Room>> {
         self.gateway_mucs.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -216,6 +217,7 @@ impl GatewayMucs<'_> {
         }
     }
 
+    /// The ghost of an XMPP occupant, named after their nick.
     fn ghost_of(&self, from: &FullJid, nick: &str) -> Option<GhostSpec> {
         let identity = XmppIdentity::Account(from.to_bare());
         Some(GhostSpec {

@@ -18,6 +18,7 @@ use crate::{
 };
 
 impl MucPortals<'_> {
+    /// The lock that keeps joins to one MUC one at a time.
     fn join_lock(&self, room: &BareJid) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.mucs.join_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(locks.entry(room.clone()).or_default())
@@ -242,6 +243,7 @@ impl MucPortals<'_> {
         tracing::info!(%room, "rejoined the MUC");
     }
 
+    /// The join waiting for the MUC's answer about `occupant`.
     pub(super) fn take_join(&self, room: &BareJid, occupant: &FullJid) -> Option<JoinWaiter> {
         self.mucs
             .joins
@@ -257,6 +259,7 @@ impl MucPortals<'_> {
         }
     }
 
+    /// The MUC says one of the bridge's occupants left (its self-presence): it joins again on next use.
     pub(super) fn forget_own_occupant(&self, room: &BareJid, occupant: &FullJid) {
         let mut rooms = self.rooms();
         let Some(state) = rooms.get_mut(room) else { return };

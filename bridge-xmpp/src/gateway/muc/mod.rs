@@ -264,6 +264,7 @@ impl MucPortals<'_> {
         }
     }
 
+    /// The bridged MUCs.
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomState>> {
         self.mucs.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -142,6 +142,7 @@ impl MucPortals<'_> {
         }
     }
 
+    /// The message waiting for its reflection under `id`.
     pub(super) fn take_ack(&self, id: &str) -> Option<AckWaiter> {
         self.mucs.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id)
     }
