@@ -17,12 +17,12 @@ use serde_json::{Map, Value};
 use tokio_xmpp::parsers::muc::user::{Affiliation, Role};
 
 /// The level of a MUC owner's ghost.
-pub const OWNER_LEVEL: i64 = 100;
+pub(crate) const OWNER_LEVEL: i64 = 100;
 /// The level of a MUC admin's or moderator's ghost, and the least level a Matrix user needs to be a moderator.
-pub const MODERATOR_LEVEL: i64 = 50;
+pub(crate) const MODERATOR_LEVEL: i64 = 50;
 
 /// The Matrix power level of a MUC occupant's ghost.
-pub fn level_of(affiliation: &Affiliation, role: &Role) -> i64 {
+pub(crate) fn level_of(affiliation: &Affiliation, role: &Role) -> i64 {
     let by_affiliation = match affiliation {
         Affiliation::Owner => OWNER_LEVEL,
         Affiliation::Admin => MODERATOR_LEVEL,
@@ -36,7 +36,7 @@ pub fn level_of(affiliation: &Affiliation, role: &Role) -> i64 {
 }
 
 /// The affiliation and role shown to XMPP occupants of a gateway MUC for a Matrix power level.
-pub fn rank_of(level: i64) -> (Affiliation, Role) {
+pub(crate) fn rank_of(level: i64) -> (Affiliation, Role) {
     if level >= OWNER_LEVEL {
         (Affiliation::Owner, Role::Moderator)
     } else if level >= MODERATOR_LEVEL {
@@ -48,7 +48,7 @@ pub fn rank_of(level: i64) -> (Affiliation, Role) {
 
 /// Who holds which level in a Matrix room: its power levels, and the room version 12 creators above them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RoomPower {
+pub(crate) struct RoomPower {
     levels: PowerLevels,
     creators: HashSet<String>,
 }
@@ -56,7 +56,7 @@ pub struct RoomPower {
 impl RoomPower {
     /// Reads the room's state (`GET /_matrix/client/v3/rooms/{roomId}/state`): `m.room.power_levels`, and
     /// `m.room.create` for the creators of rooms whose version (12 and later) makes them outrank every level.
-    pub fn from_state(state: &[Value]) -> Self {
+    pub(crate) fn from_state(state: &[Value]) -> Self {
         let mut power = Self::default();
         for event in state {
             let content = event.get("content").and_then(Value::as_object);
@@ -85,12 +85,12 @@ impl RoomPower {
     }
 
     /// The same creators with new power levels content.
-    pub fn with_levels(&self, content: Map<String, Value>) -> Self {
+    pub(crate) fn with_levels(&self, content: Map<String, Value>) -> Self {
         Self { levels: PowerLevels::from_content(content), creators: self.creators.clone() }
     }
 
     /// A user's level; creators of version 12 rooms count as owners.
-    pub fn level(&self, user_id: &str) -> i64 {
+    pub(crate) fn level(&self, user_id: &str) -> i64 {
         if self.creators.contains(user_id) {
             return OWNER_LEVEL;
         }
@@ -101,13 +101,13 @@ impl RoomPower {
     }
 
     /// The users among `users` whose rank differs between `self` and `new`.
-    pub fn changed_ranks<'a>(&self, new: &Self, users: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    pub(crate) fn changed_ranks<'a>(&self, new: &Self, users: impl IntoIterator<Item = &'a String>) -> Vec<String> {
         users.into_iter().filter(|user| rank_of(self.level(user)) != rank_of(new.level(user))).cloned().collect()
     }
 }
 
 /// Levels remembered per ghost, to push a change only when there is one.
-pub type KnownLevels = HashMap<String, i64>;
+pub(crate) type KnownLevels = HashMap<String, i64>;
 
 #[cfg(test)]
 mod tests {

@@ -1,32 +1,22 @@
-//! The XMPP connector: what the runtime calls. It starts the supervised component connection ([`component`]),
-//! feeds the server's stanzas to the MUC gateway ([`muc`]) one at a time, rejoins every MUC on each new connection,
-//! and turns Matrix events in portals into MUC traffic.
+//! The XMPP connector: what the runtime calls. It starts the [gateway](crate::gateway) on a supervised component
+//! connection, hands each Matrix event to the gateway's entry point for its kind, and settles the event's queue
+//! item once XMPP has what it became.
 
 use std::sync::{Arc, Mutex};
 
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
-    connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
+    connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec, confirm_later},
     event::{MatrixEvent, MatrixEventKind},
-    store::{MessageMapping, Portal},
+    store::Portal,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use xmpp_parsers::jid::BareJid;
 
 use crate::{
-    addressing::Addressing,
-    component,
+    addressing::XmppIdentity,
     config::XmppSection,
-    delivery::{self, Written},
-    direct, hosted,
-    lanes::Lanes,
-    messages::Outgoing,
-    muc::{self, Gateway},
+    gateway::{Gateway, PortalKind, Sent, Started},
 };
-
-/// How many stanzas from the server may wait for the bridge before the connection stops being read.
-const INBOUND_CAPACITY: usize = 1024;
 
 /// The gateway while the connector runs, and the tasks that feed it. Stopping drops both, which drops the last
 /// handle on the component link, so the supervisor closes the connection.
@@ -71,35 +61,21 @@ impl XmppConnector {
         self.try_gateway().ok_or_else(|| ConnectorError::transient("the XMPP connector is not running"))
     }
 
-    fn addressing(&self, server_name: &str) -> Addressing {
-        Addressing::new(&self.section, server_name)
-    }
-
-    /// A Matrix event in a direct-chat portal: the DM's Matrix user's messages go to the XMPP account.
-    async fn handle_direct_event(
-        &self,
-        portal: &Portal,
-        jid: &BareJid,
-        user: &str,
-        sender: &str,
-        event: &MatrixEvent,
-    ) -> ConnectorResult<()> {
-        if sender != user {
-            return Ok(());
-        }
-        let gateway = self.gateway()?;
-        let Some(Outgoing::Message { body, payloads, map_as }) = gateway.outgoing(portal, sender, event, false).await?
-        else {
-            return Ok(());
+    /// Leaves the event's queue item until XMPP has what the event became, and records the message it became.
+    /// Outside the runtime's handling, waits for it here.
+    async fn settle(gateway: Arc<Gateway>, sent: Sent) -> ConnectorResult<()> {
+        let Sent::Later(delivered) = sent else { return Ok(()) };
+        let confirmation = async move {
+            // Durable before the item is settled: a replay after a crash finds the message delivered.
+            match delivered.await? {
+                Some(mapping) => gateway.record_delivery(mapping).await,
+                None => Ok(()),
+            }
         };
-        let id = gateway.send_chat(jid, sender, body, payloads).await?;
-        let record = event.event_id.as_ref().map(|event_id| MessageMapping {
-            event_id: event_id.clone(),
-            room_id: portal.room_id.clone(),
-            portal_key: portal.remote_key.clone(),
-            remote_id: map_as.unwrap_or(id),
-        });
-        delivery::confirm(gateway, Some(Written { record })).await
+        match confirm_later(confirmation) {
+            Ok(()) => Ok(()),
+            Err(confirmation) => confirmation.await,
+        }
     }
 }
 
@@ -115,56 +91,15 @@ impl Connector for XmppConnector {
             .secret
             .resolve()
             .map_err(|error| ConnectorError::permanent(format!("bridge.component.secret: {error}")))?;
-        let (inbound_sender, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
-        let occupant_copies = muc::occupant_copies(&self.section.component.domain);
-        let link = component::spawn(&self.section.component, secret, inbound_sender, occupant_copies);
-        let addressing = self.addressing(bridge.server_name());
-        let matrix_api = self
-            .appservice_token
-            .clone()
-            .map(|token| hosted::MatrixApi::new(bridge.matrix().homeserver_url().clone(), token));
-        let gateway = Arc::new(Gateway::new(self.section.clone(), addressing, bridge, link.clone(), matrix_api));
         if std::mem::replace(&mut self.running().started, true) {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
-        // Before any Matrix event is handled (they wait for the gateway), so none misses a restored occupant.
-        gateway.restore_hosted().await;
-        self.running().gateway = Some(Arc::clone(&gateway));
-        let handler = Arc::clone(&gateway);
-        let handler = tokio::spawn(async move {
-            let lane_handler = Arc::clone(&handler);
-            let lanes = Lanes::new(move |stanza| {
-                let gateway = Arc::clone(&lane_handler);
-                async move { gateway.handle_stanza(stanza).await }
-            });
-            while let Some(stanza) = inbound.recv().await {
-                if let tokio_xmpp::Stanza::Presence(presence) = &stanza {
-                    handler.sync_presence_avatar(presence);
-                }
-                match handler.lane_of(&stanza) {
-                    Some(lane) => lanes.dispatch(lane, stanza).await,
-                    None => handler.handle_stanza(stanza).await,
-                }
-            }
-        });
-        let self_pings = tokio::spawn(Arc::clone(&gateway).run_self_pings());
-        // Every new connection is a fresh stream: rejoin every MUC on it.
-        let mut state = link.subscribe();
-        let rejoiner = tokio::spawn(async move {
-            let mut rejoined = 0;
-            loop {
-                let current = *state.borrow_and_update();
-                if current.online && current.generation != rejoined {
-                    rejoined = current.generation;
-                    let gateway = Arc::clone(&gateway);
-                    tokio::spawn(async move { gateway.rejoin_all().await });
-                }
-                if state.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        self.running().tasks = vec![handler, rejoiner, self_pings];
+        let Started { gateway, tasks } =
+            Gateway::start(&self.section, secret, self.appservice_token.clone(), bridge).await;
+        let mut running = self.running();
+        running.gateway = Some(gateway);
+        running.tasks = tasks;
+        drop(running);
         tracing::info!(domain = %self.section.component.domain, server = %self.section.component.server,
             "XMPP component supervisor started");
         Ok(())
@@ -175,7 +110,7 @@ impl Connector for XmppConnector {
             let mut running = self.running();
             // Closed at once, so the XMPP server drops the component now rather than after a timeout.
             if let Some(gateway) = running.gateway.take() {
-                gateway.link.close();
+                gateway.close();
             }
             std::mem::take(&mut running.tasks)
         };
@@ -198,8 +133,14 @@ impl Connector for XmppConnector {
     }
 
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        if let (MatrixEventKind::Typing { .. } | MatrixEventKind::Receipts(_), Some(portal)) = (&event.kind, portal) {
-            return self.gateway()?.ephemeral(portal, event).await;
+        match (&event.kind, portal) {
+            (MatrixEventKind::Typing { user_ids }, Some(portal)) => {
+                return self.gateway()?.on_matrix_typing(portal, &event.room_id, user_ids).await;
+            }
+            (MatrixEventKind::Receipts(receipts), Some(portal)) => {
+                return self.gateway()?.on_matrix_receipts(portal, &event.room_id, receipts).await;
+            }
+            _ => {}
         }
         let Some(sender) = event.sender.as_deref() else { return Ok(()) };
         let Some(portal) = portal else {
@@ -207,72 +148,40 @@ impl Connector for XmppConnector {
             if let MatrixEventKind::Membership { user_id, membership, is_direct: true, .. } = &event.kind
                 && membership == "invite"
             {
-                self.gateway()?.accept_direct_invite(&event.room_id, sender, user_id).await?;
+                self.gateway()?.on_matrix_direct_invite(&event.room_id, sender, user_id).await?;
             }
             return Ok(());
         };
-        if let Some(room) = hosted::portal_room(portal) {
-            let gateway = self.gateway()?;
-            let written = gateway.hosted_matrix_event(&room, portal, sender, event).await?;
-            return delivery::confirm(gateway, written).await;
-        }
-        if let Some((jid, user)) = direct::portal_parties(portal) {
-            return self.handle_direct_event(portal, &jid, &user, sender, event).await;
-        }
-        let Some(room) = muc::portal_room(portal) else { return Ok(()) };
         let gateway = self.gateway()?;
-        match gateway.outgoing(portal, sender, event, true).await? {
-            Some(Outgoing::Message { body, payloads, map_as }) => {
-                let reflection = gateway.send_groupchat(&room, portal, sender, body, payloads).await?;
-                let (portal, event_id) = (portal.clone(), event.event_id.clone());
-                // Delivered once the MUC reflects it; the room's next messages go out meanwhile.
-                let confirmation = async move {
-                    let id = reflection.await?;
-                    // Durable before the item is settled: a replay after a crash finds the message delivered.
-                    match event_id {
-                        Some(event_id) => {
-                            let remote_id = map_as.unwrap_or(id);
-                            let (room_id, portal_key) = (portal.room_id, portal.remote_key);
-                            gateway.record_delivery(MessageMapping { event_id, room_id, portal_key, remote_id }).await
-                        }
-                        None => Ok(()),
-                    }
-                };
-                if let Err(confirmation) = lattice_bridge_core::confirm_later(confirmation) {
-                    confirmation.await?;
-                }
-                return Ok(());
-            }
-            Some(Outgoing::Moderate(request)) => {
-                return gateway.request_moderation(&room, portal, sender, request).await;
-            }
-            None => {}
-        }
         match &event.kind {
-            MatrixEventKind::Membership { user_id, membership, displayname, .. } if user_id == sender => {
-                match membership.as_str() {
-                    "join" => {
-                        gateway.ensure_puppet(&room, portal, sender, displayname.as_deref()).await?;
-                    }
-                    "leave" | "ban" => gateway.leave_puppet(&room, sender).await?,
-                    _ => {}
-                }
+            MatrixEventKind::Message(_)
+            | MatrixEventKind::Edit { .. }
+            | MatrixEventKind::Reaction { .. }
+            | MatrixEventKind::Redaction { .. } => {
+                let sent = gateway.on_matrix_content(portal, sender, event).await?;
+                Self::settle(gateway, sent).await
             }
-            MatrixEventKind::Membership { user_id, membership, .. } if membership == "leave" || membership == "ban" => {
-                gateway.leave_puppet(&room, user_id).await?;
+            MatrixEventKind::Membership { user_id, membership, displayname, .. } => {
+                gateway.on_matrix_membership(portal, sender, user_id, membership, displayname.as_deref()).await
             }
-            MatrixEventKind::Topic(topic) => gateway.send_subject(&room, portal, sender, topic).await?,
-            _ => {}
+            MatrixEventKind::Topic(topic) => gateway.on_matrix_topic(portal, sender, topic).await,
+            MatrixEventKind::Other
+                if event.event_type == "m.room.power_levels"
+                    && event.raw.get("state_key").and_then(Value::as_str) == Some("") =>
+            {
+                let content = event.raw.get("content").and_then(Value::as_object).cloned().unwrap_or_default();
+                gateway.on_matrix_power_levels(portal, content).await
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
         let Some(gateway) = self.try_gateway() else { return Ok(None) };
         let Some(identity) = gateway.addressing().identity_of_ghost(user_id) else { return Ok(None) };
         let displayname = match &identity {
-            crate::addressing::XmppIdentity::Account(jid) => jid.to_string(),
-            crate::addressing::XmppIdentity::Occupant(jid) => jid.resource().to_string(),
+            XmppIdentity::Account(jid) => jid.to_string(),
+            XmppIdentity::Occupant(jid) => jid.resource().to_string(),
         };
         Ok(Some(GhostSpec {
             user_id: user_id.to_owned(),
@@ -284,21 +193,14 @@ impl Connector for XmppConnector {
 
     async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {
         let gateway = self.gateway()?;
-        Ok(gateway.addressing().muc_of_alias(alias).map(|room| muc::portal_spec(gateway.addressing(), &room)))
+        Ok(gateway.muc().portal_of_alias(alias))
     }
 
     async fn portal_created(&self, portal: &Portal) -> ConnectorResult<()> {
-        let (Some(room), Some(gateway)) = (muc::portal_room(portal), self.try_gateway()) else { return Ok(()) };
-        let portal = portal.clone();
-        tokio::spawn(async move {
-            // A new portal: first its MUC's recent archive, then the join asks for history after it.
-            if let Err(error) = gateway.backfill(&room, &portal).await {
-                tracing::warn!(%room, %error, "cannot fill the new portal from the MUC's archive");
-            }
-            if let Err(error) = gateway.ensure_listening(&room, &portal).await {
-                tracing::warn!(%room, %error, "cannot join the MUC of a new portal yet; it is joined on reconnection");
-            }
-        });
+        let (Some(PortalKind::Muc(room)), Some(gateway)) = (PortalKind::of(portal), self.try_gateway()) else {
+            return Ok(());
+        };
+        gateway.muc().spawn_first_join(room, portal.clone());
         Ok(())
     }
 

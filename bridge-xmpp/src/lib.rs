@@ -6,25 +6,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod addressing;
-pub mod affiliations;
-pub mod component;
+mod affiliations;
 pub mod config;
 pub mod connector;
-pub mod delivery;
-pub mod direct;
-pub mod disco;
-pub mod history;
-pub mod hosted;
-pub mod lanes;
-pub mod media;
-pub mod messages;
-pub mod muc;
-pub mod requests;
-pub mod self_ping;
-pub mod skim;
-pub mod styling;
-pub mod subscription;
-pub mod xep;
-pub mod xhtml;
+mod gateway;
+mod styling;
+mod xep;
+mod xhtml;
 
 pub use self::{config::XmppSection, connector::XmppConnector};

@@ -11,7 +11,7 @@ use lattice_bridge_core::formatting::{Node, RichText};
 const DIRECTIVES: [char; 4] = ['*', '_', '~', '`'];
 
 /// Parses a styled `<body/>` into rich text.
-pub fn parse_styling(body: &str) -> RichText {
+pub(crate) fn parse_styling(body: &str) -> RichText {
     let body = body.replace("\r\n", "\n");
     let lines: Vec<&str> = body.split('\n').collect();
     let mut rich = RichText { nodes: parse_blocks(&lines) };
@@ -101,7 +101,7 @@ fn parse_spans(line: &str) -> Vec<Node> {
 /// Renders rich text as a styled `<body/>`: what XMPP clients show formatted, and plain readers still understand.
 /// Styles without a XEP-0393 equivalent (underline, colour) keep their text; links show as `text <url>` unless the
 /// text is the URL; mentions show their display text.
-pub fn render_styling(rich: &RichText) -> String {
+pub(crate) fn render_styling(rich: &RichText) -> String {
     let mut out = String::new();
     render_nodes(&rich.nodes, &mut out);
     out

@@ -14,13 +14,13 @@ use tokio_xmpp::parsers::minidom::{Element, Node};
 use crate::styling::parse_styling;
 
 /// The XHTML-IM wrapper's namespace.
-pub const XHTML_IM: &str = "http://jabber.org/protocol/xhtml-im";
+pub(crate) const XHTML_IM: &str = "http://jabber.org/protocol/xhtml-im";
 /// The namespace of the XHTML `<body/>` inside it.
-pub const XHTML: &str = "http://www.w3.org/1999/xhtml";
+pub(crate) const XHTML: &str = "http://www.w3.org/1999/xhtml";
 
 /// The message's text for Matrix: `body` and `formatted_body`, from XHTML-IM when the payloads carry some with
 /// content, else from `text` read as XEP-0393 styling.
-pub fn incoming_text(payloads: &[Element], text: &str) -> (String, Option<String>) {
+pub(crate) fn incoming_text(payloads: &[Element], text: &str) -> (String, Option<String>) {
     if let Some(html) = xhtml_of(payloads) {
         let rich = RichText::from_message(text, Some(&html), Some(lattice_bridge_core::formatting::MATRIX_HTML_FORMAT));
         if !rich.is_empty() {
@@ -31,7 +31,7 @@ pub fn incoming_text(payloads: &[Element], text: &str) -> (String, Option<String
 }
 
 /// The first XHTML-IM body in `payloads`, as HTML of the XHTML-IM profile.
-pub fn xhtml_of(payloads: &[Element]) -> Option<String> {
+pub(crate) fn xhtml_of(payloads: &[Element]) -> Option<String> {
     let wrapper = payloads.iter().find(|payload| payload.is("html", XHTML_IM))?;
     let body = wrapper.children().find(|child| child.is("body", XHTML))?;
     let mut html = String::new();

@@ -8,9 +8,8 @@
 
 use xmpp_parsers::{
     caps::{self, Caps},
-    disco::{DiscoInfoQuery, DiscoInfoResult, Identity},
+    disco::{DiscoInfoResult, Identity},
     hashes::Algo,
-    iq::Iq,
     ns,
     version::VersionResult,
 };
@@ -18,10 +17,10 @@ use xmpp_parsers::{
 use super::{chat_states::NS_MARKERS, reply, retract, user_avatar};
 
 /// The XEP-0115 node naming the software behind gateway user JIDs.
-pub const CAPS_NODE: &str = "urn:lattice:bridge-xmpp";
+pub(crate) const CAPS_NODE: &str = "urn:lattice:bridge-xmpp";
 
 /// Every feature a gateway user JID handles, both ways.
-pub const USER_FEATURES: &[&str] = &[
+pub(crate) const USER_FEATURES: &[&str] = &[
     ns::DISCO_INFO,
     ns::CAPS,
     ns::VERSION,
@@ -39,7 +38,7 @@ pub const USER_FEATURES: &[&str] = &[
 ];
 
 /// The disco#info of a gateway user JID; `node` is echoed for a query on the caps node.
-pub fn user_disco(node: Option<String>) -> DiscoInfoResult {
+pub(crate) fn user_disco(node: Option<String>) -> DiscoInfoResult {
     DiscoInfoResult {
         node,
         identities: vec![Identity::new("client", "pc", "en", "Matrix user via Lattice")],
@@ -49,42 +48,22 @@ pub fn user_disco(node: Option<String>) -> DiscoInfoResult {
 }
 
 /// The `<c/>` element a gateway user JID's presence carries.
-pub fn user_caps() -> Caps {
+pub(crate) fn user_caps() -> Caps {
     let hash = caps::hash_caps(&caps::compute_disco(&user_disco(None)), Algo::Sha_1)
         .expect("SHA-1 is one of the caps algorithms");
     Caps::new(CAPS_NODE, hash)
 }
 
 /// The caps node a disco#info query names when it asks about [`user_caps`] (`node#ver`).
-pub fn caps_query_node() -> String {
+#[cfg(test)]
+fn caps_query_node() -> String {
     use base64::Engine as _;
     format!("{CAPS_NODE}#{}", base64::engine::general_purpose::STANDARD.encode(user_caps().ver))
 }
 
 /// The software version answer.
-pub fn version() -> VersionResult {
+pub(crate) fn version() -> VersionResult {
     VersionResult { name: "Lattice".into(), version: env!("CARGO_PKG_VERSION").into(), os: None }
-}
-
-impl crate::muc::Gateway {
-    /// The answer to a disco#info query to a gateway user JID, or to a version query to any gateway JID; `None`
-    /// for other IQs.
-    pub(crate) fn identity_answer(&self, iq: &Iq) -> Option<Iq> {
-        let Iq::Get { from: Some(from), to: Some(to), id, payload } = iq else { return None };
-        if !self.addressing.is_gateway_domain(to.domain().as_str()) {
-            return None;
-        }
-        if payload.is("query", ns::VERSION) {
-            return Some(Iq::from_result(id.clone(), Some(version())).with_from(to.clone()).with_to(from.clone()));
-        }
-        let user = to.node().is_some() && self.addressing.matrix_user_of(&to.to_bare()).is_some();
-        if user && payload.is("query", ns::DISCO_INFO) {
-            let query = DiscoInfoQuery::try_from(payload.clone()).ok()?;
-            let info = user_disco(query.node);
-            return Some(Iq::from_result(id.clone(), Some(info)).with_from(to.clone()).with_to(from.clone()));
-        }
-        None
-    }
 }
 
 #[cfg(test)]

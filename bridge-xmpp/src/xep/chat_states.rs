@@ -10,30 +10,30 @@
 use xmpp_parsers::{chatstates::ChatState, minidom::Element, ns};
 
 /// XEP-0333's namespace.
-pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub(crate) const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
 
 /// Whether a chat state means the sender is typing.
-pub fn is_typing(state: &ChatState) -> bool {
+pub(crate) fn is_typing(state: &ChatState) -> bool {
     matches!(state, ChatState::Composing)
 }
 
 /// The chat state that says `typing`.
-pub fn state_of(typing: bool) -> ChatState {
+pub(crate) fn state_of(typing: bool) -> ChatState {
     if typing { ChatState::Composing } else { ChatState::Active }
 }
 
 /// `<displayed id='…'/>` for the message read.
-pub fn displayed(id: &str) -> Element {
+pub(crate) fn displayed(id: &str) -> Element {
     Element::builder("displayed", NS_MARKERS).attr(super::name("id"), id).build()
 }
 
 /// `<markable/>`: asks the recipient for displayed markers.
-pub fn markable() -> Element {
+pub(crate) fn markable() -> Element {
     Element::builder("markable", NS_MARKERS).build()
 }
 
 /// The message a `<displayed/>` marker or a `<received/>` receipt acknowledges, if the payload is one.
-pub fn acknowledged(element: &Element) -> Option<&str> {
+pub(crate) fn acknowledged(element: &Element) -> Option<&str> {
     if element.is("displayed", NS_MARKERS) || element.is("received", ns::RECEIPTS) {
         element.attr("id").filter(|id| !id.is_empty())
     } else {

@@ -11,25 +11,22 @@
 //! is an occupant-id the MUC's and not the sender's forgery) is known by it: their ghost is named after the
 //! occupant-id, so a nick change keeps the ghost, and with it their reactions and the right to retract their
 //! messages. The MUC derives the ID from the account, so it is the same after any restart of either side, and the
-//! ghost with it. Gateway MUCs stamp their own ([`hosted_occupant_id`]).
+//! ghost with it. Gateway MUCs stamp their own ([`gateway_muc_occupant_id`]).
 
 use xmpp_parsers::{
     caps,
     hashes::Algo,
-    jid::{BareJid, FullJid},
+    jid::BareJid,
     message::Message,
-    minidom::Element,
-    muc::user::MucUser,
     occupant_id::OccupantId,
     stanza_id::{OriginId, StanzaId},
 };
 
 use super::payload;
-use crate::addressing::{Addressing, XmppIdentity};
 
 /// The names of one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MessageIds {
+pub(crate) struct MessageIds {
     /// The `<stanza-id/>` stamped by the entity the caller trusts (the MUC, for groupchat).
     pub stanza_id: Option<String>,
     /// The sender's `<origin-id/>`, or else its `id` attribute.
@@ -41,7 +38,7 @@ pub struct MessageIds {
 impl MessageIds {
     /// Reads a message's names. Only a stanza-id stamped `by` the given JID counts: anyone else's could be forged
     /// by the sender (XEP-0359 §4).
-    pub fn of(message: &Message, stamped_by: Option<&BareJid>) -> Self {
+    pub(crate) fn of(message: &Message, stamped_by: Option<&BareJid>) -> Self {
         let stanza_id = stamped_by.and_then(|by| {
             message
                 .payloads
@@ -58,12 +55,12 @@ impl MessageIds {
     }
 
     /// The ID the message is mapped under.
-    pub fn remote_id(&self) -> Option<&str> {
+    pub(crate) fn remote_id(&self) -> Option<&str> {
         self.stanza_id.as_deref().or(self.sender_id.as_deref())
     }
 
     /// The sender's own name when it differs from the remote ID: recorded as an alias.
-    pub fn alias(&self) -> Option<&str> {
+    pub(crate) fn alias(&self) -> Option<&str> {
         match (&self.stanza_id, &self.sender_id) {
             (Some(stanza_id), Some(sender_id)) if stanza_id != sender_id => Some(sender_id),
             _ => None,
@@ -71,41 +68,10 @@ impl MessageIds {
     }
 }
 
-/// Who a MUC occupant is: their account when the stanza shows the real JID (non-anonymous rooms), else their
-/// occupant-id when the MUC stamps trusted ones (the room's JID with the occupant-id as resource), else the occupant
-/// JID itself; `None` for the bridge's own occupants, which stand for Matrix users.
-pub(crate) fn identity_of(
-    addressing: &Addressing,
-    payloads: &[Element],
-    occupant: FullJid,
-    trusted_occupant_ids: bool,
-) -> Option<XmppIdentity> {
-    let real_jid =
-        payload::<MucUser>(payloads).and_then(|user| user.items.into_iter().next()).and_then(|item| item.jid);
-    let occupant_id = payload::<OccupantId>(payloads).filter(|_| trusted_occupant_ids).map(|occupant| occupant.id);
-    match (real_jid, occupant_id) {
-        (Some(jid), _) if addressing.is_gateway_domain(jid.domain().as_str()) => None,
-        (Some(jid), _) => Some(XmppIdentity::Account(jid.into_bare())),
-        (None, Some(id)) => match occupant.to_bare().with_resource_str(&id) {
-            Ok(by_id) => Some(XmppIdentity::Occupant(by_id)),
-            Err(_) => Some(XmppIdentity::Occupant(occupant)),
-        },
-        (None, None) => Some(XmppIdentity::Occupant(occupant)),
-    }
-}
-
-impl crate::muc::Gateway {
-    /// Who an occupant of a bridged MUC is ([`identity_of`], trusting occupant-ids if the MUC advertises them).
-    pub(crate) fn occupant_identity(&self, payloads: &[Element], occupant: FullJid) -> Option<XmppIdentity> {
-        let trusted = self.trusts_occupant_ids(&occupant.to_bare());
-        identity_of(&self.addressing, payloads, occupant, trusted)
-    }
-}
-
 /// The occupant-id a gateway MUC gives one of its occupants: stable per room and person (a Matrix user ID, or an
 /// XMPP account's bare JID), whatever their nick or client. Gateway MUCs are non-anonymous, so the ID need not
 /// hide who it stands for; it is a hash only to be opaque and of fixed length.
-pub fn hosted_occupant_id(room: &BareJid, person: &str) -> OccupantId {
+pub(crate) fn gateway_muc_occupant_id(room: &BareJid, person: &str) -> OccupantId {
     use base64::Engine as _;
     let digest = caps::hash_caps(format!("{room}\0{person}").as_bytes(), Algo::Sha_256)
         .expect("SHA-256 is one of the caps algorithms")
@@ -114,7 +80,7 @@ pub fn hosted_occupant_id(room: &BareJid, person: &str) -> OccupantId {
 }
 
 /// The `<origin-id/>` of a message the bridge sends, so a MUC that rewrites `id` still reflects the bridge's name.
-pub fn origin_id(id: &str) -> OriginId {
+pub(crate) fn origin_id(id: &str) -> OriginId {
     OriginId { id: id.to_owned() }
 }
 
@@ -145,42 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn occupants_are_known_by_account_then_trusted_occupant_id_then_nick() {
-        let addressing = Addressing::new(&crate::config::XmppSection::default(), "localhost");
-        let occupant = FullJid::from_str("room@muc.example/Nick").unwrap();
-        let parse = |xml: &str| vec![Element::from_str(xml).unwrap()];
-        let occupant_id = parse("<occupant-id xmlns='urn:xmpp:occupant-id:0' id='abc+/='/>");
-        let real = parse(
-            "<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant' \
-             jid='bob@example.net/phone'/></x>",
-        );
-        let gateway = parse(
-            "<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant' \
-             jid='alice\\40localhost@bridge.localhost/matrix'/></x>",
-        );
-        let identity = |payloads: &[Element], trusted| {
-            identity_of(&addressing, payloads, occupant.clone(), trusted).map(|identity| identity.as_str().to_owned())
-        };
-        assert_eq!(identity(&real, true).as_deref(), Some("bob@example.net"));
-        assert_eq!(identity(&occupant_id, true).as_deref(), Some("room@muc.example/abc+/="));
-        assert_eq!(identity(&occupant_id, false).as_deref(), Some("room@muc.example/Nick"), "not advertised: forged");
-        assert_eq!(identity(&[], true).as_deref(), Some("room@muc.example/Nick"));
-        assert_eq!(identity(&gateway, true), None);
-        // The same person after a nick change is the same identity, so the same ghost.
-        let renamed =
-            identity_of(&addressing, &occupant_id, FullJid::from_str("room@muc.example/Other").unwrap(), true);
-        assert_eq!(renamed.map(|identity| identity.as_str().to_owned()).as_deref(), Some("room@muc.example/abc+/="));
-    }
-
-    #[test]
     fn gateway_mucs_give_each_person_one_stable_occupant_id() {
         let room = BareJid::from_str("#r#localhost@bridge.localhost").unwrap();
         let other_room = BareJid::from_str("#s#localhost@bridge.localhost").unwrap();
-        let id = hosted_occupant_id(&room, "@alice:localhost").id;
-        assert_eq!(hosted_occupant_id(&room, "@alice:localhost").id, id);
+        let id = gateway_muc_occupant_id(&room, "@alice:localhost").id;
+        assert_eq!(gateway_muc_occupant_id(&room, "@alice:localhost").id, id);
         assert_eq!(id.len(), 24);
-        assert_ne!(hosted_occupant_id(&room, "x@localhost").id, id);
-        assert_ne!(hosted_occupant_id(&other_room, "@alice:localhost").id, id);
+        assert_ne!(gateway_muc_occupant_id(&room, "x@localhost").id, id);
+        assert_ne!(gateway_muc_occupant_id(&other_room, "@alice:localhost").id, id);
     }
 
     #[test]

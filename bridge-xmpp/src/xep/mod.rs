@@ -1,15 +1,16 @@
-//! Message XEPs the bridge carries between XMPP and Matrix, one module per XEP: typed elements (built with
-//! minidom's builder, parsed with `TryFrom<Element>`) and the pure logic around them. The stanza paths in
-//! [`muc`](crate::muc), [`hosted`](crate::hosted) and [`direct`](crate::direct) use them.
+//! The XEPs the bridge speaks, one module per XEP: typed elements (built with minidom's builder, parsed with
+//! `TryFrom<Element>`) and the pure logic around them — parsing and building stanzas only, with no state and no
+//! I/O. The [gateway](crate::gateway)'s features use them.
 
-pub mod avatar;
-pub mod caps;
-pub mod chat_states;
-pub mod ids;
-pub mod reactions;
-pub mod reply;
-pub mod retract;
-pub mod user_avatar;
+pub(crate) mod avatar;
+pub(crate) mod caps;
+pub(crate) mod chat_states;
+pub(crate) mod forward;
+pub(crate) mod ids;
+pub(crate) mod reactions;
+pub(crate) mod reply;
+pub(crate) mod retract;
+pub(crate) mod user_avatar;
 
 use xmpp_parsers::minidom::Element;
 

@@ -8,13 +8,13 @@
 use xmpp_parsers::reactions::{Reaction, Reactions};
 
 /// Most reactions one person may put on one message; more are ignored rather than flooding Matrix.
-pub const MAX_REACTIONS: usize = 32;
+pub(crate) const MAX_REACTIONS: usize = 32;
 /// Longest reaction key kept, in characters (an emoji sequence is a handful).
-pub const MAX_KEY_CHARS: usize = 64;
+pub(crate) const MAX_KEY_CHARS: usize = 64;
 
 /// A set cleaned up: keys trimmed; empty, overlong, repeated and control-character keys dropped, at most [`MAX_REACTIONS`],
 /// in the order given.
-pub fn normalise<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn normalise<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut set: Vec<String> = Vec::new();
     for key in keys {
         let key = key.trim();
@@ -32,26 +32,26 @@ pub fn normalise<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// The change from `old` to `new`: (keys added, keys removed), each in its set's order.
-pub fn diff(old: &[String], new: &[String]) -> (Vec<String>, Vec<String>) {
+pub(crate) fn diff(old: &[String], new: &[String]) -> (Vec<String>, Vec<String>) {
     let added = new.iter().filter(|key| !old.contains(key)).cloned().collect();
     let removed = old.iter().filter(|key| !new.contains(key)).cloned().collect();
     (added, removed)
 }
 
 /// The keys of a received `<reactions/>`, normalised.
-pub fn keys_of(reactions: &Reactions) -> Vec<String> {
+pub(crate) fn keys_of(reactions: &Reactions) -> Vec<String> {
     normalise(reactions.reactions.iter().map(|reaction| reaction.emoji.as_str()))
 }
 
 /// The `<reactions/>` element carrying a whole set for the message `id`.
-pub fn reactions_element(id: &str, keys: &[String]) -> Reactions {
+pub(crate) fn reactions_element(id: &str, keys: &[String]) -> Reactions {
     Reactions { id: id.to_owned(), reactions: keys.iter().map(|key| Reaction { emoji: key.clone() }).collect() }
 }
 
 /// One person's reaction to one message, as the message map names it: a Matrix reaction event maps to the reaction
 /// it stands for (not to an XMPP message — XEP-0444 has no per-reaction ID), so its redaction can withdraw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReactionRef {
+pub(crate) struct ReactionRef {
     /// The Matrix user (a real user or an XMPP user's ghost) who reacted.
     pub user_id: String,
     /// The remote ID of the message reacted to.
@@ -65,12 +65,12 @@ const REACTION_PREFIX: &str = "lattice-reaction\u{1f}";
 
 impl ReactionRef {
     /// The remote ID the reaction is mapped under.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!("{REACTION_PREFIX}{}\u{1f}{}\u{1f}{}", self.user_id, self.key, self.target)
     }
 
     /// Reads a remote ID written by [`ReactionRef::encode`]; `None` for any other remote ID.
-    pub fn decode(remote_id: &str) -> Option<Self> {
+    pub(crate) fn decode(remote_id: &str) -> Option<Self> {
         let rest = remote_id.strip_prefix(REACTION_PREFIX)?;
         let (user_id, rest) = rest.split_once('\u{1f}')?;
         let (key, target) = rest.split_once('\u{1f}')?;

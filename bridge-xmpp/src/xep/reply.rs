@@ -12,9 +12,9 @@ use xmpp_parsers::{jid::Jid, minidom::Element};
 use super::{ElementError, expect, required};
 
 /// XEP-0461's namespace.
-pub const NS_REPLY: &str = "urn:xmpp:reply:0";
+pub(crate) const NS_REPLY: &str = "urn:xmpp:reply:0";
 /// XEP-0428's namespace.
-pub const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
+pub(crate) const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
 /// Longest quote put in front of a reply, in characters: enough to recognise the message.
 const MAX_QUOTE_CHARS: usize = 200;
 
@@ -118,7 +118,7 @@ impl From<Fallback> for Element {
 
 /// The body without the ranges the reply fallbacks mark. A fallback without ranges marks no part of a reply's body
 /// (it would leave nothing), so it is ignored; ranges past the end are clipped.
-pub fn strip_reply_fallback(body: &str, fallbacks: &[Fallback]) -> String {
+pub(crate) fn strip_reply_fallback(body: &str, fallbacks: &[Fallback]) -> String {
     let ranges: Vec<(usize, usize)> = fallbacks
         .iter()
         .filter(|fallback| fallback.for_ns == NS_REPLY)
@@ -137,7 +137,7 @@ pub fn strip_reply_fallback(body: &str, fallbacks: &[Fallback]) -> String {
 }
 
 /// `text` with a quote of the answered message in front, and the fallback that marks the quote.
-pub fn with_quote(author: &str, quoted: &str, text: &str) -> (String, Fallback) {
+pub(crate) fn with_quote(author: &str, quoted: &str, text: &str) -> (String, Fallback) {
     let mut quoted: String = quoted.chars().take(MAX_QUOTE_CHARS).collect();
     if quoted.chars().count() == MAX_QUOTE_CHARS {
         quoted.push('…');

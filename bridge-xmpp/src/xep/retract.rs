@@ -11,17 +11,17 @@ use xmpp_parsers::{jid::Jid, minidom::Element};
 use super::{ElementError, expect, required};
 
 /// XEP-0424's namespace.
-pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
+pub(crate) const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
 /// XEP-0424's namespace before version 0.4.
-pub const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
+pub(crate) const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
 /// XEP-0425's namespace.
-pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
+pub(crate) const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 /// XEP-0425's namespace before version 0.3.
-pub const NS_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
+pub(crate) const NS_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
 /// XEP-0422's namespace (the older form's wrapper).
-pub const NS_FASTEN: &str = "urn:xmpp:fasten:0";
+pub(crate) const NS_FASTEN: &str = "urn:xmpp:fasten:0";
 /// The body a client without retraction support shows instead (XEP-0424 §5, with a XEP-0428 fallback marker).
-pub const FALLBACK_BODY: &str =
+pub(crate) const FALLBACK_BODY: &str =
     "This person attempted to retract a previous message, but it's unsupported by your client.";
 
 /// A retraction of an earlier message, by its sender or (with [`Moderated`]) by a moderator.

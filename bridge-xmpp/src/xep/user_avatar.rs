@@ -11,32 +11,28 @@
 //! [`RECHECK`]; a `+notify` event from the account's server (the gateway user JIDs advertise
 //! `urn:xmpp:avatar:metadata+notify` in their caps) is taken at once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashmap::DashMap;
-use lattice_bridge_core::connector::GhostSpec;
 use xmpp_parsers::{
     avatar::{Data, Info, Metadata},
     hashes::Algo,
     iq::Iq,
-    jid::{BareJid, Jid},
     message::Message,
     minidom::Element,
     ns,
     pubsub::{self, ItemId, NodeName, PubSub, pubsub::Items},
-    stanza_error::{DefinedCondition, ErrorType, StanzaError},
 };
 
-use super::avatar::{Avatar, MAX_AVATAR_BYTES, Picture, hex};
+use super::avatar::{Avatar, MAX_AVATAR_BYTES, hex};
 
 /// The feature asking the account's server for metadata notifications (XEP-0163 §4).
-pub const NOTIFY_METADATA: &str = "urn:xmpp:avatar:metadata+notify";
+pub(crate) const NOTIFY_METADATA: &str = "urn:xmpp:avatar:metadata+notify";
 /// How long an account's metadata is trusted before it is asked again.
-pub const RECHECK: Duration = Duration::from_secs(600);
+pub(crate) const RECHECK: Duration = Duration::from_secs(600);
 
 /// What an `items` query to a gateway user JID asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// The metadata node.
     Metadata,
     /// The data node; the item IDs named, if any.
@@ -45,7 +41,7 @@ pub enum Request {
 
 impl Request {
     /// Reads an IQ payload; `None` when it is not an `items` query on one of the avatar nodes.
-    pub fn of(payload: &Element) -> Option<Self> {
+    pub(crate) fn of(payload: &Element) -> Option<Self> {
         let PubSub::Items(items) = PubSub::try_from(payload.clone()).ok()? else { return None };
         match items.node.0.as_str() {
             ns::AVATAR_METADATA => Some(Self::Metadata),
@@ -56,7 +52,7 @@ impl Request {
 
     /// The answer with `avatar`: the node's one item, or `None` when there is nothing to give (no picture, or
     /// another picture than the one named).
-    pub fn answer(&self, avatar: Option<&Avatar>) -> Option<PubSub> {
+    pub(crate) fn answer(&self, avatar: Option<&Avatar>) -> Option<PubSub> {
         let avatar = avatar?;
         let id = hex(&avatar.sha1);
         let (node, payload): (&str, Element) = match self {
@@ -72,7 +68,7 @@ impl Request {
 }
 
 /// The metadata describing a Matrix picture.
-pub fn metadata_of(avatar: &Avatar) -> Metadata {
+pub(crate) fn metadata_of(avatar: &Avatar) -> Metadata {
     let info = Info {
         bytes: u32::try_from(avatar.bytes.len()).unwrap_or(u32::MAX),
         width: None,
@@ -86,7 +82,7 @@ pub fn metadata_of(avatar: &Avatar) -> Metadata {
 
 /// The picture a metadata item describes that can be fetched from the data node: the first `info` without a URL
 /// (XEP-0084 §4.2.1: that one is published in the data node), not larger than the bridge takes.
-pub fn published(metadata: &Metadata) -> Option<&Info> {
+pub(crate) fn published(metadata: &Metadata) -> Option<&Info> {
     metadata.infos.iter().find(|info| {
         info.url.is_none()
             && info.id.algo == Algo::Sha_1
@@ -95,7 +91,7 @@ pub fn published(metadata: &Metadata) -> Option<&Info> {
 }
 
 /// The metadata a `+notify` event message carries, if it is one about the avatar.
-pub fn notified(message: &Message) -> Option<Metadata> {
+pub(crate) fn notified(message: &Message) -> Option<Metadata> {
     let event = message.payloads.iter().find_map(|element| pubsub::Event::try_from(element.clone()).ok())?;
     let pubsub::event::Payload::Items { node, published, .. } = event.payload else { return None };
     if node.0 != ns::AVATAR_METADATA {
@@ -105,21 +101,21 @@ pub fn notified(message: &Message) -> Option<Metadata> {
 }
 
 /// The metadata in an `items` result.
-fn metadata_in(answer: Iq) -> Option<Metadata> {
+pub(crate) fn metadata_in(answer: Iq) -> Option<Metadata> {
     let Iq::Result { payload: Some(payload), .. } = answer else { return None };
     let PubSub::Items(items) = PubSub::try_from(payload).ok()? else { return None };
     items.items.into_iter().rev().find_map(|item| Metadata::try_from(item.payload?).ok())
 }
 
 /// The picture data in an `items` result.
-fn data_in(answer: Iq) -> Option<Vec<u8>> {
+pub(crate) fn data_in(answer: Iq) -> Option<Vec<u8>> {
     let Iq::Result { payload: Some(payload), .. } = answer else { return None };
     let PubSub::Items(items) = PubSub::try_from(payload).ok()? else { return None };
     items.items.into_iter().find_map(|item| Data::try_from(item.payload?).ok()).map(|data| data.data)
 }
 
 /// The `items` query for one node (and item).
-fn items_query(node: &str, item: Option<String>) -> PubSub {
+pub(crate) fn items_query(node: &str, item: Option<String>) -> PubSub {
     let items = item.map(|id| pubsub::pubsub::Item { id: Some(ItemId(id)), publisher: None, payload: None });
     PubSub::Items(Items {
         max_items: Some(1).filter(|_| items.is_none()),
@@ -127,95 +123,6 @@ fn items_query(node: &str, item: Option<String>) -> PubSub {
         subid: None,
         items: items.into_iter().collect(),
     })
-}
-
-/// When each account's metadata was last asked.
-#[derive(Debug, Default)]
-pub struct Checked {
-    accounts: DashMap<BareJid, Instant>,
-}
-
-impl Checked {
-    /// Whether the account is due a check, and if so notes that it is being checked now.
-    fn due(&self, account: &BareJid) -> bool {
-        let now = Instant::now();
-        let mut due = true;
-        self.accounts
-            .entry(account.clone())
-            .and_modify(|last| {
-                due = now.duration_since(*last) >= RECHECK;
-                if due {
-                    *last = now;
-                }
-            })
-            .or_insert(now);
-        due
-    }
-}
-
-impl crate::muc::Gateway {
-    /// Answers an `items` query on an avatar node to a gateway user JID; `None` for other IQs.
-    pub(crate) async fn user_avatar_answer(&self, iq: &Iq, user: &str) -> Option<Iq> {
-        let Iq::Get { from: Some(from), to: Some(to), id, payload } = iq else { return None };
-        let request = Request::of(payload)?;
-        let avatar = self.matrix_avatar(user).await;
-        Some(match request.answer(avatar.as_ref()) {
-            Some(items) => Iq::from_result(id.clone(), Some(items)).with_from(to.clone()).with_to(from.clone()),
-            None => {
-                let error = StanzaError::new(ErrorType::Cancel, DefinedCondition::ItemNotFound, "en", "no avatar");
-                Iq::Error { from: Some(to.clone()), to: Some(from.clone()), id: id.clone(), error, payload: None }
-            }
-        })
-    }
-
-    /// Asks an account's metadata node (unless asked within [`RECHECK`]) and brings the picture to its ghost. The
-    /// answers arrive on the stanza loop: this runs in a task or a lane, never on the loop itself.
-    pub(crate) async fn check_user_avatar(&self, ghost: GhostSpec, asker: Jid, account: BareJid) {
-        if !self.pep_checked.due(&account) {
-            return;
-        }
-        let query = Iq::from_get(String::new(), items_query(ns::AVATAR_METADATA, None))
-            .with_from(asker.clone())
-            .with_to(account.clone().into());
-        let Some(metadata) = self.request(query).await.and_then(metadata_in) else { return };
-        self.take_user_avatar(ghost, asker, account, metadata).await;
-    }
-
-    /// A `+notify` event about an account's avatar: its ghost gets the new picture. False for other messages.
-    pub(crate) async fn on_avatar_event(&self, message: &Message) -> bool {
-        let (Some(from), Some(to)) = (&message.from, &message.to) else { return false };
-        let Some(metadata) = notified(message) else { return false };
-        let account = from.to_bare();
-        if let Some(ghost) = self.account_ghost(&account) {
-            self.take_user_avatar(ghost, to.clone(), account, metadata).await;
-        }
-        true
-    }
-
-    /// Fetches the picture `metadata` names from the account's data node, unless the ghost has it already; metadata
-    /// naming no picture removes the ghost's.
-    async fn take_user_avatar(&self, ghost: GhostSpec, asker: Jid, account: BareJid, metadata: Metadata) {
-        if metadata.infos.is_empty() {
-            // XEP-0084 §4.5: the account stopped publishing a picture.
-            if let Err(error) = self.remove_ghost_picture(&ghost).await {
-                tracing::info!(%error, "cannot remove a withdrawn XMPP user avatar (XEP-0084) from Matrix");
-            }
-            return;
-        }
-        let Some(info) = published(&metadata) else { return };
-        let Ok(named) = <[u8; 20]>::try_from(info.id.hash.as_slice()) else { return };
-        let mimetype = info.type_.clone();
-        let fetch = async {
-            let query = Iq::from_get(String::new(), items_query(ns::AVATAR_DATA, Some(hex(&named))))
-                .with_from(asker)
-                .with_to(account.into());
-            let bytes = self.request(query).await.and_then(data_in)?;
-            Some(Picture { bytes, mimetype })
-        };
-        if let Err(error) = self.set_ghost_picture(&ghost, named, fetch).await {
-            tracing::info!(%error, "cannot bring an XMPP user avatar (XEP-0084) to Matrix");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -317,14 +224,5 @@ mod tests {
         )
         .unwrap();
         assert!(notified(&other).is_none());
-    }
-
-    #[test]
-    fn accounts_are_checked_once_per_interval() {
-        let checked = Checked::default();
-        let account = BareJid::from_str("x@localhost").unwrap();
-        assert!(checked.due(&account));
-        assert!(!checked.due(&account), "asked just now");
-        assert!(checked.due(&BareJid::from_str("y@localhost").unwrap()));
     }
 }

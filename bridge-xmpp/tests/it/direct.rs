@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::fixture::{Fixture, WAIT};
+use crate::fixture::{Fixture, WAIT, html_message};
 
 #[tokio::test]
 async fn direct_chats_both_ways_and_after_leaving() -> anyhow::Result<()> {
@@ -21,13 +21,7 @@ async fn direct_chats_both_ways_and_after_leaving() -> anyhow::Result<()> {
     assert_eq!(message["content"]["formatted_body"], "hello <strong>alice</strong>");
 
     // Matrix → XMPP: Alice's reply comes from her gateway JID, styled.
-    alice
-        .send_message(
-            &room_id,
-            json!({"msgtype": "m.text", "body": "hi xavier", "format": "org.matrix.custom.html",
-                "formatted_body": "hi <em>xavier</em>"}),
-        )
-        .await?;
+    alice.send_message(&room_id, html_message("hi xavier", "hi <em>xavier</em>")).await?;
     let body = xavier.wait_for_chat(gateway_jid, WAIT, |body| body.starts_with("hi ")).await?;
     assert_eq!(body, "hi _xavier_");
 

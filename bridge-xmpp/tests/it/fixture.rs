@@ -15,6 +15,11 @@ use lattice_e2e::{
 
 use crate::client::XmppClient;
 
+/// An `m.text` message with HTML formatting.
+pub fn html_message(body: &str, html: &str) -> serde_json::Value {
+    serde_json::json!({"msgtype": "m.text", "body": body, "format": "org.matrix.custom.html", "formatted_body": html})
+}
+
 /// How long a user waits for what the bridge should make visible.
 pub const WAIT: Duration = Duration::from_secs(30);
 const COMPONENT: &str = "bridge.localhost";

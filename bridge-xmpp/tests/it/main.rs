@@ -3,12 +3,13 @@
 
 mod affiliations;
 mod avatars;
+mod chat_states;
 mod client;
 mod direct;
 mod disco;
 mod fixture;
+mod gateway_muc;
 mod history;
-mod hosted;
 mod media;
 mod muc;
 mod self_ping;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::XmppClient,
-    fixture::{Fixture, WAIT},
+    fixture::{Fixture, WAIT, html_message},
 };
 
 /// A Matrix user in the portal of `room`, with the XMPP side's view of the bridge set up: the bridge's listener is
@@ -70,6 +70,30 @@ fn is_message_with_prefix(event: &Value, prefix: &str) -> bool {
     event["type"] == "m.room.message" && event["content"]["body"].as_str().is_some_and(|body| body.starts_with(prefix))
 }
 
+/// Alice's file in the portal reaches the MUC as a XEP-0066 link to the bridge's media endpoint, which serves it.
+async fn file_becomes_a_link(
+    alice: &MatrixUser,
+    room_id: &str,
+    xavier: &mut XmppClient,
+    room: &str,
+) -> anyhow::Result<()> {
+    let mxc = alice.upload(b"file contents".to_vec(), "text/plain", "notes.txt").await?;
+    alice
+        .send_message(
+            room_id,
+            json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc,
+            "info": {"mimetype": "text/plain", "size": 13}}),
+        )
+        .await?;
+    let (_, url, stanza) = xavier.wait_for_groupchat(room, WAIT, |body| body.contains("/_lattice/media/")).await?;
+    let oob = stanza.get_child("x", "jabber:x:oob").context("no XEP-0066 payload")?;
+    assert_eq!(oob.get_child("url", "jabber:x:oob").map(|url| url.text()), Some(url.clone()));
+    assert!(url.ends_with("/notes.txt"), "{url}");
+    let fetched = reqwest::Client::builder().no_proxy().build()?.get(&url).send().await?.bytes().await?;
+    assert_eq!(&fetched[..], b"file contents");
+    Ok(())
+}
+
 #[tokio::test]
 async fn muc_conversation_both_ways_with_styling() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
@@ -89,13 +113,7 @@ async fn muc_conversation_both_ways_with_styling() -> anyhow::Result<()> {
     }
 
     // Matrix → XMPP: HTML becomes styling, from Alice's own occupant named by her display name.
-    alice
-        .send_message(
-            &room_id,
-            json!({"msgtype": "m.text", "body": "hi there gone", "format": "org.matrix.custom.html",
-                "formatted_body": "hi <strong>there</strong> <del>gone</del>"}),
-        )
-        .await?;
+    alice.send_message(&room_id, html_message("hi there gone", "hi <strong>there</strong> <del>gone</del>")).await?;
     let (nick, body, _) = xavier.wait_for_groupchat(room, WAIT, |body| body.starts_with("hi ")).await?;
     assert_eq!((nick.as_str(), body.as_str()), ("alice", "hi *there* ~gone~"));
     alice.send_message(&room_id, json!({"msgtype": "m.emote", "body": "waves"})).await?;
@@ -103,20 +121,7 @@ async fn muc_conversation_both_ways_with_styling() -> anyhow::Result<()> {
     assert_eq!(body, "/me waves");
 
     // A Matrix file becomes a XEP-0066 link to the bridge's media endpoint, which serves the file.
-    let mxc = alice.upload(b"file contents".to_vec(), "text/plain", "notes.txt").await?;
-    alice
-        .send_message(
-            &room_id,
-            json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc,
-            "info": {"mimetype": "text/plain", "size": 13}}),
-        )
-        .await?;
-    let (_, url, stanza) = xavier.wait_for_groupchat(room, WAIT, |body| body.contains("/_lattice/media/")).await?;
-    let oob = stanza.get_child("x", "jabber:x:oob").context("no XEP-0066 payload")?;
-    assert_eq!(oob.get_child("url", "jabber:x:oob").map(|url| url.text()), Some(url.clone()));
-    assert!(url.ends_with("/notes.txt"), "{url}");
-    let fetched = reqwest::Client::builder().no_proxy().build()?.get(&url).send().await?.bytes().await?;
-    assert_eq!(&fetched[..], b"file contents");
+    file_becomes_a_link(&alice, &room_id, &mut xavier, room).await?;
 
     // An oversize message is refused with a notice to its sender instead of vanishing.
     let oversize = "x".repeat(20_000);

@@ -25,7 +25,7 @@ use tokio_xmpp::{
 
 use crate::{
     config::ComponentConfig,
-    skim::{DropStanza, SkimmedStream},
+    gateway::skim::{DropStanza, SkimmedStream},
 };
 
 /// How many outgoing stanzas may wait for the connection before senders wait too.
@@ -35,7 +35,7 @@ const MAX_STANZAS_PER_WRITE: usize = 64;
 
 /// The state of the component connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LinkState {
+pub(crate) struct LinkState {
     /// Counts connections: a new value means a new stream, on which every MUC must be joined again.
     pub generation: u64,
     /// Whether the handshake succeeded and the stream is up.
@@ -45,13 +45,13 @@ pub struct LinkState {
 /// The component is not connected; try again after it reconnects.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the XMPP component is not connected to {server}")]
-pub struct Offline {
+pub(crate) struct Offline {
     server: String,
 }
 
 /// A handle on the supervised connection: send stanzas, watch its state. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Link {
+pub(crate) struct Link {
     outbound: mpsc::Sender<(u64, Stanza)>,
     state: watch::Receiver<LinkState>,
     server: String,
@@ -60,17 +60,17 @@ pub struct Link {
 
 impl Link {
     /// The connection's current state.
-    pub fn state(&self) -> LinkState {
+    pub(crate) fn state(&self) -> LinkState {
         *self.state.borrow()
     }
 
     /// A receiver that sees every change of state.
-    pub fn subscribe(&self) -> watch::Receiver<LinkState> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<LinkState> {
         self.state.clone()
     }
 
     /// Queues a stanza on the current connection. Fails at once while offline.
-    pub async fn send(&self, stanza: impl Into<Stanza>) -> Result<(), Offline> {
+    pub(crate) async fn send(&self, stanza: impl Into<Stanza>) -> Result<(), Offline> {
         let state = self.state();
         let offline = || Offline { server: self.server.clone() };
         if !state.online {
@@ -80,28 +80,24 @@ impl Link {
     }
 
     /// Closes the connection for good (a bridge shutting down): the stream is ended cleanly and not reconnected.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.stop.send_replace(true);
     }
 
     /// Whether [`Link::close`] was called.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         *self.stop.borrow()
-    }
-
-    /// Waits until the component is online (or `timeout` passes).
-    pub async fn wait_online(&self, timeout: Duration) -> Result<LinkState, Offline> {
-        let mut state = self.subscribe();
-        match tokio::time::timeout(timeout, state.wait_for(|state| state.online)).await {
-            Ok(Ok(state)) => Ok(*state),
-            _ => Err(Offline { server: self.server.clone() }),
-        }
     }
 }
 
 /// Starts the supervisor; incoming stanzas go to `inbound`, in the order the server sent them, except those
-/// `drop_stanza` picks, which are skimmed off the stream unparsed (see [`crate::skim`]).
-pub fn spawn(config: &ComponentConfig, secret: String, inbound: mpsc::Sender<Stanza>, drop_stanza: DropStanza) -> Link {
+/// `drop_stanza` picks, which are skimmed off the stream unparsed (see [`crate::gateway::skim`]).
+pub(crate) fn spawn(
+    config: &ComponentConfig,
+    secret: String,
+    inbound: mpsc::Sender<Stanza>,
+    drop_stanza: DropStanza,
+) -> Link {
     let (outbound, outbound_receiver) = mpsc::channel(OUTBOUND_CAPACITY);
     let (state_sender, state) = watch::channel(LinkState::default());
     let (stop, stopped) = watch::channel(false);

@@ -25,12 +25,12 @@ const LANE_CAPACITY: usize = 256;
 /// How long a lane without stanzas lives on.
 const LANE_IDLE: Duration = Duration::from_secs(60);
 
-/// The conversation a stanza belongs to: the addressed gateway MUC for stanzas to one (`hosted`), else the
+/// The conversation a stanza belongs to: the addressed gateway MUC for stanzas to one (`to_gateway_muc`), else the
 /// sender's bare JID (a MUC, or an XMPP account in a direct chat). `None` for a stanza without a sender, and for
 /// answers to the gateway's IQs: they only wake their waiter, which a slow lane must not hold up (a self-ping
 /// answer stuck behind a download would read as a MUC that forgot the bridge). XEP-0313 archive results are such
 /// answers too: they must be collected before the IQ that ends their query, which skips the lanes.
-pub fn lane_of(stanza: &Stanza, hosted: bool) -> Option<BareJid> {
+pub(crate) fn lane_of(stanza: &Stanza, to_gateway_muc: bool) -> Option<BareJid> {
     let (from, to) = match stanza {
         Stanza::Message(message) if message.payloads.iter().any(|payload| payload.is("result", ns::MAM)) => {
             return None;
@@ -40,11 +40,11 @@ pub fn lane_of(stanza: &Stanza, hosted: bool) -> Option<BareJid> {
         Stanza::Iq(Iq::Result { .. } | Iq::Error { .. }) => return None,
         Stanza::Iq(iq) => (iq.from(), iq.to()),
     };
-    if hosted { to.map(|to| to.to_bare()) } else { from.map(|from| from.to_bare()) }
+    if to_gateway_muc { to.map(|to| to.to_bare()) } else { from.map(|from| from.to_bare()) }
 }
 
 /// The lanes, each a task that hands its stanzas one at a time to the handler.
-pub struct Lanes<H> {
+pub(crate) struct Lanes<H> {
     handler: H,
     lanes: Arc<Mutex<HashMap<BareJid, mpsc::Sender<Stanza>>>>,
 }
@@ -55,12 +55,12 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     /// Lanes that hand stanzas to `handler`.
-    pub fn new(handler: H) -> Self {
+    pub(crate) fn new(handler: H) -> Self {
         Self { handler, lanes: Arc::default() }
     }
 
     /// Queues `stanza` on the lane of `key`, starting the lane if needed; waits while that lane is full.
-    pub async fn dispatch(&self, key: BareJid, mut stanza: Stanza) {
+    pub(crate) async fn dispatch(&self, key: BareJid, mut stanza: Stanza) {
         // A lane can end between looking it up and sending to it; then the stanza comes back and a new one starts.
         for _ in 0..2 {
             let sender = self.sender(&key);
@@ -90,13 +90,9 @@ where
     }
 
     /// How many lanes run now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
-    }
-
-    /// Whether no lane runs.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

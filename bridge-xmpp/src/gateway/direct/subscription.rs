@@ -17,14 +17,14 @@ use tokio_xmpp::parsers::{
     presence::{Presence, Type as PresenceType},
 };
 
-use crate::muc::Gateway;
+use super::Direct;
 
 /// The resource the gateway's presences for Matrix users come from.
 const PRESENCE_RESOURCE: &str = "matrix";
 
 /// What the gateway sends back for a subscription-related presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// `subscribed`: the request is approved.
     Subscribed,
     /// `unsubscribed`: refused, or the subscription is cancelled.
@@ -40,7 +40,7 @@ pub enum Reply {
 /// The replies to a presence of `kind` sent to the gateway JID of a Matrix user who does (or does not) `exist`.
 /// The XMPP user approving the gateway's own request (`subscribed`) gets the Matrix user's presence again, which
 /// their server now reads for caps; a refusal (`unsubscribed`) needs none.
-pub fn replies(kind: &PresenceType, exists: bool) -> &'static [Reply] {
+fn replies(kind: &PresenceType, exists: bool) -> &'static [Reply] {
     match (kind, exists) {
         (PresenceType::Subscribe, true) => &[Reply::Subscribed, Reply::Available, Reply::Subscribe],
         (PresenceType::Subscribed, true) => &[Reply::Available],
@@ -53,7 +53,7 @@ pub fn replies(kind: &PresenceType, exists: bool) -> &'static [Reply] {
 }
 
 /// Whether a presence is about subscriptions (RFC 6121 §3) or a probe (§4.3), rather than availability.
-pub fn is_subscription(kind: &PresenceType) -> bool {
+pub(crate) fn is_subscription(kind: &PresenceType) -> bool {
     matches!(
         kind,
         PresenceType::Subscribe
@@ -64,7 +64,7 @@ pub fn is_subscription(kind: &PresenceType) -> bool {
     )
 }
 
-impl Gateway {
+impl Direct<'_> {
     /// A subscription request, cancellation or probe from an XMPP user to a Matrix user's gateway JID.
     pub(crate) async fn on_subscription(&self, presence: Presence) -> lattice_bridge_core::Result<()> {
         let (Some(from), Some(to)) = (presence.from.as_ref(), presence.to.as_ref()) else { return Ok(()) };

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::{
     client::{escape, to_xml},
-    fixture::{Fixture, WAIT},
+    fixture::{Fixture, WAIT, html_message},
 };
 
 #[tokio::test]
@@ -18,13 +18,7 @@ async fn matrix_room_as_gateway_muc_with_history_both_ways() -> anyhow::Result<(
             "topic": "tea at four"}))
         .await?;
     alice.send_text(&room_id, "history one").await?;
-    alice
-        .send_message(
-            &room_id,
-            json!({"msgtype": "m.text", "body": "history two", "format": "org.matrix.custom.html",
-                "formatted_body": "history <strong>two</strong>"}),
-        )
-        .await?;
+    alice.send_message(&room_id, html_message("history two", "history <strong>two</strong>")).await?;
 
     let mut xavier = fixture.xmpp_user("xavier").await?;
     // XMPP lower-cases JID nodes: `^w` stands for the upper-case `W` of `#Wonderland:localhost`.
@@ -71,13 +65,7 @@ async fn matrix_room_as_gateway_muc_with_history_both_ways() -> anyhow::Result<(
     assert_eq!(message["content"]["formatted_body"], "hello from <strong>xmpp</strong>");
 
     // Matrix → XMPP: from Alice's occupant, styled.
-    alice
-        .send_message(
-            &room_id,
-            json!({"msgtype": "m.text", "body": "welcome xavier", "format": "org.matrix.custom.html",
-                "formatted_body": "welcome <em>xavier</em>"}),
-        )
-        .await?;
+    alice.send_message(&room_id, html_message("welcome xavier", "welcome <em>xavier</em>")).await?;
     let (nick, body, _) = xavier.wait_for_groupchat(room, WAIT, |body| body.starts_with("welcome")).await?;
     assert_eq!((nick.as_str(), body.as_str()), ("Alice Liddell", "welcome _xavier_"));
 

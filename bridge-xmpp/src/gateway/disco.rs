@@ -1,6 +1,6 @@
 //! [XEP-0030: Service Discovery](https://xmpp.org/extensions/xep-0030.html) on the gateway's own JIDs: the gateway
 //! domain is a Matrix gateway and a conference service whose items are the browsable Matrix rooms; a Matrix user's
-//! gateway JID is a registered account. Gateway MUCs answer for themselves in [`crate::hosted`].
+//! gateway JID is a registered account. Gateway MUCs answer for themselves in [`crate::gateway::gateway_muc`].
 //!
 //! The room list is the homeserver's public room directory (`GET /_matrix/client/v3/publicRooms`), like biboumi
 //! listing an IRC server's public channels and bifrost its homeserver's directory: rooms someone chose to publish.
@@ -14,17 +14,17 @@ use tokio_xmpp::parsers::{
     ns,
 };
 
-use crate::{hosted::room_node_of_alias, muc::Gateway};
+use super::{Gateway, gateway_muc::room_node_of_alias};
 
 /// How many rooms of the directory a disco#items answer lists at most; clients show the list as one page.
-pub const MAX_LISTED_ROOMS: usize = 200;
+pub(super) const MAX_LISTED_ROOMS: usize = 200;
 
 /// The features the gateway domain offers.
 const GATEWAY_FEATURES: [&str; 5] = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::MUC, ns::PING, ns::VERSION];
 
 /// The gateway MUC item of one `publicRooms` entry: `#alias#server@gateway` named by the room's name. Rooms without
 /// a canonical alias have no gateway JID and are left out.
-pub fn directory_item(gateway: &str, room: &Value) -> Option<Item> {
+pub(super) fn directory_item(gateway: &str, room: &Value) -> Option<Item> {
     let alias = room.get("canonical_alias")?.as_str()?;
     let node = room_node_of_alias(alias)?;
     let jid = BareJid::new(&format!("{node}@{gateway}")).ok()?;

@@ -10,25 +10,22 @@
 //! answers for occupants it knows and refuses the others with `not-acceptable`, so a client that the bridge forgot
 //! rejoins on its own.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use tokio::{sync::oneshot, time::Instant};
+use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 use tokio_xmpp::parsers::{
     iq::Iq,
-    jid::{BareJid, FullJid, Jid},
+    jid::{BareJid, FullJid},
     ping::Ping,
-    stanza_error::{DefinedCondition, ErrorType, StanzaError},
+    stanza_error::DefinedCondition,
 };
 
-use crate::muc::{Gateway, new_id};
+use super::MucPortals;
+use crate::gateway::{new_id, portal::muc_key};
 
 /// What a self-ping found out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PingOutcome {
+pub(crate) enum PingOutcome {
     /// The MUC still has the occupant.
     Joined,
     /// The MUC no longer knows the occupant: join again.
@@ -40,7 +37,7 @@ pub enum PingOutcome {
 /// Reads an answer to a self-ping as XEP-0410 §3 says: a result, or an error the occupant's own client would give
 /// (`service-unavailable`, `feature-not-implemented`), means joined; `remote-server-*` means the MUC's server is
 /// not reachable now; any other error, and silence, means the occupant is gone.
-pub fn outcome_of(answer: Option<Result<(), DefinedCondition>>) -> PingOutcome {
+fn outcome_of(answer: Option<Result<(), DefinedCondition>>) -> PingOutcome {
     match answer {
         Some(Ok(())) => PingOutcome::Joined,
         Some(Err(DefinedCondition::ServiceUnavailable | DefinedCondition::FeatureNotImplemented)) => {
@@ -57,7 +54,7 @@ type PingWaiter = oneshot::Sender<Result<(), DefinedCondition>>;
 
 /// The gateway's self-ping state: pings awaiting an answer, and when each bridged MUC was last heard from.
 #[derive(Debug, Default)]
-pub struct SelfPings {
+pub(crate) struct SelfPings {
     pending: Mutex<HashMap<String, PingWaiter>>,
     heard: Mutex<HashMap<BareJid, Instant>>,
 }
@@ -72,7 +69,7 @@ impl SelfPings {
     }
 
     /// Notes a stanza from `room` to the listener (proof that the MUC still routes to it) or a check of it.
-    pub fn heard_from(&self, room: &BareJid) {
+    pub(super) fn heard_from(&self, room: &BareJid) {
         self.heard().insert(room.clone(), Instant::now());
     }
 
@@ -82,7 +79,7 @@ impl SelfPings {
     }
 
     /// Hands an IQ answer to the self-ping waiting for it; false when it answers something else.
-    pub fn answer(&self, iq: &Iq) -> bool {
+    fn answer(&self, iq: &Iq) -> bool {
         let (id, outcome) = match iq {
             Iq::Result { id, .. } => (id, Ok(())),
             Iq::Error { id, error, .. } => (id, Err(error.defined_condition.clone())),
@@ -98,9 +95,20 @@ impl SelfPings {
     }
 }
 
-impl Gateway {
-    /// Pings idle MUCs' listener occupants until the link is closed. Runs as one task per gateway.
-    pub(crate) async fn run_self_pings(self: Arc<Self>) {
+impl MucPortals<'_> {
+    /// Starts pinging idle MUCs' listener occupants, until the link is closed.
+    pub(crate) fn spawn_self_pings(&self) -> JoinHandle<()> {
+        let gateway = self.arc();
+        tokio::spawn(async move { gateway.muc().self_ping_loop().await })
+    }
+
+    /// Hands an IQ answer to the self-ping waiting for it; false when it answers something else.
+    pub(crate) fn take_self_ping_answer(&self, iq: &Iq) -> bool {
+        self.mucs.self_pings.answer(iq)
+    }
+
+    /// Pings idle MUCs' listener occupants until the link is closed.
+    async fn self_ping_loop(&self) {
         let idle = Duration::from_secs(self.section.muc.self_ping_interval_secs);
         let mut ticks = tokio::time::interval((idle / 2).max(Duration::from_secs(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,13 +122,13 @@ impl Gateway {
                 continue;
             }
             for (room, occupant) in self.listening_occupants(state.generation) {
-                if !self.self_pings.is_idle(&room, idle) {
+                if !self.mucs.self_pings.is_idle(&room, idle) {
                     continue;
                 }
                 // Counts as a check from now on: one ping per idle period, however long its answer takes.
-                self.self_pings.heard_from(&room);
-                let gateway = Arc::clone(&self);
-                tokio::spawn(async move { gateway.self_ping(room, occupant).await });
+                self.mucs.self_pings.heard_from(&room);
+                let gateway = self.arc();
+                tokio::spawn(async move { gateway.muc().self_ping(room, occupant).await });
             }
         }
     }
@@ -129,61 +137,28 @@ impl Gateway {
     async fn self_ping(&self, room: BareJid, occupant: FullJid) {
         let id = new_id();
         let (sender, receiver) = oneshot::channel();
-        self.self_pings.pending().insert(id.clone(), sender);
+        self.mucs.self_pings.pending().insert(id.clone(), sender);
         let ping = Iq::from_get(id.clone(), Ping).with_from(self.listener_jid().into()).with_to(occupant.into());
         if self.send(ping).await.is_err() {
-            self.self_pings.pending().remove(&id);
+            self.mucs.self_pings.pending().remove(&id);
             return;
         }
         let answer = tokio::time::timeout(self.timeout, receiver).await.ok().and_then(Result::ok);
-        self.self_pings.pending().remove(&id);
+        self.mucs.self_pings.pending().remove(&id);
         match outcome_of(answer) {
-            PingOutcome::Joined => self.self_pings.heard_from(&room),
+            PingOutcome::Joined => self.mucs.self_pings.heard_from(&room),
             PingOutcome::Unreachable => tracing::info!(%room, "the MUC's server is unreachable; pinging again later"),
             PingOutcome::NotJoined => {
                 tracing::warn!(%room, "the MUC forgot the bridge's occupant (XEP-0410 self-ping); joining again");
                 self.forget_listening(&room);
                 // Counts as heard: the rejoin itself is the check until the next idle period.
-                self.self_pings.heard_from(&room);
-                match self.bridge.store().portal_by_key(&crate::muc::portal_key(&room)).await {
+                self.mucs.self_pings.heard_from(&room);
+                match self.bridge.store().portal_by_key(&muc_key(&room)).await {
                     Ok(Some(portal)) => self.rejoin_room(&room, &portal).await,
                     Ok(None) => {}
                     Err(error) => tracing::warn!(%room, %error, "cannot read the portal of a MUC to rejoin it"),
                 }
             }
-        }
-    }
-
-    /// The answer to a ping sent to an occupant of a gateway MUC (`#room#server@gateway/nick`) or to the room: a
-    /// result when `from` is an occupant and the target exists, `not-acceptable` when `from` is not an occupant
-    /// (XEP-0410: the client then joins again), `item-not-found` for a nick nobody has.
-    pub(crate) fn hosted_ping_reply(&self, from: &FullJid, to: &Jid, id: String) -> Iq {
-        let room = to.to_bare();
-        let condition = {
-            let hosted = self.hosted.lock();
-            let state = hosted.get(&room);
-            let sender_nick = state.and_then(|state| state.occupants.get(from));
-            match (sender_nick, to.resource()) {
-                (None, _) => Some((DefinedCondition::NotAcceptable, "You are not currently connected to this chat")),
-                (Some(_), None) => None,
-                (Some(own), Some(nick)) if own == nick.as_str() => None,
-                (Some(_), Some(nick)) => {
-                    let state = state.expect("the sender's nick came from it");
-                    let present = state.occupants.values().any(|other| other == nick.as_str())
-                        || state.members.values().any(|name| name == nick.as_str());
-                    (!present).then_some((DefinedCondition::ItemNotFound, "Recipient not in room"))
-                }
-            }
-        };
-        match condition {
-            None => Iq::Result { from: Some(to.clone()), to: Some(from.clone().into()), id, payload: None },
-            Some((condition, text)) => Iq::Error {
-                from: Some(to.clone()),
-                to: Some(from.clone().into()),
-                id,
-                error: StanzaError::new(ErrorType::Cancel, condition, "en", text),
-                payload: None,
-            },
         }
     }
 }

@@ -7,11 +7,11 @@ use std::{collections::HashMap, sync::Mutex};
 use tokio::sync::oneshot;
 use tokio_xmpp::parsers::iq::Iq;
 
-use crate::muc::{Gateway, new_id};
+use super::{Gateway, new_id};
 
 /// Requests waiting for their answer, by ID.
 #[derive(Debug, Default)]
-pub struct IqRequests {
+pub(crate) struct IqRequests {
     pending: Mutex<HashMap<String, oneshot::Sender<Iq>>>,
 }
 

@@ -12,9 +12,6 @@
 //! large batches, for RSM's `<count/>` (and the first item's `index` where it follows from it); a history longer
 //! than [`MAX_COUNTED`] messages is served without a count rather than with a wrong one.
 
-use std::{collections::HashMap, sync::Mutex};
-
-use lattice_bridge_core::{ConnectorError, connector::ConnectorResult, store::Portal};
 use serde_json::{Value, json};
 use tokio_xmpp::parsers::{
     delay::Delay,
@@ -23,56 +20,19 @@ use tokio_xmpp::parsers::{
     jid::{BareJid, Jid},
     mam::{Fin, Query, QueryId, Result_},
     message::{Id, Lang, Message, MessageType},
-    minidom::{Element, Node},
-    ns,
+    minidom::Element,
     rsm::{First, SetQuery, SetResult},
     stanza_error::{DefinedCondition, ErrorType, StanzaError},
 };
 
+use super::{GatewayMucs, alias_of_room, content_text};
 use crate::{
-    hosted::{MatrixApi, alias_of_room, content_text, stamp},
-    messages::Inbound,
-    muc::Gateway,
-    xep::ids::MessageIds,
+    gateway::{MatrixApi, clock::stamp},
+    xep::forward::in_client_namespace,
 };
 
-/// How many archived messages a new portal is filled with.
-pub const BACKFILL_MESSAGES: usize = 50;
-
-/// Results of the gateway's archive queries to MUCs, by query ID, gathered until the MUC answers the query's
-/// IQ (which [`IqRequests`](crate::requests::IqRequests) waits for): the MUC sends each result as a message first.
-#[derive(Debug, Default)]
-pub struct ArchiveQueries {
-    results: Mutex<HashMap<String, Vec<Result_>>>,
-}
-
-impl ArchiveQueries {
-    fn results(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Result_>>> {
-        self.results.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Takes a message that is a result of one of the gateway's queries; false for any other message.
-    pub(crate) fn collect(&self, message: &Message) -> bool {
-        let Some(result) = message
-            .payloads
-            .iter()
-            .find(|element| element.is("result", ns::MAM))
-            .and_then(|element| Result_::try_from(in_component_namespace(element.clone())).ok())
-        else {
-            return false;
-        };
-        let Some(queryid) = &result.queryid else { return false };
-        let mut queries = self.results();
-        let Some(results) = queries.get_mut(&queryid.0) else { return false };
-        if results.len() < MAX_PAGE {
-            results.push(result);
-        }
-        true
-    }
-}
-
 /// Most messages counted for an archive's `<count/>`; a longer history is served without one.
-pub const MAX_COUNTED: usize = 10_000;
+pub(super) const MAX_COUNTED: usize = 10_000;
 /// Events asked for per request while counting.
 const COUNT_BATCH: usize = 1000;
 
@@ -82,13 +42,13 @@ fn archived(event: &Value) -> Option<(&str, String)> {
 }
 
 /// Page size when the query names none.
-pub const DEFAULT_PAGE: usize = 50;
+pub(super) const DEFAULT_PAGE: usize = 50;
 /// Largest page served.
-pub const MAX_PAGE: usize = 250;
+pub(super) const MAX_PAGE: usize = 250;
 
 /// Where a page of history starts and which way it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Page {
+pub(super) enum Page {
     /// The oldest messages (no RSM position given).
     Oldest,
     /// The newest messages (`<before/>` empty).
@@ -101,7 +61,7 @@ pub enum Page {
 
 impl Page {
     /// The page an RSM query asks for, and its size.
-    pub fn of(set: Option<&SetQuery>) -> (Self, usize) {
+    pub(super) fn of(set: Option<&SetQuery>) -> (Self, usize) {
         let max = set.and_then(|set| set.max).unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
         let page = match set {
             Some(SetQuery { before: Some(before), .. }) if before.is_empty() => Self::Newest,
@@ -113,7 +73,7 @@ impl Page {
     }
 
     /// Whether the page runs backwards in time from its anchor (and must be reversed to be served oldest first).
-    pub fn backwards(&self) -> bool {
+    pub(super) fn backwards(&self) -> bool {
         matches!(self, Self::Newest | Self::Before(_))
     }
 }
@@ -176,57 +136,9 @@ impl MatrixApi {
     }
 }
 
-impl Gateway {
-    /// Fills a new portal from its MUC's archive, before the first join: the newest messages, oldest first, with
-    /// their original time. A MUC without an archive (or one that refuses) leaves the portal as it is.
-    pub async fn backfill(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
-        // Whether archived messages' occupant-ids can be trusted, before the first join asks again.
-        self.learn_muc_features(room).await;
-        let queryid = crate::muc::new_id();
-        self.archive.results().insert(queryid.clone(), Vec::new());
-        let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
-        let query =
-            Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
-        let listener = Jid::new(&format!("{}/{}", self.addressing.gateway(), crate::muc::LISTENER_RESOURCE))
-            .map_err(|error| ConnectorError::permanent(error.to_string()))?;
-        let iq = Iq::from_set(String::new(), query).with_from(listener).with_to(room.clone().into());
-        let answer = self.request(iq).await;
-        let results = self.archive.results().remove(&queryid).unwrap_or_default();
-        match answer {
-            Some(Iq::Result { .. }) => {}
-            Some(Iq::Error { error, .. }) => {
-                tracing::info!(%room, condition = ?error.defined_condition, "the MUC has no archive to fill the new portal from");
-                return Ok(());
-            }
-            _ => {
-                tracing::warn!(%room, "the MUC did not answer the archive query; the portal starts empty");
-                return Ok(());
-            }
-        }
-        let count = results.len();
-        for result in results {
-            let Forwarded { delay, message } = result.forwarded;
-            let (Some(delay), Some(from)) = (delay, message.from.clone()) else { continue };
-            let Some(nick) = from.resource().map(|nick| nick.to_string()) else { continue };
-            let key = format!("{nick}\u{0}{}", message.id.as_ref().map_or(result.id.as_str(), |id| id.0.as_str()));
-            if !self.note_archived(room, key, delay.stamp.clone()) {
-                continue;
-            }
-            // The bridge's own occupants' messages came from Matrix: they are there already.
-            let Ok(occupant) = from.try_into_full() else { continue };
-            let Some(identity) = self.occupant_identity(&message.payloads, occupant) else { continue };
-            let mut ids = MessageIds::of(&message, None);
-            ids.stanza_id = Some(result.id.clone());
-            let timestamp_ms = u64::try_from(delay.stamp.0.timestamp_millis()).ok();
-            let inbound = Inbound { portal: &portal.remote_key, sender: self.ghost(&identity, &nick), timestamp_ms };
-            self.push_inbound(inbound, &message, &ids).await.map_err(crate::hosted::core_error)?;
-        }
-        tracing::info!(%room, count, "filled the new portal from the MUC's archive");
-        Ok(())
-    }
-
+impl GatewayMucs<'_> {
     /// Answers a MAM query to a gateway MUC: the page as `<result/>` messages, then `<fin/>` in the IQ result.
-    pub(crate) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
+    pub(super) async fn serve_archive(&self, from: &Jid, to: &Jid, id: &str, payload: &Element) {
         let answer = match Query::try_from(payload.clone()) {
             Ok(query) => self.archive_page(from, &to.to_bare(), query).await,
             Err(error) => {
@@ -264,11 +176,11 @@ impl Gateway {
         for event in &events {
             let Some((event_id, text)) = archived(event) else { continue };
             let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
-            let Ok(occupant) = room.with_resource_str(&self.hosted_nick(room, sender).await) else { continue };
+            let Ok(occupant) = room.with_resource_str(&self.nick_of(room, sender).await) else { continue };
             let mut archived = Message::groupchat(None::<Jid>).with_body(Lang::new(), text);
             archived.from = Some(occupant.into());
             archived.id = Some(Id(event_id.to_owned()));
-            archived.payloads.push(crate::xep::ids::hosted_occupant_id(room, sender).into());
+            archived.payloads.push(crate::xep::ids::gateway_muc_occupant_id(room, sender).into());
             let delay = event.get("origin_server_ts").and_then(Value::as_u64).and_then(stamp).map(|stamp| Delay {
                 from: None,
                 stamp,
@@ -314,36 +226,6 @@ fn first_index(page: &Page, count: Option<usize>, served: usize) -> Option<usize
     }
 }
 
-/// The component build serialises stanzas in `jabber:component:accept`; a stanza forwarded to a client inside
-/// another (XEP-0297) must be in `jabber:client`, the namespace clients parse it in.
-fn in_client_namespace(element: Element) -> Element {
-    renamespace(element, COMPONENT_NS, CLIENT_NS)
-}
-
-/// A forwarded stanza from a server's archive is in `jabber:client`; the component build parses stanzas in
-/// `jabber:component:accept`.
-fn in_component_namespace(element: Element) -> Element {
-    renamespace(element, CLIENT_NS, COMPONENT_NS)
-}
-
-fn renamespace(element: Element, from: &str, to: &str) -> Element {
-    let namespace = if element.ns() == from { to.to_owned() } else { element.ns() };
-    let mut rewritten = Element::bare(element.name(), namespace);
-    *rewritten.attrs_mut() = element.attrs().clone();
-    for node in element.nodes() {
-        match node {
-            Node::Element(child) => {
-                rewritten.append_child(renamespace(child.clone(), from, to));
-            }
-            Node::Text(text) => rewritten.append_text_node(text.clone()),
-        }
-    }
-    rewritten
-}
-
-const COMPONENT_NS: &str = "jabber:component:accept";
-const CLIENT_NS: &str = "jabber:client";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,17 +266,5 @@ mod tests {
         assert_eq!(archived(&message), Some(("$m", "hi".to_owned())));
         assert_eq!(archived(&json!({"event_id": "$r", "content": {}})), None, "redacted");
         assert_eq!(archived(&json!({"content": {"body": "hi"}})), None, "no ID");
-    }
-
-    #[test]
-    fn forwarded_stanzas_are_in_the_client_namespace() {
-        let message = Message::groupchat(None::<Jid>).with_body(Lang::new(), "hi".into());
-        let forwarded = Forwarded { delay: None, message };
-        let element = in_client_namespace(forwarded.into());
-        let inner = element.get_child("message", CLIENT_NS).expect("the message is in jabber:client");
-        assert_eq!(inner.get_child("body", CLIENT_NS).map(Element::text).as_deref(), Some("hi"));
-        assert_eq!(element.ns(), "urn:xmpp:forward:0", "other namespaces stay");
-        let back = Forwarded::try_from(in_component_namespace(element)).expect("parses in the component build");
-        assert_eq!(back.message.bodies.values().next().map(String::as_str), Some("hi"));
     }
 }

@@ -26,14 +26,14 @@ use std::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The longest stanza start tag waited for whole; stanzas' start tags are a few hundred bytes.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(super) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// What a stanza's start tag says: its name and the attributes a decision needs, as written (prefix included, entity
 /// references not decoded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StanzaHead<'a> {
+pub(crate) struct StanzaHead<'a> {
     /// The element name: `message`, `presence`, `iq`.
     pub name: &'a [u8],
     /// The `type` attribute.
@@ -44,7 +44,7 @@ pub struct StanzaHead<'a> {
 
 impl<'a> StanzaHead<'a> {
     /// Reads a whole start tag, `<` to `>`. Attributes after a malformed one are not read.
-    pub fn parse(tag: &'a [u8]) -> Self {
+    pub(crate) fn parse(tag: &'a [u8]) -> Self {
         let inner = tag.strip_prefix(b"<").unwrap_or(tag);
         let inner = inner.strip_suffix(b">").unwrap_or(inner);
         let inner = inner.strip_suffix(b"/").unwrap_or(inner);
@@ -78,7 +78,7 @@ fn next_attribute(attributes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 }
 
 /// Decides which stanzas to drop.
-pub type DropStanza = Arc<dyn Fn(&StanzaHead<'_>) -> bool + Send + Sync>;
+pub(super) type DropStanza = Arc<dyn Fn(&StanzaHead<'_>) -> bool + Send + Sync>;
 
 /// The markup construct a `<` opened, as far as its bytes tell so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ struct Open {
 }
 
 /// Drops the stanzas a [`DropStanza`] picks from an XMPP stream fed in pieces of any size.
-pub struct Skimmer {
+pub(super) struct Skimmer {
     drop_stanza: DropStanza,
     /// The markup construct the scan is inside, if any.
     open: Option<Open>,
@@ -128,24 +128,20 @@ pub struct Skimmer {
 
 impl std::fmt::Debug for Skimmer {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Skimmer")
-            .field("depth", &self.depth)
-            .field("dropping", &self.dropping)
-            .field("passthrough", &self.passthrough)
-            .finish_non_exhaustive()
+        let Self { depth, dropping, passthrough, .. } = self;
+        write!(formatter, "Skimmer {{ depth: {depth}, dropping: {dropping}, passthrough: {passthrough}, .. }}")
     }
 }
 
 impl Skimmer {
     /// A skimmer for a new stream.
-    pub fn new(drop_stanza: DropStanza) -> Self {
+    pub(super) fn new(drop_stanza: DropStanza) -> Self {
         Self { drop_stanza, open: None, depth: 0, dropping: false, passthrough: false, head: Vec::new() }
     }
 
     /// Appends to `out` the bytes of `input` that pass; bytes of a stanza start tag not yet whole wait for the next
     /// piece.
-    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    pub(super) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut at = 0;
         while at < input.len() {
             if self.passthrough {
@@ -304,7 +300,7 @@ impl Open {
 
 /// A stream whose reads pass through a [`Skimmer`]; writes go straight through.
 #[derive(Debug)]
-pub struct SkimmedStream<S> {
+pub(crate) struct SkimmedStream<S> {
     inner: S,
     skimmer: Skimmer,
     /// Bytes read from `inner` and not skimmed yet.
@@ -316,7 +312,7 @@ pub struct SkimmedStream<S> {
 
 impl<S> SkimmedStream<S> {
     /// `inner`, skimmed with `drop_stanza`.
-    pub fn new(inner: S, drop_stanza: DropStanza) -> Self {
+    pub(crate) fn new(inner: S, drop_stanza: DropStanza) -> Self {
         Self {
             inner,
             skimmer: Skimmer::new(drop_stanza),

@@ -10,14 +10,17 @@ use lattice_bridge_core::event::{MessageType, RemoteEventKind};
 
 use tokio_xmpp::parsers::{minidom::Element, ns, oob::Oob};
 
+use lattice_bridge_core::{ConnectorError, connector::ConnectorResult, event::Media};
+
+use super::Messages;
 use crate::{
     config::MediaConfig,
-    muc::{Gateway, find_payload},
+    gateway::{Gateway, find_payload, transient},
 };
 
 /// Whether an address is one the bridge must not fetch from by default: loopback, private, link-local, shared
 /// (CGNAT), unique-local, unspecified, multicast or documentation ranges.
-pub fn is_private_address(address: IpAddr) -> bool {
+pub(crate) fn is_private_address(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
@@ -145,10 +148,10 @@ pub(crate) async fn fetch(config: &MediaConfig, gateway: &Gateway, link: &str) -
     })
 }
 
-impl Gateway {
+impl Messages<'_> {
     /// The file a message links with XEP-0066, as a Matrix media event; `None` when there is none or it cannot be
     /// fetched (then the message goes to Matrix as its text, which carries the link).
-    pub(crate) async fn oob_media(&self, payloads: &[Element], body: &str) -> Option<RemoteEventKind> {
+    pub(super) async fn oob_media(&self, payloads: &[Element], body: &str) -> Option<RemoteEventKind> {
         let oob = find_payload::<Oob>(payloads, "x", ns::OOB)?;
         // A client shows an attachment when the body is the URL; any other text is a message with a link.
         if !body.trim().is_empty() && body.trim() != oob.url {
@@ -161,6 +164,21 @@ impl Gateway {
                 None
             }
         }
+    }
+
+    /// Makes a Matrix file reachable from XMPP through the bridge's media endpoint (Matrix media needs
+    /// authentication) and returns the XEP-0066 out-of-band payload and the body that carries the same URL.
+    pub(super) async fn publish_media(&self, media: &Media) -> ConnectorResult<(String, Oob)> {
+        let url = self.bridge.publish_media(&media.url, &media.filename, media.mimetype.as_deref()).await.map_err(
+            |error| {
+                if error.is_transient() {
+                    transient(error.to_string())
+                } else {
+                    ConnectorError::permanent(format!("cannot publish {}: {error}", media.filename))
+                }
+            },
+        )?;
+        Ok((url.clone(), Oob { url, desc: Some(media.filename.clone()) }))
     }
 }
 
