@@ -27,7 +27,7 @@ pub mod store;
 pub mod testing;
 
 pub use self::{
-    connector::{Connector, ConnectorError, confirm_later},
+    connector::{Connector, ConnectorError},
     error::{Error, Result},
     handle::BridgeHandle,
     runtime::{Bridge, RuntimeSettings, ShutdownTrigger},

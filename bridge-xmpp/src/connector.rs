@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
-    connector::{Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec, confirm_later},
-    event::{MatrixEvent, MatrixEventKind},
+    connector::{
+        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, RemoteId, Sent,
+    },
+    event::{MatrixEvent, Message, Relation},
     store::Portal,
 };
 use serde_json::{Value, json};
@@ -15,7 +17,7 @@ use serde_json::{Value, json};
 use crate::{
     addressing::XmppIdentity,
     config::XmppSection,
-    gateway::{Gateway, PortalKind, Sent, Started},
+    gateway::{Gateway, PortalKind, Sent as GatewaySent, Started},
 };
 
 /// The gateway while the connector runs, and the tasks that feed it. Stopping drops both, which drops the last
@@ -61,20 +63,18 @@ impl XmppConnector {
         self.try_gateway().ok_or_else(|| ConnectorError::transient("the XMPP connector is not running"))
     }
 
-    /// Leaves the event's queue item until XMPP has what the event became, and records the message it became.
-    /// Outside the runtime's handling, waits for it here.
-    async fn settle(gateway: Arc<Gateway>, sent: Sent) -> ConnectorResult<()> {
-        let Sent::Later(delivered) = sent else { return Ok(()) };
-        let confirmation = async move {
-            // Durable before the item is settled: a replay after a crash finds the message delivered.
-            match delivered.await? {
-                Some(mapping) => gateway.record_delivery(mapping).await,
-                None => Ok(()),
-            }
-        };
-        match confirm_later(confirmation) {
-            Ok(()) => Ok(()),
-            Err(confirmation) => confirmation.await,
+    /// A message, edit, reaction or redaction: the gateway's one path to XMPP for content.
+    async fn content(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
+        Ok(sent(self.gateway()?.on_matrix_content(at.portal, at.sender, at.event).await?))
+    }
+}
+
+/// What the gateway's handling came to, for the runtime: it records the remote message once XMPP has it.
+fn sent(sent: GatewaySent) -> Sent {
+    match sent {
+        GatewaySent::Nothing => Sent::Nothing,
+        GatewaySent::Later(delivered) => {
+            Sent::later(async move { Ok(delivered.await?.map(|mapping| RemoteId::new(mapping.remote_id))) })
         }
     }
 }
@@ -132,48 +132,68 @@ impl Connector for XmppConnector {
         }
     }
 
-    async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        match (&event.kind, portal) {
-            (MatrixEventKind::Typing { user_ids }, Some(portal)) => {
-                return self.gateway()?.on_matrix_typing(portal, &event.room_id, user_ids).await;
-            }
-            (MatrixEventKind::Receipts(receipts), Some(portal)) => {
-                return self.gateway()?.on_matrix_receipts(portal, &event.room_id, receipts).await;
-            }
-            _ => {}
+    async fn matrix_message(&self, at: InPortal<'_>, _message: &Message) -> ConnectorResult<Sent> {
+        self.content(at).await
+    }
+
+    async fn matrix_edit(&self, at: InPortal<'_>, _target: &Relation, _new: &Message) -> ConnectorResult<Sent> {
+        self.content(at).await
+    }
+
+    async fn matrix_reaction(&self, at: InPortal<'_>, _target: &Relation, _key: &str) -> ConnectorResult<Sent> {
+        self.content(at).await
+    }
+
+    async fn matrix_redaction(
+        &self,
+        at: InPortal<'_>,
+        _target: &Relation,
+        _reason: Option<&str>,
+    ) -> ConnectorResult<Sent> {
+        self.content(at).await
+    }
+
+    async fn matrix_membership(&self, at: InPortal<'_>, change: MembershipChange<'_>) -> ConnectorResult<Sent> {
+        let (user_id, membership, displayname) = (change.user_id, change.membership, change.displayname);
+        self.gateway()?.on_matrix_membership(at.portal, at.sender, user_id, membership, displayname).await?;
+        Ok(Sent::Nothing)
+    }
+
+    async fn matrix_topic(&self, at: InPortal<'_>, topic: &str) -> ConnectorResult<Sent> {
+        self.gateway()?.on_matrix_topic(at.portal, at.sender, topic).await?;
+        Ok(Sent::Nothing)
+    }
+
+    /// XMPP MUC subjects are topics; a MUC's name is its own.
+    async fn matrix_name(&self, _at: InPortal<'_>, _name: &str) -> ConnectorResult<Sent> {
+        Ok(Sent::Nothing)
+    }
+
+    /// The room's power levels (`m.room.power_levels`), as MUC affiliations.
+    async fn matrix_other(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
+        let event = at.event;
+        if event.event_type == "m.room.power_levels" && event.raw.get("state_key").and_then(Value::as_str) == Some("") {
+            let content = event.raw.get("content").and_then(Value::as_object).cloned().unwrap_or_default();
+            self.gateway()?.on_matrix_power_levels(at.portal, content).await?;
         }
-        let Some(sender) = event.sender.as_deref() else { return Ok(()) };
-        let Some(portal) = portal else {
-            // A Matrix user opening a direct chat with an XMPP ghost.
-            if let MatrixEventKind::Membership { user_id, membership, is_direct: true, .. } = &event.kind
-                && membership == "invite"
-            {
-                self.gateway()?.on_matrix_direct_invite(&event.room_id, sender, user_id).await?;
-            }
-            return Ok(());
-        };
-        let gateway = self.gateway()?;
-        match &event.kind {
-            MatrixEventKind::Message(_)
-            | MatrixEventKind::Edit { .. }
-            | MatrixEventKind::Reaction { .. }
-            | MatrixEventKind::Redaction { .. } => {
-                let sent = gateway.on_matrix_content(portal, sender, event).await?;
-                Self::settle(gateway, sent).await
-            }
-            MatrixEventKind::Membership { user_id, membership, displayname, .. } => {
-                gateway.on_matrix_membership(portal, sender, user_id, membership, displayname.as_deref()).await
-            }
-            MatrixEventKind::Topic(topic) => gateway.on_matrix_topic(portal, sender, topic).await,
-            MatrixEventKind::Other
-                if event.event_type == "m.room.power_levels"
-                    && event.raw.get("state_key").and_then(Value::as_str) == Some("") =>
-            {
-                let content = event.raw.get("content").and_then(Value::as_object).cloned().unwrap_or_default();
-                gateway.on_matrix_power_levels(portal, content).await
-            }
-            _ => Ok(()),
-        }
+        Ok(Sent::Nothing)
+    }
+
+    async fn matrix_typing(&self, portal: &Portal, event: &MatrixEvent, user_ids: &[String]) -> ConnectorResult<()> {
+        self.gateway()?.on_matrix_typing(portal, &event.room_id, user_ids).await
+    }
+
+    async fn matrix_receipts(
+        &self,
+        portal: &Portal,
+        event: &MatrixEvent,
+        receipts: &[(String, String)],
+    ) -> ConnectorResult<()> {
+        self.gateway()?.on_matrix_receipts(portal, &event.room_id, receipts).await
+    }
+
+    async fn matrix_direct_invite(&self, event: &MatrixEvent, sender: &str, invitee: &str) -> ConnectorResult<()> {
+        self.gateway()?.on_matrix_direct_invite(&event.room_id, sender, invitee).await
     }
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {

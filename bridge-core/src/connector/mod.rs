@@ -7,10 +7,8 @@
 
 use std::future::Future;
 
-pub(crate) use self::pending::CONFIRMATION;
 pub use self::{
     error::{ConnectorError, ConnectorResult},
-    pending::{PendingConfirmation, confirm_later},
     sent::{Confirmation, RemoteId, Sent},
     specs::{
         BridgeInfoSpec, Capabilities, CommandContext, CommandSpec, ConnectorInfo, DirectChat, GhostSpec, PortalSpec,
@@ -23,7 +21,6 @@ use crate::{
 };
 
 mod error;
-mod pending;
 mod sent;
 mod specs;
 
@@ -142,6 +139,12 @@ pub trait Connector: Send + Sync + 'static {
         self.legacy(at)
     }
 
+    /// An event the runtime does not parse (its kind is [`MatrixEventKind::Other`](crate::event::MatrixEventKind)):
+    /// state events such as power levels, read from [`MatrixEvent::raw`].
+    fn matrix_other(&self, at: InPortal<'_>) -> impl Future<Output = ConnectorResult<Sent>> + Send {
+        self.legacy(at)
+    }
+
     /// Who is typing in a portal now (ephemeral; only for portals whose [`Capabilities::typing`] is set).
     fn matrix_typing(
         &self,
@@ -177,10 +180,10 @@ pub trait Connector: Send + Sync + 'static {
         self.handle_matrix_event(None, event)
     }
 
-    /// The catch-all of connectors that do not implement the per-kind methods: handles one Matrix event in a portal,
-    /// or (`portal` is `None`) a direct-chat invite in another room, and may hand a confirmation over with
-    /// [`confirm_later`]. Returning an error retries (transient) or sets the event aside and tells the sender
-    /// (permanent).
+    /// Every event in one place, for connectors that treat them alike (a recording test connector, say) and do not
+    /// implement the per-kind methods: one Matrix event in a portal, or (`portal` is `None`) a direct-chat invite in
+    /// another room. Returning an error retries (transient) or sets the event aside and tells the sender
+    /// (permanent); nothing is recorded in the message map.
     fn handle_matrix_event(
         &self,
         portal: Option<&Portal>,

@@ -3,7 +3,7 @@
 //! durably first, so a replay after a crash does not send it twice.
 
 use std::{
-    sync::{Arc, Weak, atomic::Ordering},
+    sync::{Weak, atomic::Ordering},
     time::Duration,
 };
 
@@ -12,7 +12,7 @@ use ruma::OwnedUserId;
 use super::Runtime;
 use crate::{
     Error, Result, bot,
-    connector::{CONFIRMATION, Connector, InPortal, MembershipChange, RemoteId, Sent},
+    connector::{Connector, InPortal, MembershipChange, RemoteId, Sent},
     dispatch::{Handler, Outcome},
     error::parse_id,
     event::{MatrixEvent, MatrixEventKind},
@@ -57,29 +57,20 @@ impl<C: Connector> Handler for InboundHandler<C> {
                 Err(error) => return Outcome::Retry { after: None, reason: error.to_string() },
             }
         }
-        let legacy = Arc::default();
-        let handled = CONFIRMATION.scope(Arc::clone(&legacy), runtime.handle_matrix_event(&mut event)).await;
-        let legacy = legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        match (handled, legacy) {
-            (Ok(_), Some(confirmation)) => Outcome::Confirming(Box::pin(async move {
-                let confirmed = confirmation.await.map_err(Error::from);
+        match runtime.handle_matrix_event(&mut event).await {
+            Ok(Delivery { sent: Sent::Later(confirmation), record }) => Outcome::Confirming(Box::pin(async move {
+                let confirmed = match confirmation.await {
+                    Ok(remote_id) => runtime.record(record, remote_id).await,
+                    Err(error) => Err(error.into()),
+                };
                 runtime.outcome(&event, confirmed).await
             })),
-            (Ok(Delivery { sent: Sent::Later(confirmation), record }), None) => {
-                Outcome::Confirming(Box::pin(async move {
-                    let confirmed = match confirmation.await {
-                        Ok(remote_id) => runtime.record(record, remote_id).await,
-                        Err(error) => Err(error.into()),
-                    };
-                    runtime.outcome(&event, confirmed).await
-                }))
-            }
-            (Ok(Delivery { sent: Sent::Now(remote_id), record }), None) => {
+            Ok(Delivery { sent: Sent::Now(remote_id), record }) => {
                 let recorded = runtime.record(record, remote_id).await;
                 runtime.outcome(&event, recorded).await
             }
-            (Ok(Delivery { sent: Sent::Nothing, .. }), None) => Outcome::Done,
-            (Err(error), _) => runtime.outcome(&event, Err(error)).await,
+            Ok(Delivery { sent: Sent::Nothing, .. }) => Outcome::Done,
+            Err(error) => runtime.outcome(&event, Err(error)).await,
         }
     }
 
@@ -179,7 +170,7 @@ impl<C: Connector> Runtime<C> {
             MatrixEventKind::Topic(topic) => connector.matrix_topic(at, topic).await,
             MatrixEventKind::Name(name) => connector.matrix_name(at, name).await,
             MatrixEventKind::Typing { .. } | MatrixEventKind::Receipts(_) => Ok(Sent::Nothing),
-            _ => connector.legacy(at).await,
+            _ => connector.matrix_other(at).await,
         };
         Ok(sent?)
     }

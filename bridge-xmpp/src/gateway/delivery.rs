@@ -60,9 +60,4 @@ impl Gateway {
             None => Err(ConnectorError::transient("the XMPP server did not confirm the message in time")),
         }
     }
-
-    /// Records durably what a delivered Matrix event became on XMPP.
-    pub(crate) async fn record_delivery(&self, mapping: MessageMapping) -> ConnectorResult<()> {
-        self.bridge.store().record_delivery(mapping).await.map_err(ConnectorError::from)
-    }
 }
