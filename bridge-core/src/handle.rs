@@ -104,8 +104,9 @@ impl BridgeHandle {
         &self.core
     }
 
-    /// The store, for connector state (message maps, settings, credentials).
-    pub fn store(&self) -> &Store {
+    /// The whole store, for the runtime's own parts (bot, operations); connectors get the narrow views of
+    /// [`BridgeHandle::portals`] and the like.
+    pub(crate) fn store(&self) -> &Store {
         &self.core.store
     }
 

@@ -1,4 +1,5 @@
-//! The narrow views of the store a connector gets from its [`BridgeHandle`]: portals, the message map, ghosts, user
+//! The narrow views of the store a connector gets from its [`BridgeHandle`]: portals, the message map (with the
+//! reactions given to remote messages), ghosts, user
 //! settings and sealed credentials — what a connector reads and writes, and nothing of the queues, transactions or
 //! the store's own bookkeeping, which are the runtime's.
 
@@ -89,6 +90,32 @@ impl Messages<'_> {
     /// The remote messages a Matrix event became, oldest first.
     pub async fn remotes_for(self, event_id: &str) -> Result<Vec<MessageMapping>> {
         self.0.remotes_for_event(event_id).await
+    }
+
+    /// Records that the network also calls a message `alias` (the sender's own ID of a message the server stamped
+    /// with its own); the first record of an alias stays.
+    pub fn alias(self, portal_key: &str, alias: &str, remote_id: &str) {
+        self.0.alias_remote(portal_key, alias, remote_id);
+    }
+
+    /// The remote ID a message is mapped under, given any of its names.
+    pub async fn resolve(self, portal_key: &str, name: &str) -> Result<String> {
+        self.0.resolve_remote(portal_key, name).await
+    }
+
+    /// The other names of a remote message.
+    pub async fn aliases(self, portal_key: &str, remote_id: &str) -> Result<Vec<String>> {
+        self.0.remote_aliases(portal_key, remote_id).await
+    }
+
+    /// The reaction keys `user_id` has given the remote message `target`, in the order first given.
+    pub async fn reactions(self, portal_key: &str, target: &str, user_id: &str) -> Result<Vec<String>> {
+        self.0.reactions(portal_key, target, user_id).await
+    }
+
+    /// Replaces the reaction keys `user_id` has given `target`; an empty set removes the record.
+    pub async fn set_reactions(self, portal_key: &str, target: &str, user_id: &str, keys: &[String]) -> Result<()> {
+        self.0.set_reactions(portal_key, target, user_id, keys).await
     }
 
     /// Records another name the network gave a delivered message (an IRC msgid learnt from its echo, a stanza ID

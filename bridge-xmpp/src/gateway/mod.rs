@@ -229,7 +229,7 @@ impl Gateway {
     /// Every stored portal of a kind this gateway keeps, with its kind; none (and an error logged) when the store
     /// cannot list them, in order `to` do something with them.
     pub(crate) async fn portals(&self, to: &str) -> Vec<(PortalKind, Portal)> {
-        match self.bridge.store().portals().await {
+        match self.bridge.portals().all().await {
             Ok(portals) => portals.into_iter().filter_map(|portal| Some((PortalKind::of(&portal)?, portal))).collect(),
             Err(error) => {
                 tracing::error!(%error, "cannot list portals to {to}");

@@ -142,16 +142,16 @@ impl Avatars<'_> {
         named: [u8; 20],
         fetch: impl Future<Output = Option<Picture>>,
     ) -> lattice_bridge_core::Result<()> {
-        let store = self.bridge.store();
+        let bridge = &self.bridge;
         let id = hex(&named);
-        if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.as_deref() == Some(id.as_str()) {
+        if bridge.settings().get(&ghost.user_id, AVATAR_SETTING).await?.as_deref() == Some(id.as_str()) {
             return Ok(());
         }
         let bot = self.bridge.bot_user_id();
         let upload_setting = format!("{UPLOAD_SETTING_PREFIX}{id}");
         let known = match self.pictures.uploaded.get(&named).map(|known| known.clone()) {
             Some(mxc) => Some(mxc),
-            None => store.user_setting(&bot, &upload_setting).await?,
+            None => bridge.settings().get(&bot, &upload_setting).await?,
         };
         let mxc = match known {
             Some(mxc) => mxc,
@@ -163,28 +163,28 @@ impl Avatars<'_> {
                 }
                 let bytes = Bytes::from(picture.bytes);
                 let mxc = self.bridge.matrix().upload_media(bytes, &picture.mimetype, None).await?.to_string();
-                store.set_user_setting(&bot, &upload_setting, Some(&mxc)).await?;
+                bridge.settings().set(&bot, &upload_setting, Some(&mxc)).await?;
                 mxc
             }
         };
         self.pictures.uploaded.insert(named, mxc.clone());
         // The name stays what the ghost has (a nick in one room must not rename it elsewhere).
-        let displayname = store.ghost_by_user(&ghost.user_id).await?.and_then(|known| known.displayname);
+        let displayname = bridge.ghosts().by_user(&ghost.user_id).await?.and_then(|known| known.displayname);
         let displayname = displayname.or_else(|| ghost.displayname.clone());
         self.bridge.sync_ghost(&GhostSpec { avatar_url: Some(mxc), displayname, ..ghost.clone() }).await?;
-        store.set_user_setting(&ghost.user_id, AVATAR_SETTING, Some(&id)).await?;
+        bridge.settings().set(&ghost.user_id, AVATAR_SETTING, Some(&id)).await?;
         Ok(())
     }
 
     /// Removes the ghost's avatar, if the bridge gave it one: its XMPP account says it has no picture (an empty
     /// XEP-0153 `photo`, or XEP-0084 metadata without `info`).
     async fn remove_ghost_picture(&self, ghost: &GhostSpec) -> lattice_bridge_core::Result<()> {
-        let store = self.bridge.store();
-        if store.user_setting(&ghost.user_id, AVATAR_SETTING).await?.is_none() {
+        let bridge = &self.bridge;
+        if bridge.settings().get(&ghost.user_id, AVATAR_SETTING).await?.is_none() {
             return Ok(());
         }
         self.bridge.remove_ghost_avatar(&ghost.user_id).await?;
-        store.set_user_setting(&ghost.user_id, AVATAR_SETTING, None).await?;
+        bridge.settings().set(&ghost.user_id, AVATAR_SETTING, None).await?;
         Ok(())
     }
 

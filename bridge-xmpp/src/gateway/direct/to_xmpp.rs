@@ -45,7 +45,7 @@ impl Direct<'_> {
             topic: None,
             metadata: spec.metadata,
         };
-        self.bridge.store().upsert_portal(&portal).await?;
+        self.bridge.portals().upsert(&portal).await?;
         Ok(())
     }
 

@@ -137,7 +137,7 @@ impl GatewayMucs<'_> {
         bot.ensure_registered().await?;
         bot.join(<&ruma::RoomOrAliasId>::from(&*room_id)).await?;
         let key = gateway_muc_key(room_id.as_str());
-        let portal = match self.bridge.store().portal_by_key(&key).await? {
+        let portal = match self.bridge.portals().by_key(&key).await? {
             Some(portal) => portal,
             None => {
                 let portal = Portal {
@@ -148,7 +148,7 @@ impl GatewayMucs<'_> {
                     topic: None,
                     metadata: PortalKind::GatewayMuc(room.clone()).metadata(),
                 };
-                self.bridge.store().upsert_portal(&portal).await?;
+                self.bridge.portals().upsert(&portal).await?;
                 portal
             }
         };
@@ -348,7 +348,7 @@ impl GatewayMucs<'_> {
     /// Records a Matrix event served to XMPP under its own event ID, so reactions, replies and retractions can name
     /// it.
     async fn map_event_id(&self, portal: &Portal, event_id: &str) -> ConnectorResult<()> {
-        self.bridge.store().map_message(MessageMapping {
+        self.bridge.messages().also_known_as(MessageMapping {
             event_id: event_id.to_owned(),
             room_id: portal.room_id.clone(),
             portal_key: portal.remote_key.clone(),

@@ -178,11 +178,11 @@ impl GatewayMucs<'_> {
         }) else {
             return;
         };
-        let store = self.bridge.store();
+        let bridge = &self.bridge;
         let outcome = async {
-            let Some(mut portal) = store.portal_by_key(&gateway_muc_key(&room_id)).await? else { return Ok(()) };
+            let Some(mut portal) = bridge.portals().by_key(&gateway_muc_key(&room_id)).await? else { return Ok(()) };
             portal.metadata["occupants"] = json!(stored);
-            store.upsert_portal(&portal).await
+            bridge.portals().upsert(&portal).await
         };
         if let Err(error) = outcome.await {
             tracing::warn!(%room, %error, "cannot store the XMPP occupants of a gateway MUC");

@@ -55,7 +55,7 @@ impl Gateway {
         receipts: &[Receipt],
     ) -> ConnectorResult<()> {
         for (event_id, user) in receipts.iter().filter(|(_, user)| self.is_matrix_person(user)) {
-            let mapped = self.bridge.store().remotes_for_event(event_id).await?;
+            let mapped = self.bridge.messages().remotes_for(event_id).await?;
             let Some(read) = mapped.into_iter().rev().find(|mapping| {
                 mapping.portal_key == portal.remote_key
                     && matches!(RemoteId::parse(&mapping.remote_id), RemoteId::Message(_))

@@ -38,7 +38,7 @@ impl Messages<'_> {
     pub(crate) async fn push_inbound(&self, inbound: Inbound<'_>, message: &Message, ids: &MessageIds) -> Result<()> {
         let remote_id = ids.remote_id().map(str::to_owned);
         if let (Some(alias), Some(remote_id)) = (ids.alias(), &remote_id) {
-            self.bridge.store().alias_remote(inbound.portal, alias, remote_id);
+            self.bridge.messages().alias(inbound.portal, alias, remote_id);
         }
         if let Some(retract) = payload::<Retract>(&message.payloads) {
             return self.on_retraction(inbound, retract).await;
@@ -60,7 +60,7 @@ impl Messages<'_> {
     /// XEP-0424/0425: a retraction redacts the message; a moderator's comes from the MUC itself, so the bridge bot
     /// redacts.
     async fn on_retraction(&self, inbound: Inbound<'_>, retract: Retract) -> Result<()> {
-        let target = self.bridge.store().resolve_remote(inbound.portal, &retract.id).await?;
+        let target = self.bridge.messages().resolve(inbound.portal, &retract.id).await?;
         let sender = if retract.moderated.is_some() { None } else { inbound.sender.clone() };
         let kind = RemoteEventKind::Redaction { target, reason: retract.reason };
         self.bridge.push(inbound.event(sender, None, kind)).await
@@ -70,9 +70,9 @@ impl Messages<'_> {
     /// reactions and their redactions.
     async fn on_reactions(&self, inbound: Inbound<'_>, reactions: Reactions) -> Result<()> {
         let Some(ghost) = inbound.sender.clone() else { return Ok(()) };
-        let store = self.bridge.store();
-        let target = store.resolve_remote(inbound.portal, &reactions.id).await?;
-        let old = store.reactions(inbound.portal, &target, &ghost.user_id).await?;
+        let bridge = &self.bridge;
+        let target = bridge.messages().resolve(inbound.portal, &reactions.id).await?;
+        let old = bridge.messages().reactions(inbound.portal, &target, &ghost.user_id).await?;
         let new = reaction_sets::keys_of(&reactions);
         let (added, removed) = reaction_sets::diff(&old, &new);
         for key in removed {
@@ -86,13 +86,13 @@ impl Messages<'_> {
                 RemoteId::Reaction(ReactionRef { user_id: ghost.user_id.clone(), target: target.clone(), key });
             self.bridge.push(inbound.event(Some(ghost.clone()), Some(reference.to_string()), kind)).await?;
         }
-        store.set_reactions(inbound.portal, &target, &ghost.user_id, &new).await?;
+        bridge.messages().set_reactions(inbound.portal, &target, &ghost.user_id, &new).await?;
         Ok(())
     }
 
     /// XEP-0333 displayed markers and XEP-0184 receipts: a read receipt.
     async fn on_displayed(&self, inbound: Inbound<'_>, read: &str) -> Result<()> {
-        let kind = RemoteEventKind::Receipt { target: self.bridge.store().resolve_remote(inbound.portal, read).await? };
+        let kind = RemoteEventKind::Receipt { target: self.bridge.messages().resolve(inbound.portal, read).await? };
         self.bridge.push(inbound.event(inbound.sender.clone(), None, kind)).await
     }
 
@@ -121,14 +121,16 @@ impl Messages<'_> {
         let reply = payload::<Reply>(&message.payloads);
         let (msgtype, text) = text_of(&message.payloads, body, reply.is_some());
         let (body, html) = incoming_text(&message.payloads, &text);
-        let store = self.bridge.store();
+        let bridge = &self.bridge;
         let kind = match payload::<Replace>(&message.payloads) {
-            Some(replace) => {
-                RemoteEventKind::Edit { target: store.resolve_remote(inbound.portal, &replace.id.0).await?, body, html }
-            }
+            Some(replace) => RemoteEventKind::Edit {
+                target: bridge.messages().resolve(inbound.portal, &replace.id.0).await?,
+                body,
+                html,
+            },
             None => {
                 let reply_to = match reply {
-                    Some(reply) => Some(store.resolve_remote(inbound.portal, &reply.id).await?),
+                    Some(reply) => Some(bridge.messages().resolve(inbound.portal, &reply.id).await?),
                     None => None,
                 };
                 RemoteEventKind::Message { msgtype, body, html, reply_to }

@@ -33,7 +33,7 @@ struct Redaction<'a> {
 impl Messages<'_> {
     /// The ID the sender gave a message mapped under `remote_id`: XEP-0308 corrections name that one.
     async fn sender_id_of(&self, portal: &Portal, remote_id: &str) -> ConnectorResult<String> {
-        let aliases = self.bridge.store().remote_aliases(&portal.remote_key, remote_id).await?;
+        let aliases = self.bridge.messages().aliases(&portal.remote_key, remote_id).await?;
         Ok(aliases.into_iter().next().unwrap_or_else(|| remote_id.to_owned()))
     }
 
@@ -109,11 +109,11 @@ impl Messages<'_> {
         if reaction_sets::normalise([key]).is_empty() {
             return Ok(None);
         }
-        let store = self.bridge.store();
-        let mut keys = store.reactions(&portal.remote_key, remote, sender).await?;
+        let bridge = &self.bridge;
+        let mut keys = bridge.messages().reactions(&portal.remote_key, remote, sender).await?;
         keys.push(key.to_owned());
         let keys = reaction_sets::normalise(keys.iter().map(String::as_str));
-        store.set_reactions(&portal.remote_key, remote, sender, &keys).await?;
+        bridge.messages().set_reactions(&portal.remote_key, remote, sender, &keys).await?;
         let reference = ReactionRef { user_id: sender.to_owned(), target: remote.clone(), key: key.to_owned() };
         Ok(Some(Outgoing::Message {
             body: None,
@@ -157,10 +157,10 @@ impl Messages<'_> {
         if reference.user_id != sender {
             return Ok(None);
         }
-        let store = self.bridge.store();
-        let keys = store.reactions(&portal.remote_key, &reference.target, sender).await?;
+        let bridge = &self.bridge;
+        let keys = bridge.messages().reactions(&portal.remote_key, &reference.target, sender).await?;
         let keys: Vec<String> = keys.into_iter().filter(|key| *key != reference.key).collect();
-        store.set_reactions(&portal.remote_key, &reference.target, sender, &keys).await?;
+        bridge.messages().set_reactions(&portal.remote_key, &reference.target, sender, &keys).await?;
         let payloads = vec![reaction_sets::reactions_element(&reference.target, &keys).into()];
         Ok(Some(Outgoing::Message { body: None, payloads, map_as: None }))
     }
@@ -179,7 +179,7 @@ impl Messages<'_> {
         if let Ok(Some(found)) = matrix.bot().get_event(&room, &event).await {
             return Some(found);
         }
-        let portal = self.bridge.store().portal_by_room(room_id).await.ok().flatten()?;
+        let portal = self.bridge.portals().by_room(room_id).await.ok().flatten()?;
         let Some(PortalKind::Direct { account, .. }) = PortalKind::of(&portal) else { return None };
         let ghost = self.addressing.ghost_for(&crate::addressing::XmppIdentity::Account(account))?;
         let ghost = ruma::OwnedUserId::try_from(ghost).ok()?;

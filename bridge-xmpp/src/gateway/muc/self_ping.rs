@@ -153,7 +153,7 @@ impl MucPortals<'_> {
                 self.forget_listening(&room);
                 // Counts as heard: the rejoin itself is the check until the next idle period.
                 self.mucs.self_pings.heard_from(&room);
-                match self.bridge.store().portal_by_key(&muc_key(&room)).await {
+                match self.bridge.portals().by_key(&muc_key(&room)).await {
                     Ok(Some(portal)) => self.rejoin_room(&room, &portal).await,
                     Ok(None) => {}
                     Err(error) => tracing::warn!(%room, %error, "cannot read the portal of a MUC to rejoin it"),

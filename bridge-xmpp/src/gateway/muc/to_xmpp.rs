@@ -79,7 +79,7 @@ impl MucPortals<'_> {
             let Some(stanza_id) = gateway.muc().await_reflection(&room, &user_id, &id, reflection).await? else {
                 return Ok(id);
             };
-            gateway.bridge.store().alias_remote(&portal_key, &id, &stanza_id);
+            gateway.bridge.messages().alias(&portal_key, &id, &stanza_id);
             Ok(stanza_id)
         })
     }
