@@ -180,6 +180,12 @@ pub trait Connector: Send + Sync + 'static {
         self.handle_matrix_event(None, event)
     }
 
+    /// Any other event in a room that is no portal (nothing the bridge must act on; a connector that records
+    /// everything sees it here).
+    fn matrix_elsewhere(&self, event: &MatrixEvent) -> impl Future<Output = ConnectorResult<()>> + Send {
+        self.handle_matrix_event(None, event)
+    }
+
     /// Every event in one place, for connectors that treat them alike (a recording test connector, say) and do not
     /// implement the per-kind methods: one Matrix event in a portal, or (`portal` is `None`) a direct-chat invite in
     /// another room. Returning an error retries (transient) or sets the event aside and tells the sender

@@ -140,6 +140,8 @@ impl<C: Connector> Runtime<C> {
                 && membership == "invite"
             {
                 connector.matrix_direct_invite(event, sender, user_id).await?;
+            } else {
+                connector.matrix_elsewhere(event).await?;
             }
             return Ok(Sent::Nothing);
         };
