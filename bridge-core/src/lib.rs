@@ -22,6 +22,7 @@ mod handle;
 pub mod matrix;
 pub mod metrics;
 mod runtime;
+mod self_check;
 pub mod store;
 
 pub use self::{

@@ -111,6 +111,8 @@ struct SyncState {
     joined: HashSet<String>,
     /// (room ID, event), oldest first: state, timeline and ephemeral events of joined and left rooms.
     events: VecDeque<(String, Value)>,
+    /// The IDs of the events queued so far, so that a gap filled from `/messages` queues none twice.
+    seen: HashSet<String>,
     /// (room ID, invite state events), oldest first.
     invites: VecDeque<(String, Value)>,
 }
@@ -441,13 +443,22 @@ impl MatrixUser {
                 } else {
                     state.joined.remove(room_id);
                 }
-                if known && room["timeline"]["limited"] == true {
-                    eprintln!("warning: /sync for {} skipped events in {room_id} (limited timeline)", self.user_id());
+                // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says):
+                // they are fetched from `/messages` and queued first, as a client's backfill does.
+                let mut gap = Vec::new();
+                if let (true, true, Some(from)) =
+                    (known, room["timeline"]["limited"] == true, room["timeline"]["prev_batch"].as_str())
+                {
+                    gap = self.events_before(room_id, from, since.as_deref(), &state.seen).await?;
                 }
-                for part in ["state", "timeline", "ephemeral"] {
-                    for event in room[part]["events"].as_array().into_iter().flatten() {
-                        state.events.push_back((room_id.clone(), event.clone()));
+                let parts = ["state", "timeline", "ephemeral"].map(|part| room[part]["events"].as_array());
+                for event in gap.iter().chain(parts.into_iter().flatten().flatten()) {
+                    if let Some(event_id) = event["event_id"].as_str()
+                        && !state.seen.insert(event_id.to_owned())
+                    {
+                        continue;
                     }
+                    state.events.push_back((room_id.clone(), event.clone()));
                 }
             }
         }
@@ -458,6 +469,42 @@ impl MatrixUser {
         }
         state.since = Some(string_field(&answer, "next_batch")?);
         Ok(())
+    }
+}
+
+impl MatrixUser {
+    /// The events of `room_id` before the pagination token `from` that are not in `seen`, oldest first: pages of
+    /// `GET /rooms/{roomId}/messages` backwards until one reaches an event already seen, or `to`.
+    async fn events_before(
+        &self,
+        room_id: &str,
+        from: &str,
+        to: Option<&str>,
+        seen: &HashSet<String>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut missed = Vec::new();
+        let mut from = from.to_owned();
+        loop {
+            let mut query = vec![("dir", "b"), ("limit", "100"), ("from", from.as_str())];
+            query.extend(to.map(|to| ("to", to)));
+            let url = self.endpoint(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query);
+            let page = self.send(self.request(Method::GET, url.clone()), "GET", &url).await?;
+            let chunk = page["chunk"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let mut reached_seen = false;
+            for event in chunk {
+                if event["event_id"].as_str().is_some_and(|event_id| seen.contains(event_id)) {
+                    reached_seen = true;
+                    break;
+                }
+                missed.push(event.clone());
+            }
+            match page["end"].as_str() {
+                Some(end) if !reached_seen && !chunk.is_empty() => from = end.to_owned(),
+                _ => break,
+            }
+        }
+        missed.reverse();
+        Ok(missed)
     }
 }
 
