@@ -191,6 +191,7 @@ fn write_config(dir: &StateDir, port: u16) -> anyhow::Result<()> {
          allow_registration = true\n\
          allow_federation = false\n\
          allow_check_for_updates = false\n\
+         enable_lightning_bolt = false\n\
          trusted_servers = []\n\
          log = \"warn,conduit=info\"\n",
         dir.join("db").display()

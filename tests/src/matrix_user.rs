@@ -109,6 +109,8 @@ struct SyncState {
     since: Option<String>,
     /// Rooms `/sync` has shown as joined: a newly joined room's first timeline is `limited`.
     joined: HashSet<String>,
+    /// Rooms `/sync` has shown as left since, so that a join again is told from a first join.
+    left: HashSet<String>,
     /// (room ID, event), oldest first: state, timeline and ephemeral events of joined and left rooms.
     events: VecDeque<(String, Value)>,
     /// The IDs of the events queued so far, so that a gap filled from `/messages` queues none twice.
@@ -438,17 +440,21 @@ impl MatrixUser {
             let Some(rooms) = answer["rooms"][section].as_object() else { continue };
             for (room_id, room) in rooms {
                 let known = state.joined.contains(room_id);
+                let rejoined = section == "join" && !known && state.left.remove(room_id);
                 if section == "join" {
                     state.joined.insert(room_id.clone());
                 } else {
                     state.joined.remove(room_id);
+                    state.left.insert(room_id.clone());
                 }
-                // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says):
-                // they are fetched from `/messages` and queued first, as a client's backfill does.
+                // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says),
+                // and a room joined again shows only what came after the join on Conduit: what was missed is
+                // fetched from `/messages` and queued first, as a client's backfill does.
                 let mut gap = Vec::new();
-                if let (true, true, Some(from)) =
-                    (known, room["timeline"]["limited"] == true, room["timeline"]["prev_batch"].as_str())
-                {
+                if let (true, Some(from)) = (
+                    (known && room["timeline"]["limited"] == true) || rejoined,
+                    room["timeline"]["prev_batch"].as_str(),
+                ) {
                     gap = self.events_before(room_id, from, since.as_deref(), &state.seen).await?;
                 }
                 let parts = ["state", "timeline", "ephemeral"].map(|part| room[part]["events"].as_array());

@@ -48,17 +48,30 @@ impl Fixture {
 
     /// The bridge on ngircd and a homeserver of `kind`.
     pub(crate) async fn on_homeserver(kind: HomeserverKind) -> anyhow::Result<Self> {
-        Self::start_with(kind, Ircd::ngircd().await?, AuthMethod::None, |_| {}).await
+        Self::configured_on(kind, |_| {}).await
     }
 
     /// The bridge on ngircd, with the test config changed by `configure`.
     pub(crate) async fn configured(configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
-        Self::start_with(HomeserverKind::Synapse, Ircd::ngircd().await?, AuthMethod::None, configure).await
+        Self::configured_on(HomeserverKind::Synapse, configure).await
+    }
+
+    /// [`Fixture::configured`] on a homeserver of `kind`.
+    pub(crate) async fn configured_on(
+        kind: HomeserverKind,
+        configure: impl FnOnce(&mut IrcSection),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(kind, Ircd::ngircd().await?, AuthMethod::None, configure).await
     }
 
     /// The bridge on InspIRCd with atheme services; puppets log in with stored passwords by `auth`.
     pub(crate) async fn inspircd(auth: AuthMethod) -> anyhow::Result<Self> {
-        Self::start_with(HomeserverKind::Synapse, Ircd::inspircd().await?, auth, |_| {}).await
+        Self::inspircd_on(HomeserverKind::Synapse, auth).await
+    }
+
+    /// [`Fixture::inspircd`] on a homeserver of `kind`.
+    pub(crate) async fn inspircd_on(kind: HomeserverKind, auth: AuthMethod) -> anyhow::Result<Self> {
+        Self::start_with(kind, Ircd::inspircd().await?, auth, |_| {}).await
     }
 
     /// The bridge on InspIRCd with atheme over TLS (trusting the test network's CA, which asks for client

@@ -1,13 +1,15 @@
 //! One-to-one chats between an XMPP account and a Matrix user's gateway JID, both ways, and after the Matrix user
 //! left the DM room.
 
+use lattice_e2e::{HomeserverKind, homeserver_tests};
 use serde_json::json;
 
 use crate::fixture::{Fixture, WAIT};
 
-#[tokio::test]
-async fn direct_chats_both_ways_and_after_leaving() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+homeserver_tests!(direct_chats_both_ways_and_after_leaving);
+
+async fn direct_chats_both_ways_and_after_leaving(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let alice = fixture.matrix_user("alice").await?;
     let gateway_jid = r"alice\40localhost@bridge.localhost";

@@ -11,8 +11,8 @@ use std::{
 use anyhow::Context as _;
 use lattice_bridge_core::{
     BridgeHandle, Connector,
-    connector::{BridgeInfoSpec, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
-    event::{MatrixEvent, MessageType, RemoteEvent, RemoteEventKind},
+    connector::{BridgeInfoSpec, Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
+    event::{MatrixEvent, MatrixEventKind, MessageType, RemoteEvent, RemoteEventKind},
     store::Portal,
 };
 use lattice_config::PermissionsConfig;
@@ -101,6 +101,10 @@ impl Connector for E2eConnector {
         Ok(())
     }
 
+    fn capabilities(&self, _portal: &Portal) -> Capabilities {
+        Capabilities { typing: true, ..Capabilities::default() }
+    }
+
     async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
         let key = portal.map(|portal| portal.remote_key.clone());
         self.recorder.events.lock().unwrap().push((key, event.clone()));
@@ -157,7 +161,33 @@ homeserver_tests!(
     media_round_trip,
     homeserver_ping_reaches_the_bridge,
     only_synapse_creates_the_registrations_bot_user,
+    only_synapse_sends_typing_to_the_appservice,
 );
+
+/// A difference between homeservers: Synapse pushes ephemeral events (typing, receipts) to an appservice whose
+/// registration asks for them (`receive_ephemeral`, MSC2409); Conduit pushes none, so Matrix typing and read
+/// receipts cannot reach the remote network there. Checked against a message sent after the typing: on Conduit
+/// the message arrives and no typing came before it.
+async fn only_synapse_sends_typing_to_the_appservice(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on(homeserver).await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join("#_e2e_typing:localhost").await?;
+    let path = ["_matrix", "client", "v3", "rooms", &room, "typing", alice.user_id()];
+    alice.call(reqwest::Method::PUT, &path, &[], Some(&json!({"typing": true, "timeout": 30000}))).await?;
+    alice.send_text(&room, "typed").await?;
+    let recorder = &fixture.bridge.connector().recorder;
+    recorder.wait_for(WAIT, |event| event.raw.pointer("/content/body") == Some(&json!("typed"))).await?;
+    let is_typing =
+        |event: &MatrixEvent| matches!(&event.kind, MatrixEventKind::Typing { user_ids } if !user_ids.is_empty());
+    match homeserver {
+        HomeserverKind::Synapse => drop(recorder.wait_for(WAIT, is_typing).await?),
+        HomeserverKind::Conduit => {
+            let typing = recorder.events.lock().unwrap().iter().any(|(_, event)| is_typing(event));
+            assert!(!typing, "Conduit now sends typing to appservices: update the README's compatibility table");
+        }
+    }
+    Ok(())
+}
 
 /// A difference between homeservers: Synapse creates the registration's `sender_localpart` user when it loads the
 /// registration, Conduit does not (the spec does not promise it), so calls as the bot answer `M_FORBIDDEN` there
