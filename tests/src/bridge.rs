@@ -84,6 +84,11 @@ impl<C: Connector + Clone> RunningBridge<C> {
         Ok(())
     }
 
+    /// The bridge's registration, as the homeserver has it (its tokens included).
+    pub fn registration(&self) -> &AppserviceRegistration {
+        &self.registration
+    }
+
     /// The running bridge's connector.
     pub fn connector(&self) -> &C {
         &self.connector

@@ -16,8 +16,6 @@ use crate::{MatrixUser, ServerProcess, StateDir, free_port, workspace_root};
 const START_DEADLINE: Duration = Duration::from_secs(30);
 /// How long Conduit's server user may take to answer a command in its admin room.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
-/// Lines of Conduit's log quoted in an error.
-const LOG_TAIL_LINES: usize = 40;
 /// The user the harness registers first, so that it is Conduit's server admin; tests never use this localpart.
 const ADMIN_LOCALPART: &str = "harness-admin";
 /// Conduit's own server user, which answers admin commands.
@@ -149,13 +147,7 @@ impl Conduit {
 
 impl Drop for Conduit {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "last lines of Conduit's log {}:\n{}",
-                self.log_path().display(),
-                self.process.log_tail(LOG_TAIL_LINES)
-            );
-        }
+        self.process.show_log_if_panicking();
     }
 }
 

@@ -145,6 +145,18 @@ impl ServerProcess {
         }
     }
 
+    /// Prints the end of the log when the thread is panicking: a failing test's output tells what the server said.
+    pub(crate) fn show_log_if_panicking(&self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "last lines of {}'s log {}:\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+
     /// Whether the process exited because its port was taken between choosing it and binding it.
     pub(crate) fn lost_port_race(&mut self) -> bool {
         self.exit_status().is_some() && self.log_tail(LOG_TAIL_LINES).contains("Address already in use")

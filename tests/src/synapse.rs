@@ -15,8 +15,6 @@ use crate::{MatrixUser, ServerProcess, StateDir, cache_dir, free_port, workspace
 
 /// How long Synapse may take to answer `/_matrix/client/versions` (it takes about 3 s).
 const START_DEADLINE: Duration = Duration::from_secs(60);
-/// Lines of Synapse's log quoted in an error.
-const LOG_TAIL_LINES: usize = 40;
 
 /// A Synapse homeserver on 127.0.0.1, `server_name` `localhost`, with every rate limit off.
 /// Stopped when dropped; its folder is removed then too, unless `LATTICE_KEEP_TEST_STATE` is set.
@@ -184,14 +182,7 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        // A failing test's output is shown: let it tell what Synapse said.
-        if std::thread::panicking() {
-            eprintln!(
-                "last lines of Synapse's log {}:\n{}",
-                self.log_path().display(),
-                self.process.log_tail(LOG_TAIL_LINES)
-            );
-        }
+        self.process.show_log_if_panicking();
     }
 }
 

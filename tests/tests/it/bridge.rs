@@ -162,7 +162,34 @@ homeserver_tests!(
     homeserver_ping_reaches_the_bridge,
     only_synapse_creates_the_registrations_bot_user,
     only_synapse_sends_typing_to_the_appservice,
+    only_synapse_serves_room_history_to_the_appservice,
 );
+
+/// A difference between homeservers: Synapse serves `GET /rooms/{roomId}/messages` to the appservice's users;
+/// Conduit 0.11 answers them with an empty 500 (it expects a device, which appservice users lack), so a gateway MUC
+/// joined from XMPP comes without the room's recent history there.
+async fn only_synapse_serves_room_history_to_the_appservice(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on(homeserver).await?;
+    let alice = fixture.user("alice").await?;
+    let room = alice.join("#_e2e_history:localhost").await?;
+    alice.send_text(&room, "for the record").await?;
+    let as_token = &fixture.bridge.registration().registration().as_token;
+    let bot = MatrixUser::new(fixture.homeserver.url(), BOT, as_token)?;
+    let path = ["_matrix", "client", "v3", "rooms", &room, "messages"];
+    let history = bot.call(reqwest::Method::GET, &path, &[("dir", "b"), ("limit", "10")], None).await;
+    match homeserver {
+        HomeserverKind::Synapse => {
+            let chunk = history?["chunk"].as_array().cloned().unwrap_or_default();
+            assert!(chunk.iter().any(|event| event["content"]["body"] == "for the record"), "{chunk:?}");
+        }
+        HomeserverKind::Conduit => {
+            let error = history.expect_err("Conduit now serves history to appservices: update the README's table");
+            let error = error.downcast_ref::<lattice_e2e::MatrixError>().context("a Matrix error")?;
+            assert_eq!(error.status, 500, "{error}");
+        }
+    }
+    Ok(())
+}
 
 /// A difference between homeservers: Synapse pushes ephemeral events (typing, receipts) to an appservice whose
 /// registration asks for them (`receive_ephemeral`, MSC2409); Conduit pushes none, so Matrix typing and read
