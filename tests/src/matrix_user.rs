@@ -107,10 +107,8 @@ struct Inner {
 #[derive(Default)]
 struct SyncState {
     since: Option<String>,
-    /// Rooms `/sync` has shown as joined: a newly joined room's first timeline is `limited`.
+    /// Rooms `/sync` has shown as joined.
     joined: HashSet<String>,
-    /// Rooms `/sync` has shown as left since, so that a join again is told from a first join.
-    left: HashSet<String>,
     /// (room ID, event), oldest first: state, timeline and ephemeral events of joined and left rooms.
     events: VecDeque<(String, Value)>,
     /// The IDs of the events queued so far, so that a gap filled from `/messages` queues none twice.
@@ -440,21 +438,31 @@ impl MatrixUser {
             let Some(rooms) = answer["rooms"][section].as_object() else { continue };
             for (room_id, room) in rooms {
                 let known = state.joined.contains(room_id);
-                let rejoined = section == "join" && !known && state.left.remove(room_id);
+                // Joined since the last sync (by the room's section, or by the user's own join in the timeline, as
+                // Conduit may not show a room left in between): Conduit shows only what came after the join, not
+                // the events before it that a client shows (a direct chat's message, sent while the user was
+                // invited).
+                let own_join = |event: &Value| {
+                    event["type"] == "m.room.member"
+                        && event["state_key"] == self.user_id()
+                        && event["content"]["membership"] == "join"
+                };
+                let newly_joined = section == "join"
+                    && since.is_some()
+                    && (!known
+                        || room["timeline"]["events"].as_array().is_some_and(|events| events.iter().any(own_join)));
                 if section == "join" {
                     state.joined.insert(room_id.clone());
                 } else {
                     state.joined.remove(room_id);
-                    state.left.insert(room_id.clone());
                 }
-                // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says),
-                // and a room joined again shows only what came after the join on Conduit: what was missed is
-                // fetched from `/messages` and queued first, as a client's backfill does.
+                // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says,
+                // also in an initial sync): what was missed is fetched from `/messages` and queued first, as a
+                // client's backfill does.
                 let mut gap = Vec::new();
-                if let (true, Some(from)) = (
-                    (known && room["timeline"]["limited"] == true) || rejoined,
-                    room["timeline"]["prev_batch"].as_str(),
-                ) {
+                if let (true, Some(from)) =
+                    (room["timeline"]["limited"] == true || newly_joined, room["timeline"]["prev_batch"].as_str())
+                {
                     gap = self.events_before(room_id, from, since.as_deref(), &state.seen).await?;
                 }
                 let parts = ["state", "timeline", "ephemeral"].map(|part| room[part]["events"].as_array());
