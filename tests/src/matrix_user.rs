@@ -459,11 +459,17 @@ impl MatrixUser {
                 // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says,
                 // also in an initial sync): what was missed is fetched from `/messages` and queued first, as a
                 // client's backfill does.
+                // A room left (or banned from) shows only the leave on Conduit: what came before it is fetched too.
                 let mut gap = Vec::new();
-                if let (true, Some(from)) =
-                    (room["timeline"]["limited"] == true || newly_joined, room["timeline"]["prev_batch"].as_str())
-                {
-                    gap = self.events_before(room_id, from, since.as_deref(), &state.seen).await?;
+                if room["timeline"]["limited"] == true || newly_joined || section == "leave" {
+                    let from = room["timeline"]["prev_batch"].as_str();
+                    // Best effort: a server that refuses the history leaves the gap, as before.
+                    match self.events_before(room_id, from, since.as_deref(), &state.seen).await {
+                        Ok(missed) => gap = missed,
+                        Err(error) => {
+                            eprintln!("warning: {} cannot fill a gap in {room_id}: {error:#}", self.user_id())
+                        }
+                    }
                 }
                 let parts = ["state", "timeline", "ephemeral"].map(|part| room[part]["events"].as_array());
                 for event in gap.iter().chain(parts.into_iter().flatten().flatten()) {
@@ -487,19 +493,21 @@ impl MatrixUser {
 }
 
 impl MatrixUser {
-    /// The events of `room_id` before the pagination token `from` that are not in `seen`, oldest first: pages of
-    /// `GET /rooms/{roomId}/messages` backwards until one reaches an event already seen, or `to`.
+    /// The events of `room_id` before the pagination token `from` (the latest without one) that are not in `seen`,
+    /// oldest first: pages of `GET /rooms/{roomId}/messages` backwards until one reaches an event already seen, or
+    /// `to`.
     async fn events_before(
         &self,
         room_id: &str,
-        from: &str,
+        from: Option<&str>,
         to: Option<&str>,
         seen: &HashSet<String>,
     ) -> anyhow::Result<Vec<Value>> {
         let mut missed = Vec::new();
-        let mut from = from.to_owned();
+        let mut from = from.map(str::to_owned);
         loop {
-            let mut query = vec![("dir", "b"), ("limit", "100"), ("from", from.as_str())];
+            let mut query = vec![("dir", "b"), ("limit", "100")];
+            query.extend(from.as_deref().map(|from| ("from", from)));
             query.extend(to.map(|to| ("to", to)));
             let url = self.endpoint(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query);
             let page = self.send(self.request(Method::GET, url.clone()), "GET", &url).await?;
@@ -513,7 +521,7 @@ impl MatrixUser {
                 missed.push(event.clone());
             }
             match page["end"].as_str() {
-                Some(end) if !reached_seen && !chunk.is_empty() => from = end.to_owned(),
+                Some(end) if !reached_seen && !chunk.is_empty() => from = Some(end.to_owned()),
                 _ => break,
             }
         }
