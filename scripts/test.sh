@@ -11,7 +11,8 @@
 # Each run has its own state dir, $LATTICE_CACHE/test-state/run-PID, so runs side by side don't
 # kill each other's servers; a dead run's dir is cleaned up (and its servers killed) by the next.
 # Exports: LATTICE_SYNAPSE_PYTHON, LATTICE_TEST_POSTGRES_URL, LATTICE_TEST_STATE_DIR.
-# Env: LATTICE_CACHE (default <repo>/.cache); LATTICE_KEEP_TEST_STATE=1 keeps servers' state dirs.
+# Env: LATTICE_CACHE (default <repo>/.cache); LATTICE_KEEP_TEST_STATE=1 keeps servers' state dirs;
+# LATTICE_CONDUIT (default ../shared/homeservers/conduit/conduit) is the Conduit the ::conduit tests run on.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -39,6 +40,12 @@ trap cleanup EXIT
 started=$SECONDS
 "$LATTICE_ROOT/scripts/install.sh" all
 log "servers installed ($((SECONDS - started)) s)"
+conduit=${LATTICE_CONDUIT:-$LATTICE_ROOT/../shared/homeservers/conduit/conduit}
+if [[ -f $conduit ]]; then
+    log "Conduit tests run on $conduit"
+else
+    log "no Conduit binary at $conduit (set LATTICE_CONDUIT): the ::conduit tests will say they were skipped"
+fi
 
 # Stop PostgreSQL at the end only if it was not already running for something else.
 if [[ ! -f $LATTICE_CACHE/postgres.state ]]; then

@@ -135,7 +135,7 @@ impl BridgeHandle {
         self.core.permissions.level(user_id)
     }
 
-    /// Whether the homeserver has answered the start-up ping.
+    /// Whether the homeserver has reached the bridge: its start-up ping got through, or a transaction arrived.
     pub fn homeserver_reachable(&self) -> bool {
         self.core.homeserver_reachable.load(Ordering::Relaxed)
     }

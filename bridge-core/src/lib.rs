@@ -22,6 +22,7 @@ pub mod handle;
 pub mod matrix;
 pub mod metrics;
 mod runtime;
+mod self_check;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

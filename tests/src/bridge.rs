@@ -1,5 +1,5 @@
-//! A bridge under test: registered with its own Synapse, served on loopback from a SQLite store, and restartable
-//! on the same store and address, as an operator's restart is.
+//! A bridge under test: registered with its own homeserver (Synapse or Conduit), served on loopback from a SQLite
+//! store, and restartable on the same store and address, as an operator's restart is.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -12,7 +12,7 @@ use lattice_config::{Permissions, PermissionsConfig};
 use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::Synapse;
+use crate::{Homeserver, HomeserverKind};
 
 /// How long a stopping bridge gets to finish before its task is aborted.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -42,20 +42,22 @@ impl<C: Connector> Drop for RunningBridge<C> {
 }
 
 impl<C: Connector + Clone> RunningBridge<C> {
-    /// Starts a Synapse with the bridge registered as `template` says for the bridge's URL (its address is bound
-    /// before Synapse starts), then the bridge, with the connector `build` makes and `permissions`.
+    /// Starts a homeserver of `kind` with the bridge registered as `template` says for the bridge's URL (its address
+    /// is bound before the homeserver starts), then the bridge, with the connector `build` makes and `permissions`.
     pub async fn start(
+        kind: HomeserverKind,
         template: impl FnOnce(url::Url) -> RegistrationTemplate,
         permissions: &PermissionsConfig,
         build: impl Fn(&AppserviceRegistration) -> C + Send + Sync + 'static,
-    ) -> anyhow::Result<(Synapse, Self)> {
+    ) -> anyhow::Result<(Homeserver, Self)> {
         let dir = tempfile::tempdir().context("creating a folder for the registration and the store")?;
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the appservice listener")?;
         let address = listener.local_addr()?;
         let url: url::Url = format!("http://{address}").parse()?;
-        let (synapse, registration) = Synapse::start_for_appservice(dir.path(), &template(url.clone())).await?;
+        let (homeserver, registration) =
+            Homeserver::start_for_appservice(kind, dir.path(), &template(url.clone())).await?;
         let settings = RuntimeSettings {
-            homeserver_url: synapse.url().parse()?,
+            homeserver_url: homeserver.url().parse()?,
             server_name: "localhost".into(),
             permissions: Permissions::new(permissions)?,
             metrics_enabled: false,
@@ -67,7 +69,7 @@ impl<C: Connector + Clone> RunningBridge<C> {
         let (connector, handle, trigger, task) = serve(&build, &settings, &registration, &store_url, listener).await?;
         let bridge =
             Self { build, settings, registration, store_url, address, connector, handle, trigger, task, _dir: dir };
-        Ok((synapse, bridge))
+        Ok((homeserver, bridge))
     }
 
     /// Stops the bridge and starts it again, with a new connector, on the same store and address.
@@ -80,6 +82,11 @@ impl<C: Connector + Clone> RunningBridge<C> {
         (self.connector, self.handle, self.trigger, self.task) =
             serve(&self.build, &self.settings, &self.registration, &self.store_url, listener).await?;
         Ok(())
+    }
+
+    /// The bridge's registration, as the homeserver has it (its tokens included).
+    pub fn registration(&self) -> &AppserviceRegistration {
+        &self.registration
     }
 
     /// The running bridge's connector.
@@ -98,7 +105,7 @@ impl<C: Connector + Clone> RunningBridge<C> {
     }
 
     /// Hands the bridge `events` in one transaction, as the homeserver does when events pile up while it waits
-    /// for the bridge (`PUT /_matrix/app/v1/transactions/{txnId}`): Synapse's own batching cannot be steered.
+    /// for the bridge (`PUT /_matrix/app/v1/transactions/{txnId}`): a homeserver's own batching cannot be steered.
     pub async fn push_transaction(&self, txn_id: &str, events: Vec<serde_json::Value>) -> anyhow::Result<()> {
         let response = reqwest::Client::new()
             .put(format!("{}/_matrix/app/v1/transactions/{txn_id}", self.url()))

@@ -4,7 +4,12 @@
 //! ([`Synapse::register_user`]), so tests run in parallel and never depend on order. Waiting is
 //! for an observable event with a deadline ([`MatrixUser::wait_for_event`]), never a sleep.
 //!
+//! Tests that run on each homeserver ([`homeserver_tests!`]) start a [`Homeserver`] of the kind given, Synapse or
+//! Conduit.
+//!
 //! Environment:
+//! - `LATTICE_CONDUIT`: the Conduit binary (default `../shared/homeservers/conduit/conduit` beside the workspace);
+//!   where there is none, the Conduit tests print `skipped: …` and pass.
 //! - `LATTICE_SYNAPSE_PYTHON`: the Python that has Synapse (default
 //!   `<workspace>/.cache/synapse-venv/bin/python`, which `scripts/install.sh synapse` makes).
 //! - `LATTICE_CACHE`: the cache dir of `scripts/` (default `<workspace>/.cache`).
@@ -15,6 +20,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bridge;
+mod conduit;
+pub mod homeserver;
 pub mod ircd;
 mod matrix_user;
 mod process;
@@ -31,6 +38,8 @@ use std::{
 };
 
 pub use crate::{
+    conduit::Conduit,
+    homeserver::{Homeserver, HomeserverKind},
     matrix_user::{MatrixError, MatrixUser},
     process::ServerProcess,
     state_dir::StateDir,

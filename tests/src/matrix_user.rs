@@ -107,10 +107,12 @@ struct Inner {
 #[derive(Default)]
 struct SyncState {
     since: Option<String>,
-    /// Rooms `/sync` has shown as joined: a newly joined room's first timeline is `limited`.
+    /// Rooms `/sync` has shown as joined.
     joined: HashSet<String>,
     /// (room ID, event), oldest first: state, timeline and ephemeral events of joined and left rooms.
     events: VecDeque<(String, Value)>,
+    /// The IDs of the events queued so far, so that a gap filled from `/messages` queues none twice.
+    seen: HashSet<String>,
     /// (room ID, invite state events), oldest first.
     invites: VecDeque<(String, Value)>,
 }
@@ -436,18 +438,47 @@ impl MatrixUser {
             let Some(rooms) = answer["rooms"][section].as_object() else { continue };
             for (room_id, room) in rooms {
                 let known = state.joined.contains(room_id);
+                // Joined since the last sync (by the room's section, or by the user's own join in the timeline, as
+                // Conduit may not show a room left in between): Conduit shows only what came after the join, not
+                // the events before it that a client shows (a direct chat's message, sent while the user was
+                // invited).
+                let own_join = |event: &Value| {
+                    event["type"] == "m.room.member"
+                        && event["state_key"] == self.user_id()
+                        && event["content"]["membership"] == "join"
+                };
+                let newly_joined = section == "join"
+                    && since.is_some()
+                    && (!known
+                        || room["timeline"]["events"].as_array().is_some_and(|events| events.iter().any(own_join)));
                 if section == "join" {
                     state.joined.insert(room_id.clone());
                 } else {
                     state.joined.remove(room_id);
                 }
-                if known && room["timeline"]["limited"] == true {
-                    eprintln!("warning: /sync for {} skipped events in {room_id} (limited timeline)", self.user_id());
-                }
-                for part in ["state", "timeline", "ephemeral"] {
-                    for event in room[part]["events"].as_array().into_iter().flatten() {
-                        state.events.push_back((room_id.clone(), event.clone()));
+                // A limited timeline skipped events (Conduit sends at most 10 per room, whatever the filter says,
+                // also in an initial sync): what was missed is fetched from `/messages` and queued first, as a
+                // client's backfill does.
+                // A room left (or banned from) shows only the leave on Conduit: what came before it is fetched too.
+                let mut gap = Vec::new();
+                if room["timeline"]["limited"] == true || newly_joined || section == "leave" {
+                    let from = room["timeline"]["prev_batch"].as_str();
+                    // Best effort: a server that refuses the history leaves the gap, as before.
+                    match self.events_before(room_id, from, since.as_deref(), &state.seen).await {
+                        Ok(missed) => gap = missed,
+                        Err(error) => {
+                            eprintln!("warning: {} cannot fill a gap in {room_id}: {error:#}", self.user_id())
+                        }
                     }
+                }
+                let parts = ["state", "timeline", "ephemeral"].map(|part| room[part]["events"].as_array());
+                for event in gap.iter().chain(parts.into_iter().flatten().flatten()) {
+                    if let Some(event_id) = event["event_id"].as_str()
+                        && !state.seen.insert(event_id.to_owned())
+                    {
+                        continue;
+                    }
+                    state.events.push_back((room_id.clone(), event.clone()));
                 }
             }
         }
@@ -458,6 +489,44 @@ impl MatrixUser {
         }
         state.since = Some(string_field(&answer, "next_batch")?);
         Ok(())
+    }
+}
+
+impl MatrixUser {
+    /// The events of `room_id` before the pagination token `from` (the latest without one) that are not in `seen`,
+    /// oldest first: pages of `GET /rooms/{roomId}/messages` backwards until one reaches an event already seen, or
+    /// `to`.
+    async fn events_before(
+        &self,
+        room_id: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        seen: &HashSet<String>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut missed = Vec::new();
+        let mut from = from.map(str::to_owned);
+        loop {
+            let mut query = vec![("dir", "b"), ("limit", "100")];
+            query.extend(from.as_deref().map(|from| ("from", from)));
+            query.extend(to.map(|to| ("to", to)));
+            let url = self.endpoint(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query);
+            let page = self.send(self.request(Method::GET, url.clone()), "GET", &url).await?;
+            let chunk = page["chunk"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let mut reached_seen = false;
+            for event in chunk {
+                if event["event_id"].as_str().is_some_and(|event_id| seen.contains(event_id)) {
+                    reached_seen = true;
+                    break;
+                }
+                missed.push(event.clone());
+            }
+            match page["end"].as_str() {
+                Some(end) if !reached_seen && !chunk.is_empty() => from = Some(end.to_owned()),
+                _ => break,
+            }
+        }
+        missed.reverse();
+        Ok(missed)
     }
 }
 

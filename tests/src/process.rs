@@ -100,6 +100,69 @@ impl ServerProcess {
     }
 }
 
+/// Lines of a server's log quoted in an error.
+const LOG_TAIL_LINES: usize = 40;
+
+impl ServerProcess {
+    /// Polls the homeserver at `url` (`/_matrix/client/versions`) until it answers, the process exits, or `deadline`
+    /// passes; the error quotes the end of the log.
+    pub(crate) async fn wait_for_homeserver(
+        &mut self,
+        http: &reqwest::Client,
+        url: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let versions = format!("{url}/_matrix/client/versions");
+        loop {
+            if let Some(status) = self.exit_status() {
+                anyhow::bail!(
+                    "{} exited ({status}) before answering; last lines of {}:\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    self.log_tail(LOG_TAIL_LINES)
+                );
+            }
+            let answer = http.get(&versions).timeout(Duration::from_secs(2)).send().await;
+            if matches!(&answer, Ok(response) if response.status().is_success()) {
+                return Ok(());
+            }
+            if started.elapsed() > deadline {
+                self.stop(Duration::from_secs(5));
+                anyhow::bail!(
+                    "{} did not answer {versions} within {deadline:?} (last try: {}); last lines of {}:\n{}",
+                    self.name,
+                    match answer {
+                        Ok(response) => response.status().to_string(),
+                        Err(e) => e.to_string(),
+                    },
+                    self.log_path.display(),
+                    self.log_tail(LOG_TAIL_LINES)
+                );
+            }
+            // Polling a starting server for readiness, not synchronising test events.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Prints the end of the log when the thread is panicking: a failing test's output tells what the server said.
+    pub(crate) fn show_log_if_panicking(&self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "last lines of {}'s log {}:\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+
+    /// Whether the process exited because its port was taken between choosing it and binding it.
+    pub(crate) fn lost_port_race(&mut self) -> bool {
+        self.exit_status().is_some() && self.log_tail(LOG_TAIL_LINES).contains("Address already in use")
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));

@@ -8,7 +8,6 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
 use serde_json::{Value, json};
 use sha1::Sha1;
 
@@ -16,8 +15,6 @@ use crate::{MatrixUser, ServerProcess, StateDir, cache_dir, free_port, workspace
 
 /// How long Synapse may take to answer `/_matrix/client/versions` (it takes about 3 s).
 const START_DEADLINE: Duration = Duration::from_secs(60);
-/// Lines of Synapse's log quoted in an error.
-const LOG_TAIL_LINES: usize = 40;
 
 /// A Synapse homeserver on 127.0.0.1, `server_name` `localhost`, with every rate limit off.
 /// Stopped when dropped; its folder is removed then too, unless `LATTICE_KEEP_TEST_STATE` is set.
@@ -33,19 +30,6 @@ pub struct Synapse {
 }
 
 impl Synapse {
-    /// Generates the registration `template` describes (fresh tokens), writes it to `dir/registration.yaml`, and
-    /// starts a Synapse that loads it; returns the Synapse and the loaded registration for the bridge under test.
-    pub async fn start_for_appservice(
-        dir: &Path,
-        template: &RegistrationTemplate,
-    ) -> anyhow::Result<(Synapse, AppserviceRegistration)> {
-        let registration = lattice_registration::generate(template);
-        let path = dir.join("registration.yaml");
-        lattice_registration::write(&path, &registration)?;
-        let synapse = Synapse::start(std::slice::from_ref(&path)).await?;
-        Ok((synapse, AppserviceRegistration::new(registration, &path)?))
-    }
-
     /// Starts a fresh Synapse that loads the given appservice registration files, and waits
     /// until it answers.
     ///
@@ -74,7 +58,7 @@ impl Synapse {
                 .current_dir(dir.path());
             let mut process = ServerProcess::spawn("Synapse", &mut command, &log_path)?;
             let url = format!("http://127.0.0.1:{port}");
-            match wait_until_ready(&mut process, &http, &url).await {
+            match process.wait_for_homeserver(&http, &url, START_DEADLINE).await {
                 Ok(()) => {
                     eprintln!(
                         "Synapse answers on {url} after {:.1?} (state in {})",
@@ -83,7 +67,7 @@ impl Synapse {
                     );
                     return Ok(Synapse { process, dir, url, port, shared_secret, http });
                 }
-                Err(e) if attempt < 3 && lost_port_race(&mut process) => {
+                Err(e) if attempt < 3 && process.lost_port_race() => {
                     eprintln!("Synapse lost port {port} to another process, retrying: {e:#}");
                 }
                 Err(e) => {
@@ -109,7 +93,7 @@ impl Synapse {
             .arg(self.dir.join("homeserver.yaml"))
             .current_dir(self.dir.path());
         self.process = ServerProcess::spawn("Synapse", &mut command, &self.dir.join("homeserver.log"))?;
-        wait_until_ready(&mut self.process, &self.http, &self.url).await
+        self.process.wait_for_homeserver(&self.http, &self.url, START_DEADLINE).await
     }
 
     /// The event IDs in appservice transactions Synapse has stored but not yet sent (it deletes a transaction once
@@ -198,54 +182,8 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        // A failing test's output is shown: let it tell what Synapse said.
-        if std::thread::panicking() {
-            eprintln!(
-                "last lines of Synapse's log {}:\n{}",
-                self.log_path().display(),
-                self.process.log_tail(LOG_TAIL_LINES)
-            );
-        }
+        self.process.show_log_if_panicking();
     }
-}
-
-/// Polls `/_matrix/client/versions` until Synapse answers, it exits, or [`START_DEADLINE`] passes.
-async fn wait_until_ready(process: &mut ServerProcess, http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let versions = format!("{url}/_matrix/client/versions");
-    loop {
-        if let Some(status) = process.exit_status() {
-            bail!(
-                "Synapse exited ({status}) before answering; last lines of {}:\n{}",
-                process.log_path().display(),
-                process.log_tail(LOG_TAIL_LINES)
-            );
-        }
-        let answer = http.get(&versions).timeout(Duration::from_secs(2)).send().await;
-        if matches!(&answer, Ok(response) if response.status().is_success()) {
-            return Ok(());
-        }
-        if started.elapsed() > START_DEADLINE {
-            process.stop(Duration::from_secs(5));
-            bail!(
-                "Synapse did not answer {versions} within {START_DEADLINE:?} (last try: {}); \
-                 last lines of {}:\n{}",
-                match answer {
-                    Ok(response) => response.status().to_string(),
-                    Err(e) => e.to_string(),
-                },
-                process.log_path().display(),
-                process.log_tail(LOG_TAIL_LINES)
-            );
-        }
-        // Polling a starting server for readiness, not synchronising test events.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Whether Synapse exited because its port was taken in the meantime.
-fn lost_port_race(process: &mut ServerProcess) -> bool {
-    process.exit_status().is_some() && process.log_tail(LOG_TAIL_LINES).contains("Address already in use")
 }
 
 /// The Python that has Synapse: `$LATTICE_SYNAPSE_PYTHON`, or the venv `scripts/install.sh` makes.

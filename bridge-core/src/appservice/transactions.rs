@@ -105,6 +105,8 @@ pub(super) async fn put_transaction<C: Connector>(
 ) -> Response {
     let started = Instant::now();
     let core = runtime.handle.core();
+    // An authenticated transaction proves the homeserver reaches us, also where it has no ping endpoint.
+    core.homeserver_reachable.store(true, std::sync::atomic::Ordering::Relaxed);
     let metrics = &core.metrics;
     let body = match read_limited(body, TRANSACTION_BODY_LIMIT).await {
         Ok(body) => body,

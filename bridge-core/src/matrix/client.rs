@@ -10,7 +10,9 @@
 //! - [`GET /_matrix/client/v3/directory/room/{roomAlias}`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3directoryroomroomalias)
 //! - [`PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`](https://spec.matrix.org/v1.16/application-service-api/#put_matrixclientv3directorylistappservicenetworkidroomid)
 //! - [`POST /_matrix/media/v3/upload`](https://spec.matrix.org/v1.16/client-server-api/#post_matrixmediav3upload)
-//! - [`GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid)
+//! - [`GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid),
+//!   falling back to the deprecated `GET /_matrix/media/v3/download/…` on homeservers older than Matrix v1.11
+//! - [`GET /_matrix/client/v3/account/whoami`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3accountwhoami)
 //!
 //! [identity assertion]: https://spec.matrix.org/v1.16/application-service-api/#identity-assertion
 //! [timestamp massaging]: https://spec.matrix.org/v1.16/application-service-api/#timestamp-massaging
@@ -160,9 +162,9 @@ impl MatrixClient {
         let mut homeserver = homeserver_url;
         homeserver.set_query(None);
         homeserver.set_fragment(None);
+        // Not even the bot counts as registered yet: Synapse creates the `sender_localpart` user itself, but the spec
+        // does not promise it and Conduit does not, so the bot is registered like any ghost.
         let registered = DashSet::new();
-        // The homeserver creates the sender_localpart user itself; registering it again is pointless.
-        registered.insert(bot_user_id.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -241,6 +243,18 @@ impl MatrixClient {
         Ok(Duration::from_millis(answer.duration_ms))
     }
 
+    /// Whom the homeserver takes the appservice's token for: the bot's user ID when it accepts the token
+    /// (`GET /_matrix/client/v3/account/whoami`).
+    pub async fn whoami(&self) -> Result<OwnedUserId> {
+        #[derive(Deserialize)]
+        struct Answer {
+            user_id: OwnedUserId,
+        }
+        let path = ["_matrix", "client", "v3", "account", "whoami"];
+        let answer: Answer = self.send_json(Request::get("whoami", &path)).await?;
+        Ok(answer.user_id)
+    }
+
     /// The room an alias points to, or `None` when the alias does not exist.
     pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
         #[derive(Deserialize)]
@@ -298,7 +312,17 @@ impl MatrixClient {
             .map_err(|err| MatrixError::InvalidInput { what: "mxc URI", reason: format!("`{mxc}`: {err}") })?;
         let path = ["_matrix", "client", "v1", "media", "download", server_name.as_str(), media_id];
         let request = Request::get("download", &path).query("allow_redirect", "true").max_body(self.max_download_bytes);
-        let answer = self.send_raw(request).await?;
+        let answer = match self.send_raw(request).await {
+            Err(err) if err.is_unrecognized_endpoint() => {
+                // A homeserver older than Matrix v1.11 has no authenticated media; its unauthenticated path works.
+                tracing::debug!(%mxc, "no authenticated media on the homeserver; downloading from /_matrix/media/v3");
+                let path = ["_matrix", "media", "v3", "download", server_name.as_str(), media_id];
+                let request =
+                    Request::get("download", &path).query("allow_redirect", "true").max_body(self.max_download_bytes);
+                self.send_raw(request).await?
+            }
+            answer => answer?,
+        };
         Ok((answer.body, answer.content_type))
     }
 
@@ -820,9 +844,9 @@ mod tests {
     }
 
     #[test]
-    fn the_bot_needs_no_registration() {
+    fn the_bot_is_not_taken_as_registered() {
         let client = client();
-        assert!(client.is_registered_cached(client.bot_user_id()));
+        assert!(!client.is_registered_cached(client.bot_user_id()));
     }
 
     #[derive(Default)]
@@ -897,6 +921,34 @@ mod tests {
             FakeHomeserver::start(vec![(404, r#"{"errcode":"M_NOT_FOUND","error":"Room alias not found"}"#)]).await;
         let alias = <&RoomAliasId>::try_from("#nope:example.org").unwrap();
         assert_eq!(homeserver.client().resolve_alias(alias).await.unwrap(), None);
+        assert_eq!(homeserver.received().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn downloads_fall_back_to_unauthenticated_media_on_older_homeservers() {
+        let homeserver = FakeHomeserver::start(vec![
+            (404, r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#),
+            (200, r#"{"cat":true}"#),
+        ])
+        .await;
+        let (bytes, _) = homeserver.client().download_media(<&MxcUri>::from("mxc://example.org/abc")).await.unwrap();
+        assert_eq!(&bytes[..], br#"{"cat":true}"#);
+        let lines: Vec<String> = homeserver.received().into_iter().map(|request| request.line).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /_matrix/client/v1/media/download/example.org/abc?allow_redirect=true HTTP/1.1",
+                "GET /_matrix/media/v3/download/example.org/abc?allow_redirect=true HTTP/1.1",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_media_is_not_taken_for_a_missing_endpoint() {
+        let homeserver =
+            FakeHomeserver::start(vec![(404, r#"{"errcode":"M_NOT_FOUND","error":"Media not found"}"#)]).await;
+        let err = homeserver.client().download_media(<&MxcUri>::from("mxc://example.org/abc")).await.unwrap_err();
+        assert!(err.is_not_found(), "{err}");
         assert_eq!(homeserver.received().len(), 1);
     }
 

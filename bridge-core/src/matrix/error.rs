@@ -161,6 +161,13 @@ impl MatrixError {
         self.is_errcode("M_NOT_FOUND")
     }
 
+    /// Whether the homeserver does not know the endpoint at all: `M_UNRECOGNIZED` (404 or 405, as the spec says for
+    /// an unknown endpoint or method). A homeserver older than the spec version that brought the endpoint answers
+    /// so; the caller falls back or says what the operator must do.
+    pub fn is_unrecognized_endpoint(&self) -> bool {
+        matches!(self, Self::Api { status: 404 | 405, errcode, .. } if errcode == "M_UNRECOGNIZED")
+    }
+
     /// Whether the failure shows the homeserver did not act on the request, so that even a request that is not
     /// idempotent (creating a room) can be sent again: the connection was never made, or we were rate-limited.
     pub(crate) fn request_not_processed(&self) -> bool {

@@ -7,7 +7,6 @@ use std::{
         Arc, Weak,
         atomic::{AtomicI64, Ordering},
     },
-    time::{Duration, Instant},
 };
 
 use lattice_config::{Config, Permissions};
@@ -27,6 +26,7 @@ use crate::{
     handle::{Core, RemoteHandler},
     matrix::MatrixClient,
     metrics::Metrics,
+    self_check,
     store::{QueueKind, Store},
 };
 
@@ -194,7 +194,11 @@ impl<C: Connector> Bridge<C> {
                 starting.shutdown.send_replace(true);
             }
         });
-        tokio::spawn(self_check(runtime.handle.clone(), runtime.bot_displayname.clone(), runtime.shutdown.subscribe()));
+        tokio::spawn(self_check::run(
+            runtime.handle.clone(),
+            runtime.bot_displayname.clone(),
+            runtime.shutdown.subscribe(),
+        ));
 
         let mut shutdown = runtime.shutdown.subscribe();
         axum::serve(listener, router)
@@ -224,55 +228,4 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Asks the homeserver to ping the bridge (`POST /_matrix/client/v1/appservice/{id}/ping`) until it works, and says
-/// plainly what is wrong when it does not.
-/// Once the homeserver answers, the bot's display name is set if the config gives one.
-async fn self_check(handle: BridgeHandle, bot_displayname: Option<String>, mut shutdown: watch::Receiver<bool>) {
-    let core = handle.core();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let started = Instant::now();
-        match core.matrix.ping(core.appservice_id(), None).await {
-            Ok(duration) => {
-                core.homeserver_reachable.store(true, Ordering::Relaxed);
-                tracing::info!(
-                    homeserver_to_bridge_ms = duration.as_millis() as u64,
-                    round_trip_ms = started.elapsed().as_millis() as u64,
-                    "the homeserver reached the bridge: appservice ping succeeded"
-                );
-                if let Some(name) = bot_displayname
-                    && let Err(error) = core.matrix.bot().set_displayname(&name).await
-                {
-                    tracing::warn!(%error, "cannot set the bot's display name");
-                }
-                return;
-            }
-            Err(error) => {
-                let advice = match error.errcode() {
-                    Some("M_UNKNOWN_TOKEN" | "M_FORBIDDEN") => {
-                        "the homeserver does not accept our as_token: is this registration file the one listed in \
-                         the homeserver's app_service_config_files, and was the homeserver restarted after it changed?"
-                    }
-                    Some("M_URL_NOT_SET") => "the registration has no url: set appservice.public_url and regenerate it",
-                    Some("M_CONNECTION_FAILED" | "M_CONNECTION_TIMEOUT") => {
-                        "the homeserver cannot reach the bridge at the registration's url: check appservice.public_url, \
-                         the bind address and any firewall"
-                    }
-                    Some("M_BAD_STATUS") => {
-                        "the bridge answered the homeserver's ping with an error: the hs_token in the homeserver's copy \
-                         of the registration differs from ours"
-                    }
-                    _ => "the homeserver is unreachable or too old for the ping endpoint (Matrix v1.7)",
-                };
-                tracing::error!(%error, advice, retry_in = ?delay, "appservice self-check failed");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(60));
-    }
 }

@@ -1,11 +1,14 @@
 //! Direct messages: an IRC user's PRIVMSG to a puppet becomes a Matrix DM from their ghost, and the Matrix user's
 //! answer goes back as a PRIVMSG from the puppet.
 
+use lattice_e2e::{HomeserverKind, homeserver_tests};
+
 use crate::fixture::{Fixture, WAIT, ghost};
 
-#[tokio::test]
-async fn direct_messages_both_ways() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+homeserver_tests!(direct_messages_both_ways);
+
+async fn direct_messages_both_ways(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let (bob, alice, _room) = fixture.talking("bob", "alice", "#meet", "hi all").await?;
 
     bob.send("PRIVMSG alice :psst, \x02secret\x02").await?;

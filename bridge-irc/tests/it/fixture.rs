@@ -1,4 +1,5 @@
-//! A Synapse, an IRC server and the IRC bridge between them, all on loopback, per test.
+//! A homeserver (Synapse, or Conduit for the tests that run on each), an IRC server and the IRC bridge between them,
+//! all on loopback, per test.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use lattice_bridge_irc::{
 };
 use lattice_config::PermissionsConfig;
 use lattice_e2e::{
-    MatrixUser, Synapse,
+    Homeserver, HomeserverKind, MatrixUser,
     bridge::RunningBridge,
     ircd::{IrcTestClient, Ircd},
 };
@@ -26,11 +27,11 @@ pub(crate) const NET: &str = "test";
 /// The bridge bot.
 pub(crate) const BOT: &str = "@ircbot:localhost";
 
-/// Synapse, the IRC server and the bridge; the bridge stops first when dropped.
+/// The homeserver, the IRC server and the bridge; the bridge stops first when dropped.
 pub(crate) struct Fixture {
     bridge: RunningBridge<IrcConnector>,
     pub(crate) ircd: Ircd,
-    pub(crate) synapse: Synapse,
+    pub(crate) homeserver: Homeserver,
 }
 
 impl Drop for Fixture {
@@ -42,17 +43,35 @@ impl Drop for Fixture {
 impl Fixture {
     /// The bridge on ngircd, the plain-IRC server.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        Self::start_with(Ircd::ngircd().await?, AuthMethod::None, |_| {}).await
+        Self::on_homeserver(HomeserverKind::Synapse).await
+    }
+
+    /// The bridge on ngircd and a homeserver of `kind`.
+    pub(crate) async fn on_homeserver(kind: HomeserverKind) -> anyhow::Result<Self> {
+        Self::configured_on(kind, |_| {}).await
     }
 
     /// The bridge on ngircd, with the test config changed by `configure`.
     pub(crate) async fn configured(configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
-        Self::start_with(Ircd::ngircd().await?, AuthMethod::None, configure).await
+        Self::configured_on(HomeserverKind::Synapse, configure).await
+    }
+
+    /// [`Fixture::configured`] on a homeserver of `kind`.
+    pub(crate) async fn configured_on(
+        kind: HomeserverKind,
+        configure: impl FnOnce(&mut IrcSection),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(kind, Ircd::ngircd().await?, AuthMethod::None, configure).await
     }
 
     /// The bridge on InspIRCd with atheme services; puppets log in with stored passwords by `auth`.
     pub(crate) async fn inspircd(auth: AuthMethod) -> anyhow::Result<Self> {
-        Self::start_with(Ircd::inspircd().await?, auth, |_| {}).await
+        Self::inspircd_on(HomeserverKind::Synapse, auth).await
+    }
+
+    /// [`Fixture::inspircd`] on a homeserver of `kind`.
+    pub(crate) async fn inspircd_on(kind: HomeserverKind, auth: AuthMethod) -> anyhow::Result<Self> {
+        Self::start_with(kind, Ircd::inspircd().await?, auth, |_| {}).await
     }
 
     /// The bridge on InspIRCd with atheme over TLS (trusting the test network's CA, which asks for client
@@ -61,7 +80,7 @@ impl Fixture {
         let ircd = Ircd::inspircd().await?;
         let port = ircd.tls_port().context("the InspIRCd test network has a TLS port")?;
         let ca_file = ircd.ca_file().display().to_string();
-        Self::start_with(ircd, auth, move |section| {
+        Self::start_with(HomeserverKind::Synapse, ircd, auth, move |section| {
             for network in section.networks.values_mut() {
                 for server in &mut network.servers {
                     server.port = port;
@@ -75,10 +94,15 @@ impl Fixture {
 
     /// The bridge on a server the test started, with the test config changed by `configure`.
     pub(crate) async fn on(ircd: Ircd, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
-        Self::start_with(ircd, AuthMethod::None, configure).await
+        Self::start_with(HomeserverKind::Synapse, ircd, AuthMethod::None, configure).await
     }
 
-    async fn start_with(ircd: Ircd, auth: AuthMethod, configure: impl FnOnce(&mut IrcSection)) -> anyhow::Result<Self> {
+    async fn start_with(
+        kind: HomeserverKind,
+        ircd: Ircd,
+        auth: AuthMethod,
+        configure: impl FnOnce(&mut IrcSection),
+    ) -> anyhow::Result<Self> {
         let mut section = IrcSection::default();
         let mut network = NetworkConfig::new(
             "Test IRC",
@@ -104,9 +128,9 @@ impl Fixture {
             receive_ephemeral: true,
         };
         let permissions = PermissionsConfig { admins: vec![ADMIN.into()], ..PermissionsConfig::default() };
-        let (synapse, bridge) =
-            RunningBridge::start(template, &permissions, move |_| IrcConnector::new(section.clone())).await?;
-        Ok(Self { bridge, ircd, synapse })
+        let (homeserver, bridge) =
+            RunningBridge::start(kind, template, &permissions, move |_| IrcConnector::new(section.clone())).await?;
+        Ok(Self { bridge, ircd, homeserver })
     }
 
     /// Stops the bridge (its IRC connections quit) and starts it again on the same store and address.
@@ -116,7 +140,7 @@ impl Fixture {
     }
 
     pub(crate) async fn user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
-        self.synapse.register_user(localpart, false).await
+        self.homeserver.register_user(localpart).await
     }
 
     /// `nick` on IRC in `channel`, and the new Matrix user `localpart` in its portal room.

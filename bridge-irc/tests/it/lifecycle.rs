@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lattice_bridge_irc::config::PrivacyMode;
-use lattice_e2e::ircd::IrcTestClient;
+use lattice_e2e::{HomeserverKind, homeserver_tests, ircd::IrcTestClient};
 
 use crate::fixture::{
     ADMIN, BOT, Fixture, NET, WAIT, alias, assert_bridged, change_nick, ghost, is_bot_notice, privmsg_from,
     room_with_bot, room_with_bot_at, wait_for_member,
 };
+
+homeserver_tests!(the_username_command_reconnects_the_puppet_with_the_new_ident);
 
 #[tokio::test]
 async fn an_idle_puppet_quits_after_a_notice_and_comes_back_on_the_next_message() -> anyhow::Result<()> {
@@ -114,9 +116,10 @@ async fn an_admin_links_an_existing_room_to_a_channel_and_unlinks_it() -> anyhow
     Ok(())
 }
 
-#[tokio::test]
-async fn the_username_command_reconnects_the_puppet_with_the_new_ident() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+async fn the_username_command_reconnects_the_puppet_with_the_new_ident(
+    homeserver: HomeserverKind,
+) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let (bob, alice, room) = fixture.meet("bob", "alice", "#names").await?;
     alice.send_text(&room, "first").await?;
     bob.wait_for(WAIT, |line| line.starts_with(":alice!~alice@") && line.ends_with("PRIVMSG #names :first")).await?;

@@ -2,14 +2,19 @@
 
 use anyhow::Context as _;
 use lattice_bridge_irc::config::{EditStyle, RedactionStyle};
-use lattice_e2e::ircd::IrcTestClient;
+use lattice_e2e::{HomeserverKind, homeserver_tests, ircd::IrcTestClient};
 use serde_json::json;
 
 use crate::fixture::{Fixture, WAIT, change_nick, ghost, is_message, privmsg_from, wait_for_member};
 
-#[tokio::test]
-async fn talk_both_ways_with_formatting_and_emotes() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+homeserver_tests!(
+    talk_both_ways_with_formatting_and_emotes,
+    replies_edits_and_redactions_follow_the_configured_style,
+    files_become_working_links_and_nicks_become_pills,
+);
+
+async fn talk_both_ways_with_formatting_and_emotes(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let (bob, alice, room) = fixture.meet("bob", "alice", "#lobby").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
 
@@ -173,9 +178,8 @@ async fn a_long_message_becomes_one_line_with_a_working_link() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test]
-async fn replies_edits_and_redactions_follow_the_configured_style() -> anyhow::Result<()> {
-    let fixture = Fixture::configured(|section| {
+async fn replies_edits_and_redactions_follow_the_configured_style(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::configured_on(homeserver, |section| {
         for network in section.networks.values_mut() {
             network.messages.edits = EditStyle::Sed;
             network.messages.redactions = RedactionStyle::Notice;
@@ -222,9 +226,8 @@ async fn replies_edits_and_redactions_follow_the_configured_style() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
-async fn files_become_working_links_and_nicks_become_pills() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+async fn files_become_working_links_and_nicks_become_pills(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let (bob, alice, room) = fixture.meet("bob", "alice", "#files").await?;
     wait_for_member(&alice, &room, &ghost("bob"), "join").await?;
 

@@ -1,9 +1,12 @@
 //! One-to-one chats between an XMPP account and a Matrix user's gateway JID, both ways, and after the Matrix user
 //! left the DM room.
 
+use lattice_e2e::{HomeserverKind, homeserver_tests};
 use serde_json::json;
 
 use crate::fixture::{Fixture, WAIT, html_message};
+
+homeserver_tests!(matrix_user_opens_a_direct_chat_with_an_xmpp_ghost);
 
 #[tokio::test]
 async fn direct_chats_both_ways_and_after_leaving() -> anyhow::Result<()> {
@@ -37,9 +40,8 @@ async fn direct_chats_both_ways_and_after_leaving() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn matrix_user_opens_a_direct_chat_with_an_xmpp_ghost() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+async fn matrix_user_opens_a_direct_chat_with_an_xmpp_ghost(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let mut yvonne = fixture.xmpp_user("yvonne").await?;
     let alice = fixture.matrix_user("alice").await?;
     let ghost = "@_xmpp_yvonne=40localhost:localhost";

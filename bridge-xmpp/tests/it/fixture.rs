@@ -1,4 +1,5 @@
-//! A Prosody, a Synapse and the XMPP bridge between them, for one test.
+//! A Prosody, a homeserver (Synapse, or Conduit for the tests that run on each) and the XMPP bridge between them,
+//! for one test.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use lattice_bridge_xmpp::{
 };
 use lattice_config::{PermissionsConfig, Secret};
 use lattice_e2e::{
-    MatrixUser, Synapse,
+    Homeserver, HomeserverKind, MatrixUser,
     bridge::{RunningBridge, registration},
     prosody::Prosody,
 };
@@ -27,7 +28,7 @@ const COMPONENT: &str = "bridge.localhost";
 /// The servers and the bridge; the bridge stops first when dropped.
 pub struct Fixture {
     bridge: RunningBridge<XmppConnector>,
-    pub synapse: Synapse,
+    pub homeserver: Homeserver,
     pub prosody: Prosody,
 }
 
@@ -38,6 +39,19 @@ impl Fixture {
 
     /// Like [`Fixture::start`], with the bridge's section adjusted by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut XmppSection)) -> anyhow::Result<Self> {
+        Self::on_homeserver_with(HomeserverKind::Synapse, configure).await
+    }
+
+    /// Like [`Fixture::start`], on a homeserver of `kind`.
+    pub async fn on_homeserver(kind: HomeserverKind) -> anyhow::Result<Self> {
+        Self::on_homeserver_with(kind, |_| {}).await
+    }
+
+    /// Like [`Fixture::start_with`], on a homeserver of `kind`.
+    pub async fn on_homeserver_with(
+        kind: HomeserverKind,
+        configure: impl FnOnce(&mut XmppSection),
+    ) -> anyhow::Result<Self> {
         let prosody = Prosody::start(COMPONENT).await?;
         let mut section = XmppSection {
             component: ComponentConfig {
@@ -53,11 +67,11 @@ impl Fixture {
         };
         configure(&mut section);
         let template = registration("lattice-xmpp", "xmppbot", "_xmpp_", "xmpp");
-        let (synapse, bridge) = RunningBridge::start(template, &PermissionsConfig::default(), move |registration| {
+        let build = move |registration: &lattice_registration::AppserviceRegistration| {
             XmppConnector::new(section.clone()).with_appservice_token(registration.registration().as_token.clone())
-        })
-        .await?;
-        Ok(Self { bridge, synapse, prosody })
+        };
+        let (homeserver, bridge) = RunningBridge::start(kind, template, &PermissionsConfig::default(), build).await?;
+        Ok(Self { bridge, homeserver, prosody })
     }
 
     /// Stops the bridge and starts it again on the same store and address, as an operator's restart does.
@@ -72,7 +86,7 @@ impl Fixture {
 
     /// A new Matrix user.
     pub async fn matrix_user(&self, localpart: &str) -> anyhow::Result<MatrixUser> {
-        self.synapse.register_user(localpart, false).await
+        self.homeserver.register_user(localpart).await
     }
 
     /// A new XMPP account, logged in.

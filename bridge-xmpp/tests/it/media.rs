@@ -7,6 +7,7 @@ use std::sync::{
 };
 
 use anyhow::Context as _;
+use lattice_e2e::{HomeserverKind, homeserver_tests};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -19,6 +20,8 @@ use crate::{
     fixture::{Fixture, WAIT},
     muc::{join_portal, xavier_and_alice_in_portal},
 };
+
+homeserver_tests!(files_reach_gateway_mucs_both_ways);
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really a picture";
 
@@ -149,9 +152,8 @@ async fn a_slow_download_holds_up_its_room_only() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn files_reach_gateway_mucs_both_ways() -> anyhow::Result<()> {
-    let fixture = Fixture::start_with(|section| section.media.allow_private_targets = true).await?;
+async fn files_reach_gateway_mucs_both_ways(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver_with(homeserver, |section| section.media.allow_private_targets = true).await?;
     let (base, _) = file_server().await?;
     let alice = fixture.matrix_user("alice").await?;
     let room_id = alice.create_room(json!({"preset": "public_chat", "room_alias_name": "pantry"})).await?;

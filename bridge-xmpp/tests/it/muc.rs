@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lattice_e2e::MatrixUser;
+use lattice_e2e::{HomeserverKind, MatrixUser, homeserver_tests};
 use serde_json::{Value, json};
 
 use crate::{
@@ -66,6 +66,8 @@ pub(crate) async fn xavier_and_alice_in_portal(
     Ok((xavier, alice, room_id))
 }
 
+homeserver_tests!(muc_conversation_both_ways_with_styling);
+
 fn is_message_with_prefix(event: &Value, prefix: &str) -> bool {
     event["type"] == "m.room.message" && event["content"]["body"].as_str().is_some_and(|body| body.starts_with(prefix))
 }
@@ -94,9 +96,8 @@ async fn file_becomes_a_link(
     Ok(())
 }
 
-#[tokio::test]
-async fn muc_conversation_both_ways_with_styling() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+async fn muc_conversation_both_ways_with_styling(homeserver: HomeserverKind) -> anyhow::Result<()> {
+    let fixture = Fixture::on_homeserver(homeserver).await?;
     let room = "lobby@conference.localhost";
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let joined = xavier.join_muc(room, "Xavier").await?;

@@ -3,7 +3,7 @@
 //! MUC portals, gateway MUCs and direct chats; and a bridge restart between a message and its correction.
 
 use anyhow::Context as _;
-use lattice_e2e::MatrixUser;
+use lattice_e2e::{HomeserverKind, MatrixUser, homeserver_tests};
 use serde_json::{Value, json};
 use xmpp_parsers::minidom::Element;
 
@@ -52,9 +52,22 @@ fn is_redaction_of(event: &Value, target: &str) -> bool {
     event["type"] == "m.room.redaction" && (event["redacts"] == target || event["content"]["redacts"] == target)
 }
 
+homeserver_tests!(
+    muc_corrections_reactions_replies_and_retractions_reach_matrix,
+    matrix_edits_reactions_replies_and_redactions_reach_the_muc,
+);
+
 /// Servers, bridge, an XMPP user in `room` and a Matrix user in its portal; the last is Xavier's ghost.
 pub(crate) async fn muc_with_portal(room: &str) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String, String)> {
-    let fixture = Fixture::start().await?;
+    muc_with_portal_on(HomeserverKind::Synapse, room).await
+}
+
+/// Xavier in the MUC `room`, Alice in its portal on a homeserver of `kind`; also returns Xavier's ghost.
+async fn muc_with_portal_on(
+    kind: HomeserverKind,
+    room: &str,
+) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String, String)> {
+    let fixture = Fixture::on_homeserver(kind).await?;
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let ghost = occupant_ghost(room, &xavier.join_muc(room, "Xavier").await?)?;
     let alice = fixture.matrix_user("alice").await?;
@@ -80,10 +93,11 @@ fn reactions_xml(id: &str, keys: &[&str]) -> String {
 }
 
 /// Every mapping from XMPP to Matrix in a MUC portal, naming messages by the MUC's stanza-id and the sender's ID.
-#[tokio::test]
-async fn muc_corrections_reactions_replies_and_retractions_reach_matrix() -> anyhow::Result<()> {
+async fn muc_corrections_reactions_replies_and_retractions_reach_matrix(
+    homeserver: HomeserverKind,
+) -> anyhow::Result<()> {
     let room = "xeps@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal(room).await?;
+    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal_on(homeserver, room).await?;
 
     xavier.send_message_with("groupchat", room, "x-1", Some("first words"), "").await?;
     let original = alice.wait_for_message(&room_id, WAIT, "first words").await?;
@@ -142,10 +156,9 @@ async fn muc_corrections_reactions_replies_and_retractions_reach_matrix() -> any
 
 /// Every mapping from Matrix to XMPP in a MUC portal: the XMPP side names Matrix messages by the MUC's stanza-id
 /// and corrections by the bridge's own ID.
-#[tokio::test]
-async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc() -> anyhow::Result<()> {
+async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc(homeserver: HomeserverKind) -> anyhow::Result<()> {
     let room = "xeps-out@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal(room).await?;
+    let (_fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal_on(homeserver, room).await?;
 
     let event_id = alice.send_text(&room_id, "from matrix").await?;
     let sent = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "from matrix").await?;

@@ -263,7 +263,15 @@ impl GatewayMucs<'_> {
     ) -> ConnectorResult<()> {
         let Some(api) = &self.matrix_api else { return Ok(()) };
         let bot_id = self.bridge.bot_user_id();
-        let events = api.recent_messages(room_id.as_str(), &bot_id, HISTORY_MESSAGES).await.map_err(transient)?;
+        // The occupant is in already; without history (Conduit 0.11 answers an appservice's `/messages` with an
+        // empty 500) the join still stands.
+        let events = match api.recent_messages(room_id.as_str(), &bot_id, HISTORY_MESSAGES).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, room = %room_id, "cannot read the room's history; joining without it");
+                Vec::new()
+            }
+        };
         for event in events {
             let Some(text) = event.get("content").and_then(content_text) else { continue };
             let sender = event.get("sender").and_then(Value::as_str).unwrap_or_default();
