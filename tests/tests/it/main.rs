@@ -8,4 +8,5 @@ mod durability;
 mod harness;
 mod homeserver_outage;
 mod irc_crash;
+mod packages;
 mod xmpp_crash;
