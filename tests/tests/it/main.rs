@@ -4,6 +4,7 @@ mod binaries;
 mod bot_once;
 mod bridge;
 mod crash_tally;
+mod dashboard;
 mod durability;
 mod harness;
 mod homeserver_outage;
