@@ -2,7 +2,9 @@
 //! with cargo-deb, `dpkg -i` installs them (system users, conffiles, units), `systemd-analyze verify` checks the
 //! units and `systemd-analyze security --offline` rates their sandbox, and the IRC unit's own `ExecStartPre=` and
 //! `ExecStart=` lines run as the unit's user against a test Synapse until the homeserver's ping reaches the bridge,
-//! `/health/ready` says so, and a Matrix message reaches IRC.
+//! `/health/ready` says so, and a Matrix message reaches IRC. Then the stopped bridge's store moves to PostgreSQL
+//! (`lattice-irc copy-database`, as docs/operating.md has the operator run it), and the bridge started on it still
+//! bridges the room.
 //!
 //! The packages here hold the debug build the other tests make (`scripts/package.sh --profile dev`), so CI spends
 //! seconds packaging instead of a release build's quarter of an hour; their layout and scripts are the release's.
@@ -173,12 +175,16 @@ fn analyze(units: &[&Unit]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Points the installed IRC config at `homeserver`, `port` and the IRC server on `irc_port`, as an operator edits it.
-fn configure_irc(homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<()> {
+/// Points the installed IRC config at `homeserver`, `port`, the IRC server on `irc_port` and, when given, the
+/// database at `database`, as an operator edits it.
+fn configure_irc(homeserver: &str, port: u16, irc_port: u16, database: Option<&str>) -> anyhow::Result<()> {
     let path = Path::new("/etc/lattice-irc/config.yaml");
     let mut config: Value = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
     config["homeserver"]["url"] = homeserver.into();
     config["appservice"]["port"] = u64::from(port).into();
+    if let Some(url) = database {
+        config["database"]["url"] = url.into();
+    }
     // The sample's network (Libera.Chat), turned into the test IRC server.
     let networks = config["bridge"]["networks"].as_mapping().context("bridge.networks is a mapping")?;
     let mut network = networks.values().next().context("the sample config has a network")?.clone();
@@ -195,6 +201,42 @@ fn configure_irc(homeserver: &str, port: u16, irc_port: u16) -> anyhow::Result<(
     Ok(())
 }
 
+/// The unit's `ExecStartPre=` (check-config), then its `ExecStart=` with its output in `log`, until the homeserver's
+/// ping reached the bridge and `/health/ready` on `port` says so.
+async fn start_unit(unit: &Unit, port: u16, log: &Path) -> anyhow::Result<ServerProcess> {
+    let checked = output(&mut unit.command(unit.one("ExecStartPre")?)?)?;
+    ensure!(checked.contains("consistent"), "ExecStartPre= (check-config): {checked}");
+    let mut bridge = ServerProcess::spawn("lattice-irc", &mut unit.command(unit.one("ExecStart")?)?, log)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains("appservice ping succeeded") {
+        ensure!(bridge.exit_status().is_none(), "the unit's ExecStart exited: {}", bridge.log_tail(40));
+        ensure!(tokio::time::Instant::now() < deadline, "no successful ping within 60 s: {}", bridge.log_tail(40));
+        // Polling another process's log: there is nothing to be notified by.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready")).await?;
+    ensure!(ready.status().is_success(), "/health/ready: {}", ready.status());
+    let ready: serde_json::Value = ready.json().await?;
+    ensure!(ready["homeserver_reachable"] == true, "/health/ready: {ready}");
+    Ok(bridge)
+}
+
+/// Runs SQL on the test PostgreSQL server (`LATTICE_TEST_POSTGRES_URL`, which scripts/test.sh sets) with `psql`.
+fn psql(sql: &str) -> anyhow::Result<String> {
+    let server = std::env::var("LATTICE_TEST_POSTGRES_URL")
+        .context("LATTICE_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL")?;
+    output(Command::new("psql").args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &server, "-c", sql]))
+}
+
+/// A fresh PostgreSQL database on the test server, as a URL.
+fn create_database() -> anyhow::Result<(String, String)> {
+    let name = format!("lattice_test_{:016x}", rand::random::<u64>());
+    psql(&format!("CREATE DATABASE {name}"))?;
+    let mut url: url::Url = std::env::var("LATTICE_TEST_POSTGRES_URL")?.parse()?;
+    url.set_path(&name);
+    Ok((name, url.to_string()))
+}
+
 #[tokio::test]
 async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_its_user() -> anyhow::Result<()> {
     let uid = effective_uid()?;
@@ -202,8 +244,8 @@ async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_i
         println!("SKIPPED: installing the Debian packages (dpkg -i) needs root; this test runs as UID {uid}");
         return Ok(());
     }
-    for tool in ["dpkg", "setpriv"] {
-        ensure!(has_command(tool), "{tool} is missing (Debian's dpkg and util-linux packages)");
+    for tool in ["dpkg", "setpriv", "psql"] {
+        ensure!(has_command(tool), "{tool} is missing (Debian's dpkg, util-linux and postgresql-client packages)");
     }
     println!("no systemd runs here: the unit's command lines run under setpriv as its user, not started by systemd");
     let debs = build_packages()?;
@@ -219,32 +261,22 @@ async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_i
     // The XMPP unit's check before the start, as its user, on the config as installed.
     let checked = output(&mut xmpp.command(xmpp.one("ExecStartPre")?)?)?;
     ensure!(checked.contains("OK"), "lattice-xmpp check-config: {checked}");
+    irc_unit_bridges_and_moves_to_postgresql(&irc).await
+}
 
-    // The registration as docs/operating.md has the operator make it, as the bridge's user, into its state folder.
+/// The IRC unit's command lines against a test Synapse: a Matrix message reaches IRC; then, as docs/operating.md
+/// has the operator do it, the stopped bridge's store moves to PostgreSQL (`copy-database` as the unit's user), and
+/// the bridge started on it still knows the portal.
+async fn irc_unit_bridges_and_moves_to_postgresql(irc: &Unit) -> anyhow::Result<()> {
+    // The registration made as the bridge's user, into its state folder.
     let ircd = Ircd::ngircd().await?;
     let port = free_port();
-    configure_irc("http://127.0.0.1:9", port, ircd.port())?;
-    let generate = "/usr/bin/lattice-irc generate-registration -c /etc/lattice-irc/config.yaml";
-    output(&mut irc.command(generate)?)?;
+    configure_irc("http://127.0.0.1:9", port, ircd.port(), None)?;
+    output(&mut irc.command("/usr/bin/lattice-irc generate-registration -c /etc/lattice-irc/config.yaml")?)?;
     let synapse = Synapse::start(&[PathBuf::from("/var/lib/lattice-irc/registration.yaml")]).await?;
-    configure_irc(synapse.url(), port, ircd.port())?;
-    let checked = output(&mut irc.command(irc.one("ExecStartPre")?)?)?;
-    ensure!(checked.contains("consistent"), "ExecStartPre= (check-config): {checked}");
-
+    configure_irc(synapse.url(), port, ircd.port(), None)?;
     let log_dir = tempfile::tempdir()?;
-    let log = log_dir.path().join("lattice-irc.log");
-    let mut bridge = ServerProcess::spawn("lattice-irc", &mut irc.command(irc.one("ExecStart")?)?, &log)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("appservice ping succeeded") {
-        ensure!(bridge.exit_status().is_none(), "the unit's ExecStart exited: {}", bridge.log_tail(40));
-        ensure!(tokio::time::Instant::now() < deadline, "no successful ping within 60 s: {}", bridge.log_tail(40));
-        // Polling another process's log: there is nothing to be notified by.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready")).await?;
-    ensure!(ready.status().is_success(), "/health/ready: {}", ready.status());
-    let ready: serde_json::Value = ready.json().await?;
-    ensure!(ready["homeserver_reachable"] == true, "/health/ready: {ready}");
+    let mut bridge = start_unit(irc, port, &log_dir.path().join("lattice-irc.log")).await?;
 
     let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
     talker.join(CHANNEL).await?;
@@ -261,5 +293,20 @@ async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_i
         ensure!(owner.trim() == "lattice-irc", "/var/lib/lattice-irc/{file} belongs to {owner}");
     }
     bridge.stop(Duration::from_secs(10));
+
+    let (database, url) = create_database()?;
+    let copy = "/usr/bin/lattice-irc copy-database -c /etc/lattice-irc/config.yaml";
+    let copied = output(irc.command(copy)?.env("LATTICE_COPY_DATABASE_TO", &url))?;
+    println!("{}", copied.lines().last().unwrap_or_default());
+    ensure!(copied.contains("portals: 1 rows"), "copy-database: {copied}");
+    configure_irc(synapse.url(), port, ircd.port(), Some(&url))?;
+    let mut bridge = start_unit(irc, port, &log_dir.path().join("lattice-irc-postgresql.log")).await?;
+    alice.send_text(&room_id, "hello from PostgreSQL").await?;
+    talker
+        .wait_for(Duration::from_secs(60), |line| line.ends_with(" :hello from PostgreSQL"))
+        .await
+        .with_context(|| format!("the portal did not survive the move: {}", bridge.log_tail(40)))?;
+    bridge.stop(Duration::from_secs(10));
+    psql(&format!("DROP DATABASE {database} WITH (FORCE)"))?;
     Ok(())
 }
