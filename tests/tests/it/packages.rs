@@ -107,25 +107,39 @@ fn has_command(name: &str) -> bool {
 }
 
 /// The installed packages; purged when dropped, so the machine is left as it was even when the test fails.
-struct Installed;
+struct Installed {
+    /// Exists while the packages on the machine are this test's, so a run after a killed one may purge them.
+    marker: PathBuf,
+}
 
 impl Installed {
     fn install(debs: &[PathBuf]) -> anyhow::Result<Self> {
-        purge();
+        let marker = std::env::temp_dir().join("lattice-packages-test.installed");
+        let mut query = Command::new("dpkg-query");
+        query.args(["-W", "-f=${db:Status-Status} ", "lattice-irc", "lattice-xmpp"]);
+        // `installed`, or `config-files` after a remove (its store and key are still there), …
+        let states = String::from_utf8_lossy(&query.output()?.stdout).into_owned();
+        let present = states.split_whitespace().any(|state| state != "not-installed");
+        // A machine's own bridge, with its store and key, is not this test's to purge.
+        ensure!(
+            !present || marker.exists(),
+            "lattice-irc or lattice-xmpp is installed on this machine, not by this test: purge it to run the test"
+        );
+        std::fs::write(&marker, "")?;
+        let installed = Self { marker };
         output(Command::new("dpkg").arg("-i").args(debs))?;
-        Ok(Self)
+        Ok(installed)
     }
 }
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        purge();
+        // Not installed is fine: dpkg says so and exits 0.
+        let purged = Command::new("dpkg").args(["--purge", "lattice-irc", "lattice-xmpp"]).output();
+        if purged.is_ok_and(|purged| purged.status.success()) {
+            let _ = std::fs::remove_file(&self.marker);
+        }
     }
-}
-
-fn purge() {
-    // Not installed is fine: dpkg says so and exits 0.
-    let _ = Command::new("dpkg").args(["--purge", "lattice-irc", "lattice-xmpp"]).output();
 }
 
 /// Builds the packages from the debug build with `scripts/package.sh`, returning their paths.
@@ -248,7 +262,9 @@ async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_i
         ensure!(has_command(tool), "{tool} is missing (Debian's dpkg, util-linux and postgresql-client packages)");
     }
     println!("no systemd runs here: the unit's command lines run under setpriv as its user, not started by systemd");
+    let started = std::time::Instant::now();
     let debs = build_packages()?;
+    println!("packages built in {:.1?}", started.elapsed());
     let lock = std::fs::File::create(std::env::temp_dir().join("lattice-packages-test.lock"))?;
     lock.lock().context("waiting for another run of this test")?;
     let _installed = Installed::install(&debs)?;
@@ -261,7 +277,10 @@ async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_i
     // The XMPP unit's check before the start, as its user, on the config as installed.
     let checked = output(&mut xmpp.command(xmpp.one("ExecStartPre")?)?)?;
     ensure!(checked.contains("OK"), "lattice-xmpp check-config: {checked}");
-    irc_unit_bridges_and_moves_to_postgresql(&irc).await
+    println!("packages installed and checked after {:.1?}", started.elapsed());
+    irc_unit_bridges_and_moves_to_postgresql(&irc).await?;
+    println!("done after {:.1?}", started.elapsed());
+    Ok(())
 }
 
 /// The IRC unit's command lines against a test Synapse: a Matrix message reaches IRC; then, as docs/operating.md
