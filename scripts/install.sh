@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|all]…   (default: all)
+# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|heisenbridge|cargo-deb|all]…   (default: all)
 #
 # Installs the real servers the end-to-end tests and the demo run against, idempotently:
 #   synapse   matrix-synapse $SYNAPSE_VERSION from PyPI in a venv at $LATTICE_CACHE/synapse-venv
