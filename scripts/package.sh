@@ -5,13 +5,13 @@
 # bridge-irc/Cargo.toml and bridge-xmpp/Cargo.toml) and prints their paths, one a line, on stdout:
 #   /usr/bin/lattice-irc                   the binary
 #   /etc/lattice-irc/config.yaml           the sample config (a conffile), its files in /var/lib/lattice-irc
-#   /lib/systemd/system/lattice-irc.service  a hardened unit (packaging/debian/lattice.service.in)
+#   /usr/lib/systemd/system/lattice-irc.service  a hardened unit (packaging/debian/lattice.service.in)
 #   /usr/share/doc/lattice-irc/            README, the commented sample, (IRC) the ident port 113 drop-in
 # and the same for lattice-xmpp. The postinst makes the system user; the unit is neither enabled nor started.
 # The packages land in $CARGO_TARGET_DIR/debian (default target/debian).
 #   --profile dev  package the debug build (what the end-to-end tests build anyway; not for operators)
 #   --no-build     package the binaries already built for that profile
-# Installs cargo-deb first if missing (scripts/install.sh cargo-deb).
+# Installs cargo-deb first if missing (scripts/install.sh packaging).
 # Env: LATTICE_CACHE (default <repo>/.cache), CARGO_TARGET_DIR.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -38,7 +38,7 @@ while (($# > 0)); do
 done
 ((${#bridges[@]} > 0)) || bridges=(irc xmpp)
 
-"$LATTICE_ROOT/scripts/install.sh" cargo-deb
+"$LATTICE_ROOT/scripts/install.sh" packaging
 
 # The files cargo-deb takes from packaging/build/NAME (Cargo.toml's maintainer-scripts and unit-scripts): the unit
 # made from the template, the maintainer scripts, and the sample config with its files moved to /var/lib/NAME.

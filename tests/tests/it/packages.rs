@@ -173,7 +173,7 @@ fn check_installed(name: &str) -> anyhow::Result<()> {
 /// `systemd-analyze verify` and `security --offline`, or a clear word that they could not run.
 fn analyze(units: &[&Unit]) -> anyhow::Result<()> {
     if !has_command("systemd-analyze") {
-        println!("systemd-analyze is not installed (Debian's systemd package): the units were NOT verified");
+        println!("systemd-analyze is missing (scripts/install.sh packaging installs it): the units were NOT verified");
         return Ok(());
     }
     output(Command::new("systemd-analyze").arg("verify").args(units.iter().map(|unit| &unit.path)))?;
