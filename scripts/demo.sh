@@ -9,9 +9,10 @@
 #                  Prosody (clients on 127.0.0.1:5222: alice@localhost / alice; MUCs on
 #                  conference.localhost)
 # Installs what it needs (scripts/install.sh synapse ircd prosody), builds the bridges in release
-# mode, and keeps configs, databases and logs in demo/ (env LATTICE_DEMO_DIR), so a second run
-# picks up where the first stopped. Bridge configs are the samples (bridge-*/config.sample.yaml)
-# with the demo's URLs, ports, paths and networks set.
+# mode (the first run's build takes about 15 minutes on 2 cores, with cargo's progress shown), and
+# keeps configs, databases and logs in demo/ (env LATTICE_DEMO_DIR), so a second run picks up where
+# the first stopped. Bridge configs are the samples (bridge-*/config.sample.yaml) with the demo's
+# URLs, ports, paths and networks set.
 #   --reset  delete demo/ first: fresh databases, users and appservice tokens
 #   --check  start everything, check it answers, then stop (no waiting for Ctrl-C)
 set -euo pipefail
@@ -102,11 +103,16 @@ if $reset; then
 fi
 mkdir -p "$DEMO" "$RUN" "$LOGS"
 
+BIN=${CARGO_TARGET_DIR:-$LATTICE_ROOT/target}/release
+if [[ ! -x $BIN/lattice-irc || ! -x $BIN/lattice-xmpp ]]; then
+    log "first run: installing the servers takes a few minutes, and the release build of the bridges about 15"
+    log "minutes on 2 cores (later runs take seconds); cargo shows its progress below"
+fi
 scripts/install.sh synapse ircd prosody
 log "building the bridges (release)"
-cargo build --release --quiet -p lattice-bridge-irc -p lattice-bridge-xmpp
-cargo build --release --quiet -p lattice-e2e --bin lattice-server-config
-BIN=${CARGO_TARGET_DIR:-$LATTICE_ROOT/target}/release
+# Cargo's own progress (crates compiled of crates to compile) on the terminal, so a long first build shows it moves.
+cargo build --release -p lattice-bridge-irc -p lattice-bridge-xmpp
+cargo build --release -p lattice-e2e --bin lattice-server-config
 # The configs the tests run (tests/src/ircd.rs, tests/src/prosody.rs), with the demo's folders, ports and passwords.
 server_config() { "$BIN/lattice-server-config" "$@"; }
 

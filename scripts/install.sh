@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|all]…   (default: all)
+# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|heisenbridge|packaging|all]…   (default: all)
 #
 # Installs the real servers the end-to-end tests and the demo run against, idempotently:
 #   synapse   matrix-synapse $SYNAPSE_VERSION from PyPI in a venv at $LATTICE_CACHE/synapse-venv
@@ -8,6 +8,9 @@
 #   prosody   Debian's prosody
 #   heisenbridge  heisenbridge $HEISENBRIDGE_VERSION from PyPI in a venv at $LATTICE_CACHE/heisenbridge-venv
 #             (a peer IRC bridge the benchmarks measure beside Lattice; not part of `all`)
+#   packaging cargo-deb $CARGO_DEB_VERSION from crates.io into cargo's bin folder (~/.cargo/bin), which
+#             scripts/package.sh builds the Debian packages with (about 3 minutes once per machine), and
+#             Debian's systemd for systemd-analyze, which checks their units (not in `all`)
 # Does nothing for what is already there (dpkg -s; the venv imports synapse at the pinned
 # version), and runs `apt-get update` once, only when a Debian package is missing.
 # Env: LATTICE_CACHE (default <repo>/.cache).
@@ -22,6 +25,7 @@ usage() {
 
 want_synapse=false
 want_heisenbridge=false
+want_cargo_deb=false
 debs=()
 (($# > 0)) || set -- all
 for what in "$@"; do
@@ -31,6 +35,10 @@ for what in "$@"; do
     ircd) debs+=(ngircd inspircd atheme-services openssl) ;;
     prosody) debs+=(prosody) ;;
     heisenbridge) want_heisenbridge=true ;;
+    packaging)
+        want_cargo_deb=true
+        debs+=(systemd)
+        ;;
     all)
         want_synapse=true
         debs+=(postgresql-15 ngircd inspircd atheme-services openssl prosody)
@@ -99,4 +107,9 @@ if $want_synapse; then
 fi
 if $want_heisenbridge; then
     install_venv "$HEISENBRIDGE_VENV" heisenbridge "$HEISENBRIDGE_VERSION" heisenbridge
+fi
+if $want_cargo_deb && [[ $(cargo-deb --version 2>/dev/null) != *" $CARGO_DEB_VERSION" ]]; then
+    log "installing cargo-deb $CARGO_DEB_VERSION (about 3 minutes)"
+    # Its own build folder: the workspace's CARGO_TARGET_DIR is for the workspace.
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION"
 fi

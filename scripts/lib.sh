@@ -9,6 +9,7 @@
 #   SYNAPSE_VENV          $LATTICE_CACHE/synapse-venv
 #   HEISENBRIDGE_VERSION  the heisenbridge version install.sh pins (a peer bridge for the benchmarks)
 #   HEISENBRIDGE_VENV     $LATTICE_CACHE/heisenbridge-venv
+#   CARGO_DEB_VERSION     the cargo-deb version install.sh pins (scripts/package.sh builds the Debian packages)
 #   log MSG… / die MSG…   messages on stderr
 #   wait_for_tcp HOST PORT TIMEOUT_S     until something accepts connections
 #   wait_for_http URL TIMEOUT_S          until URL answers 2xx
@@ -33,6 +34,10 @@ export SYNAPSE_VERSION SYNAPSE_VENV
 HEISENBRIDGE_VERSION=1.15.4
 HEISENBRIDGE_VENV=$LATTICE_CACHE/heisenbridge-venv
 export HEISENBRIDGE_VERSION HEISENBRIDGE_VENV
+
+# The newest cargo-deb when the packages were first made; it builds on the workspace's Rust.
+CARGO_DEB_VERSION=3.8.0
+export CARGO_DEB_VERSION
 
 log() {
     printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0")" "$*" >&2

@@ -2,7 +2,7 @@
 # Usage: scripts/test.sh [CARGO TEST ARGS…]      e.g. scripts/test.sh -p lattice-e2e -- harness
 #
 # The project's test command (CI runs it through .ci/run): installs the real servers (cached:
-# scripts/install.sh all), makes sure PostgreSQL runs (scripts/postgres.sh start), runs
+# scripts/install.sh all packaging), makes sure PostgreSQL runs (scripts/postgres.sh start), runs
 # `cargo test --workspace ARGS…` (without --workspace when ARGS pick packages with -p) with the
 # environment the end-to-end harness reads, then stops
 # what it started and kills any test server left behind in the test state dir. Ends with a
@@ -38,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 
 started=$SECONDS
-"$LATTICE_ROOT/scripts/install.sh" all
+"$LATTICE_ROOT/scripts/install.sh" all packaging
 log "servers installed ($((SECONDS - started)) s)"
 conduit=${LATTICE_CONDUIT:-$LATTICE_ROOT/../shared/homeservers/conduit/conduit}
 if [[ -f $conduit ]]; then

@@ -1,5 +1,5 @@
-//! The command line every Lattice bridge binary shares: `generate-registration`, `check-config` and `run` (the
-//! default). This is the binaries' edge, so its errors are `anyhow` with context naming the file at fault.
+//! The command line every Lattice bridge binary shares: `generate-registration`, `check-config`, `copy-database`
+//! and `run` (the default). This is the binaries' edge, so its errors are `anyhow` with context naming the file at fault.
 
 use std::{
     net::SocketAddr,
@@ -14,6 +14,10 @@ use lattice_registration::{AppserviceRegistration, RegistrationTemplate, templat
 use serde::de::DeserializeOwned;
 
 use crate::{Bridge, connector::Connector};
+
+mod copy_database;
+
+pub use self::copy_database::{CopyReport, copy_database};
 
 /// The bridge-specific section of a config file (`bridge:`), as the shared command line needs it.
 pub trait BridgeSection: DeserializeOwned + Validate + Default + Send + Sync + 'static {
@@ -68,6 +72,13 @@ enum Command {
     },
     /// Load and validate the config (and the registration file, if present), then exit.
     CheckConfig,
+    /// Copy the bridge's SQLite store (database.url) into an empty PostgreSQL database; the bridge must be stopped.
+    /// Then set database.url to the new URL and start the bridge. The SQLite file is left as it was.
+    CopyDatabase {
+        /// The PostgreSQL URL (postgres://user:password@host/database), or the environment variable.
+        #[arg(long, env = "LATTICE_COPY_DATABASE_TO", hide_env_values = true)]
+        to: String,
+    },
     /// Run the bridge (the default).
     Run,
 }
@@ -131,6 +142,30 @@ where
                     registration.display()
                 );
             }
+            Ok(())
+        }
+        Command::CopyDatabase { to } => {
+            let address = SocketAddr::new(config.appservice.bind_address, config.appservice.port);
+            if let Err(error) = std::net::TcpListener::bind(address)
+                && error.kind() == std::io::ErrorKind::AddrInUse
+            {
+                bail!(
+                    "something listens on {address} (appservice.port): stop the bridge first, so its store holds still"
+                )
+            }
+            let from = config.database.url.resolve()?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(copy_database(&from, &to, &config.encryption.key_file))?;
+            for (table, rows) in &report {
+                println!("{table}: {rows} rows");
+            }
+            println!(
+                "copied {} rows of {} tables to PostgreSQL; set database.url in {} to the new URL (keep \
+                 encryption.key_file), then start the bridge",
+                report.values().sum::<i64>(),
+                report.len(),
+                cli.config.display()
+            );
             Ok(())
         }
         Command::Run => {

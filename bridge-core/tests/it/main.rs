@@ -2,5 +2,6 @@
 //! store itself on SQLite and PostgreSQL. No homeserver is needed; see the workspace `tests/` crate for those.
 
 mod appservice_api;
+mod copy_database;
 mod store;
 mod support;

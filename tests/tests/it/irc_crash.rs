@@ -87,6 +87,7 @@ pub(crate) struct ShippedBridge {
     binary: PathBuf,
     config: PathBuf,
     dir: tempfile::TempDir,
+    port: u16,
     runs: usize,
     /// The running process.
     pub(crate) process: ServerProcess,
@@ -104,7 +105,12 @@ impl ShippedBridge {
         let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
         write_config(dir.path(), synapse.url(), port, ircd.port())?;
         let process = start_bridge(&binary, &config, dir.path(), 0).await?;
-        Ok((synapse, Self { binary, config, dir, runs: 1, process }))
+        Ok((synapse, Self { binary, config, dir, port, runs: 1, process }))
+    }
+
+    /// The bridge's HTTP base URL (appservice API, `/metrics`, `/health/…`).
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// `kill -9`, then a fresh start on the same config and store.
