@@ -8,10 +8,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
-use lattice_e2e::{
-    ircd::{IrcTestClient, Ircd},
-    workspace_root,
-};
+use lattice_e2e::workspace_root;
 use promql_parser::{
     parser::{Expr, VectorSelector},
     util::{ExprVisitor, walk_expr},
@@ -19,7 +16,7 @@ use promql_parser::{
 use regex::Regex;
 use serde_json::Value;
 
-use crate::irc_crash::ShippedBridge;
+use crate::irc_crash::OnePortal;
 
 const CHANNEL: &str = "#dashboard";
 /// Series Prometheus records for every scrape target itself, not read from `/metrics`.
@@ -153,12 +150,7 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported_by_the_bridge() 
     ensure!(queried.len() >= 10, "the queries name only {queried:?}");
 
     // A short end-to-end run, so the counters and histograms that appear on first use are there.
-    let ircd = Ircd::ngircd().await?;
-    let (mut synapse, bridge) = ShippedBridge::start(&ircd).await?;
-    let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
-    talker.join(CHANNEL).await?;
-    let alice = synapse.register_user("alice", false).await?;
-    let room_id = alice.join(&format!("#irc_test_{CHANNEL}:localhost")).await?;
+    let OnePortal { _ircd, mut synapse, bridge, talker, alice, room_id } = OnePortal::start(CHANNEL).await?;
     alice.send_text(&room_id, "hello from matrix").await?;
     talker.wait_for(Duration::from_secs(60), |line| line.ends_with(" :hello from matrix")).await?;
     talker.send(&format!("PRIVMSG {CHANNEL} :hello from irc")).await?;

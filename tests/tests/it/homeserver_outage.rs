@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use lattice_e2e::ircd::{IrcTestClient, Ircd};
+use lattice_e2e::ircd::IrcTestClient;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::irc_crash::{ShippedBridge, room_bodies};
+use crate::irc_crash::{OnePortal, room_bodies};
 
 const CHANNEL: &str = "#outage";
 /// Matrix messages sent before the outage: more than flood control lets through before Synapse stops.
@@ -37,12 +37,7 @@ async fn a_homeserver_outage_of_minutes_loses_nothing_either_way() -> anyhow::Re
     let outage = Duration::from_secs(
         std::env::var("LATTICE_OUTAGE_SECS").ok().and_then(|secs| secs.parse().ok()).unwrap_or(300),
     );
-    let ircd = Ircd::ngircd().await?;
-    let (mut synapse, bridge) = ShippedBridge::start(&ircd).await?;
-    let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
-    talker.join(CHANNEL).await?;
-    let alice = synapse.register_user("alice", false).await?;
-    let room_id = alice.join(&format!("#irc_test_{CHANNEL}:localhost")).await?;
+    let OnePortal { _ircd, mut synapse, bridge, talker, alice, room_id } = OnePortal::start(CHANNEL).await?;
 
     // Matrix → IRC: a burst that flood control holds back, so most of it is still in the bridge at the outage.
     for number in 0..BEFORE {

@@ -122,6 +122,30 @@ impl ShippedBridge {
     }
 }
 
+/// The shipped bridge on ngircd with one portal: `talker` in a channel on IRC, Alice in its room on Matrix. The
+/// IRC server lives as long as this does.
+pub(crate) struct OnePortal {
+    pub(crate) _ircd: Ircd,
+    pub(crate) synapse: Synapse,
+    pub(crate) bridge: ShippedBridge,
+    pub(crate) talker: IrcTestClient,
+    pub(crate) alice: MatrixUser,
+    pub(crate) room_id: String,
+}
+
+impl OnePortal {
+    /// Servers, bridge and the two people, both in `channel`'s portal.
+    pub(crate) async fn start(channel: &str) -> anyhow::Result<Self> {
+        let ircd = Ircd::ngircd().await?;
+        let (synapse, bridge) = ShippedBridge::start(&ircd).await?;
+        let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
+        talker.join(channel).await?;
+        let alice = synapse.register_user("alice", false).await?;
+        let room_id = alice.join(&format!("#irc_test_{channel}:localhost")).await?;
+        Ok(Self { _ircd: ircd, synapse, bridge, talker, alice, room_id })
+    }
+}
+
 /// A random number generator from `LATTICE_CRASH_SEED`, or from a random seed; `label` and the seed are printed.
 fn seeded(label: &str) -> rand::rngs::StdRng {
     let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
