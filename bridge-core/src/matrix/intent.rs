@@ -528,6 +528,8 @@ mod tests {
         client.note_membership(room, ghost.user_id(), true);
         ghost.ensure_registered().await.unwrap();
         ghost.ensure_joined(room).await.unwrap();
+        // The bot counts as registered once the self-check registered it.
+        client.note_registered(client.bot_user_id());
         ghost.ensure_joined_via(room, &client.bot()).await.unwrap();
         client.bot().ensure_registered().await.unwrap();
     }
@@ -631,7 +633,10 @@ mod tests {
     async fn creating_a_room_is_not_resent_after_a_server_error() {
         let homeserver =
             FakeHomeserver::start(vec![(500, r#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#)]).await;
-        let err = homeserver.client().bot().create_room(&CreateRoomOptions::default()).await.unwrap_err();
+        let client = homeserver.client();
+        // Registered at start by the self-check.
+        client.note_registered(client.bot_user_id());
+        let err = client.bot().create_room(&CreateRoomOptions::default()).await.unwrap_err();
         assert_eq!(err.status(), Some(500));
         let [request] = &homeserver.received()[..] else { panic!("expected exactly one request") };
         // The bot acts as itself: no identity assertion.
@@ -646,6 +651,7 @@ mod tests {
         ])
         .await;
         let client = homeserver.client();
+        client.note_registered(client.bot_user_id());
         let room = client.bot().create_room(&CreateRoomOptions::default()).await.unwrap();
         assert_eq!(room, "!new:example.org");
         assert_eq!(homeserver.received().len(), 2);
