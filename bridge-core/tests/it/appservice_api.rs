@@ -256,12 +256,17 @@ async fn ephemeral_events_are_queued_with_the_room() {
 async fn health_and_metrics_report_the_runtime() {
     let (store, _dir) = sqlite_store().await;
     let bridge = TestBridge::start(store, registration()).await;
+    let ready = || async {
+        let answer = bridge.http.get(format!("{}/health/ready", bridge.url)).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
+    let before = ready().await;
+    assert_eq!(before["status"], "ready");
+    assert_eq!(before["homeserver_reachable"], false, "the fake homeserver URL is a closed port: the ping fails");
     bridge.put_transaction("metrics-1", &json!({"events": [message("!m:localhost", "$1", "x")]})).await;
     bridge.recorder.wait_for(1, WAIT).await;
-    let ready: Value =
-        bridge.http.get(format!("{}/health/ready", bridge.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready["status"], "ready");
-    assert_eq!(ready["homeserver_reachable"], false, "the fake homeserver URL is a closed port");
+    let after = ready().await;
+    assert_eq!(after["homeserver_reachable"], true, "a homeserver that sends a transaction is up");
     let live = bridge.http.get(format!("{}/health/live", bridge.url)).send().await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
     // The item leaves the queue just after the connector returns: poll until the metrics show it, with a deadline.
