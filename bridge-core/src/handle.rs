@@ -349,9 +349,20 @@ impl Handler for RemoteHandler {
 }
 
 /// The transaction ID of a queued remote event: unique per store (`seq`) and per store lifetime (`enqueued_at`), so
-/// the homeserver deduplicates a resend after a crash and never confuses two stores.
-fn transaction_id(item: &QueuedItem) -> String {
-    format!("lattice.{}.{}", item.enqueued_at, item.seq)
+/// the homeserver deduplicates a resend after a crash and never confuses two stores. A message or file with a
+/// remote ID is named by that ID in its portal instead: a network message pushed twice (the connector heard it
+/// again after a crash, before it could say it had handled it) is one Matrix event.
+fn transaction_id(item: &QueuedItem, event: &RemoteEvent) -> String {
+    let is_content = matches!(event.kind, RemoteEventKind::Message { .. } | RemoteEventKind::Media { .. });
+    match &event.remote_id {
+        Some(remote_id) if is_content => {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::new().chain_update(&event.portal).chain_update([0]).chain_update(remote_id);
+            let name: String = digest.finalize().iter().take(12).map(|byte| format!("{byte:02x}")).collect();
+            format!("lattice.m.{name}")
+        }
+        _ => format!("lattice.{}.{}", item.enqueued_at, item.seq),
+    }
 }
 
 async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) -> Result<()> {
@@ -378,7 +389,7 @@ async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) 
         }
     };
     let ts = event.timestamp_ms.and_then(UInt::new).map(MilliSecondsSinceUnixEpoch);
-    let txn_id = transaction_id(item);
+    let txn_id = transaction_id(item, event);
     let event_id = match &event.kind {
         RemoteEventKind::Message { msgtype, body, html, reply_to } => {
             let mut content = message_content(msgtype.as_msgtype(), body, html.as_deref());
@@ -578,7 +589,39 @@ mod tests {
     fn transaction_ids_differ_across_stores_and_items() {
         let item =
             |seq, enqueued_at| QueuedItem { seq, key: "k".into(), payload: "{}".into(), attempts: 0, enqueued_at };
-        assert_eq!(transaction_id(&item(7, 1_000)), "lattice.1000.7");
-        assert_ne!(transaction_id(&item(7, 1_000)), transaction_id(&item(7, 2_000)));
+        let typing = RemoteEvent {
+            portal: "p".into(),
+            sender: None,
+            remote_id: Some("r".into()),
+            timestamp_ms: None,
+            kind: RemoteEventKind::Typing { typing: true },
+        };
+        assert_eq!(transaction_id(&item(7, 1_000), &typing), "lattice.1000.7");
+        assert_ne!(transaction_id(&item(7, 1_000), &typing), transaction_id(&item(7, 2_000), &typing));
+    }
+
+    /// A message pushed twice under one remote ID is one transaction, whichever queue items carry it; the same
+    /// remote ID in another portal, or another remote ID, is another.
+    #[test]
+    fn a_message_is_named_by_its_remote_id_in_its_portal() {
+        let item =
+            |seq, enqueued_at| QueuedItem { seq, key: "k".into(), payload: "{}".into(), attempts: 0, enqueued_at };
+        let message = |portal: &str, remote_id: &str| RemoteEvent {
+            portal: portal.into(),
+            sender: None,
+            remote_id: Some(remote_id.into()),
+            timestamp_ms: None,
+            kind: RemoteEventKind::Message {
+                msgtype: crate::event::MessageType::Text,
+                body: "hi".into(),
+                html: None,
+                reply_to: None,
+            },
+        };
+        let first = transaction_id(&item(7, 1_000), &message("p", "nick/1"));
+        assert!(first.starts_with("lattice.m."), "{first}");
+        assert_eq!(first, transaction_id(&item(9, 2_000), &message("p", "nick/1")));
+        assert_ne!(first, transaction_id(&item(7, 1_000), &message("q", "nick/1")));
+        assert_ne!(first, transaction_id(&item(7, 1_000), &message("p", "nick/2")));
     }
 }

@@ -25,6 +25,42 @@ pub struct IrcSection {
     pub idle_timeout_secs: u64,
     /// The provisioning HTTP API (`/_matrix/provision/…`), for integration managers that link rooms.
     pub provisioning: ProvisioningConfig,
+    /// The edge process that holds the IRC connections across bridge restarts.
+    pub edge: EdgeConfig,
+}
+
+/// Where the IRC connections live: in an edge process that outlives the bridge (restarts, crashes and upgrades of
+/// the bridge are invisible on IRC), or in the bridge's own process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// `auto`: `lattice-irc run` holds them in an edge it starts itself, a program embedding the connector holds
+    /// them in its own process; `on` or `off` force one or the other.
+    pub mode: EdgeMode,
+    /// The edge's Unix socket. Default: `lattice-irc-<digest>.sock` in `$XDG_RUNTIME_DIR` (else the temp
+    /// directory), the digest naming this bridge's registration file, so each bridge has its own edge.
+    pub socket: Option<String>,
+    /// Seconds the edge keeps the connections while no bridge is attached; then it quits them and exits.
+    pub linger_secs: u64,
+}
+
+/// See [`EdgeConfig::mode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeMode {
+    /// The edge for `lattice-irc run`, the bridge's own process otherwise.
+    #[default]
+    Auto,
+    /// Always the edge.
+    On,
+    /// Always the bridge's own process.
+    Off,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self { mode: EdgeMode::Auto, socket: None, linger_secs: 600 }
+    }
 }
 
 /// The ident server (RFC 1413): IRC servers ask it who owns a connection and show the answer as the username.
@@ -52,6 +88,7 @@ impl Default for IrcSection {
             ident: IdentConfig::default(),
             idle_timeout_secs: 0,
             provisioning: ProvisioningConfig::default(),
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -289,6 +326,9 @@ impl Validate for IrcSection {
             errors.push(FieldError::new("ident.bind", "must be an address and port, e.g. 0.0.0.0:113"));
         }
         self.provisioning.validate(errors);
+        if self.edge.socket.as_ref().is_some_and(|socket| socket.len() > 100) {
+            errors.push(FieldError::new("edge.socket", "Unix socket paths are limited to about 100 bytes"));
+        }
         for (id, network) in &self.networks {
             let field = format!("networks.{id}");
             if !is_valid_network_id(id) {

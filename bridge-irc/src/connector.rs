@@ -16,13 +16,21 @@ use lattice_bridge_core::{
 };
 use serde_json::{Value, json};
 
-use crate::{config::IrcSection, ident::IdentRegistry, ids::PortalKind, network::Network};
+use crate::{
+    config::{EdgeMode, IrcSection},
+    edge::{EdgeCommand, EdgeLink},
+    ident::IdentRegistry,
+    ids::PortalKind,
+    network::Network,
+};
 
 /// The IRC connector.
 #[derive(Clone)]
 pub struct IrcConnector {
     section: IrcSection,
     networks: Arc<OnceLock<BTreeMap<String, Arc<Network>>>>,
+    /// How to reach (or start) the edge that holds the connections, when they live there.
+    edge: Option<EdgeCommand>,
 }
 
 impl std::fmt::Debug for IrcConnector {
@@ -34,7 +42,29 @@ impl std::fmt::Debug for IrcConnector {
 impl IrcConnector {
     /// A connector for the configured networks.
     pub fn new(section: IrcSection) -> Self {
-        Self { section, networks: Arc::new(OnceLock::new()) }
+        Self { section, networks: Arc::new(OnceLock::new()), edge: None }
+    }
+
+    /// Holds the IRC connections in an edge process started from this program (`lattice-irc edge`), unless the
+    /// config's `edge.mode` is `off`: what `lattice-irc run` does.
+    #[must_use]
+    pub fn with_edge_binary<B>(mut self, config: &lattice_config::Config<B>) -> Self {
+        if self.section.edge.mode == EdgeMode::Off {
+            return self;
+        }
+        let Ok(binary) = std::env::current_exe() else { return self };
+        let socket = match &self.section.edge.socket {
+            Some(socket) => socket.into(),
+            None => crate::edge::default_socket(&config.appservice.registration, &config.appservice.id),
+        };
+        let ident = &self.section.ident;
+        self.edge = Some(EdgeCommand {
+            socket,
+            binary,
+            linger_secs: self.section.edge.linger_secs,
+            ident_bind: ident.enabled.then(|| ident.bind.clone()),
+        });
+        self
     }
 
     pub(crate) fn networks(&self) -> ConnectorResult<&BTreeMap<String, Arc<Network>>> {
@@ -67,7 +97,21 @@ impl Connector for IrcConnector {
 
     async fn start(&self, bridge: BridgeHandle) -> ConnectorResult<()> {
         let ident = IdentRegistry::default();
-        if self.section.ident.enabled {
+        let edge = match &self.edge {
+            // Without networks there is nothing to hold.
+            Some(_) if self.section.networks.is_empty() => None,
+            Some(command) => Some(
+                EdgeLink::start(command.clone()).await.map_err(|error| ConnectorError::transient(error.to_string()))?,
+            ),
+            None if self.section.edge.mode == EdgeMode::On => {
+                return Err(ConnectorError::permanent(
+                    "edge.mode is on, but this program cannot start the IRC edge (run lattice-irc)",
+                ));
+            }
+            None => None,
+        };
+        // The edge answers ident queries about its own connections.
+        if self.section.ident.enabled && edge.is_none() {
             let bind = &self.section.ident.bind;
             let listener = tokio::net::TcpListener::bind(bind.as_str()).await.map_err(|error| {
                 ConnectorError::permanent(format!(
@@ -80,8 +124,10 @@ impl Connector for IrcConnector {
         let mut networks = BTreeMap::new();
         for (id, config) in &self.section.networks {
             tracing::info!(network = %id, name = %config.name, servers = config.servers.len(), "starting IRC network");
-            networks
-                .insert(id.clone(), Network::start(id, config, &self.section, bridge.clone(), ident.clone()).await?);
+            networks.insert(
+                id.clone(),
+                Network::start(id, config, &self.section, bridge.clone(), ident.clone(), edge.clone()).await?,
+            );
         }
         if self.networks.set(networks).is_err() {
             return Err(ConnectorError::permanent("the IRC connector was started twice"));

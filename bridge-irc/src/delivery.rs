@@ -29,8 +29,9 @@ const QUEUED_NOTICE_QUIET: Duration = Duration::from_secs(300);
 
 /// What a sent event waits for before its queue item is settled.
 pub(crate) enum Confirmation {
-    /// The echoes of its lines.
-    Echo(oneshot::Receiver<Echoed>),
+    /// The echoes of its lines — or, where the edge found them sent before under the event's key by a bridge
+    /// process that ended before it heard the echo, the server's reading of those (see [`crate::conn::Keyed`]).
+    Echo { echo: oneshot::Receiver<Echoed>, earlier: Option<oneshot::Receiver<()>> },
     /// The server's reading of its lines.
     Receipt(Receipt),
 }
@@ -41,7 +42,18 @@ impl Confirmation {
     async fn wait(self) -> ConnectorResult<bool> {
         let lost = |_| ConnectorError::transient("the IRC connection ended before the server confirmed the lines");
         match self {
-            Self::Echo(echo) => Ok(echo.await.map_err(lost)? == Echoed::Delivered),
+            Self::Echo { echo, earlier: None } => Ok(echo.await.map_err(lost)? == Echoed::Delivered),
+            Self::Echo { echo, earlier: Some(earlier) } => {
+                tokio::pin!(echo);
+                tokio::select! {
+                    echoed = &mut echo => Ok(echoed.map_err(lost)? == Echoed::Delivered),
+                    sent_before = earlier => match sent_before {
+                        Ok(()) => Ok(true),
+                        // Sent now, not before: its echo tells.
+                        Err(_) => Ok(echo.await.map_err(lost)? == Echoed::Delivered),
+                    },
+                }
+            }
             Self::Receipt(receipt) => receipt.await.map(|()| true).map_err(lost),
         }
     }

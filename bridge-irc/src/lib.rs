@@ -9,6 +9,7 @@ pub mod config;
 mod conn;
 pub mod connector;
 mod delivery;
+pub mod edge;
 mod ghosts;
 mod ident;
 mod ids;

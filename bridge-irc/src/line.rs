@@ -8,6 +8,8 @@ use std::fmt;
 
 /// The longest line, CR LF included (RFC 1459 §2.3).
 pub(crate) const MAX_LINE: usize = 512;
+/// The longest line with IRCv3 message tags in front: the tags' 4094 bytes, `@` and a space, then the message.
+const MAX_TAGGED_LINE: usize = crate::ircv3::tags::MAX_CLIENT_TAGS + 2 + MAX_LINE;
 
 /// The room a server's prefix (`:nick!user@host `) takes when relaying our line, when we do not know our own
 /// user and host: a 10-byte user and a 63-byte host (RFC 1123 label limit) are what servers allow.
@@ -31,6 +33,9 @@ pub(crate) enum LineError {
     /// The encoded line would pass 512 bytes.
     #[error("IRC line too long ({0} bytes)")]
     TooLong(usize),
+    /// A line encoded elsewhere is not one whole command.
+    #[error("not one encoded IRC line: {0}")]
+    Encoded(String),
 }
 
 impl Line {
@@ -77,6 +82,20 @@ impl Line {
     /// The bytes to write.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// A line encoded elsewhere (the edge process gets them from the bridge), checked again: one command ending in
+    /// CR LF with no other CR, LF or NUL, within the length a tagged line may have.
+    pub(crate) fn decoded(encoded: String) -> Result<Self, LineError> {
+        let bytes = encoded.into_bytes();
+        let body = bytes.strip_suffix(b"\r\n").ok_or_else(|| LineError::Encoded("no CR LF at the end".into()))?;
+        if body.iter().any(|byte| matches!(byte, b'\r' | b'\n' | 0)) {
+            return Err(LineError::Encoded("CR, LF or NUL inside".into()));
+        }
+        if bytes.len() > MAX_TAGGED_LINE {
+            return Err(LineError::TooLong(bytes.len()));
+        }
+        Ok(Self(bytes))
     }
 }
 
@@ -189,6 +208,18 @@ mod tests {
         assert!(matches!(Line::new("JOIN\r\nQUIT", &[], None), Err(LineError::Command(_))));
         assert!(matches!(Line::new("PRIVMSG", &["#c"], Some(&"x".repeat(600))), Err(LineError::TooLong(_))));
         assert_eq!(text(&Line::new("001", &["me"], Some("")).unwrap()), "001 me :\r\n");
+    }
+
+    /// A line that crossed a process boundary is taken only as one whole command.
+    #[test]
+    fn decoded_lines_are_checked_again() {
+        let line = Line::new("PRIVMSG", &["#chan"], Some("hi")).unwrap().tagged(&[("label", Some("a1"))]).unwrap();
+        assert_eq!(Line::decoded(text(&line)).unwrap(), line);
+        for bad in ["PRIVMSG #c :hi", "PRIVMSG #c :a\r\nQUIT\r\n", "PRIVMSG #c :a\nb\r\n", "PRIVMSG #c :a\0\r\n"] {
+            assert!(matches!(Line::decoded(bad.into()), Err(LineError::Encoded(_))), "{bad:?}");
+        }
+        let long = format!("PRIVMSG #c :{}\r\n", "x".repeat(5000));
+        assert!(matches!(Line::decoded(long), Err(LineError::TooLong(_))));
     }
 
     #[test]

@@ -23,11 +23,16 @@ impl MessageId {
         Self { nick: nick.to_owned(), id: msgid.to_owned() }
     }
 
-    /// A received line from `nick`: its `msgid` tag, else a random ID (the line can then not be named back).
+    /// A received line from `nick`: its `msgid` tag, else the edge's name for it (see [`crate::edge::EDGE_ID_TAG`]),
+    /// else a random ID (the line can then not be named back).
     pub(crate) fn of_line(nick: &str, message: &Message) -> Self {
         let id = match tags::get(message, "msgid").filter(|msgid| !msgid.is_empty()) {
             Some(msgid) => msgid.to_owned(),
-            None => format!("{:016x}", rand::random::<u64>()),
+            // Handed over by the edge: named by it, the same when handed over again.
+            None => match tags::get(message, crate::edge::EDGE_ID_TAG).filter(|stamp| !stamp.is_empty()) {
+                Some(stamp) => format!("edge-{stamp}"),
+                None => format!("{:016x}", rand::random::<u64>()),
+            },
         };
         Self { nick: nick.to_owned(), id }
     }
@@ -50,7 +55,7 @@ impl MessageId {
 
     /// The server's `msgid`, if the ID is one (not a Matrix event ID standing in for it).
     pub(crate) fn msgid(&self) -> Option<&str> {
-        (!self.id.starts_with('$')).then_some(self.id.as_str())
+        (!self.id.starts_with('$') && !self.id.starts_with("edge-")).then_some(self.id.as_str())
     }
 
     /// The ID as the message map stores it.

@@ -13,10 +13,19 @@ use std::{
 use irc::proto::Message;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
+mod dialer;
 mod forward;
+mod handle;
 mod session;
+mod state;
 mod transport;
 mod writer;
+
+pub(crate) use self::{
+    dialer::Dialer,
+    handle::{Connection, Keyed},
+    state::ConnState,
+};
 
 use self::session::session;
 use crate::{
@@ -39,7 +48,7 @@ const MAX_READ_LINE: usize = 16 * 1024;
 const READ_BUFFER: usize = 1024;
 
 /// An account login for a connection.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Login {
     pub(crate) method: AuthMethod,
     pub(crate) account: String,
@@ -61,7 +70,7 @@ impl std::fmt::Debug for Login {
 }
 
 /// Which incoming messages the owner wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Forward {
     /// Everything (the bridge bot's listener).
     All,
@@ -70,7 +79,7 @@ pub(crate) enum Forward {
 }
 
 /// What a connection needs to know.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Settings {
     /// Who owns the connection, in logs and events: `bot` or a Matrix user ID.
     pub(crate) owner: String,
@@ -86,7 +95,8 @@ pub(crate) struct Settings {
     pub(crate) flood: FloodConfig,
     pub(crate) reconnect: ReconnectConfig,
     pub(crate) forward: Forward,
-    /// Where the connection tells the ident server its username.
+    /// Where the connection tells the ident server its username (the process holding the connection has its own).
+    #[serde(skip)]
     pub(crate) ident: IdentRegistry,
 }
 
@@ -104,7 +114,7 @@ pub(crate) enum ConnEvent {
 }
 
 /// Where a connection stands with a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ChannelStatus {
     /// Joined: lines can go there.
     Joined,
@@ -152,15 +162,26 @@ struct Shared {
     reconnect_now: Notify,
     /// Wakes whoever waits for the connection's state (registration, joins) to change.
     changed: Notify,
+    /// Counts the changes of that state, for whoever mirrors it elsewhere (the edge process, see [`state`]).
+    version: watch::Sender<u64>,
 }
 
-/// A handle on a kept-alive IRC connection. Cheap to clone; the connection lives until [`Connection::quit`].
+impl Shared {
+    /// The connection's state (registration, nick, channels, capabilities) changed.
+    fn touch(&self) {
+        self.changed.notify_waiters();
+        self.version.send_modify(|version| *version += 1);
+    }
+}
+
+/// A handle on a kept-alive IRC connection held in this process. Cheap to clone; the connection lives until
+/// [`LocalConnection::quit`].
 #[derive(Clone)]
-pub(crate) struct Connection {
+pub(crate) struct LocalConnection {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for LocalConnection {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("Connection").field("nick", &self.nick()).finish_non_exhaustive()
     }
@@ -170,7 +191,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Connection {
+impl LocalConnection {
     /// Starts the connection's task.
     pub(crate) fn spawn(settings: Settings, events: mpsc::Sender<ConnEvent>, connecting: Arc<Semaphore>) -> Self {
         let (stop, _) = watch::channel(false);
@@ -182,6 +203,7 @@ impl Connection {
             stop,
             reconnect_now: Notify::new(),
             changed: Notify::new(),
+            version: watch::channel(0).0,
         });
         tokio::spawn(supervise(Arc::clone(&shared), events, connecting));
         Self { shared }
@@ -369,7 +391,7 @@ async fn supervise(shared: Arc<Shared>, events: mpsc::Sender<ConnEvent>, connect
             state.joined = false;
             state.join_sent = false;
         }
-        shared.changed.notify_waiters();
+        shared.touch();
         let _ = events.send(ConnEvent::Disconnected { owner: settings.owner.clone(), nick }).await;
         if *stop.borrow() {
             tracing::info!(network = %settings.network, owner = %settings.owner, "IRC connection closed");
@@ -428,7 +450,7 @@ mod tests {
             ident: IdentRegistry::default(),
         };
         let (events, mut received) = mpsc::channel(64);
-        let connection = Connection::spawn(settings, events, Arc::new(Semaphore::new(1)));
+        let connection = LocalConnection::spawn(settings, events, Arc::new(Semaphore::new(1)));
         let (mut peer, _) = listener.accept().await.unwrap();
 
         let chatter: String = (0..40).map(|n| format!(":bob!b@h PRIVMSG #chan :chatter {n}\r\n")).collect();

@@ -270,10 +270,11 @@ impl Session<'_> {
             Command::JOIN(channel, _, _) if from_self => self.joined(channel, message.prefix.as_ref()),
             Command::PART(channel, _) if from_self => {
                 lock(&self.shared.channels).remove(&casefold(channel));
+                self.shared.touch();
             }
             Command::KICK(channel, _, _) if kicked_self => {
                 lock(&self.shared.channels).remove(&casefold(channel));
-                self.shared.changed.notify_waiters();
+                self.shared.touch();
             }
             Command::NICK(new) if from_self => self.renamed(new),
             Command::Response(
@@ -338,7 +339,7 @@ impl Session<'_> {
                 break;
             }
         }
-        self.shared.changed.notify_waiters();
+        self.shared.touch();
     }
 
     /// `RPL_ISUPPORT`: the server's longest nick.
@@ -375,6 +376,10 @@ impl Session<'_> {
     fn cap(&mut self, subcommand: &str, params: &[&str]) {
         let steps = self.caps.on_cap(subcommand, params);
         *lock(&self.shared.caps) = self.caps.enabled().clone();
+        if self.registered {
+            // cap-notify: NEW or DEL after registration.
+            self.shared.touch();
+        }
         for step in steps {
             match step {
                 CapStep::Request(list) => self.urgent(Line::new("CAP", &["REQ"], Some(&list))),
@@ -448,7 +453,7 @@ impl Session<'_> {
         {
             session.prefix_len = 1 + nick.len() + 1 + user.len() + 1 + host.len() + 1;
         }
-        self.shared.changed.notify_waiters();
+        self.shared.touch();
     }
 
     /// Our own `NICK`: the new nick is ours now and after reconnects.
@@ -458,6 +463,7 @@ impl Session<'_> {
         }
         lock(&self.shared.settings).nick = new.to_owned();
         self.registration.nick = new.to_owned();
+        self.shared.touch();
     }
 
     /// A JOIN the server refused: the channel says why until it is wanted again.
@@ -468,7 +474,7 @@ impl Session<'_> {
             state.join_sent = false;
             state.refused = Some(params.last().cloned().unwrap_or_else(|| "refused".into()));
         }
-        self.shared.changed.notify_waiters();
+        self.shared.touch();
     }
 }
 

@@ -36,7 +36,7 @@ pub(crate) const WANTED: &[&str] = &[
 
 /// The capabilities a connection negotiated, as the server acknowledged them, with the values it offered them
 /// with (`draft/multiline` → `max-bytes=4096,max-lines=24`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CapSet(BTreeMap<String, Option<String>>);
 
 impl CapSet {

@@ -173,6 +173,12 @@ impl Echoes {
     /// Messages with a line not echoed within the timeout, once each.
     pub(crate) fn expired(&mut self, now: Instant) -> Vec<Outgoing> {
         let late = |waiting: &Waiting| now >= waiting.deadline;
+        let abandoned: Vec<String> = self
+            .waiters
+            .iter()
+            .filter(|(_, waiter)| waiter.is_closed())
+            .map(|(event_id, _)| event_id.clone())
+            .collect();
         let mut out: Vec<Outgoing> = self.labelled.values().filter(|w| late(w)).map(|w| w.sent.clone()).collect();
         out.extend(self.unlabelled.iter().filter(|(.., w)| late(w)).map(|(.., w)| w.sent.clone()));
         out.sort_by(|a, b| a.event_id.cmp(&b.event_id));
@@ -181,6 +187,9 @@ impl Echoes {
             self.settle(&sent.event_id, Echoed::Missing);
             self.forget(&sent.event_id);
         }
+        // Nobody waits for these any more (the message was settled otherwise, e.g. sent before a restart): late,
+        // but nothing to tell.
+        out.retain(|sent| !abandoned.contains(&sent.event_id));
         out
     }
 

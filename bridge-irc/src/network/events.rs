@@ -34,44 +34,50 @@ impl Network {
                 }
             };
             let Some(event) = event else { return };
-            match event {
-                ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
-                    self.privacy.registered(&owner);
-                    self.puppet_nicks.insert(casefold(&nick), owner);
-                }
-                ConnEvent::Registered { .. } => {}
-                ConnEvent::Disconnected { owner, nick } if owner != BOT_OWNER => {
-                    self.puppet_nicks.remove_if(&casefold(&nick), |_, user| *user == owner);
-                    self.watch_lost_puppet(&owner);
-                }
-                ConnEvent::LoginFailed { owner, account, reason } if owner != BOT_OWNER => {
-                    let text = format!(
-                        "Your IRC login to {} as {account} failed: {reason}. You are connected without it; store the \
-                         right password with `storepass` to try again.",
-                        self.config.name
-                    );
-                    self.tell(&owner, None, &text).await;
-                }
-                ConnEvent::LoginFailed { .. } => {}
-                ConnEvent::Disconnected { nick, .. } => {
-                    lock(&self.members).clear();
-                    // What an unfinished batch held is still news.
-                    for batch in batches.drain() {
-                        self.on_batch(&nick, batch).await;
-                    }
-                }
-                ConnEvent::Message { owner, nick, message } if owner == BOT_OWNER => {
-                    if self.taps.receiver_count() > 0 {
-                        let _ = self.taps.send(Arc::new((*message).clone()));
-                    }
-                    match batches.feed(*message) {
-                        Fed::Pass(message) => self.on_listener(&nick, message).await,
-                        Fed::Held => {}
-                        Fed::Done(batch) => self.on_batch(&nick, batch).await,
-                    }
-                }
-                ConnEvent::Message { owner, nick, message } => self.on_puppet(&owner, &nick, *message).await,
+            self.on_event(event, &mut batches).await;
+            self.dialer.handled_one();
+        }
+    }
+
+    /// One event of one of the network's connections.
+    async fn on_event(&self, event: ConnEvent, batches: &mut BatchTracker) {
+        match event {
+            ConnEvent::Registered { owner, nick } if owner != BOT_OWNER => {
+                self.privacy.registered(&owner);
+                self.puppet_nicks.insert(casefold(&nick), owner);
             }
+            ConnEvent::Registered { .. } => {}
+            ConnEvent::Disconnected { owner, nick } if owner != BOT_OWNER => {
+                self.puppet_nicks.remove_if(&casefold(&nick), |_, user| *user == owner);
+                self.watch_lost_puppet(&owner);
+            }
+            ConnEvent::LoginFailed { owner, account, reason } if owner != BOT_OWNER => {
+                let text = format!(
+                    "Your IRC login to {} as {account} failed: {reason}. You are connected without it; store the \
+                     right password with `storepass` to try again.",
+                    self.config.name
+                );
+                self.tell(&owner, None, &text).await;
+            }
+            ConnEvent::LoginFailed { .. } => {}
+            ConnEvent::Disconnected { nick, .. } => {
+                lock(&self.members).clear();
+                // What an unfinished batch held is still news.
+                for batch in batches.drain() {
+                    self.on_batch(&nick, batch).await;
+                }
+            }
+            ConnEvent::Message { owner, nick, message } if owner == BOT_OWNER => {
+                if self.taps.receiver_count() > 0 {
+                    let _ = self.taps.send(Arc::new((*message).clone()));
+                }
+                match batches.feed(*message) {
+                    Fed::Pass(message) => self.on_listener(&nick, message).await,
+                    Fed::Held => {}
+                    Fed::Done(batch) => self.on_batch(&nick, batch).await,
+                }
+            }
+            ConnEvent::Message { owner, nick, message } => self.on_puppet(&owner, &nick, *message).await,
         }
     }
 

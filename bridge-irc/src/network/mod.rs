@@ -21,12 +21,13 @@ use lattice_bridge_core::{
     connector::{ConnectorResult, GhostSpec},
     event::{RemoteEvent, RemoteEventKind},
 };
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     config::{IrcSection, NetworkConfig},
-    conn::{ConnEvent, Connection, Forward, Settings},
+    conn::{Connection, Dialer, Forward, Settings},
     delivery::Deliveries,
+    edge::EdgeLink,
     ghosts,
     ident::IdentRegistry,
     ids::{PortalKind, Template, casefold, is_valid_nick, sanitise_username, unescape_nick},
@@ -103,8 +104,8 @@ pub(crate) struct Network {
     puppet_masks: DashMap<String, String>,
     /// Casefolded channel → its portal key, for the channels that have a portal.
     portals: DashMap<String, String>,
-    connecting: Arc<Semaphore>,
-    events: mpsc::Sender<ConnEvent>,
+    /// Where the network's connections are opened (here or on the edge).
+    dialer: Dialer,
     ident: IdentRegistry,
     /// Replies to `whois` and similar, by the puppet's owner: where to say what the server answered.
     pending_replies: DashMap<String, mpsc::Sender<Message>>,
@@ -149,12 +150,12 @@ impl Network {
         section: &IrcSection,
         bridge: BridgeHandle,
         ident: IdentRegistry,
+        edge: Option<EdgeLink>,
     ) -> ConnectorResult<Arc<Self>> {
         let server_name = bridge.server_name().to_owned();
         let (events, receiver) = mpsc::channel(1024);
-        let connecting = Arc::new(Semaphore::new(config.reconnect.max_concurrent.max(1)));
-        let listener =
-            Connection::spawn(bot_settings(id, config, ident.clone()), events.clone(), Arc::clone(&connecting));
+        let dialer = Dialer::new(id, config.reconnect.max_concurrent, events, edge);
+        let listener = dialer.open(bot_settings(id, config, ident.clone()));
         let privacy_bridge = bridge.clone();
         let deliveries_bridge = bridge.clone();
         let network = Arc::new(Self {
@@ -170,8 +171,7 @@ impl Network {
             ghosts: Mutex::new(HashMap::new()),
             members: Mutex::new(HashMap::new()),
             portals: DashMap::new(),
-            connecting,
-            events,
+            dialer,
             ident,
             pending_replies: DashMap::new(),
             idle_timeout: config.idle_timeout(section),
@@ -202,6 +202,7 @@ impl Network {
             }
         }
         tokio::spawn(Arc::clone(&network).process(receiver));
+        network.adopt_held_puppets();
         if network.privacy.enabled() {
             // Under the privacy rule everyone in a portal is connected or removed, also after a restart.
             let restoring = Arc::clone(&network);

@@ -119,28 +119,42 @@ impl Network {
             .entry(user_id.to_owned())
             .or_insert_with(|| {
                 tracing::info!(network = %self.id, matrix_user = %user_id, %nick, "starting a puppet connection");
-                Connection::spawn(
-                    Settings {
-                        owner: user_id.to_owned(),
-                        network: self.id.clone(),
-                        servers: self.config.servers.clone(),
-                        ca_file: self.config.tls_ca_file.clone(),
-                        nick,
-                        max_nick_length: self.config.max_nick_length,
-                        username,
-                        realname: format!("{user_id} via Lattice"),
-                        login,
-                        flood: self.config.flood,
-                        reconnect: self.config.reconnect,
-                        forward: Forward::Own,
-                        ident: self.ident.clone(),
-                    },
-                    self.events.clone(),
-                    Arc::clone(&self.connecting),
-                )
+                self.dialer.open(Settings {
+                    owner: user_id.to_owned(),
+                    network: self.id.clone(),
+                    servers: self.config.servers.clone(),
+                    ca_file: self.config.tls_ca_file.clone(),
+                    nick,
+                    max_nick_length: self.config.max_nick_length,
+                    username,
+                    realname: format!("{user_id} via Lattice"),
+                    login,
+                    flood: self.config.flood,
+                    reconnect: self.config.reconnect,
+                    forward: Forward::Own,
+                    ident: self.ident.clone(),
+                })
             })
             .clone();
         Ok(puppet)
+    }
+
+    /// Takes back the puppets the edge kept while the bridge was away, as they are (same nick, same channels).
+    pub(super) fn adopt_held_puppets(self: &Arc<Self>) {
+        let owners: Vec<String> =
+            self.dialer.held_at_start(&self.id).into_iter().filter(|owner| owner != super::BOT_OWNER).collect();
+        if owners.is_empty() {
+            return;
+        }
+        tracing::info!(network = %self.id, puppets = owners.len(), "taking back the puppets the edge kept");
+        let network = Arc::clone(self);
+        tokio::spawn(async move {
+            for owner in owners {
+                if let Err(error) = network.puppet(&owner, None).await {
+                    tracing::warn!(network = %network.id, matrix_user = %owner, %error, "cannot take back a puppet");
+                }
+            }
+        });
     }
 
     /// Why no new puppet can be opened for `user_id` now, if the network's connection limit is reached.

@@ -8,6 +8,7 @@ mod dashboard;
 mod durability;
 mod harness;
 mod homeserver_outage;
+mod irc_continuity;
 mod irc_crash;
 mod packages;
 mod xmpp_crash;

@@ -39,8 +39,11 @@ impl Network {
         let lines = lines.await?;
         // Waited for before a line goes out, so an echo cannot come before anyone waits for it.
         let echo = outgoing.as_ref().map(|outgoing| lock(&self.echoes).confirmation(&outgoing.event_id));
-        let confirmation = match self.send_lines(&puppet, lines, echo.is_none()).await {
-            Ok(receipt) => echo.map(Confirmation::Echo).or(receipt.map(Confirmation::Receipt)),
+        let confirmation = match self.send_lines(&puppet, lines, echo.is_none(), event_id.map(String::as_str)).await {
+            Ok(keyed) => match echo {
+                Some(echo) => Some(Confirmation::Echo { echo, earlier: keyed.earlier }),
+                None => keyed.read.map(Confirmation::Receipt),
+            },
             Err(error) => {
                 // The runtime sends the whole message again later: stop waiting for this attempt's echoes.
                 if let Some(event_id) = event_id {

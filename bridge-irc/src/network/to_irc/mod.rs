@@ -10,7 +10,7 @@ use lattice_bridge_core::{
 };
 
 use crate::{
-    conn::Connection,
+    conn::{Connection, Keyed},
     delivery::{Confirmation, Sending},
     ids::unescape_nick,
     line::Line,
@@ -53,7 +53,8 @@ impl Network {
     /// Sends a Matrix event's lines (an edit, a reaction, a topic): the event is settled once the server has read
     /// them; nothing is recorded for it in the message map.
     async fn deliver(&self, puppet: &Connection, lines: Vec<Line>, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        let Some(receipt) = self.send_lines(puppet, lines, true).await? else { return Ok(Sent::Nothing) };
+        let key = at.event.event_id.as_deref();
+        let Some(receipt) = self.send_lines(puppet, lines, true, key).await?.read else { return Ok(Sent::Nothing) };
         let sending = Sending {
             confirmation: Confirmation::Receipt(receipt),
             remote_id: None,
@@ -80,14 +81,20 @@ impl Network {
         puppet: &Connection,
         lines: Vec<Line>,
         receipt: bool,
-    ) -> ConnectorResult<Option<crate::receipt::Receipt>> {
+        key: Option<&str>,
+    ) -> ConnectorResult<Keyed> {
+        let not_connected = |error: crate::conn::NotConnected| transient(error.to_string());
+        if let Some(key) = key {
+            return puppet.send_keyed(lines, key, receipt).await.map_err(not_connected);
+        }
         if receipt {
-            return puppet.send_with_receipt(lines).await.map(Some).map_err(|error| transient(error.to_string()));
+            let read = puppet.send_with_receipt(lines).await.map_err(not_connected)?;
+            return Ok(Keyed { read: Some(read), earlier: None });
         }
         for line in lines {
-            puppet.send(line).await.map_err(|error| transient(error.to_string()))?;
+            puppet.send(line).await.map_err(not_connected)?;
         }
-        Ok(None)
+        Ok(Keyed { read: None, earlier: None })
     }
 
     /// How long the flood throttle of a connection on this network takes per line.

@@ -128,7 +128,7 @@ async fn setup(caps: &'static str, configure: impl FnOnce(&mut NetworkConfig)) -
     config.flood.burst = 100;
     configure(&mut config);
     let section = IrcSection::default();
-    let network = Network::start("test", &config, &section, bridge, IdentRegistry::default()).await.unwrap();
+    let network = Network::start("test", &config, &section, bridge, IdentRegistry::default(), None).await.unwrap();
     let portal = Portal {
         remote_key: "test/#chan".into(),
         room_id: ROOM.into(),

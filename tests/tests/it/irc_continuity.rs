@@ -1,0 +1,195 @@
+//! Continuity: the shipped `lattice-irc run` holds its IRC connections in an edge process it starts itself, so
+//! stopping it (SIGTERM) or killing it (`kill -9`) and starting it again is invisible on IRC — no QUIT, no JOIN,
+//! no new connection of the bot or of any puppet — and what IRC said meanwhile reaches Matrix, once and in order,
+//! as what Matrix said meanwhile reaches IRC.
+//!
+//! An IRC client in the channel watches: every line it sees of the bridge's nicks joining, parting or quitting is
+//! a reconnect; the server's own client count (`LUSERS`) must not move.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use lattice_e2e::{
+    MatrixUser,
+    ircd::{IrcTestClient, Ircd},
+};
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::irc_crash::{ShippedBridge, room_bodies};
+
+const CHANNEL: &str = "#cont";
+/// Matrix users in the portal, each with a puppet on IRC.
+const PUPPETS: usize = 3;
+/// Lines said on IRC while the bridge is away.
+const GAP_LINES: usize = 10;
+
+/// How the bridge goes away.
+#[derive(Debug, Clone, Copy)]
+enum Away {
+    Killed,
+    Stopped,
+}
+
+/// Lines the observer saw of `nicks` joining, parting or quitting (the bridge's connections coming and going).
+fn comings_and_goings(observer: &IrcTestClient, nicks: &[String]) -> Vec<String> {
+    observer
+        .pending()
+        .into_iter()
+        .filter(|line| {
+            let Some((prefix, rest)) = line.strip_prefix(':').and_then(|line| line.split_once(' ')) else {
+                return false;
+            };
+            let nick = prefix.split('!').next().unwrap_or_default();
+            let command = rest.split(' ').next().unwrap_or_default();
+            nicks.iter().any(|ours| ours.eq_ignore_ascii_case(nick)) && matches!(command, "JOIN" | "PART" | "QUIT")
+        })
+        .collect()
+}
+
+/// The server's count of its clients (`LUSERS`: `255 … :I have N clients and M servers`).
+async fn client_count(observer: &IrcTestClient) -> anyhow::Result<usize> {
+    // Replies to earlier LUSERS (and the registration burst's) are not the answer.
+    while observer.wait_for(Duration::ZERO, |line| line.contains(" 255 ")).await.is_ok() {}
+    observer.send("LUSERS").await?;
+    let line = observer.wait_for(Duration::from_secs(10), |line| line.contains(" 255 ")).await?;
+    let count = line.split(":I have ").nth(1).and_then(|rest| rest.split(' ').next()).and_then(|n| n.parse().ok());
+    count.with_context(|| format!("no client count in {line:?}"))
+}
+
+/// The portal with `PUPPETS` Matrix users who each said hello (so each has a puppet in the channel) and an IRC
+/// observer; returns the bridge's nicks on IRC (bot first).
+async fn portal_with_puppets(
+    synapse: &lattice_e2e::Synapse,
+    observer: &IrcTestClient,
+) -> anyhow::Result<(Vec<MatrixUser>, String, Vec<String>)> {
+    let alias = format!("#irc_test_{CHANNEL}:localhost");
+    let mut users = Vec::new();
+    let mut room_id = String::new();
+    let mut nicks = vec!["lattice".to_owned()];
+    for index in 0..PUPPETS {
+        let user = synapse.register_user(&format!("cont{index}"), false).await?;
+        room_id = user.join(&alias).await?;
+        user.send_text(&room_id, &format!("hello from {index}")).await?;
+        let text = format!(" PRIVMSG {CHANNEL} :hello from {index}");
+        let line = observer.wait_for(Duration::from_secs(60), |line| line.ends_with(&text)).await?;
+        let nick = line.trim_start_matches(':').split('!').next().unwrap_or_default().to_owned();
+        nicks.push(nick);
+        users.push(user);
+    }
+    Ok((users, room_id, nicks))
+}
+
+/// The bridge goes away `how`; IRC and Matrix talk meanwhile; it comes back, and everything said arrives.
+async fn away_and_back(
+    bridge: &mut ShippedBridge,
+    how: Away,
+    round: usize,
+    observer: &IrcTestClient,
+    users: &[MatrixUser],
+    room_id: &str,
+) -> anyhow::Result<Duration> {
+    match how {
+        Away::Killed => bridge.process.kill()?,
+        Away::Stopped => bridge.process.stop(Duration::from_secs(10)),
+    }
+    for number in 0..GAP_LINES {
+        observer.send(&format!("PRIVMSG {CHANNEL} :gap {round} {number}")).await?;
+    }
+    let from_matrix = format!("from matrix {round}");
+    users[1].send_text(room_id, &from_matrix).await?;
+    let started = tokio::time::Instant::now();
+    bridge.start_again().await?;
+    let last = format!("gap {round} {}", GAP_LINES - 1);
+    users[0].wait_for_message(room_id, Duration::from_secs(60), &last).await?;
+    let text = format!(" PRIVMSG {CHANNEL} :{from_matrix}");
+    observer.wait_for(Duration::from_secs(120), |line| line.ends_with(&text)).await?;
+    let bodies = room_bodies(&users[0], room_id, &format!("gap {round} ")).await?;
+    let expected: Vec<String> = (0..GAP_LINES).map(|number| format!("gap {round} {number}")).collect();
+    ensure!(bodies == expected, "IRC lines said while the bridge was {how:?} reached Matrix as {bodies:?}");
+    Ok(started.elapsed())
+}
+
+async fn irc_sees_nothing_of_restarts(ircd: Ircd, server: &str) -> anyhow::Result<()> {
+    let (synapse, mut bridge) = ShippedBridge::start(&ircd).await?;
+    let observer = IrcTestClient::connect(ircd.port(), "observer").await?;
+    observer.join(CHANNEL).await?;
+    let (users, room_id, nicks) = portal_with_puppets(&synapse, &observer).await?;
+    let edge = bridge.edge_pid().context("the bridge started no edge")?;
+    let clients = client_count(&observer).await?;
+    let seen_before = comings_and_goings(&observer, &nicks);
+    println!("{server}: bridge nicks {nicks:?}, {clients} clients on the server, edge pid {edge}");
+
+    for (round, how) in [Away::Killed, Away::Stopped, Away::Killed].into_iter().enumerate() {
+        let took = away_and_back(&mut bridge, how, round, &observer, &users, &room_id).await?;
+        let seen = comings_and_goings(&observer, &nicks);
+        let count = client_count(&observer).await?;
+        println!(
+            "{server}: bridge {how:?} and started again: all said arrived {took:.1?} after the start, {} \
+            joins/parts/quits of the bridge's nicks, {count} clients",
+            seen.len() - seen_before.len()
+        );
+        ensure!(
+            seen == seen_before,
+            "IRC saw the bridge's connections come and go: {seen:?}; edge log: {}",
+            bridge.edge_log()
+        );
+        ensure!(count == clients, "the server counts {count} clients, {clients} before");
+        ensure!(bridge.edge_pid() == Some(edge), "the edge was replaced");
+    }
+    // The puppets are the bridge's again: they still speak for their Matrix users.
+    users[2].send_text(&room_id, "still here").await?;
+    let text = format!(" PRIVMSG {CHANNEL} :still here");
+    let line = observer.wait_for(Duration::from_secs(60), |line| line.ends_with(&text)).await;
+    let line =
+        line.with_context(|| format!("bridge log: {}\nedge log: {}", bridge.process.log_tail(60), bridge.edge_log()))?;
+    ensure!(line.starts_with(&format!(":{}!", nicks[3])), "sent by another nick: {line}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ngircd_sees_no_quit_and_no_reconnect_when_the_bridge_is_killed_or_stopped() -> anyhow::Result<()> {
+    irc_sees_nothing_of_restarts(Ircd::ngircd().await?, "ngircd").await
+}
+
+#[tokio::test]
+async fn inspircd_sees_no_quit_and_no_reconnect_when_the_bridge_is_killed_or_stopped() -> anyhow::Result<()> {
+    irc_sees_nothing_of_restarts(Ircd::inspircd().await?, "InspIRCd").await
+}
+
+/// IRC talks at a steady pace while the bridge is killed at a random moment and started again: every line reaches
+/// Matrix once and in order — the edge heard them all and kept what the bridge had not handled.
+#[tokio::test]
+async fn every_irc_line_reaches_matrix_once_in_order_across_kill_9() -> anyhow::Result<()> {
+    const LINES: usize = 600;
+    let seed = std::env::var("LATTICE_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(rand::random);
+    println!("IRC → Matrix: seed {seed} (LATTICE_CRASH_SEED={seed} repeats the kill point)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let ircd = Ircd::ngircd().await?;
+    let (synapse, mut bridge) = ShippedBridge::start(&ircd).await?;
+    let talker = IrcTestClient::connect(ircd.port(), "talker").await?;
+    talker.join(CHANNEL).await?;
+    let reader = synapse.register_user("reader", false).await?;
+    let room_id = reader.join(&format!("#irc_test_{CHANNEL}:localhost")).await?;
+    let talking = {
+        let talker = talker.clone();
+        tokio::spawn(async move {
+            for number in 0..LINES {
+                talker.send(&format!("PRIVMSG {CHANNEL} :talk {number}")).await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
+    bridge.kill_and_restart().await?;
+    talking.await??;
+    let last = format!("talk {}", LINES - 1);
+    reader.wait_for_message(&room_id, Duration::from_secs(120), &last).await?;
+    let bodies = room_bodies(&reader, &room_id, "talk ").await?;
+    let numbers: Vec<usize> = bodies.iter().filter_map(|body| body.strip_prefix("talk ")?.parse().ok()).collect();
+    let expected: Vec<usize> = (0..LINES).collect();
+    let missing = expected.iter().filter(|number| !numbers.contains(number)).count();
+    println!("IRC → Matrix: {LINES} said, {} arrived, {missing} missing", numbers.len());
+    ensure!(numbers == expected, "lost, doubled or out of order: {numbers:?}");
+    Ok(())
+}
