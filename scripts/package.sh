@@ -43,19 +43,20 @@ done
 # The files cargo-deb takes from packaging/build/NAME (Cargo.toml's maintainer-scripts and unit-scripts): the unit
 # made from the template, the maintainer scripts, and the sample config with its files moved to /var/lib/NAME.
 render() {
-    local bridge=$1 title=$2 ident_note=$3
+    local bridge=$1 title=$2 ident_note=$3 service_extra=$4
+    shift 4
     local name=lattice-$bridge dir=$LATTICE_ROOT/packaging/build/lattice-$bridge
     rm -rf "$dir"
     mkdir -p "$dir"
     sed -e "s|@NAME@|$name|g" -e "s|@TITLE@|$title|g" -e "s|@IDENT_NOTE@|$ident_note|" \
-        -e '/^@DROP@$/d' packaging/debian/lattice.service.in >"$dir/$name.service"
+        -e "s|@SERVICE_EXTRA@|$service_extra|" -e '/^@DROP@$/d' packaging/debian/lattice.service.in >"$dir/$name.service"
     cp packaging/debian/postinst packaging/debian/postrm "$dir/"
     cp "bridge-$bridge/config.sample.yaml" "$dir/config.yaml"
     python3 scripts/yaml-edit.py "$dir/config.yaml" set \
         "appservice.registration=/var/lib/$name/registration.yaml" \
         "database.url=sqlite:///var/lib/$name/$name.db" \
         "encryption.key_file=/var/lib/$name/$name.key" \
-        "logging.format=pretty"
+        "logging.format=pretty" "$@"
 }
 
 args=(--profile "$profile")
@@ -65,9 +66,11 @@ $build || args+=(--no-build)
 for bridge in "${bridges[@]}"; do
     case $bridge in
     irc)
-        render irc IRC "# The ident server's port 113 needs CAP_NET_BIND_SERVICE, which this unit does not grant:\n# /usr/share/doc/lattice-irc/ident-port-113.conf is the drop-in that does."
+        render irc IRC "# The ident server's port 113 needs CAP_NET_BIND_SERVICE, which this unit does not grant:\n# /usr/share/doc/lattice-irc/ident-port-113.conf is the drop-in that does." \
+            "# The IRC edge (lattice-irc edge) holds the IRC connections and outlives restarts of the bridge: stopping\n# the unit stops the bridge process only, and the edge's socket in /run/lattice-irc is kept across restarts.\n# Stop the edge too (its IRC connections quit): kill \$(cat /run/lattice-irc/edge.pid)\nKillMode=process\nRuntimeDirectory=lattice-irc\nRuntimeDirectoryPreserve=yes" \
+            "bridge.edge.socket=/run/lattice-irc/edge.sock"
         ;;
-    xmpp) render xmpp XMPP "@DROP@" ;;
+    xmpp) render xmpp XMPP "@DROP@" "@DROP@" ;;
     esac
     log "packaging lattice-$bridge ($profile build)"
     # cargo-deb prints the package's path as its last line.

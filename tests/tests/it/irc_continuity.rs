@@ -193,3 +193,35 @@ async fn every_irc_line_reaches_matrix_once_in_order_across_kill_9() -> anyhow::
     ensure!(numbers == expected, "lost, doubled or out of order: {numbers:?}");
     Ok(())
 }
+
+/// The edge itself is killed: the bridge starts a new one and opens every connection it had on it — the bot and
+/// each puppet rejoin at once, not on their users' next message — and both ways work again.
+#[tokio::test]
+async fn a_killed_edge_is_replaced_and_every_puppet_comes_back_at_once() -> anyhow::Result<()> {
+    let ircd = Ircd::ngircd().await?;
+    let (synapse, bridge) = ShippedBridge::start(&ircd).await?;
+    let observer = IrcTestClient::connect(ircd.port(), "observer").await?;
+    observer.join(CHANNEL).await?;
+    let (users, room_id, nicks) = portal_with_puppets(&synapse, &observer).await?;
+    let edge = bridge.edge_pid().context("the bridge started no edge")?;
+    let joins = |observer: &IrcTestClient| {
+        comings_and_goings(observer, &nicks).into_iter().filter(|line| line.contains(" JOIN ")).count()
+    };
+    let joined_before = joins(&observer);
+    let killed = std::process::Command::new("kill").args(["-KILL", &edge.to_string()]).status()?;
+    ensure!(killed.success(), "kill -9 of the edge failed");
+    let started = tokio::time::Instant::now();
+    while joins(&observer) < joined_before + nicks.len() {
+        ensure!(started.elapsed() < Duration::from_secs(60), "not everyone rejoined: {:?}; bridge log: {}",
+            comings_and_goings(&observer, &nicks), bridge.process.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("edge killed: the bot and {PUPPETS} puppets back in {:.1?}", started.elapsed());
+    ensure!(bridge.edge_pid().is_some_and(|pid| pid != edge), "no new edge");
+    observer.send(&format!("PRIVMSG {CHANNEL} :after the edge")).await?;
+    users[0].wait_for_message(&room_id, Duration::from_secs(30), "after the edge").await?;
+    users[1].send_text(&room_id, "matrix after the edge").await?;
+    let text = format!(" PRIVMSG {CHANNEL} :matrix after the edge");
+    observer.wait_for(Duration::from_secs(30), |line| line.ends_with(&text)).await?;
+    Ok(())
+}

@@ -215,6 +215,43 @@ fn configure_irc(homeserver: &str, port: u16, irc_port: u16, database: Option<&s
     Ok(())
 }
 
+/// The unit's `RuntimeDirectory=` folders under /run, made as systemd makes them (owned by its user, kept across
+/// restarts with `RuntimeDirectoryPreserve=`): the IRC edge's socket lives there. When dropped, the edge that the
+/// bridge started there is stopped (`KillMode=process` leaves it running, as it should for restarts) and the
+/// folders removed.
+struct RuntimeDirectories(Vec<PathBuf>);
+
+impl RuntimeDirectories {
+    fn make(unit: &Unit) -> anyhow::Result<Self> {
+        let mut made = Vec::new();
+        for name in unit.values("RuntimeDirectory") {
+            let path = Path::new("/run").join(name);
+            std::fs::create_dir_all(&path)?;
+            output(Command::new("chown").arg(format!("{}:{}", unit.one("User")?, unit.one("Group")?)).arg(&path))?;
+            made.push(path);
+        }
+        Ok(Self(made))
+    }
+}
+
+impl Drop for RuntimeDirectories {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            if let Ok(pid) = std::fs::read_to_string(dir.join("edge.pid")) {
+                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+                // The edge quits its IRC connections, then removes its socket and this file.
+                for _ in 0..100 {
+                    if !dir.join("edge.pid").exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The unit's `ExecStartPre=` (check-config), then its `ExecStart=` with its output in `log`, until the homeserver's
 /// ping reached the bridge and `/health/ready` on `port` says so.
 async fn start_unit(unit: &Unit, port: u16, log: &Path) -> anyhow::Result<ServerProcess> {
@@ -287,6 +324,7 @@ async fn the_debian_packages_install_and_the_irc_units_command_line_bridges_as_i
 /// has the operator do it, the stopped bridge's store moves to PostgreSQL (`copy-database` as the unit's user), and
 /// the bridge started on it still knows the portal.
 async fn irc_unit_bridges_and_moves_to_postgresql(irc: &Unit) -> anyhow::Result<()> {
+    let _runtime = RuntimeDirectories::make(irc)?;
     // The registration made as the bridge's user, into its state folder.
     let ircd = Ircd::ngircd().await?;
     let port = free_port();
