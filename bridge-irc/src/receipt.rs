@@ -48,9 +48,8 @@ impl Receipts {
         self.ping_waiting()
     }
 
-    /// Whether any receipt waits.
-    #[cfg(test)]
-    fn is_idle(&self) -> bool {
+    /// Whether no receipt waits.
+    pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.is_none() && self.waiting.is_empty()
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 mod dialer;
 mod forward;
 mod handle;
+mod handover;
 mod session;
 mod state;
 mod transport;
@@ -24,6 +25,7 @@ mod writer;
 pub(crate) use self::{
     dialer::Dialer,
     handle::{Connection, Keyed},
+    handover::{Frozen, FrozenState},
     state::ConnState,
 };
 
@@ -164,6 +166,10 @@ struct Shared {
     changed: Notify,
     /// Counts the changes of that state, for whoever mirrors it elsewhere (the edge process, see [`state`]).
     version: watch::Sender<u64>,
+    /// Set to stop the connection between two lines and hand it over (see [`handover`]).
+    freeze: watch::Sender<bool>,
+    /// Who takes the frozen connection.
+    handed: Mutex<Option<oneshot::Sender<Frozen>>>,
 }
 
 impl Shared {
@@ -204,8 +210,10 @@ impl LocalConnection {
             reconnect_now: Notify::new(),
             changed: Notify::new(),
             version: watch::channel(0).0,
+            freeze: watch::channel(false).0,
+            handed: Mutex::new(None),
         });
-        tokio::spawn(supervise(Arc::clone(&shared), events, connecting));
+        tokio::spawn(supervise(Arc::clone(&shared), events, connecting, None));
         Self { shared }
     }
 
@@ -368,7 +376,12 @@ pub(crate) fn backoff(config: &ReconnectConfig, attempt: u32) -> Duration {
     base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
 }
 
-async fn supervise(shared: Arc<Shared>, events: mpsc::Sender<ConnEvent>, connecting: Arc<Semaphore>) {
+async fn supervise(
+    shared: Arc<Shared>,
+    events: mpsc::Sender<ConnEvent>,
+    connecting: Arc<Semaphore>,
+    mut resumed: Option<(FrozenState, tokio::net::TcpStream)>,
+) {
     let mut stop = shared.stop.subscribe();
     let mut attempt = 0u32;
     let mut server_index = 0usize;
@@ -382,9 +395,18 @@ async fn supervise(shared: Arc<Shared>, events: mpsc::Sender<ConnEvent>, connect
             return;
         };
         let result = tokio::select! {
-            result = session(&shared, &settings, &server, &events, &connecting) => result,
+            result = async {
+                match resumed.take() {
+                    Some((frozen, stream)) => session::resumed_session(&shared, &settings, &events, frozen, stream).await,
+                    None => session(&shared, &settings, &server, &events, &connecting).await,
+                }
+            } => result,
             _ = stop.wait_for(|stopped| *stopped) => Ok(true),
         };
+        if *shared.freeze.borrow() {
+            // Handed over: the connection lives on in another process.
+            return;
+        }
         let nick = lock(&shared.session).take().map(|session| session.nick).unwrap_or_default();
         *lock(&shared.caps) = CapSet::default();
         for state in lock(&shared.channels).values_mut() {

@@ -19,9 +19,10 @@ use super::{
     ConnEvent, Forward, Login, MAX_READ_LINE, Outgoing, READ_BUFFER, READ_IDLE, REGISTER_TIMEOUT, SessionHandle,
     Settings, Shared,
     forward::{is_others_channel_chatter, join_lines, wants},
+    handover::{Frozen, FrozenState},
     lock,
     transport::{Stream, connect},
-    writer::write_lines,
+    writer::{WriteHalf, write_lines},
 };
 use crate::{
     config::{AuthMethod, ServerConfig},
@@ -49,7 +50,12 @@ enum Read {
     Again,
     /// The connection ended, cleanly or not: `Ok(true)` if it had registered.
     Ended(std::io::Result<bool>),
+    /// The writer stopped for a handover and gave its half back.
+    WriterFrozen(WriteHalf),
 }
+
+/// How long a frozen connection waits for the server to confirm the lines it wrote before it is handed over.
+const DRAIN: Duration = Duration::from_secs(3);
 
 /// One connection attempt's state.
 struct Session<'a> {
@@ -72,6 +78,8 @@ struct Session<'a> {
     pinged: bool,
     /// Our nick and its casefolded form, for telling our own lines from others'; folded again only when it changes.
     folded_nick: (String, String),
+    /// The writer has ended (its task may not be polled again).
+    writer_done: bool,
 }
 
 /// One connection, from connect to close. `Ok(true)` if it registered before it ended.
@@ -83,15 +91,16 @@ pub(super) async fn session(
     connecting: &Arc<Semaphore>,
 ) -> std::io::Result<bool> {
     let permit = connecting.clone().acquire_owned().await.map_err(std::io::Error::other)?;
-    let (stream, _ident) = tokio::time::timeout(REGISTER_TIMEOUT, connect(server, settings))
+    let (stream, ident) = tokio::time::timeout(REGISTER_TIMEOUT, connect(server, settings))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let (reader, writer) = tokio::io::split(stream);
     let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
     let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
     let receipts = Arc::new(Mutex::new(Receipts::default()));
+    let frozen = shared.freeze.subscribe();
     let mut writer_task =
-        tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts)));
+        tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts), frozen));
     let sasl_login = settings.login.as_ref().filter(|login| login.method == AuthMethod::Sasl);
     let has_certificate = server.tls && sasl_login.is_some_and(|login| login.certificate.is_some());
     let has_password = sasl_login.is_some_and(|login| !login.password.is_empty());
@@ -116,9 +125,65 @@ pub(super) async fn session(
         registered: false,
         pinged: false,
         folded_nick: (String::new(), String::new()),
+        writer_done: false,
     };
     session.register();
-    session.run(BufReader::with_capacity(READ_BUFFER, reader), &mut writer_task).await
+    let result = session.run(BufReader::with_capacity(READ_BUFFER, reader), Vec::new(), &mut writer_task).await;
+    drop(ident);
+    result
+}
+
+/// A connection that registered in another process and was handed to this one (see [`super::handover`]): its
+/// state as it was, the bytes read but not handled there handled first, then on as any registered connection.
+pub(super) async fn resumed_session(
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    events: &mpsc::Sender<ConnEvent>,
+    frozen: FrozenState,
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<bool> {
+    let FrozenState { server, nick, max_nick_length, caps, unread, .. } = frozen;
+    let _ident = settings.ident.register(stream.local_addr()?, stream.peer_addr()?, &settings.username);
+    let (reader, writer) = tokio::io::split(Box::new(stream) as Box<dyn Stream>);
+    let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
+    let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
+    let receipts = Arc::new(Mutex::new(Receipts::default()));
+    let frozen = shared.freeze.subscribe();
+    let mut writer_task =
+        tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts), frozen));
+    if let Some(session) = lock(&shared.session).as_mut() {
+        session.sender = normal_tx.clone();
+        session.urgent = urgent_tx.clone();
+    }
+    let mut session = Session {
+        shared,
+        settings,
+        server: &server,
+        events,
+        permit: None,
+        urgent_tx,
+        normal_tx,
+        receipts,
+        caps: CapNegotiation::resumed(caps),
+        sasl_login: None,
+        exchange: None,
+        failure: None,
+        registration: Registration { nick, attempt: 0, max_nick_length },
+        registered: true,
+        pinged: false,
+        folded_nick: (String::new(), String::new()),
+        writer_done: false,
+    };
+    session.refold_nick();
+    // Whole lines first; a cut line's start waits in the line buffer for its end.
+    let cut = unread.iter().rposition(|byte| *byte == b'\n').map_or(0, |end| end + 1);
+    for line in unread[..cut].split_inclusive(|byte| *byte == b'\n') {
+        if !session.on_line(line).await? {
+            return Ok(true);
+        }
+    }
+    let reader = BufReader::with_capacity(READ_BUFFER, reader);
+    session.run(reader, unread[cut..].to_vec(), &mut writer_task).await
 }
 
 impl Session<'_> {
@@ -139,53 +204,102 @@ impl Session<'_> {
         self.urgent(Line::new("USER", &[&self.settings.username, "0", "*"], Some(&self.settings.realname)));
     }
 
-    /// Reads and handles lines until the connection ends.
+    /// Reads and handles lines until the connection ends or is handed over; `buffer` holds the start of a line
+    /// read before.
     async fn run(
         &mut self,
         mut reader: BufReader<ReadHalf<Box<dyn Stream>>>,
-        writer_task: &mut JoinHandle<std::io::Result<()>>,
+        mut buffer: Vec<u8>,
+        writer_task: &mut JoinHandle<std::io::Result<Option<WriteHalf>>>,
     ) -> std::io::Result<bool> {
-        let mut buffer = Vec::with_capacity(1024);
+        buffer.reserve(1024);
         let register_deadline = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+        let mut frozen: Option<(WriteHalf, tokio::time::Instant)> = None;
         loop {
-            match self.read_line(&mut reader, &mut buffer, writer_task, register_deadline).await {
+            if let Some((_, drained_by)) = &frozen
+                && (lock(&self.receipts).is_idle() || tokio::time::Instant::now() >= *drained_by)
+                && let Some((writer, _)) = frozen.take()
+            {
+                self.hand_over(reader, writer, buffer);
+                return Ok(true);
+            }
+            let deadline = frozen.as_ref().map_or(register_deadline, |(_, drained_by)| *drained_by);
+            match self.read_line(&mut reader, &mut buffer, writer_task, deadline).await {
                 Read::Line => {}
                 Read::Again => continue,
                 Read::Ended(result) => return result,
-            }
-            self.pinged = false;
-            self.refold_nick();
-            let chatter = self.settings.forward == Forward::Own
-                && std::str::from_utf8(&buffer).is_ok_and(|line| {
-                    is_others_channel_chatter(line.trim_end_matches(['\r', '\n']), &self.folded_nick.1)
-                });
-            let text = match chatter {
-                true => String::new(),
-                false => String::from_utf8_lossy(&buffer).trim_end_matches(['\r', '\n']).to_owned(),
-            };
-            buffer.clear();
-            if text.is_empty() {
-                continue;
-            }
-            let message = match Message::from_str(&text) {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::debug!(%error, line = %text, "unreadable IRC line");
+                Read::WriterFrozen(writer) => {
+                    frozen = Some((writer, tokio::time::Instant::now() + DRAIN));
                     continue;
                 }
-            };
-            tracing::trace!(owner = %self.settings.owner, line = %text, "← IRC");
-            if !self.handle(&message).await? {
-                continue;
             }
-            if wants(self.settings.forward, &message, &self.folded_nick.1) {
-                let owner = self.settings.owner.clone();
-                let event = ConnEvent::Message { owner, nick: self.folded_nick.0.clone(), message: Box::new(message) };
-                if self.events.send(event).await.is_err() {
-                    return Ok(self.registered);
-                }
+            let line = std::mem::take(&mut buffer);
+            let go_on = self.on_line(&line).await?;
+            buffer = line;
+            buffer.clear();
+            if !go_on {
+                return Ok(self.registered);
             }
         }
+    }
+
+    /// One whole line read: handled, and handed to the owner if it wants it; `Ok(false)` when the owner is gone.
+    async fn on_line(&mut self, line: &[u8]) -> std::io::Result<bool> {
+        self.pinged = false;
+        self.refold_nick();
+        let chatter = self.settings.forward == Forward::Own
+            && std::str::from_utf8(line)
+                .is_ok_and(|line| is_others_channel_chatter(line.trim_end_matches(['\r', '\n']), &self.folded_nick.1));
+        if chatter {
+            return Ok(true);
+        }
+        let text = String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']).to_owned();
+        if text.is_empty() {
+            return Ok(true);
+        }
+        let message = match Message::from_str(&text) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::debug!(%error, line = %text, "unreadable IRC line");
+                return Ok(true);
+            }
+        };
+        tracing::trace!(owner = %self.settings.owner, line = %text, "← IRC");
+        if !self.handle(&message).await? {
+            return Ok(true);
+        }
+        if wants(self.settings.forward, &message, &self.folded_nick.1) {
+            let owner = self.settings.owner.clone();
+            let event = ConnEvent::Message { owner, nick: self.folded_nick.0.clone(), message: Box::new(message) };
+            if self.events.send(event).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The connection, frozen between two lines with everything it wrote confirmed (or the drain's time up), goes
+    /// to whoever asked for it: the TCP stream, the bytes read and not handled, and its state.
+    fn hand_over(&mut self, reader: BufReader<ReadHalf<Box<dyn Stream>>>, writer: WriteHalf, buffer: Vec<u8>) {
+        let mut unread = buffer;
+        unread.extend_from_slice(reader.buffer());
+        let stream = reader.into_inner().unsplit(writer);
+        let Some(taker) = lock(&self.shared.handed).take() else { return };
+        let Ok(tcp) = stream.into_any().downcast::<tokio::net::TcpStream>() else { return };
+        let Ok(stream) = tcp.into_std() else { return };
+        let channels =
+            lock(&self.shared.channels).values().filter(|state| state.joined).map(|state| state.name.clone()).collect();
+        let state = FrozenState {
+            settings: lock(&self.shared.settings).clone(),
+            server: self.server.clone(),
+            nick: self.folded_nick.0.clone(),
+            prefix_len: lock(&self.shared.session).as_ref().map_or(0, |session| session.prefix_len),
+            max_nick_length: self.registration.max_nick_length,
+            caps: self.caps.enabled().clone(),
+            channels,
+            unread,
+        };
+        let _ = taker.send(Frozen { state, stream });
     }
 
     /// Reads until `buffer` holds a whole line. A line already in the read buffer is taken as it is, without a
@@ -194,7 +308,7 @@ impl Session<'_> {
         &mut self,
         reader: &mut BufReader<ReadHalf<Box<dyn Stream>>>,
         buffer: &mut Vec<u8>,
-        writer_task: &mut JoinHandle<std::io::Result<()>>,
+        writer_task: &mut JoinHandle<std::io::Result<Option<WriteHalf>>>,
         register_deadline: tokio::time::Instant,
     ) -> Read {
         let buffered = reader.buffer();
@@ -203,11 +317,19 @@ impl Session<'_> {
             std::pin::Pin::new(reader).consume(end + 1);
             return Read::Line;
         }
-        let idle = if self.registered { READ_IDLE } else { register_deadline - tokio::time::Instant::now() };
+        let draining = self.writer_done;
+        let until_deadline = register_deadline.saturating_duration_since(tokio::time::Instant::now());
+        let idle = if self.registered && !draining { READ_IDLE } else { until_deadline };
         let mut limited = reader.take(MAX_READ_LINE as u64);
         let read = tokio::select! {
             read = tokio::time::timeout(idle, limited.read_until(b'\n', buffer)) => read,
-            _ = writer_task => return Read::Ended(Err(std::io::Error::other("the connection's writer stopped"))),
+            written = writer_task, if !self.writer_done => {
+                self.writer_done = true;
+                return match written {
+                    Ok(Ok(Some(writer))) => Read::WriterFrozen(writer),
+                    _ => Read::Ended(Err(std::io::Error::other("the connection's writer stopped"))),
+                };
+            }
             _ = self.shared.reconnect_now.notified() => {
                 self.urgent(Line::new("QUIT", &[], Some("Reconnecting")));
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -216,6 +338,8 @@ impl Session<'_> {
         };
         let timed_out = |what| Read::Ended(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, what)));
         match read {
+            // Draining for a handover: the time is up, or a line came.
+            Err(_) if draining => Read::Again,
             Err(_) if !self.registered => timed_out("registration timed out"),
             Err(_) if self.pinged => timed_out("ping timeout"),
             Err(_) => {

@@ -11,8 +11,15 @@ use tokio::{
 use super::Settings;
 use crate::{config::ServerConfig, ident::IdentEntry};
 
-pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The stream as what it is, to hand a plain TCP connection to another process (see [`super::handover`]).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
 
 pub(super) async fn connect(
     server: &ServerConfig,

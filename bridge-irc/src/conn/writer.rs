@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::{io::AsyncWriteExt, sync::mpsc};
+use tokio::{
+    io::AsyncWriteExt,
+    sync::{mpsc, watch},
+};
 
 use super::{Outgoing, lock, transport::Stream};
 use crate::{config::FloodConfig, line::Line, receipt::Receipts};
@@ -54,25 +57,39 @@ impl Throttle {
     }
 }
 
+/// The writing half, given back when the connection is frozen for a handover (see [`super::handover`]).
+pub(super) type WriteHalf = tokio::io::WriteHalf<Box<dyn Stream>>;
+
+/// Writes the connection's lines until its queues close (`Ok(None)`) or it is frozen: then it stops between two
+/// writes and gives its half back; the lines still queued are dropped, with their receipts (they fail, so their
+/// senders send them again).
 pub(super) async fn write_lines(
-    mut writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    mut writer: WriteHalf,
     mut urgent: mpsc::Receiver<Line>,
     mut normal: mpsc::Receiver<Outgoing>,
     flood: FloodConfig,
     receipts: Arc<Mutex<Receipts>>,
-) -> std::io::Result<()> {
+    mut frozen: watch::Receiver<bool>,
+) -> std::io::Result<Option<WriteHalf>> {
     let mut throttle = Throttle::new(&flood);
     let mut written = Vec::new();
     loop {
         let line = tokio::select! {
             biased;
+            changed = frozen.changed() => {
+                let freeze = changed.is_err() || *frozen.borrow_and_update();
+                if freeze {
+                    return Ok(Some(writer));
+                }
+                continue;
+            }
             line = urgent.recv() => line.map(|line| Outgoing { line, receipt: None }),
             line = normal.recv() => {
                 throttle.take().await;
                 line
             }
         };
-        let Some(Outgoing { line, receipt }) = line else { return Ok(()) };
+        let Some(Outgoing { line, receipt }) = line else { return Ok(None) };
         written.extend(receipt);
         tracing::trace!(?line, "→ IRC");
         match waiting_line(&mut urgent, &mut normal, &mut throttle) {

@@ -67,6 +67,21 @@ impl SentKeys {
         self.keys.remove(key).map(|state| state.waiters).unwrap_or_default()
     }
 
+    /// The keys whose lines the server has read, oldest first (for a successor edge).
+    pub(crate) fn read_keys(&self) -> Vec<String> {
+        self.order.iter().filter(|key| self.keys.get(*key).is_some_and(|state| state.read)).cloned().collect()
+    }
+
+    /// Keys handed over by a predecessor edge, as read.
+    pub(crate) fn import(keys: Vec<String>) -> Self {
+        let mut sent = Self::default();
+        for key in keys {
+            sent.sending(&key, None);
+            sent.read(&key);
+        }
+        sent
+    }
+
     fn forget_oldest(&mut self) {
         while self.order.len() > REMEMBERED {
             let Some(oldest) = self.order.pop_front() else { return };

@@ -25,6 +25,8 @@ use crate::conn::{ConnEvent, Settings};
 
 /// How often handled events are acknowledged to the edge.
 const ACK_EVERY: Duration = Duration::from_millis(50);
+/// How long a successor edge may take to listen after the old one said it moves.
+const SUCCESSOR_WAIT: Duration = Duration::from_secs(30);
 
 /// What a receipt waits for.
 pub(super) struct Pending {
@@ -165,8 +167,16 @@ impl EdgeLink {
     }
 
     pub(super) fn send(&self, message: ToEdge) {
-        if let Some(out) = lock(&self.inner.out).as_ref() {
-            let _ = out.send(message);
+        let receipt = match &message {
+            ToEdge::Send { receipt, .. } => *receipt,
+            _ => None,
+        };
+        let out = lock(&self.inner.out).clone();
+        if out.is_none_or(|out| out.send(message).is_err())
+            && let Some(receipt) = receipt
+        {
+            // No edge to send it to: its receipt fails now, and the event is sent again later.
+            lock(&self.inner.pending).remove(&receipt);
         }
     }
 
@@ -193,10 +203,18 @@ impl Inner {
     async fn run(self: Arc<Self>, mut link: Link, mut outgoing: mpsc::UnboundedReceiver<ToEdge>) {
         loop {
             let error = self.serve(link, &mut outgoing).await;
-            tracing::warn!(%error, "lost the IRC edge: starting a new one; the IRC connections reconnect");
-            self.lost().await;
+            let moved = matches!(error, WireError::Moved);
+            if moved {
+                tracing::info!("the IRC edge hands its connections to a successor: attaching to it");
+                // What the old edge had not confirmed is sent again (the successor knows what was read).
+                *lock(&self.out) = None;
+                lock(&self.pending).clear();
+            } else {
+                tracing::warn!(%error, "lost the IRC edge: starting a new one; the IRC connections reconnect");
+                self.lost().await;
+            }
             link = loop {
-                match self.relink().await {
+                match self.relink(moved).await {
                     Ok(link) => break link,
                     Err(error) => {
                         tracing::error!(%error, "cannot reach the IRC edge; trying again");
@@ -211,7 +229,20 @@ impl Inner {
         }
     }
 
-    async fn relink(&self) -> Result<Link, EdgeError> {
+    /// A link to the edge again: after a move, to the successor once it listens (it may take a few seconds to
+    /// freeze and receive the connections), else to whichever edge listens or a new one.
+    async fn relink(&self, moved: bool) -> Result<Link, EdgeError> {
+        if moved {
+            let deadline = tokio::time::Instant::now() + SUCCESSOR_WAIT;
+            while let Some(mut link) = super::spawn::connect_waiting(&self.command, deadline).await {
+                // The old edge, while it hands over, closes links at once: the successor welcomes.
+                if let Ok(welcome) = hello(&mut link).await {
+                    self.edge_id.store(welcome.edge_id, Ordering::SeqCst);
+                    return Ok(link);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let mut link = connect_or_start(&self.command).await?;
         let welcome = hello(&mut link).await?;
         self.edge_id.store(welcome.edge_id, Ordering::SeqCst);
@@ -296,6 +327,7 @@ impl Inner {
                         Some(Ok(frame)) => frame,
                     };
                     match serde_json::from_slice::<ToBridge>(&frame) {
+                        Ok(ToBridge::Moving) => return WireError::Moved,
                         Ok(message) => self.received(message).await,
                         Err(error) => tracing::warn!(%error, "unreadable message from the IRC edge"),
                     }
@@ -344,7 +376,7 @@ impl Inner {
             ToBridge::Lost { receipt } => {
                 lock(&self.pending).remove(&receipt);
             }
-            ToBridge::Welcome { .. } | ToBridge::Refused { .. } => {}
+            ToBridge::Welcome { .. } | ToBridge::Refused { .. } | ToBridge::Moving | ToBridge::Handing(_) => {}
         }
     }
 }

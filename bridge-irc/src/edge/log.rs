@@ -44,6 +44,16 @@ impl EventLog {
         self.waiting.iter()
     }
 
+    /// The number of the last event, and the events waiting (for a successor edge).
+    pub(crate) fn export(&self) -> (u64, Vec<(u64, WireEvent)>) {
+        (self.next_seq, self.waiting.iter().cloned().collect())
+    }
+
+    /// A log handed over by a predecessor edge.
+    pub(crate) fn import(next_seq: u64, waiting: Vec<(u64, WireEvent)>) -> Self {
+        Self { next_seq, waiting: waiting.into(), dropped: 0 }
+    }
+
     /// How many events wait.
     pub(crate) fn len(&self) -> usize {
         self.waiting.len()

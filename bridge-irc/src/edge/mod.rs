@@ -56,6 +56,10 @@ struct EdgeCli {
     /// Run the ident server (RFC 1413) on this address.
     #[arg(long)]
     ident_bind: Option<String>,
+    /// Take the IRC connections over from the edge running on the socket (to upgrade it to this binary without
+    /// reconnecting), then serve in its place.
+    #[arg(long)]
+    take_over: bool,
 }
 
 /// Runs the edge: the arguments after `edge` on the command line.
@@ -68,6 +72,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     let options = server::EdgeOptions {
+        take_over: cli.take_over,
         socket: cli.socket,
         linger: Duration::from_secs(cli.linger_secs),
         ident_bind: cli.ident_bind,

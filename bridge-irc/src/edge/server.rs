@@ -20,6 +20,8 @@ use tokio::{
     sync::{Semaphore, mpsc},
 };
 
+mod upgrade;
+
 use super::{
     held::{Held, SendJob},
     keys::SentKeys,
@@ -34,6 +36,8 @@ use crate::{
 /// How the edge runs.
 #[derive(Debug, Clone)]
 pub(crate) struct EdgeOptions {
+    /// Take the connections over from the edge on the socket (a new binary replacing an old one).
+    pub(crate) take_over: bool,
     /// Its Unix socket.
     pub(crate) socket: PathBuf,
     /// How long it keeps its connections with no bridge attached.
@@ -68,33 +72,48 @@ pub(crate) struct Edge {
     id: u64,
     /// No bridge has been welcomed yet.
     fresh: AtomicBool,
+    /// Notified once the connections went to a successor.
+    handed_over: tokio::sync::Notify,
+    /// A successor is taking the connections: no bridge is served any more.
+    handing_over: AtomicBool,
+}
+
+fn now_micros() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or_default()
+}
+
+/// The ident server, once its address is free (a predecessor edge may hold it for a moment longer).
+async fn serve_ident(bind: String, ident: IdentRegistry) {
+    for _ in 0..60 {
+        match tokio::net::TcpListener::bind(bind.as_str()).await {
+            Ok(listener) => return crate::ident::serve(listener, ident).await,
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                tracing::error!(%bind, %error, "cannot listen for ident queries");
+                return;
+            }
+        }
+    }
+    tracing::error!(%bind, "cannot listen for ident queries: the address stays taken");
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Runs the edge until it lingers out or is told to stop (SIGTERM, SIGINT).
+/// Runs the edge until it lingers out, is told to stop (SIGTERM, SIGINT) or hands its connections over.
 pub(crate) async fn serve(options: EdgeOptions) -> std::io::Result<()> {
+    let edge = match options.take_over {
+        true => upgrade::take_over(&options.socket).await?,
+        false => Edge::new(now_micros(), true),
+    };
     let listener = bind(&options.socket)?;
-    let ident = IdentRegistry::default();
-    if let Some(bind) = &options.ident_bind {
-        let ident_listener = tokio::net::TcpListener::bind(bind.as_str()).await?;
-        tokio::spawn(crate::ident::serve(ident_listener, ident.clone()));
+    if let Some(bind) = options.ident_bind.clone() {
+        tokio::spawn(serve_ident(bind, edge.ident.clone()));
     }
-    let edge = Arc::new(Edge {
-        held: Mutex::default(),
-        networks: Mutex::default(),
-        attached: Mutex::default(),
-        sent: Mutex::default(),
-        ident,
-        generations: AtomicU64::new(0),
-        id: u64::try_from(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros(),
-        )
-        .unwrap_or_default(),
-        fresh: AtomicBool::new(true),
-    });
     // Beside the socket: who to signal to stop the edge (operators, tests).
     let pid_file = options.socket.with_extension("pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
@@ -111,10 +130,15 @@ pub(crate) async fn serve(options: EdgeOptions) -> std::io::Result<()> {
                 let (stream, _) = accepted?;
                 match stream.peer_cred() {
                     Ok(peer) if peer.uid() == own_uid => {
-                        tokio::spawn(Arc::clone(&edge).serve_bridge(stream));
+                        tokio::spawn(Arc::clone(&edge).serve_link(stream));
                     }
                     _ => tracing::warn!("refused a connection to the edge socket from another user"),
                 }
+            }
+            () = edge.handed_over.notified() => {
+                // The successor owns the socket's path and the pid file now.
+                tracing::info!("the IRC connections are handed over: exiting");
+                return Ok(());
             }
             _ = check.tick() => {
                 let attached = lock(&edge.attached).is_some();
@@ -175,18 +199,43 @@ async fn stop_signal() {
 }
 
 impl Edge {
-    /// One bridge's link, from its `Hello` until it goes away; it replaces the bridge attached before.
-    async fn serve_bridge(self: Arc<Self>, stream: UnixStream) {
+    /// A link from a bridge, or from a successor edge that takes the connections over.
+    async fn serve_link(self: Arc<Self>, stream: UnixStream) {
         let mut link = Link::new(stream);
         match link.next::<ToEdge>().await {
-            Ok(ToEdge::Hello { version }) if version == VERSION => {}
-            Ok(ToEdge::Hello { version }) => {
-                let reason = format!("this edge speaks version {VERSION} of the edge protocol, the bridge {version}");
-                let _ = link.send(&ToBridge::Refused { reason }).await;
-                return;
+            // The bridge tries again until the successor answers.
+            Ok(_) if self.handing_over.load(Ordering::SeqCst) => {}
+            Ok(ToEdge::Hello { version }) if version == VERSION => self.serve_bridge(link).await,
+            Ok(ToEdge::Handover { version }) if version == VERSION => {
+                if let Err(error) = self.hand_over(link).await {
+                    tracing::error!(%error, "handing the connections over failed; they go on here");
+                }
             }
-            _ => return,
+            Ok(ToEdge::Hello { version } | ToEdge::Handover { version }) => {
+                let reason = format!("this edge speaks version {VERSION} of the edge protocol, not {version}");
+                let _ = link.send(&ToBridge::Refused { reason }).await;
+            }
+            _ => {}
         }
+    }
+
+    fn new(id: u64, fresh: bool) -> Arc<Self> {
+        Arc::new(Self {
+            held: Mutex::default(),
+            networks: Mutex::default(),
+            attached: Mutex::default(),
+            sent: Mutex::default(),
+            ident: IdentRegistry::default(),
+            generations: AtomicU64::new(0),
+            id,
+            fresh: AtomicBool::new(fresh),
+            handed_over: tokio::sync::Notify::new(),
+            handing_over: AtomicBool::new(false),
+        })
+    }
+
+    /// One bridge's link, from its `Hello` until it goes away; it replaces the bridge attached before.
+    async fn serve_bridge(self: Arc<Self>, mut link: Link) {
         let connections: Vec<ConnKey> = lock(&self.held).keys().cloned().collect();
         let started_now = self.fresh.swap(false, Ordering::SeqCst);
         if link.send(&ToBridge::Welcome { connections, started_now, edge_id: self.id }).await.is_err() {
@@ -236,7 +285,7 @@ impl Edge {
 
     fn handle(self: &Arc<Self>, message: ToEdge) {
         match message {
-            ToEdge::Hello { .. } => {}
+            ToEdge::Hello { .. } | ToEdge::Handover { .. } | ToEdge::Ready => {}
             ToEdge::Attach { network } => self.attach(network),
             ToEdge::Open { settings } => self.open(*settings),
             ToEdge::Send { conn, lines, receipt, key } => match self.held(&conn) {

@@ -80,3 +80,15 @@ pub(crate) async fn connect_or_start(command: &EdgeCommand) -> Result<Link, Edge
         }
     }
 }
+
+/// A link to an edge that listens on `command.socket` before `deadline` (a successor taking over), or `None`.
+pub(crate) async fn connect_waiting(command: &EdgeCommand, deadline: tokio::time::Instant) -> Option<Link> {
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(stream) = UnixStream::connect(&command.socket).await {
+            return Some(Link::new(stream));
+        }
+        // Nothing to be notified by: the successor binds the socket when it is ready.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}

@@ -53,6 +53,22 @@ async fn fake_server() -> (u16, mpsc::UnboundedReceiver<String>, mpsc::Unbounded
     (port, hearing, say)
 }
 
+fn options(socket: &std::path::Path, take_over: bool) -> server::EdgeOptions {
+    server::EdgeOptions { take_over, socket: socket.to_owned(), linger: Duration::from_secs(60), ident_bind: None }
+}
+
+/// An edge on a fresh socket, and how a bridge reaches it.
+async fn edge() -> (tempfile::TempDir, EdgeCommand) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("edge.sock");
+    tokio::spawn(server::serve(options(&socket, false)));
+    // The edge starts listening a moment after it is spawned.
+    while !socket.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (dir, EdgeCommand { socket, binary: "/nonexistent".into(), linger_secs: 60, ident_bind: None })
+}
+
 fn settings(port: u16) -> Settings {
     Settings {
         owner: "@me:hs".into(),
@@ -99,19 +115,9 @@ fn privmsg(text: &str) -> Line {
 
 #[tokio::test]
 async fn a_new_bridge_takes_over_the_connection_and_what_the_last_one_did_not_handle() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("edge.sock");
-    let options = server::EdgeOptions { socket: socket.clone(), linger: Duration::from_secs(60), ident_bind: None };
-    tokio::spawn(server::serve(options));
-    let command = EdgeCommand { socket, binary: "/nonexistent".into(), linger_secs: 60, ident_bind: None };
+    let (_dir, command) = edge().await;
     let (port, mut heard, say) = fake_server().await;
-    // The edge starts listening a moment after it is spawned.
-    let mut first = loop {
-        if command.socket.exists() {
-            break attach(&command, port).await;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let mut first = attach(&command, port).await;
     assert!(matches!(next_event(&mut first.2).await, ConnEvent::Registered { nick, .. } if nick == "Me"));
     first.0.handled_one();
     // Acknowledgements go out every 50 ms.
@@ -154,4 +160,61 @@ async fn a_new_bridge_takes_over_the_connection_and_what_the_last_one_did_not_ha
     let mut third = attach(&command, port).await;
     assert!(matches!(next_event(&mut third.2).await, ConnEvent::Registered { .. }));
     assert!(tokio::time::timeout(Duration::from_millis(300), third.2.recv()).await.is_err());
+}
+
+/// A successor edge takes the connection over: the server sees no new connection, the bridge finds it registered
+/// and in its channel, and lines go both ways through the successor.
+#[tokio::test]
+async fn a_successor_edge_takes_the_connections_over_without_reconnecting() {
+    let (_dir, command) = edge().await;
+    let (port, mut heard, say) = fake_server().await;
+    let (dialer, connection, mut events) = attach(&command, port).await;
+    assert!(matches!(next_event(&mut events).await, ConnEvent::Registered { .. }));
+    dialer.handled_one();
+    connection.want_channel("#c");
+    next_line(&mut heard, |line| line == "JOIN #c").await;
+    while connection.channel_status("#c") != crate::conn::ChannelStatus::Joined {
+        connection.changed(Duration::from_secs(1)).await;
+    }
+    connection.send_keyed(vec![privmsg("before")], "$before", true).await.unwrap().read.unwrap().await.unwrap();
+    next_line(&mut heard, |line| line == "PRIVMSG #c :before").await;
+
+    // The successor: in this test the same program, started with --take-over on the same socket.
+    let successor = tokio::spawn(server::serve(options(&command.socket, true)));
+    say.send(":bob!b@h PRIVMSG Me :during\r\n".into()).unwrap();
+    next_privmsg(&mut events, &dialer, "during").await;
+    // The bridge attaches to the successor by itself; it sends again what the old edge had read under the key.
+    let mut waited = 0;
+    loop {
+        let sent = connection.send_keyed(vec![privmsg("before")], "$before", false).await;
+        if let Ok(keyed) = sent
+            && tokio::time::timeout(Duration::from_millis(500), keyed.earlier.unwrap()).await.is_ok_and(|r| r.is_ok())
+        {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 40, "the bridge never reached the successor");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!successor.is_finished());
+    assert!(connection.is_connected());
+    assert_eq!(connection.channel_status("#c"), crate::conn::ChannelStatus::Joined);
+    connection.send_keyed(vec![privmsg("after")], "$after", true).await.unwrap().read.unwrap().await.unwrap();
+    let line = next_line(&mut heard, |line| line.starts_with("PRIVMSG #c") || line == "<connected>").await;
+    assert_eq!(line, "PRIVMSG #c :after", "the server saw a new connection or a line again");
+    say.send(":bob!b@h PRIVMSG Me :after\r\n".into()).unwrap();
+    next_privmsg(&mut events, &dialer, "after").await;
+}
+
+/// Handles events until a private message saying `text`.
+async fn next_privmsg(events: &mut mpsc::Receiver<ConnEvent>, dialer: &Dialer, text: &str) {
+    loop {
+        let event = next_event(events).await;
+        dialer.handled_one();
+        if let ConnEvent::Message { message, .. } = event
+            && matches!(&message.command, irc::proto::Command::PRIVMSG(_, said) if said == text)
+        {
+            return;
+        }
+    }
 }

@@ -65,6 +65,10 @@ pub(crate) enum ToEdge {
     Quit { conn: ConnKey, reason: String },
     /// The events of `network` up to `seq` are handled.
     Ack { network: String, seq: u64 },
+    /// The first message of a successor edge (a new binary): hand me your connections (see [`super::upgrade`]).
+    Handover { version: u32 },
+    /// The successor has read the hand-over and waits for the sockets.
+    Ready,
 }
 
 /// From the edge to the bridge.
@@ -86,6 +90,31 @@ pub(crate) enum ToBridge {
     Earlier { receipt: u64 },
     /// The connection ended before the server confirmed the lines sent with `receipt`.
     Lost { receipt: u64 },
+    /// The edge hands its connections to a successor on the same socket: attach to it once it listens.
+    Moving,
+    /// To the successor: everything but the sockets, which follow.
+    Handing(Box<Handing>),
+}
+
+/// A network's event log as handed over.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HandedLog {
+    pub(crate) network: String,
+    pub(crate) last_seq: u64,
+    pub(crate) waiting: Vec<(u64, WireEvent)>,
+}
+
+/// What an edge hands its successor besides the sockets (one per connection, in this order).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Handing {
+    /// The successor goes on under the same ID, so events it hands over again are named as before.
+    pub(crate) edge_id: u64,
+    /// Per network: the number of its last event and the events not acknowledged yet.
+    pub(crate) networks: Vec<HandedLog>,
+    /// Keys of lines the server has read.
+    pub(crate) keys: Vec<String>,
+    /// The frozen connections.
+    pub(crate) connections: Vec<crate::conn::FrozenState>,
 }
 
 /// A [`ConnEvent`] on the wire: the IRC message as its line.
@@ -151,6 +180,8 @@ pub(crate) enum WireError {
     Json(#[from] serde_json::Error),
     #[error("the edge link closed")]
     Closed,
+    #[error("the edge hands its connections to a successor")]
+    Moved,
 }
 
 impl Link {
@@ -168,6 +199,13 @@ impl Link {
     pub(crate) async fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, WireError> {
         let frame = self.0.next().await.ok_or(WireError::Closed)??;
         Ok(serde_json::from_slice(&frame)?)
+    }
+
+    /// The socket under the link, for passing file descriptors; nothing may be in flight on it.
+    pub(crate) fn into_std(self) -> std::io::Result<std::os::unix::net::UnixStream> {
+        let stream = self.0.into_inner().into_std()?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
     }
 
     /// Splits the link into its two directions.

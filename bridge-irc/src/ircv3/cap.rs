@@ -99,6 +99,13 @@ impl CapNegotiation {
         }
     }
 
+    /// The negotiation of a connection that registered in another process with `enabled` (see
+    /// [`crate::conn::LocalConnection::resume`]): over, with those capabilities.
+    pub(crate) fn resumed(enabled: CapSet) -> Self {
+        let offered = enabled.0.clone();
+        Self { offered, enabled, ended: true, ..Self::new(Vec::new()) }
+    }
+
     /// The capabilities enabled so far.
     pub(crate) fn enabled(&self) -> &CapSet {
         &self.enabled

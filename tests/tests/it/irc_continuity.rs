@@ -1,7 +1,8 @@
 //! Continuity: the shipped `lattice-irc run` holds its IRC connections in an edge process it starts itself, so
 //! stopping it (SIGTERM) or killing it (`kill -9`) and starting it again is invisible on IRC — no QUIT, no JOIN,
 //! no new connection of the bot or of any puppet — and what IRC said meanwhile reaches Matrix, once and in order,
-//! as what Matrix said meanwhile reaches IRC.
+//! as what Matrix said meanwhile reaches IRC. The same holds when the edge itself is upgraded: a new
+//! `lattice-irc edge --take-over` takes the connections over from the running one.
 //!
 //! An IRC client in the channel watches: every line it sees of the bridge's nicks joining, parting or quitting is
 //! a reconnect; the server's own client count (`LUSERS`) must not move.
@@ -23,11 +24,13 @@ const PUPPETS: usize = 3;
 /// Lines said on IRC while the bridge is away.
 const GAP_LINES: usize = 10;
 
-/// How the bridge goes away.
+/// How the bridge goes away, or the edge is replaced.
 #[derive(Debug, Clone, Copy)]
 enum Away {
     Killed,
     Stopped,
+    /// The bridge stays; the edge is upgraded (a new edge process takes the connections over).
+    EdgeUpgraded,
 }
 
 /// Lines the observer saw of `nicks` joining, parting or quitting (the bridge's connections coming and going).
@@ -88,17 +91,31 @@ async fn away_and_back(
     users: &[MatrixUser],
     room_id: &str,
 ) -> anyhow::Result<Duration> {
-    match how {
-        Away::Killed => bridge.process.kill()?,
-        Away::Stopped => bridge.process.stop(Duration::from_secs(10)),
-    }
-    for number in 0..GAP_LINES {
-        observer.send(&format!("PRIVMSG {CHANNEL} :gap {round} {number}")).await?;
-    }
-    let from_matrix = format!("from matrix {round}");
-    users[1].send_text(room_id, &from_matrix).await?;
     let started = tokio::time::Instant::now();
-    bridge.start_again().await?;
+    let from_matrix = format!("from matrix {round}");
+    let talk = async {
+        for number in 0..GAP_LINES {
+            observer.send(&format!("PRIVMSG {CHANNEL} :gap {round} {number}")).await?;
+        }
+        users[1].send_text(room_id, &from_matrix).await
+    };
+    match how {
+        Away::Killed | Away::Stopped => {
+            if matches!(how, Away::Killed) {
+                bridge.process.kill()?;
+            } else {
+                bridge.process.stop(Duration::from_secs(10));
+            }
+            talk.await?;
+            bridge.start_again().await?;
+        }
+        Away::EdgeUpgraded => {
+            // Both ways while the new edge takes over.
+            let (upgraded, talked) = tokio::join!(bridge.upgrade_edge(), talk);
+            upgraded?;
+            talked?;
+        }
+    }
     let last = format!("gap {round} {}", GAP_LINES - 1);
     users[0].wait_for_message(room_id, Duration::from_secs(60), &last).await?;
     let text = format!(" PRIVMSG {CHANNEL} :{from_matrix}");
@@ -119,13 +136,15 @@ async fn irc_sees_nothing_of_restarts(ircd: Ircd, server: &str) -> anyhow::Resul
     let seen_before = comings_and_goings(&observer, &nicks);
     println!("{server}: bridge nicks {nicks:?}, {clients} clients on the server, edge pid {edge}");
 
-    for (round, how) in [Away::Killed, Away::Stopped, Away::Killed].into_iter().enumerate() {
+    let mut edge = edge;
+    let rounds = [Away::Killed, Away::Stopped, Away::EdgeUpgraded, Away::Killed];
+    for (round, how) in rounds.into_iter().enumerate() {
         let took = away_and_back(&mut bridge, how, round, &observer, &users, &room_id).await?;
         let seen = comings_and_goings(&observer, &nicks);
         let count = client_count(&observer).await?;
         println!(
-            "{server}: bridge {how:?} and started again: all said arrived {took:.1?} after the start, {} \
-            joins/parts/quits of the bridge's nicks, {count} clients",
+            "{server}: {how:?}: all said meanwhile arrived {took:.1?} after it began, {} joins/parts/quits of the \
+             bridge's nicks, {count} clients",
             seen.len() - seen_before.len()
         );
         ensure!(
@@ -134,6 +153,11 @@ async fn irc_sees_nothing_of_restarts(ircd: Ircd, server: &str) -> anyhow::Resul
             bridge.edge_log()
         );
         ensure!(count == clients, "the server counts {count} clients, {clients} before");
+        if matches!(how, Away::EdgeUpgraded) {
+            let upgraded = bridge.edge_pid().context("no edge after the upgrade")?;
+            ensure!(upgraded != edge, "the edge was not replaced");
+            edge = upgraded;
+        }
         ensure!(bridge.edge_pid() == Some(edge), "the edge was replaced");
     }
     // The puppets are the bridge's again: they still speak for their Matrix users.
@@ -147,12 +171,12 @@ async fn irc_sees_nothing_of_restarts(ircd: Ircd, server: &str) -> anyhow::Resul
 }
 
 #[tokio::test]
-async fn ngircd_sees_no_quit_and_no_reconnect_when_the_bridge_is_killed_or_stopped() -> anyhow::Result<()> {
+async fn ngircd_sees_no_quit_and_no_reconnect_across_bridge_restarts_and_an_edge_upgrade() -> anyhow::Result<()> {
     irc_sees_nothing_of_restarts(Ircd::ngircd().await?, "ngircd").await
 }
 
 #[tokio::test]
-async fn inspircd_sees_no_quit_and_no_reconnect_when_the_bridge_is_killed_or_stopped() -> anyhow::Result<()> {
+async fn inspircd_sees_no_quit_and_no_reconnect_across_bridge_restarts_and_an_edge_upgrade() -> anyhow::Result<()> {
     irc_sees_nothing_of_restarts(Ircd::inspircd().await?, "InspIRCd").await
 }
 
@@ -212,8 +236,12 @@ async fn a_killed_edge_is_replaced_and_every_puppet_comes_back_at_once() -> anyh
     ensure!(killed.success(), "kill -9 of the edge failed");
     let started = tokio::time::Instant::now();
     while joins(&observer) < joined_before + nicks.len() {
-        ensure!(started.elapsed() < Duration::from_secs(60), "not everyone rejoined: {:?}; bridge log: {}",
-            comings_and_goings(&observer, &nicks), bridge.process.log_tail(40));
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "not everyone rejoined: {:?}; bridge log: {}",
+            comings_and_goings(&observer, &nicks),
+            bridge.process.log_tail(40)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("edge killed: the bot and {PUPPETS} puppets back in {:.1?}", started.elapsed());
