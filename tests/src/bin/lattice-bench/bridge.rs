@@ -1,5 +1,6 @@
 //! A bridge under measurement as its own process (`lattice-irc` / `lattice-xmpp run -c config.yaml`), so its
-//! memory and CPU time are its own: `VmRSS` and `utime + stime` are read from `/proc/PID/…`.
+//! memory and CPU time are its own: `VmRSS` and `utime + stime` are read from `/proc/PID/…`. The IRC bridge's edge
+//! (the process that holds its IRC connections, with its socket in the bridge's folder) counts with it.
 
 use std::{
     path::{Path, PathBuf},
@@ -51,10 +52,15 @@ impl BridgeSetup {
              logging:\n  filter: warn\n  format: pretty\n\
              metrics:\n  enabled: false\n\
              permissions:\n  users: [\"*\"]\n  admins: [\"@admin:localhost\"]\n\
-             bridge:\n{section}",
+             bridge:\n{section}{edge}",
             id = flavour.id,
             bot = flavour.bot_localpart,
             section = flavour.section,
+            edge = match flavour.binary {
+                // The IRC edge's socket in the run's folder: found by the bench, stopped by its clean-up.
+                "lattice-irc" => format!("  edge:\n    socket: {d}/edge.sock\n    linger_secs: 60\n"),
+                _ => String::new(),
+            },
         );
         let binary = bin_dir.join(flavour.binary);
         if !binary.exists() {
@@ -118,7 +124,7 @@ impl BridgeSetup {
             // Polling a starting process that has nothing to wait on.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(BridgeProcess { process, started })
+        Ok(BridgeProcess { process, started, edge_pid_file: self.dir.join("edge.pid") })
     }
 }
 
@@ -126,6 +132,8 @@ impl BridgeSetup {
 pub(crate) struct BridgeProcess {
     process: ServerProcess,
     started: Instant,
+    /// Where the IRC bridge's edge writes its process ID.
+    edge_pid_file: PathBuf,
 }
 
 impl BridgeProcess {
@@ -139,14 +147,25 @@ impl BridgeProcess {
         self.process.id()
     }
 
-    /// Waits until its resident memory stops moving (two readings 1 s apart within 1%, at most 20 s) and returns it.
-    pub(crate) async fn settled_rss_kib(&self) -> anyhow::Result<u64> {
-        settled_rss_kib(self.pid()).await
+    /// The process ID of the IRC bridge's edge, if it has one.
+    fn edge_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.edge_pid_file).ok()?.trim().parse().ok()
     }
 
-    /// CPU time it has used so far (user + system), in seconds.
+    /// Waits until its resident memory stops moving (two readings 1 s apart within 1%, at most 20 s) and returns it,
+    /// with its edge's.
+    pub(crate) async fn settled_rss_kib(&self) -> anyhow::Result<u64> {
+        let edge = match self.edge_pid() {
+            Some(edge) => settled_rss_kib(edge).await?,
+            None => 0,
+        };
+        Ok(settled_rss_kib(self.pid()).await? + edge)
+    }
+
+    /// CPU time it (and its edge) used so far (user + system), in seconds.
     pub(crate) fn cpu_secs(&self) -> anyhow::Result<f64> {
-        cpu_secs(self.pid())
+        let edge = self.edge_pid().map_or(Ok(0.0), cpu_secs)?;
+        Ok(cpu_secs(self.pid())? + edge)
     }
 
     /// The last lines of its log.
