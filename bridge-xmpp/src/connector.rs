@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
     connector::{
-        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, RemoteId, Sent,
+        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, Sent,
     },
     event::{MatrixEvent, Message, Relation},
     store::Portal,
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::{
     addressing::XmppIdentity,
     config::XmppSection,
-    gateway::{Gateway, PortalKind, Sent as GatewaySent, Started},
+    gateway::{Gateway, PortalKind, Started},
 };
 
 /// The gateway while the connector runs, and the tasks that feed it. Stopping drops both, which drops the last
@@ -65,17 +65,7 @@ impl XmppConnector {
 
     /// A message, edit, reaction or redaction: the gateway's one path to XMPP for content.
     async fn content(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        Ok(sent(self.gateway()?.on_matrix_content(at.portal, at.sender, at.event).await?))
-    }
-}
-
-/// What the gateway's handling came to, for the runtime: it records the remote message once XMPP has it.
-fn sent(sent: GatewaySent) -> Sent {
-    match sent {
-        GatewaySent::Nothing => Sent::Nothing,
-        GatewaySent::Later(delivered) => {
-            Sent::later(async move { Ok(delivered.await?.map(|mapping| RemoteId::new(mapping.remote_id))) })
-        }
+        self.gateway()?.on_matrix_content(at.portal, at.sender, at.event).await
     }
 }
 

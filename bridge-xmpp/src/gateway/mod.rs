@@ -15,7 +15,7 @@
 //! [`run`] starts it. Stanzas from the server go through [`stanzas`] (one lane per conversation, see [`lanes`]);
 //! IQs to the gateway's own JIDs are answered in [`iq`]. Matrix events arrive through [`matrix_events`], one entry
 //! point per event kind, which hands each to the feature of the portal's kind ([`PortalKind`]) and returns what was
-//! sent ([`Sent`]).
+//! sent (the runtime's [`Sent`](lattice_bridge_core::connector::Sent)).
 
 mod avatars;
 mod clock;
@@ -52,7 +52,6 @@ use tokio_xmpp::{
 };
 
 pub(crate) use self::{
-    delivery::Sent,
     link::{Link, LinkState},
     matrix_api::MatrixApi,
     portal::PortalKind,
