@@ -34,12 +34,23 @@ pub struct Request {
     pub body: Value,
 }
 
+/// A canned answer for the requests of one method whose path contains a string.
+#[derive(Debug, Clone)]
+struct Route {
+    method: String,
+    path: String,
+    status: u16,
+    body: Value,
+}
+
 /// A homeserver on loopback that says yes: sends get an event ID, room creation a room ID, reads of events and
-/// profiles `M_NOT_FOUND`, everything else `{}`.
+/// profiles `M_NOT_FOUND`, reads of lists empty lists, everything else `{}` — unless a test set a
+/// [route](Self::route).
 #[derive(Debug, Clone)]
 pub struct FakeHomeserver {
     url: Url,
     received: Arc<Mutex<Vec<Request>>>,
+    routes: Arc<Mutex<Vec<Route>>>,
 }
 
 impl FakeHomeserver {
@@ -51,13 +62,22 @@ impl FakeHomeserver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the fake homeserver");
         let url = Url::parse(&format!("http://{}", listener.local_addr().expect("its address"))).expect("a URL");
         let received = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&received);
+        let routes = Arc::new(Mutex::new(Vec::new()));
+        let (log, answers) = (Arc::clone(&received), Arc::clone(&routes));
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, Arc::clone(&log)));
+                tokio::spawn(serve(socket, Arc::clone(&log), Arc::clone(&answers)));
             }
         });
-        Self { url, received }
+        Self { url, received, routes }
+    }
+
+    /// From now on, answers requests of `method` whose path (without the query, percent-encoded as sent)
+    /// contains `path` with `status` and the JSON `body`; the route set last wins over earlier ones and the
+    /// defaults.
+    pub fn route(&self, method: &str, path: &str, status: u16, body: Value) {
+        let route = Route { method: method.to_owned(), path: path.to_owned(), status, body };
+        self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(route);
     }
 
     /// Everything received so far, in order.
@@ -120,11 +140,19 @@ pub fn matrix_event(raw: Value) -> crate::event::MatrixEvent {
 }
 
 /// Answers the requests of one connection.
-async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Request>>>) {
+async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Request>>>, routes: Arc<Mutex<Vec<Route>>>) {
     let mut buffer = Vec::new();
     loop {
         let Some(request) = read_request(&mut socket, &mut buffer).await else { return };
-        let (status, body) = answer(&request);
+        let path = request.path.split('?').next().unwrap_or_default();
+        let routed = routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|route| route.method == request.method && path.contains(&route.path))
+            .map(|route| (route.status, route.body.clone()));
+        let (status, body) = routed.unwrap_or_else(|| answer(&request));
         log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(request);
         let body = body.to_string();
         let response = format!(
@@ -150,6 +178,8 @@ fn answer(request: &Request) -> (u16, Value) {
         }
         "GET" if path.contains("/event/") || path.contains("/profile/") => not_found,
         "GET" if path.ends_with("/joined_members") => (200, json!({"joined": {}})),
+        "GET" if path.ends_with("/state") => (200, json!([])),
+        "GET" if path.ends_with("/messages") || path.ends_with("/publicRooms") => (200, json!({"chunk": []})),
         _ => (200, json!({})),
     }
 }
