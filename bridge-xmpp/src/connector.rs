@@ -33,22 +33,13 @@ struct Running {
 #[derive(Debug, Clone)]
 pub struct XmppConnector {
     section: XmppSection,
-    appservice_token: Option<String>,
     running: Arc<Mutex<Running>>,
 }
 
 impl XmppConnector {
     /// A connector for the configured component.
     pub fn new(section: XmppSection) -> Self {
-        Self { section, appservice_token: None, running: Arc::default() }
-    }
-
-    /// Gives the connector the appservice token (`as_token`), with which it reads a Matrix room's history and
-    /// members' names for XMPP users joining it as a gateway MUC. Without it they get the members' user IDs and
-    /// no history.
-    pub fn with_appservice_token(mut self, token: impl Into<String>) -> Self {
-        self.appservice_token = Some(token.into());
-        self
+        Self { section, running: Arc::default() }
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, Running> {
@@ -84,8 +75,7 @@ impl Connector for XmppConnector {
         if std::mem::replace(&mut self.running().started, true) {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
-        let Started { gateway, tasks } =
-            Gateway::start(&self.section, secret, self.appservice_token.clone(), bridge).await;
+        let Started { gateway, tasks } = Gateway::start(&self.section, secret, bridge).await;
         let mut running = self.running();
         running.gateway = Some(gateway);
         running.tasks = tasks;

@@ -26,7 +26,6 @@ mod gateway_muc;
 mod iq;
 mod lanes;
 mod link;
-mod matrix_api;
 mod matrix_events;
 mod messages;
 mod muc;
@@ -53,7 +52,6 @@ use tokio_xmpp::{
 
 pub(crate) use self::{
     link::{Link, LinkState},
-    matrix_api::MatrixApi,
     portal::PortalKind,
     run::Started,
 };
@@ -70,8 +68,6 @@ pub(crate) struct Gateway {
     section: XmppSection,
     bridge: BridgeHandle,
     link: Link,
-    /// History and member names for gateway MUCs; `None` when the bridge has no appservice token to ask with.
-    matrix_api: Option<MatrixApi>,
     /// How long the gateway waits for the server's answers.
     timeout: Duration,
     /// IQs the gateway sent and waits for.
@@ -161,17 +157,10 @@ pub(crate) use facade;
 
 impl Gateway {
     /// A gateway on a supervised link.
-    pub(crate) fn new(
-        section: XmppSection,
-        addressing: Addressing,
-        bridge: BridgeHandle,
-        link: Link,
-        matrix_api: Option<MatrixApi>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(section: XmppSection, addressing: Addressing, bridge: BridgeHandle, link: Link) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             this: this.clone(),
             timeout: Duration::from_secs(section.component.response_timeout_secs),
-            matrix_api,
             addressing,
             section,
             bridge,
