@@ -43,6 +43,12 @@ struct Route {
     body: Value,
 }
 
+impl Route {
+    fn matches(&self, path: &str) -> bool {
+        if self.path.ends_with('/') { path.contains(&self.path) } else { path.ends_with(&self.path) }
+    }
+}
+
 /// A homeserver on loopback that says yes: sends get an event ID, room creation a room ID, reads of events and
 /// profiles `M_NOT_FOUND`, reads of lists empty lists, everything else `{}` — unless a test set a
 /// [route](Self::route).
@@ -72,9 +78,9 @@ impl FakeHomeserver {
         Self { url, received, routes }
     }
 
-    /// From now on, answers requests of `method` whose path (without the query, percent-encoded as sent)
-    /// contains `path` with `status` and the JSON `body`; the route set last wins over earlier ones and the
-    /// defaults.
+    /// From now on, answers requests of `method` whose path (without the query, percent-encoded as sent) ends
+    /// with `path` — or, when `path` ends with `/`, contains it — with `status` and the JSON `body`; the route set
+    /// last wins over earlier ones and the defaults.
     pub fn route(&self, method: &str, path: &str, status: u16, body: Value) {
         let route = Route { method: method.to_owned(), path: path.to_owned(), status, body };
         self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(route);
@@ -150,7 +156,7 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Request>>>, routes: Arc
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .rev()
-            .find(|route| route.method == request.method && path.contains(&route.path))
+            .find(|route| route.method == request.method && route.matches(path))
             .map(|route| (route.status, route.body.clone()));
         let (status, body) = routed.unwrap_or_else(|| answer(&request));
         log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(request);

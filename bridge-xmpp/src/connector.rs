@@ -221,13 +221,4 @@ impl Connector for XmppConnector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_metadata_names_the_gateway() {
-        let metadata = XmppConnector::new(XmppSection::default()).thirdparty_protocol().unwrap();
-        assert_eq!(metadata["instances"][0]["network_id"], "bridge.localhost");
-        assert_eq!(metadata["user_fields"], json!(["jid"]));
-    }
-}
+mod tests;

@@ -227,6 +227,12 @@ impl Gateway {
     }
 
     /// Whether a Matrix user is a person (neither one of this bridge's ghosts nor its bot).
+    /// Whether the component link is up now.
+    #[cfg(test)]
+    pub(crate) fn is_online(&self) -> bool {
+        self.link.state().online
+    }
+
     pub(crate) fn is_matrix_person(&self, user_id: &str) -> bool {
         !self.addressing.is_ghost(user_id) && !self.bridge.is_bridge_user(user_id)
     }
