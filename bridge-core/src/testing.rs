@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::{
     BridgeHandle,
-    connector::ConnectorInfo,
+    connector::{ConnectorInfo, RemoteId, Sent},
     handle::Core,
     matrix::{MatrixClient, RetryPolicy},
     metrics::Metrics,
@@ -134,6 +134,95 @@ impl FakeHomeserver {
             "http://127.0.0.1:9".parse().expect("a URL"),
         )))
     }
+}
+
+/// What a handler's [`Sent`] comes to: `None` for `Nothing`, `Now`'s remote ID as it is, and what a `Later`
+/// confirmation resolves to.
+///
+/// # Panics
+/// If a confirmation takes more than 10 s or fails.
+pub async fn settled(sent: Sent) -> Option<Option<RemoteId>> {
+    match sent {
+        Sent::Nothing => None,
+        Sent::Now(id) => Some(id),
+        Sent::Later(confirmation) => Some(
+            tokio::time::timeout(std::time::Duration::from_secs(10), confirmation)
+                .await
+                .expect("the confirmation within 10 s")
+                .expect("a confirmation"),
+        ),
+    }
+}
+
+/// Implements every Matrix event method of [`Connector`](crate::Connector) for a connector that treats all events
+/// alike (the recording connectors of tests): each calls the connector's own
+/// `fn record(&self, portal: Option<&Portal>, event: &MatrixEvent)` and comes to [`Sent::Nothing`]. Use it inside
+/// `impl Connector for …`.
+#[macro_export]
+macro_rules! record_every_matrix_event {
+    () => {
+        $crate::record_every_matrix_event!(@in_portal matrix_message(_message: &$crate::event::Message));
+        $crate::record_every_matrix_event!(@in_portal matrix_edit(
+            _target: &$crate::event::Relation,
+            _new_content: &$crate::event::Message
+        ));
+        $crate::record_every_matrix_event!(@in_portal matrix_reaction(_target: &$crate::event::Relation, _key: &str));
+        $crate::record_every_matrix_event!(@in_portal matrix_redaction(
+            _target: &$crate::event::Relation,
+            _reason: Option<&str>
+        ));
+        $crate::record_every_matrix_event!(@in_portal matrix_membership(
+            _change: $crate::connector::MembershipChange<'_>
+        ));
+        $crate::record_every_matrix_event!(@in_portal matrix_topic(_topic: &str));
+        $crate::record_every_matrix_event!(@in_portal matrix_name(_name: &str));
+        $crate::record_every_matrix_event!(@in_portal matrix_other());
+
+        async fn matrix_typing(
+            &self,
+            portal: &$crate::store::Portal,
+            event: &$crate::event::MatrixEvent,
+            _user_ids: &[String],
+        ) -> $crate::connector::ConnectorResult<()> {
+            self.record(Some(portal), event);
+            Ok(())
+        }
+
+        async fn matrix_receipts(
+            &self,
+            portal: &$crate::store::Portal,
+            event: &$crate::event::MatrixEvent,
+            _receipts: &[(String, String)],
+        ) -> $crate::connector::ConnectorResult<()> {
+            self.record(Some(portal), event);
+            Ok(())
+        }
+
+        async fn matrix_direct_invite(
+            &self,
+            event: &$crate::event::MatrixEvent,
+            _sender: &str,
+            _invitee: &str,
+        ) -> $crate::connector::ConnectorResult<()> {
+            self.record(None, event);
+            Ok(())
+        }
+
+        async fn matrix_elsewhere(&self, event: &$crate::event::MatrixEvent) -> $crate::connector::ConnectorResult<()> {
+            self.record(None, event);
+            Ok(())
+        }
+    };
+    (@in_portal $method:ident($($argument:ident: $type:ty),*)) => {
+        async fn $method(
+            &self,
+            at: $crate::connector::InPortal<'_>,
+            $($argument: $type),*
+        ) -> $crate::connector::ConnectorResult<$crate::connector::Sent> {
+            self.record(Some(at.portal), at.event);
+            Ok($crate::connector::Sent::Nothing)
+        }
+    };
 }
 
 /// A Matrix event as the runtime hands it to a connector, parsed from the homeserver's JSON (relations left

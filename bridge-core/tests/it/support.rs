@@ -8,8 +8,8 @@ use std::{
 
 use lattice_bridge_core::{
     Bridge, BridgeHandle, Connector, RuntimeSettings, ShutdownTrigger,
-    connector::{ConnectorInfo, ConnectorResult, InPortal, MembershipChange, Sent},
-    event::{MatrixEvent, Message, Relation},
+    connector::{ConnectorInfo, ConnectorResult},
+    event::MatrixEvent,
     store::{Cipher, Portal, Store},
 };
 use lattice_config::{Permissions, PermissionsConfig};
@@ -85,67 +85,7 @@ impl Connector for Recorder {
             .collect())
     }
 
-    async fn matrix_message(&self, at: InPortal<'_>, _message: &Message) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_edit(&self, at: InPortal<'_>, _target: &Relation, _new: &Message) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_reaction(&self, at: InPortal<'_>, _target: &Relation, _key: &str) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_redaction(
-        &self,
-        at: InPortal<'_>,
-        _target: &Relation,
-        _reason: Option<&str>,
-    ) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_membership(&self, at: InPortal<'_>, _change: MembershipChange<'_>) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_topic(&self, at: InPortal<'_>, _topic: &str) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_name(&self, at: InPortal<'_>, _name: &str) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_other(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_typing(&self, portal: &Portal, event: &MatrixEvent, _users: &[String]) -> ConnectorResult<()> {
-        self.record(Some(portal), event);
-        Ok(())
-    }
-
-    async fn matrix_receipts(
-        &self,
-        portal: &Portal,
-        event: &MatrixEvent,
-        _receipts: &[(String, String)],
-    ) -> ConnectorResult<()> {
-        self.record(Some(portal), event);
-        Ok(())
-    }
-
-    async fn matrix_direct_invite(&self, event: &MatrixEvent, _sender: &str, _invitee: &str) -> ConnectorResult<()> {
-        self.record(None, event);
-        Ok(())
-    }
-
-    async fn matrix_elsewhere(&self, event: &MatrixEvent) -> ConnectorResult<()> {
-        self.record(None, event);
-        Ok(())
-    }
+    lattice_bridge_core::record_every_matrix_event!();
 }
 
 impl Recorder {
@@ -153,12 +93,6 @@ impl Recorder {
     fn record(&self, _portal: Option<&Portal>, event: &MatrixEvent) {
         self.events.lock().unwrap().push(event.clone());
         self.arrived.notify_waiters();
-    }
-
-    /// Keeps an event in a portal; nothing goes anywhere for the runtime to record.
-    fn recorded(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        self.record(Some(at.portal), at.event);
-        Ok(Sent::Nothing)
     }
 }
 

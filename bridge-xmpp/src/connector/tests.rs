@@ -8,7 +8,7 @@ use lattice_bridge_core::{
     connector::{InPortal, MembershipChange, RemoteId, Sent},
     event::{MatrixEvent, MatrixEventKind, Message as MatrixMessage, Relation},
     store::{MessageMapping, Portal},
-    testing::{FakeHomeserver, matrix_event},
+    testing::{FakeHomeserver, matrix_event, settled},
 };
 use lattice_config::Secret;
 use serde_json::{Value, json};
@@ -134,19 +134,22 @@ fn content(event: &MatrixEvent) -> &MatrixMessage {
     }
 }
 
-fn at<'a>(portal: &'a Portal, event: &'a MatrixEvent) -> InPortal<'a> {
-    InPortal { portal, event, sender: ALICE }
+/// A member event's change, as the runtime hands it over.
+fn membership(event: &MatrixEvent) -> MembershipChange<'_> {
+    let MatrixEventKind::Membership { user_id, membership, displayname, is_direct, reason } = &event.kind else {
+        panic!("not a membership: {:?}", event.kind);
+    };
+    MembershipChange {
+        user_id,
+        membership,
+        displayname: displayname.as_deref(),
+        is_direct: *is_direct,
+        reason: reason.as_deref(),
+    }
 }
 
-/// What a `Sent::Later` comes to; `Now`'s ID as it is; `None` for `Nothing`.
-async fn settled(sent: Sent) -> Option<Option<RemoteId>> {
-    match sent {
-        Sent::Nothing => None,
-        Sent::Now(id) => Some(id),
-        Sent::Later(confirmation) => {
-            Some(tokio::time::timeout(Duration::from_secs(10), confirmation).await.unwrap().unwrap())
-        }
-    }
+fn at<'a>(portal: &'a Portal, event: &'a MatrixEvent) -> InPortal<'a> {
+    InPortal { portal, event, sender: ALICE }
 }
 
 /// The first payload of a stanza named `name` in namespace `ns`.
@@ -258,14 +261,11 @@ async fn redacting_ones_own_message_retracts_it_and_an_unbridged_one_sends_nothi
 #[tokio::test]
 async fn joining_a_muc_portal_seats_the_users_occupant_and_leaving_takes_it_out() {
     let setup = setup().await;
-    let join = event("m.room.member", json!({"membership": "join", "displayname": "Alice"}));
-    let change = MembershipChange {
-        user_id: ALICE,
-        membership: "join",
-        displayname: Some("Alice"),
-        is_direct: false,
-        reason: None,
-    };
+    let join = matrix_event(json!({
+        "type": "m.room.member", "state_key": ALICE, "event_id": "$j", "room_id": MUC_ROOM, "sender": ALICE,
+        "origin_server_ts": 1, "content": {"membership": "join", "displayname": "Alice"},
+    }));
+    let change = membership(&join);
     let sent = setup.connector.matrix_membership(at(&setup.muc, &join), change).await.unwrap();
     assert!(matches!(sent, Sent::Nothing));
     let seated = |presence: &Presence| presence.to.as_ref().is_some_and(|to| to.to_string() == format!("{MUC}/Alice"));

@@ -11,11 +11,8 @@ use std::{
 use anyhow::Context as _;
 use lattice_bridge_core::{
     BridgeHandle, Connector,
-    connector::{
-        BridgeInfoSpec, Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange,
-        PortalSpec, Sent,
-    },
-    event::{MatrixEvent, MatrixEventKind, Message, MessageType, Relation, RemoteEvent, RemoteEventKind},
+    connector::{BridgeInfoSpec, Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, PortalSpec},
+    event::{MatrixEvent, MatrixEventKind, MessageType, RemoteEvent, RemoteEventKind},
     store::Portal,
 };
 use lattice_config::PermissionsConfig;
@@ -108,67 +105,7 @@ impl Connector for E2eConnector {
         Capabilities { typing: true, ..Capabilities::default() }
     }
 
-    async fn matrix_message(&self, at: InPortal<'_>, _message: &Message) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_edit(&self, at: InPortal<'_>, _target: &Relation, _new: &Message) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_reaction(&self, at: InPortal<'_>, _target: &Relation, _key: &str) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_redaction(
-        &self,
-        at: InPortal<'_>,
-        _target: &Relation,
-        _reason: Option<&str>,
-    ) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_membership(&self, at: InPortal<'_>, _change: MembershipChange<'_>) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_topic(&self, at: InPortal<'_>, _topic: &str) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_name(&self, at: InPortal<'_>, _name: &str) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_other(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        self.recorded(at)
-    }
-
-    async fn matrix_typing(&self, portal: &Portal, event: &MatrixEvent, _users: &[String]) -> ConnectorResult<()> {
-        self.record(Some(portal), event);
-        Ok(())
-    }
-
-    async fn matrix_receipts(
-        &self,
-        portal: &Portal,
-        event: &MatrixEvent,
-        _receipts: &[(String, String)],
-    ) -> ConnectorResult<()> {
-        self.record(Some(portal), event);
-        Ok(())
-    }
-
-    async fn matrix_direct_invite(&self, event: &MatrixEvent, _sender: &str, _invitee: &str) -> ConnectorResult<()> {
-        self.record(None, event);
-        Ok(())
-    }
-
-    async fn matrix_elsewhere(&self, event: &MatrixEvent) -> ConnectorResult<()> {
-        self.record(None, event);
-        Ok(())
-    }
+    lattice_bridge_core::record_every_matrix_event!();
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
         Ok(ghost(user_id))
@@ -186,12 +123,6 @@ impl E2eConnector {
         let key = portal.map(|portal| portal.remote_key.clone());
         self.recorder.events.lock().unwrap().push((key, event.clone()));
         self.recorder.arrived.notify_waiters();
-    }
-
-    /// Keeps an event in a portal; nothing goes anywhere for the runtime to record.
-    fn recorded(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        self.record(Some(at.portal), at.event);
-        Ok(Sent::Nothing)
     }
 }
 
