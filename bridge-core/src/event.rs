@@ -205,79 +205,7 @@ impl MatrixEvent {
     pub(crate) fn parse(raw: Value) -> Option<Self> {
         let event_type = string(&raw, "/type")?;
         let room_id = string(&raw, "/room_id")?;
-        let empty = Value::Object(Default::default());
-        let content = raw.get("content").unwrap_or(&empty);
-        let relation = |event_id: String| Relation { event_id, remote_ids: Vec::new() };
-        let rel_type = content.pointer("/m.relates_to/rel_type").and_then(Value::as_str);
-        let kind = match event_type.as_str() {
-            "m.room.message" | "m.sticker" if rel_type == Some("m.replace") => {
-                let target = string(content, "/m.relates_to/event_id");
-                let new_content = content.get("m.new_content").and_then(parse_message);
-                match (target, new_content) {
-                    (Some(target), Some((new_content, _))) => {
-                        MatrixEventKind::Edit { target: relation(target), new_content }
-                    }
-                    _ => MatrixEventKind::Other,
-                }
-            }
-            "m.room.message" | "m.sticker" => match parse_message(content) {
-                Some((mut message, reply_to)) => {
-                    message.reply_to = reply_to.map(relation);
-                    MatrixEventKind::Message(message)
-                }
-                None => MatrixEventKind::Other,
-            },
-            "m.room.redaction" => {
-                // Room versions 11+ carry `redacts` in the content; older ones at the top level.
-                match string(content, "/redacts").or_else(|| string(&raw, "/redacts")) {
-                    Some(target) => {
-                        MatrixEventKind::Redaction { target: relation(target), reason: string(content, "/reason") }
-                    }
-                    None => MatrixEventKind::Other,
-                }
-            }
-            "m.reaction" if rel_type == Some("m.annotation") => {
-                match (string(content, "/m.relates_to/event_id"), string(content, "/m.relates_to/key")) {
-                    (Some(target), Some(key)) => MatrixEventKind::Reaction { target: relation(target), key },
-                    _ => MatrixEventKind::Other,
-                }
-            }
-            "m.room.member" => match (string(&raw, "/state_key"), string(content, "/membership")) {
-                (Some(user_id), Some(membership)) => MatrixEventKind::Membership {
-                    user_id,
-                    membership,
-                    displayname: string(content, "/displayname"),
-                    is_direct: content.get("is_direct").and_then(Value::as_bool).unwrap_or(false),
-                    reason: string(content, "/reason"),
-                },
-                _ => MatrixEventKind::Other,
-            },
-            "m.room.topic" => string(content, "/topic").map_or(MatrixEventKind::Other, MatrixEventKind::Topic),
-            "m.room.name" => string(content, "/name").map_or(MatrixEventKind::Other, MatrixEventKind::Name),
-            "m.typing" => MatrixEventKind::Typing {
-                user_ids: content
-                    .get("user_ids")
-                    .and_then(Value::as_array)
-                    .map(|ids| ids.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default(),
-            },
-            "m.receipt" => MatrixEventKind::Receipts(
-                content
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|(event_id, receipts)| {
-                        receipts
-                            .get("m.read")
-                            .and_then(Value::as_object)
-                            .into_iter()
-                            .flat_map(|readers| readers.keys())
-                            .map(move |user_id| (event_id.clone(), user_id.clone()))
-                    })
-                    .collect(),
-            ),
-            _ => MatrixEventKind::Other,
-        };
+        let kind = kind_of(&event_type, &raw);
         Some(Self {
             event_id: string(&raw, "/event_id"),
             room_id,
@@ -302,6 +230,86 @@ impl MatrixEvent {
             _ => Vec::new(),
         }
     }
+}
+
+/// What an event of `event_type` is, from its JSON (`raw`); relations' remote IDs are left empty.
+fn kind_of(event_type: &str, raw: &Value) -> MatrixEventKind {
+    let empty = Value::Object(Default::default());
+    let content = raw.get("content").unwrap_or(&empty);
+    let relation = |event_id: String| Relation { event_id, remote_ids: Vec::new() };
+    let rel_type = content.pointer("/m.relates_to/rel_type").and_then(Value::as_str);
+    match event_type {
+        "m.room.message" | "m.sticker" if rel_type == Some("m.replace") => {
+            let target = string(content, "/m.relates_to/event_id");
+            let new_content = content.get("m.new_content").and_then(parse_message);
+            match (target, new_content) {
+                (Some(target), Some((new_content, _))) => {
+                    MatrixEventKind::Edit { target: relation(target), new_content }
+                }
+                _ => MatrixEventKind::Other,
+            }
+        }
+        "m.room.message" | "m.sticker" => match parse_message(content) {
+            Some((mut message, reply_to)) => {
+                message.reply_to = reply_to.map(relation);
+                MatrixEventKind::Message(message)
+            }
+            None => MatrixEventKind::Other,
+        },
+        "m.room.redaction" => {
+            // Room versions 11+ carry `redacts` in the content; older ones at the top level.
+            match string(content, "/redacts").or_else(|| string(raw, "/redacts")) {
+                Some(target) => {
+                    MatrixEventKind::Redaction { target: relation(target), reason: string(content, "/reason") }
+                }
+                None => MatrixEventKind::Other,
+            }
+        }
+        "m.reaction" if rel_type == Some("m.annotation") => {
+            match (string(content, "/m.relates_to/event_id"), string(content, "/m.relates_to/key")) {
+                (Some(target), Some(key)) => MatrixEventKind::Reaction { target: relation(target), key },
+                _ => MatrixEventKind::Other,
+            }
+        }
+        "m.room.member" => match (string(raw, "/state_key"), string(content, "/membership")) {
+            (Some(user_id), Some(membership)) => MatrixEventKind::Membership {
+                user_id,
+                membership,
+                displayname: string(content, "/displayname"),
+                is_direct: content.get("is_direct").and_then(Value::as_bool).unwrap_or(false),
+                reason: string(content, "/reason"),
+            },
+            _ => MatrixEventKind::Other,
+        },
+        "m.room.topic" => string(content, "/topic").map_or(MatrixEventKind::Other, MatrixEventKind::Topic),
+        "m.room.name" => string(content, "/name").map_or(MatrixEventKind::Other, MatrixEventKind::Name),
+        "m.typing" => MatrixEventKind::Typing {
+            user_ids: content
+                .get("user_ids")
+                .and_then(Value::as_array)
+                .map(|ids| ids.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        },
+        "m.receipt" => MatrixEventKind::Receipts(read_receipts(content)),
+        _ => MatrixEventKind::Other,
+    }
+}
+
+/// The public read receipts (`m.read`) of an `m.receipt` content, as (event ID, user ID) pairs.
+fn read_receipts(content: &Value) -> Vec<(String, String)> {
+    content
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(event_id, receipts)| {
+            receipts
+                .get("m.read")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|readers| readers.keys())
+                .map(move |user_id| (event_id.clone(), user_id.clone()))
+        })
+        .collect()
 }
 
 /// Something that happened on a remote network, pushed by a connector towards a portal room.

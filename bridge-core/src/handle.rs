@@ -1,39 +1,35 @@
 //! [`BridgeHandle`]: what connectors hold to act on Matrix, and the remote → Matrix half of the pipeline.
 //!
 //! A connector pushes [`RemoteEvent`]s; each is persisted in the remote queue under its portal before `push`
-//! returns, and a per-portal worker turns it into homeserver calls in order ([`RemoteHandler`]).
+//! returns, and a per-portal worker turns it into homeserver calls in order ([`RemoteHandler`], in `deliver.rs`).
 
+pub(crate) use self::deliver::RemoteHandler;
 pub use self::facades::{Credentials, Ghosts, Messages, Portals, Settings};
 
+mod deliver;
 mod facades;
 
-use std::{
-    sync::{
-        Arc, OnceLock, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, Ordering},
 };
 
 use dashmap::DashMap;
 use lattice_config::{PermissionLevel, Permissions};
 use lattice_registration::AppserviceRegistration;
-use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, UInt};
+use ruma::{OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
 
 use crate::{
     Error, Result, bridge_info,
     connector::{ConnectorInfo, GhostSpec, PortalSpec},
-    dispatch::{Dispatcher, Handler, Outcome},
+    dispatch::Dispatcher,
     error::parse_id,
-    event::{RemoteEvent, RemoteEventKind},
-    matrix::{CreateRoomOptions, Intent, MatrixClient, MatrixError},
+    event::RemoteEvent,
+    matrix::{CreateRoomOptions, Intent, MatrixClient},
     metrics::Metrics,
-    store::{Ghost, MessageMapping, Portal, PublishedMedia, QueueKind, QueuedItem, Store},
+    store::{Ghost, Portal, PublishedMedia, QueueKind, QueuedItem, Store},
 };
-
-/// How long a typing notification from a remote person lasts unless renewed.
-const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The shared state behind every [`BridgeHandle`].
 pub(crate) struct Core {
@@ -324,195 +320,6 @@ fn once_txn_id(key: &str) -> String {
     format!("lattice.once.{key}")
 }
 
-/// Turns queued [`RemoteEvent`]s into homeserver calls.
-pub(crate) struct RemoteHandler {
-    pub(crate) core: Weak<Core>,
-}
-
-impl Handler for RemoteHandler {
-    async fn handle(&self, item: &QueuedItem) -> Outcome {
-        let Some(core) = self.core.upgrade() else {
-            return Outcome::Retry { after: Some(Duration::from_secs(1)), reason: "the bridge is stopping".into() };
-        };
-        let event: RemoteEvent = match serde_json::from_str(&item.payload) {
-            Ok(event) => event,
-            Err(error) => return Outcome::GiveUp { reason: format!("unreadable remote event: {error}") },
-        };
-        match deliver(&BridgeHandle::new(core), item, &event).await {
-            Ok(()) => Outcome::Done,
-            Err(error) if error.is_transient() => {
-                Outcome::Retry { after: error.retry_after(), reason: error.to_string() }
-            }
-            Err(error) => Outcome::GiveUp { reason: error.to_string() },
-        }
-    }
-}
-
-/// The transaction ID of a queued remote event: unique per store (`seq`) and per store lifetime (`enqueued_at`), so
-/// the homeserver deduplicates a resend after a crash and never confuses two stores. A message or file with a
-/// remote ID is named by that ID in its portal instead: a network message pushed twice (the connector heard it
-/// again after a crash, before it could say it had handled it) is one Matrix event.
-fn transaction_id(item: &QueuedItem, event: &RemoteEvent) -> String {
-    let is_content = matches!(event.kind, RemoteEventKind::Message { .. } | RemoteEventKind::Media { .. });
-    match &event.remote_id {
-        Some(remote_id) if is_content => {
-            use sha2::Digest as _;
-            let digest = sha2::Sha256::new().chain_update(&event.portal).chain_update([0]).chain_update(remote_id);
-            let name: String = digest.finalize().iter().take(12).map(|byte| format!("{byte:02x}")).collect();
-            format!("lattice.m.{name}")
-        }
-        _ => format!("lattice.{}.{}", item.enqueued_at, item.seq),
-    }
-}
-
-async fn deliver(bridge: &BridgeHandle, item: &QueuedItem, event: &RemoteEvent) -> Result<()> {
-    let store = bridge.store();
-    let Some(portal) = store.portal_by_key(&event.portal).await? else {
-        return Err(Error::Connector(crate::ConnectorError::permanent(format!(
-            "no portal for `{}`: create it with ensure_portal before pushing events",
-            event.portal
-        ))));
-    };
-    let room_id: OwnedRoomId = parse_id("room ID", &portal.room_id)?;
-    let bot = bridge.bot()?;
-    let intent = match &event.sender {
-        Some(ghost) => {
-            let intent = bridge.sync_ghost(ghost).await?;
-            if !matches!(event.kind, RemoteEventKind::Leave { .. }) {
-                intent.ensure_joined_via(&room_id, &bot).await?;
-            }
-            intent
-        }
-        None => {
-            bot.ensure_joined(&room_id).await?;
-            bot.clone()
-        }
-    };
-    let ts = event.timestamp_ms.and_then(UInt::new).map(MilliSecondsSinceUnixEpoch);
-    let txn_id = transaction_id(item, event);
-    let event_id = match &event.kind {
-        RemoteEventKind::Message { msgtype, body, html, reply_to } => {
-            let mut content = message_content(msgtype.as_msgtype(), body, html.as_deref());
-            if let Some(reply_to) = reply_to
-                && let Some(parent) = store.event_for_remote(&portal.remote_key, reply_to).await?
-            {
-                content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": parent}});
-            }
-            Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
-        }
-        RemoteEventKind::Media { msgtype, filename, url, mimetype, size } => {
-            let mut info = serde_json::Map::new();
-            if let Some(mimetype) = mimetype {
-                info.insert("mimetype".into(), json!(mimetype));
-            }
-            if let Some(size) = size {
-                info.insert("size".into(), json!(size));
-            }
-            let content = json!({
-                "msgtype": msgtype.as_msgtype(),
-                "body": filename,
-                "filename": filename,
-                "url": url,
-                "info": info,
-            });
-            Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
-        }
-        RemoteEventKind::Edit { target, body, html } => {
-            let new_content = message_content("m.text", body, html.as_deref());
-            let content = match store.event_for_remote(&portal.remote_key, target).await? {
-                Some(original) => {
-                    let mut content = message_content("m.text", &format!("* {body}"), None);
-                    content["m.new_content"] = new_content;
-                    content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": original});
-                    content
-                }
-                // The original never reached Matrix (sent before the bridge joined): show the correction as is.
-                None => message_content("m.text", &format!("* {body}"), None),
-            };
-            Some(intent.send_message_event(&room_id, "m.room.message", &content, &txn_id, ts).await?)
-        }
-        RemoteEventKind::Redaction { target, reason } => {
-            match store.event_for_remote(&portal.remote_key, target).await? {
-                Some(redacted) => {
-                    let redacted: OwnedEventId = parse_id("event ID", &redacted)?;
-                    Some(intent.redact(&room_id, &redacted, reason.as_deref(), &txn_id).await?)
-                }
-                None => None,
-            }
-        }
-        RemoteEventKind::Reaction { target, key } => match store.event_for_remote(&portal.remote_key, target).await? {
-            Some(reacted) => {
-                let reacted: OwnedEventId = parse_id("event ID", &reacted)?;
-                Some(intent.react(&room_id, &reacted, key, &txn_id).await?)
-            }
-            None => None,
-        },
-        RemoteEventKind::Join | RemoteEventKind::Profile => None,
-        RemoteEventKind::Leave { .. } => {
-            intent.leave(&room_id).await?;
-            None
-        }
-        RemoteEventKind::Kick { user_id, reason } => {
-            let kicked: OwnedUserId = parse_id("user ID", user_id)?;
-            let reason = reason.as_deref();
-            match intent.kick(&room_id, &kicked, reason).await {
-                Err(error) if is_forbidden(&error) => bot.kick(&room_id, &kicked, reason).await?,
-                other => other?,
-            }
-            None
-        }
-        RemoteEventKind::Ban { user_id, reason } => {
-            let banned: OwnedUserId = parse_id("user ID", user_id)?;
-            let reason = reason.as_deref();
-            match intent.ban(&room_id, &banned, reason).await {
-                Err(error) if is_forbidden(&error) => bot.ban(&room_id, &banned, reason).await?,
-                other => other?,
-            }
-            None
-        }
-        RemoteEventKind::Topic { topic } => {
-            let content = json!({"topic": topic});
-            let event_id = match intent.send_state_event(&room_id, "m.room.topic", "", &content, ts).await {
-                Err(error) if is_forbidden(&error) => {
-                    bot.send_state_event(&room_id, "m.room.topic", "", &content, ts).await?
-                }
-                other => other?,
-            };
-            store.set_portal_topic(&portal.remote_key, Some(topic)).await?;
-            Some(event_id)
-        }
-        RemoteEventKind::Receipt { target } => {
-            if let Some(read) = store.event_for_remote(&portal.remote_key, target).await? {
-                let read: OwnedEventId = parse_id("event ID", &read)?;
-                intent.read_receipt(&room_id, &read).await?;
-            }
-            None
-        }
-        RemoteEventKind::Typing { typing } => {
-            intent.typing(&room_id, *typing, TYPING_TIMEOUT).await?;
-            None
-        }
-        RemoteEventKind::PowerLevel { user_id, level } => {
-            let user: OwnedUserId = parse_id("user ID", user_id)?;
-            bot.set_power_level(&room_id, &user, *level).await?;
-            None
-        }
-    };
-    if let (Some(event_id), Some(remote_id)) = (event_id, &event.remote_id) {
-        store.map_message(MessageMapping {
-            event_id: event_id.to_string(),
-            room_id: portal.room_id.clone(),
-            portal_key: portal.remote_key.clone(),
-            remote_id: remote_id.clone(),
-        });
-    }
-    Ok(())
-}
-
-fn is_forbidden(error: &MatrixError) -> bool {
-    error.is_errcode("M_FORBIDDEN")
-}
-
 /// An `m.room.message` content with an HTML body when there is one.
 pub(crate) fn message_content(msgtype: &str, body: &str, html: Option<&str>) -> Value {
     let mut content = json!({"msgtype": msgtype, "body": body});
@@ -583,45 +390,5 @@ mod tests {
         assert!(paths[3].starts_with(&format!("{send}lattice.notice.")), "{}", paths[3]);
         let body: Value = serde_json::from_str(&homeserver.received()[0].body).unwrap();
         assert_eq!(body, json!({"msgtype": "m.notice", "body": "the answer"}));
-    }
-
-    #[test]
-    fn transaction_ids_differ_across_stores_and_items() {
-        let item =
-            |seq, enqueued_at| QueuedItem { seq, key: "k".into(), payload: "{}".into(), attempts: 0, enqueued_at };
-        let typing = RemoteEvent {
-            portal: "p".into(),
-            sender: None,
-            remote_id: Some("r".into()),
-            timestamp_ms: None,
-            kind: RemoteEventKind::Typing { typing: true },
-        };
-        assert_eq!(transaction_id(&item(7, 1_000), &typing), "lattice.1000.7");
-        assert_ne!(transaction_id(&item(7, 1_000), &typing), transaction_id(&item(7, 2_000), &typing));
-    }
-
-    /// A message pushed twice under one remote ID is one transaction, whichever queue items carry it; the same
-    /// remote ID in another portal, or another remote ID, is another.
-    #[test]
-    fn a_message_is_named_by_its_remote_id_in_its_portal() {
-        let item =
-            |seq, enqueued_at| QueuedItem { seq, key: "k".into(), payload: "{}".into(), attempts: 0, enqueued_at };
-        let message = |portal: &str, remote_id: &str| RemoteEvent {
-            portal: portal.into(),
-            sender: None,
-            remote_id: Some(remote_id.into()),
-            timestamp_ms: None,
-            kind: RemoteEventKind::Message {
-                msgtype: crate::event::MessageType::Text,
-                body: "hi".into(),
-                html: None,
-                reply_to: None,
-            },
-        };
-        let first = transaction_id(&item(7, 1_000), &message("p", "nick/1"));
-        assert!(first.starts_with("lattice.m."), "{first}");
-        assert_eq!(first, transaction_id(&item(9, 2_000), &message("p", "nick/1")));
-        assert_ne!(first, transaction_id(&item(7, 1_000), &message("q", "nick/1")));
-        assert_ne!(first, transaction_id(&item(7, 1_000), &message("p", "nick/2")));
     }
 }

@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::{
     BridgeHandle,
-    connector::ConnectorInfo,
+    connector::{ConnectorInfo, RemoteId, Sent},
     handle::Core,
     matrix::{MatrixClient, RetryPolicy},
     metrics::Metrics,
@@ -34,12 +34,29 @@ pub struct Request {
     pub body: Value,
 }
 
+/// A canned answer for the requests of one method whose path contains a string.
+#[derive(Debug, Clone)]
+struct Route {
+    method: String,
+    path: String,
+    status: u16,
+    body: Value,
+}
+
+impl Route {
+    fn matches(&self, path: &str) -> bool {
+        if self.path.ends_with('/') { path.contains(&self.path) } else { path.ends_with(&self.path) }
+    }
+}
+
 /// A homeserver on loopback that says yes: sends get an event ID, room creation a room ID, reads of events and
-/// profiles `M_NOT_FOUND`, everything else `{}`.
+/// profiles `M_NOT_FOUND`, reads of lists empty lists, everything else `{}` — unless a test set a
+/// [route](Self::route).
 #[derive(Debug, Clone)]
 pub struct FakeHomeserver {
     url: Url,
     received: Arc<Mutex<Vec<Request>>>,
+    routes: Arc<Mutex<Vec<Route>>>,
 }
 
 impl FakeHomeserver {
@@ -51,13 +68,22 @@ impl FakeHomeserver {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the fake homeserver");
         let url = Url::parse(&format!("http://{}", listener.local_addr().expect("its address"))).expect("a URL");
         let received = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&received);
+        let routes = Arc::new(Mutex::new(Vec::new()));
+        let (log, answers) = (Arc::clone(&received), Arc::clone(&routes));
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, Arc::clone(&log)));
+                tokio::spawn(serve(socket, Arc::clone(&log), Arc::clone(&answers)));
             }
         });
-        Self { url, received }
+        Self { url, received, routes }
+    }
+
+    /// From now on, answers requests of `method` whose path (without the query, percent-encoded as sent) ends
+    /// with `path` — or, when `path` ends with `/`, contains it — with `status` and the JSON `body`; the route set
+    /// last wins over earlier ones and the defaults.
+    pub fn route(&self, method: &str, path: &str, status: u16, body: Value) {
+        let route = Route { method: method.to_owned(), path: path.to_owned(), status, body };
+        self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(route);
     }
 
     /// Everything received so far, in order.
@@ -110,6 +136,95 @@ impl FakeHomeserver {
     }
 }
 
+/// What a handler's [`Sent`] comes to: `None` for `Nothing`, `Now`'s remote ID as it is, and what a `Later`
+/// confirmation resolves to.
+///
+/// # Panics
+/// If a confirmation takes more than 10 s or fails.
+pub async fn settled(sent: Sent) -> Option<Option<RemoteId>> {
+    match sent {
+        Sent::Nothing => None,
+        Sent::Now(id) => Some(id),
+        Sent::Later(confirmation) => Some(
+            tokio::time::timeout(std::time::Duration::from_secs(10), confirmation)
+                .await
+                .expect("the confirmation within 10 s")
+                .expect("a confirmation"),
+        ),
+    }
+}
+
+/// Implements every Matrix event method of [`Connector`](crate::Connector) for a connector that treats all events
+/// alike (the recording connectors of tests): each calls the connector's own
+/// `fn record(&self, portal: Option<&Portal>, event: &MatrixEvent)` and comes to [`Sent::Nothing`]. Use it inside
+/// `impl Connector for …`.
+#[macro_export]
+macro_rules! record_every_matrix_event {
+    () => {
+        $crate::record_every_matrix_event!(@in_portal matrix_message(_message: &$crate::event::Message));
+        $crate::record_every_matrix_event!(@in_portal matrix_edit(
+            _target: &$crate::event::Relation,
+            _new_content: &$crate::event::Message
+        ));
+        $crate::record_every_matrix_event!(@in_portal matrix_reaction(_target: &$crate::event::Relation, _key: &str));
+        $crate::record_every_matrix_event!(@in_portal matrix_redaction(
+            _target: &$crate::event::Relation,
+            _reason: Option<&str>
+        ));
+        $crate::record_every_matrix_event!(@in_portal matrix_membership(
+            _change: $crate::connector::MembershipChange<'_>
+        ));
+        $crate::record_every_matrix_event!(@in_portal matrix_topic(_topic: &str));
+        $crate::record_every_matrix_event!(@in_portal matrix_name(_name: &str));
+        $crate::record_every_matrix_event!(@in_portal matrix_other());
+
+        async fn matrix_typing(
+            &self,
+            portal: &$crate::store::Portal,
+            event: &$crate::event::MatrixEvent,
+            _user_ids: &[String],
+        ) -> $crate::connector::ConnectorResult<()> {
+            self.record(Some(portal), event);
+            Ok(())
+        }
+
+        async fn matrix_receipts(
+            &self,
+            portal: &$crate::store::Portal,
+            event: &$crate::event::MatrixEvent,
+            _receipts: &[(String, String)],
+        ) -> $crate::connector::ConnectorResult<()> {
+            self.record(Some(portal), event);
+            Ok(())
+        }
+
+        async fn matrix_direct_invite(
+            &self,
+            event: &$crate::event::MatrixEvent,
+            _sender: &str,
+            _invitee: &str,
+        ) -> $crate::connector::ConnectorResult<()> {
+            self.record(None, event);
+            Ok(())
+        }
+
+        async fn matrix_elsewhere(&self, event: &$crate::event::MatrixEvent) -> $crate::connector::ConnectorResult<()> {
+            self.record(None, event);
+            Ok(())
+        }
+    };
+    (@in_portal $method:ident($($argument:ident: $type:ty),*)) => {
+        async fn $method(
+            &self,
+            at: $crate::connector::InPortal<'_>,
+            $($argument: $type),*
+        ) -> $crate::connector::ConnectorResult<$crate::connector::Sent> {
+            self.record(Some(at.portal), at.event);
+            Ok($crate::connector::Sent::Nothing)
+        }
+    };
+}
+
 /// A Matrix event as the runtime hands it to a connector, parsed from the homeserver's JSON (relations left
 /// unresolved: set their `remote_ids` by hand).
 ///
@@ -120,11 +235,19 @@ pub fn matrix_event(raw: Value) -> crate::event::MatrixEvent {
 }
 
 /// Answers the requests of one connection.
-async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Request>>>) {
+async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Request>>>, routes: Arc<Mutex<Vec<Route>>>) {
     let mut buffer = Vec::new();
     loop {
         let Some(request) = read_request(&mut socket, &mut buffer).await else { return };
-        let (status, body) = answer(&request);
+        let path = request.path.split('?').next().unwrap_or_default();
+        let routed = routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|route| route.method == request.method && route.matches(path))
+            .map(|route| (route.status, route.body.clone()));
+        let (status, body) = routed.unwrap_or_else(|| answer(&request));
         log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(request);
         let body = body.to_string();
         let response = format!(
@@ -150,6 +273,8 @@ fn answer(request: &Request) -> (u16, Value) {
         }
         "GET" if path.contains("/event/") || path.contains("/profile/") => not_found,
         "GET" if path.ends_with("/joined_members") => (200, json!({"joined": {}})),
+        "GET" if path.ends_with("/state") => (200, json!([])),
+        "GET" if path.ends_with("/messages") || path.ends_with("/publicRooms") => (200, json!({"chunk": []})),
         _ => (200, json!({})),
     }
 }

@@ -6,7 +6,9 @@ use lattice_bridge_core::cli::{BridgeSection, validate_id_template};
 use lattice_config::{FieldError, Validate};
 use serde::{Deserialize, Serialize};
 
-pub use crate::{plumbing::PlumbingConfig, privacy::PrivacyMode, provisioning::ProvisioningConfig, spam::SpamConfig};
+pub use self::rules::{PlumbingConfig, PrivacyMode, ProvisioningConfig, SpamConfig};
+
+mod rules;
 
 /// The IRC bridge's own config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -67,16 +67,16 @@ impl Line {
         Ok(Self(out))
     }
 
-    /// The same line with IRCv3 message tags in front (see [`crate::ircv3::tags::prefix`]); tags do not count
-    /// against the 512 bytes of the message itself.
-    pub(crate) fn tagged(self, tags: &[(&str, Option<&str>)]) -> Result<Self, crate::ircv3::tags::TagError> {
-        let prefix = crate::ircv3::tags::prefix(tags)?;
+    /// The same line with `prefix` in front: the IRCv3 message tags (`@…` and a space) that `ircv3::tags` writes,
+    /// which do not count against the 512 bytes of the message itself. CR, LF and NUL become spaces, as in a trailing
+    /// parameter, so no prefix can end the line early.
+    pub(crate) fn prefixed(self, prefix: &str) -> Self {
         if prefix.is_empty() {
-            return Ok(self);
+            return self;
         }
-        let mut out = prefix.into_bytes();
+        let mut out: Vec<u8> = prefix.bytes().map(|b| if matches!(b, b'\r' | b'\n' | 0) { b' ' } else { b }).collect();
         out.extend_from_slice(&self.0);
-        Ok(Self(out))
+        Self(out)
     }
 
     /// The bytes to write.
@@ -193,6 +193,14 @@ pub(crate) fn split_text(text: &str, max_bytes: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_goes_in_front_and_cannot_end_the_line() {
+        let line = Line::new("PRIVMSG", &["#chan"], Some("hi")).unwrap();
+        assert_eq!(text(&line.clone().prefixed("@+typing=active ")), "@+typing=active PRIVMSG #chan :hi\r\n");
+        assert_eq!(text(&line.clone().prefixed("@a=b\r\nQUIT ")), "@a=b  QUIT PRIVMSG #chan :hi\r\n");
+        assert_eq!(text(&line.clone().prefixed("")), text(&line));
+    }
 
     fn text(line: &Line) -> String {
         String::from_utf8(line.as_bytes().to_vec()).unwrap()

@@ -14,7 +14,6 @@ use lattice_bridge_core::{
     connector::{BridgeInfoSpec, ConnectorResult},
     store::Portal,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::{
     IrcConnector,
@@ -22,24 +21,6 @@ use crate::{
     line::Line,
     network::Network,
 };
-
-/// How linking existing rooms to channels is approved on one network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PlumbingConfig {
-    /// A channel operator must approve each link (Libera.Chat requires it). Off, an admin's `link` is immediate.
-    pub require_approval: bool,
-    /// Seconds the operator has to answer.
-    pub approval_timeout_secs: u64,
-    /// Half-operators (`+h`) may approve too, not only operators (`+o` and above).
-    pub halfops_may_approve: bool,
-}
-
-impl Default for PlumbingConfig {
-    fn default() -> Self {
-        Self { require_approval: true, approval_timeout_secs: 300, halfops_may_approve: false }
-    }
-}
 
 /// How long the bot waits for the server's answer to `NAMES`.
 const NAMES_TIMEOUT: Duration = Duration::from_secs(15);

@@ -20,25 +20,14 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
 use lattice_bridge_core::BridgeHandle;
-use serde::{Deserialize, Serialize};
 
-use crate::conn::{ChannelStatus, Connection};
+use crate::{
+    config::PrivacyMode,
+    conn::{ChannelStatus, Connection},
+};
 
 /// How long a join is watched for a refusal at least (the connection may first wait for its turn to connect).
 const JOIN_WATCH: Duration = Duration::from_secs(300);
-
-/// What happens to a Matrix user in a portal whose IRC connection failed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PrivacyMode {
-    /// Kicked from the portal with the reason; rejoining tries the connection again.
-    #[default]
-    Kick,
-    /// Banned from the portal with the reason until their connection registers, then unbanned.
-    BlockMessages,
-    /// Left in the room (the network does not ask for the rule).
-    Off,
-}
 
 /// The rule of one network, and the users it currently keeps out.
 #[derive(Clone)]

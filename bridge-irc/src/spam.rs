@@ -5,26 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::SpamConfig;
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
-
-/// Per-network spam limits on what Matrix users send to IRC. Zero turns a limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpamConfig {
-    /// Messages a Matrix user may send to this network per minute, on average (0: no limit).
-    pub messages_per_minute: f64,
-    /// Messages a Matrix user may send back to back before the rate applies.
-    pub burst: u32,
-    /// Lines one Matrix message may have (0: no limit). Longer ones are held back rather than pasted or linked.
-    pub max_lines_per_message: usize,
-}
-
-impl Default for SpamConfig {
-    fn default() -> Self {
-        Self { messages_per_minute: 0.0, burst: 5, max_lines_per_message: 0 }
-    }
-}
 
 /// Why a message was held back; its `Display` is what the sender reads.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

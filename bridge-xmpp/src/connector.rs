@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
     connector::{
-        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, RemoteId, Sent,
+        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, Sent,
     },
     event::{MatrixEvent, Message, Relation},
     store::Portal,
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::{
     addressing::XmppIdentity,
     config::XmppSection,
-    gateway::{Gateway, PortalKind, Sent as GatewaySent, Started},
+    gateway::{Gateway, PortalKind, Started},
 };
 
 /// The gateway while the connector runs, and the tasks that feed it. Stopping drops both, which drops the last
@@ -33,22 +33,13 @@ struct Running {
 #[derive(Debug, Clone)]
 pub struct XmppConnector {
     section: XmppSection,
-    appservice_token: Option<String>,
     running: Arc<Mutex<Running>>,
 }
 
 impl XmppConnector {
     /// A connector for the configured component.
     pub fn new(section: XmppSection) -> Self {
-        Self { section, appservice_token: None, running: Arc::default() }
-    }
-
-    /// Gives the connector the appservice token (`as_token`), with which it reads a Matrix room's history and
-    /// members' names for XMPP users joining it as a gateway MUC. Without it they get the members' user IDs and
-    /// no history.
-    pub fn with_appservice_token(mut self, token: impl Into<String>) -> Self {
-        self.appservice_token = Some(token.into());
-        self
+        Self { section, running: Arc::default() }
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, Running> {
@@ -65,17 +56,7 @@ impl XmppConnector {
 
     /// A message, edit, reaction or redaction: the gateway's one path to XMPP for content.
     async fn content(&self, at: InPortal<'_>) -> ConnectorResult<Sent> {
-        Ok(sent(self.gateway()?.on_matrix_content(at.portal, at.sender, at.event).await?))
-    }
-}
-
-/// What the gateway's handling came to, for the runtime: it records the remote message once XMPP has it.
-fn sent(sent: GatewaySent) -> Sent {
-    match sent {
-        GatewaySent::Nothing => Sent::Nothing,
-        GatewaySent::Later(delivered) => {
-            Sent::later(async move { Ok(delivered.await?.map(|mapping| RemoteId::new(mapping.remote_id))) })
-        }
+        self.gateway()?.on_matrix_content(at.portal, at.sender, at.event).await
     }
 }
 
@@ -94,8 +75,7 @@ impl Connector for XmppConnector {
         if std::mem::replace(&mut self.running().started, true) {
             return Err(ConnectorError::permanent("the XMPP connector was started twice"));
         }
-        let Started { gateway, tasks } =
-            Gateway::start(&self.section, secret, self.appservice_token.clone(), bridge).await;
+        let Started { gateway, tasks } = Gateway::start(&self.section, secret, bridge).await;
         let mut running = self.running();
         running.gateway = Some(gateway);
         running.tasks = tasks;
@@ -241,13 +221,4 @@ impl Connector for XmppConnector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_metadata_names_the_gateway() {
-        let metadata = XmppConnector::new(XmppSection::default()).thirdparty_protocol().unwrap();
-        assert_eq!(metadata["instances"][0]["network_id"], "bridge.localhost");
-        assert_eq!(metadata["user_fields"], json!(["jid"]));
-    }
-}
+mod tests;

@@ -11,6 +11,8 @@ pub mod config;
 pub mod connector;
 mod gateway;
 mod styling;
+#[cfg(test)]
+mod testing;
 mod xep;
 mod xhtml;
 

@@ -53,7 +53,10 @@ pub struct MembershipChange<'a> {
 /// The interface a protocol connector implements.
 ///
 /// Methods return `Send` futures so the runtime can drive them from its worker tasks. Defaults make every optional
-/// part opt-in.
+/// part opt-in: a Matrix event kind a connector does not implement comes to nothing on its network.
+///
+/// A Matrix event handler's error retries the event (transient; the room's later events wait) or sets it aside and
+/// tells the sender (permanent). What a handler returns ([`Sent`]) is what the runtime records in the message map.
 pub trait Connector: Send + Sync + 'static {
     /// Who the connector is.
     fn info(&self) -> ConnectorInfo;
@@ -80,8 +83,8 @@ pub trait Connector: Send + Sync + 'static {
         at: InPortal<'_>,
         message: &Message,
     ) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = message;
-        self.legacy(at)
+        let _ = (at, message);
+        async { Ok(Sent::Nothing) }
     }
 
     /// A replacement (`m.replace`) of an earlier message; `target` carries the remote messages it became.
@@ -91,8 +94,8 @@ pub trait Connector: Send + Sync + 'static {
         target: &Relation,
         new_content: &Message,
     ) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = (target, new_content);
-        self.legacy(at)
+        let _ = (at, target, new_content);
+        async { Ok(Sent::Nothing) }
     }
 
     /// A reaction (`m.annotation`) with `key` to an earlier event.
@@ -102,8 +105,8 @@ pub trait Connector: Send + Sync + 'static {
         target: &Relation,
         key: &str,
     ) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = (target, key);
-        self.legacy(at)
+        let _ = (at, target, key);
+        async { Ok(Sent::Nothing) }
     }
 
     /// A redaction of an earlier event.
@@ -113,8 +116,8 @@ pub trait Connector: Send + Sync + 'static {
         target: &Relation,
         reason: Option<&str>,
     ) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = (target, reason);
-        self.legacy(at)
+        let _ = (at, target, reason);
+        async { Ok(Sent::Nothing) }
     }
 
     /// A membership change in a portal (joins, leaves, kicks, bans, invites).
@@ -123,26 +126,27 @@ pub trait Connector: Send + Sync + 'static {
         at: InPortal<'_>,
         change: MembershipChange<'_>,
     ) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = change;
-        self.legacy(at)
+        let _ = (at, change);
+        async { Ok(Sent::Nothing) }
     }
 
     /// The portal room's topic changed.
     fn matrix_topic(&self, at: InPortal<'_>, topic: &str) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = topic;
-        self.legacy(at)
+        let _ = (at, topic);
+        async { Ok(Sent::Nothing) }
     }
 
     /// The portal room's name changed.
     fn matrix_name(&self, at: InPortal<'_>, name: &str) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let _ = name;
-        self.legacy(at)
+        let _ = (at, name);
+        async { Ok(Sent::Nothing) }
     }
 
     /// An event the runtime does not parse (its kind is [`MatrixEventKind::Other`](crate::event::MatrixEventKind)):
     /// state events such as power levels, read from [`MatrixEvent::raw`].
     fn matrix_other(&self, at: InPortal<'_>) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        self.legacy(at)
+        let _ = at;
+        async { Ok(Sent::Nothing) }
     }
 
     /// Who is typing in a portal now (ephemeral; only for portals whose [`Capabilities::typing`] is set).
@@ -152,8 +156,8 @@ pub trait Connector: Send + Sync + 'static {
         event: &MatrixEvent,
         user_ids: &[String],
     ) -> impl Future<Output = ConnectorResult<()>> + Send {
-        let _ = user_ids;
-        self.handle_matrix_event(Some(portal), event)
+        let _ = (portal, event, user_ids);
+        async { Ok(()) }
     }
 
     /// Read receipts in a portal, as (event ID, user ID) pairs (ephemeral; only for portals whose
@@ -164,8 +168,8 @@ pub trait Connector: Send + Sync + 'static {
         event: &MatrixEvent,
         receipts: &[(String, String)],
     ) -> impl Future<Output = ConnectorResult<()>> + Send {
-        let _ = receipts;
-        self.handle_matrix_event(Some(portal), event)
+        let _ = (portal, event, receipts);
+        async { Ok(()) }
     }
 
     /// An event in a room that is no portal: `sender` invited the bridge's ghost `invitee` to a direct chat (the
@@ -176,34 +180,15 @@ pub trait Connector: Send + Sync + 'static {
         sender: &str,
         invitee: &str,
     ) -> impl Future<Output = ConnectorResult<()>> + Send {
-        let _ = (sender, invitee);
-        self.handle_matrix_event(None, event)
+        let _ = (event, sender, invitee);
+        async { Ok(()) }
     }
 
     /// Any other event in a room that is no portal (nothing the bridge must act on; a connector that records
     /// everything sees it here).
     fn matrix_elsewhere(&self, event: &MatrixEvent) -> impl Future<Output = ConnectorResult<()>> + Send {
-        self.handle_matrix_event(None, event)
-    }
-
-    /// Every event in one place, for connectors that treat them alike (a recording test connector, say) and do not
-    /// implement the per-kind methods: one Matrix event in a portal, or (`portal` is `None`) a direct-chat invite in
-    /// another room. Returning an error retries (transient) or sets the event aside and tells the sender
-    /// (permanent); nothing is recorded in the message map.
-    fn handle_matrix_event(
-        &self,
-        portal: Option<&Portal>,
-        event: &MatrixEvent,
-    ) -> impl Future<Output = ConnectorResult<()>> + Send {
-        let _ = (portal, event);
+        let _ = event;
         async { Ok(()) }
-    }
-
-    /// The per-kind methods' default: [`Connector::handle_matrix_event`], with nothing for the runtime to record.
-    #[doc(hidden)]
-    fn legacy(&self, at: InPortal<'_>) -> impl Future<Output = ConnectorResult<Sent>> + Send {
-        let handled = self.handle_matrix_event(Some(at.portal), at.event);
-        async move { handled.await.map(|()| Sent::Nothing) }
     }
 
     /// Whether a user ID inside the bridge's namespace names a remote person that exists; called from the

@@ -19,7 +19,7 @@ pub(crate) mod testing;
 pub use self::{
     client::{MatrixClient, RequestObserver, Versions},
     error::{MatrixError, Result},
-    intent::{CreateRoomOptions, Intent, Profile},
+    intent::{CreateRoomOptions, Direction, EventContext, Intent, Member, Messages, MessagesQuery, Profile},
     power_levels::PowerLevels,
     retry::RetryPolicy,
 };

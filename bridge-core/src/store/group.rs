@@ -359,23 +359,8 @@ async fn apply(
     }
     for kind in [QueueKind::Matrix, QueueKind::Remote] {
         let items: Vec<&QueuedItem> = inserts.iter().filter(|(of, _)| *of == kind).map(|(_, item)| *item).collect();
-        for chunk in items.chunks(ROWS_PER_STATEMENT) {
-            let mut query = sqlx::query(kind.sql(&insert_statement(backend, chunk.len())));
-            for item in chunk {
-                query = query.bind(item.seq).bind(item.key.as_str()).bind(item.payload.as_str()).bind(item.enqueued_at);
-            }
-            query.execute(&mut **transaction).await?;
-        }
         let seqs: Vec<i64> = removals.iter().filter(|(of, _)| *of == kind).map(|(_, seq)| *seq).collect();
-        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| backend.parameter(n)).collect();
-            let sql = kind.sql(&format!("DELETE FROM {{table}} WHERE seq IN ({})", placeholders.join(",")));
-            let mut query = sqlx::query(sql);
-            for seq in chunk {
-                query = query.bind(*seq);
-            }
-            query.execute(&mut **transaction).await?;
-        }
+        apply_queue(backend, kind, &items, &seqs, transaction).await?;
     }
     let into_map = "message_map (event_id, room_id, portal_key, remote_id, created_at)";
     insert_rows(
@@ -408,6 +393,33 @@ async fn apply(
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Inserts `items` into one queue, then removes the items numbered `seqs`, as multi-row statements.
+async fn apply_queue(
+    backend: Backend,
+    kind: QueueKind,
+    items: &[&QueuedItem],
+    seqs: &[i64],
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<()> {
+    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::query(kind.sql(&insert_statement(backend, chunk.len())));
+        for item in chunk {
+            query = query.bind(item.seq).bind(item.key.as_str()).bind(item.payload.as_str()).bind(item.enqueued_at);
+        }
+        query.execute(&mut **transaction).await?;
+    }
+    for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|n| backend.parameter(n)).collect();
+        let sql = kind.sql(&format!("DELETE FROM {{table}} WHERE seq IN ({})", placeholders.join(",")));
+        let mut query = sqlx::query(sql);
+        for seq in chunk {
+            query = query.bind(*seq);
+        }
+        query.execute(&mut **transaction).await?;
+    }
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 
 use irc::proto::Message;
 
+use crate::line::Line;
+
 /// The most bytes of tag data a client may send (the spec's 4094, without the leading `@` and trailing space).
 pub(crate) const MAX_CLIENT_TAGS: usize = 4094;
 
@@ -17,6 +19,14 @@ pub(crate) enum TagError {
     /// The tags pass the 4094 bytes a client may send.
     #[error("IRC tags too long ({0} bytes)")]
     TooLong(usize),
+}
+
+impl Line {
+    /// The same line with IRCv3 message tags in front ([`prefix`]); tags do not count against the 512 bytes of the
+    /// message itself.
+    pub(crate) fn tagged(self, tags: &[(&str, Option<&str>)]) -> Result<Self, TagError> {
+        Ok(self.prefixed(&prefix(tags)?))
+    }
 }
 
 /// A tag's value on a received message; a tag present without a value reads as `""`.

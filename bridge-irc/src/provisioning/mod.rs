@@ -22,35 +22,13 @@ use axum::{
     routing::{MethodFilter, MethodRouter, on},
 };
 use lattice_bridge_core::appservice::ErrorBody;
-use lattice_config::{FieldError, Secret, Validate};
-use serde::{Deserialize, Serialize};
+use lattice_config::Secret;
 use subtle::ConstantTimeEq;
 
-use crate::{IrcConnector, plumbing::PlumbingError};
+use crate::{IrcConnector, config::ProvisioningConfig, plumbing::PlumbingError};
 
 /// The OpenAPI 3 document of this API, as kept in the repository.
 pub(crate) const OPENAPI: &str = include_str!("openapi.yaml");
-
-/// The provisioning API's settings (`bridge.provisioning`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProvisioningConfig {
-    /// Serve the API.
-    pub enabled: bool,
-    /// The bearer token callers present; a value, `{ env: VAR }` or `{ file: path }`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shared_secret: Option<Secret>,
-    /// The most channel portals the API may create over all networks (0: no limit).
-    pub max_links: usize,
-}
-
-impl Validate for ProvisioningConfig {
-    fn validate(&self, errors: &mut Vec<FieldError>) {
-        if self.enabled && self.shared_secret.is_none() {
-            errors.push(FieldError::new("provisioning.shared_secret", "must be set when provisioning is enabled"));
-        }
-    }
-}
 
 /// One endpoint of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,13 +264,5 @@ mod tests {
         assert_eq!(status(&router, "GET", "/_matrix/provision/limits", None).await, StatusCode::UNAUTHORIZED);
         assert_eq!(status(&router, "GET", "/_matrix/provision/limits", Some("wrong")).await, StatusCode::FORBIDDEN);
         assert_eq!(status(&router, "GET", "/_matrix/provision/openapi.yaml", None).await, StatusCode::OK);
-    }
-
-    #[test]
-    fn enabling_the_api_without_a_secret_is_a_config_error() {
-        let mut errors = Vec::new();
-        ProvisioningConfig { enabled: true, ..ProvisioningConfig::default() }.validate(&mut errors);
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].field, "provisioning.shared_secret");
     }
 }

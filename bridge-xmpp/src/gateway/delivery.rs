@@ -1,4 +1,4 @@
-//! What a Matrix event became on XMPP, and when XMPP has it ([`Sent`]).
+//! When XMPP has what a Matrix event became: the confirmation behind a [`Sent::Later`].
 //!
 //! A MUC portal's message is confirmed by the MUC's reflection ([`super::muc`]). For the stanzas the bridge writes
 //! to the XMPP server itself (1:1 chats and gateway MUCs): components have no stream management (XEP-0198 is for
@@ -7,45 +7,20 @@
 //! Matrix event's queue item stays in the runtime's durable queue until then, and its remote ID is recorded durably
 //! before the item is settled, so a replay after a crash finds it delivered.
 
-use std::{future::Future, pin::Pin};
-
-use lattice_bridge_core::{
-    connector::{ConnectorError, ConnectorResult},
-    store::MessageMapping,
-};
+use lattice_bridge_core::connector::{ConnectorError, ConnectorResult, RemoteId, Sent};
 use tokio_xmpp::parsers::{iq::Iq, jid::Jid, ping::Ping};
 
 use super::Gateway;
 
-/// Resolves once XMPP has what a Matrix event became, to the message mapping to record for it, if any.
-pub(crate) type Confirmation = Pin<Box<dyn Future<Output = ConnectorResult<Option<MessageMapping>>> + Send>>;
-
-/// What handling a Matrix event wrote to XMPP.
-pub(crate) enum Sent {
-    /// Nothing that needs confirming.
-    Nothing,
-    /// Stanzas XMPP has once the confirmation resolves.
-    Later(Confirmation),
-}
-
-impl std::fmt::Debug for Sent {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Self::Nothing => "Nothing",
-            Self::Later(_) => "Later",
-        })
-    }
-}
-
 impl Gateway {
-    /// Stanzas the gateway wrote to the server itself: confirmed once the server has read them, then `record` is
-    /// the mapping to keep.
-    pub(crate) fn written(&self, record: Option<MessageMapping>) -> Sent {
+    /// Stanzas the gateway wrote to the server itself: confirmed once the server has read them, then
+    /// `remote_id` is the remote message they became.
+    pub(crate) fn written(&self, remote_id: Option<RemoteId>) -> Sent {
         let gateway = self.arc();
-        Sent::Later(Box::pin(async move {
+        Sent::later(async move {
             gateway.server_has_read().await?;
-            Ok(record)
-        }))
+            Ok(remote_id)
+        })
     }
 
     /// Waits until the server answers a ping written after everything the gateway wrote so far.

@@ -17,7 +17,7 @@ use tokio_xmpp::parsers::{
 use super::{Gateway, gateway_muc::room_node_of_alias};
 
 /// How many rooms of the directory a disco#items answer lists at most; clients show the list as one page.
-pub(super) const MAX_LISTED_ROOMS: usize = 200;
+pub(super) const MAX_LISTED_ROOMS: u32 = 200;
 
 /// The features the gateway domain offers.
 const GATEWAY_FEATURES: [&str; 5] = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::MUC, ns::PING, ns::VERSION];
@@ -67,13 +67,8 @@ impl Gateway {
         DiscoItemsResult { node: None, items, rsm: None }
     }
 
-    async fn public_rooms(&self) -> Result<Vec<Value>, String> {
-        let Some(api) = &self.matrix_api else { return Ok(Vec::new()) };
-        let limit = MAX_LISTED_ROOMS.to_string();
-        let body = api
-            .get(&["_matrix", "client", "v3", "publicRooms"], &[("limit", limit.as_str())], &self.bridge.bot_user_id())
-            .await?;
-        Ok(body.get("chunk").and_then(Value::as_array).cloned().unwrap_or_default())
+    async fn public_rooms(&self) -> lattice_bridge_core::matrix::Result<Vec<Value>> {
+        self.bridge.matrix().bot().public_rooms(MAX_LISTED_ROOMS).await
     }
 }
 

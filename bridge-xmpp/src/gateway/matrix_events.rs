@@ -4,11 +4,15 @@
 //! queue item. Typing notifications and read receipts have theirs beside their handling, in
 //! [`super::messages`].
 
-use lattice_bridge_core::{connector::ConnectorResult, event::MatrixEvent, store::Portal};
+use lattice_bridge_core::{
+    connector::{ConnectorResult, Sent},
+    event::MatrixEvent,
+    store::Portal,
+};
 use serde_json::{Map, Value};
 use tokio_xmpp::parsers::jid::BareJid;
 
-use super::{Gateway, PortalKind, delivery::Sent};
+use super::{Gateway, PortalKind};
 
 /// Where a Matrix event with an XMPP message form goes.
 enum Conversation {
@@ -44,16 +48,13 @@ impl Gateway {
         let Some(outgoing) = self.messages().outgoing(portal, sender, event, moderation).await? else {
             return Ok(Sent::Nothing);
         };
-        let event_id = event.event_id.clone();
         match conversation {
-            Conversation::Muc(room) => self.muc().send_content(&room, portal, sender, event_id, outgoing).await,
+            Conversation::Muc(room) => self.muc().send_content(&room, portal, sender, outgoing).await,
             Conversation::GatewayMuc(room) => {
-                let event_id = event_id.unwrap_or_default();
-                self.gateway_mucs().send_content(&room, portal, sender, event_id, outgoing).await
+                let event_id = event.event_id.clone().unwrap_or_default();
+                self.gateway_mucs().send_content(&room, sender, event_id, outgoing).await
             }
-            Conversation::Direct(account) => {
-                self.direct().send_content(&account, portal, sender, event_id, outgoing).await
-            }
+            Conversation::Direct(account) => self.direct().send_content(&account, sender, outgoing).await,
         }
     }
 

@@ -15,7 +15,7 @@
 //! [`run`] starts it. Stanzas from the server go through [`stanzas`] (one lane per conversation, see [`lanes`]);
 //! IQs to the gateway's own JIDs are answered in [`iq`]. Matrix events arrive through [`matrix_events`], one entry
 //! point per event kind, which hands each to the feature of the portal's kind ([`PortalKind`]) and returns what was
-//! sent ([`Sent`]).
+//! sent (the runtime's [`Sent`](lattice_bridge_core::connector::Sent)).
 
 mod avatars;
 mod clock;
@@ -26,7 +26,6 @@ mod gateway_muc;
 mod iq;
 mod lanes;
 mod link;
-mod matrix_api;
 mod matrix_events;
 mod messages;
 mod muc;
@@ -52,9 +51,7 @@ use tokio_xmpp::{
 };
 
 pub(crate) use self::{
-    delivery::Sent,
     link::{Link, LinkState},
-    matrix_api::MatrixApi,
     portal::PortalKind,
     run::Started,
 };
@@ -71,8 +68,6 @@ pub(crate) struct Gateway {
     section: XmppSection,
     bridge: BridgeHandle,
     link: Link,
-    /// History and member names for gateway MUCs; `None` when the bridge has no appservice token to ask with.
-    matrix_api: Option<MatrixApi>,
     /// How long the gateway waits for the server's answers.
     timeout: Duration,
     /// IQs the gateway sent and waits for.
@@ -162,17 +157,10 @@ pub(crate) use facade;
 
 impl Gateway {
     /// A gateway on a supervised link.
-    pub(crate) fn new(
-        section: XmppSection,
-        addressing: Addressing,
-        bridge: BridgeHandle,
-        link: Link,
-        matrix_api: Option<MatrixApi>,
-    ) -> Arc<Self> {
+    pub(crate) fn new(section: XmppSection, addressing: Addressing, bridge: BridgeHandle, link: Link) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             this: this.clone(),
             timeout: Duration::from_secs(section.component.response_timeout_secs),
-            matrix_api,
             addressing,
             section,
             bridge,
@@ -239,6 +227,12 @@ impl Gateway {
     }
 
     /// Whether a Matrix user is a person (neither one of this bridge's ghosts nor its bot).
+    /// Whether the component link is up now.
+    #[cfg(test)]
+    pub(crate) fn is_online(&self) -> bool {
+        self.link.state().online
+    }
+
     pub(crate) fn is_matrix_person(&self, user_id: &str) -> bool {
         !self.addressing.is_ghost(user_id) && !self.bridge.is_bridge_user(user_id)
     }

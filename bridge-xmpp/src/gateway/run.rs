@@ -10,7 +10,7 @@ use tokio::{
 };
 use tokio_xmpp::Stanza;
 
-use super::{Gateway, LinkState, MatrixApi, lanes::Lanes, link, muc::occupant_copies};
+use super::{Gateway, LinkState, lanes::Lanes, link, muc::occupant_copies};
 use crate::{addressing::Addressing, config::XmppSection};
 
 /// How many stanzas from the server may wait for the bridge before the connection stops being read.
@@ -27,22 +27,14 @@ pub(crate) struct Started {
 }
 
 impl Gateway {
-    /// Connects the component (`secret` resolved) and starts bridging. `appservice_token` lets gateway MUCs read
-    /// history and members' names. Gateway MUC occupants are restored before this returns, so no Matrix event
-    /// handled afterwards misses one.
-    pub(crate) async fn start(
-        section: &XmppSection,
-        secret: String,
-        appservice_token: Option<String>,
-        bridge: BridgeHandle,
-    ) -> Started {
+    /// Connects the component (`secret` resolved) and starts bridging. Gateway MUC occupants are restored before
+    /// this returns, so no Matrix event handled afterwards misses one.
+    pub(crate) async fn start(section: &XmppSection, secret: String, bridge: BridgeHandle) -> Started {
         let (inbound_sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let skimmed = occupant_copies(&section.component.domain);
         let link = link::spawn(&section.component, secret, inbound_sender, skimmed);
         let addressing = Addressing::new(section, bridge.server_name());
-        let homeserver = bridge.matrix().homeserver_url().clone();
-        let matrix_api = appservice_token.map(|token| MatrixApi::new(homeserver, token));
-        let gateway = Self::new(section.clone(), addressing, bridge, link.clone(), matrix_api);
+        let gateway = Self::new(section.clone(), addressing, bridge, link.clone());
         gateway.gateway_mucs().restore().await;
         let stanzas = tokio::spawn(Arc::clone(&gateway).read_stanzas(inbound));
         let self_pings = gateway.muc().spawn_self_pings();

@@ -67,9 +67,7 @@ impl Fixture {
         };
         configure(&mut section);
         let template = registration("lattice-xmpp", "xmppbot", "_xmpp_", "xmpp");
-        let build = move |registration: &lattice_registration::AppserviceRegistration| {
-            XmppConnector::new(section.clone()).with_appservice_token(registration.registration().as_token.clone())
-        };
+        let build = move |_: &lattice_registration::AppserviceRegistration| XmppConnector::new(section.clone());
         let (homeserver, bridge) = RunningBridge::start(kind, template, &PermissionsConfig::default(), build).await?;
         Ok(Self { bridge, homeserver, prosody })
     }

@@ -25,9 +25,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use lattice_bridge_core::{
     Bridge, BridgeHandle, Connector, ConnectorError, RuntimeSettings,
-    connector::{ConnectorInfo, ConnectorResult},
-    event::MatrixEvent,
-    store::{Portal, Store},
+    connector::{ConnectorInfo, ConnectorResult, InPortal, Sent},
+    event::{MatrixEvent, Message, Relation},
+    store::Store,
 };
 use lattice_config::{Permissions, PermissionsConfig};
 use lattice_registration::AppserviceRegistration;
@@ -91,7 +91,23 @@ impl Connector for RecordingConnector {
         Ok(())
     }
 
-    async fn handle_matrix_event(&self, _portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
+    async fn matrix_message(&self, at: InPortal<'_>, _message: &Message) -> ConnectorResult<Sent> {
+        self.record(at.event).map(|()| Sent::Nothing)
+    }
+
+    async fn matrix_edit(&self, at: InPortal<'_>, _target: &Relation, _new: &Message) -> ConnectorResult<Sent> {
+        self.record(at.event).map(|()| Sent::Nothing)
+    }
+
+    /// Rooms without a portal (the crash tests send to rooms the bridge never made portals of).
+    async fn matrix_elsewhere(&self, event: &MatrixEvent) -> ConnectorResult<()> {
+        self.record(event)
+    }
+}
+
+impl RecordingConnector {
+    /// Appends the event's body to the record file (synced), or refuses it once `block_after` were recorded.
+    fn record(&self, event: &MatrixEvent) -> ConnectorResult<()> {
         let Some(body) = event.raw.pointer("/content/body").and_then(|body| body.as_str()) else { return Ok(()) };
         if self.block_after.is_some_and(|limit| self.handled.load(Ordering::SeqCst) >= limit) {
             match self.refusals.fetch_add(1, Ordering::SeqCst) {

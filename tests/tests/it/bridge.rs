@@ -105,12 +105,7 @@ impl Connector for E2eConnector {
         Capabilities { typing: true, ..Capabilities::default() }
     }
 
-    async fn handle_matrix_event(&self, portal: Option<&Portal>, event: &MatrixEvent) -> ConnectorResult<()> {
-        let key = portal.map(|portal| portal.remote_key.clone());
-        self.recorder.events.lock().unwrap().push((key, event.clone()));
-        self.recorder.arrived.notify_waiters();
-        Ok(())
-    }
+    lattice_bridge_core::record_every_matrix_event!();
 
     async fn resolve_user(&self, user_id: &str) -> ConnectorResult<Option<GhostSpec>> {
         Ok(ghost(user_id))
@@ -119,6 +114,15 @@ impl Connector for E2eConnector {
     async fn resolve_alias(&self, alias: &str) -> ConnectorResult<Option<PortalSpec>> {
         let name = alias.strip_prefix("#_e2e_").and_then(|rest| rest.strip_suffix(":localhost"));
         Ok(name.filter(|name| !name.is_empty()).map(portal_spec))
+    }
+}
+
+impl E2eConnector {
+    /// Keeps `event` with the key of its portal, if it is in one, and wakes the waiters.
+    fn record(&self, portal: Option<&Portal>, event: &MatrixEvent) {
+        let key = portal.map(|portal| portal.remote_key.clone());
+        self.recorder.events.lock().unwrap().push((key, event.clone()));
+        self.recorder.arrived.notify_waiters();
     }
 }
 

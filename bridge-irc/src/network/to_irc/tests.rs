@@ -12,7 +12,7 @@ use lattice_bridge_core::{
     connector::{InPortal, MembershipChange, RemoteId, Sent},
     event::{MatrixEvent, MatrixEventKind, Relation},
     store::Portal,
-    testing::{FakeHomeserver, matrix_event},
+    testing::{FakeHomeserver, matrix_event, settled},
 };
 use serde_json::json;
 use tokio::{
@@ -150,17 +150,6 @@ fn event(kind: &str, content: serde_json::Value) -> MatrixEvent {
 
 fn at<'a>(setup: &'a Setup, event: &'a MatrixEvent) -> InPortal<'a> {
     InPortal { portal: &setup.portal, event, sender: ALICE }
-}
-
-/// What a `Sent::Later` comes to; `Now`'s ID as it is; `None` for `Nothing`.
-async fn settled(sent: Sent) -> Option<Option<RemoteId>> {
-    match sent {
-        Sent::Nothing => None,
-        Sent::Now(id) => Some(id),
-        Sent::Later(confirmation) => {
-            Some(tokio::time::timeout(Duration::from_secs(10), confirmation).await.unwrap().unwrap())
-        }
-    }
 }
 
 fn relation(remote_ids: &[&str]) -> Relation {

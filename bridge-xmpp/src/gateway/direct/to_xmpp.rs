@@ -3,8 +3,8 @@
 
 use lattice_bridge_core::{
     ConnectorError,
-    connector::ConnectorResult,
-    store::{MessageMapping, Portal},
+    connector::{ConnectorResult, Sent},
+    store::Portal,
 };
 use tokio_xmpp::parsers::{
     jid::{BareJid, Jid},
@@ -15,7 +15,10 @@ use tokio_xmpp::parsers::{
 use super::{DIRECT_RESOURCE, Direct, direct_spec, ghost_of};
 use crate::{
     addressing::XmppIdentity,
-    gateway::{delivery::Sent, messages::Outgoing, outgoing, transient},
+    gateway::{
+        messages::{Outgoing, RemoteId},
+        outgoing, transient,
+    },
 };
 
 impl Direct<'_> {
@@ -82,19 +85,11 @@ impl Direct<'_> {
     pub(crate) async fn send_content(
         &self,
         account: &BareJid,
-        portal: &Portal,
         sender: &str,
-        event_id: Option<String>,
         outgoing: Outgoing,
     ) -> ConnectorResult<Sent> {
         let Outgoing::Message { body, payloads, map_as } = outgoing else { return Ok(Sent::Nothing) };
         let id = self.send_chat(account, sender, body, payloads).await?;
-        let record = event_id.map(|event_id| MessageMapping {
-            event_id,
-            room_id: portal.room_id.clone(),
-            portal_key: portal.remote_key.clone(),
-            remote_id: map_as.map_or(id, |remote| remote.to_string()),
-        });
-        Ok(self.written(record))
+        Ok(self.written(Some(map_as.unwrap_or(RemoteId::Message(id)).into())))
     }
 }

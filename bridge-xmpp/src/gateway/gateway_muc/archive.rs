@@ -12,7 +12,9 @@
 //! large batches, for RSM's `<count/>` (and the first item's `index` where it follows from it); a history longer
 //! than [`MAX_COUNTED`] messages is served without a count rather than with a wrong one.
 
-use serde_json::{Value, json};
+use lattice_bridge_core::matrix::{self, Direction, Intent, MessagesQuery};
+use ruma::{EventId, RoomId};
+use serde_json::Value;
 use tokio_xmpp::parsers::{
     delay::Delay,
     forwarding::Forwarded,
@@ -26,10 +28,7 @@ use tokio_xmpp::parsers::{
 };
 
 use super::{GatewayMucs, alias_of_room, content_text};
-use crate::{
-    gateway::{MatrixApi, clock::stamp},
-    xep::forward::in_client_namespace,
-};
+use crate::{gateway::clock::stamp, xep::forward::in_client_namespace};
 
 /// Most messages counted for an archive's `<count/>`; a longer history is served without one.
 pub(super) const MAX_COUNTED: usize = 10_000;
@@ -78,62 +77,44 @@ impl Page {
     }
 }
 
-impl MatrixApi {
-    /// How many messages a room's archive holds (the events [`archived`] serves); `None` past `limit`.
-    async fn count(&self, room_id: &str, as_user: &str, limit: usize) -> Result<Option<usize>, String> {
-        let batch = COUNT_BATCH.to_string();
-        let filter = json!({"types": ["m.room.message"]}).to_string();
-        let (mut from, mut count): (Option<String>, usize) = (None, 0);
-        loop {
-            let mut query = vec![("dir", "b"), ("limit", batch.as_str()), ("filter", filter.as_str())];
-            if let Some(from) = &from {
-                query.push(("from", from.as_str()));
-            }
-            let body = self.get(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query, as_user).await?;
-            let chunk = body.get("chunk").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-            count += chunk.iter().filter(|event| archived(event).is_some()).count();
-            if count > limit {
-                return Ok(None);
-            }
-            // Synapse leaves `end` out once the start of the room is reached.
-            match body.get("end").and_then(Value::as_str) {
-                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-                _ => return Ok(Some(count)),
-            }
+/// How many messages a room's archive holds (the events [`archived`] serves); `None` past `limit`.
+async fn count(bot: &Intent, room_id: &RoomId, limit: usize) -> matrix::Result<Option<usize>> {
+    let mut query = MessagesQuery::room_messages(Direction::Backward, COUNT_BATCH, None);
+    let mut count = 0;
+    loop {
+        let page = bot.messages(room_id, &query).await?;
+        count += page.chunk.iter().filter(|event| archived(event).is_some()).count();
+        if count > limit {
+            return Ok(None);
+        }
+        // Synapse leaves `end` out once the start of the room is reached.
+        match page.end {
+            Some(end) if !page.chunk.is_empty() => query.from = Some(end),
+            _ => return Ok(Some(count)),
         }
     }
+}
 
-    /// One page of a room's messages, oldest first, and whether the history ends there.
-    async fn page(&self, room_id: &str, as_user: &str, page: &Page, max: usize) -> Result<(Vec<Value>, bool), String> {
-        let from = match page {
-            Page::Before(event_id) | Page::After(event_id) => {
-                let context = self
-                    .get(
-                        &["_matrix", "client", "v3", "rooms", room_id, "context", event_id],
-                        &[("limit", "0")],
-                        as_user,
-                    )
-                    .await?;
-                let token = if page.backwards() { "start" } else { "end" };
-                Some(context.get(token).and_then(Value::as_str).ok_or("no pagination token")?.to_owned())
-            }
-            Page::Oldest | Page::Newest => None,
-        };
-        let limit = max.to_string();
-        let filter = json!({"types": ["m.room.message"]}).to_string();
-        let dir = if page.backwards() { "b" } else { "f" };
-        let mut query = vec![("dir", dir), ("limit", limit.as_str()), ("filter", filter.as_str())];
-        if let Some(from) = &from {
-            query.push(("from", from.as_str()));
+/// One page of a room's messages, oldest first, and whether the history ends there.
+async fn page(bot: &Intent, room_id: &RoomId, page: &Page, max: usize) -> Result<(Vec<Value>, bool), String> {
+    let from = match page {
+        Page::Before(event_id) | Page::After(event_id) => {
+            let event_id = <&EventId>::try_from(event_id.as_str()).map_err(|error| error.to_string())?;
+            let context = bot.event_context(room_id, event_id).await.map_err(|error| error.to_string())?;
+            let token = if page.backwards() { context.start } else { context.end };
+            Some(token.ok_or("no pagination token")?)
         }
-        let body = self.get(&["_matrix", "client", "v3", "rooms", room_id, "messages"], &query, as_user).await?;
-        let mut events = body.get("chunk").and_then(Value::as_array).cloned().unwrap_or_default();
-        let complete = body.get("end").is_none() || events.len() < max;
-        if page.backwards() {
-            events.reverse();
-        }
-        Ok((events, complete))
+        Page::Oldest | Page::Newest => None,
+    };
+    let direction = if page.backwards() { Direction::Backward } else { Direction::Forward };
+    let query = MessagesQuery::room_messages(direction, max, from);
+    let read = bot.messages(room_id, &query).await.map_err(|error| error.to_string())?;
+    let complete = read.end.is_none() || read.chunk.len() < max;
+    let mut events = read.chunk;
+    if page.backwards() {
+        events.reverse();
     }
+    Ok((events, complete))
 }
 
 impl GatewayMucs<'_> {
@@ -156,10 +137,6 @@ impl GatewayMucs<'_> {
 
     async fn archive_page(&self, requester: &Jid, room: &BareJid, query: Query) -> Result<Fin, StanzaError> {
         let failure = |condition, text: String| StanzaError::new(ErrorType::Cancel, condition, "en", text);
-        let api = self
-            .matrix_api
-            .as_ref()
-            .ok_or_else(|| failure(DefinedCondition::FeatureNotImplemented, "the bridge cannot read history".into()))?;
         let alias = room.node().and_then(|node| alias_of_room(node.as_str())).unwrap_or_default();
         let alias_id = ruma::OwnedRoomAliasId::try_from(alias.as_str())
             .map_err(|_| failure(DefinedCondition::ItemNotFound, format!("{alias} is not a Matrix room alias")))?;
@@ -168,8 +145,8 @@ impl GatewayMucs<'_> {
                 failure(DefinedCondition::ItemNotFound, format!("no Matrix room has the alias {alias}"))
             })?;
         let (page, max) = Page::of(query.set.as_ref());
-        let (events, complete) = api
-            .page(room_id.as_str(), &self.bridge.bot_user_id(), &page, max)
+        let bot = self.bridge.matrix().bot();
+        let (events, complete) = self::page(&bot, &room_id, &page, max)
             .await
             .map_err(|error| failure(DefinedCondition::ItemNotFound, error))?;
         let mut ids = Vec::new();
@@ -200,7 +177,7 @@ impl GatewayMucs<'_> {
             }
             ids.push(event_id.to_owned());
         }
-        let count = match api.count(room_id.as_str(), &self.bridge.bot_user_id(), MAX_COUNTED).await {
+        let count = match count(&bot, &room_id, MAX_COUNTED).await {
             Ok(count) => count,
             Err(error) => {
                 tracing::info!(%room, %error, "cannot count the messages of a gateway MUC's archive");
@@ -228,6 +205,8 @@ fn first_index(page: &Page, count: Option<usize>, served: usize) -> Option<usize
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn set(max: Option<usize>, before: Option<&str>, after: Option<&str>) -> SetQuery {

@@ -3,12 +3,13 @@
 //! joiner's own presence, recent history with [XEP-0203](https://xmpp.org/extensions/xep-0203.html) delay stamps,
 //! the subject; and the occupant's ghost joining the Matrix room.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use lattice_bridge_core::{
     ConnectorError,
     connector::ConnectorResult,
     event::{RemoteEvent, RemoteEventKind},
+    matrix::{Direction, MessagesQuery},
     store::{MessageMapping, Portal},
 };
 use serde_json::Value;
@@ -28,10 +29,12 @@ use ruma::OwnedRoomId;
 use super::{GatewayMucs, HISTORY_MESSAGES, alias_of_room, content_text, muc_user, ranked_item, stanza_error};
 use crate::{
     affiliations::RoomPower,
-    gateway::matrix_api::localpart,
-    gateway::{PortalKind, clock::stamp, core_error, portal::gateway_muc_key, transient},
+    gateway::{PortalKind, clock::stamp, core_error, portal::gateway_muc_key},
     xep::ids::gateway_muc_occupant_id as occupant_id,
 };
+
+/// How long a joiner's history may take to read before the join goes on without it.
+const HISTORY_WAIT: Duration = Duration::from_secs(5);
 
 /// A joiner's occupant JID, and whether the others are told of the arrival.
 struct Arrival {
@@ -157,23 +160,7 @@ impl GatewayMucs<'_> {
 
     /// The room's Matrix members (people, not the bridge's users) by display name, and its power levels.
     async fn read_room(&self, room_id: &OwnedRoomId) -> ConnectorResult<(HashMap<String, String>, RoomPower)> {
-        let bot_id = self.bridge.bot_user_id();
-        let bot = self.bridge.matrix().bot();
-        let members = match &self.matrix_api {
-            Some(api) => api.members(room_id.as_str(), &bot_id).await.map_err(transient)?,
-            None => bot
-                .joined_members(room_id)
-                .await?
-                .into_iter()
-                .map(|user| (user.to_string(), localpart(user.as_str())))
-                .collect(),
-        };
-        let members = members.into_iter().filter(|(user, _)| self.is_matrix_person(user)).collect();
-        let power = match &self.matrix_api {
-            Some(api) => RoomPower::from_state(&api.room_state(room_id.as_str(), &bot_id).await.map_err(transient)?),
-            None => RoomPower::default().with_levels(bot.power_levels(room_id).await?.into_content()),
-        };
-        Ok((members, power))
+        Ok((self.matrix_members(room_id).await?, self.room_power(room_id).await?))
     }
 
     /// Seats `from` in the room as `nick`, with what is known of the Matrix side; returns the other XMPP occupants.
@@ -253,7 +240,7 @@ impl GatewayMucs<'_> {
     }
 
     /// The room's recent messages, with delay stamps, to the joiner; each is mapped under its event ID so
-    /// reactions, replies and retractions can name it. None without the appservice token to read them with.
+    /// reactions, replies and retractions can name it.
     async fn send_history(
         &self,
         room: &BareJid,
@@ -261,14 +248,18 @@ impl GatewayMucs<'_> {
         portal: &Portal,
         room_id: &OwnedRoomId,
     ) -> ConnectorResult<()> {
-        let Some(api) = &self.matrix_api else { return Ok(()) };
-        let bot_id = self.bridge.bot_user_id();
         // The occupant is in already; without history (Conduit 0.11 answers an appservice's `/messages` with an
-        // empty 500) the join still stands.
-        let events = match api.recent_messages(room_id.as_str(), &bot_id, HISTORY_MESSAGES).await {
-            Ok(events) => events,
-            Err(error) => {
+        // empty 500, retried in vain) the join still stands, after at most `HISTORY_WAIT`.
+        let query = MessagesQuery::room_messages(Direction::Backward, HISTORY_MESSAGES, None);
+        let bot = self.bridge.matrix().bot();
+        let events = match tokio::time::timeout(HISTORY_WAIT, bot.messages(room_id, &query)).await {
+            Ok(Ok(page)) => page.chunk.into_iter().rev().collect(),
+            Ok(Err(error)) => {
                 tracing::warn!(%error, room = %room_id, "cannot read the room's history; joining without it");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(room = %room_id, "reading the room's history takes too long; joining without it");
                 Vec::new()
             }
         };

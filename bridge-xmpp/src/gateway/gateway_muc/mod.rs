@@ -18,7 +18,8 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use lattice_bridge_core::{connector::GhostSpec, formatting::RichText, store::Portal};
+use lattice_bridge_core::{connector::GhostSpec, formatting::RichText, matrix, store::Portal};
+use ruma::RoomId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_xmpp::parsers::{
@@ -192,7 +193,6 @@ impl GatewayMucs<'_> {
     /// Loads the XMPP occupants of every gateway MUC from the store, after a restart, with the rooms' members and
     /// power levels. Runs before the gateway handles anything.
     pub(crate) async fn restore(&self) {
-        let bot_id = self.bridge.bot_user_id();
         for (kind, portal) in self.portals("restore gateway MUC occupants").await {
             let PortalKind::GatewayMuc(room) = kind else { continue };
             let occupants = stored_occupants(&portal);
@@ -200,21 +200,38 @@ impl GatewayMucs<'_> {
                 continue;
             }
             let (mut members, mut power) = (HashMap::new(), RoomPower::default());
-            if let Some(api) = &self.matrix_api {
-                match api.members(&portal.room_id, &bot_id).await {
-                    Ok(found) => {
-                        members = found.into_iter().filter(|(user, _)| self.is_matrix_person(user)).collect();
-                    }
+            if let Ok(room_id) = <&RoomId>::try_from(portal.room_id.as_str()) {
+                match self.matrix_members(room_id).await {
+                    Ok(found) => members = found,
                     Err(error) => tracing::warn!(%room, %error, "cannot read the members of a gateway MUC"),
                 }
-                match api.room_state(&portal.room_id, &bot_id).await {
-                    Ok(state) => power = RoomPower::from_state(&state),
+                match self.room_power(room_id).await {
+                    Ok(found) => power = found,
                     Err(error) => tracing::warn!(%room, %error, "cannot read the power levels of a gateway MUC"),
                 }
             }
             tracing::info!(%room, occupants = occupants.len(), "restored the XMPP occupants of a gateway MUC");
             self.rooms().insert(room, Room { room_id: portal.room_id.clone(), occupants, members, power });
         }
+    }
+
+    /// The room's Matrix members (people, not the bridge's users) by display name, their localpart when they have
+    /// none.
+    pub(super) async fn matrix_members(&self, room_id: &RoomId) -> matrix::Result<HashMap<String, String>> {
+        let members = self.bridge.matrix().bot().joined_member_profiles(room_id).await?;
+        Ok(members
+            .into_iter()
+            .filter(|(user, _)| self.is_matrix_person(user.as_str()))
+            .map(|(user, member)| {
+                let name = member.display_name.unwrap_or_else(|| user.localpart().to_owned());
+                (user.to_string(), name)
+            })
+            .collect())
+    }
+
+    /// Who holds which level in the room: its power levels, and the creators above them.
+    pub(super) async fn room_power(&self, room_id: &RoomId) -> matrix::Result<RoomPower> {
+        Ok(RoomPower::from_state(&self.bridge.matrix().bot().room_state(room_id).await?))
     }
 
     /// The ghost of an XMPP occupant, named after their nick.

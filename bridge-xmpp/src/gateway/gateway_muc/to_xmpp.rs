@@ -4,8 +4,7 @@
 
 use lattice_bridge_core::{
     ConnectorError,
-    connector::ConnectorResult,
-    store::{MessageMapping, Portal},
+    connector::{ConnectorResult, Sent},
 };
 use serde_json::Value;
 use tokio_xmpp::parsers::{
@@ -20,7 +19,10 @@ use tokio_xmpp::parsers::{
 use super::{GatewayMucs, muc_user, ranked_item};
 use crate::{
     affiliations::rank_of,
-    gateway::{delivery::Sent, messages::Outgoing, new_id},
+    gateway::{
+        messages::{Outgoing, RemoteId},
+        new_id,
+    },
     xep::{
         ids::gateway_muc_occupant_id as occupant_id,
         retract::{FALLBACK_BODY, ModerateRequest, Moderated, Retract},
@@ -39,7 +41,6 @@ impl GatewayMucs<'_> {
     pub(crate) async fn send_content(
         &self,
         room: &BareJid,
-        portal: &Portal,
         sender: &str,
         event_id: String,
         outgoing: Outgoing,
@@ -67,13 +68,7 @@ impl GatewayMucs<'_> {
             message.payloads = payloads.clone();
             self.send(message).await?;
         }
-        let record = MessageMapping {
-            remote_id: map_as.map_or_else(|| event_id.clone(), |remote| remote.to_string()),
-            event_id,
-            room_id: portal.room_id.clone(),
-            portal_key: portal.remote_key.clone(),
-        };
-        Ok(self.written(Some(record)))
+        Ok(self.written(Some(map_as.unwrap_or(RemoteId::Message(event_id)).into())))
     }
 
     /// A Matrix topic change: the MUC's subject, to every XMPP occupant.

@@ -31,6 +31,13 @@ impl fmt::Display for RemoteId {
     }
 }
 
+/// The runtime's opaque form, to record in the message map.
+impl From<RemoteId> for lattice_bridge_core::connector::RemoteId {
+    fn from(id: RemoteId) -> Self {
+        Self::new(id.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,8 @@
 
 use lattice_bridge_core::{
     ConnectorError,
-    connector::ConnectorResult,
-    store::{MessageMapping, Portal},
+    connector::{ConnectorResult, Sent},
+    store::Portal,
 };
 use tokio::sync::oneshot;
 use tokio_xmpp::parsers::{
@@ -17,7 +17,10 @@ use tokio_xmpp::parsers::{
 
 use super::{AckWaiter, MucPortals, Reflection, error_text};
 use crate::{
-    gateway::{delivery::Sent, messages::Outgoing, new_id, outgoing, transient},
+    gateway::{
+        messages::{Outgoing, RemoteId},
+        new_id, outgoing, transient,
+    },
     xep::retract::ModerateRequest,
 };
 
@@ -29,7 +32,6 @@ impl MucPortals<'_> {
         room: &BareJid,
         portal: &Portal,
         sender: &str,
-        event_id: Option<String>,
         outgoing: Outgoing,
     ) -> ConnectorResult<Sent> {
         let (body, payloads, map_as) = match outgoing {
@@ -40,17 +42,11 @@ impl MucPortals<'_> {
             }
         };
         let reflection = self.send_groupchat(room, portal, sender, body, payloads).await?;
-        let (room_id, portal_key) = (portal.room_id.clone(), portal.remote_key.clone());
         // Delivered once the MUC reflects it; the room's next messages go out meanwhile.
-        Ok(Sent::Later(Box::pin(async move {
+        Ok(Sent::later(async move {
             let id = reflection.await?;
-            Ok(event_id.map(|event_id| MessageMapping {
-                event_id,
-                room_id,
-                portal_key,
-                remote_id: map_as.map_or(id, |remote| remote.to_string()),
-            }))
-        })))
+            Ok(Some(map_as.unwrap_or(RemoteId::Message(id)).into()))
+        }))
     }
 
     /// Sends a groupchat message from a Matrix user. The returned future waits for the MUC to reflect it and comes
