@@ -1,11 +1,12 @@
 //! `lattice-bench`: the performance figures of issue 4 (IRC: P1 memory per idle puppet, P2 Matrix → IRC
-//! throughput, P3 latency, P5 cold start) and issue 6 (XMPP: P6), each measured against real servers (Synapse, ngircd, Prosody)
+//! throughput, P3 latency, P5 cold start, P7 the edge: its memory, an upgrade's pause, a cold start after it dies)
+//! and issue 6 (XMPP: P6), each measured against real servers (Synapse, ngircd, Prosody)
 //! beside a baseline measured in the same run. It prints figures and asserts nothing.
 //!
 //! ```text
 //! lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] [--p3-samples N]
 //!               [--p5-portals N] [--p5-puppets N]
-//!               [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p5|p6|all]…
+//!               [--p6-messages N] [--p6-users N] [--p6-stanzas N] [--p7-puppets N] [p1|p2|p3|p5|p6|p7|all]…
 //! ```
 //!
 //! The bridges run as their own processes from `--bin-dir` (default `target/release`): build them with
@@ -21,6 +22,7 @@ mod p2;
 mod p3;
 mod p5;
 mod p6;
+mod p7;
 mod rig;
 mod stats;
 mod tap;
@@ -31,7 +33,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 const USAGE: &str = "usage: lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] \
-                     [--p3-samples N] [--p5-portals N] [--p5-puppets N] [--p6-messages N] [--p6-users N] [--p6-stanzas N] [p1|p2|p3|p5|p6|all]…";
+                     [--p3-samples N] [--p5-portals N] [--p5-puppets N] [--p6-messages N] [--p6-users N] [--p6-stanzas N] [--p7-puppets N] [p1|p2|p3|p5|p6|p7|all]…";
 
 struct Args {
     bin_dir: PathBuf,
@@ -41,6 +43,7 @@ struct Args {
     p3_samples: usize,
     p5: p5::P5,
     p6: p6::P6,
+    p7: p7::P7,
 }
 
 impl Args {
@@ -53,6 +56,7 @@ impl Args {
             p3_samples: 200,
             p5: p5::P5 { portals: 1000, puppets: 300 },
             p6: p6::P6 { messages: 1000, users: 1000, stanzas: 1000 },
+            p7: p7::P7 { puppets: 2000 },
         };
         while let Some(arg) = args.next() {
             let mut number = |flag: &str| -> anyhow::Result<usize> {
@@ -70,8 +74,9 @@ impl Args {
                 "--p6-messages" => parsed.p6.messages = number(&arg)?,
                 "--p6-users" => parsed.p6.users = number(&arg)?,
                 "--p6-stanzas" => parsed.p6.stanzas = number(&arg)?.max(1),
-                "p1" | "p2" | "p3" | "p5" | "p6" => parsed.which.push(arg),
-                "all" => parsed.which.extend(["p2", "p1", "p3", "p5", "p6"].map(String::from)),
+                "--p7-puppets" => parsed.p7.puppets = number(&arg)?.max(1),
+                "p1" | "p2" | "p3" | "p5" | "p6" | "p7" => parsed.which.push(arg),
+                "all" => parsed.which.extend(["p2", "p1", "p3", "p5", "p6", "p7"].map(String::from)),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -103,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             "p3" => p3::run(&args.bin_dir, args.p3_samples).await?,
             "p5" => p5::run(&args.bin_dir, &args.p5).await?,
             "p6" => p6::run(&args.bin_dir, &args.p6).await?,
+            "p7" => p7::run(&args.bin_dir, &args.p7).await?,
             other => println!("\n## {other}: not built yet"),
         }
     }
