@@ -22,6 +22,7 @@
 pub mod bridge;
 mod conduit;
 pub mod homeserver;
+pub mod irc_edge;
 pub mod ircd;
 mod matrix_user;
 mod process;

@@ -440,26 +440,13 @@ async fn supervise(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use irc::proto::Command;
-
-    /// Lines reach the owner whole however the server's writes cut them: many to a read (past the read buffer, in
-    /// which whole lines are taken without waiting), one cut across two writes, one longer than the buffer.
-    #[tokio::test]
-    async fn lines_are_read_whole_however_writes_cut_them() {
-        use tokio::io::AsyncWriteExt as _;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = ServerConfig {
-            host: "127.0.0.1".into(),
-            port: listener.local_addr().unwrap().port(),
-            tls: false,
-            password: None,
-        };
-        let settings = Settings {
+impl Settings {
+    /// A puppet `Me` of `@me:hs` on network `test`, on a server at 127.0.0.1:`port`.
+    pub(crate) fn for_test(port: u16) -> Self {
+        Self {
             owner: "@me:hs".into(),
             network: "test".into(),
-            servers: vec![server],
+            servers: vec![ServerConfig { host: "127.0.0.1".into(), port, tls: false, password: None }],
             ca_file: None,
             nick: "Me".into(),
             max_nick_length: 30,
@@ -470,7 +457,22 @@ mod tests {
             reconnect: ReconnectConfig::default(),
             forward: Forward::Own,
             ident: IdentRegistry::default(),
-        };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use irc::proto::Command;
+
+    /// Lines reach the owner whole however the server's writes cut them: many to a read (past the read buffer, in
+    /// which whole lines are taken without waiting), one cut across two writes, one longer than the buffer.
+    #[tokio::test]
+    async fn lines_are_read_whole_however_writes_cut_them() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let settings = Settings::for_test(listener.local_addr().unwrap().port());
         let (events, mut received) = mpsc::channel(64);
         let connection = LocalConnection::spawn(settings, events, Arc::new(Semaphore::new(1)));
         let (mut peer, _) = listener.accept().await.unwrap();

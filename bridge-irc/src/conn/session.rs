@@ -58,6 +58,27 @@ enum Read {
     WriterFrozen(WriteHalf),
 }
 
+/// A session's writing half at work, and the queues into it.
+struct Writer {
+    urgent_tx: mpsc::Sender<Line>,
+    normal_tx: mpsc::Sender<Outgoing>,
+    receipts: Arc<Mutex<Receipts>>,
+    writer_task: JoinHandle<std::io::Result<Option<WriteHalf>>>,
+}
+
+impl Writer {
+    /// Starts writing to `writer`: urgent lines first, the rest through the flood bucket (see [`write_lines`]).
+    fn start(shared: &Shared, settings: &Settings, writer: WriteHalf) -> Self {
+        let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
+        let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
+        let receipts = Arc::new(Mutex::new(Receipts::default()));
+        let frozen = shared.freeze.subscribe();
+        let writer_task =
+            tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts), frozen));
+        Self { urgent_tx, normal_tx, receipts, writer_task }
+    }
+}
+
 /// How long a frozen connection waits for the server to confirm the lines it wrote before it is handed over.
 const DRAIN: Duration = Duration::from_secs(3);
 
@@ -99,12 +120,7 @@ pub(super) async fn session(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let (reader, writer) = tokio::io::split(stream);
-    let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
-    let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
-    let receipts = Arc::new(Mutex::new(Receipts::default()));
-    let frozen = shared.freeze.subscribe();
-    let mut writer_task =
-        tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts), frozen));
+    let Writer { urgent_tx, normal_tx, receipts, mut writer_task } = Writer::start(shared, settings, writer);
     let sasl_login = settings.login.as_ref().filter(|login| login.method == AuthMethod::Sasl);
     let has_certificate = server.tls && sasl_login.is_some_and(|login| login.certificate.is_some());
     let has_password = sasl_login.is_some_and(|login| !login.password.is_empty());

@@ -12,9 +12,7 @@ use tokio::{
 
 use super::{EdgeCommand, EdgeLink, server};
 use crate::{
-    config::{FloodConfig, ReconnectConfig, ServerConfig},
-    conn::{ConnEvent, Connection, Dialer, Forward, Settings},
-    ident::IdentRegistry,
+    conn::{ConnEvent, Connection, Dialer, Settings},
     ircv3::tags,
     line::Line,
 };
@@ -69,30 +67,12 @@ async fn edge() -> (tempfile::TempDir, EdgeCommand) {
     (dir, EdgeCommand { socket, binary: "/nonexistent".into(), linger_secs: 60, ident_bind: None })
 }
 
-fn settings(port: u16) -> Settings {
-    Settings {
-        owner: "@me:hs".into(),
-        network: "test".into(),
-        servers: vec![ServerConfig { host: "127.0.0.1".into(), port, tls: false, password: None }],
-        ca_file: None,
-        nick: "Me".into(),
-        max_nick_length: 30,
-        username: "me".into(),
-        realname: "me".into(),
-        login: None,
-        flood: FloodConfig::default(),
-        reconnect: ReconnectConfig::default(),
-        forward: Forward::Own,
-        ident: IdentRegistry::default(),
-    }
-}
-
 /// A bridge's side: its link, the connection it opened, and its network's events.
 async fn attach(command: &EdgeCommand, port: u16) -> (Dialer, Connection, mpsc::Receiver<ConnEvent>) {
     let link = EdgeLink::start(command.clone()).await.unwrap();
     let (events, received) = mpsc::channel(64);
     let dialer = Dialer::new("test", 1, events, Some(link));
-    let connection = dialer.open(settings(port));
+    let connection = dialer.open(Settings::for_test(port));
     (dialer, connection, received)
 }
 

@@ -130,33 +130,14 @@ impl ShippedBridge {
 
     /// The process ID of the edge that holds the bridge's IRC connections, from the file beside its socket.
     pub(crate) fn edge_pid(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.dir.path().join("edge.pid")).ok()?;
-        text.trim().parse().ok()
+        lattice_e2e::irc_edge::edge_pid(&self.dir.path().join("edge.sock"))
     }
 
     /// Upgrades the edge as an operator would: a new `lattice-irc edge --take-over` on the same socket takes the
-    /// IRC connections over from the running one. Returns once the new edge has written its pid file.
+    /// IRC connections over from the running one. Returns the new edge's process ID.
     pub(crate) async fn upgrade_edge(&self) -> anyhow::Result<u32> {
-        use std::os::unix::process::CommandExt as _;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("edge.log"))?;
-        let mut child = Command::new(&self.binary)
-            .args(["edge", "--take-over", "--linger-secs", "300", "--socket"])
-            .arg(self.dir.path().join("edge.sock"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()?;
-        let pid = child.id();
-        // Reaped when it ends (the test's Drop kills it).
-        std::thread::spawn(move || child.wait());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.edge_pid() != Some(pid) {
-            ensure!(tokio::time::Instant::now() < deadline, "the new edge did not take over: {}", self.edge_log());
-            // Polling the pid file the new edge writes once it listens.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let socket = self.dir.path().join("edge.sock");
+        let (pid, _) = lattice_e2e::irc_edge::take_over_edge(&self.binary, &socket).await?;
         Ok(pid)
     }
 

@@ -1,16 +1,14 @@
 //! Going on with a connection another process registered (see [`crate::conn::handover`]): a session that starts
 //! registered, handles the bytes read there first, then reads on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::{io::BufReader, sync::mpsc};
 
-use super::{READ_BUFFER, Registration, Session, Shared, lock};
+use super::{READ_BUFFER, Registration, Session, Shared, Writer, lock};
 use crate::{
-    conn::{ConnEvent, Outgoing, Settings, handover::FrozenState, transport::Stream, writer::write_lines},
+    conn::{ConnEvent, Settings, handover::FrozenState, transport::Stream},
     ircv3::cap::CapNegotiation,
-    line::Line,
-    receipt::Receipts,
 };
 
 /// A connection that registered in another process and was handed to this one (see [`super::handover`]): its
@@ -25,12 +23,7 @@ pub(in crate::conn) async fn resumed_session(
     let FrozenState { server, nick, max_nick_length, caps, unread, .. } = frozen;
     let _ident = settings.ident.register(stream.local_addr()?, stream.peer_addr()?, &settings.username);
     let (reader, writer) = tokio::io::split(Box::new(stream) as Box<dyn Stream>);
-    let (urgent_tx, urgent_rx) = mpsc::channel::<Line>(256);
-    let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
-    let receipts = Arc::new(Mutex::new(Receipts::default()));
-    let frozen = shared.freeze.subscribe();
-    let mut writer_task =
-        tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts), frozen));
+    let Writer { urgent_tx, normal_tx, receipts, mut writer_task } = Writer::start(shared, settings, writer);
     if let Some(session) = lock(&shared.session).as_mut() {
         session.sender = normal_tx.clone();
         session.urgent = urgent_tx.clone();

@@ -154,11 +154,7 @@ impl BridgeProcess {
 
     /// How to upgrade the IRC bridge's edge with `lattice-irc` from `bin_dir` (see [`run_edge_upgrade`]).
     pub(crate) fn upgrade_edge_command(&self, bin_dir: &Path) -> EdgeUpgrade {
-        EdgeUpgrade {
-            binary: bin_dir.join("lattice-irc"),
-            socket: self.edge_pid_file.with_extension("sock"),
-            old_pid: self.edge_pid(),
-        }
+        EdgeUpgrade { binary: bin_dir.join("lattice-irc"), socket: self.edge_pid_file.with_extension("sock") }
     }
 
     /// Waits until its resident memory stops moving (two readings 1 s apart within 1%, at most 20 s) and returns it,
@@ -232,39 +228,14 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// An edge upgrade to run: the new binary, the socket, the edge it replaces.
+/// An edge upgrade to run: the new binary and the socket.
 pub(crate) struct EdgeUpgrade {
     binary: PathBuf,
     socket: PathBuf,
-    old_pid: Option<u32>,
 }
 
-/// Starts `lattice-irc edge --take-over` on the socket, as an operator upgrades the edge, and returns how long it
-/// took until the new edge listened (its pid file names it).
+/// Upgrades the edge as an operator does (`lattice-irc edge --take-over`); returns how long it took until the new
+/// edge listened.
 pub(crate) async fn run_edge_upgrade(upgrade: EdgeUpgrade) -> anyhow::Result<Duration> {
-    use std::os::unix::process::CommandExt as _;
-    let started = Instant::now();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(upgrade.socket.with_extension("log"))?;
-    let mut child = Command::new(&upgrade.binary)
-        .args(["edge", "--take-over", "--linger-secs", "60", "--socket"])
-        .arg(&upgrade.socket)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()?;
-    let pid = child.id();
-    std::thread::spawn(move || child.wait());
-    let pid_file = upgrade.socket.with_extension("pid");
-    loop {
-        let now: Option<u32> = std::fs::read_to_string(&pid_file).ok().and_then(|text| text.trim().parse().ok());
-        if now == Some(pid) {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the new edge (pid {pid}) did not take over from {:?} within 60 s", upgrade.old_pid);
-        }
-        // The new edge writes its pid file once it listens; nothing to be notified by.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Ok(lattice_e2e::irc_edge::take_over_edge(&upgrade.binary, &upgrade.socket).await?.1)
 }
