@@ -7,12 +7,14 @@
 //! Every `/_matrix/app/…` route requires the homeserver's `hs_token` ([`auth`]); unknown paths answer
 //! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`. A transaction body may be up to
 //! [`TRANSACTION_BODY_LIMIT`] (32 MiB; larger is `413 M_TOO_LARGE`); other bodies up to axum's default of 2 MB.
+//! The listener's timeouts and connection cap are in [`listener`].
 //!
 //! [Application Service API]: https://spec.matrix.org/v1.16/application-service-api/
 
 mod auth;
 mod body;
 mod errors;
+mod listener;
 mod media;
 mod ops;
 mod ping;
@@ -28,8 +30,8 @@ use axum::{
     routing::{get, post, put},
 };
 
-pub(crate) use self::txn_key::txn_id_of;
-pub use self::{errors::ErrorBody, transactions::TRANSACTION_BODY_LIMIT};
+pub use self::{errors::ErrorBody, listener::ListenerLimits, transactions::TRANSACTION_BODY_LIMIT};
+pub(crate) use self::{listener::serve, txn_key::txn_id_of};
 use crate::{connector::Connector, runtime::Runtime};
 
 /// The appservice router over a runtime.

@@ -3,5 +3,6 @@
 
 mod appservice_api;
 mod copy_database;
+mod hostile_input;
 mod store;
 mod support;

@@ -8,6 +8,7 @@ use std::{
 
 use lattice_bridge_core::{
     Bridge, BridgeHandle, Connector, RuntimeSettings, ShutdownTrigger,
+    appservice::ListenerLimits,
     connector::{ConnectorInfo, ConnectorResult},
     event::MatrixEvent,
     store::{Cipher, Portal, Store},
@@ -119,6 +120,11 @@ pub fn registration() -> AppserviceRegistration {
 impl TestBridge {
     /// Starts a bridge over `store` with the given registration.
     pub async fn start(store: Store, registration: AppserviceRegistration) -> Self {
+        Self::start_with_limits(store, registration, ListenerLimits::default()).await
+    }
+
+    /// Starts a bridge whose listener has the given limits.
+    pub async fn start_with_limits(store: Store, registration: AppserviceRegistration, limits: ListenerLimits) -> Self {
         let recorder = Recorder::default();
         let settings = RuntimeSettings {
             homeserver_url: "http://127.0.0.1:9".parse().unwrap(),
@@ -127,6 +133,7 @@ impl TestBridge {
             metrics_enabled: true,
             media_base_url: "http://127.0.0.1:9".parse().unwrap(),
             bot_displayname: None,
+            listener: limits,
         };
         let hs_token = registration.registration().hs_token.clone();
         let bridge = Bridge::from_parts(settings, registration, store, recorder.clone()).unwrap();
