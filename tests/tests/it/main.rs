@@ -10,4 +10,5 @@ mod harness;
 mod homeserver_outage;
 mod irc_crash;
 mod packages;
+mod secrets_in_logs;
 mod xmpp_crash;
