@@ -73,7 +73,7 @@ pub(crate) fn router<C: Connector>(runtime: Arc<Runtime<C>>) -> Router {
 
 /// The span of one request: method, path and query, with the value of an `access_token` parameter (the homeserver's
 /// token, where a homeserver still sends it that way) left out.
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     let uri = request.uri();
     let query = uri.query().map(redacted_query);
     tracing::debug_span!("request", method = %request.method(), path = uri.path(), query, version = ?request.version())
