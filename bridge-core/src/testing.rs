@@ -60,6 +60,11 @@ impl FakeHomeserver {
         Self { url, received }
     }
 
+    /// Its base URL, for a runtime's `homeserver_url`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
     /// Everything received so far, in order.
     pub fn received(&self) -> Vec<Request> {
         self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()

@@ -12,7 +12,7 @@ use std::{
 
 use lattice_bridge_core::appservice::ListenerLimits;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,

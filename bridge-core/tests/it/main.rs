@@ -4,5 +4,6 @@
 mod appservice_api;
 mod copy_database;
 mod hostile_input;
+mod permissions;
 mod store;
 mod support;
