@@ -9,6 +9,8 @@ pub mod config;
 mod conn;
 pub mod connector;
 mod delivery;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod ghosts;
 mod ident;
 mod ids;

@@ -30,6 +30,8 @@ use axum::{
     routing::{get, post, put},
 };
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use self::transactions::peek_transaction;
 pub use self::{errors::ErrorBody, listener::ListenerLimits, transactions::TRANSACTION_BODY_LIMIT};
 pub(crate) use self::{listener::serve, txn_key::txn_id_of};
 use crate::{connector::Connector, runtime::Runtime};

@@ -28,12 +28,12 @@ mod lanes;
 mod link;
 mod matrix_api;
 mod matrix_events;
-mod messages;
+pub(crate) mod messages;
 mod muc;
 mod portal;
 mod requests;
 mod run;
-mod skim;
+pub(crate) mod skim;
 mod stanzas;
 
 use std::{

@@ -78,7 +78,7 @@ fn next_attribute(attributes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 }
 
 /// Decides which stanzas to drop.
-pub(super) type DropStanza = Arc<dyn Fn(&StanzaHead<'_>) -> bool + Send + Sync>;
+pub(crate) type DropStanza = Arc<dyn Fn(&StanzaHead<'_>) -> bool + Send + Sync>;
 
 /// The markup construct a `<` opened, as far as its bytes tell so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ struct Open {
 }
 
 /// Drops the stanzas a [`DropStanza`] picks from an XMPP stream fed in pieces of any size.
-pub(super) struct Skimmer {
+pub(crate) struct Skimmer {
     drop_stanza: DropStanza,
     /// The markup construct the scan is inside, if any.
     open: Option<Open>,
@@ -135,13 +135,13 @@ impl std::fmt::Debug for Skimmer {
 
 impl Skimmer {
     /// A skimmer for a new stream.
-    pub(super) fn new(drop_stanza: DropStanza) -> Self {
+    pub(crate) fn new(drop_stanza: DropStanza) -> Self {
         Self { drop_stanza, open: None, depth: 0, dropping: false, passthrough: false, head: Vec::new() }
     }
 
     /// Appends to `out` the bytes of `input` that pass; bytes of a stanza start tag not yet whole wait for the next
     /// piece.
-    pub(super) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut at = 0;
         while at < input.len() {
             if self.passthrough {
