@@ -113,6 +113,7 @@ async fn run(backend: &str, store: Store, stalled: bool) {
         metrics_enabled: true,
         media_base_url: "http://127.0.0.1:9".parse().unwrap(),
         bot_displayname: None,
+        listener: Default::default(),
     };
     let bridge = Bridge::from_parts(settings, registration, store, Sink { stalled }).unwrap();
     let trigger = bridge.shutdown_trigger();

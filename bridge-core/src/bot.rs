@@ -102,6 +102,9 @@ async fn run_command<C: Connector>(runtime: &Runtime<C>, event: &MatrixEvent, se
     let Some(spec) = all.iter().find(|spec| spec.name == name) else {
         return format!("Unknown command `{name}`. Send `help` for the list.");
     };
+    if level == PermissionLevel::None {
+        return "⚠ You are not allowed to use this bridge.".into();
+    }
     if level < spec.level {
         return format!("⚠ `{name}` is for bridge admins only.");
     }

@@ -18,6 +18,8 @@ mod dispatch;
 mod error;
 pub mod event;
 pub mod formatting;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod handle;
 pub mod matrix;
 pub mod metrics;

@@ -86,6 +86,11 @@ impl FakeHomeserver {
         self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(route);
     }
 
+    /// Its base URL, for a runtime's `homeserver_url`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
     /// Everything received so far, in order.
     pub fn received(&self) -> Vec<Request> {
         self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()

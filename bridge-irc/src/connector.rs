@@ -63,6 +63,7 @@ impl IrcConnector {
             binary,
             linger_secs: self.section.edge.linger_secs,
             ident_bind: ident.enabled.then(|| ident.bind.clone()),
+            log_filter: Some(config.logging.filter.clone()),
         });
         self
     }

@@ -10,6 +10,8 @@ mod conn;
 pub mod connector;
 mod delivery;
 pub mod edge;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod ghosts;
 mod ident;
 mod ids;

@@ -101,17 +101,39 @@ impl Line {
 
 impl fmt::Debug for Line {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = String::from_utf8_lossy(&self.0);
-        // Passwords travel in AUTHENTICATE, PASS and NickServ lines: never log them.
-        let shown = if text.starts_with("AUTHENTICATE ") && !text.starts_with("AUTHENTICATE PLAIN")
-            || text.starts_with("PASS ")
-            || text.to_ascii_uppercase().contains("IDENTIFY ")
-        {
-            "<secret>".into()
-        } else {
-            text.trim_end().to_owned()
-        };
-        write!(formatter, "Line({shown})")
+        write!(formatter, "Line({})", loggable(&String::from_utf8_lossy(&self.0)))
+    }
+}
+
+/// SASL mechanism names and the empty and abort markers: the `AUTHENTICATE` arguments that carry no secret.
+const PLAIN_AUTHENTICATE: &[&str] = &["+", "*", "PLAIN", "EXTERNAL", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// An IRC line as it may appear in a log, in either direction: the parameters of a line that carries a password —
+/// `PASS`, `OPER`, an `AUTHENTICATE` step, a message to services with `IDENTIFY`, `REGISTER` or `PASSWORD` in it (also
+/// as the server echoes it back with `echo-message`) — are replaced by `<secret>`; tags, prefix and command stay.
+pub(crate) fn loggable(line: &str) -> std::borrow::Cow<'_, str> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let mut rest = line;
+    for marker in ['@', ':'] {
+        if rest.starts_with(marker) {
+            rest = rest.split_once(' ').map_or("", |(_, after)| after).trim_start_matches(' ');
+        }
+    }
+    let (command, params) = rest.split_once(' ').unwrap_or((rest, ""));
+    let secret = match command.to_ascii_uppercase().as_str() {
+        "PASS" | "OPER" => true,
+        "AUTHENTICATE" => !PLAIN_AUTHENTICATE.contains(&params.trim()),
+        "PRIVMSG" | "NOTICE" | "NS" | "NICKSERV" | "CS" | "CHANSERV" => {
+            let upper = params.to_ascii_uppercase();
+            ["IDENTIFY", "REGISTER", "PASSWORD", "GHOST", "RECOVER", "REGAIN"].iter().any(|word| upper.contains(word))
+        }
+        _ => false,
+    };
+    if secret {
+        let head = &line[..line.len() - params.len()];
+        std::borrow::Cow::Owned(format!("{}<secret>", head))
+    } else {
+        std::borrow::Cow::Borrowed(line)
     }
 }
 
@@ -200,6 +222,33 @@ mod tests {
         assert_eq!(text(&line.clone().prefixed("@+typing=active ")), "@+typing=active PRIVMSG #chan :hi\r\n");
         assert_eq!(text(&line.clone().prefixed("@a=b\r\nQUIT ")), "@a=b  QUIT PRIVMSG #chan :hi\r\n");
         assert_eq!(text(&line.clone().prefixed("")), text(&line));
+    }
+
+    #[test]
+    fn lines_with_passwords_are_logged_without_them() {
+        let cases = [
+            ("PASS hunter2\r\n", "PASS <secret>"),
+            ("AUTHENTICATE PLAIN\r\n", "AUTHENTICATE PLAIN"),
+            ("AUTHENTICATE +", "AUTHENTICATE +"),
+            ("AUTHENTICATE AGFsaWNlAHMzY3JldA==", "AUTHENTICATE <secret>"),
+            ("PRIVMSG NickServ :IDENTIFY alice s3cret", "PRIVMSG <secret>"),
+            ("privmsg nickserv :identify s3cret", "privmsg <secret>"),
+            (
+                "@time=2026-12-07T21:44:14Z;msgid=6 :carol!c@h PRIVMSG NickServ :IDENTIFY carol s3cret",
+                "@time=2026-12-07T21:44:14Z;msgid=6 :carol!c@h PRIVMSG <secret>",
+            ),
+            (":alice!a@h PRIVMSG NickServ :REGISTER s3cret a@example.org", ":alice!a@h PRIVMSG <secret>"),
+            ("NS GHOST alice s3cret", "NS <secret>"),
+            ("OPER admin s3cret", "OPER <secret>"),
+            (":srv AUTHENTICATE cj1meWtvK2Q=", ":srv AUTHENTICATE <secret>"),
+            ("PRIVMSG #chan :hello there", "PRIVMSG #chan :hello there"),
+            (":bob!b@h PRIVMSG #chan :identity matters", ":bob!b@h PRIVMSG #chan :identity matters"),
+        ];
+        for (line, shown) in cases {
+            assert_eq!(loggable(line), shown, "{line}");
+        }
+        let encoded = Line::new("PRIVMSG", &["NickServ"], Some("IDENTIFY alice s3cret")).unwrap();
+        assert_eq!(format!("{encoded:?}"), "Line(PRIVMSG <secret>)");
     }
 
     fn text(line: &Line) -> String {

@@ -9,6 +9,8 @@ pub mod addressing;
 mod affiliations;
 pub mod config;
 pub mod connector;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod gateway;
 mod styling;
 #[cfg(test)]

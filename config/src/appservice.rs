@@ -35,6 +35,28 @@ pub struct AppserviceConfig {
     pub registration: PathBuf,
     /// The bridge bot user.
     pub bot: BotConfig,
+    /// What the listener allows a client before it hangs up (defaults fit a homeserver on a LAN).
+    #[serde(default)]
+    pub limits: ListenerLimitsConfig,
+}
+
+/// `appservice.limits:` — the listener's defences against slow or many clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimitsConfig {
+    /// Seconds a client has to send a request's line and headers, and the most a kept-alive connection may sit idle
+    /// between requests (default 30).
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take from its headers to its answer, body included (default 60).
+    pub request_timeout_secs: u64,
+    /// Connections served at once; one more is answered `503` and closed (default 512).
+    pub max_connections: usize,
+}
+
+impl Default for ListenerLimitsConfig {
+    fn default() -> Self {
+        Self { header_timeout_secs: 30, request_timeout_secs: 60, max_connections: 512 }
+    }
 }
 
 /// The bridge bot: the registration's `sender_localpart` user.
@@ -105,6 +127,18 @@ impl Validate for AppserviceConfig {
             ));
         }
         check_localpart("bot.localpart", &self.bot.localpart, errors);
+        for (field, value) in [
+            ("limits.header_timeout_secs", self.limits.header_timeout_secs),
+            ("limits.request_timeout_secs", self.limits.request_timeout_secs),
+            ("limits.max_connections", self.limits.max_connections as u64),
+        ] {
+            if value == 0 {
+                errors.push(FieldError::new(
+                    field,
+                    "must not be 0 (expected a positive number; leave it out for the default)",
+                ));
+            }
+        }
         if let Some(avatar) = &self.bot.avatar_url {
             let valid = avatar
                 .strip_prefix("mxc://")
@@ -133,6 +167,7 @@ mod tests {
             media_url: None,
             registration: default_registration(),
             bot: BotConfig { localpart: "ircbot".into(), displayname: None, avatar_url: None },
+            limits: ListenerLimitsConfig::default(),
         }
     }
 
@@ -163,7 +198,7 @@ mod tests {
     #[test]
     fn validation() {
         type Edit = fn(&mut AppserviceConfig);
-        let cases: [(Edit, &[&str]); 9] = [
+        let cases: [(Edit, &[&str]); 10] = [
             (|_| {}, &[]),
             (|c| c.id.clear(), &["id"]),
             (|c| c.id = "a|b".into(), &["id"]),
@@ -172,6 +207,7 @@ mod tests {
             (|c| c.registration = PathBuf::new(), &["registration"]),
             (|c| c.bot.localpart = "Bot".into(), &["bot.localpart"]),
             (|c| c.bot.avatar_url = Some("https://x/y.png".into()), &["bot.avatar_url"]),
+            (|c| c.limits.max_connections = 0, &["limits.max_connections"]),
             (
                 |c| {
                     c.port = 0;

@@ -51,7 +51,7 @@ mod validate;
 use serde::{Deserialize, Serialize};
 
 pub use crate::{
-    appservice::{AppserviceConfig, BotConfig},
+    appservice::{AppserviceConfig, BotConfig, ListenerLimitsConfig},
     database::DatabaseConfig,
     encryption::EncryptionConfig,
     error::{ConfigError, LocatedFieldError, Location, Result},

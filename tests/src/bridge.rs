@@ -63,6 +63,7 @@ impl<C: Connector + Clone> RunningBridge<C> {
             metrics_enabled: false,
             media_base_url: url,
             bot_displayname: None,
+            listener: Default::default(),
         };
         let store_url = store_url(dir.path());
         let build: BuildConnector<C> = Box::new(build);

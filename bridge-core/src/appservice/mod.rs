@@ -7,12 +7,14 @@
 //! Every `/_matrix/app/…` route requires the homeserver's `hs_token` ([`auth`]); unknown paths answer
 //! `404 M_UNRECOGNIZED`, known paths with the wrong method `405 M_UNRECOGNIZED`. A transaction body may be up to
 //! [`TRANSACTION_BODY_LIMIT`] (32 MiB; larger is `413 M_TOO_LARGE`); other bodies up to axum's default of 2 MB.
+//! The listener's timeouts and connection cap are in [`listener`].
 //!
 //! [Application Service API]: https://spec.matrix.org/v1.16/application-service-api/
 
 mod auth;
 mod body;
 mod errors;
+mod listener;
 mod media;
 mod ops;
 mod ping;
@@ -28,8 +30,10 @@ use axum::{
     routing::{get, post, put},
 };
 
-pub(crate) use self::txn_key::txn_id_of;
-pub use self::{errors::ErrorBody, transactions::TRANSACTION_BODY_LIMIT};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use self::transactions::peek_transaction;
+pub use self::{errors::ErrorBody, listener::ListenerLimits, transactions::TRANSACTION_BODY_LIMIT};
+pub(crate) use self::{listener::serve, txn_key::txn_id_of};
 use crate::{connector::Connector, runtime::Runtime};
 
 /// The appservice router over a runtime.
@@ -66,5 +70,44 @@ pub(crate) fn router<C: Connector>(runtime: Arc<Runtime<C>>) -> Router {
         Some(extra) => router.merge(extra),
         None => router,
     };
-    router.layer(tower_http::trace::TraceLayer::new_for_http())
+    router.layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of one request: method, path and query, with the value of an `access_token` parameter (the homeserver's
+/// token, where a homeserver still sends it that way) left out.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let uri = request.uri();
+    let query = uri.query().map(redacted_query);
+    tracing::debug_span!("request", method = %request.method(), path = uri.path(), query, version = ?request.version())
+}
+
+/// `query` with the value of every `access_token` parameter replaced by `<redacted>`.
+fn redacted_query(query: &str) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        out.append_pair(&name, if name == "access_token" { "<redacted>" } else { &value });
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_shown_in_logs_has_no_access_token() {
+        let cases = [
+            ("access_token=s3cret", "access_token=%3Credacted%3E"),
+            (
+                "user_id=%40a%3Ahs&access_token=s3cret&access_token=again",
+                "user_id=%40a%3Ahs&access_token=%3Credacted%3E&access_token=%3Credacted%3E",
+            ),
+            ("access%5Ftoken=s3cret", "access_token=%3Credacted%3E"),
+            ("fields=x", "fields=x"),
+        ];
+        for (query, shown) in cases {
+            assert_eq!(redacted_query(query), shown, "{query}");
+            assert!(!redacted_query(query).contains("s3cret"));
+        }
+    }
 }

@@ -196,6 +196,22 @@ fn refuse(metrics: &Metrics, txn_id: &str, refusal: Refusal) -> Response {
     matrix_error(status, errcode, format!("Transaction {txn_id} not taken: {refusal}"))
 }
 
+/// Reads a transaction body as [`put_transaction`] does, without a store: the body, each event's queue key, the
+/// deduplication key, and each queued event as the runtime parses it (for the fuzz targets).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn peek_transaction(body: &[u8]) {
+    let Ok(parsed) = serde_json::from_slice::<TransactionBody>(body) else { return };
+    for raw in parsed.events.iter().chain(&parsed.ephemeral).chain(&parsed.ephemeral_unstable) {
+        if let Ok(key) = queue_key(raw.json(), |user_id| user_id.starts_with("@_bridge_")) {
+            assert!(key.starts_with('!'), "queued under {key:?}, which is no room ID");
+            if let Ok(value) = serde_json::from_str(raw.json().get()) {
+                let _ = crate::event::MatrixEvent::parse(value);
+            }
+        }
+    }
+    let _ = txn_key::dedup_key("fuzz", parsed.events.iter().map(Raw::json), body);
+}
+
 /// Items grouped by key, keys in first-seen order, each key's items in their order.
 fn by_key(items: Vec<QueuedItem>) -> Vec<(String, Vec<QueuedItem>)> {
     let mut groups: Vec<(String, Vec<QueuedItem>)> = Vec::new();

@@ -19,7 +19,8 @@ mod inbound;
 
 pub(crate) use self::inbound::InboundHandler;
 use crate::{
-    BridgeHandle, Error, Result, appservice,
+    BridgeHandle, Error, Result,
+    appservice::{self, ListenerLimits},
     connector::Connector,
     dispatch::Dispatcher,
     error::parse_id,
@@ -45,6 +46,8 @@ pub struct RuntimeSettings {
     pub media_base_url: Url,
     /// The bot's display name, set at start when given.
     pub bot_displayname: Option<String>,
+    /// The appservice listener's timeouts and connection cap.
+    pub listener: ListenerLimits,
 }
 
 impl RuntimeSettings {
@@ -57,6 +60,7 @@ impl RuntimeSettings {
             metrics_enabled: config.metrics.enabled,
             media_base_url: config.appservice.media_url(),
             bot_displayname: config.appservice.bot.displayname.clone(),
+            listener: ListenerLimits::from(&config.appservice.limits),
         })
     }
 }
@@ -68,6 +72,7 @@ pub(crate) struct Runtime<C> {
     pub(crate) inbound: Dispatcher<InboundHandler<C>>,
     pub(crate) metrics_enabled: bool,
     bot_displayname: Option<String>,
+    listener_limits: ListenerLimits,
     shutdown: watch::Sender<bool>,
     /// The last Matrix queue item left from an earlier run: items up to it may have reached the network already.
     replay_horizon: AtomicI64,
@@ -146,6 +151,7 @@ impl<C: Connector> Bridge<C> {
             ),
             metrics_enabled: settings.metrics_enabled,
             bot_displayname: settings.bot_displayname,
+            listener_limits: settings.listener,
             shutdown,
             replay_horizon: AtomicI64::new(0),
         });
@@ -201,10 +207,10 @@ impl<C: Connector> Bridge<C> {
         ));
 
         let mut shutdown = runtime.shutdown.subscribe();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stopping| *stopping).await;
-            })
+        let stopping = async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        };
+        appservice::serve(listener, router, runtime.listener_limits, stopping)
             .await
             .map_err(|source| Error::Io { context: "the appservice listener failed".into(), source })?;
         runtime.shutdown.send_replace(true);

@@ -3,5 +3,8 @@
 
 mod appservice_api;
 mod copy_database;
+mod disk_full;
+mod hostile_input;
+mod permissions;
 mod store;
 mod support;

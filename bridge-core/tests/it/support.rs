@@ -8,11 +8,12 @@ use std::{
 
 use lattice_bridge_core::{
     Bridge, BridgeHandle, Connector, RuntimeSettings, ShutdownTrigger,
-    connector::{ConnectorInfo, ConnectorResult},
+    appservice::ListenerLimits,
+    connector::{CommandContext, CommandSpec, ConnectorInfo, ConnectorResult},
     event::MatrixEvent,
     store::{Cipher, Portal, Store},
 };
-use lattice_config::{Permissions, PermissionsConfig};
+use lattice_config::{PermissionLevel, Permissions, PermissionsConfig};
 use lattice_registration::{AppserviceRegistration, RegistrationTemplate};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
@@ -22,6 +23,7 @@ use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 pub struct Recorder {
     events: Arc<Mutex<Vec<MatrixEvent>>>,
     arrived: Arc<Notify>,
+    commands: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Recorder {
@@ -47,6 +49,11 @@ impl Recorder {
     pub fn events(&self) -> Vec<MatrixEvent> {
         self.events.lock().unwrap().clone()
     }
+
+    /// The connector's commands run so far: (sender, command).
+    pub fn commands_run(&self) -> Vec<(String, String)> {
+        self.commands.lock().unwrap().clone()
+    }
 }
 
 /// The `body` of each message event, for readable assertions.
@@ -65,6 +72,19 @@ impl Connector for Recorder {
 
     fn thirdparty_protocol(&self) -> Option<Value> {
         Some(json!({"user_fields": ["nick"], "location_fields": ["channel"], "instances": []}))
+    }
+
+    /// One command for users and one for admins.
+    fn commands(&self) -> Vec<CommandSpec> {
+        vec![
+            CommandSpec { name: "userthing", usage: "", summary: "For users", level: PermissionLevel::User },
+            CommandSpec { name: "adminthing", usage: "", summary: "For admins", level: PermissionLevel::Admin },
+        ]
+    }
+
+    async fn run_command(&self, name: &str, context: CommandContext) -> ConnectorResult<String> {
+        self.commands.lock().unwrap().push((context.sender, name.to_owned()));
+        Ok(format!("ran {name}"))
     }
 
     /// One route of the connector's own, which the homeserver's token does not guard.
@@ -123,14 +143,31 @@ pub fn registration() -> AppserviceRegistration {
 impl TestBridge {
     /// Starts a bridge over `store` with the given registration.
     pub async fn start(store: Store, registration: AppserviceRegistration) -> Self {
+        Self::start_with_limits(store, registration, ListenerLimits::default()).await
+    }
+
+    /// Starts a bridge whose listener has the given limits.
+    pub async fn start_with_limits(store: Store, registration: AppserviceRegistration, limits: ListenerLimits) -> Self {
+        Self::start_with(store, registration, limits, "http://127.0.0.1:9", &PermissionsConfig::default()).await
+    }
+
+    /// Starts a bridge with the given listener limits, homeserver and permissions.
+    pub async fn start_with(
+        store: Store,
+        registration: AppserviceRegistration,
+        limits: ListenerLimits,
+        homeserver_url: &str,
+        permissions: &PermissionsConfig,
+    ) -> Self {
         let recorder = Recorder::default();
         let settings = RuntimeSettings {
-            homeserver_url: "http://127.0.0.1:9".parse().unwrap(),
+            homeserver_url: homeserver_url.parse().unwrap(),
             server_name: "localhost".into(),
-            permissions: Permissions::new(&PermissionsConfig::default()).unwrap(),
+            permissions: Permissions::new(permissions).unwrap(),
             metrics_enabled: true,
             media_base_url: "http://127.0.0.1:9".parse().unwrap(),
             bot_displayname: None,
+            listener: limits,
         };
         let hs_token = registration.registration().hs_token.clone();
         let bridge = Bridge::from_parts(settings, registration, store, recorder.clone()).unwrap();

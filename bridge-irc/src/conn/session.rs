@@ -227,11 +227,11 @@ impl Session<'_> {
         let message = match Message::from_str(&text) {
             Ok(message) => message,
             Err(error) => {
-                tracing::debug!(%error, line = %text, "unreadable IRC line");
+                tracing::debug!(%error, line = %crate::line::loggable(&text), "unreadable IRC line");
                 return Ok(true);
             }
         };
-        tracing::trace!(owner = %self.settings.owner, line = %text, "← IRC");
+        tracing::trace!(owner = %self.settings.owner, line = %crate::line::loggable(&text), "← IRC");
         if !self.handle(&message).await? {
             return Ok(true);
         }

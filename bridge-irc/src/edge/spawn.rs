@@ -27,6 +27,8 @@ pub(crate) struct EdgeCommand {
     pub(crate) linger_secs: u64,
     /// Where its ident server listens, if it runs one.
     pub(crate) ident_bind: Option<String>,
+    /// What it logs (`RUST_LOG`), unless the environment says: the bridge's `logging.filter`.
+    pub(crate) log_filter: Option<String>,
 }
 
 impl EdgeCommand {
@@ -50,6 +52,11 @@ impl EdgeCommand {
             .process_group(0);
         if let Some(bind) = &self.ident_bind {
             command.arg("--ident-bind").arg(bind);
+        }
+        if std::env::var_os("RUST_LOG").is_none()
+            && let Some(filter) = &self.log_filter
+        {
+            command.env("RUST_LOG", filter);
         }
         let mut child = command.spawn()?;
         tracing::info!(pid = child.id(), socket = %self.socket.display(), log = %self.log_path().display(),

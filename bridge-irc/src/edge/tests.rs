@@ -64,7 +64,7 @@ async fn edge() -> (tempfile::TempDir, EdgeCommand) {
     while !socket.exists() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (dir, EdgeCommand { socket, binary: "/nonexistent".into(), linger_secs: 60, ident_bind: None })
+    (dir, EdgeCommand { socket, binary: "/nonexistent".into(), linger_secs: 60, ident_bind: None, log_filter: None })
 }
 
 /// A bridge's side: its link, the connection it opened, and its network's events.

@@ -27,12 +27,12 @@ mod iq;
 mod lanes;
 mod link;
 mod matrix_events;
-mod messages;
+pub(crate) mod messages;
 mod muc;
 mod portal;
 mod requests;
 mod run;
-mod skim;
+pub(crate) mod skim;
 mod stanzas;
 
 use std::{

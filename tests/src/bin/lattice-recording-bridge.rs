@@ -155,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_enabled: false,
         media_base_url: "http://127.0.0.1:9".parse().unwrap(),
         bot_displayname: None,
+        listener: Default::default(),
     };
     let bridge = Bridge::from_parts(settings, registration, store, connector)?;
     println!("listening on {}", args.listen);

@@ -11,4 +11,5 @@ mod homeserver_outage;
 mod irc_continuity;
 mod irc_crash;
 mod packages;
+mod secrets_in_logs;
 mod xmpp_crash;

@@ -84,9 +84,37 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Downloads a file and uploads it to the homeserver: checks the target, the size cap, and pins the checked
-/// address for the request so a second DNS answer cannot point it elsewhere. Redirects are not followed.
+/// A file downloaded from a link.
+#[derive(Debug)]
+pub(crate) struct Downloaded {
+    bytes: Vec<u8>,
+    mimetype: String,
+    filename: String,
+}
+
+/// Downloads a file and uploads it to the homeserver.
 pub(crate) async fn fetch(config: &MediaConfig, gateway: &Gateway, link: &str) -> Result<RemoteEventKind, String> {
+    let Downloaded { bytes, mimetype, filename } = download(config, link).await?;
+    let size = bytes.len() as u64;
+    let mxc = gateway
+        .bridge
+        .matrix()
+        .upload_media(bytes::Bytes::from(bytes), &mimetype, Some(&filename))
+        .await
+        .map_err(|error| format!("uploading to Matrix: {error}"))?;
+    Ok(RemoteEventKind::Media {
+        msgtype: msgtype_of(&mimetype),
+        filename,
+        url: mxc.to_string(),
+        mimetype: Some(mimetype),
+        size: Some(size),
+    })
+}
+
+/// Downloads the file at `link`: checks the scheme and the target (no private or loopback address unless
+/// configured), pins the checked address for the request so a second DNS answer cannot point it elsewhere, follows
+/// no redirect, and stops at the size cap and the time limit.
+pub(crate) async fn download(config: &MediaConfig, link: &str) -> Result<Downloaded, String> {
     let url = url::Url::parse(link).map_err(|error| format!("not a URL: {error}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("{} URLs are not fetched", url.scheme()));
@@ -107,7 +135,11 @@ pub(crate) async fn fetch(config: &MediaConfig, gateway: &Gateway, link: &str) -
         .timeout(std::time::Duration::from_secs(config.download_timeout_secs))
         .build()
         .map_err(|error| error.to_string())?;
-    let response = client.get(url.clone()).send().await.map_err(|error| error.to_string())?;
+    let failed = |error: reqwest::Error| match error.is_timeout() {
+        true => format!("not done within {} s (bridge.media.download_timeout_secs)", config.download_timeout_secs),
+        false => error.to_string(),
+    };
+    let response = client.get(url.clone()).send().await.map_err(failed)?;
     if !response.status().is_success() {
         return Err(format!("the server answered {}", response.status()));
     }
@@ -122,30 +154,16 @@ pub(crate) async fn fetch(config: &MediaConfig, gateway: &Gateway, link: &str) -
         .map(|value| value.split(';').next().unwrap_or(value).trim().to_owned())
         .filter(|value| !value.is_empty())
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let mut body = Vec::new();
+    let mut bytes = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| error.to_string())?;
-        if (body.len() + chunk.len()) as u64 > cap {
+        let chunk = chunk.map_err(failed)?;
+        if (bytes.len() + chunk.len()) as u64 > cap {
             return Err(format!("the file is larger than {cap} bytes (bridge.media.max_download_bytes)"));
         }
-        body.extend_from_slice(&chunk);
+        bytes.extend_from_slice(&chunk);
     }
-    let filename = filename_of(&url);
-    let size = body.len() as u64;
-    let mxc = gateway
-        .bridge
-        .matrix()
-        .upload_media(bytes::Bytes::from(body), &mimetype, Some(&filename))
-        .await
-        .map_err(|error| format!("uploading to Matrix: {error}"))?;
-    Ok(RemoteEventKind::Media {
-        msgtype: msgtype_of(&mimetype),
-        filename,
-        url: mxc.to_string(),
-        mimetype: Some(mimetype),
-        size: Some(size),
-    })
+    Ok(Downloaded { bytes, mimetype, filename: filename_of(&url) })
 }
 
 impl Messages<'_> {
@@ -205,6 +223,88 @@ mod tests {
         ] {
             assert_eq!(is_private_address(address.parse().unwrap()), private, "{address}");
         }
+    }
+
+    /// A server on loopback that answers every request with `answer` (or never, when it is `None`), and its URL.
+    async fn server(answer: Option<&'static [u8]>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/file.txt", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut request = [0; 4096];
+                    let _ = socket.read(&mut request).await;
+                    match answer {
+                        Some(answer) => drop(socket.write_all(answer).await),
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn config(allow_private_targets: bool) -> MediaConfig {
+        MediaConfig { max_download_bytes: 16, allow_private_targets, download_timeout_secs: 1 }
+    }
+
+    const SMALL: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 5\r\n\r\nhello";
+
+    #[tokio::test]
+    async fn private_and_loopback_targets_are_refused_by_default() {
+        let url = server(Some(SMALL)).await;
+        let port = url.split(':').nth(2).and_then(|rest| rest.split('/').next()).unwrap().to_owned();
+        for link in [
+            url.clone(),
+            format!("http://localhost:{port}/f"),
+            format!("http://[::1]:{port}/f"),
+            "http://10.0.0.1/f".into(),
+            "http://169.254.169.254/latest/meta-data/".into(),
+        ] {
+            let error = download(&config(false), &link).await.unwrap_err();
+            assert!(error.contains("private or loopback address"), "{link}: {error}");
+        }
+        let allowed = download(&config(true), &url).await.unwrap();
+        assert_eq!(
+            (allowed.bytes.as_slice(), allowed.mimetype.as_str(), allowed.filename.as_str()),
+            (&b"hello"[..], "text/plain", "file.txt")
+        );
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused() {
+        for link in ["file:///etc/passwd", "ftp://example.org/f", "gopher://example.org/", "not a url"] {
+            assert!(download(&config(true), link).await.is_err(), "{link}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_over_the_cap_is_refused_declared_or_streamed() {
+        let declared = server(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\nxx")).await;
+        let error = download(&config(true), &declared).await.unwrap_err();
+        assert!(error.contains("larger than 16 bytes"), "{error}");
+        let streamed =
+            server(Some(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n0123456789abcdefghijklmnopqrstuvwxyz")).await;
+        let error = download(&config(true), &streamed).await.unwrap_err();
+        assert!(error.contains("larger than 16 bytes"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let url =
+            server(Some(b"HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n")).await;
+        let error = download(&config(true), &url).await.unwrap_err();
+        assert_eq!(error, "the server answered 302 Found");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_on() {
+        let url = server(None).await;
+        let attempt = tokio::time::timeout(std::time::Duration::from_secs(20), download(&config(true), &url)).await;
+        let error = attempt.expect("the download's own time limit (1 s) ends it").unwrap_err();
+        assert_eq!(error, "not done within 1 s (bridge.media.download_timeout_secs)");
     }
 
     #[test]

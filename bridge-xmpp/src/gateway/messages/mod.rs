@@ -6,7 +6,7 @@
 mod ephemeral;
 pub(crate) mod media;
 pub(crate) mod remote_id;
-mod to_matrix;
+pub(crate) mod to_matrix;
 mod to_xmpp;
 
 use std::{

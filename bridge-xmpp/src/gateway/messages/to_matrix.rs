@@ -142,7 +142,7 @@ impl Messages<'_> {
 
 /// A message's text as Matrix shows it: without the quoted fallback of a reply (XEP-0428), and an emote for
 /// `/me`.
-fn text_of(payloads: &[Element], body: String, reply: bool) -> (MessageType, String) {
+pub(crate) fn text_of(payloads: &[Element], body: String, reply: bool) -> (MessageType, String) {
     let body = if reply {
         let fallbacks: Vec<Fallback> =
             payloads.iter().filter_map(|element| Fallback::try_from(element.clone()).ok()).collect();
