@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh [p1|p2|p3|p6|all]… [lattice-bench flags]…      (default: all)
+# Usage: scripts/bench.sh [p1|p2|p3|p5|p6|p7|all]… [lattice-bench flags]…      (default: all)
 #
 # The benchmarks of the IRC and XMPP bridges (tests/src/bin/lattice-bench): installs the real servers and
 # Heisenbridge (cached: scripts/install.sh), builds both bridges and lattice-bench in release mode, and runs them.
@@ -8,7 +8,7 @@
 #   scripts/bench.sh p2 --p2-senders 50 --p2-messages 50000
 # Flags: --puppets N (P1, default 1000), --p2-senders N (20), --p2-messages N (20000), --p3-samples N (200),
 # --p5-portals N (1000), --p5-puppets N (300),
-# --p6-messages N (1000), --p6-users N (1000), --p6-stanzas N (1000).
+# --p6-messages N (1000), --p6-users N (1000), --p6-stanzas N (1000), --p7-puppets N (2000).
 #
 # Each run keeps its servers' state in $LATTICE_CACHE/bench-state/run-PID and kills what is left there at the end.
 # Env: LATTICE_CACHE (default <repo>/.cache); LATTICE_KEEP_TEST_STATE=1 keeps the state dirs.
