@@ -65,9 +65,12 @@ async fn a_full_disk_stops_acknowledgements_and_nothing_is_lost_when_space_retur
     let url = format!("sqlite://{}", disk.path().join("lattice.db").display());
     let store = Store::connect(&url, 4, Cipher::random()).await.unwrap();
     let bridge = TestBridge::start(store, registration()).await;
-    let padding = "x".repeat(16 * 1024);
-    let transaction =
-        |n: usize| json!({"events": [message("!r:localhost", &format!("$e{n}"), &format!("{n} {padding}"))]});
+    // Each transaction larger than the last: freed pages and a checkpointed WAL are reused for writes of a size
+    // seen before, so same-sized transactions could go on fitting a full disk while the queue drains.
+    let transaction = |n: usize| {
+        let padding = "x".repeat((n + 1) * 64 * 1024);
+        json!({"events": [message("!r:localhost", &format!("$e{n}"), &format!("{n} {padding}"))]})
+    };
 
     assert_eq!(bridge.put_transaction("t0", &transaction(0)).await.status(), StatusCode::OK);
     let filler = disk.fill();
