@@ -31,7 +31,7 @@ const QUEUED_NOTICE_QUIET: Duration = Duration::from_secs(300);
 pub(crate) enum Confirmation {
     /// The echoes of its lines — or, where the edge found them sent before under the event's key by a bridge
     /// process that ended before it heard the echo, the server's reading of those (see [`crate::conn::Keyed`]).
-    Echo { echo: oneshot::Receiver<Echoed>, earlier: Option<oneshot::Receiver<()>> },
+    Echo { echo: oneshot::Receiver<Echoed>, earlier: Option<oneshot::Receiver<bool>> },
     /// The server's reading of its lines.
     Receipt(Receipt),
 }
@@ -48,9 +48,12 @@ impl Confirmation {
                 tokio::select! {
                     echoed = &mut echo => Ok(echoed.map_err(lost)? == Echoed::Delivered),
                     sent_before = earlier => match sent_before {
-                        Ok(()) => Ok(true),
-                        // Sent now, not before: its echo tells.
-                        Err(_) => Ok(echo.await.map_err(lost)? == Echoed::Delivered),
+                        // Sent before, and read then.
+                        Ok(true) => Ok(true),
+                        // Sent now and read: its echo tells.
+                        Ok(false) => Ok(echo.await.map_err(lost)? == Echoed::Delivered),
+                        // The edge went away (or handed over) before it said: the event is sent again.
+                        Err(_) => Err(ConnectorError::transient("the IRC edge went away before the lines were confirmed")),
                     },
                 }
             }

@@ -25,7 +25,7 @@ pub(crate) struct Keyed {
     pub(crate) read: Option<Receipt>,
     /// Resolves when the same key was sent before — by a bridge process that ended before it heard how it went —
     /// and the server has read those lines: nothing went out again. Only the edge keeps keys.
-    pub(crate) earlier: Option<oneshot::Receiver<()>>,
+    pub(crate) earlier: Option<oneshot::Receiver<bool>>,
 }
 
 impl Connection {

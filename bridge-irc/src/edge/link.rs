@@ -31,7 +31,9 @@ const SUCCESSOR_WAIT: Duration = Duration::from_secs(30);
 /// What a receipt waits for.
 pub(super) struct Pending {
     pub(super) read: Option<oneshot::Sender<()>>,
-    pub(super) earlier: Option<oneshot::Sender<()>>,
+    /// Told `true` when the lines were sent before under their key, `false` when sent now and read; dropped when
+    /// the edge went away first.
+    pub(super) earlier: Option<oneshot::Sender<bool>>,
 }
 
 /// The numbers of the events a network's loop has been handed and has handled, to acknowledge them.
@@ -363,13 +365,14 @@ impl Inner {
                 }
             }
             ToBridge::Read { receipt } => {
-                if let Some(Pending { read: Some(read), .. }) = lock(&self.pending).remove(&receipt) {
-                    let _ = read.send(());
+                if let Some(pending) = lock(&self.pending).remove(&receipt) {
+                    pending.earlier.map(|earlier| earlier.send(false));
+                    pending.read.map(|read| read.send(()));
                 }
             }
             ToBridge::Earlier { receipt } => {
                 if let Some(pending) = lock(&self.pending).remove(&receipt) {
-                    pending.earlier.map(|earlier| earlier.send(()));
+                    pending.earlier.map(|earlier| earlier.send(true));
                     pending.read.map(|read| read.send(()));
                 }
             }

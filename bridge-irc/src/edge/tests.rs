@@ -131,7 +131,7 @@ async fn a_new_bridge_takes_over_the_connection_and_what_the_last_one_did_not_ha
 
     // The first message again, as a restarted bridge sends what it never heard confirmed: not sent twice.
     let again = second.1.send_keyed(vec![privmsg("one")], "$one", false).await.unwrap();
-    again.earlier.unwrap().await.unwrap();
+    assert!(again.earlier.unwrap().await.unwrap(), "sent before, and read then");
     second.1.send_keyed(vec![privmsg("two")], "$two", true).await.unwrap().read.unwrap().await.unwrap();
     let next = next_line(&mut heard, |line| line.starts_with("PRIVMSG") || line == "<connected>").await;
     assert_eq!(next, "PRIVMSG #c :two");
@@ -168,7 +168,9 @@ async fn a_successor_edge_takes_the_connections_over_without_reconnecting() {
     loop {
         let sent = connection.send_keyed(vec![privmsg("before")], "$before", false).await;
         if let Ok(keyed) = sent
-            && tokio::time::timeout(Duration::from_millis(500), keyed.earlier.unwrap()).await.is_ok_and(|r| r.is_ok())
+            && tokio::time::timeout(Duration::from_millis(500), keyed.earlier.unwrap())
+                .await
+                .is_ok_and(|r| r == Ok(true))
         {
             break;
         }
