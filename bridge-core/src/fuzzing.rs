@@ -25,17 +25,8 @@ pub fn matrix_html(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    /// Runs `target` over every file of the corpus `fuzz/corpus/{name}` (a quick smoke of what the fuzzer keeps).
     pub(crate) fn replay(name: &str, target: fn(&[u8])) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(name);
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
-        let mut count = 0;
-        for entry in entries {
-            let path = entry.unwrap().path();
-            target(&std::fs::read(&path).unwrap());
-            count += 1;
-        }
-        assert!(count > 0, "the corpus {} is empty", dir.display());
+        crate::testing::replay_corpus(env!("CARGO_MANIFEST_DIR"), name, target);
     }
 
     #[test]

@@ -89,16 +89,8 @@ pub fn matrix_html_to_xmpp(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    /// Runs `target` over every file of the corpus `fuzz/corpus/{name}` (a quick smoke of what the fuzzer keeps).
     fn replay(name: &str, target: fn(&[u8])) {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(name);
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
-        let mut count = 0;
-        for entry in entries {
-            target(&std::fs::read(entry.unwrap().path()).unwrap());
-            count += 1;
-        }
-        assert!(count > 0, "the corpus {} is empty", dir.display());
+        lattice_bridge_core::testing::replay_corpus(env!("CARGO_MANIFEST_DIR"), name, target);
     }
 
     #[test]
