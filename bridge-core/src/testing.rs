@@ -313,6 +313,19 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
     Some(Request { method, path, body })
 }
 
+/// Runs `target` over every file of the fuzz corpus `name` (`fuzz/corpus/{name}` in the workspace whose crate's
+/// manifest folder is `crate_dir`): a quick smoke of what the fuzzer keeps, in the crates' unit tests.
+pub fn replay_corpus(crate_dir: &str, name: &str, target: fn(&[u8])) {
+    let dir = std::path::Path::new(crate_dir).join("../fuzz/corpus").join(name);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
+    let mut count = 0;
+    for entry in entries {
+        target(&std::fs::read(entry.expect("a corpus entry").path()).expect("a corpus file"));
+        count += 1;
+    }
+    assert!(count > 0, "the corpus {} is empty", dir.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,17 +343,4 @@ mod tests {
         assert_eq!(messages[1]["body"], "again");
         assert!(bridge.store().portals().await.unwrap().is_empty());
     }
-}
-
-/// Runs `target` over every file of the fuzz corpus `name` (`fuzz/corpus/{name}` in the workspace whose crate's
-/// manifest folder is `crate_dir`): a quick smoke of what the fuzzer keeps, in the crates' unit tests.
-pub fn replay_corpus(crate_dir: &str, name: &str, target: fn(&[u8])) {
-    let dir = std::path::Path::new(crate_dir).join("../fuzz/corpus").join(name);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
-    let mut count = 0;
-    for entry in entries {
-        target(&std::fs::read(entry.expect("a corpus entry").path()).expect("a corpus file"));
-        count += 1;
-    }
-    assert!(count > 0, "the corpus {} is empty", dir.display());
 }
