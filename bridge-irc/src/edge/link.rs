@@ -4,7 +4,7 @@
 //! reported disconnected, a new edge is started, and every connection is opened on it again with its channels.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -215,32 +215,35 @@ impl Inner {
                 tracing::warn!(%error, "lost the IRC edge: starting a new one; the IRC connections reconnect");
                 self.lost().await;
             }
-            link = loop {
+            let (link_now, held) = loop {
                 match self.relink(moved).await {
-                    Ok(link) => break link,
+                    Ok(linked) => break linked,
                     Err(error) => {
                         tracing::error!(%error, "cannot reach the IRC edge; trying again");
                         tokio::time::sleep(Duration::from_secs(2)).await;
                     }
                 }
             };
+            link = link_now;
             let (out, receiver) = mpsc::unbounded_channel();
             outgoing = receiver;
             *lock(&self.out) = Some(out);
-            self.reopen();
+            // After a move the successor holds the connections as they were: only what it lacks is opened.
+            self.reopen(if moved { held } else { HashSet::new() });
         }
     }
 
-    /// A link to the edge again: after a move, to the successor once it listens (it may take a few seconds to
-    /// freeze and receive the connections), else to whichever edge listens or a new one.
-    async fn relink(&self, moved: bool) -> Result<Link, EdgeError> {
+    /// A link to the edge again, with the connections the edge holds: after a move, to the successor once it
+    /// listens (it may take a few seconds to freeze and receive the connections), else to whichever edge listens
+    /// or a new one.
+    async fn relink(&self, moved: bool) -> Result<(Link, HashSet<ConnKey>), EdgeError> {
         if moved {
             let deadline = tokio::time::Instant::now() + SUCCESSOR_WAIT;
             while let Some(mut link) = super::spawn::connect_waiting(&self.command, deadline).await {
                 // The old edge, while it hands over, closes links at once: the successor welcomes.
                 if let Ok(welcome) = hello(&mut link).await {
                     self.edge_id.store(welcome.edge_id, Ordering::SeqCst);
-                    return Ok(link);
+                    return Ok((link, welcome.connections.into_iter().collect()));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -248,11 +251,12 @@ impl Inner {
         let mut link = connect_or_start(&self.command).await?;
         let welcome = hello(&mut link).await?;
         self.edge_id.store(welcome.edge_id, Ordering::SeqCst);
-        Ok(link)
+        Ok((link, welcome.connections.into_iter().collect()))
     }
 
-    /// On a new link: the networks' events, then every connection with its nick, login and channels.
-    fn reopen(&self) {
+    /// On a new link: the networks' events, then every connection with its nick, login and channels, but those
+    /// in `kept` (held by a successor as they were), which are only told their channels.
+    fn reopen(&self, kept: HashSet<ConnKey>) {
         let networks: Vec<String> = lock(&self.networks).keys().cloned().collect();
         let remotes: Vec<Arc<RemoteShared>> = lock(&self.remotes).values().cloned().collect();
         let out = lock(&self.out).clone();
@@ -261,8 +265,12 @@ impl Inner {
             let _ = out.send(ToEdge::Attach { network });
         }
         for remote in remotes {
-            let settings = lock(&remote.settings).clone();
-            let _ = out.send(ToEdge::Open { settings: Box::new(settings) });
+            // A kept connection hears its channels again all the same, in case a `Want` reached the old edge
+            // after it stopped listening (for a channel joined already, it is nothing).
+            if !kept.contains(&remote.key) {
+                let settings = lock(&remote.settings).clone();
+                let _ = out.send(ToEdge::Open { settings: Box::new(settings) });
+            }
             for channel in lock(&remote.wanted).values() {
                 let _ = out.send(ToEdge::Want { conn: remote.key.clone(), channel: channel.clone() });
             }

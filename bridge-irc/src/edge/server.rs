@@ -242,6 +242,11 @@ impl Edge {
             return;
         }
         let (sender, mut outgoing) = mpsc::unbounded_channel();
+        // Where each connection stands now: a bridge that moved here from a predecessor keeps its connections
+        // without opening them again, and a change while they were frozen was not told to it.
+        for (conn, held) in lock(&self.held).iter() {
+            let _ = sender.send(ToBridge::State { conn: conn.clone(), state: held.connection.state() });
+        }
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         if lock(&self.attached).replace(Attached { generation, sender, networks: HashSet::new() }).is_some() {
             tracing::info!("a new bridge attached; the one before is let go");

@@ -185,18 +185,22 @@ async fn a_successor_edge_takes_the_connections_over_without_reconnecting() {
     let line = next_line(&mut heard, |line| line.starts_with("PRIVMSG #c") || line == "<connected>").await;
     assert_eq!(line, "PRIVMSG #c :after", "the server saw a new connection or a line again");
     say.send(":bob!b@h PRIVMSG Me :after\r\n".into()).unwrap();
-    next_privmsg(&mut events, &dialer, "after").await;
+    let meanwhile = next_privmsg(&mut events, &dialer, "after").await;
+    // The bridge kept the connection as it was: it did not open it again, so it did not hear it register again.
+    assert!(!meanwhile.iter().any(|event| matches!(event, ConnEvent::Registered { .. })), "{meanwhile:?}");
 }
 
-/// Handles events until a private message saying `text`.
-async fn next_privmsg(events: &mut mpsc::Receiver<ConnEvent>, dialer: &Dialer, text: &str) {
+/// Handles events until a private message saying `text`; the events before it.
+async fn next_privmsg(events: &mut mpsc::Receiver<ConnEvent>, dialer: &Dialer, text: &str) -> Vec<ConnEvent> {
+    let mut before = Vec::new();
     loop {
         let event = next_event(events).await;
         dialer.handled_one();
-        if let ConnEvent::Message { message, .. } = event
+        if let ConnEvent::Message { message, .. } = &event
             && matches!(&message.command, irc::proto::Command::PRIVMSG(_, said) if said == text)
         {
-            return;
+            return before;
         }
+        before.push(event);
     }
 }
