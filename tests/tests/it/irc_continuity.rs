@@ -84,6 +84,7 @@ async fn portal_with_puppets(
 
 /// The bridge goes away `how`; IRC and Matrix talk meanwhile; it comes back, and everything said arrives.
 async fn away_and_back(
+    synapse: &lattice_e2e::Synapse,
     bridge: &mut ShippedBridge,
     how: Away,
     round: usize,
@@ -99,27 +100,27 @@ async fn away_and_back(
         }
         users[1].send_text(room_id, &from_matrix).await
     };
-    match how {
+    let event_id = match how {
         Away::Killed | Away::Stopped => {
             if matches!(how, Away::Killed) {
                 bridge.process.kill()?;
             } else {
                 bridge.process.stop(Duration::from_secs(10));
             }
-            talk.await?;
+            let event_id = talk.await?;
             bridge.start_again().await?;
+            event_id
         }
         Away::EdgeUpgraded => {
             // Both ways while the new edge takes over.
             let (upgraded, talked) = tokio::join!(bridge.upgrade_edge(), talk);
             upgraded?;
-            talked?;
+            talked?
         }
-    }
+    };
     let last = format!("gap {round} {}", GAP_LINES - 1);
     users[0].wait_for_message(room_id, Duration::from_secs(60), &last).await?;
-    let text = format!(" PRIVMSG {CHANNEL} :{from_matrix}");
-    observer.wait_for(Duration::from_secs(120), |line| line.ends_with(&text)).await?;
+    on_irc(synapse, &users[1], room_id, observer, &from_matrix, &event_id).await?;
     let bodies = room_bodies(&users[0], room_id, &format!("gap {round} ")).await?;
     let expected: Vec<String> = (0..GAP_LINES).map(|number| format!("gap {round} {number}")).collect();
     ensure!(bodies == expected, "IRC lines said while the bridge was {how:?} reached Matrix as {bodies:?}");
@@ -139,7 +140,7 @@ async fn irc_sees_nothing_of_restarts(ircd: Ircd, server: &str) -> anyhow::Resul
     let mut edge = edge;
     let rounds = [Away::Killed, Away::Stopped, Away::EdgeUpgraded, Away::Killed];
     for (round, how) in rounds.into_iter().enumerate() {
-        let took = away_and_back(&mut bridge, how, round, &observer, &users, &room_id).await?;
+        let took = away_and_back(&synapse, &mut bridge, how, round, &observer, &users, &room_id).await?;
         let seen = comings_and_goings(&observer, &nicks);
         let count = client_count(&observer).await?;
         println!(
@@ -161,13 +162,48 @@ async fn irc_sees_nothing_of_restarts(ircd: Ircd, server: &str) -> anyhow::Resul
         ensure!(bridge.edge_pid() == Some(edge), "the edge was replaced");
     }
     // The puppets are the bridge's again: they still speak for their Matrix users.
-    users[2].send_text(&room_id, "still here").await?;
-    let text = format!(" PRIVMSG {CHANNEL} :still here");
-    let line = observer.wait_for(Duration::from_secs(60), |line| line.ends_with(&text)).await;
+    let line = said_on_irc(&synapse, &users[2], &room_id, &observer, "still here").await;
     let line =
         line.with_context(|| format!("bridge log: {}\nedge log: {}", bridge.process.log_tail(60), bridge.edge_log()))?;
     ensure!(line.starts_with(&format!(":{}!", nicks[3])), "sent by another nick: {line}");
     Ok(())
+}
+
+/// `user` says `body` in the portal; the line IRC saw (see [`on_irc`]).
+async fn said_on_irc(
+    synapse: &lattice_e2e::Synapse,
+    user: &MatrixUser,
+    room_id: &str,
+    observer: &IrcTestClient,
+    body: &str,
+) -> anyhow::Result<String> {
+    let event_id = user.send_text(room_id, body).await?;
+    on_irc(synapse, user, room_id, observer, body, &event_id).await
+}
+
+/// Waits for the line of `user`'s message `body` (event `event_id`) on IRC. Synapse can strand an event created
+/// while its appservice recoverer finishes catching up with a bridge that was down (see `crash_tally`): such an
+/// event never reaches the bridge, so, found among Synapse's unsent events, it is said once more.
+async fn on_irc(
+    synapse: &lattice_e2e::Synapse,
+    user: &MatrixUser,
+    room_id: &str,
+    observer: &IrcTestClient,
+    body: &str,
+    event_id: &str,
+) -> anyhow::Result<String> {
+    let text = format!(" PRIVMSG {CHANNEL} :{body}");
+    match observer.wait_for(Duration::from_secs(120), |line| line.ends_with(&text)).await {
+        Ok(line) => Ok(line),
+        Err(_) if synapse.unsent_appservice_events()?.contains(event_id) => {
+            println!("Synapse never sent {event_id} to the bridge (stranded by its appservice recoverer): said again");
+            let again = format!("{body}, again");
+            user.send_text(room_id, &again).await?;
+            let text = format!(" PRIVMSG {CHANNEL} :{again}");
+            observer.wait_for(Duration::from_secs(60), |line| line.ends_with(&text)).await
+        }
+        Err(error) => Err(error),
+    }
 }
 
 #[tokio::test]
