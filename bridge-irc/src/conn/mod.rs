@@ -19,6 +19,7 @@ mod handle;
 mod handover;
 mod session;
 mod state;
+mod traffic;
 mod transport;
 mod writer;
 
@@ -27,6 +28,7 @@ pub(crate) use self::{
     handle::{Connection, Keyed},
     handover::{Frozen, FrozenState},
     state::ConnState,
+    traffic::{Traffic, TrafficDelta},
 };
 
 use self::session::session;
@@ -100,6 +102,10 @@ pub(crate) struct Settings {
     /// Where the connection tells the ident server its username (the process holding the connection has its own).
     #[serde(skip)]
     pub(crate) ident: IdentRegistry,
+    /// Where the connection counts the lines it reads and writes and its reconnects (the network's counts in the
+    /// process holding the connection).
+    #[serde(skip)]
+    pub(crate) traffic: Traffic,
 }
 
 /// What a connection tells its owner.
@@ -429,6 +435,7 @@ async fn supervise(
             }
         }
         server_index += 1;
+        settings.traffic.reconnecting();
         let delay = backoff(&settings.reconnect, attempt);
         tracing::info!(network = %settings.network, owner = %settings.owner, ?delay, attempt, "reconnecting");
         tokio::select! {
@@ -457,6 +464,7 @@ impl Settings {
             reconnect: ReconnectConfig::default(),
             forward: Forward::Own,
             ident: IdentRegistry::default(),
+            traffic: Traffic::default(),
         }
     }
 }
