@@ -2,7 +2,8 @@
 //! (tokio-util's `LengthDelimitedCodec`, a 4-byte big-endian length) of one JSON message each.
 //!
 //! The bridge opens connections, sends lines and asks for channels; the edge reports each connection's state as
-//! it changes, the events of its connections numbered per network, and what became of lines sent with a receipt.
+//! it changes, the events of its connections numbered per network, what became of lines sent with a receipt, and
+//! every second how many lines its connections read and wrote (for the bridge's metrics).
 //! The bridge acknowledges events once it has handled them; the edge keeps the rest and hands them to the next
 //! bridge that attaches.
 

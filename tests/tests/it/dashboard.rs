@@ -6,12 +6,13 @@
 //! one Prometheus makes itself for each scrape (`up`). The series the dashboard's connection, traffic and queue-age
 //! panels draw must also carry what that run must have given them: the bot and a puppet connected, IRC lines read
 //! and written (counted on the edge, reported over its link), and an age for the remote queue's oldest event while
-//! the homeserver is away that falls back to 0 once it is back.
+//! the homeserver is away that falls back to 0 once it is back; on the shipped `lattice-xmpp run`, its component
+//! link connected and stanzas received and sent after a message each way through a MUC portal.
 
 use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
-use lattice_e2e::workspace_root;
+use lattice_e2e::{prosody::Prosody, workspace_root};
 use promql_parser::{
     parser::{Expr, VectorSelector},
     util::{ExprVisitor, walk_expr},
@@ -19,7 +20,10 @@ use promql_parser::{
 use regex::Regex;
 use serde_json::Value;
 
-use crate::irc_crash::OnePortal;
+use crate::{
+    irc_crash::OnePortal,
+    xmpp_crash::{self, COMPONENT},
+};
 
 const CHANNEL: &str = "#dashboard";
 /// Series Prometheus records for every scrape target itself, not read from `/metrics`.
@@ -251,6 +255,51 @@ fn check_remote_series(text: &str) -> anyhow::Result<()> {
         connected("puppet"),
         lines("sent"),
         lines("received")
+    );
+    Ok(())
+}
+
+/// The XMPP bridge's side of the same series, after a message each way through a MUC portal of the shipped
+/// `lattice-xmpp run`: its component link connected, stanzas received and sent.
+#[tokio::test]
+async fn the_xmpp_bridge_reports_its_component_link_and_stanzas() -> anyhow::Result<()> {
+    let prosody = Prosody::start(COMPONENT).await?;
+    let (synapse, bridge) = xmpp_crash::Bridge::start(&prosody).await?;
+    let muc = format!("dashboard@{}", prosody.muc_domain());
+    let observer = xmpp_crash::xmpp_user(&prosody, "observer").await?;
+    observer.join_muc(&muc, "observer").await?;
+    let mark = observer.received().len();
+    let alice = synapse.register_user("alice", false).await?;
+    let room_id = alice.join(&format!("#_xmpp_{muc}:localhost")).await?;
+    observer.wait_for_occupant(mark, &muc, "alice").await?;
+    alice.send_text(&room_id, "hello from matrix").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !observer.groupchat(&muc).iter().any(|(_, body)| body == "hello from matrix") {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the message did not reach the MUC: {:?}",
+            observer.groupchat(&muc)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    observer.send_raw(&format!("<message to='{muc}' type='groupchat'><body>hello from xmpp</body></message>")).await?;
+    alice.wait_for_message(&room_id, Duration::from_secs(60), "hello from xmpp").await?;
+
+    let domain = format!("network=\"{COMPONENT}\"");
+    let series = |text: &str, name: &str, label: &str| sum_of(text, name, &[domain.as_str(), label]).0;
+    // Stanzas at least: the portal's join presence and the message sent; the join's presences and the two
+    // messages' reflections received.
+    let text = scrape_until(&bridge.url(), "the component's series lack values", Duration::from_secs(30), |text| {
+        series(text, "lattice_remote_connections", "state=\"connected\"") == 1.0
+            && series(text, "lattice_remote_protocol_messages_total", "direction=\"sent\"") >= 2.0
+            && series(text, "lattice_remote_protocol_messages_total", "direction=\"received\"") >= 3.0
+    })
+    .await?;
+    ensure!(sum_of(&text, "lattice_remote_reconnects_total", &[domain.as_str()]).1 == 1, "{text}");
+    println!(
+        "XMPP component connected; stanzas sent {}, received {}",
+        series(&text, "lattice_remote_protocol_messages_total", "direction=\"sent\""),
+        series(&text, "lattice_remote_protocol_messages_total", "direction=\"received\"")
     );
     Ok(())
 }
