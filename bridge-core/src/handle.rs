@@ -131,6 +131,12 @@ impl BridgeHandle {
         self.core.permissions.level(user_id)
     }
 
+    /// Where the connector reports its own side of the bridge: connections to its network, reconnects, protocol
+    /// messages in and out (served at `/metrics` with the runtime's own).
+    pub fn remote_metrics(&self) -> &crate::metrics::RemoteMetrics {
+        self.core.metrics.remote()
+    }
+
     /// Whether the homeserver has reached the bridge: its start-up ping got through, or a transaction arrived.
     pub fn homeserver_reachable(&self) -> bool {
         self.core.homeserver_reachable.load(Ordering::Relaxed)

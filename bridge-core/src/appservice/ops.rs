@@ -40,5 +40,7 @@ pub(super) async fn metrics<C: Connector>(State(runtime): State<Arc<Runtime<C>>>
     if !runtime.metrics_enabled {
         return matrix_error(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Metrics are disabled (metrics.enabled)");
     }
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], runtime.handle.core().metrics.render()).into_response()
+    let metrics = &runtime.handle.core().metrics;
+    metrics.refresh_queue_ages(runtime.handle.store()).await;
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()).into_response()
 }

@@ -323,6 +323,16 @@ impl Queue {
         Ok(sqlx::query_scalar(self.kind.sql("SELECT COUNT(*) FROM {table}")).fetch_one(self.store.pool()).await?)
     }
 
+    /// When the oldest item still in the queue was queued (milliseconds since the Unix epoch), or `None` when the
+    /// queue is empty. Items are numbered in the order they are queued, so this reads one row by the primary key
+    /// however long the queue is. A handled item counts until its removal is committed (the next group commit,
+    /// a quarter of a second at most while the store answers).
+    pub async fn oldest_enqueued_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(self.kind.sql("SELECT enqueued_at FROM {table} ORDER BY seq LIMIT 1"))
+            .fetch_optional(self.store.pool())
+            .await?)
+    }
+
     /// Items given up on, newest first: (queue key, payload, error).
     pub async fn dead_letters(&self, limit: i64) -> Result<Vec<(String, String, String)>> {
         let rows = sqlx::query(
@@ -430,6 +440,43 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("items left: {:?}", queue.depth().await);
+    }
+
+    #[tokio::test]
+    async fn the_oldest_item_is_the_first_still_queued_also_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        let queue = store.queue(QueueKind::Remote);
+        assert_eq!(queue.oldest_enqueued_at().await.unwrap(), None, "an empty queue has no oldest item");
+        let before = now_ms();
+        let first = queue.push("portal-a", "1").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let second = queue.push("portal-b", "2").await.unwrap();
+        queue.push("portal-a", "3").await.unwrap();
+        let stored = |key: &'static str| {
+            let queue = queue.clone();
+            async move { queue.peek_after(key, 0, 10).await.unwrap() }
+        };
+        let (first_at, second_at) = (stored("portal-a").await[0].enqueued_at, stored("portal-b").await[0].enqueued_at);
+        assert!(first_at >= before && second_at > first_at, "{before} {first_at} {second_at}");
+        assert_eq!(queue.oldest_enqueued_at().await.unwrap(), Some(first_at));
+        // The Matrix queue is apart.
+        assert_eq!(store.queue(QueueKind::Matrix).oldest_enqueued_at().await.unwrap(), None);
+
+        // Handled: the next one still waiting is the oldest, in another key.
+        queue.complete(first);
+        queue.settle().await.unwrap();
+        assert_eq!(queue.oldest_enqueued_at().await.unwrap(), Some(second_at));
+        store.close().await;
+
+        // Left in the store across a restart: still there, with the time it was first queued.
+        let store = file_store(&dir).await;
+        let queue = store.queue(QueueKind::Remote);
+        assert_eq!(queue.oldest_enqueued_at().await.unwrap(), Some(second_at));
+        queue.complete(second);
+        queue.settle().await.unwrap();
+        let third_at = queue.peek_after("portal-a", 0, 1).await.unwrap()[0].enqueued_at;
+        assert_eq!(queue.oldest_enqueued_at().await.unwrap(), Some(third_at));
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod handle;
 mod handover;
 mod session;
 mod state;
+mod traffic;
 mod transport;
 mod writer;
 
@@ -27,6 +28,7 @@ pub(crate) use self::{
     handle::{Connection, Keyed},
     handover::{Frozen, FrozenState},
     state::ConnState,
+    traffic::{Traffic, TrafficDelta},
 };
 
 use self::session::session;
@@ -100,6 +102,10 @@ pub(crate) struct Settings {
     /// Where the connection tells the ident server its username (the process holding the connection has its own).
     #[serde(skip)]
     pub(crate) ident: IdentRegistry,
+    /// Where the connection counts the lines it reads and writes and its reconnects (the network's counts in the
+    /// process holding the connection).
+    #[serde(skip)]
+    pub(crate) traffic: Traffic,
 }
 
 /// What a connection tells its owner.
@@ -429,6 +435,7 @@ async fn supervise(
             }
         }
         server_index += 1;
+        settings.traffic.reconnecting();
         let delay = backoff(&settings.reconnect, attempt);
         tracing::info!(network = %settings.network, owner = %settings.owner, ?delay, attempt, "reconnecting");
         tokio::select! {
@@ -457,6 +464,7 @@ impl Settings {
             reconnect: ReconnectConfig::default(),
             forward: Forward::Own,
             ident: IdentRegistry::default(),
+            traffic: Traffic::default(),
         }
     }
 }
@@ -473,9 +481,18 @@ mod tests {
         use tokio::io::AsyncWriteExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let settings = Settings::for_test(listener.local_addr().unwrap().port());
+        let traffic = settings.traffic.clone();
         let (events, mut received) = mpsc::channel(64);
         let connection = LocalConnection::spawn(settings, events, Arc::new(Semaphore::new(1)));
         let (mut peer, _) = listener.accept().await.unwrap();
+        // The registration first: written (and counted) before the server answers.
+        let mut registration = Vec::new();
+        while !String::from_utf8_lossy(&registration).contains("USER ") {
+            let mut chunk = [0; 512];
+            let read = tokio::io::AsyncReadExt::read(&mut peer, &mut chunk).await.unwrap();
+            assert!(read > 0, "the connection closed: {}", String::from_utf8_lossy(&registration));
+            registration.extend_from_slice(&chunk[..read]);
+        }
 
         let chatter: String = (0..40).map(|n| format!(":bob!b@h PRIVMSG #chan :chatter {n}\r\n")).collect();
         assert!(chatter.len() > READ_BUFFER);
@@ -503,6 +520,10 @@ mod tests {
             }
         }
         assert_eq!(texts, ["first".to_owned(), "cut in two".to_owned(), long]);
+        // Every line read is counted, others' chatter too: the welcome, 40 + 1, 1, 40 + 1. Written: registration.
+        let counted = traffic.take();
+        assert_eq!((counted.read, counted.reconnects), (84, 0), "{counted:?}");
+        assert!(counted.written >= 2, "NICK and USER at least: {counted:?}");
         connection.quit("done");
     }
 

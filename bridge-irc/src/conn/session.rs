@@ -73,8 +73,16 @@ impl Writer {
         let (normal_tx, normal_rx) = mpsc::channel::<Outgoing>(64);
         let receipts = Arc::new(Mutex::new(Receipts::default()));
         let frozen = shared.freeze.subscribe();
-        let writer_task =
-            tokio::spawn(write_lines(writer, urgent_rx, normal_rx, settings.flood, Arc::clone(&receipts), frozen));
+        let traffic = settings.traffic.clone();
+        let writer_task = tokio::spawn(write_lines(
+            writer,
+            urgent_rx,
+            normal_rx,
+            settings.flood,
+            Arc::clone(&receipts),
+            frozen,
+            traffic,
+        ));
         Self { urgent_tx, normal_tx, receipts, writer_task }
     }
 }
@@ -192,7 +200,7 @@ impl Session<'_> {
             }
             let deadline = frozen.as_ref().map_or(register_deadline, |(_, drained_by)| *drained_by);
             match self.read_line(&mut reader, &mut buffer, writer_task, deadline).await {
-                Read::Line => {}
+                Read::Line => self.settings.traffic.read_one(),
                 Read::Again => continue,
                 Read::Ended(result) => return result,
                 Read::WriterFrozen(writer) => {

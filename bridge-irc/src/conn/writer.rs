@@ -11,7 +11,7 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use super::{Outgoing, lock, transport::Stream};
+use super::{Outgoing, Traffic, lock, transport::Stream};
 use crate::{config::FloodConfig, line::Line, receipt::Receipts};
 
 /// A token bucket: `burst` lines at once, then `rate` per second.
@@ -70,6 +70,7 @@ pub(super) async fn write_lines(
     flood: FloodConfig,
     receipts: Arc<Mutex<Receipts>>,
     mut frozen: watch::Receiver<bool>,
+    traffic: Traffic,
 ) -> std::io::Result<Option<WriteHalf>> {
     let mut throttle = Throttle::new(&flood);
     let mut written = Vec::new();
@@ -93,7 +94,10 @@ pub(super) async fn write_lines(
         written.extend(receipt);
         tracing::trace!(?line, "→ IRC");
         match waiting_line(&mut urgent, &mut normal, &mut throttle) {
-            None => writer.write_all(line.as_bytes()).await?,
+            None => {
+                writer.write_all(line.as_bytes()).await?;
+                traffic.wrote(1);
+            }
             Some(next) => {
                 // Lines already waiting go out in one write (a backlog would otherwise cost a system call per
                 // line). The buffer lives only as long as the backlog and grows with it, so an idle connection
@@ -101,7 +105,9 @@ pub(super) async fn write_lines(
                 let mut buffer = Vec::with_capacity(line.as_bytes().len() + next.line.as_bytes().len());
                 buffer.extend_from_slice(line.as_bytes());
                 let mut next = Some(next);
+                let mut lines = 1;
                 while let Some(Outgoing { line, receipt }) = next.take() {
+                    lines += 1;
                     tracing::trace!(?line, "→ IRC");
                     buffer.extend_from_slice(line.as_bytes());
                     written.extend(receipt);
@@ -110,6 +116,7 @@ pub(super) async fn write_lines(
                     }
                 }
                 writer.write_all(&buffer).await?;
+                traffic.wrote(lines);
             }
         }
         if written.is_empty() {
@@ -120,6 +127,7 @@ pub(super) async fn write_lines(
             && let Ok(line) = Line::new("PING", &[&token], None)
         {
             writer.write_all(line.as_bytes()).await?;
+            traffic.wrote(1);
         }
     }
 }

@@ -21,7 +21,7 @@ use super::{
     spawn::{EdgeCommand, connect_or_start},
     wire::{ConnKey, Link, ToBridge, ToEdge, VERSION, WireError},
 };
-use crate::conn::{ConnEvent, Settings};
+use crate::conn::{ConnEvent, Settings, Traffic};
 
 /// How often handled events are acknowledged to the edge.
 const ACK_EVERY: Duration = Duration::from_millis(50);
@@ -61,6 +61,8 @@ impl Acks {
 struct NetworkSink {
     events: mpsc::Sender<ConnEvent>,
     acks: Arc<Acks>,
+    /// Where the edge's counts of the network's lines and reconnects go.
+    traffic: Traffic,
 }
 
 /// The link to the edge. Cheap to clone.
@@ -148,9 +150,10 @@ impl EdgeLink {
     }
 
     /// Takes `network`'s events into `events`; its loop reports what it handled to the returned [`Acks`].
-    pub(crate) fn attach(&self, network: &str, events: mpsc::Sender<ConnEvent>) -> Arc<Acks> {
+    pub(crate) fn attach(&self, network: &str, events: mpsc::Sender<ConnEvent>, traffic: Traffic) -> Arc<Acks> {
         let acks = Arc::new(Acks::default());
-        lock(&self.inner.networks).insert(network.to_owned(), NetworkSink { events, acks: Arc::clone(&acks) });
+        let sink = NetworkSink { events, acks: Arc::clone(&acks), traffic };
+        lock(&self.inner.networks).insert(network.to_owned(), sink);
         self.send(ToEdge::Attach { network: network.to_owned() });
         acks
     }
@@ -386,6 +389,11 @@ impl Inner {
             }
             ToBridge::Lost { receipt } => {
                 lock(&self.pending).remove(&receipt);
+            }
+            ToBridge::Traffic { network, delta } => {
+                if let Some(sink) = lock(&self.networks).get(&network) {
+                    sink.traffic.add(delta);
+                }
             }
             ToBridge::Welcome { .. } | ToBridge::Refused { .. } | ToBridge::Moving | ToBridge::Handing(_) => {}
         }

@@ -29,7 +29,7 @@ use super::{
     wire::{ConnKey, Link, ToBridge, ToEdge, VERSION, WireEvent},
 };
 use crate::{
-    conn::{ConnEvent, LocalConnection, Settings},
+    conn::{ConnEvent, LocalConnection, Settings, Traffic, TrafficDelta},
     ident::IdentRegistry,
 };
 
@@ -51,6 +51,8 @@ struct NetworkHold {
     connecting: Arc<Semaphore>,
     events: mpsc::Sender<ConnEvent>,
     log: EventLog,
+    /// The lines the network's connections read and wrote and their reconnects, not yet reported to a bridge.
+    traffic: Traffic,
 }
 
 /// The bridge attached now.
@@ -143,7 +145,10 @@ pub(crate) async fn serve(options: EdgeOptions) -> std::io::Result<()> {
             _ = check.tick() => {
                 let attached = lock(&edge.attached).is_some();
                 match (attached, idle_since) {
-                    (true, _) => idle_since = None,
+                    (true, _) => {
+                        idle_since = None;
+                        edge.report_traffic();
+                    }
                     (false, None) => idle_since = Some(tokio::time::Instant::now()),
                     (false, Some(since)) if since.elapsed() >= options.linger => {
                         tracing::info!("no bridge attached for the linger time: quitting the IRC connections");
@@ -364,7 +369,24 @@ impl Edge {
                 edge.heard(&name, WireEvent::from(&event));
             }
         });
-        NetworkHold { connecting: Arc::new(Semaphore::new(max_concurrent.max(1))), events, log: EventLog::default() }
+        NetworkHold {
+            connecting: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            events,
+            log: EventLog::default(),
+            traffic: Traffic::default(),
+        }
+    }
+
+    /// Tells the attached bridge what each network's connections read, wrote and reconnected since the last time.
+    fn report_traffic(&self) {
+        let counted: Vec<(String, TrafficDelta)> = lock(&self.networks)
+            .iter()
+            .map(|(network, hold)| (network.clone(), hold.traffic.take()))
+            .filter(|(_, delta)| !delta.is_empty())
+            .collect();
+        for (network, delta) in counted {
+            self.tell(Some(ToBridge::Traffic { network, delta }));
+        }
     }
 
     /// Records an event of `network` and passes it to the bridge if it takes the network's events.
@@ -396,6 +418,7 @@ impl Edge {
                 // Made by an Attach before any Open knew the network's cap.
                 hold.connecting.add_permits(settings.reconnect.max_concurrent - 1);
             }
+            settings.traffic = hold.traffic.clone();
             (hold.events.clone(), Arc::clone(&hold.connecting))
         };
         tracing::info!(network = %key.network, owner = %key.owner, nick = %settings.nick, "opening an IRC connection");

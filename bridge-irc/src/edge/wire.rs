@@ -2,7 +2,8 @@
 //! (tokio-util's `LengthDelimitedCodec`, a 4-byte big-endian length) of one JSON message each.
 //!
 //! The bridge opens connections, sends lines and asks for channels; the edge reports each connection's state as
-//! it changes, the events of its connections numbered per network, and what became of lines sent with a receipt.
+//! it changes, the events of its connections numbered per network, what became of lines sent with a receipt, and
+//! every second how many lines its connections read and wrote (for the bridge's metrics).
 //! The bridge acknowledges events once it has handled them; the edge keeps the rest and hands them to the next
 //! bridge that attaches.
 
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::conn::{ConnEvent, ConnState, Login, Settings};
+use crate::conn::{ConnEvent, ConnState, Login, Settings, TrafficDelta};
 
 /// The tag the bridge puts on a message the edge handed over, naming it for good: the edge and the event's number.
 /// A message without a server `msgid` is known by it in the message map, so a message handed over again after
@@ -90,6 +91,9 @@ pub(crate) enum ToBridge {
     Earlier { receipt: u64 },
     /// The connection ended before the server confirmed the lines sent with `receipt`.
     Lost { receipt: u64 },
+    /// What `network`'s connections read, wrote and reconnected since the last report (sent every second while
+    /// something was counted).
+    Traffic { network: String, delta: TrafficDelta },
     /// The edge hands its connections to a successor on the same socket: attach to it once it listens.
     Moving,
     /// To the successor: everything but the sockets, which follow.

@@ -4,6 +4,7 @@
 mod channels;
 mod events;
 mod from_irc;
+mod metrics;
 mod puppets;
 mod render;
 mod to_irc;
@@ -25,7 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     config::{IrcSection, NetworkConfig},
-    conn::{Connection, Dialer, Forward, Settings},
+    conn::{Connection, Dialer, Forward, Settings, Traffic},
     delivery::Deliveries,
     edge::EdgeLink,
     ghosts,
@@ -212,6 +213,7 @@ impl Network {
                 }
             });
         }
+        network.report_metrics();
         if let Some(timeout) = network.idle_timeout {
             tokio::spawn(Self::reap_idle(Arc::downgrade(&network), timeout));
         }
@@ -365,5 +367,7 @@ fn bot_settings(id: &str, config: &NetworkConfig, ident: IdentRegistry) -> Setti
         reconnect: config.reconnect,
         forward: Forward::All,
         ident,
+        // The dialer counts the network's connections together.
+        traffic: Traffic::default(),
     }
 }

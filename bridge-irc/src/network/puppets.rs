@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::AuthMethod,
-    conn::{ChannelStatus, Connection, Forward, Login, Settings},
+    conn::{ChannelStatus, Connection, Forward, Login, Settings, Traffic},
     ids::{sanitise_nick, sanitise_username},
 };
 
@@ -133,6 +133,8 @@ impl Network {
                     reconnect: self.config.reconnect,
                     forward: Forward::Own,
                     ident: self.ident.clone(),
+                    // The dialer counts the network's connections together.
+                    traffic: Traffic::default(),
                 })
             })
             .clone();

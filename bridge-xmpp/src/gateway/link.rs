@@ -6,10 +6,14 @@
 //! catch silent drops, and publishes each connection as a new [`LinkState::generation`] so the gateway can rejoin
 //! its MUCs. Stanzas queued for a connection that died are dropped, not sent on the next one: whoever queued them
 //! waits for an answer that never comes and retries after the gateway has rejoined.
+//!
+//! The supervisor counts what goes through it in the runtime's metrics, under the component's domain: stanzas
+//! received and sent (pings included), reconnects, and the link's state (role `component`) at each scrape.
 
 use std::{sync::Arc, time::Duration};
 
 use futures::{SinkExt as _, StreamExt as _};
+use lattice_bridge_core::metrics::{ConnectionState, RemoteMetrics};
 use tokio::{
     io::BufStream,
     net::TcpStream,
@@ -97,9 +101,11 @@ pub(crate) fn spawn(
     secret: String,
     inbound: mpsc::Sender<Stanza>,
     drop_stanza: DropStanza,
+    metrics: RemoteMetrics,
 ) -> Link {
     let (outbound, outbound_receiver) = mpsc::channel(OUTBOUND_CAPACITY);
     let (state_sender, state) = watch::channel(LinkState::default());
+    report_state(&metrics, &config.domain, state.clone());
     let (stop, stopped) = watch::channel(false);
     let supervisor = Supervisor {
         domain: config.domain.clone(),
@@ -110,9 +116,31 @@ pub(crate) fn spawn(
         max_delay: Duration::from_secs(config.max_reconnect_delay_secs),
         ping_target: ping_target(&config.domain),
         drop_stanza,
+        metrics,
     };
     tokio::spawn(supervisor.run(outbound_receiver, state_sender, inbound, stopped));
     Link { outbound, state, server: config.server.clone(), stop: Arc::new(stop) }
+}
+
+/// Counts the series of `domain` from zero, and reports the link's state at each scrape until the supervisor ends
+/// (the hook holds only a receiver of the state, so it does not keep the link open).
+fn report_state(metrics: &RemoteMetrics, domain: &str, state: watch::Receiver<LinkState>) {
+    metrics.received(domain, 0);
+    metrics.sent(domain, 0);
+    metrics.reconnected(domain, 0);
+    let domain = domain.to_owned();
+    metrics.on_scrape(move |metrics| {
+        if state.has_changed().is_err() {
+            // The supervisor ended: the link is gone.
+            metrics.set_connections(&domain, "component", ConnectionState::Connected, 0);
+            metrics.set_connections(&domain, "component", ConnectionState::Connecting, 0);
+            return false;
+        }
+        let online = usize::from(state.borrow().online);
+        metrics.set_connections(&domain, "component", ConnectionState::Connected, online);
+        metrics.set_connections(&domain, "component", ConnectionState::Connecting, 1 - online);
+        true
+    });
 }
 
 /// The server the component pings: the parent domain of the component (`bridge.example.org` → `example.org`),
@@ -130,6 +158,7 @@ struct Supervisor {
     max_delay: Duration,
     ping_target: String,
     drop_stanza: DropStanza,
+    metrics: RemoteMetrics,
 }
 
 impl Supervisor {
@@ -181,6 +210,7 @@ impl Supervisor {
                 () = tokio::time::sleep(backoff(failures, self.max_delay)) => {}
                 _ = stop.changed() => return,
             }
+            self.metrics.reconnected(&self.domain, 1);
         }
     }
 
@@ -207,6 +237,7 @@ impl Supervisor {
                 }
                 stanza = stream.next() => {
                     let Some(stanza) = stanza else { return "the stream ended".into() };
+                    self.metrics.received(&self.domain, 1);
                     if let Stanza::Iq(Iq::Result { id, .. } | Iq::Error { id, .. }) = &stanza
                         && pending_ping.as_ref().is_some_and(|(ping_id, _)| ping_id == id)
                     {
@@ -237,6 +268,7 @@ impl Supervisor {
                     if let Err(error) = sink.flush().await {
                         return format!("sending failed: {error}");
                     }
+                    self.metrics.sent(&self.domain, u64::try_from(written).unwrap_or(u64::MAX));
                 }
                 _ = ping_timer.tick(), if pending_ping.is_none() => {
                     ping_count += 1;
@@ -247,6 +279,7 @@ impl Supervisor {
                     if let Err(error) = sink.send(ping.into()).await {
                         return format!("sending a ping failed: {error}");
                     }
+                    self.metrics.sent(&self.domain, 1);
                     pending_ping = Some((id, Instant::now() + self.response_timeout));
                 }
                 () = sleep_until(ping_deadline) => {

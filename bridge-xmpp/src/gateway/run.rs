@@ -32,7 +32,8 @@ impl Gateway {
     pub(crate) async fn start(section: &XmppSection, secret: String, bridge: BridgeHandle) -> Started {
         let (inbound_sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let skimmed = occupant_copies(&section.component.domain);
-        let link = link::spawn(&section.component, secret, inbound_sender, skimmed);
+        let metrics = bridge.remote_metrics().clone();
+        let link = link::spawn(&section.component, secret, inbound_sender, skimmed, metrics);
         let addressing = Addressing::new(section, bridge.server_name());
         let gateway = Self::new(section.clone(), addressing, bridge, link.clone());
         gateway.gateway_mucs().restore().await;

@@ -36,7 +36,7 @@ const ARRIVAL: Duration = Duration::from_secs(180);
 /// `dispatch::MAX_UNCONFIRMED`): at a kill, at most these were sent and not yet confirmed, and only they go out again.
 const RUN_AHEAD: usize = 4096;
 /// The bridge's component domain.
-const COMPONENT: &str = "bridge.localhost";
+pub(crate) const COMPONENT: &str = "bridge.localhost";
 
 /// The XMPP sample config pointed at `homeserver` and `prosody`'s component port, with its files in `dir`.
 fn write_config(dir: &Path, homeserver: &str, port: u16, prosody: &Prosody) -> anyhow::Result<PathBuf> {
@@ -54,7 +54,9 @@ fn write_config(dir: &Path, homeserver: &str, port: u16, prosody: &Prosody) -> a
 }
 
 /// `lattice-xmpp run` on one config and store, started again after each kill.
-struct Bridge {
+pub(crate) struct Bridge {
+    /// The appservice listener's port (`/metrics` too).
+    port: u16,
     binary: PathBuf,
     config: PathBuf,
     dir: StateDir,
@@ -64,7 +66,7 @@ struct Bridge {
 
 impl Bridge {
     /// Writes the registration, starts Synapse with it and the bridge.
-    async fn start(prosody: &Prosody) -> anyhow::Result<(Synapse, Self)> {
+    pub(crate) async fn start(prosody: &Prosody) -> anyhow::Result<(Synapse, Self)> {
         let binary = build_binary("lattice-bridge-xmpp", "lattice-xmpp")?;
         let dir = StateDir::new("lattice-xmpp-")?;
         let port = free_port();
@@ -74,7 +76,12 @@ impl Bridge {
         let synapse = Synapse::start(&[dir.path().join("registration.yaml")]).await?;
         write_config(dir.path(), synapse.url(), port, prosody)?;
         let process = Self::launch(&binary, &config, dir.path(), 0).await?;
-        Ok((synapse, Self { binary, config, dir, process, runs: 1 }))
+        Ok((synapse, Self { port, binary, config, dir, process, runs: 1 }))
+    }
+
+    /// The bridge's HTTP base URL (appservice API, `/metrics`).
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Starts `lattice-xmpp run` and waits until the homeserver's ping reached it and its component is connected.
@@ -106,7 +113,7 @@ impl Bridge {
 }
 
 /// A new XMPP account on `prosody`, logged in.
-async fn xmpp_user(prosody: &Prosody, user: &str) -> anyhow::Result<XmppTestClient> {
+pub(crate) async fn xmpp_user(prosody: &Prosody, user: &str) -> anyhow::Result<XmppTestClient> {
     let password = format!("{:016x}", rand::random::<u64>());
     prosody.register(user, &password).await?;
     XmppTestClient::connect(prosody.c2s_port(), user, &password).await

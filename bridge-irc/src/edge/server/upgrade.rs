@@ -138,14 +138,15 @@ impl Edge {
         let key = ConnKey::of(&frozen.state.settings);
         let forward = frozen.state.settings.forward;
         let max_concurrent = frozen.state.settings.reconnect.max_concurrent;
-        let (events, connecting) = {
+        let (events, connecting, traffic) = {
             let mut networks = lock(&self.networks);
             let hold =
                 networks.entry(key.network.clone()).or_insert_with(|| self.network_hold(&key.network, max_concurrent));
-            (hold.events.clone(), Arc::clone(&hold.connecting))
+            (hold.events.clone(), Arc::clone(&hold.connecting), hold.traffic.clone())
         };
         let mut frozen = frozen;
         frozen.state.settings.ident = self.ident.clone();
+        frozen.state.settings.traffic = traffic;
         let connection = LocalConnection::resume(frozen, events, connecting)?;
         let held = Held::start(connection, key.clone(), forward, self);
         lock(&self.held).insert(key, held);
