@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     remote::{RemoteConnection, RemoteShared},
     spawn::{EdgeCommand, connect_or_start},
-    wire::{ConnKey, Link, ToBridge, ToEdge, VERSION, WireError},
+    wire::{ConnKey, Link, READS_TRAFFIC, ToBridge, ToEdge, VERSION, WireError},
 };
 use crate::conn::{ConnEvent, Settings, Traffic};
 
@@ -110,7 +110,7 @@ struct Welcome {
 
 /// Says hello on a new link; the edge's welcome.
 async fn hello(link: &mut Link) -> Result<Welcome, EdgeError> {
-    link.send(&ToEdge::Hello { version: VERSION }).await?;
+    link.send(&ToEdge::Hello { version: VERSION, reads: vec![READS_TRAFFIC.to_owned()] }).await?;
     match link.next::<ToBridge>().await? {
         ToBridge::Welcome { connections, started_now, edge_id } => Ok(Welcome { connections, started_now, edge_id }),
         ToBridge::Refused { reason } => Err(EdgeError::Refused(reason)),

@@ -26,7 +26,7 @@ use super::{
     held::{Held, SendJob},
     keys::SentKeys,
     log::EventLog,
-    wire::{ConnKey, Link, ToBridge, ToEdge, VERSION, WireEvent},
+    wire::{ConnKey, Link, READS_TRAFFIC, ToBridge, ToEdge, VERSION, WireEvent},
 };
 use crate::{
     conn::{ConnEvent, LocalConnection, Settings, Traffic, TrafficDelta},
@@ -60,6 +60,8 @@ struct Attached {
     generation: u64,
     sender: mpsc::UnboundedSender<ToBridge>,
     networks: HashSet<String>,
+    /// It said it reads [`ToBridge::Traffic`].
+    reads_traffic: bool,
 }
 
 /// The edge's state.
@@ -210,13 +212,15 @@ impl Edge {
         match link.next::<ToEdge>().await {
             // The bridge tries again until the successor answers.
             Ok(_) if self.handing_over.load(Ordering::SeqCst) => {}
-            Ok(ToEdge::Hello { version }) if version == VERSION => self.serve_bridge(link).await,
+            Ok(ToEdge::Hello { version, reads }) if version == VERSION => {
+                self.serve_bridge(link, reads.iter().any(|read| read == READS_TRAFFIC)).await
+            }
             Ok(ToEdge::Handover { version }) if version == VERSION => {
                 if let Err(error) = self.hand_over(link).await {
                     tracing::error!(%error, "handing the connections over failed; they go on here");
                 }
             }
-            Ok(ToEdge::Hello { version } | ToEdge::Handover { version }) => {
+            Ok(ToEdge::Hello { version, .. } | ToEdge::Handover { version }) => {
                 let reason = format!("this edge speaks version {VERSION} of the edge protocol, not {version}");
                 let _ = link.send(&ToBridge::Refused { reason }).await;
             }
@@ -240,7 +244,7 @@ impl Edge {
     }
 
     /// One bridge's link, from its `Hello` until it goes away; it replaces the bridge attached before.
-    async fn serve_bridge(self: Arc<Self>, mut link: Link) {
+    async fn serve_bridge(self: Arc<Self>, mut link: Link, reads_traffic: bool) {
         let connections: Vec<ConnKey> = lock(&self.held).keys().cloned().collect();
         let started_now = self.fresh.swap(false, Ordering::SeqCst);
         if link.send(&ToBridge::Welcome { connections, started_now, edge_id: self.id }).await.is_err() {
@@ -253,7 +257,8 @@ impl Edge {
             let _ = sender.send(ToBridge::State { conn: conn.clone(), state: held.connection.state() });
         }
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        if lock(&self.attached).replace(Attached { generation, sender, networks: HashSet::new() }).is_some() {
+        let attached = Attached { generation, sender, networks: HashSet::new(), reads_traffic };
+        if lock(&self.attached).replace(attached).is_some() {
             tracing::info!("a new bridge attached; the one before is let go");
         } else {
             tracing::info!("a bridge attached");
@@ -379,6 +384,9 @@ impl Edge {
 
     /// Tells the attached bridge what each network's connections read, wrote and reconnected since the last time.
     fn report_traffic(&self) {
+        if !lock(&self.attached).as_ref().is_some_and(|attached| attached.reads_traffic) {
+            return;
+        }
         let counted: Vec<(String, TrafficDelta)> = lock(&self.networks)
             .iter()
             .map(|(network, hold)| (network.clone(), hold.traffic.take()))

@@ -39,12 +39,20 @@ impl ConnKey {
     }
 }
 
+/// The optional message [`ToBridge::Traffic`], as named in [`ToEdge::Hello`].
+pub(crate) const READS_TRAFFIC: &str = "traffic";
+
 /// From the bridge to the edge.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum ToEdge {
-    /// The first message on a new link.
-    Hello { version: u32 },
+    /// The first message on a new link; `reads` names the optional messages the bridge understands (an edge
+    /// sends no other: a bridge of an earlier release, attached to a newer edge, is never sent what it cannot read).
+    Hello {
+        version: u32,
+        #[serde(default)]
+        reads: Vec<String>,
+    },
     /// Hand over the events of `network`: the unacknowledged ones first, in order, then new ones as they come.
     Attach { network: String },
     /// The connection `settings` describe: opened unless the edge holds it already.
