@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use lattice_bridge_core::{
     BridgeHandle, Connector, ConnectorError,
     connector::{
-        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, Sent,
+        Capabilities, ConnectorInfo, ConnectorResult, GhostSpec, InPortal, MembershipChange, PortalSpec, RemoteId, Sent,
     },
     event::{MatrixEvent, Message, Relation},
     store::Portal,
@@ -114,6 +114,10 @@ impl Connector for XmppConnector {
 
     async fn matrix_message(&self, at: InPortal<'_>, _message: &Message) -> ConnectorResult<Sent> {
         self.content(at).await
+    }
+
+    async fn matrix_delivered_before(&self, at: InPortal<'_>) -> ConnectorResult<Option<RemoteId>> {
+        self.gateway()?.matrix_delivered_before(at.portal, at.sender, at.event).await
     }
 
     async fn matrix_edit(&self, at: InPortal<'_>, _target: &Relation, _new: &Message) -> ConnectorResult<Sent> {

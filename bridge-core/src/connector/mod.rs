@@ -149,6 +149,18 @@ pub trait Connector: Send + Sync + 'static {
         async { Ok(Sent::Nothing) }
     }
 
+    /// A message, edit, reaction or redaction left from an earlier run (the process ended after it was handed over,
+    /// before it was confirmed) that the message map does not show delivered: whether the network has it anyway,
+    /// found by what the connector sent it as. `Some` records the event as delivered under that remote ID instead of
+    /// sending it again. The default: the network cannot tell, so it is sent again.
+    fn matrix_delivered_before(
+        &self,
+        at: InPortal<'_>,
+    ) -> impl Future<Output = ConnectorResult<Option<RemoteId>>> + Send {
+        let _ = at;
+        async { Ok(None) }
+    }
+
     /// Who is typing in a portal now (ephemeral; only for portals whose [`Capabilities::typing`] is set).
     fn matrix_typing(
         &self,

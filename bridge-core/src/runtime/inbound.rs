@@ -50,14 +50,15 @@ impl<C: Connector> Handler for InboundHandler<C> {
         let Some(mut event) = serde_json::from_str(&item.payload).ok().and_then(MatrixEvent::parse) else {
             return Outcome::GiveUp { reason: "not a room event".into() };
         };
-        if item.seq <= runtime.replay_horizon.load(Ordering::SeqCst) {
+        let replayed = item.seq <= runtime.replay_horizon.load(Ordering::SeqCst);
+        if replayed {
             match runtime.delivered_before(&event).await {
                 Ok(true) => return Outcome::Done,
                 Ok(false) => {}
                 Err(error) => return Outcome::Retry { after: None, reason: error.to_string() },
             }
         }
-        match runtime.handle_matrix_event(&mut event).await {
+        match runtime.handle_matrix_event(&mut event, replayed).await {
             Ok(Delivery { sent: Sent::Later(confirmation), record }) => Outcome::Confirming(Box::pin(async move {
                 let confirmed = match confirmation.await {
                     Ok(remote_id) => runtime.record(record, remote_id).await,
@@ -80,7 +81,8 @@ impl<C: Connector> Handler for InboundHandler<C> {
 }
 
 impl<C: Connector> Runtime<C> {
-    async fn handle_matrix_event(&self, event: &mut MatrixEvent) -> Result<Delivery> {
+    /// `replayed`: the event is left from an earlier run (see [`Connector::matrix_delivered_before`]).
+    async fn handle_matrix_event(&self, event: &mut MatrixEvent, replayed: bool) -> Result<Delivery> {
         let core = self.handle.core();
         for relation in event.relations_mut() {
             relation.remote_ids = core
@@ -127,8 +129,34 @@ impl<C: Connector> Runtime<C> {
             room_id: portal.room_id.clone(),
             portal_key: portal.remote_key.clone(),
         });
+        if replayed
+            && let Some(portal) = &portal
+            && let Some(remote_id) = self.found_on_network(portal, event).await?
+        {
+            return Ok(Delivery { sent: Sent::Now(Some(remote_id)), record });
+        }
         let sent = self.route(portal.as_ref(), event).await?;
         Ok(Delivery { sent, record })
+    }
+
+    /// What a content event left from an earlier run became on the network, if the connector finds it there.
+    async fn found_on_network(&self, portal: &Portal, event: &MatrixEvent) -> Result<Option<RemoteId>> {
+        let content = matches!(
+            event.kind,
+            MatrixEventKind::Message(_)
+                | MatrixEventKind::Edit { .. }
+                | MatrixEventKind::Reaction { .. }
+                | MatrixEventKind::Redaction { .. }
+        );
+        let (true, Some(sender), Some(event_id)) = (content, event.sender.as_deref(), &event.event_id) else {
+            return Ok(None);
+        };
+        let found = self.connector.matrix_delivered_before(InPortal { portal, event, sender }).await?;
+        if let Some(remote_id) = &found {
+            tracing::info!(%event_id, room_id = %event.room_id, remote_id = remote_id.as_str(),
+                "not sending again: the network has it from before a restart");
+        }
+        Ok(found)
     }
 
     /// Hands an event to the connector's method for its kind.

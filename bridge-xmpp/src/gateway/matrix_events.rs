@@ -49,13 +49,39 @@ impl Gateway {
             return Ok(Sent::Nothing);
         };
         match conversation {
-            Conversation::Muc(room) => self.muc().send_content(&room, portal, sender, outgoing).await,
+            Conversation::Muc(room) => {
+                self.muc().send_content(&room, portal, sender, event.event_id.as_deref(), outgoing).await
+            }
             Conversation::GatewayMuc(room) => {
                 let event_id = event.event_id.clone().unwrap_or_default();
                 self.gateway_mucs().send_content(&room, sender, event_id, outgoing).await
             }
             Conversation::Direct(account) => self.direct().send_content(&account, sender, outgoing).await,
         }
+    }
+
+    /// A Matrix message, edit, reaction or redaction left from before a restart: whether the MUC of a MUC portal has
+    /// it already (its reflection was lost with the process), found in the MUC's archive by the ID it was sent
+    /// with; then what it became there. Gateway MUCs and direct chats cannot tell (their messages are sent again).
+    pub(crate) async fn matrix_delivered_before(
+        &self,
+        portal: &Portal,
+        sender: &str,
+        event: &MatrixEvent,
+    ) -> ConnectorResult<Option<lattice_bridge_core::connector::RemoteId>> {
+        let (Some(PortalKind::Muc(room)), Some(event_id)) = (PortalKind::of(portal), event.event_id.as_deref()) else {
+            return Ok(None);
+        };
+        let id = super::event_message_id(event_id);
+        let Some(stanza_id) = self.muc().archived_as(&room, portal, &id).await? else { return Ok(None) };
+        // What the reflection would have recorded (see `MucPortals::send_content`).
+        let Some(crate::gateway::messages::Outgoing::Message { map_as, .. }) =
+            self.messages().outgoing(portal, sender, event, true).await?
+        else {
+            return Ok(None);
+        };
+        self.bridge.messages().alias(&portal.remote_key, &id, &stanza_id);
+        Ok(Some(map_as.unwrap_or(crate::gateway::messages::RemoteId::Message(stanza_id)).into()))
     }
 
     /// A membership change of `user_id`, sent by `sender`: a Matrix user joining or leaving a MUC portal makes their

@@ -103,19 +103,30 @@ pub(crate) fn new_id() -> String {
     format!("lattice-{:016x}", rand::random::<u64>())
 }
 
-/// `message` as a Matrix user's message leaves for XMPP: with `body` (refused when longer than the section allows), a
-/// new ID that is also its XEP-0359 origin-id, and `payloads`. The caller sets who it is from. Returns it and its ID.
+/// The ID (and XEP-0359 origin-id) of the message a Matrix event becomes: made from the event ID, so the same event
+/// sent again after a restart carries the same ID and can be found where it arrived before.
+pub(crate) fn event_message_id(event_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(event_id.as_bytes());
+    let hex: String = digest[..12].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("lattice-m{hex}")
+}
+
+/// `message` as a Matrix user's message leaves for XMPP: with `body` (refused when longer than the section allows),
+/// the ID made from `event_id` (a new one without it) that is also its XEP-0359 origin-id, and `payloads`. The caller
+/// sets who it is from. Returns it and its ID.
 pub(crate) fn outgoing(
     section: &XmppSection,
     mut message: Message,
     body: Option<String>,
     payloads: Vec<Element>,
+    event_id: Option<&str>,
 ) -> ConnectorResult<(Message, String)> {
     if let Some(body) = body {
         section.check_message_size(&body)?;
         message = message.with_body(Lang::new(), body);
     }
-    let id = new_id();
+    let id = event_id.map_or_else(new_id, event_message_id);
     message.id = Some(Id(id.clone()));
     message.payloads.push(crate::xep::ids::origin_id(&id).into());
     message.payloads.extend(payloads);
@@ -235,5 +246,17 @@ impl Gateway {
 
     pub(crate) fn is_matrix_person(&self, user_id: &str) -> bool {
         !self.addressing.is_ghost(user_id) && !self.bridge.is_bridge_user(user_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_matrix_events_message_id_is_the_same_each_time_and_its_own() {
+        let one = super::event_message_id("$one:localhost");
+        assert_eq!(one, super::event_message_id("$one:localhost"), "the same event, sent again, has the same ID");
+        assert_ne!(one, super::event_message_id("$two:localhost"));
+        assert!(one.starts_with("lattice-m") && one.len() == "lattice-m".len() + 24, "{one}");
+        assert_ne!(super::new_id(), super::new_id());
     }
 }

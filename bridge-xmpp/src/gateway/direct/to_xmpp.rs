@@ -62,7 +62,8 @@ impl Direct<'_> {
     ) -> ConnectorResult<String> {
         // Ask for displayed markers (XEP-0333) on what people write, not on reactions or retractions.
         let markable = body.is_some() && payloads.is_empty();
-        let (mut message, id) = outgoing(&self.section, Message::new(Some(Jid::from(to.clone()))), body, payloads)?;
+        let (mut message, id) =
+            outgoing(&self.section, Message::new(Some(Jid::from(to.clone()))), body, payloads, None)?;
         if markable {
             message.payloads.push(crate::xep::chat_states::markable());
         }

@@ -39,6 +39,16 @@ impl ArchiveQueries {
         self.results.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Gathers the results of the query `queryid` from now on.
+    pub(super) fn expect(&self, queryid: &str) {
+        self.results().insert(queryid.to_owned(), Vec::new());
+    }
+
+    /// The results of the query `queryid` gathered so far; no more are gathered.
+    pub(super) fn take(&self, queryid: &str) -> Vec<Result_> {
+        self.results().remove(queryid).unwrap_or_default()
+    }
+
     /// Takes a message that is a result of one of the gateway's queries; false for any other message.
     fn collect(&self, message: &Message) -> bool {
         let Some(result) = message
@@ -85,13 +95,13 @@ impl MucPortals<'_> {
         // Whether archived messages' occupant-ids can be trusted, before the first join asks again.
         self.learn_muc_features(room).await;
         let queryid = new_id();
-        self.mucs.archive.results().insert(queryid.clone(), Vec::new());
+        self.mucs.archive.expect(&queryid);
         let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
         let query =
             Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
         let iq = Iq::from_set(String::new(), query).with_from(self.listener_jid().into()).with_to(room.clone().into());
         let answer = self.request(iq).await;
-        let results = self.mucs.archive.results().remove(&queryid).unwrap_or_default();
+        let results = self.mucs.archive.take(&queryid);
         match answer {
             Some(Iq::Result { .. }) => {}
             Some(Iq::Error { error, .. }) => {

@@ -11,6 +11,7 @@ mod history;
 mod join;
 mod presence;
 pub(crate) mod self_ping;
+mod sent_before;
 mod to_matrix;
 mod to_xmpp;
 
@@ -67,6 +68,8 @@ pub(crate) struct State {
     self_pings: self_ping::SelfPings,
     /// Archive queries to MUCs waiting for their results.
     archive: history::ArchiveQueries,
+    /// What each MUC's archive showed of messages sent before a restart.
+    sent_before: Mutex<sent_before::ArchivedIds>,
 }
 
 /// The resource of the listener occupant and of Matrix users' occupants.

@@ -32,6 +32,7 @@ impl MucPortals<'_> {
         room: &BareJid,
         portal: &Portal,
         sender: &str,
+        event_id: Option<&str>,
         outgoing: Outgoing,
     ) -> ConnectorResult<Sent> {
         let (body, payloads, map_as) = match outgoing {
@@ -41,7 +42,7 @@ impl MucPortals<'_> {
                 return Ok(Sent::Nothing);
             }
         };
-        let reflection = self.send_groupchat(room, portal, sender, body, payloads).await?;
+        let reflection = self.send_groupchat(room, portal, sender, event_id, (body, payloads)).await?;
         // Delivered once the MUC reflects it; the room's next messages go out meanwhile.
         Ok(Sent::later(async move {
             let id = reflection.await?;
@@ -49,23 +50,23 @@ impl MucPortals<'_> {
         }))
     }
 
-    /// Sends a groupchat message from a Matrix user. The returned future waits for the MUC to reflect it and comes
-    /// to its remote ID: the stanza-id the MUC stamped (the bridge's own ID recorded as its alias), else the bridge's
-    /// own ID.
+    /// Sends a groupchat message (`body` and `payloads`) of Matrix event `event_id` from a Matrix user. The
+    /// returned future waits for the MUC to reflect it and comes to its remote ID: the stanza-id the MUC stamped (the
+    /// bridge's own ID recorded as its alias), else the bridge's own ID.
     async fn send_groupchat(
         &self,
         room: &BareJid,
         portal: &Portal,
         user_id: &str,
-        body: Option<String>,
-        mut payloads: Vec<Element>,
+        event_id: Option<&str>,
+        (body, mut payloads): (Option<String>, Vec<Element>),
     ) -> ConnectorResult<impl Future<Output = ConnectorResult<String>> + Send + 'static> {
         let groupchat = Message::groupchat(Some(Jid::from(room.clone())));
         if body.is_some() {
             // XEP-0333: readers' clients send displayed markers, which become the sender's read receipts.
             payloads.push(crate::xep::chat_states::markable());
         }
-        let (mut message, id) = outgoing(&self.section, groupchat, body, payloads)?;
+        let (mut message, id) = outgoing(&self.section, groupchat, body, payloads, event_id)?;
         let (occupant, _) = self.ensure_puppet(room, portal, user_id, None).await?;
         message.from = Some(occupant.into());
         let reflection = self.send_for_reflection(message, &id).await?;

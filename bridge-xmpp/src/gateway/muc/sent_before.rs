@@ -1,0 +1,72 @@
+//! After a restart, whether a Matrix user's message the bridge sent to a MUC just before the process ended (its
+//! reflection lost with it) reached the MUC: looked up in the MUC's archive
+//! ([XEP-0313](https://xmpp.org/extensions/xep-0313.html)) by the ID it was sent with, which is made from the Matrix
+//! event ID ([`crate::gateway::event_message_id`]) and is also its XEP-0359 origin-id. Found, it is not sent again.
+//!
+//! One query per MUC and run: the newest [`LOOK_BACK`] archived messages, read once, answer for every event left
+//! from the earlier run (they were all sent before this process started, so before the query). A MUC without an
+//! archive, or one busier than that since the event, cannot tell: the event is sent again.
+
+use std::collections::HashMap;
+
+use lattice_bridge_core::{connector::ConnectorResult, store::Portal};
+use tokio_xmpp::parsers::{
+    iq::Iq,
+    jid::BareJid,
+    mam::{Query, QueryId},
+    rsm::SetQuery,
+};
+
+use super::MucPortals;
+use crate::{gateway::new_id, xep::ids::MessageIds};
+
+/// How many of a MUC's newest archived messages are searched.
+const LOOK_BACK: usize = 250;
+
+/// Per MUC: the IDs its newest archived messages were sent with → the stanza-ids the MUC gave them.
+pub(crate) type ArchivedIds = HashMap<BareJid, HashMap<String, String>>;
+
+impl MucPortals<'_> {
+    /// The stanza-id of the message sent to `room` with the ID `id`, if the MUC's archive has it.
+    pub(crate) async fn archived_as(
+        &self,
+        room: &BareJid,
+        portal: &Portal,
+        id: &str,
+    ) -> ConnectorResult<Option<String>> {
+        if let Some(ids) = self.mucs.sent_before.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(room) {
+            return Ok(ids.get(id).cloned());
+        }
+        // The listener asks, as for a new portal's history (a members-only MUC answers occupants only).
+        self.ensure_listening(room, portal).await?;
+        let ids = self.newest_archived_ids(room).await;
+        let found = ids.get(id).cloned();
+        tracing::info!(%room, searched = ids.len(), "looked in the MUC's archive for messages sent before a restart");
+        self.mucs.sent_before.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(room.clone(), ids);
+        Ok(found)
+    }
+
+    /// The IDs (origin-id, else `id`) of the MUC's newest archived messages, with their stanza-ids; empty when the
+    /// MUC has no archive or does not answer.
+    async fn newest_archived_ids(&self, room: &BareJid) -> HashMap<String, String> {
+        let queryid = new_id();
+        self.mucs.archive.expect(&queryid);
+        let set = SetQuery { max: Some(LOOK_BACK), after: None, before: Some(String::new()), index: None };
+        let query =
+            Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
+        let iq = Iq::from_set(String::new(), query).with_from(self.listener_jid().into()).with_to(room.clone().into());
+        let answer = self.request(iq).await;
+        let results = self.mucs.archive.take(&queryid);
+        if !matches!(answer, Some(Iq::Result { .. })) {
+            tracing::info!(%room, "the MUC's archive cannot say what reached it before a restart");
+            return HashMap::new();
+        }
+        results
+            .into_iter()
+            .filter_map(|result| {
+                let sent_as = MessageIds::of(&result.forwarded.message, None).sender_id?;
+                Some((sent_as, result.id))
+            })
+            .collect()
+    }
+}
