@@ -20,7 +20,7 @@ async fn a_muc_that_forgot_the_bridge_is_joined_again() -> anyhow::Result<()> {
     alice.wait_for_message(&room_id, WAIT, "before").await?;
 
     // The MUC drops the bridge's listener without a word, as a restarted remote MUC service would.
-    fixture.prosody.forget_muc_occupant(room, "bridge.localhost/lattice").await?;
+    fixture.xmpp.prosody()?.forget_muc_occupant(room, "bridge.localhost/lattice").await?;
     // The self-ping finds out and the listener joins again: the occupants see it arrive.
     xavier
         .wait_for_presence(&format!("{room}/Matrix bridge"), WAIT, |kind| kind.is_none())
