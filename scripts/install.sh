@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|heisenbridge|packaging|all]…   (default: all)
+# Usage: scripts/install.sh [synapse|postgres|ircd|prosody|ejabberd|heisenbridge|packaging|all]…   (default: all)
 #
 # Installs the real servers the end-to-end tests and the demo run against, idempotently:
 #   synapse   matrix-synapse $SYNAPSE_VERSION from PyPI in a venv at $LATTICE_CACHE/synapse-venv
 #   postgres  Debian's postgresql-15
 #   ircd      Debian's ngircd, inspircd and atheme-services (and openssl, which makes the test TLS certificates)
 #   prosody   Debian's prosody
+#   ejabberd  Debian's ejabberd (the second XMPP server of the XMPP bridge's tests; the tests run it as the
+#             current user, not as the package's service)
 #   heisenbridge  heisenbridge $HEISENBRIDGE_VERSION from PyPI in a venv at $LATTICE_CACHE/heisenbridge-venv
 #             (a peer IRC bridge the benchmarks measure beside Lattice; not part of `all`)
 #   packaging cargo-deb $CARGO_DEB_VERSION from crates.io into cargo's bin folder (~/.cargo/bin), which
@@ -34,6 +36,7 @@ for what in "$@"; do
     postgres) debs+=(postgresql-15) ;;
     ircd) debs+=(ngircd inspircd atheme-services openssl) ;;
     prosody) debs+=(prosody) ;;
+    ejabberd) debs+=(ejabberd) ;;
     heisenbridge) want_heisenbridge=true ;;
     packaging)
         want_cargo_deb=true
@@ -41,7 +44,7 @@ for what in "$@"; do
         ;;
     all)
         want_synapse=true
-        debs+=(postgresql-15 ngircd inspircd atheme-services openssl prosody)
+        debs+=(postgresql-15 ngircd inspircd atheme-services openssl prosody ejabberd)
         ;;
     -h | --help) usage ;;
     *)

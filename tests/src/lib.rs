@@ -5,7 +5,8 @@
 //! for an observable event with a deadline ([`MatrixUser::wait_for_event`]), never a sleep.
 //!
 //! Tests that run on each homeserver ([`homeserver_tests!`]) start a [`Homeserver`] of the kind given, Synapse or
-//! Conduit.
+//! Conduit; the XMPP bridge's tests that run on each XMPP server ([`xmpp_server_tests!`]) start an [`XmppServer`],
+//! Prosody or ejabberd (Debian's packages, run as the current user).
 //!
 //! Environment:
 //! - `LATTICE_CONDUIT`: the Conduit binary (default `../shared/homeservers/conduit/conduit` beside the workspace);
@@ -21,6 +22,7 @@
 
 pub mod bridge;
 mod conduit;
+pub mod ejabberd;
 pub mod homeserver;
 pub mod irc_edge;
 pub mod ircd;
@@ -30,6 +32,7 @@ pub mod prosody;
 mod state_dir;
 mod synapse;
 pub mod xmpp_client;
+pub mod xmpp_server;
 
 use std::{
     collections::HashSet,
@@ -45,6 +48,7 @@ pub use crate::{
     process::ServerProcess,
     state_dir::StateDir,
     synapse::Synapse,
+    xmpp_server::{Servers, XmppServer, XmppServerKind},
 };
 
 /// The workspace root: the folder holding `scripts/` and the root `Cargo.toml`.

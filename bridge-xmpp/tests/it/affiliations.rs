@@ -1,29 +1,31 @@
 //! MUC affiliations and roles become ghosts' power levels, and Matrix power levels become the affiliations and
 //! roles XMPP occupants of gateway MUCs see.
 
+use lattice_e2e::{Servers, xmpp_server_tests};
 use serde_json::{Value, json};
 
 use crate::{
     client::{muc_item, to_xml},
     fixture::{Fixture, WAIT},
-    muc::{join_portal, occupant_ghost},
+    muc::{join_portal, occupant_ghost_on},
 };
 
 fn sets_level(event: &Value, user: &str, level: i64) -> bool {
     event["type"] == "m.room.power_levels" && event["content"]["users"][user].as_i64() == Some(level)
 }
 
-#[tokio::test]
-async fn muc_owners_admins_and_moderators_get_power_levels() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+xmpp_server_tests!(muc_owners_admins_and_moderators_get_power_levels);
+
+async fn muc_owners_admins_and_moderators_get_power_levels(servers: Servers) -> anyhow::Result<()> {
+    let fixture = Fixture::between(servers).await?;
     let room = "ranks@conference.localhost";
     // The first occupant creates the room and owns it.
     let mut xavier = fixture.xmpp_user("xavier").await?;
-    let xavier_ghost = occupant_ghost(room, &xavier.join_muc(room, "Xavier").await?)?;
+    let xavier_ghost = occupant_ghost_on(servers.xmpp, room, &xavier.join_muc(room, "Xavier").await?)?;
     let alice = fixture.matrix_user("alice").await?;
     let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
     let mut yvonne = fixture.xmpp_user("yvonne").await?;
-    let yvonne_ghost = occupant_ghost(room, &yvonne.join_muc(room, "Yvonne").await?)?;
+    let yvonne_ghost = occupant_ghost_on(servers.xmpp, room, &yvonne.join_muc(room, "Yvonne").await?)?;
     let (xavier_ghost, yvonne_ghost) = (xavier_ghost.as_str(), yvonne_ghost.as_str());
     alice.wait_for_event(&room_id, WAIT, |event| sets_level(event, xavier_ghost, 100)).await?;
 

@@ -1,16 +1,16 @@
 //! One-to-one chats between an XMPP account and a Matrix user's gateway JID, both ways, and after the Matrix user
 //! left the DM room.
 
-use lattice_e2e::{HomeserverKind, homeserver_tests};
+use lattice_e2e::{HomeserverKind, Servers, homeserver_tests, xmpp_server_tests};
 use serde_json::json;
 
 use crate::fixture::{Fixture, WAIT, html_message};
 
 homeserver_tests!(matrix_user_opens_a_direct_chat_with_an_xmpp_ghost);
+xmpp_server_tests!(direct_chats_both_ways_and_after_leaving);
 
-#[tokio::test]
-async fn direct_chats_both_ways_and_after_leaving() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+async fn direct_chats_both_ways_and_after_leaving(servers: Servers) -> anyhow::Result<()> {
+    let fixture = Fixture::between(servers).await?;
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let alice = fixture.matrix_user("alice").await?;
     let gateway_jid = r"alice\40localhost@bridge.localhost";

@@ -1,5 +1,5 @@
-//! A Prosody, a homeserver (Synapse, or Conduit for the tests that run on each) and the XMPP bridge between them,
-//! for one test.
+//! An XMPP server (Prosody, or ejabberd for the tests that run on each), a homeserver (Synapse, or Conduit for the
+//! tests that run on each) and the XMPP bridge between them, for one test.
 
 use std::time::Duration;
 
@@ -9,9 +9,8 @@ use lattice_bridge_xmpp::{
 };
 use lattice_config::{PermissionsConfig, Secret};
 use lattice_e2e::{
-    Homeserver, HomeserverKind, MatrixUser,
+    Homeserver, HomeserverKind, MatrixUser, Servers, XmppServer, XmppServerKind,
     bridge::{RunningBridge, registration},
-    prosody::Prosody,
 };
 
 use crate::client::XmppClient;
@@ -29,7 +28,7 @@ const COMPONENT: &str = "bridge.localhost";
 pub struct Fixture {
     bridge: RunningBridge<XmppConnector>,
     pub homeserver: Homeserver,
-    pub prosody: Prosody,
+    pub xmpp: XmppServer,
 }
 
 impl Fixture {
@@ -52,12 +51,22 @@ impl Fixture {
         kind: HomeserverKind,
         configure: impl FnOnce(&mut XmppSection),
     ) -> anyhow::Result<Self> {
-        let prosody = Prosody::start(COMPONENT).await?;
+        Self::between_with(Servers { homeserver: kind, xmpp: XmppServerKind::Prosody }, configure).await
+    }
+
+    /// Like [`Fixture::start`], between the servers `servers` names.
+    pub async fn between(servers: Servers) -> anyhow::Result<Self> {
+        Self::between_with(servers, |_| {}).await
+    }
+
+    /// Like [`Fixture::start_with`], between the servers `servers` names.
+    pub async fn between_with(servers: Servers, configure: impl FnOnce(&mut XmppSection)) -> anyhow::Result<Self> {
+        let xmpp = XmppServer::start(servers.xmpp, COMPONENT).await?;
         let mut section = XmppSection {
             component: ComponentConfig {
                 domain: COMPONENT.into(),
-                server: prosody.component_address(),
-                secret: Secret::Value(prosody.component_secret().into()),
+                server: xmpp.component_address(),
+                secret: Secret::Value(xmpp.component_secret().into()),
                 ping_interval_secs: 5,
                 response_timeout_secs: 5,
                 max_reconnect_delay_secs: 2,
@@ -68,8 +77,9 @@ impl Fixture {
         configure(&mut section);
         let template = registration("lattice-xmpp", "xmppbot", "_xmpp_", "xmpp");
         let build = move |_: &lattice_registration::AppserviceRegistration| XmppConnector::new(section.clone());
-        let (homeserver, bridge) = RunningBridge::start(kind, template, &PermissionsConfig::default(), build).await?;
-        Ok(Self { bridge, homeserver, prosody })
+        let (homeserver, bridge) =
+            RunningBridge::start(servers.homeserver, template, &PermissionsConfig::default(), build).await?;
+        Ok(Self { bridge, homeserver, xmpp })
     }
 
     /// Stops the bridge and starts it again on the same store and address, as an operator's restart does.
@@ -90,7 +100,7 @@ impl Fixture {
     /// A new XMPP account, logged in.
     pub async fn xmpp_user(&self, user: &str) -> anyhow::Result<XmppClient> {
         let password = format!("{:016x}", rand::random::<u64>());
-        self.prosody.register(user, &password).await?;
-        XmppClient::connect(self.prosody.c2s_port(), user, &password).await
+        self.xmpp.register(user, &password).await?;
+        XmppClient::connect(self.xmpp.c2s_port(), user, &password).await
     }
 }

@@ -1,6 +1,7 @@
 //! Matrix rooms joined from XMPP as MUCs on the gateway: discovery, occupants, history with delay stamps, subject,
 //! and conversation both ways.
 
+use lattice_e2e::{Servers, xmpp_server_tests};
 use serde_json::json;
 
 use crate::{
@@ -8,9 +9,10 @@ use crate::{
     fixture::{Fixture, WAIT, html_message},
 };
 
-#[tokio::test]
-async fn matrix_room_as_gateway_muc_with_history_both_ways() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+xmpp_server_tests!(matrix_room_as_gateway_muc_with_history_both_ways);
+
+async fn matrix_room_as_gateway_muc_with_history_both_ways(servers: Servers) -> anyhow::Result<()> {
+    let fixture = Fixture::between(servers).await?;
     let alice = fixture.matrix_user("alice").await?;
     alice.set_display_name("Alice Liddell").await?;
     let room_id = alice

@@ -1,6 +1,7 @@
 //! History: XEP-0313 archive queries with XEP-0059 paging on a gateway MUC, served from the Matrix room.
 
 use anyhow::Context as _;
+use lattice_e2e::{Servers, xmpp_server_tests};
 use serde_json::json;
 use xmpp_parsers::minidom::Element;
 
@@ -96,13 +97,14 @@ async fn gateway_muc_archive_pages_through_matrix_history() -> anyhow::Result<()
     Ok(())
 }
 
-#[tokio::test]
-async fn a_new_portal_is_filled_from_the_muc_archive_with_original_times() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+xmpp_server_tests!(a_new_portal_is_filled_from_the_muc_archive_with_original_times);
+
+async fn a_new_portal_is_filled_from_the_muc_archive_with_original_times(servers: Servers) -> anyhow::Result<()> {
+    let fixture = Fixture::between(servers).await?;
     let room = "archived@conference.localhost";
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let joined = xavier.join_muc(room, "Xavier").await?;
-    let ghost = crate::muc::occupant_ghost(room, &joined)?;
+    let ghost = crate::muc::occupant_ghost_on(servers.xmpp, room, &joined)?;
     for index in 1..=3 {
         xavier.send_groupchat(room, &format!("before the portal {index}")).await?;
         xavier.wait_for_groupchat(room, WAIT, |body| body == format!("before the portal {index}")).await?;

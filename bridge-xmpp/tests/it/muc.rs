@@ -1,10 +1,10 @@
-//! XMPP MUCs carried into Matrix portals: conversation both ways with styling, bursts in order, a Prosody restart,
-//! hostile nicks.
+//! XMPP MUCs carried into Matrix portals: conversation both ways with styling, bursts in order, an XMPP server
+//! restart, hostile nicks.
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use lattice_e2e::{HomeserverKind, MatrixUser, homeserver_tests};
+use anyhow::{Context as _, bail};
+use lattice_e2e::{MatrixUser, Servers, XmppServerKind, xmpp_server_tests};
 use serde_json::{Value, json};
 
 use crate::{
@@ -40,15 +40,32 @@ pub(crate) async fn join_portal(
 /// The ghost of the occupant whose presence this is: a Prosody MUC stamps XEP-0421 occupant-ids, and the bridge
 /// names the ghosts of semi-anonymous occupants after them.
 pub(crate) fn occupant_ghost(room: &str, presence: &xmpp_parsers::minidom::Element) -> anyhow::Result<String> {
+    occupant_ghost_on(XmppServerKind::Prosody, room, presence)
+}
+
+/// The ghost of the occupant whose presence this is, in a MUC on `server`. Prosody stamps XEP-0421 occupant-ids and
+/// the ghost is named after the id; ejabberd 23.01 has no occupant-ids (its `mod_muc_occupantid` came in 23.10), so
+/// the ghost is named after the occupant's nick, and a new nick is a new person to Matrix.
+pub(crate) fn occupant_ghost_on(
+    server: XmppServerKind,
+    room: &str,
+    presence: &xmpp_parsers::minidom::Element,
+) -> anyhow::Result<String> {
     use lattice_bridge_xmpp::{
         XmppSection,
         addressing::{Addressing, XmppIdentity},
     };
-    let id = presence
-        .get_child("occupant-id", "urn:xmpp:occupant-id:0")
-        .and_then(|occupant| occupant.attr("id"))
-        .with_context(|| format!("no occupant-id in {}", crate::client::to_xml(presence)))?;
-    let occupant = format!("{room}/{id}").parse().context("occupant JID")?;
+    let stamped = presence.get_child("occupant-id", "urn:xmpp:occupant-id:0").and_then(|occupant| occupant.attr("id"));
+    let occupant = match (server, stamped) {
+        (XmppServerKind::Prosody, Some(id)) => format!("{room}/{id}"),
+        (XmppServerKind::Ejabberd, None) => presence.attr("from").context("a presence without from")?.to_owned(),
+        (server, _) => bail!(
+            "{server:?} should {}stamp occupant-ids: {}",
+            if stamped.is_some() { "not " } else { "" },
+            crate::client::to_xml(presence)
+        ),
+    };
+    let occupant = occupant.parse().context("occupant JID")?;
     let addressing = Addressing::new(&XmppSection::default(), "localhost");
     addressing.ghost_for(&XmppIdentity::Occupant(occupant)).context("no ghost")
 }
@@ -66,7 +83,8 @@ pub(crate) async fn xavier_and_alice_in_portal(
     Ok((xavier, alice, room_id))
 }
 
-homeserver_tests!(muc_conversation_both_ways_with_styling);
+xmpp_server_tests!(homeservers: muc_conversation_both_ways_with_styling);
+xmpp_server_tests!(xmpp_server_restart_loses_nothing);
 
 fn is_message_with_prefix(event: &Value, prefix: &str) -> bool {
     event["type"] == "m.room.message" && event["content"]["body"].as_str().is_some_and(|body| body.starts_with(prefix))
@@ -96,8 +114,8 @@ async fn file_becomes_a_link(
     Ok(())
 }
 
-async fn muc_conversation_both_ways_with_styling(homeserver: HomeserverKind) -> anyhow::Result<()> {
-    let fixture = Fixture::on_homeserver(homeserver).await?;
+async fn muc_conversation_both_ways_with_styling(servers: Servers) -> anyhow::Result<()> {
+    let fixture = Fixture::between(servers).await?;
     let room = "lobby@conference.localhost";
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let joined = xavier.join_muc(room, "Xavier").await?;
@@ -107,7 +125,7 @@ async fn muc_conversation_both_ways_with_styling(homeserver: HomeserverKind) -> 
     // XMPP → Matrix: XEP-0393 styling becomes HTML, from the occupant's ghost.
     xavier.send_groupchat(room, "hello *bold* and _soft_ ~old~ `code`").await?;
     let message = alice.wait_for_message(&room_id, WAIT, "hello bold and soft old code").await?;
-    assert_eq!(message["sender"], occupant_ghost(room, &joined)?.as_str());
+    assert_eq!(message["sender"], occupant_ghost_on(servers.xmpp, room, &joined)?.as_str());
     let html = message["content"]["formatted_body"].as_str().unwrap_or_default();
     for fragment in ["<strong>bold</strong>", "<em>soft</em>", "<del>old</del>", "<code>code</code>"] {
         assert!(html.contains(fragment), "{fragment} missing in {html:?}");
@@ -200,25 +218,24 @@ async fn bursts_of_500_messages_arrive_complete_and_in_order() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test]
-async fn prosody_restart_loses_nothing() -> anyhow::Result<()> {
-    let mut fixture = Fixture::start().await?;
+async fn xmpp_server_restart_loses_nothing(servers: Servers) -> anyhow::Result<()> {
+    let mut fixture = Fixture::between(servers).await?;
     let room = "sturdy@conference.localhost";
     let password = "xavier-password";
-    fixture.prosody.register("xavier", password).await?;
-    let mut xavier = XmppClient::connect(fixture.prosody.c2s_port(), "xavier", password).await?;
+    fixture.xmpp.register("xavier", password).await?;
+    let mut xavier = XmppClient::connect(fixture.xmpp.c2s_port(), "xavier", password).await?;
     xavier.join_muc(room, "Xavier").await?;
     let alice = fixture.matrix_user("alice").await?;
     let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
     alice.send_text(&room_id, "before restart").await?;
     xavier.wait_for_groupchat(room, WAIT, |body| body == "before restart").await?;
 
-    fixture.prosody.restart().await?;
+    fixture.xmpp.restart().await?;
     // Sent while the component is down or reconnecting: held in the bridge's queue, delivered after the rejoin.
     for index in 0..3 {
         alice.send_text(&room_id, &format!("during outage {index}")).await?;
     }
-    let mut xavier = XmppClient::connect(fixture.prosody.c2s_port(), "xavier", password).await?;
+    let mut xavier = XmppClient::connect(fixture.xmpp.c2s_port(), "xavier", password).await?;
     xavier.join_muc(room, "Xavier").await?;
     for index in 0..3 {
         let (nick, body, _) = xavier.wait_for_groupchat(room, WAIT, |body| body.starts_with("during outage")).await?;

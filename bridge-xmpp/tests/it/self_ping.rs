@@ -1,15 +1,39 @@
 //! XEP-0410 self-pings: the bridge notices that a MUC forgot its occupant and joins again; the gateway answers
 //! XMPP clients' self-pings in gateway MUCs.
 
+use lattice_e2e::{Servers, XmppServer, xmpp_server_tests};
 use serde_json::json;
 
 use crate::{
-    client::{escape, to_xml},
+    client::{XmppClient, escape, to_xml},
     fixture::{Fixture, WAIT},
     muc::xavier_and_alice_in_portal,
 };
 
 const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
+
+xmpp_server_tests!(the_muc_service_answers_self_pings_as_the_bridge_reads_them);
+
+/// The MUC service's side of XEP-0410, which the bridge's self-pings rely on: an occupant's ping to its own occupant
+/// JID is answered, and a ping from a JID that is no occupant gets `not-acceptable` (the bridge then joins again).
+/// Only the XMPP server runs: the answers are the server's own.
+async fn the_muc_service_answers_self_pings_as_the_bridge_reads_them(servers: Servers) -> anyhow::Result<()> {
+    let server = XmppServer::start(servers.xmpp, "bridge.localhost").await?;
+    let room = format!("pings@{}", server.muc_domain());
+    let mut clients = Vec::new();
+    for user in ["xavier", "yvonne"] {
+        server.register(user, "password").await?;
+        clients.push(XmppClient::connect(server.c2s_port(), user, "password").await?);
+    }
+    let [xavier, yvonne] = &mut clients[..] else { unreachable!("two clients") };
+    xavier.join_muc(&room, "Xavier").await?;
+    let own = xavier.iq("get", &format!("{room}/Xavier"), PING).await?;
+    assert_eq!(own.attr("type"), Some("result"), "{}", to_xml(&own));
+    let stranger = yvonne.iq("get", &format!("{room}/Xavier"), PING).await?;
+    assert_eq!(stranger.attr("type"), Some("error"), "{}", to_xml(&stranger));
+    assert!(to_xml(&stranger).contains("not-acceptable"), "{}", to_xml(&stranger));
+    Ok(())
+}
 
 #[tokio::test]
 async fn a_muc_that_forgot_the_bridge_is_joined_again() -> anyhow::Result<()> {
@@ -20,7 +44,7 @@ async fn a_muc_that_forgot_the_bridge_is_joined_again() -> anyhow::Result<()> {
     alice.wait_for_message(&room_id, WAIT, "before").await?;
 
     // The MUC drops the bridge's listener without a word, as a restarted remote MUC service would.
-    fixture.prosody.forget_muc_occupant(room, "bridge.localhost/lattice").await?;
+    fixture.xmpp.prosody()?.forget_muc_occupant(room, "bridge.localhost/lattice").await?;
     // The self-ping finds out and the listener joins again: the occupants see it arrive.
     xavier
         .wait_for_presence(&format!("{room}/Matrix bridge"), WAIT, |kind| kind.is_none())

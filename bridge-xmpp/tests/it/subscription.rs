@@ -11,8 +11,8 @@ async fn xmpp_users_see_matrix_users_on_their_roster() -> anyhow::Result<()> {
     let fixture = Fixture::start().await?;
     fixture.matrix_user("alice").await?;
     let password = "xavier-password";
-    fixture.prosody.register("xavier", password).await?;
-    let port = fixture.prosody.c2s_port();
+    fixture.xmpp.register("xavier", password).await?;
+    let port = fixture.xmpp.c2s_port();
     let mut xavier = XmppClient::connect(port, "xavier", password).await?;
     xavier.request_roster().await?;
     let alice = r"alice\40localhost@bridge.localhost";

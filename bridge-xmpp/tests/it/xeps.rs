@@ -3,14 +3,14 @@
 //! MUC portals, gateway MUCs and direct chats; and a bridge restart between a message and its correction.
 
 use anyhow::Context as _;
-use lattice_e2e::{HomeserverKind, MatrixUser, homeserver_tests};
+use lattice_e2e::{MatrixUser, Servers, xmpp_server_tests};
 use serde_json::{Value, json};
 use xmpp_parsers::minidom::Element;
 
 use crate::{
     client::{XmppClient, escape, stanza_id},
     fixture::{Fixture, WAIT},
-    muc::{join_portal, occupant_ghost},
+    muc::{join_portal, occupant_ghost, occupant_ghost_on},
 };
 
 const REACTIONS: &str = "urn:xmpp:reactions:0";
@@ -52,24 +52,25 @@ fn is_redaction_of(event: &Value, target: &str) -> bool {
     event["type"] == "m.room.redaction" && (event["redacts"] == target || event["content"]["redacts"] == target)
 }
 
-homeserver_tests!(
-    muc_corrections_reactions_replies_and_retractions_reach_matrix,
+xmpp_server_tests!(
+    homeservers: muc_corrections_reactions_replies_and_retractions_reach_matrix,
     matrix_edits_reactions_replies_and_redactions_reach_the_muc,
 );
+xmpp_server_tests!(direct_chat_xeps_both_ways, gateway_muc_xeps_both_ways);
 
 /// Servers, bridge, an XMPP user in `room` and a Matrix user in its portal; the last is Xavier's ghost.
 pub(crate) async fn muc_with_portal(room: &str) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String, String)> {
-    muc_with_portal_on(HomeserverKind::Synapse, room).await
+    muc_with_portal_on(Servers::DEFAULT, room).await
 }
 
-/// Xavier in the MUC `room`, Alice in its portal on a homeserver of `kind`; also returns Xavier's ghost.
+/// Xavier in the MUC `room`, Alice in its portal, between `servers`; also returns Xavier's ghost.
 async fn muc_with_portal_on(
-    kind: HomeserverKind,
+    servers: Servers,
     room: &str,
 ) -> anyhow::Result<(Fixture, XmppClient, MatrixUser, String, String)> {
-    let fixture = Fixture::on_homeserver(kind).await?;
+    let fixture = Fixture::between(servers).await?;
     let mut xavier = fixture.xmpp_user("xavier").await?;
-    let ghost = occupant_ghost(room, &xavier.join_muc(room, "Xavier").await?)?;
+    let ghost = occupant_ghost_on(servers.xmpp, room, &xavier.join_muc(room, "Xavier").await?)?;
     let alice = fixture.matrix_user("alice").await?;
     let room_id = join_portal(&alice, &mut xavier, room, "Xavier").await?;
     Ok((fixture, xavier, alice, room_id, ghost))
@@ -80,7 +81,15 @@ async fn muc_with_portal_on(
 pub(crate) async fn public_room_and_xmpp_user(
     alias: &str,
 ) -> anyhow::Result<(Fixture, MatrixUser, String, XmppClient, String)> {
-    let fixture = Fixture::start().await?;
+    public_room_and_xmpp_user_on(Servers::DEFAULT, alias).await
+}
+
+/// Like [`public_room_and_xmpp_user`], between `servers`.
+pub(crate) async fn public_room_and_xmpp_user_on(
+    servers: Servers,
+    alias: &str,
+) -> anyhow::Result<(Fixture, MatrixUser, String, XmppClient, String)> {
+    let fixture = Fixture::between(servers).await?;
     let alice = fixture.matrix_user("alice").await?;
     let room_id = alice.create_room(json!({"preset": "public_chat", "room_alias_name": alias})).await?;
     let xavier = fixture.xmpp_user("xavier").await?;
@@ -93,11 +102,9 @@ fn reactions_xml(id: &str, keys: &[&str]) -> String {
 }
 
 /// Every mapping from XMPP to Matrix in a MUC portal, naming messages by the MUC's stanza-id and the sender's ID.
-async fn muc_corrections_reactions_replies_and_retractions_reach_matrix(
-    homeserver: HomeserverKind,
-) -> anyhow::Result<()> {
+async fn muc_corrections_reactions_replies_and_retractions_reach_matrix(servers: Servers) -> anyhow::Result<()> {
     let room = "xeps@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal_on(homeserver, room).await?;
+    let (_fixture, mut xavier, alice, room_id, ghost) = muc_with_portal_on(servers, room).await?;
 
     xavier.send_message_with("groupchat", room, "x-1", Some("first words"), "").await?;
     let original = alice.wait_for_message(&room_id, WAIT, "first words").await?;
@@ -156,9 +163,9 @@ async fn muc_corrections_reactions_replies_and_retractions_reach_matrix(
 
 /// Every mapping from Matrix to XMPP in a MUC portal: the XMPP side names Matrix messages by the MUC's stanza-id
 /// and corrections by the bridge's own ID.
-async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc(homeserver: HomeserverKind) -> anyhow::Result<()> {
+async fn matrix_edits_reactions_replies_and_redactions_reach_the_muc(servers: Servers) -> anyhow::Result<()> {
     let room = "xeps-out@conference.localhost";
-    let (_fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal_on(homeserver, room).await?;
+    let (_fixture, mut xavier, alice, room_id, _ghost) = muc_with_portal_on(servers, room).await?;
 
     let event_id = alice.send_text(&room_id, "from matrix").await?;
     let sent = xavier.wait_for_message_from(room, WAIT, |stanza| body_of(stanza) == "from matrix").await?;
@@ -362,9 +369,8 @@ async fn xeps_both_ways(
     Ok(())
 }
 
-#[tokio::test]
-async fn direct_chat_xeps_both_ways() -> anyhow::Result<()> {
-    let fixture = Fixture::start().await?;
+async fn direct_chat_xeps_both_ways(servers: Servers) -> anyhow::Result<()> {
+    let fixture = Fixture::between(servers).await?;
     let mut xavier = fixture.xmpp_user("xavier").await?;
     let alice = fixture.matrix_user("alice").await?;
     let conversation =
@@ -376,9 +382,8 @@ async fn direct_chat_xeps_both_ways() -> anyhow::Result<()> {
     xeps_both_ways(&conversation, &mut xavier, &alice, &room_id, &first).await
 }
 
-#[tokio::test]
-async fn gateway_muc_xeps_both_ways() -> anyhow::Result<()> {
-    let (_fixture, alice, room_id, mut xavier, room) = public_room_and_xmpp_user("xeps").await?;
+async fn gateway_muc_xeps_both_ways(servers: Servers) -> anyhow::Result<()> {
+    let (_fixture, alice, room_id, mut xavier, room) = public_room_and_xmpp_user_on(servers, "xeps").await?;
     let room = room.as_str();
     xavier.join_muc(room, "Xavier").await?;
     let conversation = Conversation { kind: "groupchat", jid: room.into(), stamped_by: Some(room.into()) };
