@@ -9,10 +9,16 @@
 //! It stays in `application_services_txns` until the next time the bridge is unreachable. Such an event never
 //! reached the bridge, so it is counted apart from what the bridge lost.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use lattice_e2e::{MatrixUser, Synapse};
 use tokio::task::JoinHandle;
+
+/// How long everything missing must have been stranded in Synapse before the wait for it ends.
+const STRANDED_FOR: Duration = Duration::from_secs(20);
 
 /// The numbered messages of a crash test: `senders` Matrix users, `per_sender` messages each.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +82,41 @@ impl Stream {
             .flat_map(|sender| (0..self.per_sender).map(move |number| (sender, number)))
             .filter(|sent| !arrived.contains(sent))
             .collect()
+    }
+
+    /// Waits up to `wait` until everything arrived. It stops sooner once, for [`STRANDED_FOR`], all that is missing
+    /// has been among the events Synapse holds unsent (see above): those do not come.
+    pub(crate) async fn wait_for_all(
+        self,
+        arrived: impl Fn() -> Vec<(usize, usize)>,
+        event_ids: &[Vec<String>],
+        synapse: &Synapse,
+        wait: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut stranded_since = None;
+        let mut rounds = 0u32;
+        while tokio::time::Instant::now() < deadline {
+            let missing = self.missing(&arrived());
+            if missing.is_empty() {
+                return Ok(());
+            }
+            // Asking Synapse starts a Python process: every few rounds.
+            if rounds % 10 == 0 {
+                let unsent = synapse.unsent_appservice_events()?;
+                let stranded = missing.iter().all(|&(sender, number)| {
+                    event_ids.get(sender).and_then(|ids| ids.get(number)).is_some_and(|id| unsent.contains(id))
+                });
+                stranded_since =
+                    if stranded { stranded_since.or_else(|| Some(tokio::time::Instant::now())) } else { None };
+                if stranded_since.is_some_and(|since| since.elapsed() >= STRANDED_FOR) {
+                    return Ok(());
+                }
+            }
+            rounds += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 
     /// Counts what arrived (without asking the homeserver about the lost ones).

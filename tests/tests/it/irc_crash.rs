@@ -232,10 +232,7 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
     for stream in streams {
         event_ids.push(stream.await??);
     }
-    let deadline = tokio::time::Instant::now() + ARRIVAL;
-    while STREAM.tally(&arrived(&observer)).lost > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    STREAM.wait_for_all(|| arrived(&observer), &event_ids, &synapse, ARRIVAL).await?;
     // A little longer, so a late double shows.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counted = STREAM.tally_against(&arrived(&observer), &event_ids, &synapse)?;

@@ -13,7 +13,7 @@ use lattice_bridge_core::{connector::ConnectorResult, store::Portal};
 use tokio_xmpp::parsers::{
     iq::Iq,
     jid::BareJid,
-    mam::{Query, QueryId},
+    mam::{Fin, Query, QueryId, Result_},
     rsm::SetQuery,
 };
 
@@ -46,27 +46,45 @@ impl MucPortals<'_> {
         Ok(found)
     }
 
-    /// The IDs (origin-id, else `id`) of the MUC's newest archived messages, with their stanza-ids; empty when the
-    /// MUC has no archive or does not answer.
+    /// The IDs (origin-id, else `id`) of the MUC's newest archived messages, with their stanza-ids, page by page
+    /// back from the newest (a MUC answers a few dozen at a time) up to [`LOOK_BACK`]; what was read when the MUC has
+    /// no archive, stops answering or has no more.
     async fn newest_archived_ids(&self, room: &BareJid) -> HashMap<String, String> {
+        let mut ids = HashMap::new();
+        let (mut before, mut read) = (String::new(), 0);
+        while read < LOOK_BACK {
+            let Some((results, fin)) = self.archive_page(room, before).await else { break };
+            read += results.len();
+            for result in results {
+                if let Some(sent_as) = MessageIds::of(&result.forwarded.message, None).sender_id {
+                    ids.insert(sent_as, result.id);
+                }
+            }
+            match fin.set.first {
+                Some(first) if !fin.complete && read > 0 => before = first.item,
+                _ => break,
+            }
+        }
+        ids
+    }
+
+    /// One page of the MUC's archive, newest first, ending before the archive ID `before` (empty: the newest).
+    async fn archive_page(&self, room: &BareJid, before: String) -> Option<(Vec<Result_>, Fin)> {
         let queryid = new_id();
         self.mucs.archive.expect(&queryid);
-        let set = SetQuery { max: Some(LOOK_BACK), after: None, before: Some(String::new()), index: None };
+        let set = SetQuery { max: Some(LOOK_BACK), after: None, before: Some(before), index: None };
         let query =
             Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
         let iq = Iq::from_set(String::new(), query).with_from(self.listener_jid().into()).with_to(room.clone().into());
         let answer = self.request(iq).await;
         let results = self.mucs.archive.take(&queryid);
-        if !matches!(answer, Some(Iq::Result { .. })) {
+        let fin = match answer {
+            Some(Iq::Result { payload: Some(payload), .. }) => Fin::try_from(payload).ok(),
+            _ => None,
+        };
+        if fin.is_none() {
             tracing::info!(%room, "the MUC's archive cannot say what reached it before a restart");
-            return HashMap::new();
         }
-        results
-            .into_iter()
-            .filter_map(|result| {
-                let sent_as = MessageIds::of(&result.forwarded.message, None).sender_id?;
-                Some((sent_as, result.id))
-            })
-            .collect()
+        Some((results, fin?))
     }
 }
