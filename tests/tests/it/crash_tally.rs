@@ -102,7 +102,7 @@ impl Stream {
                 return Ok(());
             }
             // Asking Synapse starts a Python process: every few rounds.
-            if rounds % 10 == 0 {
+            if rounds.is_multiple_of(10) {
                 let unsent = synapse.unsent_appservice_events()?;
                 let stranded = missing.iter().all(|&(sender, number)| {
                     event_ids.get(sender).and_then(|ids| ids.get(number)).is_some_and(|id| unsent.contains(id))
