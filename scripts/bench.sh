@@ -9,6 +9,8 @@
 # Flags: --puppets N (P1, default 1000), --p2-senders N (20), --p2-messages N (20000), --p3-samples N (200),
 # --p5-portals N (1000), --p5-puppets N (300),
 # --p6-messages N (1000), --p6-users N (1000), --p6-stanzas N (1000), --p7-puppets N (2000).
+# --irc-edge auto|on|off: the IRC bridge's bridge.edge.mode for P1, P2, P3 and P5 (default auto, an edge process
+# for `lattice-irc run`; off keeps the IRC connections in the bridge's process).
 #
 # Each run keeps its servers' state in $LATTICE_CACHE/bench-state/run-PID and kills what is left there at the end.
 # Env: LATTICE_CACHE (default <repo>/.cache); LATTICE_KEEP_TEST_STATE=1 keeps the state dirs.

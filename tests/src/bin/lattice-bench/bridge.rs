@@ -36,6 +36,8 @@ pub(crate) struct Flavour<'a> {
     pub(crate) bot_localpart: &'a str,
     /// The `bridge:` section, indented by two spaces.
     pub(crate) section: String,
+    /// For the IRC bridge, `bridge.edge.mode`; its edge's socket is then put in the run's folder.
+    pub(crate) edge_mode: Option<&'static str>,
 }
 
 impl BridgeSetup {
@@ -56,10 +58,10 @@ impl BridgeSetup {
             id = flavour.id,
             bot = flavour.bot_localpart,
             section = flavour.section,
-            edge = match flavour.binary {
+            edge = match flavour.edge_mode {
                 // The IRC edge's socket in the run's folder: found by the bench, stopped by its clean-up.
-                "lattice-irc" => format!("  edge:\n    socket: {d}/edge.sock\n    linger_secs: 60\n"),
-                _ => String::new(),
+                Some(mode) => format!("  edge:\n    mode: {mode}\n    socket: {d}/edge.sock\n    linger_secs: 60\n"),
+                None => String::new(),
             },
         );
         let binary = bin_dir.join(flavour.binary);

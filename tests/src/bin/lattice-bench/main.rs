@@ -4,10 +4,14 @@
 //! beside a baseline measured in the same run. It prints figures and asserts nothing.
 //!
 //! ```text
-//! lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] [--p3-samples N]
-//!               [--p5-portals N] [--p5-puppets N]
+//! lattice-bench [--bin-dir DIR] [--irc-edge auto|on|off] [--puppets N] [--p2-senders N] [--p2-messages N]
+//!               [--p3-samples N] [--p5-portals N] [--p5-puppets N]
 //!               [--p6-messages N] [--p6-users N] [--p6-stanzas N] [--p7-puppets N] [p1|p2|p3|p5|p6|p7|all]…
 //! ```
+//!
+//! `--irc-edge` sets the IRC bridge's `bridge.edge.mode` for P1, P2, P3 and P5 (default `auto`: `lattice-irc run`
+//! holds its IRC connections in an edge process); `off` keeps them in the bridge's process, as builds before the edge
+//! did. P7 measures the edge and always runs with it.
 //!
 //! The bridges run as their own processes from `--bin-dir` (default `target/release`): build them with
 //! `cargo build --release -p lattice-bridge-irc -p lattice-bridge-xmpp`, or run `scripts/bench.sh`, which does.
@@ -31,12 +35,15 @@ mod xmpp;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
+use rig::IrcEdge;
 
-const USAGE: &str = "usage: lattice-bench [--bin-dir DIR] [--puppets N] [--p2-senders N] [--p2-messages N] \
-                     [--p3-samples N] [--p5-portals N] [--p5-puppets N] [--p6-messages N] [--p6-users N] [--p6-stanzas N] [--p7-puppets N] [p1|p2|p3|p5|p6|p7|all]…";
+const USAGE: &str = "usage: lattice-bench [--bin-dir DIR] [--irc-edge auto|on|off] [--puppets N] [--p2-senders N] \
+                     [--p2-messages N] [--p3-samples N] [--p5-portals N] [--p5-puppets N] [--p6-messages N] \
+                     [--p6-users N] [--p6-stanzas N] [--p7-puppets N] [p1|p2|p3|p5|p6|p7|all]…";
 
 struct Args {
     bin_dir: PathBuf,
+    irc_edge: IrcEdge,
     which: Vec<String>,
     puppets: usize,
     p2: p2::P2,
@@ -50,6 +57,7 @@ impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
         let mut parsed = Self {
             bin_dir: lattice_e2e::workspace_root().join("target/release"),
+            irc_edge: IrcEdge::default(),
             which: Vec::new(),
             puppets: 1000,
             p2: p2::P2 { senders: 20, messages: 20_000 },
@@ -65,6 +73,7 @@ impl Args {
             };
             match arg.as_str() {
                 "--bin-dir" => parsed.bin_dir = args.next().context(USAGE)?.into(),
+                "--irc-edge" => parsed.irc_edge = IrcEdge::parse(&args.next().context(USAGE)?)?,
                 "--puppets" => parsed.puppets = number(&arg)?,
                 "--p2-senders" => parsed.p2.senders = number(&arg)?.max(1),
                 "--p2-messages" => parsed.p2.messages = number(&arg)?,
@@ -87,6 +96,9 @@ impl Args {
         if parsed.which.is_empty() {
             parsed.which.extend(["p2", "p1", "p3", "p5", "p6"].map(String::from));
         }
+        if parsed.irc_edge == IrcEdge::Off && parsed.which.iter().any(|which| which == "p7") {
+            bail!("P7 measures the IRC edge: it cannot run with --irc-edge off");
+        }
         Ok(parsed)
     }
 }
@@ -100,17 +112,43 @@ async fn main() -> anyhow::Result<()> {
         return p1::raw_idle(port.parse()?, count.parse()?).await;
     }
     let args = Args::parse(argv.into_iter())?;
-    println!("# lattice-bench: bridges from {}", args.bin_dir.display());
+    println!("# lattice-bench: bridges from {}, IRC edge {}", args.bin_dir.display(), args.irc_edge.mode());
     for which in &args.which {
         match which.as_str() {
-            "p1" => p1::run(&args.bin_dir, args.puppets).await?,
-            "p2" => p2::run(&args.bin_dir, &args.p2).await?,
-            "p3" => p3::run(&args.bin_dir, args.p3_samples).await?,
-            "p5" => p5::run(&args.bin_dir, &args.p5).await?,
+            "p1" => p1::run(&args.bin_dir, args.puppets, args.irc_edge).await?,
+            "p2" => p2::run(&args.bin_dir, &args.p2, args.irc_edge).await?,
+            "p3" => p3::run(&args.bin_dir, args.p3_samples, args.irc_edge).await?,
+            "p5" => p5::run(&args.bin_dir, &args.p5, args.irc_edge).await?,
             "p6" => p6::run(&args.bin_dir, &args.p6).await?,
             "p7" => p7::run(&args.bin_dir, &args.p7).await?,
             other => println!("\n## {other}: not built yet"),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Args> {
+        Args::parse(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn the_irc_edge_is_auto_unless_asked() -> anyhow::Result<()> {
+        assert_eq!(parse(&["p3"])?.irc_edge, IrcEdge::Auto);
+        assert_eq!(parse(&["--irc-edge", "off", "p3", "p6"])?.irc_edge, IrcEdge::Off);
+        assert_eq!(parse(&["p7", "--irc-edge", "on"])?.irc_edge, IrcEdge::On);
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_irc_edge_is_refused() {
+        assert!(parse(&["--irc-edge", "no", "p3"]).is_err());
+        assert!(parse(&["--irc-edge"]).is_err());
+        // P7 measures the edge, whichever order the flags come in.
+        assert!(parse(&["p7", "--irc-edge", "off"]).is_err());
+        assert!(parse(&["--irc-edge", "off", "all"]).is_err());
+    }
 }

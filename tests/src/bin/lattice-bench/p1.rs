@@ -22,10 +22,10 @@ use crate::{
     appservice::join_event,
     bridge::settled_rss_kib,
     irc::{RawIrc, Tally},
-    rig::{IrcOptions, IrcRig},
+    rig::{IrcEdge, IrcOptions, IrcRig},
 };
 
-pub(crate) async fn run(bin_dir: &Path, puppets: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(bin_dir: &Path, puppets: usize, edge: IrcEdge) -> anyhow::Result<()> {
     println!("\n## P1 memory per idle puppet ({puppets} puppets in one channel, ngircd)");
     let rig = IrcRig::start(
         bin_dir,
@@ -38,6 +38,7 @@ pub(crate) async fn run(bin_dir: &Path, puppets: usize) -> anyhow::Result<()> {
             // join) takes minutes and lets some connections time out; under Libera.Chat's rule a user whose
             // connection has not registered within the grace period is removed, which is not what P1 measures.
             privacy: "off",
+            edge,
         },
     )
     .await?;

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::{
     appservice::{Pusher, join_event, message_event},
     irc::{RawIrc, Tally, connect_many},
-    rig::{IrcOptions, IrcRig},
+    rig::{IrcEdge, IrcOptions, IrcRig},
 };
 
 /// How long any step of a run may take before it fails.
@@ -36,7 +36,7 @@ pub(crate) struct P2 {
     pub(crate) messages: usize,
 }
 
-pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
+pub(crate) async fn run(bin_dir: &Path, size: &P2, edge: IrcEdge) -> anyhow::Result<()> {
     println!("\n## P2 Matrix → IRC throughput ({} messages over {} senders, ngircd)", size.messages, size.senders);
     let rig = IrcRig::start(
         bin_dir,
@@ -46,6 +46,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P2) -> anyhow::Result<()> {
             seed_portals: 0,
             tap_marker: None,
             privacy: "kick",
+            edge,
         },
     )
     .await?;

@@ -26,7 +26,7 @@ use crate::{
     arrivals::Arrivals,
     heisenbridge::{self, HeisenbridgeSetup},
     irc::{RawIrc, Tally},
-    rig::{BridgeEdges, IrcOptions, IrcRig},
+    rig::{BridgeEdges, IrcEdge, IrcOptions, IrcRig},
     stats::p50_p99,
 };
 
@@ -76,7 +76,7 @@ pub(crate) fn stub_registration(dir: &Path, url: &str) -> anyhow::Result<(PathBu
     Ok((path, as_token))
 }
 
-pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(bin_dir: &Path, samples: usize, edge: IrcEdge) -> anyhow::Result<()> {
     println!("\n## P3 latency through Synapse ({samples} messages each way, one at a time, ngircd)");
     let dir = StateDir::new("bench-p3-")?;
     let (stub, stub_url) = StubAppservice::start().await?;
@@ -93,6 +93,7 @@ pub(crate) async fn run(bin_dir: &Path, samples: usize) -> anyhow::Result<()> {
         seed_portals: 0,
         tap_marker: Some("p3 lattice to "),
         privacy: "kick",
+        edge,
     };
     let rig = IrcRig::start(bin_dir, options).await?;
     let irc = RawIrc::connect(rig.ircd.port(), "p3irc", &["#p3"], Tally::new("p3", "", true)).await?;

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::{
     appservice::join_event,
     irc::{RawIrc, Tally},
-    rig::{IrcOptions, IrcRig, NET},
+    rig::{IrcEdge, IrcOptions, IrcRig, NET},
 };
 
 /// Sizes of a P5 run.
@@ -61,7 +61,7 @@ pub(crate) async fn seed(url: &str, key_file: &Path, count: usize) -> anyhow::Re
     Ok(())
 }
 
-pub(crate) async fn run(bin_dir: &Path, size: &P5) -> anyhow::Result<()> {
+pub(crate) async fn run(bin_dir: &Path, size: &P5, edge: IrcEdge) -> anyhow::Result<()> {
     println!(
         "\n## P5 cold start ({} portals in the store, then {} puppets woken at once; max_concurrent {MAX_CONCURRENT}, ngircd)",
         size.portals, size.puppets
@@ -72,6 +72,7 @@ pub(crate) async fn run(bin_dir: &Path, size: &P5) -> anyhow::Result<()> {
         seed_portals: size.portals,
         tap_marker: None,
         privacy: "kick",
+        edge,
     };
     let rig = IrcRig::start(bin_dir, options).await?;
     let observer = RawIrc::connect(rig.ircd.port(), "p5obs", &[], Tally::new("\u{0}", PUPPET_PREFIX, false)).await?;

@@ -330,6 +330,7 @@ fn xmpp_flavour(prosody: &Prosody) -> Flavour<'static> {
             prosody.component_address(),
             prosody.component_secret()
         ),
+        edge_mode: None,
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
     appservice::join_event,
     bridge::settled_rss_kib,
     irc::{RawIrc, Tally},
-    rig::{IrcOptions, IrcRig},
+    rig::{IrcEdge, IrcOptions, IrcRig},
     stats::p50_p99,
 };
 
@@ -48,6 +48,8 @@ pub(crate) async fn run(bin_dir: &Path, size: &P7) -> anyhow::Result<()> {
         seed_portals: 0,
         tap_marker: Some("beat"),
         privacy: "off",
+        // What P7 measures.
+        edge: IrcEdge::On,
     };
     let rig = IrcRig::start(bin_dir, options).await?;
     let port = rig.ircd.port();

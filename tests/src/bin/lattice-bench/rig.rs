@@ -50,6 +50,39 @@ pub(crate) struct IrcOptions {
     pub(crate) tap_marker: Option<&'static str>,
     /// The network's `privacy` setting: `kick` (the default, Libera.Chat's rule) or `off`.
     pub(crate) privacy: &'static str,
+    /// Where the bridge holds its IRC connections.
+    pub(crate) edge: IrcEdge,
+}
+
+/// `bridge.edge.mode` of the IRC bridge: its IRC connections in an edge process of their own (`on`; `auto` means the
+/// same for `lattice-irc run`) or in the bridge's process (`off`), so a run can measure the bridge without the edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum IrcEdge {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl IrcEdge {
+    /// Reads `auto`, `on` or `off`.
+    pub(crate) fn parse(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => anyhow::bail!("--irc-edge {other}: not auto, on or off"),
+        }
+    }
+
+    /// The value of `bridge.edge.mode`.
+    pub(crate) fn mode(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
 }
 
 impl IrcRig {
@@ -109,9 +142,10 @@ fn host_port(url: &str) -> &str {
 /// The `lattice-irc` config: one network on the local ngircd, flood control off (a line bucket of a million, refilled
 /// a million per second), nicks up to 30 characters, quick reconnects, the privacy rule as `options` ask.
 pub(crate) fn irc_flavour(port: u16, options: &IrcOptions) -> Flavour<'static> {
-    let IrcOptions { max_concurrent, privacy, .. } = options;
+    let IrcOptions { max_concurrent, privacy, edge, .. } = options;
     Flavour {
         binary: "lattice-irc",
+        edge_mode: Some(edge.mode()),
         id: "lattice-irc-bench",
         bot_localpart: "ircbot",
         section: format!(
