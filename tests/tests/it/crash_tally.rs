@@ -119,6 +119,13 @@ impl Stream {
         Ok(())
     }
 
+    /// The numbers of each sender's messages in the order they arrived (to show a reordering).
+    pub(crate) fn arrivals_by_sender(self, arrived: &[(usize, usize)]) -> Vec<Vec<usize>> {
+        (0..self.senders)
+            .map(|sender| arrived.iter().filter(|(from, _)| *from == sender).map(|(_, number)| *number).collect())
+            .collect()
+    }
+
     /// Counts what arrived (without asking the homeserver about the lost ones).
     pub(crate) fn tally(self, arrived: &[(usize, usize)]) -> Tally {
         let mut per_sender: BTreeMap<usize, Vec<usize>> = BTreeMap::new();

@@ -180,7 +180,12 @@ async fn stream_with_kills(
             bridge.dir.path().display()
         );
     }
-    ensure!(counted.out_of_order == 0, "{counted:?}");
+    ensure!(
+        counted.out_of_order == 0,
+        "{counted:?}; arrivals by sender: {:?}; bridge logs in {} (kept with LATTICE_KEEP_TEST_STATE=1)",
+        STREAM.arrivals_by_sender(&arrived()),
+        bridge.dir.path().display()
+    );
     Ok(counted)
 }
 
