@@ -9,10 +9,9 @@
 //! components (XEP-0114).
 
 use std::{
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -165,31 +164,11 @@ impl Ejabberd {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let mut process = ServerProcess::spawn("ejabberd", &mut self.command(), &self.dir.join("ejabberd.log"))?;
-        let started = Instant::now();
-        loop {
-            if let Some(status) = process.exit_status() {
-                bail!(
-                    "ejabberd exited ({status}) before listening; last lines of its log:\n{}",
-                    process.log_tail(LOG_TAIL_LINES)
-                );
-            }
-            let listening = [self.c2s_port, self.component_port].iter().all(|port| {
-                TcpStream::connect_timeout(&([127, 0, 0, 1], *port).into(), Duration::from_millis(200)).is_ok()
-            });
-            if listening {
-                self.process = Some(process);
-                return Ok(());
-            }
-            if started.elapsed() > START_DEADLINE {
-                bail!(
-                    "ejabberd did not listen within {START_DEADLINE:?}; last lines of its log:\n{}",
-                    process.log_tail(LOG_TAIL_LINES)
-                );
-            }
-            // Polling a starting server for readiness, not synchronising test events.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let process = ServerProcess::spawn("ejabberd", &mut self.command(), &self.dir.join("ejabberd.log"))?;
+        let ports = [self.c2s_port, self.component_port];
+        let poll = Duration::from_millis(50);
+        self.process = Some(crate::xmpp_server::listening("ejabberd", process, ports, START_DEADLINE, poll).await?);
+        Ok(())
     }
 
     /// Stops ejabberd (SIGTERM: the Erlang runtime shuts down in order) and starts it again on the same ports and

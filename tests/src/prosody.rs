@@ -5,10 +5,9 @@
 //! component (XEP-0114) for the bridge with a random secret.
 
 use std::{
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -109,31 +108,11 @@ impl Prosody {
     async fn launch(&mut self) -> anyhow::Result<()> {
         let mut command = Command::new("prosody");
         command.arg("-F").arg("--config").arg(self.config_path()).current_dir(self.dir.path());
-        let mut process = ServerProcess::spawn("Prosody", &mut command, &self.dir.join("prosody.log"))?;
-        let started = Instant::now();
-        loop {
-            if let Some(status) = process.exit_status() {
-                bail!(
-                    "Prosody exited ({status}) before listening; last lines of its log:\n{}",
-                    process.log_tail(LOG_TAIL_LINES)
-                );
-            }
-            let listening = [self.c2s_port, self.component_port].iter().all(|port| {
-                TcpStream::connect_timeout(&([127, 0, 0, 1], *port).into(), Duration::from_millis(200)).is_ok()
-            });
-            if listening {
-                self.process = Some(process);
-                return Ok(());
-            }
-            if started.elapsed() > START_DEADLINE {
-                bail!(
-                    "Prosody did not listen within {START_DEADLINE:?}; last lines of its log:\n{}",
-                    process.log_tail(LOG_TAIL_LINES)
-                );
-            }
-            // Polling a starting server for readiness, not synchronising test events.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let process = ServerProcess::spawn("Prosody", &mut command, &self.dir.join("prosody.log"))?;
+        let ports = [self.c2s_port, self.component_port];
+        let poll = Duration::from_millis(20);
+        self.process = Some(crate::xmpp_server::listening("Prosody", process, ports, START_DEADLINE, poll).await?);
+        Ok(())
     }
 
     /// Stops Prosody (SIGTERM) and starts it again on the same ports with the same accounts; MUCs that are not

@@ -3,11 +3,52 @@
 //!
 //! [`xmpp_server_tests!`]: crate::xmpp_server_tests
 
-use std::future::Future;
+use std::{
+    future::Future,
+    net::TcpStream,
+    time::{Duration, Instant},
+};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
-use crate::{HomeserverKind, ejabberd::Ejabberd, prosody::Prosody};
+use crate::{HomeserverKind, ServerProcess, ejabberd::Ejabberd, prosody::Prosody};
+
+/// Lines of a server's log shown when it fails to start.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Waits until the XMPP server `name` that `process` runs listens on `ports` on loopback, checking every `poll`;
+/// fails with its log's last lines if it exits first or does not listen within `deadline`.
+pub(crate) async fn listening(
+    name: &str,
+    mut process: ServerProcess,
+    ports: [u16; 2],
+    deadline: Duration,
+    poll: Duration,
+) -> anyhow::Result<ServerProcess> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = process.exit_status() {
+            bail!(
+                "{name} exited ({status}) before listening; last lines of its log:\n{}",
+                process.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        let listening = ports.iter().all(|port| {
+            TcpStream::connect_timeout(&([127, 0, 0, 1], *port).into(), Duration::from_millis(200)).is_ok()
+        });
+        if listening {
+            return Ok(process);
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "{name} did not listen within {deadline:?}; last lines of its log:\n{}",
+                process.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        // Polling a starting server for readiness, not synchronising test events.
+        tokio::time::sleep(poll).await;
+    }
+}
 
 /// Which XMPP server a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
