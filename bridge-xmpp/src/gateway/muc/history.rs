@@ -40,12 +40,12 @@ impl ArchiveQueries {
     }
 
     /// Gathers the results of the query `queryid` from now on.
-    pub(super) fn expect(&self, queryid: &str) {
+    fn expect(&self, queryid: &str) {
         self.results().insert(queryid.to_owned(), Vec::new());
     }
 
     /// The results of the query `queryid` gathered so far; no more are gathered.
-    pub(super) fn take(&self, queryid: &str) -> Vec<Result_> {
+    fn take(&self, queryid: &str) -> Vec<Result_> {
         self.results().remove(queryid).unwrap_or_default()
     }
 
@@ -89,19 +89,25 @@ impl MucPortals<'_> {
         self.mucs.archive.collect(message)
     }
 
+    /// Asks the MUC's archive, as the listener, for at most `max` messages ending before the archive ID `before`
+    /// (empty: the newest); the MUC's answer to the query, and the results it sent before it.
+    pub(super) async fn query_archive(&self, room: &BareJid, max: usize, before: String) -> (Option<Iq>, Vec<Result_>) {
+        let queryid = new_id();
+        self.mucs.archive.expect(&queryid);
+        let set = SetQuery { max: Some(max), after: None, before: Some(before), index: None };
+        let query =
+            Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
+        let iq = Iq::from_set(String::new(), query).with_from(self.listener_jid().into()).with_to(room.clone().into());
+        let answer = self.request(iq).await;
+        (answer, self.mucs.archive.take(&queryid))
+    }
+
     /// Fills a new portal from its MUC's archive, before the first join: the newest messages, oldest first, with
     /// their original time. A MUC without an archive (or one that refuses) leaves the portal as it is.
     async fn backfill(&self, room: &BareJid, portal: &Portal) -> ConnectorResult<()> {
         // Whether archived messages' occupant-ids can be trusted, before the first join asks again.
         self.learn_muc_features(room).await;
-        let queryid = new_id();
-        self.mucs.archive.expect(&queryid);
-        let set = SetQuery { max: Some(BACKFILL_MESSAGES), after: None, before: Some(String::new()), index: None };
-        let query =
-            Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
-        let iq = Iq::from_set(String::new(), query).with_from(self.listener_jid().into()).with_to(room.clone().into());
-        let answer = self.request(iq).await;
-        let results = self.mucs.archive.take(&queryid);
+        let (answer, results) = self.query_archive(room, BACKFILL_MESSAGES, String::new()).await;
         match answer {
             Some(Iq::Result { .. }) => {}
             Some(Iq::Error { error, .. }) => {

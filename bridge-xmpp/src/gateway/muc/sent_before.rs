@@ -13,12 +13,11 @@ use lattice_bridge_core::{connector::ConnectorResult, store::Portal};
 use tokio_xmpp::parsers::{
     iq::Iq,
     jid::BareJid,
-    mam::{Fin, Query, QueryId, Result_},
-    rsm::SetQuery,
+    mam::{Fin, Result_},
 };
 
 use super::MucPortals;
-use crate::{gateway::new_id, xep::ids::MessageIds};
+use crate::xep::ids::MessageIds;
 
 /// How many of a MUC's newest archived messages are searched.
 const LOOK_BACK: usize = 250;
@@ -70,14 +69,7 @@ impl MucPortals<'_> {
 
     /// One page of the MUC's archive, newest first, ending before the archive ID `before` (empty: the newest).
     async fn archive_page(&self, room: &BareJid, before: String) -> Option<(Vec<Result_>, Fin)> {
-        let queryid = new_id();
-        self.mucs.archive.expect(&queryid);
-        let set = SetQuery { max: Some(LOOK_BACK), after: None, before: Some(before), index: None };
-        let query =
-            Query { queryid: Some(QueryId(queryid.clone())), node: None, form: None, set: Some(set), flip_page: false };
-        let iq = Iq::from_set(String::new(), query).with_from(self.listener_jid().into()).with_to(room.clone().into());
-        let answer = self.request(iq).await;
-        let results = self.mucs.archive.take(&queryid);
+        let (answer, results) = self.query_archive(room, LOOK_BACK, before).await;
         let fin = match answer {
             Some(Iq::Result { payload: Some(payload), .. }) => Fin::try_from(payload).ok(),
             _ => None,
