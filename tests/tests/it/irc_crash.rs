@@ -27,7 +27,7 @@ use serde_yaml::Value;
 
 use crate::{
     binaries::build_binary,
-    crash_tally::{Stream, Tally},
+    crash_tally::{Stream, Tally, stranded_now},
 };
 
 /// Ten Matrix users, each through their own puppet with its own flood bucket, send 100 messages each.
@@ -218,6 +218,7 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
     let total = STREAM.senders * STREAM.per_sender;
     let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
     points.sort_unstable();
+    let mut held_back = std::collections::BTreeSet::new();
     for point in points {
         let deadline = tokio::time::Instant::now() + ARRIVAL;
         while arrived(&observer).len() < point {
@@ -225,6 +226,7 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
             ensure!(tokio::time::Instant::now() < deadline, "{point} lines did not arrive: {log}");
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
         }
+        held_back.extend(stranded_now(&synapse).await?);
         bridge.kill_and_restart().await?;
         println!("{server}: killed the bridge after {} lines arrived, started it again", arrived(&observer).len());
     }
@@ -235,7 +237,7 @@ async fn stream_with_kills(ircd: Ircd, server: &str) -> anyhow::Result<Tally> {
     STREAM.wait_for_all(|| arrived(&observer), &event_ids, &synapse, ARRIVAL).await?;
     // A little longer, so a late double shows.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let counted = STREAM.tally_against(&arrived(&observer), &event_ids, &synapse)?;
+    let counted = STREAM.tally_against(&arrived(&observer), &event_ids, &synapse, &held_back)?;
     println!("{server}: {total} sent, {counted:?}");
     ensure!(counted.lost_by_bridge() == 0, "{counted:?}; bridge log: {}", bridge.process.log_tail(40));
     ensure!(counted.out_of_order == 0, "{counted:?}");

@@ -24,7 +24,7 @@ use serde_yaml::Value;
 
 use crate::{
     binaries::build_binary,
-    crash_tally::{Stream, Tally},
+    crash_tally::{Stream, Tally, stranded_now},
 };
 
 /// Five Matrix users, each as their own occupant, send 100 messages each.
@@ -154,6 +154,7 @@ async fn stream_with_kills(
     let total = STREAM.senders * STREAM.per_sender;
     let mut points: Vec<usize> = (0..KILLS).map(|_| rng.random_range(total / 10..total * 9 / 10)).collect();
     points.sort_unstable();
+    let mut held_back = std::collections::BTreeSet::new();
     for point in points {
         let deadline = tokio::time::Instant::now() + ARRIVAL;
         while arrived().len() < point {
@@ -161,6 +162,7 @@ async fn stream_with_kills(
             ensure!(tokio::time::Instant::now() < deadline, "{point} messages did not arrive: {log}");
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..40))).await;
         }
+        held_back.extend(stranded_now(synapse).await?);
         bridge.kill_and_restart().await?;
         println!("{label}: killed the bridge after {} messages arrived, started it again", arrived().len());
     }
@@ -171,7 +173,7 @@ async fn stream_with_kills(
     STREAM.wait_for_all(&arrived, &event_ids, synapse, ARRIVAL).await?;
     // A little longer, so a late double shows.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let counted = STREAM.tally_against(&arrived(), &event_ids, synapse)?;
+    let counted = STREAM.tally_against(&arrived(), &event_ids, synapse, &held_back)?;
     println!("{label}: {total} sent, {counted:?}, in {:.1?}", started.elapsed());
     if counted.lost_by_bridge() > 0 {
         bridge.dir.keep();
